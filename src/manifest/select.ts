@@ -1,0 +1,293 @@
+import type { Dirent, Stats } from "node:fs";
+import { lstat, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { InputError } from "../errors.js";
+import {
+  type CompiledRule,
+  compileRule,
+  decidingRule,
+  type Manifest,
+  type ManifestRule,
+  mustDescendExcluded,
+  type OutsidePath,
+} from "./rules.js";
+
+export type EntryType = "file" | "directory" | "symlink";
+
+/** A path chosen for the archive, with the metadata seen when it was chosen (pack compares it after reading). */
+export interface SelectedEntry {
+  /** `home/<relative>` (the home itself is `home/`) or `rootfs/<absolute path without the leading slash>`. */
+  readonly archivePath: string;
+  readonly sourcePath: string;
+  readonly type: EntryType;
+  readonly stats: Stats;
+  readonly ruleId: string;
+  /** A required path whose read failure is an error, not a warning. */
+  readonly required: boolean;
+}
+
+export interface RuleTally {
+  readonly id: string;
+  readonly action: "include" | "exclude" | "outside";
+  readonly pattern: string;
+  readonly reason: string;
+  readonly required: boolean;
+  files: number;
+  bytes: number;
+  /** Top-level paths this rule decided (for excludes: the paths left out). */
+  readonly paths: string[];
+}
+
+export interface SkippedPath {
+  readonly path: string;
+  readonly reason: string;
+}
+
+export interface Selection {
+  readonly home: string;
+  readonly entries: SelectedEntry[];
+  readonly tallies: RuleTally[];
+  /** Paths that exist but cannot go into an archive (sockets, FIFOs, devices) or could not be read. */
+  readonly skipped: SkippedPath[];
+}
+
+export interface SelectOptions {
+  readonly home: string;
+  readonly manifest: Manifest;
+  /** Walk excluded subtrees to report their size (for `plan`; a backup need not pay for it). */
+  readonly countExcluded?: boolean;
+}
+
+const STAT_BATCH = 64;
+
+export async function selectFiles(options: SelectOptions): Promise<Selection> {
+  const rules = options.manifest.rules.map(compileRule);
+  const tallies = new Map<string, RuleTally>();
+  for (const rule of rules) tallies.set(rule.id, tallyFor(rule));
+  for (const outside of options.manifest.outside) tallies.set(outside.id, outsideTally(outside));
+
+  const walker = new Walker(options.home, rules, tallies, options.countExcluded ?? false);
+  await walker.walkHome();
+  checkRequiredRules(rules, walker.seenPaths, options.home);
+  for (const outside of options.manifest.outside) await walker.walkOutside(outside);
+  return { home: options.home, entries: walker.entries, tallies: [...tallies.values()], skipped: walker.skipped };
+}
+
+function tallyFor(rule: ManifestRule): RuleTally {
+  return { ...pick(rule), files: 0, bytes: 0, paths: [] };
+}
+
+function pick(rule: ManifestRule) {
+  return { id: rule.id, action: rule.action, pattern: rule.pattern, reason: rule.reason, required: rule.required };
+}
+
+function outsideTally(outside: OutsidePath): RuleTally {
+  const base = { id: outside.id, action: "outside" as const, pattern: outside.path, reason: outside.reason };
+  return { ...base, required: outside.required, files: 0, bytes: 0, paths: [] };
+}
+
+class Walker {
+  readonly entries: SelectedEntry[] = [];
+  readonly skipped: SkippedPath[] = [];
+  /** Home-relative paths that exist and were decided "include", for the required-path check. */
+  readonly seenPaths = new Set<string>();
+
+  constructor(
+    private readonly home: string,
+    private readonly rules: readonly CompiledRule[],
+    private readonly tallies: Map<string, RuleTally>,
+    private readonly countExcluded: boolean,
+  ) {}
+
+  async walkHome(): Promise<void> {
+    let stats: Stats;
+    try {
+      stats = await lstat(this.home);
+    } catch (error) {
+      throw new InputError(
+        `cannot read the looker home ${this.home}: ${(error as Error).message}`,
+        "pass the home of the looker user (e.g. /home/looker) with --home",
+      );
+    }
+    if (!stats.isDirectory()) throw new InputError(`the looker home ${this.home} is not a directory`, "check --home");
+    const homeRule = decidingRule(this.rules, ".");
+    this.entries.push(entry("home/", this.home, "directory", stats, homeRule?.id ?? "default:.", false));
+    await this.walkDirectory("", homeRule);
+  }
+
+  private async walkDirectory(relativeDir: string, parentRule: CompiledRule | undefined): Promise<void> {
+    const absoluteDir = join(this.home, relativeDir);
+    let dirents: Dirent[];
+    try {
+      dirents = await readdir(absoluteDir, { withFileTypes: true });
+    } catch (error) {
+      this.unreadable(relativeDir || ".", absoluteDir, parentRule, error);
+      return;
+    }
+    dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (let i = 0; i < dirents.length; i += STAT_BATCH) {
+      const batch = dirents.slice(i, i + STAT_BATCH).map((d) => (relativeDir ? `${relativeDir}/${d.name}` : d.name));
+      const stats = await Promise.all(batch.map((rel) => lstat(join(this.home, rel)).catch((e: Error) => e)));
+      for (let j = 0; j < batch.length; j++) {
+        await this.visit(batch[j]!, stats[j]!, parentRule);
+      }
+    }
+  }
+
+  private async visit(relative: string, stats: Stats | Error, parentRule: CompiledRule | undefined): Promise<void> {
+    const absolute = join(this.home, relative);
+    const rule = decidingRule(this.rules, relative);
+    if (stats instanceof Error) {
+      // Vanished between readdir and lstat: a live home changes under us; the report says so.
+      this.skipped.push({ path: `home/${relative}`, reason: `vanished while listing: ${stats.message}` });
+      return;
+    }
+    if (rule?.action === "exclude") {
+      await this.excluded(relative, stats, rule);
+      return;
+    }
+    const type = entryType(stats);
+    if (type === undefined) {
+      this.skipped.push({ path: `home/${relative}`, reason: `${describeSpecial(stats)} cannot be archived` });
+      return;
+    }
+    const ruleId = rule?.id ?? "default:.";
+    const required = Boolean(rule?.required);
+    const archivePath = type === "directory" ? `home/${relative}/` : `home/${relative}`;
+    this.entries.push(entry(archivePath, absolute, type, stats, ruleId, required));
+    this.seenPaths.add(relative);
+    this.count(ruleId, relative, parentRule, type === "file" ? stats.size : 0, type !== "directory");
+    if (type === "directory") await this.walkDirectory(relative, rule);
+  }
+
+  private async excluded(relative: string, stats: Stats, rule: CompiledRule): Promise<void> {
+    const tally = this.tallies.get(rule.id);
+    tally?.paths.push(relative);
+    if (stats.isDirectory()) {
+      if (mustDescendExcluded(this.rules, relative, rule)) {
+        await this.walkDirectory(relative, rule);
+      } else if (this.countExcluded && tally) {
+        const size = await measureTree(join(this.home, relative));
+        tally.files += size.files;
+        tally.bytes += size.bytes;
+      }
+    } else if (tally) {
+      tally.files += 1;
+      tally.bytes += stats.isFile() ? stats.size : 0;
+    }
+  }
+
+  private count(ruleId: string, relative: string, parentRule: CompiledRule | undefined, bytes: number, isFile: boolean) {
+    const tally = this.tallies.get(ruleId);
+    if (!tally) return;
+    if (parentRule?.id !== ruleId) tally.paths.push(relative);
+    if (isFile) {
+      tally.files += 1;
+      tally.bytes += bytes;
+    }
+  }
+
+  private unreadable(relative: string, absolute: string, rule: CompiledRule | undefined, error: unknown): void {
+    const message = `cannot read ${absolute}: ${(error as Error).message}`;
+    if (rule?.required) {
+      throw new InputError(message, "run the backup as root or as the looker user, or fix the permissions");
+    }
+    this.skipped.push({ path: `home/${relative}`, reason: message });
+  }
+
+  async walkOutside(outside: OutsidePath): Promise<void> {
+    let stats: Stats;
+    try {
+      stats = await lstat(outside.path);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" && !outside.required) return;
+      throw new InputError(
+        `cannot read ${outside.path} (${outside.id}): ${(error as Error).message}`,
+        outside.required
+          ? "restore the file, correct the path, or mark it `required: false` in the manifest"
+          : "fix the permissions or remove it from the manifest",
+        error,
+      );
+    }
+    const tally = this.tallies.get(outside.id)!;
+    tally.paths.push(outside.path);
+    await this.addOutsideTree(outside, outside.path, stats, tally);
+  }
+
+  private async addOutsideTree(outside: OutsidePath, path: string, stats: Stats, tally: RuleTally): Promise<void> {
+    const type = entryType(stats);
+    const archiveBase = `rootfs/${path.replace(/^\/+/, "")}`;
+    if (type === undefined) {
+      this.skipped.push({ path: archiveBase, reason: `${describeSpecial(stats)} cannot be archived` });
+      return;
+    }
+    const archivePath = type === "directory" ? `${archiveBase}/` : archiveBase;
+    this.entries.push(entry(archivePath, path, type, stats, outside.id, outside.required));
+    if (type !== "directory") {
+      tally.files += 1;
+      tally.bytes += type === "file" ? stats.size : 0;
+      return;
+    }
+    const names = (await readdir(path)).sort();
+    for (const name of names) {
+      const child = join(path, name);
+      await this.addOutsideTree(outside, child, await lstat(child), tally);
+    }
+  }
+}
+
+function entry(
+  archivePath: string,
+  sourcePath: string,
+  type: EntryType,
+  stats: Stats,
+  ruleId: string,
+  required: boolean,
+): SelectedEntry {
+  return { archivePath, sourcePath, type, stats, ruleId, required };
+}
+
+function entryType(stats: Stats): EntryType | undefined {
+  if (stats.isFile()) return "file";
+  if (stats.isDirectory()) return "directory";
+  if (stats.isSymbolicLink()) return "symlink";
+  return undefined;
+}
+
+function describeSpecial(stats: Stats): string {
+  if (stats.isSocket()) return "a socket";
+  if (stats.isFIFO()) return "a FIFO";
+  if (stats.isBlockDevice() || stats.isCharacterDevice()) return "a device node";
+  return "a special file";
+}
+
+/** Required include rules without wildcards must exist, unless the user's own manifest excluded them. */
+function checkRequiredRules(rules: readonly CompiledRule[], seen: Set<string>, home: string): void {
+  for (const rule of rules) {
+    if (rule.action !== "include" || !rule.required || rule.matcher.hasWildcards || rule.pattern === ".") continue;
+    if (seen.has(rule.pattern)) continue;
+    const decider = decidingRule(rules, rule.pattern);
+    if (decider?.action === "exclude" && decider.origin === "manifest") continue;
+    throw new InputError(
+      `required path ${rule.pattern} is missing in ${home} (${rule.reason})`,
+      `check --home; if this host truly has no ${rule.pattern}, list it under 'optional:' in the manifest`,
+    );
+  }
+}
+
+async function measureTree(dir: string): Promise<{ files: number; bytes: number }> {
+  let files = 0;
+  let bytes = 0;
+  const dirents = await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [] as Dirent[]);
+  for (let i = 0; i < dirents.length; i += STAT_BATCH) {
+    const batch = dirents.slice(i, i + STAT_BATCH).filter((d) => !d.isDirectory());
+    const stats = await Promise.all(batch.map((d) => lstat(join(d.parentPath, d.name)).catch(() => undefined)));
+    for (const s of stats) {
+      if (!s) continue;
+      files += 1;
+      if (s.isFile()) bytes += s.size;
+    }
+  }
+  return { files, bytes };
+}
