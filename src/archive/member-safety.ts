@@ -1,0 +1,158 @@
+/**
+ * Pure checks restore runs on every member BEFORE anything is written (DESIGN.md section 4).
+ *
+ * Symlinks are data: their targets are kept verbatim (absolute or relative) and never followed. What
+ * makes a symlink dangerous is a LATER member that goes through it (symlink home/a -> /etc, then file
+ * home/a/passwd) or replaces a directory with it; so LinkTracker remembers the shape of the tree the
+ * archive has built so far and refuses members that would write anywhere but where their path says.
+ */
+import { IntegrityError } from "../errors.js";
+import type { TarHeader } from "./tar-format.js";
+
+export const DEFAULT_ALLOWED_ROOTS: readonly string[] = ["meta/", "home/", "rootfs/", "mysql/"];
+
+const HINT = "the archive was not made by looker-backup or was tampered with; nothing was written for it";
+
+/** Throws unless `path` is relative, normalized and under one of `allowedRoots` (each ending in "/"). */
+export function checkMemberPath(path: string, allowedRoots: readonly string[] = DEFAULT_ALLOWED_ROOTS): void {
+  const problem = pathProblem(path, allowedRoots);
+  if (problem !== undefined) refuse(path, problem);
+}
+
+function pathProblem(path: string, allowedRoots: readonly string[]): string | undefined {
+  if (path === "") return "empty path";
+  if (path.includes("\0")) return "NUL byte in path";
+  if (path.startsWith("/")) return "absolute path";
+  const segments = withoutTrailingSlash(path).split("/");
+  if (segments.includes("..")) return "'..' segment in path";
+  if (segments.includes(".")) return "'.' segment in path";
+  if (segments.includes("")) return "empty segment ('//') in path";
+  const isUnderRoot = allowedRoots.some((root) => path.startsWith(root) || `${path}/` === root);
+  if (!isUnderRoot) return `path outside the allowed roots ${allowedRoots.join(" ")}`;
+  return undefined;
+}
+
+/** What a path already is in the tree the archive builds. */
+type Kind = "directory" | "symlink" | "file";
+
+/**
+ * Follows the members of one archive in order and refuses any that would escape, overwrite or
+ * alias something it should not. Call admit() for every member, in archive order, before extracting it.
+ */
+export class LinkTracker {
+  /** Every path the archive has created so far (explicitly, or implicitly as a parent), without "/". */
+  private readonly kinds = new Map<string, Kind>();
+  /** Regular files (not hard links): the only valid hard-link targets. */
+  private readonly regularFiles = new Set<string>();
+
+  constructor(private readonly allowedRoots: readonly string[] = DEFAULT_ALLOWED_ROOTS) {}
+
+  /** Throws an IntegrityError naming the member and the rule it breaks; records it otherwise. */
+  admit(header: TarHeader): void {
+    const problem = this.problemWith(header);
+    if (problem !== undefined) refuse(header.path, problem);
+    this.record(header);
+  }
+
+  /** True when `path` (an archive path) was restored as a symlink. */
+  isSymlink(path: string): boolean {
+    return this.kinds.get(withoutTrailingSlash(path)) === "symlink";
+  }
+
+  private problemWith(header: TarHeader): string | undefined {
+    switch (header.type) {
+      case "character-device":
+      case "block-device":
+        return "device nodes are not restored";
+      case "fifo":
+        return "fifos are not restored";
+      case "other":
+        return "unsupported member type (only files, directories, symlinks and hard links are restored)";
+      default:
+        break;
+    }
+    const pathProblemFound = pathProblem(header.path, this.allowedRoots);
+    if (pathProblemFound !== undefined) return pathProblemFound;
+    const key = withoutTrailingSlash(header.path);
+    const throughProblem = this.ancestorProblem(key);
+    if (throughProblem !== undefined) return throughProblem;
+    const existingProblem = this.replacementProblem(key, header);
+    if (existingProblem !== undefined) return existingProblem;
+    if (header.type === "symlink") return symlinkProblem(header);
+    if (header.type === "hardlink") return this.hardlinkProblem(header);
+    return undefined;
+  }
+
+  /** A member must not sit below a symlink (the write would land at the link's target) or a file. */
+  private ancestorProblem(key: string): string | undefined {
+    for (const ancestor of ancestorsOf(key)) {
+      const kind = this.kinds.get(ancestor);
+      if (kind === "symlink") return `path passes through symlink ${display(ancestor)}`;
+      if (kind === "file") return `path passes through non-directory ${display(ancestor)}`;
+    }
+    return undefined;
+  }
+
+  /** Only a directory may appear twice (as a directory); anything else would overwrite an earlier member. */
+  private replacementProblem(key: string, header: TarHeader): string | undefined {
+    const kind = this.kinds.get(key);
+    if (kind === undefined) return undefined;
+    if (kind === "directory" && header.type === "directory") return undefined;
+    if (kind === "directory") return `directory ${display(key)} replaced by a ${header.type}`;
+    if (kind === "symlink") return `replaces symlink ${display(key)}`;
+    return `duplicate member ${display(key)}`;
+  }
+
+  private hardlinkProblem(header: TarHeader): string | undefined {
+    const target = header.linkTarget;
+    if (target === undefined || target === "") return "hard link without target";
+    const targetProblem = pathProblem(target, this.allowedRoots);
+    if (targetProblem !== undefined) return `hard link target ${display(target)}: ${targetProblem}`;
+    if (!this.regularFiles.has(target)) {
+      return `hard link target ${display(target)} is not an earlier regular file of this archive`;
+    }
+    return undefined;
+  }
+
+  private record(header: TarHeader): void {
+    const key = withoutTrailingSlash(header.path);
+    for (const ancestor of ancestorsOf(key)) {
+      if (!this.kinds.has(ancestor)) this.kinds.set(ancestor, "directory");
+    }
+    this.kinds.set(key, kindOf(header));
+    if (header.type === "file") this.regularFiles.add(key);
+  }
+}
+
+function symlinkProblem(header: TarHeader): string | undefined {
+  // The target itself is data and is never checked or followed; it only has to be creatable.
+  if (header.linkTarget === undefined || header.linkTarget === "") return "symlink without target";
+  if (header.linkTarget.includes("\0")) return "NUL byte in symlink target";
+  return undefined;
+}
+
+function kindOf(header: TarHeader): Kind {
+  if (header.type === "directory") return "directory";
+  if (header.type === "symlink") return "symlink";
+  return "file";
+}
+
+/** "a/b/c" -> "a", "a/b" (proper ancestors, shortest first). */
+function* ancestorsOf(key: string): Generator<string> {
+  for (let slash = key.indexOf("/"); slash !== -1; slash = key.indexOf("/", slash + 1)) {
+    yield key.slice(0, slash);
+  }
+}
+
+function withoutTrailingSlash(path: string): string {
+  return path.endsWith("/") ? path.slice(0, -1) : path;
+}
+
+/** Paths as-is unless they hold control characters (newlines, NUL), which would garble the message. */
+function display(path: string): string {
+  return /[\x00-\x1f\x7f]/.test(path) ? JSON.stringify(path) : path;
+}
+
+function refuse(path: string, rule: string): never {
+  throw new IntegrityError(`refusing member ${display(path)}: ${rule}`, HINT);
+}

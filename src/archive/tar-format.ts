@@ -1,0 +1,311 @@
+/**
+ * POSIX pax tar: the types shared by the writer and the reader, and the low-level block encoding.
+ *
+ * Every member is a 512-byte ustar header ("ustar\0" magic, "00" version), optionally preceded by a pax 'x'
+ * extended header when a value does not fit ustar (long or non-ASCII names, big sizes or ids, fractional
+ * mtimes). GNU tar, bsdtar and every POSIX reader understand this; see DESIGN.md section 4.
+ */
+import { LookerBackupError } from "../errors.js";
+
+export const BLOCK_SIZE = 512;
+
+/** What a member is. The first four are what we write; the rest only ever come from foreign archives. */
+export type TarEntryType =
+  | "file"
+  | "directory"
+  | "symlink"
+  | "hardlink"
+  | "character-device"
+  | "block-device"
+  | "fifo"
+  | "other";
+
+export interface TarHeader {
+  /** Archive path, "/"-separated, relative; directories end with "/". */
+  path: string;
+  type: TarEntryType;
+  /** Body length in bytes; always 0 for everything but regular files. */
+  size: number;
+  /** Permission bits including setuid/setgid/sticky (0o7777); never the file-type bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  uname?: string;
+  gname?: string;
+  /** Seconds since the epoch, may be fractional (kept through a pax "mtime" record). */
+  mtime: number;
+  /** Symlink target (kept verbatim) or, for hard links, the archive path of the earlier member. */
+  linkTarget?: string;
+}
+
+/** ustar field offsets and widths (POSIX.1-2001, "ustar Interchange Format"). */
+export const Field = {
+  name: [0, 100],
+  mode: [100, 8],
+  uid: [108, 8],
+  gid: [116, 8],
+  size: [124, 12],
+  mtime: [136, 12],
+  checksum: [148, 8],
+  typeflag: [156, 1],
+  linkname: [157, 100],
+  magic: [257, 6],
+  version: [263, 2],
+  uname: [265, 32],
+  gname: [297, 32],
+  devmajor: [329, 8],
+  devminor: [337, 8],
+  prefix: [345, 155],
+} as const satisfies Record<string, readonly [number, number]>;
+
+export const TypeFlag = {
+  file: "0",
+  oldFile: "\0",
+  contiguous: "7",
+  hardlink: "1",
+  symlink: "2",
+  characterDevice: "3",
+  blockDevice: "4",
+  directory: "5",
+  fifo: "6",
+  paxExtended: "x",
+  paxGlobal: "g",
+  gnuLongName: "L",
+  gnuLongLink: "K",
+} as const;
+
+const typeFlagOf: Record<Exclude<TarEntryType, "other">, string> = {
+  file: TypeFlag.file,
+  directory: TypeFlag.directory,
+  symlink: TypeFlag.symlink,
+  hardlink: TypeFlag.hardlink,
+  "character-device": TypeFlag.characterDevice,
+  "block-device": TypeFlag.blockDevice,
+  fifo: TypeFlag.fifo,
+};
+
+/** Largest value an octal field of `width` bytes holds (width - 1 digits and a terminating NUL). */
+export function maxOctal(width: number): number {
+  return 8 ** (width - 1) - 1;
+}
+
+/** Bytes of zero padding that follow a body of `size` bytes to reach the next block. */
+export function paddingFor(size: number): number {
+  const remainder = size % BLOCK_SIZE;
+  return remainder === 0 ? 0 : BLOCK_SIZE - remainder;
+}
+
+/** The end-of-archive marker: two zero blocks. */
+export function encodeEndOfArchive(): Buffer {
+  return Buffer.alloc(2 * BLOCK_SIZE);
+}
+
+/**
+ * The header block(s) for one member: a pax 'x' header first when some value does not fit ustar,
+ * then the ustar header. The body (size bytes) and paddingFor(size) zero bytes must follow.
+ */
+export function encodeHeader(header: TarHeader): Buffer {
+  const member = normalizeForWriting(header);
+  const paxValues = paxValuesFor(member);
+  const ustar = encodeUstarBlock(member, new Set(paxValues.keys()));
+  if (paxValues.size === 0) return ustar;
+  const paxBody = Buffer.concat([...paxValues].map(([key, value]) => paxRecord(key, value)));
+  const paxHeader = encodeUstarBlock(
+    {
+      path: paxHeaderName(member.path),
+      type: "file",
+      size: paxBody.length,
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      mtime: Math.max(0, Math.floor(member.mtime)),
+    },
+    new Set(),
+    TypeFlag.paxExtended,
+  );
+  return Buffer.concat([paxHeader, paxBody, Buffer.alloc(paddingFor(paxBody.length)), ustar]);
+}
+
+/** Checks what a writer could get wrong and gives directories their trailing slash. */
+function normalizeForWriting(header: TarHeader): TarHeader {
+  const fail = (why: string) => {
+    throw new LookerBackupError(`cannot encode tar member ${JSON.stringify(header.path)}: ${why}`);
+  };
+  if (header.type === "other") fail("type 'other' cannot be written");
+  if (header.path === "" || header.path.includes("\0")) fail("empty path or NUL byte in path");
+  if (header.linkTarget?.includes("\0")) fail("NUL byte in link target");
+  for (const text of [header.path, header.linkTarget, header.uname, header.gname]) {
+    // Lone UTF-16 surrogates would silently become U+FFFD: the name read back would differ.
+    if (text !== undefined && Buffer.from(text, "utf8").toString("utf8") !== text)
+      fail("name is not valid unicode");
+  }
+  if (header.type !== "file" && header.size !== 0)
+    fail(`a ${header.type} has no body but size is ${header.size}`);
+  if ((header.type === "symlink" || header.type === "hardlink") && !header.linkTarget)
+    fail("link without target");
+  for (const [name, value] of [
+    ["size", header.size],
+    ["uid", header.uid],
+    ["gid", header.gid],
+    ["mode", header.mode],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 0) fail(`${name} ${value} is not a non-negative integer`);
+  }
+  // Far beyond any real clock, and beyond what a pax decimal without exponent can spell.
+  if (!(Math.abs(header.mtime) < 1e15)) fail(`mtime ${header.mtime} is out of range`);
+  const path = header.type === "directory" && !header.path.endsWith("/") ? `${header.path}/` : header.path;
+  return { ...header, path, mode: header.mode & 0o7777 };
+}
+
+/** The pax values a member needs, by key; empty when it fits ustar exactly. */
+function paxValuesFor(header: TarHeader): Map<string, string> {
+  const values = new Map<string, string>();
+  if (splitUstarPath(header.path) === undefined) values.set("path", header.path);
+  if (header.linkTarget !== undefined && !fitsUstarText(header.linkTarget, Field.linkname[1])) {
+    values.set("linkpath", header.linkTarget);
+  }
+  if (header.size > maxOctal(Field.size[1])) values.set("size", String(header.size));
+  if (header.uid > maxOctal(Field.uid[1])) values.set("uid", String(header.uid));
+  if (header.gid > maxOctal(Field.gid[1])) values.set("gid", String(header.gid));
+  if (!Number.isInteger(header.mtime) || header.mtime < 0 || header.mtime > maxOctal(Field.mtime[1])) {
+    values.set("mtime", formatPaxTime(header.mtime));
+  }
+  // uname and gname are NUL-terminated in ustar, so 31 bytes at most.
+  if (header.uname !== undefined && !fitsUstarText(header.uname, Field.uname[1] - 1)) {
+    values.set("uname", header.uname);
+  }
+  if (header.gname !== undefined && !fitsUstarText(header.gname, Field.gname[1] - 1)) {
+    values.set("gname", header.gname);
+  }
+  return values;
+}
+
+/** Printable ASCII only: anything else (UTF-8, newlines, control bytes) goes to pax, which is exact. */
+function isPlainAscii(text: string): boolean {
+  return /^[\x20-\x7e]*$/.test(text);
+}
+
+function fitsUstarText(text: string, width: number): boolean {
+  return isPlainAscii(text) && text.length <= width;
+}
+
+/** ustar keeps paths up to 255 bytes as prefix (<= 155) "/" name (<= 100); undefined when impossible. */
+export function splitUstarPath(path: string): { prefix: string; name: string } | undefined {
+  if (!isPlainAscii(path)) return undefined;
+  if (path.length <= Field.name[1]) return { prefix: "", name: path };
+  // A directory's trailing "/" belongs to the name part, so search for the split before it.
+  const searchEnd = path.endsWith("/") ? path.length - 2 : path.length - 1;
+  for (let slash = path.lastIndexOf("/", searchEnd); slash > 0; slash = path.lastIndexOf("/", slash - 1)) {
+    const prefix = path.slice(0, slash);
+    const name = path.slice(slash + 1);
+    if (name.length > Field.name[1]) return undefined;
+    if (prefix.length <= Field.prefix[1] && name.length > 0) return { prefix, name };
+  }
+  return undefined;
+}
+
+/** One "<length> <key>=<value>\n" record; the length counts its own digits. */
+export function paxRecord(key: string, value: string): Buffer {
+  const payload = Buffer.byteLength(` ${key}=${value}\n`);
+  let digits = String(payload).length;
+  if (String(payload + digits).length !== digits) digits += 1;
+  return Buffer.from(`${payload + digits} ${key}=${value}\n`, "utf8");
+}
+
+/**
+ * Decimal seconds without exponent notation. The shortest round-trip form comes first, so a time taken
+ * in milliseconds (1700000000.123) is written as such and not as its binary expansion (…0.122999907).
+ */
+export function formatPaxTime(seconds: number): string {
+  const shortest = String(seconds);
+  if (!shortest.includes("e")) return shortest;
+  return seconds.toFixed(9).replace(/\.?0+$/, "");
+}
+
+/** A readable ASCII stand-in for readers that ignore pax (the real name is in the pax record). */
+function ustarFallback(text: string, width: number): string {
+  const ascii = text.replace(/[^\x20-\x7e]/g, "_");
+  return ascii.length <= width ? ascii : ascii.slice(ascii.length - width);
+}
+
+function paxHeaderName(path: string): string {
+  const base = path.replace(/\/$/, "").split("/").pop() ?? "";
+  return ustarFallback(`PaxHeaders/${base}`, Field.name[1]);
+}
+
+/** The ustar block; numeric fields whose value lives in a pax record (`overridden`) get a fallback. */
+function encodeUstarBlock(header: TarHeader, overridden: ReadonlySet<string>, typeFlag?: string): Buffer {
+  const block = Buffer.alloc(BLOCK_SIZE);
+  const split = splitUstarPath(header.path);
+  if (split) {
+    writeText(block, Field.name, split.name);
+    writeText(block, Field.prefix, split.prefix);
+  } else {
+    const fallback = ustarFallback(header.path.replace(/\/$/, ""), Field.name[1] - 1);
+    writeText(block, Field.name, header.path.endsWith("/") ? `${fallback}/` : fallback);
+  }
+  writeOctal(block, Field.mode, header.mode);
+  writeOctal(block, Field.uid, overridden.has("uid") ? 0 : header.uid);
+  writeOctal(block, Field.gid, overridden.has("gid") ? 0 : header.gid);
+  writeOctal(block, Field.size, overridden.has("size") ? 0 : header.size);
+  writeOctal(block, Field.mtime, overridden.has("mtime") ? ustarTimeFallback(header.mtime) : header.mtime);
+  block.write(
+    typeFlag ?? typeFlagOf[header.type as Exclude<TarEntryType, "other">],
+    Field.typeflag[0],
+    "latin1",
+  );
+  if (header.linkTarget !== undefined) {
+    writeText(block, Field.linkname, ustarFallback(header.linkTarget, Field.linkname[1]));
+  }
+  block.write("ustar\0", Field.magic[0], "latin1");
+  block.write("00", Field.version[0], "latin1");
+  if (header.uname !== undefined)
+    writeText(block, Field.uname, ustarFallback(header.uname, Field.uname[1] - 1));
+  if (header.gname !== undefined)
+    writeText(block, Field.gname, ustarFallback(header.gname, Field.gname[1] - 1));
+  if (header.type === "character-device" || header.type === "block-device") {
+    writeOctal(block, Field.devmajor, 0);
+    writeOctal(block, Field.devminor, 0);
+  }
+  writeChecksum(block);
+  return block;
+}
+
+/** Whole seconds clamped into the ustar field, for readers that ignore the pax mtime. */
+function ustarTimeFallback(seconds: number): number {
+  return Math.min(Math.max(0, Math.floor(seconds)), maxOctal(Field.mtime[1]));
+}
+
+function writeText(block: Buffer, [offset, width]: readonly [number, number], text: string): void {
+  block.write(text, offset, width, "latin1");
+}
+
+function writeOctal(block: Buffer, [offset, width]: readonly [number, number], value: number): void {
+  block.write(`${value.toString(8).padStart(width - 1, "0")}\0`, offset, width, "latin1");
+}
+
+/** Unsigned sum of the block with the checksum field counted as eight spaces. */
+export function headerChecksum(block: Buffer): number {
+  let sum = 8 * 0x20;
+  const [start, width] = Field.checksum;
+  for (let i = 0; i < start; i++) sum += block[i]!;
+  for (let i = start + width; i < BLOCK_SIZE; i++) sum += block[i]!;
+  return sum;
+}
+
+/** The historic signed-char variant some old writers used; readers accept either. */
+export function signedHeaderChecksum(block: Buffer): number {
+  let sum = 8 * 0x20;
+  const [start, width] = Field.checksum;
+  for (let i = 0; i < BLOCK_SIZE; i++) {
+    if (i >= start && i < start + width) continue;
+    const byte = block[i]!;
+    sum += byte > 127 ? byte - 256 : byte;
+  }
+  return sum;
+}
+
+function writeChecksum(block: Buffer): void {
+  const [offset] = Field.checksum;
+  block.write(`${headerChecksum(block).toString(8).padStart(6, "0")}\0 `, offset, 8, "latin1");
+}

@@ -1,0 +1,60 @@
+/**
+ * Streaming tar writer: turns members (header + body) into the pax tar byte stream, ending with the
+ * end-of-archive marker. Bodies pass through unchanged (no copy); only headers and padding are allocated.
+ * Feed the result to Readable.from() or straight into a pipeline stage.
+ */
+import { LookerBackupError } from "../errors.js";
+import { encodeEndOfArchive, encodeHeader, paddingFor, type TarHeader } from "./tar-format.js";
+
+export interface TarWriteEntry {
+  header: TarHeader;
+  /** Exactly header.size bytes; omit for members without data. */
+  body?: Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+}
+
+/** The tar stream for `entries`, in order; throws if a body's length differs from its header's size. */
+export async function* writeTar(
+  entries: Iterable<TarWriteEntry> | AsyncIterable<TarWriteEntry>,
+): AsyncGenerator<Buffer, void, undefined> {
+  for await (const entry of entries) {
+    yield* writeEntry(entry);
+  }
+  yield encodeEndOfArchive();
+}
+
+/** One member: its header block(s), body and padding (no end-of-archive marker). */
+export async function* writeEntry(entry: TarWriteEntry): AsyncGenerator<Buffer, void, undefined> {
+  const { header } = entry;
+  yield encodeHeader(header);
+  let written = 0;
+  for await (const part of bodyParts(entry.body)) {
+    written += part.length;
+    if (written > header.size) throw sizeMismatch(header, "more");
+    if (part.length > 0) yield part;
+  }
+  if (written < header.size) throw sizeMismatch(header, "fewer");
+  const padding = paddingFor(header.size);
+  if (padding > 0) yield Buffer.alloc(padding);
+}
+
+async function* bodyParts(body: TarWriteEntry["body"]): AsyncGenerator<Buffer, void, undefined> {
+  if (body === undefined) return;
+  if (body instanceof Uint8Array) {
+    yield asBuffer(body);
+    return;
+  }
+  for await (const part of body) yield asBuffer(part);
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function sizeMismatch(header: TarHeader, direction: "more" | "fewer"): LookerBackupError {
+  return new LookerBackupError(
+    `tar member ${JSON.stringify(header.path)} has ${direction} bytes than the ${header.size} its header declares`,
+    {
+      hint: "the file changed while it was being archived; retry, or stop the writer (Looker) during the backup",
+    },
+  );
+}
