@@ -1,0 +1,205 @@
+/**
+ * age v1 encryption as Node streams: the public face of src/crypto.
+ * Encrypt writes the header (X25519 recipients, or one scrypt passphrase stanza), the 16-byte payload nonce,
+ * then the STREAM payload. Decrypt reads the header from the first bytes, recovers the file key, checks the
+ * header MAC, then decrypts. Failures surface as stream errors of the typed classes in src/errors.ts.
+ */
+
+import { randomBytes } from "node:crypto";
+import { Transform, type TransformCallback } from "node:stream";
+import { InputError, IntegrityError } from "../errors.js";
+import {
+  createHeader,
+  DEFAULT_SCRYPT_LOG_N,
+  type FileKeyOpeners,
+  type FileKeySealer,
+  MAX_SCRYPT_LOG_N,
+  openHeader,
+} from "./age-file-key.js";
+import { HeaderReader } from "./age-header.js";
+import { parseIdentities, parseRecipient, type X25519Identity, type X25519Recipient } from "./age-keys.js";
+import { PAYLOAD_NONCE_LENGTH, PayloadDecryptor, PayloadEncryptor, payloadKey } from "./age-stream.js";
+
+export interface AgeEncryptOptions {
+  /** `age1...` recipients (or parsed ones). Must be empty when a passphrase is given. */
+  readonly recipients: readonly (string | X25519Recipient)[];
+  /** Encrypt to a passphrase (scrypt) instead; age allows it only as the sole recipient. */
+  readonly passphrase?: string | undefined;
+  /** scrypt work factor log2(N) for the passphrase; default 18 like `age -p`, at most 22. */
+  readonly scryptLogN?: number | undefined;
+}
+
+export interface AgeDecryptOptions {
+  /** Identities: `AGE-SECRET-KEY-1...` strings or identity file texts, or parsed identities. */
+  readonly identities: readonly (string | X25519Identity)[];
+  /** The passphrase, for archives encrypted with one. */
+  readonly passphrase?: string | undefined;
+}
+
+const RECIPIENT_HINT = "pass at least one age recipient (age1...), or a passphrase alone";
+
+function toSealer(options: AgeEncryptOptions): FileKeySealer {
+  const { recipients, passphrase } = options;
+  if (passphrase !== undefined) {
+    if (recipients.length > 0) {
+      throw new InputError(
+        "a passphrase cannot be combined with recipients",
+        "age allows a passphrase only as the sole recipient; encrypt a separate copy for it",
+      );
+    }
+    if (passphrase === "") throw new InputError("the passphrase is empty", RECIPIENT_HINT);
+    return { passphrase, logN: checkedLogN(options.scryptLogN ?? DEFAULT_SCRYPT_LOG_N) };
+  }
+  if (recipients.length === 0) throw new InputError("no age recipients given", RECIPIENT_HINT);
+  return {
+    recipients: recipients.map((recipient, index) =>
+      typeof recipient === "string" ? parseRecipient(recipient, `recipient ${index + 1}`) : recipient,
+    ),
+  };
+}
+
+function checkedLogN(logN: number): number {
+  if (!Number.isInteger(logN) || logN < 1 || logN > MAX_SCRYPT_LOG_N) {
+    throw new InputError(
+      `invalid scrypt work factor ${logN}`,
+      `use an integer from 1 to ${MAX_SCRYPT_LOG_N} (age's default is ${DEFAULT_SCRYPT_LOG_N})`,
+    );
+  }
+  return logN;
+}
+
+function toOpeners(options: AgeDecryptOptions): FileKeyOpeners {
+  const identities = options.identities.flatMap((identity, index) =>
+    typeof identity === "string" ? parseIdentities(identity, `identity ${index + 1}`) : [identity],
+  );
+  if (identities.length === 0 && options.passphrase === undefined) {
+    throw new InputError("no age identities given", "pass an identity (AGE-SECRET-KEY-1...) or a passphrase");
+  }
+  return { identities, passphrase: options.passphrase };
+}
+
+/** Runs an async step, then `after`, reporting any error (sync or async) through the callback exactly once. */
+function settle(step: Promise<void>, after: () => void, callback: TransformCallback): void {
+  step.then(() => {
+    try {
+      after();
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    callback();
+  }, callback);
+}
+
+function runSync(work: () => void, callback: TransformCallback): void {
+  try {
+    work();
+  } catch (error) {
+    callback(error as Error);
+    return;
+  }
+  callback();
+}
+
+class AgeEncryptTransform extends Transform {
+  readonly #sealer: FileKeySealer;
+  #encryptor: PayloadEncryptor | undefined;
+
+  constructor(sealer: FileKeySealer) {
+    super();
+    this.#sealer = sealer;
+  }
+
+  async #start(): Promise<void> {
+    if (this.#encryptor !== undefined) return;
+    const { header, fileKey } = await createHeader(this.#sealer);
+    const nonce = randomBytes(PAYLOAD_NONCE_LENGTH);
+    this.push(Buffer.concat([header, nonce]));
+    this.#encryptor = new PayloadEncryptor(payloadKey(fileKey, nonce), (data) => this.push(data));
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const encryptor = this.#encryptor;
+    if (encryptor !== undefined) runSync(() => encryptor.write(chunk), callback);
+    else settle(this.#start(), () => this.#encryptor!.write(chunk), callback);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    settle(this.#start(), () => this.#encryptor!.end(), callback);
+  }
+}
+
+class AgeDecryptTransform extends Transform {
+  readonly #openers: FileKeyOpeners;
+  readonly #headerReader = new HeaderReader();
+  #fileKey: Buffer | undefined;
+  /** Bytes after the header while the 16-byte payload nonce is still incomplete. */
+  #nonceBytes = Buffer.alloc(0);
+  #decryptor: PayloadDecryptor | undefined;
+
+  constructor(openers: FileKeyOpeners) {
+    super();
+    this.#openers = openers;
+  }
+
+  async #readPreamble(chunk: Buffer): Promise<void> {
+    let rest = chunk;
+    if (this.#fileKey === undefined) {
+      const complete = this.#headerReader.push(chunk);
+      if (complete === undefined) return;
+      this.#fileKey = await openHeader(complete.header, this.#openers);
+      rest = complete.rest;
+    }
+    this.#nonceBytes = Buffer.concat([this.#nonceBytes, rest]);
+    if (this.#nonceBytes.length < PAYLOAD_NONCE_LENGTH) return;
+    const nonce = this.#nonceBytes.subarray(0, PAYLOAD_NONCE_LENGTH);
+    const decryptor = new PayloadDecryptor(payloadKey(this.#fileKey, nonce), (data) => this.push(data));
+    decryptor.write(this.#nonceBytes.subarray(PAYLOAD_NONCE_LENGTH));
+    this.#nonceBytes = Buffer.alloc(0);
+    this.#decryptor = decryptor;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const decryptor = this.#decryptor;
+    if (decryptor !== undefined) runSync(() => decryptor.write(chunk), callback);
+    else settle(this.#readPreamble(chunk), () => {}, callback);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    runSync(() => {
+      if (this.#decryptor !== undefined) return this.#decryptor.end();
+      if (this.#fileKey === undefined) this.#headerReader.end();
+      throw new IntegrityError(
+        "age input is truncated: it ends before the payload nonce",
+        "the archive is incomplete; restore from another copy",
+      );
+    }, callback);
+  }
+}
+
+/** A Transform from plaintext to an age v1 file. Throws InputError at once for bad options. */
+export function createAgeEncryptStream(options: AgeEncryptOptions): Transform {
+  return new AgeEncryptTransform(toSealer(options));
+}
+
+/** A Transform from an age v1 file to plaintext. Throws InputError at once for bad identities. */
+export function createAgeDecryptStream(options: AgeDecryptOptions): Transform {
+  return new AgeDecryptTransform(toOpeners(options));
+}
+
+async function runThrough(stream: Transform, input: Uint8Array): Promise<Buffer> {
+  stream.end(input);
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** Encrypts a small buffer (a key file, a manifest) in one go. */
+export function encryptBuffer(plaintext: Uint8Array, options: AgeEncryptOptions): Promise<Buffer> {
+  return runThrough(createAgeEncryptStream(options), plaintext);
+}
+
+/** Decrypts a small age file held in memory. */
+export function decryptBuffer(ciphertext: Uint8Array, options: AgeDecryptOptions): Promise<Buffer> {
+  return runThrough(createAgeDecryptStream(options), ciphertext);
+}
