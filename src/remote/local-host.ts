@@ -1,0 +1,100 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import type { CommandResult, Host, RunOptions } from "./host.js";
+
+/**
+ * This machine. With `user` set and running as root, commands run as that user through runuser, as Looker's own
+ * commands must run as the looker user.
+ */
+export class LocalHost implements Host {
+  readonly name: string;
+
+  constructor(private readonly user?: string) {
+    this.name = user ? `local (${user})` : "local";
+  }
+
+  run(argv: readonly string[], options: RunOptions = {}): Promise<CommandResult> {
+    const [command, ...args] = this.asUser(argv);
+    return runProcess(command!, args, options);
+  }
+
+  runShell(script: string, options: RunOptions = {}): Promise<CommandResult> {
+    return this.run(["/bin/sh", "-c", script], options);
+  }
+
+  async writeFile(path: string, content: Buffer | string, mode: number): Promise<void> {
+    const temporary = join(dirname(path), `.${randomBytes(6).toString("hex")}.tmp`);
+    await writeFile(temporary, content, { mode, flag: "wx" });
+    await rename(temporary, path);
+  }
+
+  readFile(path: string): Promise<Buffer> {
+    return readFile(path);
+  }
+
+  async remove(path: string): Promise<void> {
+    await rm(path, { recursive: true, force: true });
+  }
+
+  makeTempDir(prefix: string): Promise<string> {
+    return mkdtemp(join(tmpdir(), prefix));
+  }
+
+  async close(): Promise<void> {}
+
+  private asUser(argv: readonly string[]): string[] {
+    const needsSwitch = this.user !== undefined && process.getuid?.() === 0 && this.user !== "root";
+    return needsSwitch ? ["runuser", "-u", this.user!, "--", ...argv] : [...argv];
+  }
+}
+
+export function runProcess(
+  command: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env, ...options.secretEnv },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    const lines = { stdout: "", stderr: "" };
+    const collect = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
+      const text = chunk.toString("utf8");
+      if (stream === "stdout") stdout += text;
+      else stderr += text;
+      if (!options.onLine) return;
+      const parts = (lines[stream] + text).split("\n");
+      lines[stream] = parts.pop() ?? "";
+      for (const line of parts) options.onLine(line, stream);
+    };
+    child.stdout.on("data", collect("stdout"));
+    child.stderr.on("data", collect("stderr"));
+    const timer = options.timeoutMs
+      ? setTimeout(() => {
+          child.kill("SIGKILL");
+        }, options.timeoutMs)
+      : undefined;
+    child.on("error", (error) => {
+      if (timer) clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      if (options.onLine)
+        for (const s of ["stdout", "stderr"] as const) if (lines[s]) options.onLine(lines[s], s);
+      const timedOut = signal === "SIGKILL" && options.timeoutMs !== undefined;
+      resolve({
+        code: code ?? 128,
+        stdout,
+        stderr: timedOut ? `${stderr}\n(timed out after ${options.timeoutMs} ms)` : stderr,
+      });
+    });
+  });
+}
