@@ -1,0 +1,105 @@
+/**
+ * Reads a decrypted, decompressed archive stream member by member, refusing unsafe members before anything is
+ * written, and hands each safe member to a sink: the staging sink writes it to disk, the verify sink only hashes it.
+ * At the end every member is checked against the catalog (the last member), so a restore either reproduces exactly
+ * what was backed up or fails.
+ */
+import { createHash } from "node:crypto";
+import type { Readable } from "node:stream";
+import { IntegrityError } from "../errors.js";
+import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, compareWithCatalog, type ObservedMember, parseCatalog } from "./catalog.js";
+import { LinkTracker } from "./member-safety.js";
+import type { TarHeader } from "./tar-format.js";
+import { readBody, readTar } from "./tar-reader.js";
+
+export interface MemberSink {
+  /** Receives a safe member; returns the sha256 of a regular file's body. */
+  member(header: TarHeader, body: AsyncIterable<Buffer>): Promise<string | undefined>;
+}
+
+export interface ExtractProgress {
+  bytes: number;
+  members: number;
+}
+
+export interface ExtractOutcome {
+  readonly meta: Record<string, unknown>;
+  readonly catalog: Map<string, CatalogEntry>;
+  readonly members: number;
+  readonly bytes: number;
+}
+
+const MAX_META_BYTES = 1 << 20;
+/** 512 MiB of catalog is some five million members: far beyond any Looker home, small enough to hold. */
+const MAX_CATALOG_BYTES = 512 << 20;
+
+export async function extractMembers(
+  plaintext: AsyncIterable<Buffer> | Readable,
+  sink: MemberSink,
+  onProgress?: (progress: ExtractProgress) => void,
+): Promise<ExtractOutcome> {
+  const tracker = new LinkTracker();
+  const observed: ObservedMember[] = [];
+  const fileDigests = new Map<string, string>();
+  let meta: Record<string, unknown> | undefined;
+  let catalog: Map<string, CatalogEntry> | undefined;
+  let bytes = 0;
+  for await (const { header, body } of readTar(plaintext)) {
+    if (catalog !== undefined) {
+      throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
+    }
+    tracker.admit(header);
+    if (header.path === CATALOG_PATH) {
+      catalog = parseCatalog((await readBody(body, MAX_CATALOG_BYTES)).toString("utf8"));
+      continue;
+    }
+    let sha256: string | undefined;
+    if (header.path === BACKUP_META_PATH) {
+      const content = await readBody(body, MAX_META_BYTES);
+      meta = parseMeta(content);
+      sha256 = createHash("sha256").update(content).digest("hex");
+    } else {
+      sha256 = await sink.member(header, body);
+    }
+    if (header.type === "file" && sha256 !== undefined) fileDigests.set(header.path, sha256);
+    if (header.type === "hardlink" && header.linkTarget !== undefined) sha256 = fileDigests.get(header.linkTarget);
+    observed.push(observation(header, sha256));
+    bytes += header.size;
+    onProgress?.({ bytes, members: observed.length });
+  }
+  if (meta === undefined) throw new IntegrityError(`the archive has no ${BACKUP_META_PATH}`, NOT_OURS_HINT);
+  if (catalog === undefined) {
+    throw new IntegrityError(`the archive has no ${CATALOG_PATH}: it is truncated or not a looker-backup archive`, NOT_OURS_HINT);
+  }
+  compareWithCatalog(catalog, observed);
+  return { meta, catalog, members: observed.length, bytes };
+}
+
+const NOT_OURS_HINT = "restore from a complete archive written by looker-backup (or one with the same layout)";
+
+function parseMeta(content: Buffer): Record<string, unknown> {
+  try {
+    const value = JSON.parse(content.toString("utf8")) as unknown;
+    if (typeof value === "object" && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch {
+    // fall through to the integrity error below
+  }
+  throw new IntegrityError(`${BACKUP_META_PATH} is not a JSON object`, NOT_OURS_HINT);
+}
+
+function observation(header: TarHeader, sha256: string | undefined): ObservedMember {
+  const member: ObservedMember = { path: header.path, type: header.type, size: header.size, mode: header.mode };
+  if (sha256 !== undefined) member.sha256 = sha256;
+  if (header.linkTarget !== undefined) member.linkTarget = header.linkTarget;
+  return member;
+}
+
+/** Hashes bodies without writing anything: `verify`. */
+export class VerifySink implements MemberSink {
+  async member(header: TarHeader, body: AsyncIterable<Buffer>): Promise<string | undefined> {
+    if (header.type !== "file") return undefined;
+    const hash = createHash("sha256");
+    for await (const chunk of body) hash.update(chunk);
+    return hash.digest("hex");
+  }
+}

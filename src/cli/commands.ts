@@ -1,0 +1,368 @@
+/**
+ * The CLI commands: the same engine as the action, for disaster recovery when GitHub is unreachable.
+ * Each command parses its flags into a request, runs the engine and prints a result (JSON with --json).
+ */
+import { createReadStream } from "node:fs";
+import { open, stat } from "node:fs/promises";
+import { hostname } from "node:os";
+import { resolve } from "node:path";
+import { loadIdentities, loadRecipients, passphraseFromEnv } from "../config/keys.js";
+import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
+import { runBackup, resolveManifest } from "../engine/backup.js";
+import { restoreArchive, verifyArchive } from "../engine/restore.js";
+import { ExitCode, InputError } from "../errors.js";
+import { drillCommand } from "./drill-command.js";
+import { selectFiles } from "../manifest/select.js";
+import type { BackendChoice } from "../manifest/user-manifest.js";
+import { validateInstanceName } from "../store/archive-name.js";
+import { DirStore } from "../store/dir-store.js";
+import { formatBytes, formatDuration } from "../report/format.js";
+import { ProgressReporter } from "../report/progress.js";
+import {
+  type CommandSpec,
+  integerOption,
+  optionalString,
+  type ParsedOptions,
+  requireString,
+  stringList,
+} from "./args.js";
+
+export interface CommandContext {
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+  readonly signal?: AbortSignal;
+}
+
+export interface Command {
+  readonly spec: CommandSpec;
+  run(values: ParsedOptions, context: CommandContext): Promise<ExitCode>;
+}
+
+const json = { type: "boolean", help: "print one JSON object on stdout and nothing else there" } as const;
+const quiet = { type: "boolean", short: "q", help: "no progress lines on stderr" } as const;
+const identity = {
+  type: "string",
+  short: "i",
+  multiple: true,
+  placeholder: "FILE",
+  help: "age identity file (AGE-SECRET-KEY-1...)",
+} as const;
+const passphraseEnv = {
+  type: "string",
+  placeholder: "VAR",
+  help: "read a passphrase (scrypt recipient) from this environment variable",
+} as const;
+const backend = { type: "string", placeholder: "auto|internal|mysql", help: "database backend (default auto)" } as const;
+const sslFile = {
+  type: "string",
+  multiple: true,
+  placeholder: "PATH",
+  help: "SSL certificate or key file outside the home to back up",
+} as const;
+
+function progressFor(label: string, values: ParsedOptions, context: CommandContext): ProgressReporter | undefined {
+  if (values.quiet || values.json) return undefined;
+  return new ProgressReporter(label, (line) => context.stderr(`${line}\n`));
+}
+
+function backendOf(values: ParsedOptions, command: string): BackendChoice {
+  const value = optionalString(values, "backend") ?? "auto";
+  if (value !== "auto" && value !== "internal" && value !== "mysql") {
+    throw new InputError(`${command}: --backend must be auto, internal or mysql, got '${value}'`);
+  }
+  return value;
+}
+
+export const backupCommand: Command = {
+  spec: {
+    name: "backup",
+    summary: "Back up a Looker home into an encrypted archive (pax tar + zstd + age) in a directory.",
+    usage: "looker-backup backup --home DIR --out DIR --recipient AGE1... [options]",
+    options: {
+      home: { type: "string", placeholder: "DIR", help: "home of the looker user, e.g. /home/looker" },
+      out: { type: "string", placeholder: "DIR", help: "directory that receives the archive" },
+      recipient: { type: "string", short: "r", multiple: true, placeholder: "AGE1...", help: "age recipient" },
+      "recipients-file": { type: "string", multiple: true, placeholder: "FILE", help: "file of age recipients" },
+      "passphrase-env": passphraseEnv,
+      manifest: { type: "string", placeholder: "FILE", help: "YAML manifest adjusting the default selection" },
+      instance: { type: "string", placeholder: "NAME", help: "instance name in the archive name (default: host name)" },
+      "ssl-file": sslFile,
+      backend,
+      level: { type: "string", placeholder: "N", help: "zstd level 1-19 (default 3)" },
+      "keep-last": { type: "string", placeholder: "N", help: "after success, keep only the N newest archives" },
+      "keep-days": { type: "string", placeholder: "N", help: "after success, delete archives older than N days" },
+      json,
+      quiet,
+    },
+  },
+  async run(values, context) {
+    const command = "backup";
+    const home = resolve(requireString(values, "home", command));
+    const out = resolve(requireString(values, "out", command));
+    const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
+    const recipients = passphrase
+      ? []
+      : await loadRecipients(stringList(values, "recipient"), stringList(values, "recipients-file"), "--recipient");
+    const instance = validateInstanceName(optionalString(values, "instance") ?? defaultInstanceName());
+    const keepLast = integerOption(values, "keep-last", command, { min: 1, max: 100_000 });
+    const keepDays = integerOption(values, "keep-days", command, { min: 1, max: 100_000 });
+    const progress = progressFor("backup", values, context);
+    const result = await runBackup({
+      home,
+      instance,
+      recipients,
+      passphrase,
+      manifestFile: optionalString(values, "manifest"),
+      sslFiles: stringList(values, "ssl-file"),
+      backend: backendOf(values, command),
+      compressionLevel: integerOption(values, "level", command, { min: 1, max: 19 }) ?? 3,
+      store: new DirStore(out),
+      retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
+      onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
+      signal: context.signal,
+    });
+    const archive = result.archive!;
+    if (values.json) {
+      context.stdout(
+        `${JSON.stringify({
+          archive: archive.location,
+          sha256: result.sha256,
+          files: result.files,
+          bytesIn: result.bytesIn,
+          bytesOut: result.bytesOut,
+          warnings: result.warnings,
+        })}\n`,
+      );
+    } else {
+      context.stdout(
+        [
+          `archive  ${archive.location}`,
+          `sha256   ${result.sha256}`,
+          `members  ${result.files}`,
+          `read     ${formatBytes(result.bytesIn)} in ${formatDuration(result.durationMs)}`,
+          `written  ${formatBytes(result.bytesOut)}`,
+          ...result.pruned.map((name) => `pruned   ${name}`),
+          ...result.warnings.map((w) => `warning  ${w}`),
+        ].join("\n") + "\n",
+      );
+    }
+    return result.exitCode;
+  },
+};
+
+export const restoreCommand: Command = {
+  spec: {
+    name: "restore",
+    summary: "Decrypt, verify and restore an archive into a directory (staged: the target changes only on success).",
+    usage: "looker-backup restore --archive FILE --identity FILE --target DIR [--rootfs DIR] [--force]",
+    options: {
+      archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
+      identity,
+      "passphrase-env": passphraseEnv,
+      target: { type: "string", placeholder: "DIR", help: "receives the looker home (the archive's home/ members)" },
+      rootfs: { type: "string", placeholder: "DIR", help: "root for files from outside the home (e.g. / or a chroot)" },
+      "mysql-dir": { type: "string", placeholder: "DIR", help: "where MySQL dumps go (default <target>.mysql)" },
+      force: { type: "boolean", help: "replace a non-empty target, keeping it as <target>.pre-restore-<time>" },
+      json,
+      quiet,
+    },
+  },
+  async run(values, context) {
+    const command = "restore";
+    const archive = await archivePath(values, command);
+    const target = resolve(requireString(values, "target", command));
+    const keys = await decryptionKeys(values, command);
+    const progress = progressFor("restore", values, context);
+    const total = (await stat(archive)).size;
+    const started = Date.now();
+    const result = await restoreArchive({
+      source: createReadStream(archive, { highWaterMark: 1 << 20 }),
+      keys,
+      target,
+      rootfs: optionalString(values, "rootfs"),
+      mysqlDir: optionalString(values, "mysql-dir"),
+      force: Boolean(values.force),
+      onProgress: progress && ((p) => progress.update(p.bytes, total)),
+    });
+    const summary = {
+      target: result.target,
+      members: result.members,
+      bytes: result.bytes,
+      previousContent: result.previousContent ?? null,
+      rootfsFiles: result.rootfsFiles,
+      mysqlDumps: result.mysqlDumps,
+      backup: result.meta,
+    };
+    if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
+    else {
+      context.stdout(
+        [
+          `restored ${result.members} members (${formatBytes(result.bytes)}) into ${result.target} in ${formatDuration(Date.now() - started)}`,
+          ...(result.previousContent ? [`previous content kept at ${result.previousContent}`] : []),
+          ...result.rootfsFiles.map((f) => `placed ${f}`),
+          ...result.mysqlDumps.map((f) => `mysql dump ${f}`),
+        ].join("\n") + "\n",
+      );
+    }
+    return ExitCode.Ok;
+  },
+};
+
+export const verifyCommand: Command = {
+  spec: {
+    name: "verify",
+    summary: "Decrypt an archive and check every member against its catalog, writing nothing.",
+    usage: "looker-backup verify --archive FILE --identity FILE",
+    options: {
+      archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
+      identity,
+      "passphrase-env": passphraseEnv,
+      json,
+      quiet,
+    },
+  },
+  async run(values, context) {
+    const archive = await archivePath(values, "verify");
+    const keys = await decryptionKeys(values, "verify");
+    const progress = progressFor("verify", values, context);
+    const total = (await stat(archive)).size;
+    const outcome = await verifyArchive(createReadStream(archive, { highWaterMark: 1 << 20 }), keys, (p) =>
+      progress?.update(p.bytes, total),
+    );
+    const summary = { archive, ok: true, members: outcome.members, bytes: outcome.bytes, backup: outcome.meta };
+    if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
+    else context.stdout(`ok: ${outcome.members} members, ${formatBytes(outcome.bytes)} verified against the catalog\n`);
+    return ExitCode.Ok;
+  },
+};
+
+export const planCommand: Command = {
+  spec: {
+    name: "plan",
+    summary: "Show what a backup would include and exclude, and why, without writing anything.",
+    usage: "looker-backup plan --home DIR [--manifest FILE]",
+    options: {
+      home: { type: "string", placeholder: "DIR", help: "home of the looker user" },
+      manifest: { type: "string", placeholder: "FILE", help: "YAML manifest adjusting the default selection" },
+      "ssl-file": sslFile,
+      backend,
+      json,
+    },
+  },
+  async run(values, context) {
+    const home = resolve(requireString(values, "home", "plan"));
+    const { manifest, mysqlBackend } = await resolveManifest({
+      home,
+      manifestFile: optionalString(values, "manifest"),
+      sslFiles: stringList(values, "ssl-file"),
+      backend: backendOf(values, "plan"),
+    });
+    const selection = await selectFiles({ home, manifest, countExcluded: true });
+    if (values.json) {
+      context.stdout(`${JSON.stringify({ home, backend: mysqlBackend ? "mysql" : "internal", rules: selection.tallies, skipped: selection.skipped })}\n`);
+      return ExitCode.Ok;
+    }
+    const lines = [`plan for ${home} (backend: ${mysqlBackend ? "mysql" : "internal"})`, ""];
+    for (const t of selection.tallies) {
+      const what = t.action === "exclude" ? "exclude" : t.action === "outside" ? "outside" : "include";
+      const size = `${t.files} files, ${formatBytes(t.bytes)}`;
+      lines.push(`${what.padEnd(8)} ${t.pattern.padEnd(28)} ${size.padEnd(24)} ${t.required ? "required; " : ""}${t.reason}`);
+      if (t.action === "exclude") for (const p of t.paths) lines.push(`           - ${p}`);
+    }
+    for (const s of selection.skipped) lines.push(`skipped  ${s.path}: ${s.reason}`);
+    context.stdout(`${lines.join("\n")}\n`);
+    return ExitCode.Ok;
+  },
+};
+
+export const listCommand: Command = {
+  spec: {
+    name: "list",
+    summary: "List the archives in a directory store, newest first.",
+    usage: "looker-backup list --out DIR [--instance NAME]",
+    options: {
+      out: { type: "string", placeholder: "DIR", help: "the directory store" },
+      instance: { type: "string", placeholder: "NAME", help: "only this instance" },
+      json,
+    },
+  },
+  async run(values, context) {
+    const out = resolve(requireString(values, "out", "list"));
+    const instance = optionalString(values, "instance");
+    const archives = await new DirStore(out).list(instance === undefined ? undefined : validateInstanceName(instance));
+    if (values.json) {
+      context.stdout(`${JSON.stringify(archives.map((a) => ({ ...a, createdAt: a.createdAt.toISOString() })))}\n`);
+    } else {
+      for (const a of archives) {
+        context.stdout(`${a.createdAt.toISOString()}  ${formatBytes(a.size).padStart(10)}  ${a.location}\n`);
+      }
+      if (archives.length === 0) context.stderr(`no archives in ${out}\n`);
+    }
+    return ExitCode.Ok;
+  },
+};
+
+export const keygenCommand: Command = {
+  spec: {
+    name: "keygen",
+    summary: "Create an age identity file (mode 0600) and print its recipient (the public key for backups).",
+    usage: "looker-backup keygen --output FILE",
+    options: {
+      output: { type: "string", short: "o", placeholder: "FILE", help: "where to write the identity (must not exist)" },
+      json,
+    },
+  },
+  async run(values, context) {
+    const output = resolve(requireString(values, "output", "keygen"));
+    const generated = generateIdentity();
+    let handle: Awaited<ReturnType<typeof open>>;
+    try {
+      handle = await open(output, "wx", 0o600);
+    } catch (error) {
+      throw new InputError(`cannot create ${output}: ${(error as Error).message}`, "choose a new file name; keygen never overwrites a key");
+    }
+    try {
+      await handle.writeFile(formatIdentityFile(generated));
+    } finally {
+      await handle.close();
+    }
+    if (values.json) context.stdout(`${JSON.stringify({ identityFile: output, recipient: generated.recipient })}\n`);
+    else {
+      context.stderr(`identity written to ${output}; keep it offline, it decrypts every backup made for:\n`);
+      context.stdout(`${generated.recipient}\n`);
+    }
+    return ExitCode.Ok;
+  },
+};
+
+async function archivePath(values: ParsedOptions, command: string): Promise<string> {
+  const archive = resolve(requireString(values, "archive", command));
+  try {
+    const info = await stat(archive);
+    if (!info.isFile()) throw new Error("not a regular file");
+  } catch (error) {
+    throw new InputError(`${command}: cannot read archive ${archive}: ${(error as Error).message}`, "check --archive");
+  }
+  return archive;
+}
+
+async function decryptionKeys(values: ParsedOptions, command: string) {
+  const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
+  const identityFiles = stringList(values, "identity");
+  const identities = passphrase && identityFiles.length === 0 ? [] : await loadIdentities(identityFiles, `${command}: --identity`);
+  return { identities, passphrase };
+}
+
+function defaultInstanceName(): string {
+  return hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
+}
+
+export const commands: readonly Command[] = [
+  backupCommand,
+  restoreCommand,
+  verifyCommand,
+  planCommand,
+  listCommand,
+  keygenCommand,
+  drillCommand,
+];

@@ -1,0 +1,41 @@
+import { describeError, ExitCode, exitCodeOf } from "../errors.js";
+import { helpText, parseCommandArgs } from "./args.js";
+import { type CommandContext, commands } from "./commands.js";
+
+const USAGE = `looker-backup: encrypted, verified backups of a self-hosted Looker
+
+Usage: looker-backup <command> [options]   (looker-backup <command> --help for its options)
+
+Commands:
+${commands.map((c) => `  ${c.spec.name.padEnd(9)} ${c.spec.summary}`).join("\n")}
+
+Exit codes: 0 ok, 1 failed, 2 bad input, 3 done with warnings, 4 integrity failure, 5 Looker failed, 130 cancelled
+`;
+
+/** Runs one CLI invocation and returns its exit code; never throws. */
+export async function runCli(argv: readonly string[], context: CommandContext): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    context.stdout(USAGE);
+    return name === undefined ? ExitCode.BadInput : ExitCode.Ok;
+  }
+  const command = commands.find((c) => c.spec.name === name);
+  if (!command) {
+    context.stderr(`looker-backup: unknown command '${name}'\n${USAGE}`);
+    return ExitCode.BadInput;
+  }
+  try {
+    const values = parseCommandArgs(command.spec, rest);
+    if (values.help) {
+      context.stdout(helpText(command.spec));
+      return ExitCode.Ok;
+    }
+    return await command.run(values, context);
+  } catch (error) {
+    const cancelled = context.signal?.aborted;
+    const message = cancelled ? "cancelled" : describeError(error);
+    context.stderr(`${message.split("\n").map((line, i) => (i === 0 ? `looker-backup: error: ${line}` : `looker-backup: ${line}`)).join("\n")}\n`);
+    if (process.env.LOOKER_BACKUP_DEBUG && error instanceof Error) context.stderr(`${error.stack}\n`);
+    return cancelled ? ExitCode.Cancelled : exitCodeOf(error);
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * The backup pipeline, shared by the action, the CLI and the tests:
+ * selection -> pax tar (hashing every file) -> zstd -> age -> store, with the ciphertext digest taken on the way
+ * out. Nothing becomes visible in the store unless every stage succeeded; older archives are pruned only after.
+ */
+import { createHash } from "node:crypto";
+import { hostname } from "node:os";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { CatalogEntry } from "../archive/catalog.js";
+import { ArchivePacker, type ExtraMember, type PackProgress } from "../archive/pack.js";
+import { createZstdCompressStream } from "../compress/zstd.js";
+import { createAgeEncryptStream } from "../crypto/age.js";
+import { ExitCode } from "../errors.js";
+import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
+import type { Manifest } from "../manifest/rules.js";
+import { type Selection, selectFiles } from "../manifest/select.js";
+import { applyUserManifest, type BackendChoice, loadUserManifest } from "../manifest/user-manifest.js";
+import { archiveName } from "../store/archive-name.js";
+import type { RetentionPolicy, Store, StoredObject } from "../store/store.js";
+import { TOOL_VERSION } from "../version.js";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+
+export interface BackupRequest {
+  readonly home: string;
+  readonly instance: string;
+  readonly recipients: readonly string[];
+  readonly passphrase?: string;
+  readonly manifestFile?: string;
+  readonly sslFiles?: readonly string[];
+  readonly backend?: BackendChoice;
+  readonly compressionLevel?: number;
+  readonly store: Store;
+  readonly retention?: RetentionPolicy;
+  /** Facts about the Looker side recorded in meta/backup.json (consistency mode, keystore-independent, backup_uid). */
+  readonly lookerMeta?: Record<string, unknown>;
+  readonly extraMembers?: () => Promise<readonly ExtraMember[]>;
+  /** Home-relative directories read from a copy (see SelectOptions.substitutes). */
+  readonly substitutes?: ReadonlyMap<string, string>;
+  /** Small files stored beside the archive (the encrypted key file), committed right after it. */
+  readonly companions?: (archiveName: string) => readonly Companion[];
+  /**
+   * Called with the finished catalog before the archive is made visible; returning false discards it (the action's
+   * skip-if-unchanged). Nothing is stored and older archives stay as they are.
+   */
+  readonly shouldCommit?: (catalog: readonly CatalogEntry[], archiveName: string) => Promise<boolean>;
+  readonly onProgress?: (progress: PackProgress & { bytesTotal: number }) => void;
+  readonly signal?: AbortSignal;
+  readonly now?: () => Date;
+}
+
+export interface Companion {
+  readonly name: string;
+  readonly content: Buffer;
+}
+
+export interface BackupResult {
+  /** The stored archive; undefined when shouldCommit declined it. */
+  readonly archive: StoredObject | undefined;
+  readonly archiveName: string;
+  readonly catalog: readonly CatalogEntry[];
+  readonly companions: StoredObject[];
+  readonly sha256: string;
+  readonly files: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly warnings: string[];
+  readonly selection: Selection;
+  readonly pruned: string[];
+  readonly startedAt: Date;
+  readonly durationMs: number;
+  readonly exitCode: ExitCode;
+}
+
+/** Resolves the effective manifest: Looker's defaults for this backend, with the user's manifest laid over them. */
+export async function resolveManifest(request: {
+  home: string;
+  manifestFile?: string;
+  sslFiles?: readonly string[];
+  backend?: BackendChoice;
+}): Promise<{ manifest: Manifest; mysqlBackend: boolean }> {
+  const user = request.manifestFile ? await loadUserManifest(request.manifestFile) : undefined;
+  const choice = request.backend && request.backend !== "auto" ? request.backend : (user?.backend ?? "auto");
+  const mysqlBackend = choice === "auto" ? existsSync(join(request.home, MYSQL_BACKEND_MARKER)) : choice === "mysql";
+  const defaults = defaultManifest({ mysqlBackend, sslFiles: request.sslFiles ?? [] });
+  return { manifest: applyUserManifest(defaults, user), mysqlBackend };
+}
+
+export async function runBackup(request: BackupRequest): Promise<BackupResult> {
+  const now = request.now ?? (() => new Date());
+  const startedAt = now();
+  const { manifest, mysqlBackend } = await resolveManifest(request);
+  const selection = await selectFiles({ home: request.home, manifest, substitutes: request.substitutes });
+  const bytesTotal = selection.entries.reduce((sum, e) => sum + (e.type === "file" ? e.stats.size : 0), 0);
+  const name = archiveName(request.instance, startedAt);
+  const packer = new ArchivePacker({
+    entries: selection.entries,
+    meta: backupMeta(request, startedAt, manifest, mysqlBackend),
+    extraMembers: request.extraMembers,
+    onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal })),
+    signal: request.signal,
+  });
+  const pending = await request.store.create(name);
+  const digest = createHash("sha256");
+  let bytesOut = 0;
+  const measure = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      digest.update(chunk);
+      bytesOut += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  try {
+    await pipeline(
+      Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 << 20 }),
+      createZstdCompressStream({ level: request.compressionLevel ?? 3 }),
+      createAgeEncryptStream({ recipients: [...request.recipients], passphrase: request.passphrase }),
+      measure,
+      pending.stream,
+      { signal: request.signal },
+    );
+  } catch (error) {
+    await pending.abort();
+    throw error;
+  }
+  const packed = packer.result();
+  const commit = (await request.shouldCommit?.(packed.catalog, name)) ?? true;
+  if (!commit) await pending.abort();
+  const archive = commit ? await pending.commit() : undefined;
+  const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
+  const pruned = commit && request.retention ? await request.store.prune(request.instance, request.retention, now()) : [];
+  const warnings = [...selection.skipped.map((s) => `${s.path}: ${s.reason}`), ...packed.warnings];
+  return {
+    archive,
+    archiveName: name,
+    catalog: packed.catalog,
+    companions,
+    sha256: digest.digest("hex"),
+    files: packed.catalog.length,
+    bytesIn: packed.bytesIn,
+    bytesOut,
+    warnings,
+    selection,
+    pruned,
+    startedAt,
+    durationMs: now().getTime() - startedAt.getTime(),
+    exitCode: warnings.length > 0 ? ExitCode.Warnings : ExitCode.Ok,
+  };
+}
+
+async function storeCompanions(store: Store, companions: readonly Companion[]): Promise<StoredObject[]> {
+  const stored: StoredObject[] = [];
+  for (const companion of companions) {
+    const pending = await store.create(companion.name);
+    try {
+      await new Promise<void>((resolve, reject) => pending.stream.end(companion.content, (e?: Error | null) => (e ? reject(e) : resolve())));
+      stored.push(await pending.commit());
+    } catch (error) {
+      await pending.abort();
+      throw error;
+    }
+  }
+  return stored;
+}
+
+function backupMeta(request: BackupRequest, startedAt: Date, manifest: Manifest, mysqlBackend: boolean) {
+  return {
+    format: "looker-backup/1",
+    tool: { name: "looker-backup", version: TOOL_VERSION },
+    instance: request.instance,
+    host: hostname(),
+    home: request.home,
+    startedAt: startedAt.toISOString(),
+    backend: mysqlBackend ? "mysql" : "internal",
+    consistency: "live",
+    keystoreIndependent: false,
+    ...request.lookerMeta,
+    manifest: {
+      rules: manifest.rules.map(({ id, action, pattern, required, reason }) => ({ id, action, pattern, required, reason })),
+      outside: manifest.outside.map(({ id, path, required, reason }) => ({ id, path, required, reason })),
+    },
+  };
+}

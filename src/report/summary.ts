@@ -1,0 +1,112 @@
+/**
+ * The job summary of a backup: what was selected and why (one row per manifest rule), what was written, how long
+ * Looker was down, what changed since the last backup, and the exact commands to restore it with and without this
+ * tool. Plain Markdown, so the same text serves the Actions summary and a file for the CLI.
+ */
+import type { RuleTally } from "../manifest/select.js";
+import type { ChangeReport } from "./change-report.js";
+import { formatBytes, formatDuration, formatRate } from "./format.js";
+
+export interface BackupSummaryInput {
+  readonly instance: string;
+  readonly archiveName: string;
+  readonly location?: string;
+  readonly sha256: string;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly files: number;
+  readonly durationMs: number;
+  readonly downtimeMs: number;
+  readonly consistency: string;
+  readonly keystoreIndependent: boolean;
+  readonly keyfileName?: string;
+  readonly tallies: readonly RuleTally[];
+  readonly warnings: readonly string[];
+  readonly changes?: ChangeReport;
+  readonly skipped?: boolean;
+  readonly mysqlDatabase?: string;
+}
+
+const MAX_WARNINGS = 20;
+
+export function backupSummaryMarkdown(s: BackupSummaryInput): string {
+  const out: string[] = [];
+  out.push(`## Looker backup: ${s.instance}${s.skipped ? " (skipped: nothing changed)" : ""}`, "");
+  out.push("| | |", "|---|---|");
+  out.push(`| Archive | \`${s.archiveName}\`${s.location ? ` (${escapeCell(s.location)})` : ""} |`);
+  out.push(`| sha256 | \`${s.sha256}\` |`);
+  out.push(`| Read | ${formatBytes(s.bytesIn)} in ${s.files} members |`);
+  const ratio = s.bytesOut > 0 ? (s.bytesIn / s.bytesOut).toFixed(2) : "-";
+  out.push(`| Written | ${formatBytes(s.bytesOut)} (compression ratio ${ratio}) |`);
+  out.push(`| Duration | ${formatDuration(s.durationMs)} (${formatRate(s.bytesIn, s.durationMs)}) |`);
+  out.push(`| Consistency | ${s.consistency}; Looker down ${formatDuration(s.downtimeMs)} |`);
+  out.push(`| Keystore-independent | ${s.keystoreIndependent ? `yes; key file \`${s.keyfileName}\`` : "no"} |`);
+  if (s.mysqlDatabase) out.push(`| MySQL | dump of \`${s.mysqlDatabase}\` in \`mysql/${s.mysqlDatabase}.sql\` |`);
+  out.push(`| Warnings | ${s.warnings.length} |`, "");
+
+  out.push("### What was selected", "", "| Rule | Action | Files | Bytes | Why |", "|---|---|---:|---:|---|");
+  for (const t of s.tallies) {
+    const action = t.action === "exclude" ? "excluded" : t.action === "outside" ? "outside home" : "included";
+    const required = t.required ? " (required)" : "";
+    out.push(`| \`${escapeCell(t.pattern)}\` | ${action}${required} | ${t.files} | ${formatBytes(t.bytes)} | ${escapeCell(t.reason)} |`);
+  }
+  out.push("");
+
+  if (s.changes) out.push(...changeSection(s.changes));
+  if (s.warnings.length > 0) {
+    out.push("### Warnings", "");
+    for (const w of s.warnings.slice(0, MAX_WARNINGS)) out.push(`- ${escapeCell(w)}`);
+    if (s.warnings.length > MAX_WARNINGS) out.push(`- ... and ${s.warnings.length - MAX_WARNINGS} more`);
+    out.push("");
+  }
+  out.push(...restoreSection(s));
+  return `${out.join("\n")}\n`;
+}
+
+function changeSection(c: ChangeReport): string[] {
+  if (!c.previousArchive) return ["### Changes since the last backup", "", "No earlier backup of this instance was found.", ""];
+  const row = (what: string, v: { files: number; bytes: number }, examples: string[]) =>
+    `| ${what} | ${v.files} | ${formatBytes(v.bytes)} | ${examples.map((e) => `\`${escapeCell(e)}\``).join(", ")} |`;
+  return [
+    `### Changes since \`${c.previousArchive}\``,
+    "",
+    "| | Files | Bytes | Examples |",
+    "|---|---:|---:|---|",
+    row("Added", c.added, c.examples.added),
+    row("Changed", c.changed, c.examples.changed),
+    row("Removed", c.removed, c.examples.removed),
+    "",
+  ];
+}
+
+function restoreSection(s: BackupSummaryInput): string[] {
+  const file = s.archiveName;
+  return [
+    "### How to restore",
+    "",
+    "With looker-backup (verifies every file against the catalog, staged, target untouched on failure):",
+    "```sh",
+    `looker-backup verify --archive ${file} --identity identity.txt`,
+    `looker-backup restore --archive ${file} --identity identity.txt --target /home/looker --rootfs /`,
+    "```",
+    "Without it, with the standard tools (age, zstd, GNU tar):",
+    "```sh",
+    `sha256sum ${file}   # expect ${s.sha256}`,
+    `mkdir restore && age -d -i identity.txt ${file} | zstd -d | tar -x --numeric-owner -C restore`,
+    "# restore/home/ is the looker home, restore/rootfs/ holds /etc/init.d/looker and SSL files, restore/mysql/ the dump",
+    "```",
+    ...(s.keystoreIndependent
+      ? [
+          "The key file for `./looker restore_dr_backup` is a separate artifact:",
+          "```sh",
+          `age -d -i identity.txt -o keyfile.json ${s.keyfileName}   # then ./looker restore_dr_backup keyfile.json; delete it after`,
+          "```",
+        ]
+      : []),
+    "",
+  ];
+}
+
+function escapeCell(text: string): string {
+  return text.replace(/\|/g, "\\|").replace(/\n/g, " ");
+}

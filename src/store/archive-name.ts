@@ -1,0 +1,46 @@
+/**
+ * Archive names: `<instance>-<UTC yyyymmddThhmmssZ>.tar.zst.age` (DESIGN.md section 4). The timestamp in the name is
+ * what restore and pruning sort by, so it must survive copies that lose file times.
+ */
+import { InputError } from "../errors.js";
+
+export const ARCHIVE_SUFFIX = ".tar.zst.age";
+export const KEYFILE_SUFFIX = ".keyfile.age";
+const INSTANCE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const NAME_PATTERN = /^(.+)-(\d{8}T\d{6}Z)\.tar\.zst\.age$/;
+
+export function validateInstanceName(instance: string, where = "--instance"): string {
+  if (!INSTANCE_PATTERN.test(instance)) {
+    throw new InputError(
+      `${where}: '${instance}' is not a valid instance name`,
+      "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. looker-prod)",
+    );
+  }
+  return instance;
+}
+
+export function archiveName(instance: string, at: Date): string {
+  return `${instance}-${compactUtc(at)}${ARCHIVE_SUFFIX}`;
+}
+
+export function keyfileNameFor(archive: string): string {
+  return archive.slice(0, -ARCHIVE_SUFFIX.length) + KEYFILE_SUFFIX;
+}
+
+export interface ParsedArchiveName {
+  readonly instance: string;
+  readonly createdAt: Date;
+}
+
+export function parseArchiveName(name: string): ParsedArchiveName | undefined {
+  const match = NAME_PATTERN.exec(name);
+  if (!match) return undefined;
+  const t = match[2]!;
+  const iso = `${t.slice(0, 4)}-${t.slice(4, 6)}-${t.slice(6, 8)}T${t.slice(9, 11)}:${t.slice(11, 13)}:${t.slice(13, 15)}Z`;
+  const createdAt = new Date(iso);
+  return Number.isNaN(createdAt.getTime()) ? undefined : { instance: match[1]!, createdAt };
+}
+
+function compactUtc(at: Date): string {
+  return at.toISOString().replace(/\.\d{3}Z$/, "Z").replace(/[-:]/g, "");
+}
