@@ -1,0 +1,192 @@
+/**
+ * The whole backup job around the engine, in the order Looker's guide asks for (DESIGN.md section 1):
+ * lock -> pre-command -> [quiet-window guard] -> [stop nodes] -> [keystore-independent recrypt] -> [MySQL dump
+ * snapshot] -> [brief-stop: copy looker/.db, restart] -> archive -> restart nodes -> post-command.
+ * Every node this run stopped is started again on every path out of here; that promise outranks the backup itself.
+ */
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, posix } from "node:path";
+import type { ExtraMember } from "../archive/pack.js";
+import { encryptBuffer } from "../crypto/age.js";
+import { LookerBackupError, LookerError } from "../errors.js";
+import { Cluster, type StopRecord } from "../looker/cluster.js";
+import type { LookerNode } from "../looker/control.js";
+import { acquireInstanceLock } from "../looker/instance-lock.js";
+import { assertMayStopLooker, type QuietWindow } from "../looker/quiet-window.js";
+import { type MysqlConnection, readLookerDbYml, resolveMysqlConnection } from "../mysql/connection.js";
+import { dumpMemberPath, type SpooledDump, startMysqlDump } from "../mysql/dump.js";
+import type { MysqlDumpHandle } from "../mysql/dump.js";
+import { runProcess } from "../remote/local-host.js";
+import { keyfileNameFor } from "../store/archive-name.js";
+import type { BackupRequest, BackupResult } from "./backup.js";
+import { resolveManifest, runBackup } from "./backup.js";
+
+export type Consistency = "live" | "brief-stop" | "stopped";
+
+export interface LookerJobRequest extends Omit<BackupRequest, "extraMembers" | "substitutes" | "companions" | "lookerMeta"> {
+  readonly consistency: Consistency;
+  readonly keystoreIndependent: boolean;
+  /** Who can decrypt the key file; default: the archive's recipients. */
+  readonly keyfileRecipients?: readonly string[];
+  readonly nodes: readonly LookerNode[];
+  readonly quietWindow?: QuietWindow;
+  readonly forceOutsideWindow?: boolean;
+  readonly preCommand?: string;
+  readonly postCommand?: string;
+  /** Explicit MySQL settings; merged over looker/looker-db.yml. */
+  readonly mysql?: Partial<MysqlConnection>;
+  readonly lockDirectory?: string;
+  readonly log?: (line: string) => void;
+  /** Persists which nodes this run stopped (the Actions post step restarts them if this process dies). */
+  readonly onStopRecord?: (record: StopRecord) => void;
+}
+
+export interface LookerJobResult extends BackupResult {
+  readonly downtimeMs: number;
+  readonly consistency: Consistency;
+  readonly keyfile?: string;
+  readonly backupUid?: string;
+  readonly mysqlDatabase?: string;
+}
+
+export async function runLookerBackup(request: LookerJobRequest): Promise<LookerJobResult> {
+  const log = request.log ?? (() => {});
+  const lock = await acquireInstanceLock(request.lockDirectory ?? tmpdir(), request.instance, `backup of ${request.home}`);
+  if (lock.tookOverStale) log(`took over a stale lock of pid ${lock.tookOverStale.pid} (${lock.tookOverStale.startedAt})`);
+  try {
+    if (request.preCommand) await runHook("pre-command", request.preCommand, log, true);
+    const result = await backupAroundLooker(request, log);
+    if (request.postCommand) {
+      const ok = await runHook("post-command", request.postCommand, log, false);
+      if (!ok) result.warnings.push("post-command failed; see the log");
+    }
+    return result;
+  } finally {
+    await lock.release();
+  }
+}
+
+async function backupAroundLooker(request: LookerJobRequest, log: (line: string) => void): Promise<LookerJobResult> {
+  const stops = request.consistency !== "live" || request.keystoreIndependent;
+  if (stops) assertMayStopLooker(request.quietWindow, new Date(), request.forceOutsideWindow ?? false);
+  if (stops && request.nodes.length === 0) {
+    throw new LookerBackupError("this backup must stop Looker but no Looker node is configured", {
+      hint: "configure the node (looker home on this host, or --node user@host)",
+    });
+  }
+  const { mysqlBackend } = await resolveManifest(request);
+  const cluster = new Cluster(request.nodes, request.onStopRecord, log);
+  const scratch = await mkdtemp(join(tmpdir(), "looker-backup-"));
+  let dump: MysqlDumpHandle | undefined;
+  let spooled: SpooledDump | undefined;
+  try {
+    if (stops) await cluster.stopAll();
+    const keyfile = request.keystoreIndependent ? await makeKeyfile(request.nodes[0]!) : undefined;
+    const mysql = mysqlBackend ? await mysqlConnectionFor(request) : undefined;
+    if (mysql) {
+      dump = startMysqlDump(mysql, { spoolDir: scratch, signal: request.signal });
+      dump.done.catch(() => undefined); // awaited as an extra member below; a failure there fails the backup
+      await dump.snapshotTaken;
+      log(`mysql: consistent snapshot of ${mysql.database} taken`);
+    }
+    const substitutes = new Map<string, string>();
+    if (request.consistency === "brief-stop") {
+      if (!mysqlBackend) substitutes.set("looker/.db", await copyDatabaseDirectory(request.home, scratch));
+      await cluster.restartStopped(request.signal);
+      log(`brief stop: Looker was down ${cluster.downtimeMs} ms`);
+    }
+    const result = await runBackup({
+      ...request,
+      substitutes,
+      lookerMeta: {
+        consistency: request.consistency,
+        keystoreIndependent: request.keystoreIndependent,
+        ...(keyfile ? { backupUid: keyfile.backupUid } : {}),
+      },
+      extraMembers: dump ? async () => [dumpMember((spooled = await dump!.done))] : undefined,
+      companions: keyfile ? (name) => [{ name: keyfileNameFor(name), content: keyfile.encrypted }] : undefined,
+      ...(keyfile ? { keyfileEncryptTo: request.keyfileRecipients ?? request.recipients } : {}),
+    } as BackupRequest);
+    if (cluster.anyStoppedByUs) await cluster.restartStopped(request.signal);
+    return {
+      ...result,
+      downtimeMs: cluster.downtimeMs,
+      consistency: request.consistency,
+      ...(result.companions[0] ? { keyfile: result.companions[0].location } : {}),
+      ...(keyfile ? { backupUid: keyfile.backupUid } : {}),
+      ...(mysql ? { mysqlDatabase: mysql.database } : {}),
+    };
+  } finally {
+    // Whatever happened above, Looker comes back up. A failure to start outranks any other error: exit 5.
+    if (cluster.anyStoppedByUs) await cluster.restartStopped();
+    await spooled?.dispose();
+    await rm(scratch, { recursive: true, force: true });
+  }
+
+  async function makeKeyfile(primary: LookerNode) {
+    const host = primary.config.host;
+    const dir = await host.makeTempDir("looker-keyfile-");
+    try {
+      const path = posix.join(dir, "keyfile.json");
+      await primary.generateKeyfile(path);
+      await primary.keystoreIndependentRecrypt(path);
+      const clear = await host.readFile(path);
+      const backupUid = parseBackupUid(clear);
+      const encrypted = await encryptBuffer(clear, { recipients: [...(request.keyfileRecipients ?? request.recipients)] });
+      clear.fill(0);
+      log(`keystore-independent recrypt done (backup_uid ${backupUid})`);
+      return { backupUid, encrypted };
+    } finally {
+      await host.remove(dir);
+    }
+  }
+}
+
+function parseBackupUid(keyfile: Buffer): string {
+  try {
+    const parsed = JSON.parse(keyfile.toString("utf8")) as { backup_uid?: unknown; dbmk?: unknown };
+    if (typeof parsed.backup_uid === "string" && typeof parsed.dbmk === "string") return parsed.backup_uid;
+  } catch {
+    // reported below
+  }
+  throw new LookerError("generate_keyfile_for_backup wrote a key file without backup_uid and dbmk");
+}
+
+async function mysqlConnectionFor(request: LookerJobRequest): Promise<MysqlConnection> {
+  const fromFile = await readLookerDbYml(join(request.home, "looker", "looker-db.yml")).catch((error: unknown) => {
+    if (request.mysql?.host && request.mysql.database) return undefined;
+    throw error;
+  });
+  return resolveMysqlConnection(fromFile, request.mysql);
+}
+
+function dumpMember(dump: SpooledDump): ExtraMember {
+  return { path: dumpMemberPath(dump.database), size: dump.size, mode: 0o600, mtime: Date.now() / 1000, body: () => dump.open() };
+}
+
+/** `cp -a` keeps owners, modes, times and hard links: the copy is archived as if it were the original. */
+async function copyDatabaseDirectory(home: string, scratch: string): Promise<string> {
+  const copy = join(scratch, "db-copy");
+  const result = await runProcess("cp", ["-a", "--", join(home, "looker", ".db"), copy]);
+  if (result.code !== 0) {
+    throw new LookerBackupError(`could not copy looker/.db for a brief-stop backup: ${result.stderr.trim()}`, {
+      hint: "check free space in the temp directory (TMPDIR), or use consistency: stopped",
+    });
+  }
+  await rm(join(copy, "looker.lck"), { force: true });
+  return copy;
+}
+
+async function runHook(name: string, script: string, log: (line: string) => void, mustSucceed: boolean): Promise<boolean> {
+  log(`${name}: ${script}`);
+  const result = await runProcess("/bin/sh", ["-c", script], { onLine: (line) => log(`${name}> ${line}`) });
+  if (result.code === 0) return true;
+  if (mustSucceed) {
+    throw new LookerBackupError(`${name} failed with exit ${result.code}`, { hint: "fix the command; nothing was stopped or written" });
+  }
+  log(`${name} failed with exit ${result.code}`);
+  return false;
+}
+
+export { readFile as _readFileForTests };

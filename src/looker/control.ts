@@ -1,0 +1,96 @@
+/**
+ * One Looker node: its `looker` script run as the looker user in `~/looker`, per Looker's CLI contract
+ * (DESIGN.md section 6), plus the health check. Errors carry the tail of Looker's log so a failed start at 3 a.m.
+ * explains itself.
+ */
+import { posix } from "node:path";
+import { LookerError } from "../errors.js";
+import type { CommandResult, Host, RunOptions } from "../remote/host.js";
+import { type AliveTarget, waitForAlive } from "./alive.js";
+import { type MasterKey, masterKeyEnvironment } from "./master-key.js";
+
+export interface LookerNodeConfig {
+  readonly host: Host;
+  /** The Looker directory on that host: `<home>/looker`. */
+  readonly lookerDir: string;
+  /** Where /alive answers, as seen from this runner. */
+  readonly alive: AliveTarget;
+  readonly masterKey?: MasterKey;
+  /** How long `start` may take until /alive answers (Looker needs minutes on big instances). */
+  readonly bootTimeoutMs?: number;
+  readonly commandTimeoutMs?: number;
+}
+
+const LOG_TAIL_LINES = 40;
+
+export class LookerNode {
+  constructor(readonly config: LookerNodeConfig) {}
+
+  get name(): string {
+    return this.config.host.name;
+  }
+
+  async isRunning(): Promise<boolean> {
+    const result = await this.looker(["status"]);
+    // LSB: 0 running, 3 not running; anything else is an answer we cannot trust either way.
+    if (result.code === 0) return true;
+    if (result.code === 3) return false;
+    throw await this.failure("could not ask Looker for its status", result);
+  }
+
+  async stop(): Promise<void> {
+    const result = await this.looker(["stop"]);
+    if (result.code !== 0 || (await this.isRunning())) throw await this.failure("Looker did not stop", result);
+  }
+
+  /** Starts Looker and waits until /alive answers 200. */
+  async start(signal?: AbortSignal): Promise<void> {
+    const result = await this.looker(["start"], masterKeyEnvironment(this.config.masterKey));
+    if (result.code !== 0) throw await this.failure("Looker failed to start", result);
+    const up = await waitForAlive(this.config.alive, { timeoutMs: this.config.bootTimeoutMs ?? 300_000, signal });
+    if (!up) {
+      throw await this.failure(
+        `Looker started but /alive on ${this.config.alive.host}:${this.config.alive.port} did not answer 200 in time`,
+        result,
+      );
+    }
+  }
+
+  async generateKeyfile(path: string): Promise<void> {
+    const result = await this.looker(["generate_keyfile_for_backup", path]);
+    if (result.code !== 0) throw await this.failure("generate_keyfile_for_backup failed", result);
+  }
+
+  async keystoreIndependentRecrypt(keyfilePath: string): Promise<void> {
+    const result = await this.looker(["keystore_independent_recrypt", keyfilePath], masterKeyEnvironment(this.config.masterKey));
+    if (result.code !== 0) throw await this.failure("keystore_independent_recrypt failed", result);
+  }
+
+  async restoreDrBackup(keyfilePath: string): Promise<void> {
+    const result = await this.looker(["restore_dr_backup", keyfilePath], masterKeyEnvironment(this.config.masterKey));
+    if (result.code !== 0) throw await this.failure("restore_dr_backup failed", result);
+  }
+
+  async logTail(lines = LOG_TAIL_LINES): Promise<string> {
+    const log = posix.join(this.config.lookerDir, "log", "looker.log");
+    const result = await this.config.host.run(["tail", "-n", String(lines), log]);
+    return result.code === 0 ? result.stdout : "";
+  }
+
+  private looker(args: string[], options: RunOptions = {}): Promise<CommandResult> {
+    return this.config.host.run(["./looker", ...args], {
+      ...options,
+      cwd: this.config.lookerDir,
+      timeoutMs: this.config.commandTimeoutMs ?? 600_000,
+    });
+  }
+
+  private async failure(what: string, result: CommandResult): Promise<LookerError> {
+    const output = `${result.stderr}${result.stdout}`.trim().split("\n").slice(-5).join("\n");
+    const logTail = await this.logTail().catch(() => "");
+    return new LookerError(`${what} on ${this.name} (exit ${result.code})${output ? `: ${output}` : ""}`, {
+      hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
+      logTail,
+    });
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Builds the Looker nodes of an instance from settings: the node on this host (where the home is) plus cluster
+ * nodes reached over SSH. Shared by the action, its post step and the CLI.
+ */
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Host } from "../remote/host.js";
+import { LocalHost, runProcess } from "../remote/local-host.js";
+import { SshHost } from "../remote/ssh-host.js";
+import { LookerNode } from "./control.js";
+import type { MasterKey } from "./master-key.js";
+
+export interface NodeSettings {
+  readonly home: string;
+  readonly lookerUser?: string;
+  readonly webPort: number;
+  readonly bootTimeoutMs: number;
+  readonly masterKey?: MasterKey;
+  readonly nodes: readonly { user: string; host: string; port: number }[];
+  readonly sshKey?: string;
+  readonly knownHosts: string;
+  readonly acceptNewHostKeys: boolean;
+  /** Looker directory on the SSH nodes (default /home/<user>/looker). */
+  readonly remoteLookerDir?: string;
+}
+
+export interface ConnectedNodes {
+  readonly nodes: LookerNode[];
+  close(): Promise<void>;
+}
+
+/** The local node first (it also does the keystore operations), then the SSH nodes in the order given. */
+export async function connectNodes(settings: NodeSettings, log: (line: string) => void = () => {}): Promise<ConnectedNodes> {
+  const hosts: Host[] = [];
+  try {
+    const local = new LocalHost(await lookerUserFor(settings));
+    hosts.push(local);
+    const nodes = [nodeOn(local, join(settings.home, "looker"), "127.0.0.1", settings)];
+    for (const spec of settings.nodes) {
+      const host = await SshHost.connect({
+        host: spec.host,
+        port: spec.port,
+        username: spec.user,
+        privateKey: settings.sshKey ?? "",
+        knownHosts: settings.knownHosts,
+        hostKeyPolicy: settings.acceptNewHostKeys ? "accept-new" : "strict",
+        onNewHostKey: (line) => log(`accepted new host key (add it to known-hosts): ${line}`),
+      });
+      hosts.push(host);
+      const lookerDir = settings.remoteLookerDir ?? `/home/${spec.user}/looker`;
+      nodes.push(nodeOn(host, lookerDir, spec.host, settings));
+    }
+    return { nodes, close: () => closeAll(hosts) };
+  } catch (error) {
+    await closeAll(hosts);
+    throw error;
+  }
+}
+
+function nodeOn(host: Host, lookerDir: string, aliveHost: string, settings: NodeSettings): LookerNode {
+  return new LookerNode({
+    host,
+    lookerDir,
+    alive: { host: aliveHost, port: settings.webPort },
+    bootTimeoutMs: settings.bootTimeoutMs,
+    ...(settings.masterKey ? { masterKey: settings.masterKey } : {}),
+  });
+}
+
+async function closeAll(hosts: Host[]): Promise<void> {
+  await Promise.allSettled(hosts.map((h) => h.close()));
+}
+
+/** Looker's commands run as the owner of the home unless told otherwise; root never runs Looker. */
+async function lookerUserFor(settings: NodeSettings): Promise<string | undefined> {
+  if (settings.lookerUser) return settings.lookerUser;
+  const owner = (await stat(settings.home)).uid;
+  if (owner === process.getuid?.()) return undefined;
+  const result = await runProcess("getent", ["passwd", String(owner)]);
+  return result.code === 0 ? result.stdout.split(":")[0] : undefined;
+}
