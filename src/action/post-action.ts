@@ -1,0 +1,36 @@
+/**
+ * The backup action's post step. It runs even when the main step failed or was cancelled: every node the main step
+ * stopped and did not start again is started here, one at a time, each healthy before the next.
+ */
+import * as core from "@actions/core";
+import { readBackupSettings } from "../config/inputs.js";
+import { describeError, exitCodeOf } from "../errors.js";
+import { Cluster } from "../looker/cluster.js";
+import { connectNodes } from "../looker/nodes.js";
+import { maskSecretInputs } from "./secrets.js";
+import { loadStopRecord, saveStopRecord } from "./state.js";
+
+export async function runPostAction(): Promise<void> {
+  maskSecretInputs();
+  const record = loadStopRecord();
+  if (!record || record.stoppedByUs.length === 0) {
+    core.info("nothing to restart: the main step left every Looker node as it found it");
+    return;
+  }
+  try {
+    const settings = readBackupSettings((name) => core.getInput(name));
+    const connected = await connectNodes(settings, (l) => core.info(l));
+    try {
+      const cluster = new Cluster(connected.nodes, saveStopRecord, (l) => core.info(l));
+      cluster.adopt(record);
+      core.warning(`the main step ended with ${record.stoppedByUs.length} Looker node(s) stopped; starting them now`);
+      await cluster.restartStopped();
+      core.info("Looker is running again on every node this run stopped");
+    } finally {
+      await connected.close();
+    }
+  } catch (error) {
+    core.setFailed(`could not restart Looker: ${describeError(error)}`);
+    process.exitCode = exitCodeOf(error);
+  }
+}

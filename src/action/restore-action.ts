@@ -1,0 +1,162 @@
+/**
+ * The restore-drill action: find the backup (newest artifact of a workflow, a given run/artifact, or a directory
+ * store), download and verify it, then run the drill and report RTO, RPO and every step (outputs, summary, JSON).
+ */
+import { createWriteStream } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import * as cache from "@actions/cache";
+import * as core from "@actions/core";
+import { absolutePath, integer, lines } from "../config/inputs.js";
+import { type DrillRequest, runDrill } from "../drill/drill.js";
+import { type DrillReport, drillSummaryMarkdown, isDrillReport } from "../drill/report.js";
+import { describeError, exitCodeOf, InputError } from "../errors.js";
+import { keyfileNameFor } from "../store/archive-name.js";
+import { findNewestBackupArtifact } from "../store/artifact-find.js";
+import { ArtifactStore } from "../store/artifact-store.js";
+import { DirStore } from "../store/dir-store.js";
+import { maskValue } from "./secrets.js";
+
+const SECRETS = ["identity", "keyfile-identity", "ssh-key", "master-key", "api-client-secret", "drill-mysql-password"];
+const HISTORY_LENGTH = 8;
+
+export async function runRestoreAction(): Promise<void> {
+  for (const name of SECRETS) maskValue(core.getInput(name));
+  const scratch = await mkdtemp(join(process.env.RUNNER_TEMP || tmpdir(), "looker-drill-"));
+  try {
+    const get = (name: string) => core.getInput(name).trim();
+    const source = await fetchBackup(get, scratch);
+    const request = drillRequest(get, source);
+    const report = await runDrill({ ...request, log: (line) => core.info(line) });
+    await publish(report, get("instance") || String(report.backup.instance ?? "looker"));
+    if (report.result !== "passed") core.setFailed(`drill failed: ${report.error ?? "see the report"}`);
+    process.exitCode = report.exitCode;
+  } catch (error) {
+    core.setFailed(describeError(error));
+    process.exitCode = exitCodeOf(error);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+interface FetchedBackup {
+  readonly archive: string;
+  readonly keyfile?: string;
+}
+
+async function fetchBackup(get: (name: string) => string, scratch: string): Promise<FetchedBackup> {
+  const instance = get("instance") || undefined;
+  const storeDir = get("store-dir");
+  if (storeDir) {
+    const [newest] = await new DirStore(absolutePath(storeDir, "store-dir")).list(instance);
+    if (!newest) throw new InputError(`no archive${instance ? ` of ${instance}` : ""} in ${storeDir}`, "run a backup first");
+    return { archive: newest.location };
+  }
+  const [owner, repo] = (process.env.GITHUB_REPOSITORY ?? "/").split("/");
+  const token = get("github-token");
+  const runId = get("run-id");
+  const found = await findNewestBackupArtifact({
+    token,
+    owner: owner ?? "",
+    repo: repo ?? "",
+    workflow: get("workflow") || undefined,
+    ...(runId ? { runId: integer(runId, "run-id", 1, Number.MAX_SAFE_INTEGER) } : {}),
+    ...(get("artifact-name") ? { artifactName: get("artifact-name") } : {}),
+    ...(instance ? { instance } : {}),
+  });
+  core.info(`restoring artifact ${found.name} (id ${found.id}) from run ${found.runId}`);
+  const store = new ArtifactStore({
+    findBy: { token, workflowRunId: found.runId, repositoryOwner: owner ?? "", repositoryName: repo ?? "" },
+  });
+  const archive = join(scratch, found.name);
+  await pipeline(await store.open(found.name), createWriteStream(archive, { mode: 0o600 }));
+  const keyfileName = keyfileNameFor(found.name);
+  const listed = await store.list().catch(() => []);
+  if (!listed.some((a) => a.name === keyfileName)) return { archive };
+  const keyfile = join(scratch, keyfileName);
+  await pipeline(await store.open(keyfileName), createWriteStream(keyfile, { mode: 0o600 }));
+  return { archive, keyfile };
+}
+
+function drillRequest(get: (name: string) => string, source: FetchedBackup): DrillRequest {
+  const identity = core.getInput("identity", { required: true });
+  const keyfileIdentity = core.getInput("keyfile-identity");
+  const targetDir = get("target-dir");
+  const masterKey = get("master-key");
+  const mysqlHost = get("drill-mysql-host");
+  const clientId = get("api-client-id");
+  return {
+    archive: source.archive,
+    ...(source.keyfile ? { keyfile: source.keyfile } : {}),
+    keys: { identities: [identity] },
+    ...(keyfileIdentity ? { keyfileIdentities: [keyfileIdentity] } : {}),
+    target: targetDir
+      ? { kind: "dir", dir: absolutePath(targetDir, "target-dir") }
+      : {
+          kind: "ssh",
+          ...(get("target-host") ? { host: get("target-host") } : {}),
+          port: integer(get("target-port") || "22", "target-port", 1, 65535),
+          user: get("target-user") || "root",
+          privateKey: core.getInput("ssh-key"),
+          knownHosts: core.getInput("known-hosts"),
+        },
+    ...(masterKey ? { masterKey: { kind: "env", value: masterKey } } : {}),
+    webPort: integer(get("web-port") || "9999", "web-port", 1, 65535),
+    apiPort: integer(get("api-port") || "19999", "api-port", 1, 65535),
+    bootTimeoutMs: integer(get("boot-timeout") || "600", "boot-timeout", 1, 86_400) * 1000,
+    ...(clientId ? { api: { clientId, clientSecret: core.getInput("api-client-secret") } } : {}),
+    checks: lines(get("checks")).map((line) => {
+      const [path, status] = line.split("=");
+      return { path: path ?? "/", status: integer(status ?? "200", "checks", 100, 599) };
+    }),
+    ...(mysqlHost
+      ? {
+          drillMysql: {
+            host: mysqlHost,
+            port: integer(get("drill-mysql-port") || "3306", "drill-mysql-port", 1, 65535),
+            user: get("drill-mysql-user"),
+            password: core.getInput("drill-mysql-password"),
+            database: get("drill-mysql-database") || "looker_drill",
+          },
+        }
+      : {}),
+    ...(get("provision-command") ? { provisionCommand: core.getInput("provision-command") } : {}),
+    ...(get("teardown-command") ? { teardownCommand: core.getInput("teardown-command") } : {}),
+  };
+}
+
+/** Outputs, the JSON report, and a summary with a short history of earlier drills kept in the Actions cache. */
+async function publish(report: DrillReport, instance: string): Promise<void> {
+  const reportPath = join(process.env.RUNNER_TEMP || tmpdir(), `looker-drill-report-${Date.now()}.json`);
+  await writeFile(reportPath, `${JSON.stringify(report, null, 2)}\n`);
+  core.setOutput("result", report.result);
+  core.setOutput("rto-ms", report.rtoMs === undefined ? "" : String(report.rtoMs));
+  core.setOutput("rpo-ms", report.rpoMs === undefined ? "" : String(report.rpoMs));
+  core.setOutput("archive-name", report.archive.split("/").pop() ?? "");
+  core.setOutput("files-verified", String(report.filesVerified));
+  core.setOutput("report", reportPath);
+  const history = await drillHistory(instance, report);
+  await core.summary.addRaw(drillSummaryMarkdown(report, history)).write();
+}
+
+async function drillHistory(instance: string, report: DrillReport): Promise<DrillReport[]> {
+  const dir = await mkdtemp(join(process.env.RUNNER_TEMP || tmpdir(), "lb-drills-"));
+  const file = join(dir, "drills.json");
+  const prefix = `looker-backup-drills-${instance}-`;
+  let history: DrillReport[] = [];
+  try {
+    if (await cache.restoreCache([file], `${prefix}none`, [prefix])) {
+      const parsed = JSON.parse(await (await import("node:fs/promises")).readFile(file, "utf8")) as unknown;
+      if (Array.isArray(parsed)) history = parsed.filter(isDrillReport);
+    }
+    await writeFile(file, JSON.stringify([report, ...history].slice(0, HISTORY_LENGTH)));
+    await cache.saveCache([file], `${prefix}${process.env.GITHUB_RUN_ID ?? Date.now()}-${process.env.GITHUB_RUN_ATTEMPT ?? "1"}`);
+  } catch (error) {
+    core.warning(`drill history unavailable (Actions cache): ${(error as Error).message}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return history;
+}

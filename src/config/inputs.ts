@@ -1,0 +1,254 @@
+/**
+ * Action inputs -> one typed, validated Settings object (actions/cache style). Everything is checked here, before
+ * anything is touched, and every error names the input it is about.
+ */
+import { hostname } from "node:os";
+import { isAbsolute } from "node:path";
+import { parseRecipient } from "../crypto/age-keys.js";
+import type { Consistency } from "../engine/looker-job.js";
+import { InputError } from "../errors.js";
+import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
+import type { MasterKey } from "../looker/master-key.js";
+import type { MysqlConnection } from "../mysql/connection.js";
+import { validateInstanceName } from "../store/archive-name.js";
+
+export const Inputs = {
+  Recipients: "recipients",
+  Home: "home",
+  Instance: "instance",
+  Manifest: "manifest",
+  SslFiles: "ssl-files",
+  Consistency: "consistency",
+  KeystoreIndependent: "keystore-independent",
+  MasterKey: "master-key",
+  MasterKeyFile: "master-key-file",
+  KeyfileRecipients: "keyfile-recipients",
+  LookerUser: "looker-user",
+  Nodes: "nodes",
+  SshKey: "ssh-key",
+  KnownHosts: "known-hosts",
+  SshAcceptNewHostKeys: "ssh-accept-new-host-keys",
+  WebPort: "web-port",
+  BootTimeout: "boot-timeout",
+  MysqlHost: "mysql-host",
+  MysqlPort: "mysql-port",
+  MysqlUser: "mysql-user",
+  MysqlPassword: "mysql-password",
+  MysqlDatabase: "mysql-database",
+  QuietWindow: "quiet-window",
+  QuietWindowTimeZone: "quiet-window-time-zone",
+  ForceOutsideWindow: "force-outside-window",
+  PreCommand: "pre-command",
+  PostCommand: "post-command",
+  Store: "store",
+  StoreDir: "store-dir",
+  RetentionDays: "retention-days",
+  KeepLast: "keep-last",
+  CompressionLevel: "compression-level",
+  SkipIfUnchanged: "skip-if-unchanged",
+  Passphrase: "passphrase",
+} as const;
+
+export const Outputs = {
+  ArchiveName: "archive-name",
+  ArtifactId: "artifact-id",
+  Sha256: "sha256",
+  Bytes: "bytes",
+  BytesIn: "bytes-in",
+  Files: "files",
+  DurationMs: "duration-ms",
+  DowntimeMs: "downtime-ms",
+  Warnings: "warnings",
+  KeyfileArtifactName: "keyfile-artifact-name",
+  Skipped: "skipped",
+} as const;
+
+/** Inputs whose values are secrets: masked in logs before anything else happens. */
+export const SECRET_INPUTS = [Inputs.MasterKey, Inputs.SshKey, Inputs.MysqlPassword, Inputs.Passphrase] as const;
+
+export interface SshNodeSpec {
+  readonly user: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+export type StoreSettings =
+  | { readonly kind: "artifact"; readonly retentionDays: number }
+  | { readonly kind: "dir"; readonly directory: string; readonly keepLast?: number };
+
+export interface BackupSettings {
+  readonly home: string;
+  readonly instance: string;
+  readonly manifestFile?: string;
+  readonly sslFiles: string[];
+  readonly recipients: string[];
+  readonly passphrase?: string;
+  readonly consistency: Consistency;
+  readonly keystoreIndependent: boolean;
+  readonly masterKey?: MasterKey;
+  readonly keyfileRecipients?: string[];
+  readonly lookerUser?: string;
+  readonly nodes: SshNodeSpec[];
+  readonly sshKey?: string;
+  readonly knownHosts: string;
+  readonly acceptNewHostKeys: boolean;
+  readonly webPort: number;
+  readonly bootTimeoutMs: number;
+  readonly mysql: Partial<MysqlConnection>;
+  readonly quietWindow?: QuietWindow;
+  readonly forceOutsideWindow: boolean;
+  readonly preCommand?: string;
+  readonly postCommand?: string;
+  readonly store: StoreSettings;
+  readonly compressionLevel: number;
+  readonly skipIfUnchanged: boolean;
+}
+
+export type InputReader = (name: string) => string;
+
+export function readBackupSettings(read: InputReader): BackupSettings {
+  const get = (name: string) => read(name).trim();
+  const optional = (name: string) => get(name) || undefined;
+  const passphrase = optional(Inputs.Passphrase);
+  const recipients = passphrase ? [] : recipientList(get(Inputs.Recipients), Inputs.Recipients, true);
+  const keystoreIndependent = bool(get(Inputs.KeystoreIndependent), Inputs.KeystoreIndependent);
+  const masterKey = masterKeyOf(optional(Inputs.MasterKey), optional(Inputs.MasterKeyFile));
+  if (keystoreIndependent && !masterKey) {
+    throw new InputError(
+      `input '${Inputs.KeystoreIndependent}' needs the CMK`,
+      `set '${Inputs.MasterKey}' from a secret, or '${Inputs.MasterKeyFile}' to its path on the Looker host`,
+    );
+  }
+  const nodes = nodeList(get(Inputs.Nodes));
+  const sshKey = optional(Inputs.SshKey);
+  if (nodes.length > 0 && !sshKey) {
+    throw new InputError(`input '${Inputs.Nodes}' needs '${Inputs.SshKey}'`, "pass the nodes' private key from a secret");
+  }
+  const timeZone = get(Inputs.QuietWindowTimeZone) || "UTC";
+  const window = optional(Inputs.QuietWindow);
+  const keyfileRecipients = get(Inputs.KeyfileRecipients);
+  return {
+    home: absolutePath(get(Inputs.Home) || "/home/looker", Inputs.Home),
+    instance: validateInstanceName(get(Inputs.Instance) || defaultInstance(), `input '${Inputs.Instance}'`),
+    ...(optional(Inputs.Manifest) ? { manifestFile: get(Inputs.Manifest) } : {}),
+    sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
+    recipients,
+    ...(passphrase ? { passphrase } : {}),
+    consistency: oneOf(get(Inputs.Consistency) || "live", ["live", "brief-stop", "stopped"] as const, Inputs.Consistency),
+    keystoreIndependent,
+    ...(masterKey ? { masterKey } : {}),
+    ...(keyfileRecipients ? { keyfileRecipients: recipientList(keyfileRecipients, Inputs.KeyfileRecipients, true) } : {}),
+    ...(optional(Inputs.LookerUser) ? { lookerUser: get(Inputs.LookerUser) } : {}),
+    nodes,
+    ...(sshKey ? { sshKey } : {}),
+    knownHosts: read(Inputs.KnownHosts),
+    acceptNewHostKeys: bool(get(Inputs.SshAcceptNewHostKeys), Inputs.SshAcceptNewHostKeys),
+    webPort: integer(get(Inputs.WebPort) || "9999", Inputs.WebPort, 1, 65535),
+    bootTimeoutMs: integer(get(Inputs.BootTimeout) || "600", Inputs.BootTimeout, 1, 86_400) * 1000,
+    mysql: mysqlOf(optional),
+    ...(window ? { quietWindow: parseQuietWindow(window, timeZone, `input '${Inputs.QuietWindow}'`) } : {}),
+    forceOutsideWindow: bool(get(Inputs.ForceOutsideWindow), Inputs.ForceOutsideWindow),
+    ...(optional(Inputs.PreCommand) ? { preCommand: read(Inputs.PreCommand) } : {}),
+    ...(optional(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {}),
+    store: storeOf(get),
+    compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
+    skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
+  };
+}
+
+function defaultInstance(): string {
+  return hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
+}
+
+export function lines(text: string): string[] {
+  return text
+    .split(/[\n,]/)
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"));
+}
+
+export function recipientList(text: string, input: string, required: boolean): string[] {
+  const recipients = lines(text).map((r, i) => parseRecipient(r, `input '${input}' item ${i + 1}`).text);
+  if (required && recipients.length === 0) {
+    throw new InputError(
+      `input '${input}' is empty`,
+      "set it to one or more age recipients (age1...) from `looker-backup keygen` or `age-keygen -y`",
+    );
+  }
+  return recipients;
+}
+
+export function bool(value: string, input: string): boolean {
+  if (value === "" || /^(false|no|0|off)$/i.test(value)) return false;
+  if (/^(true|yes|1|on)$/i.test(value)) return true;
+  throw new InputError(`input '${input}' must be true or false, got '${value}'`);
+}
+
+export function integer(value: string, input: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < min || n > max) {
+    throw new InputError(`input '${input}' must be a whole number from ${min} to ${max}, got '${value}'`);
+  }
+  return n;
+}
+
+export function oneOf<T extends string>(value: string, allowed: readonly T[], input: string): T {
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new InputError(`input '${input}' must be one of ${allowed.join(", ")}, got '${value}'`);
+}
+
+export function absolutePath(value: string, input: string): string {
+  if (!isAbsolute(value)) throw new InputError(`input '${input}' must be an absolute path, got '${value}'`);
+  return value;
+}
+
+function masterKeyOf(value: string | undefined, file: string | undefined): MasterKey | undefined {
+  if (value && file) {
+    throw new InputError(`set only one of '${Inputs.MasterKey}' and '${Inputs.MasterKeyFile}'`);
+  }
+  if (value) {
+    if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
+      throw new InputError(`input '${Inputs.MasterKey}' is not a base64 32-byte key`, "Looker's CMK is 32 random bytes in base64");
+    }
+    return { kind: "env", value };
+  }
+  if (file) return { kind: "file", path: absolutePath(file, Inputs.MasterKeyFile) };
+  return undefined;
+}
+
+const NODE_PATTERN = /^([a-z_][a-z0-9_.-]*)@(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/;
+
+export function nodeList(text: string): SshNodeSpec[] {
+  return lines(text).map((line) => {
+    const match = NODE_PATTERN.exec(line);
+    const port = Number(match?.[3] ?? 22);
+    if (!match || port < 1 || port > 65535) {
+      throw new InputError(`input '${Inputs.Nodes}': '${line}' is not user@host[:port]`, "e.g. looker@node-2.internal:22");
+    }
+    return { user: match[1]!, host: match[2]!.replace(/^\[|\]$/g, ""), port };
+  });
+}
+
+function mysqlOf(optional: (name: string) => string | undefined): Partial<MysqlConnection> {
+  const port = optional(Inputs.MysqlPort);
+  const fields: Partial<MysqlConnection> = {};
+  const host = optional(Inputs.MysqlHost);
+  const user = optional(Inputs.MysqlUser);
+  const password = optional(Inputs.MysqlPassword);
+  const database = optional(Inputs.MysqlDatabase);
+  if (host) fields.host = host;
+  if (port) fields.port = integer(port, Inputs.MysqlPort, 1, 65535);
+  if (user) fields.user = user;
+  if (password) fields.password = password;
+  if (database) fields.database = database;
+  return fields;
+}
+
+function storeOf(get: (name: string) => string): StoreSettings {
+  const kind = oneOf(get(Inputs.Store) || "artifact", ["artifact", "dir"] as const, Inputs.Store);
+  if (kind === "artifact") return { kind, retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, 90) };
+  const directory = get(Inputs.StoreDir);
+  if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
+  const keepLast = integer(get(Inputs.KeepLast) || "0", Inputs.KeepLast, 0, 100_000);
+  return { kind, directory: absolutePath(directory, Inputs.StoreDir), ...(keepLast > 0 ? { keepLast } : {}) };
+}

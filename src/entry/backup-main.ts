@@ -1,0 +1,3 @@
+import { runBackupAction } from "../action/backup-action.js";
+
+await runBackupAction();

@@ -1,0 +1,3 @@
+import { runPostAction } from "../action/post-action.js";
+
+await runPostAction();

@@ -1,0 +1,3 @@
+import { runRestoreAction } from "../action/restore-action.js";
+
+await runRestoreAction();
