@@ -56,6 +56,11 @@ export interface SelectOptions {
   readonly manifest: Manifest;
   /** Walk excluded subtrees to report their size (for `plan`; a backup need not pay for it). */
   readonly countExcluded?: boolean;
+  /**
+   * Home-relative directories read from elsewhere: a consistent copy of `looker/.db` taken while Looker was stopped
+   * is archived under its real name while Looker already runs again.
+   */
+  readonly substitutes?: ReadonlyMap<string, string>;
 }
 
 const STAT_BATCH = 64;
@@ -66,7 +71,7 @@ export async function selectFiles(options: SelectOptions): Promise<Selection> {
   for (const rule of rules) tallies.set(rule.id, tallyFor(rule));
   for (const outside of options.manifest.outside) tallies.set(outside.id, outsideTally(outside));
 
-  const walker = new Walker(options.home, rules, tallies, options.countExcluded ?? false);
+  const walker = new Walker(options.home, rules, tallies, options.countExcluded ?? false, options.substitutes);
   await walker.walkHome();
   checkRequiredRules(rules, walker.seenPaths, options.home);
   for (const outside of options.manifest.outside) await walker.walkOutside(outside);
@@ -97,7 +102,17 @@ class Walker {
     private readonly rules: readonly CompiledRule[],
     private readonly tallies: Map<string, RuleTally>,
     private readonly countExcluded: boolean,
+    private readonly substitutes: ReadonlyMap<string, string> = new Map(),
   ) {}
+
+  /** Where a home-relative path is read from: the home, or a substitute directory standing in for a subtree. */
+  private absolute(relative: string): string {
+    for (const [dir, replacement] of this.substitutes) {
+      if (relative === dir) return replacement;
+      if (relative.startsWith(`${dir}/`)) return join(replacement, relative.slice(dir.length + 1));
+    }
+    return join(this.home, relative);
+  }
 
   async walkHome(): Promise<void> {
     let stats: Stats;
@@ -116,7 +131,7 @@ class Walker {
   }
 
   private async walkDirectory(relativeDir: string, parentRule: CompiledRule | undefined): Promise<void> {
-    const absoluteDir = join(this.home, relativeDir);
+    const absoluteDir = this.absolute(relativeDir);
     let dirents: Dirent[];
     try {
       dirents = await readdir(absoluteDir, { withFileTypes: true });
@@ -127,7 +142,7 @@ class Walker {
     dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (let i = 0; i < dirents.length; i += STAT_BATCH) {
       const batch = dirents.slice(i, i + STAT_BATCH).map((d) => (relativeDir ? `${relativeDir}/${d.name}` : d.name));
-      const stats = await Promise.all(batch.map((rel) => lstat(join(this.home, rel)).catch((e: Error) => e)));
+      const stats = await Promise.all(batch.map((rel) => lstat(this.absolute(rel)).catch((e: Error) => e)));
       for (let j = 0; j < batch.length; j++) {
         await this.visit(batch[j]!, stats[j]!, parentRule);
       }
@@ -135,7 +150,7 @@ class Walker {
   }
 
   private async visit(relative: string, stats: Stats | Error, parentRule: CompiledRule | undefined): Promise<void> {
-    const absolute = join(this.home, relative);
+    const absolute = this.absolute(relative);
     const rule = decidingRule(this.rules, relative);
     if (stats instanceof Error) {
       // Vanished between readdir and lstat: a live home changes under us; the report says so.
@@ -167,7 +182,7 @@ class Walker {
       if (mustDescendExcluded(this.rules, relative, rule)) {
         await this.walkDirectory(relative, rule);
       } else if (this.countExcluded && tally) {
-        const size = await measureTree(join(this.home, relative));
+        const size = await measureTree(this.absolute(relative));
         tally.files += size.files;
         tally.bytes += size.bytes;
       }
