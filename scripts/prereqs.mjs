@@ -1,31 +1,12 @@
 // npm `pretest`: makes sure the real tools the tests drive (sshd, age, zstd, tar, iproute2, MariaDB) are present.
 // Installs them with apt-get when running as root; otherwise prints the exact command and fails.
 // Fast path: only PATH lookups, no subprocess, when everything is already installed.
-// Keep the map in sync with test/helpers/prerequisites.ts.
 import { spawnSync } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import path from "node:path";
 
-const COMMAND_PACKAGES = {
-  sshd: "openssh-server",
-  ssh: "openssh-client",
-  "ssh-keygen": "openssh-client",
-  age: "age",
-  "age-keygen": "age",
-  zstd: "zstd",
-  tar: "tar",
-  ip: "iproute2",
-  nsenter: "util-linux",
-  unshare: "util-linux",
-  runuser: "util-linux",
-  setpriv: "util-linux",
-  useradd: "passwd",
-  mariadbd: "mariadb-server",
-  "mariadb-install-db": "mariadb-server",
-  mysql: "mariadb-client",
-  mysqldump: "mariadb-client",
-  mysqladmin: "mariadb-client",
-};
+// One list for this script and test/helpers/prerequisites.ts: command -> Debian package.
+const COMMAND_PACKAGES = JSON.parse(readFileSync(new URL("./test-prerequisites.json", import.meta.url), "utf8"));
 
 const EXTRA_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 

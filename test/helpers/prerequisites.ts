@@ -1,30 +1,9 @@
 import { accessSync, constants } from "node:fs";
 import path from "node:path";
+import commandPackages from "../../scripts/test-prerequisites.json" with { type: "json" };
 
-/**
- * The Debian package that provides each command the tests use.
- * Keep in sync with scripts/prereqs.mjs (the npm pretest step), which installs them.
- */
-export const COMMAND_PACKAGES: Readonly<Record<string, string>> = {
-  sshd: "openssh-server",
-  ssh: "openssh-client",
-  "ssh-keygen": "openssh-client",
-  age: "age",
-  "age-keygen": "age",
-  zstd: "zstd",
-  tar: "tar",
-  ip: "iproute2",
-  nsenter: "util-linux",
-  unshare: "util-linux",
-  runuser: "util-linux",
-  setpriv: "util-linux",
-  useradd: "passwd",
-  mariadbd: "mariadb-server",
-  "mariadb-install-db": "mariadb-server",
-  mysql: "mariadb-client",
-  mysqldump: "mariadb-client",
-  mysqladmin: "mariadb-client",
-};
+/** The Debian package that provides each command the tests use (one list, shared with the npm pretest step). */
+export const COMMAND_PACKAGES: Readonly<Record<string, string>> = commandPackages;
 
 // sbin directories are searched too: a non-root PATH often lacks them, yet root-only tools live there.
 const EXTRA_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
