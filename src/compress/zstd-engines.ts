@@ -1,0 +1,174 @@
+/**
+ * Engines that turn one block of input into one standard zstd frame (content size + XXH64 checksum, like the
+ * `zstd` CLI). The stream in zstd.ts decides which engine to use and keeps the frames in order; an engine
+ * only compresses.
+ *
+ * - InlineEngine: node:zlib's async zstdCompress, which runs on the libuv thread pool. No thread start-up
+ *   cost, so it serves `workers: 1` and inputs smaller than one block.
+ * - WorkerPool: worker_threads running zstdCompressSync, for parallel compression. We do not use the libuv
+ *   pool for that because it is shared with fs reads; long compression jobs there would stall the tar reader.
+ */
+import { Worker } from "node:worker_threads";
+import { constants, type ZstdOptions, zstdCompress } from "node:zlib";
+import { LookerBackupError } from "../errors.js";
+import { ZSTD_WORKER_SOURCE } from "./zstd-worker.js";
+
+export interface CompressedBlock {
+  /** One complete zstd frame. */
+  readonly frame: Buffer;
+  /** The input buffer, handed back so the caller can reuse it for a later block. */
+  readonly input: ArrayBuffer;
+}
+
+export interface BlockEngine {
+  /** Compresses input[0, length) into one frame. `input` is lent to the engine until the promise settles. */
+  compress(input: ArrayBuffer, length: number): Promise<CompressedBlock>;
+  /** Stops any threads; pending compressions reject. Safe to call more than once. */
+  close(): Promise<void>;
+}
+
+/**
+ * zlib writes its output in chunks of this size; one chunk larger than ZSTD_compressBound(length) holds
+ * the whole frame, so there is one output allocation per block and no concatenation (in the worker).
+ * Pages of the chunk that the frame does not fill are not written, so they mostly cost address space.
+ */
+function outputChunkSize(length: number): number {
+  return length + (length >> 7) + 65536;
+}
+
+function frameOptions(level: number, length: number): ZstdOptions {
+  return {
+    params: {
+      [constants.ZSTD_c_compressionLevel]: level,
+      [constants.ZSTD_c_checksumFlag]: 1,
+      [constants.ZSTD_c_contentSizeFlag]: 1,
+    },
+    pledgedSrcSize: length,
+    chunkSize: outputChunkSize(length),
+  };
+}
+
+export class InlineEngine implements BlockEngine {
+  constructor(private readonly level: number) {}
+
+  compress(input: ArrayBuffer, length: number): Promise<CompressedBlock> {
+    return new Promise((resolve, reject) => {
+      zstdCompress(Buffer.from(input, 0, length), frameOptions(this.level, length), (error, frame) => {
+        if (error) reject(compressionFailed(error.message, error));
+        else resolve({ frame, input });
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    // Nothing to stop: a job already on the libuv pool finishes and its result is dropped by the caller.
+  }
+}
+
+/** Worker threads currently alive (started and not yet exited), for diagnostics and leak tests. */
+let liveWorkerThreads = 0;
+export function liveZstdWorkerThreads(): number {
+  return liveWorkerThreads;
+}
+
+export class WorkerPool implements BlockEngine {
+  private readonly workers: PoolWorker[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly size: number,
+    private readonly level: number,
+  ) {}
+
+  compress(input: ArrayBuffer, length: number): Promise<CompressedBlock> {
+    if (this.closed) return Promise.reject(compressionFailed("the zstd worker pool is closed"));
+    return this.pickWorker().run(input, length);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.workers.map((worker) => worker.terminate()));
+  }
+
+  /** The least busy worker; threads start lazily, only when every running one already has work. */
+  private pickWorker(): PoolWorker {
+    let best: PoolWorker | undefined;
+    for (const worker of this.workers) {
+      if (!worker.failed && (best === undefined || worker.queued < best.queued)) best = worker;
+    }
+    if (best === undefined || (best.queued > 0 && this.workers.length < this.size)) {
+      best = new PoolWorker(this.level);
+      this.workers.push(best);
+    }
+    return best;
+  }
+}
+
+interface PendingJob {
+  resolve: (block: CompressedBlock) => void;
+  reject: (error: Error) => void;
+}
+
+type WorkerReply =
+  | { id: number; input: ArrayBuffer; frame: ArrayBuffer; frameLength: number }
+  | { id: number; input: ArrayBuffer; error: string };
+
+class PoolWorker {
+  private readonly thread: Worker;
+  private readonly pending = new Map<number, PendingJob>();
+  private nextId = 0;
+  failed = false;
+
+  constructor(level: number) {
+    this.thread = new Worker(ZSTD_WORKER_SOURCE, {
+      eval: true,
+      workerData: { level },
+    });
+    liveWorkerThreads++;
+    // An idle worker must never keep the process alive (a caller that forgets to end the stream, or
+    // an error path that skips cleanup); a busy one must, or the process could exit mid-compression.
+    this.thread.unref();
+    this.thread.on("message", (reply: WorkerReply) => this.settle(reply));
+    this.thread.on("error", (error) => this.failAll(compressionFailed(error.message, error)));
+    this.thread.on("exit", (code) => {
+      liveWorkerThreads--;
+      this.failAll(compressionFailed(`zstd worker thread exited with code ${code}`));
+    });
+  }
+
+  get queued(): number {
+    return this.pending.size;
+  }
+
+  run(input: ArrayBuffer, length: number): Promise<CompressedBlock> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      if (this.pending.size === 0) this.thread.ref();
+      this.pending.set(id, { resolve, reject });
+      this.thread.postMessage({ id, input, length }, [input]);
+    });
+  }
+
+  async terminate(): Promise<void> {
+    await this.thread.terminate();
+  }
+
+  private settle(reply: WorkerReply): void {
+    const job = this.pending.get(reply.id);
+    if (job === undefined) return;
+    this.pending.delete(reply.id);
+    if (this.pending.size === 0) this.thread.unref();
+    if ("error" in reply) job.reject(compressionFailed(reply.error));
+    else job.resolve({ frame: Buffer.from(reply.frame, 0, reply.frameLength), input: reply.input });
+  }
+
+  private failAll(error: Error): void {
+    this.failed = true;
+    for (const job of this.pending.values()) job.reject(error);
+    this.pending.clear();
+  }
+}
+
+function compressionFailed(detail: string, cause?: unknown): LookerBackupError {
+  return new LookerBackupError(`zstd compression failed: ${detail}`, { cause });
+}
