@@ -1,5 +1,5 @@
 // Fails when dist/ is not what the sources bundle to, so a release never runs code that review did not see.
-import { readdir, readFile, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bundle } from "./bundle.mjs";

@@ -11,11 +11,16 @@ const sections = [
 function table(action) {
   const rows = ["#### Inputs", "", "| Input | Default | Description |", "|---|---|---|"];
   for (const [name, input] of Object.entries(action.inputs ?? {})) {
-    const def = input.required ? "**required**" : input.default === "" || input.default === undefined ? "" : `\`${input.default}\``;
+    const def = input.required
+      ? "**required**"
+      : input.default === "" || input.default === undefined
+        ? ""
+        : `\`${input.default}\``;
     rows.push(`| \`${name}\` | ${def} | ${cell(input.description)} |`);
   }
   rows.push("", "#### Outputs", "", "| Output | Description |", "|---|---|");
-  for (const [name, output] of Object.entries(action.outputs ?? {})) rows.push(`| \`${name}\` | ${cell(output.description)} |`);
+  for (const [name, output] of Object.entries(action.outputs ?? {}))
+    rows.push(`| \`${name}\` | ${cell(output.description)} |`);
   return rows.join("\n");
 }
 
@@ -31,7 +36,8 @@ for (const { file, marker } of sections) {
   const end = `<!-- ${marker}:end -->`;
   const start = readme.indexOf(begin);
   const stop = readme.indexOf(end);
-  if (start === -1 || stop === -1) throw new Error(`README.md lacks the markers for ${file}:\n${begin}\n${end}`);
+  if (start === -1 || stop === -1)
+    throw new Error(`README.md lacks the markers for ${file}:\n${begin}\n${end}`);
   readme = `${readme.slice(0, start + begin.length)}\n${table(action)}\n${readme.slice(stop)}`;
 }
 if (process.argv.includes("--check")) {

@@ -6,7 +6,9 @@ import { accessSync, constants, readFileSync } from "node:fs";
 import path from "node:path";
 
 // One list for this script and test/helpers/prerequisites.ts: command -> Debian package.
-const COMMAND_PACKAGES = JSON.parse(readFileSync(new URL("./test-prerequisites.json", import.meta.url), "utf8"));
+const COMMAND_PACKAGES = JSON.parse(
+  readFileSync(new URL("./test-prerequisites.json", import.meta.url), "utf8"),
+);
 
 const EXTRA_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 

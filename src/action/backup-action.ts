@@ -6,7 +6,12 @@ import { type BackupSettings, Outputs, readBackupSettings } from "../config/inpu
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { describeError, ExitCode, exitCodeOf, LookerError } from "../errors.js";
 import { connectNodes } from "../looker/nodes.js";
-import { compareSnapshots, type ChangeReport, type CatalogSnapshot, snapshotOf } from "../report/change-report.js";
+import {
+  type CatalogSnapshot,
+  type ChangeReport,
+  compareSnapshots,
+  snapshotOf,
+} from "../report/change-report.js";
 import { ProgressReporter } from "../report/progress.js";
 import { backupSummaryMarkdown } from "../report/summary.js";
 import { keyfileNameFor } from "../store/archive-name.js";
@@ -37,10 +42,13 @@ export async function runBackupAction(): Promise<void> {
 
 async function backup(settings: BackupSettings, signal: AbortSignal): Promise<number> {
   const store = storeFor(settings);
-  const previous = settings.store.kind === "artifact" ? await restorePreviousSnapshot(settings.instance) : undefined;
+  const previous =
+    settings.store.kind === "artifact" ? await restorePreviousSnapshot(settings.instance) : undefined;
   let changes: ChangeReport | undefined;
   let snapshot: CatalogSnapshot | undefined;
-  const connected = await core.group("Connecting to Looker nodes", () => connectNodes(settings, (l) => core.info(l)));
+  const connected = await core.group("Connecting to Looker nodes", () =>
+    connectNodes(settings, (l) => core.info(l)),
+  );
   const progress = new ProgressReporter("backup", (line) => core.info(line));
   let result: LookerJobResult;
   try {
@@ -49,7 +57,10 @@ async function backup(settings: BackupSettings, signal: AbortSignal): Promise<nu
         ...settings,
         store,
         nodes: connected.nodes,
-        retention: settings.store.kind === "dir" && settings.store.keepLast ? { keepLast: settings.store.keepLast } : undefined,
+        retention:
+          settings.store.kind === "dir" && settings.store.keepLast
+            ? { keepLast: settings.store.keepLast }
+            : undefined,
         onStopRecord: saveStopRecord,
         onProgress: (p) => progress.update(p.bytesRead, p.bytesTotal),
         log: (line) => core.info(line),
@@ -68,7 +79,8 @@ async function backup(settings: BackupSettings, signal: AbortSignal): Promise<nu
   setOutputs(settings, result, store);
   await writeSummary(settings, result, changes);
   for (const warning of result.warnings.slice(0, 50)) core.warning(warning);
-  if (!result.archive) core.notice(`nothing changed since ${changes?.previousArchive}; no new backup was uploaded`);
+  if (!result.archive)
+    core.notice(`nothing changed since ${changes?.previousArchive}; no new backup was uploaded`);
   // Warnings (files changing under a live backup) do not fail a scheduled job; they are annotated and counted.
   return ExitCode.Ok;
 }
@@ -89,11 +101,17 @@ function setOutputs(settings: BackupSettings, result: LookerJobResult, store: St
   core.setOutput(Outputs.DurationMs, String(result.durationMs));
   core.setOutput(Outputs.DowntimeMs, String(result.downtimeMs));
   core.setOutput(Outputs.Warnings, String(result.warnings.length));
-  if (store instanceof ArtifactStore && uploaded) core.setOutput(Outputs.ArtifactId, String(store.artifactIdOf(uploaded.name) ?? ""));
-  if (settings.keystoreIndependent && uploaded) core.setOutput(Outputs.KeyfileArtifactName, keyfileNameFor(result.archiveName));
+  if (store instanceof ArtifactStore && uploaded)
+    core.setOutput(Outputs.ArtifactId, String(store.artifactIdOf(uploaded.name) ?? ""));
+  if (settings.keystoreIndependent && uploaded)
+    core.setOutput(Outputs.KeyfileArtifactName, keyfileNameFor(result.archiveName));
 }
 
-async function writeSummary(settings: BackupSettings, result: LookerJobResult, changes: ChangeReport | undefined) {
+async function writeSummary(
+  settings: BackupSettings,
+  result: LookerJobResult,
+  changes: ChangeReport | undefined,
+) {
   const markdown = backupSummaryMarkdown({
     instance: settings.instance,
     archiveName: result.archiveName,
@@ -120,7 +138,9 @@ function reportFailure(error: unknown, aborted: boolean): void {
   // A Looker that failed to come back outranks the cancellation that led there: exit 5, with the log.
   const cancelled = aborted && !(error instanceof LookerError);
   const code = cancelled ? ExitCode.Cancelled : exitCodeOf(error);
-  core.setFailed(cancelled ? "cancelled; every Looker node this run stopped was started again" : describeError(error));
+  core.setFailed(
+    cancelled ? "cancelled; every Looker node this run stopped was started again" : describeError(error),
+  );
   if (error instanceof LookerError && error.logTail) {
     core.startGroup("Looker log (last lines)");
     core.info(error.logTail);
@@ -128,7 +148,9 @@ function reportFailure(error: unknown, aborted: boolean): void {
   }
   process.exitCode = code;
   void core.summary
-    .addRaw(`## Looker backup failed\n\n${describeError(error).replace(/\n/g, "  \n")}\n\nExit code ${code}.\n`)
+    .addRaw(
+      `## Looker backup failed\n\n${describeError(error).replace(/\n/g, "  \n")}\n\nExit code ${code}.\n`,
+    )
     .write()
     .catch(() => undefined);
 }

@@ -19,7 +19,9 @@ function keyPrefix(instance: string): string {
 export async function restorePreviousSnapshot(instance: string): Promise<CatalogSnapshot | undefined> {
   const dir = await mkdtemp(join(process.env.RUNNER_TEMP || tmpdir(), "lb-catalog-"));
   try {
-    const hit = await cache.restoreCache([join(dir, FILE)], `${keyPrefix(instance)}none`, [keyPrefix(instance)]);
+    const hit = await cache.restoreCache([join(dir, FILE)], `${keyPrefix(instance)}none`, [
+      keyPrefix(instance),
+    ]);
     if (!hit) return undefined;
     const parsed = JSON.parse(await readFile(join(dir, FILE), "utf8")) as CatalogSnapshot;
     return parsed.version === 1 ? parsed : undefined;

@@ -23,7 +23,9 @@ export async function runPostAction(): Promise<void> {
     try {
       const cluster = new Cluster(connected.nodes, saveStopRecord, (l) => core.info(l));
       cluster.adopt(record);
-      core.warning(`the main step ended with ${record.stoppedByUs.length} Looker node(s) stopped; starting them now`);
+      core.warning(
+        `the main step ended with ${record.stoppedByUs.length} Looker node(s) stopped; starting them now`,
+      );
       await cluster.restartStopped();
       core.info("Looker is running again on every node this run stopped");
     } finally {

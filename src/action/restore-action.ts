@@ -19,7 +19,14 @@ import { ArtifactStore } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
 import { maskValue } from "./secrets.js";
 
-const SECRETS = ["identity", "keyfile-identity", "ssh-key", "master-key", "api-client-secret", "drill-mysql-password"];
+const SECRETS = [
+  "identity",
+  "keyfile-identity",
+  "ssh-key",
+  "master-key",
+  "api-client-secret",
+  "drill-mysql-password",
+];
 const HISTORY_LENGTH = 8;
 
 export async function runRestoreAction(): Promise<void> {
@@ -51,7 +58,11 @@ async function fetchBackup(get: (name: string) => string, scratch: string): Prom
   const storeDir = get("store-dir");
   if (storeDir) {
     const [newest] = await new DirStore(absolutePath(storeDir, "store-dir")).list(instance);
-    if (!newest) throw new InputError(`no archive${instance ? ` of ${instance}` : ""} in ${storeDir}`, "run a backup first");
+    if (!newest)
+      throw new InputError(
+        `no archive${instance ? ` of ${instance}` : ""} in ${storeDir}`,
+        "run a backup first",
+      );
     return { archive: newest.location };
   }
   const [owner, repo] = (process.env.GITHUB_REPOSITORY ?? "/").split("/");
@@ -152,7 +163,10 @@ async function drillHistory(instance: string, report: DrillReport): Promise<Dril
       if (Array.isArray(parsed)) history = parsed.filter(isDrillReport);
     }
     await writeFile(file, JSON.stringify([report, ...history].slice(0, HISTORY_LENGTH)));
-    await cache.saveCache([file], `${prefix}${process.env.GITHUB_RUN_ID ?? Date.now()}-${process.env.GITHUB_RUN_ATTEMPT ?? "1"}`);
+    await cache.saveCache(
+      [file],
+      `${prefix}${process.env.GITHUB_RUN_ID ?? Date.now()}-${process.env.GITHUB_RUN_ATTEMPT ?? "1"}`,
+    );
   } catch (error) {
     core.warning(`drill history unavailable (Actions cache): ${(error as Error).message}`);
   } finally {

@@ -79,7 +79,10 @@ export interface ObservedMember {
   linkTarget?: string;
 }
 
-export function compareWithCatalog(catalog: Map<string, CatalogEntry>, observed: readonly ObservedMember[]): void {
+export function compareWithCatalog(
+  catalog: Map<string, CatalogEntry>,
+  observed: readonly ObservedMember[],
+): void {
   const seen = new Set<string>();
   for (const member of observed) {
     seen.add(member.path);
@@ -91,7 +94,8 @@ export function compareWithCatalog(catalog: Map<string, CatalogEntry>, observed:
     }
   }
   for (const path of catalog.keys()) {
-    if (!seen.has(path)) throw new IntegrityError(`catalog lists ${path} but the archive has no such member`, TAMPER_HINT);
+    if (!seen.has(path))
+      throw new IntegrityError(`catalog lists ${path} but the archive has no such member`, TAMPER_HINT);
   }
 }
 
@@ -100,7 +104,8 @@ const TAMPER_HINT = "the archive was altered or damaged after it was written; re
 function firstMismatch(expected: CatalogEntry, actual: ObservedMember): string | undefined {
   if (expected.type !== actual.type) return `type ${actual.type}, catalog says ${expected.type}`;
   if (expected.size !== actual.size) return `size ${actual.size}, catalog says ${expected.size}`;
-  if (expected.mode !== actual.mode) return `mode ${actual.mode.toString(8)}, catalog says ${expected.mode.toString(8)}`;
+  if (expected.mode !== actual.mode)
+    return `mode ${actual.mode.toString(8)}, catalog says ${expected.mode.toString(8)}`;
   if (expected.sha256 !== undefined && expected.sha256 !== actual.sha256) return "sha256 differs";
   if ((expected.linkTarget ?? "") !== (actual.linkTarget ?? "")) return "link target differs";
   return undefined;

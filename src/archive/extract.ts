@@ -7,7 +7,14 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { IntegrityError } from "../errors.js";
-import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, compareWithCatalog, type ObservedMember, parseCatalog } from "./catalog.js";
+import {
+  BACKUP_META_PATH,
+  CATALOG_PATH,
+  type CatalogEntry,
+  compareWithCatalog,
+  type ObservedMember,
+  parseCatalog,
+} from "./catalog.js";
 import { LinkTracker } from "./member-safety.js";
 import type { TarHeader } from "./tar-format.js";
 import { readBody, readTar } from "./tar-reader.js";
@@ -62,25 +69,31 @@ export async function extractMembers(
       sha256 = await sink.member(header, body);
     }
     if (header.type === "file" && sha256 !== undefined) fileDigests.set(header.path, sha256);
-    if (header.type === "hardlink" && header.linkTarget !== undefined) sha256 = fileDigests.get(header.linkTarget);
+    if (header.type === "hardlink" && header.linkTarget !== undefined)
+      sha256 = fileDigests.get(header.linkTarget);
     observed.push(observation(header, sha256));
     bytes += header.size;
     onProgress?.({ bytes, members: observed.length });
   }
   if (meta === undefined) throw new IntegrityError(`the archive has no ${BACKUP_META_PATH}`, NOT_OURS_HINT);
   if (catalog === undefined) {
-    throw new IntegrityError(`the archive has no ${CATALOG_PATH}: it is truncated or not a looker-backup archive`, NOT_OURS_HINT);
+    throw new IntegrityError(
+      `the archive has no ${CATALOG_PATH}: it is truncated or not a looker-backup archive`,
+      NOT_OURS_HINT,
+    );
   }
   compareWithCatalog(catalog, observed);
   return { meta, catalog, members: observed.length, bytes };
 }
 
-const NOT_OURS_HINT = "restore from a complete archive written by looker-backup (or one with the same layout)";
+const NOT_OURS_HINT =
+  "restore from a complete archive written by looker-backup (or one with the same layout)";
 
 function parseMeta(content: Buffer): Record<string, unknown> {
   try {
     const value = JSON.parse(content.toString("utf8")) as unknown;
-    if (typeof value === "object" && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
+    if (typeof value === "object" && value !== null && !Array.isArray(value))
+      return value as Record<string, unknown>;
   } catch {
     // fall through to the integrity error below
   }
@@ -88,7 +101,12 @@ function parseMeta(content: Buffer): Record<string, unknown> {
 }
 
 function observation(header: TarHeader, sha256: string | undefined): ObservedMember {
-  const member: ObservedMember = { path: header.path, type: header.type, size: header.size, mode: header.mode };
+  const member: ObservedMember = {
+    path: header.path,
+    type: header.type,
+    size: header.size,
+    mode: header.mode,
+  };
   if (sha256 !== undefined) member.sha256 = sha256;
   if (header.linkTarget !== undefined) member.linkTarget = header.linkTarget;
   return member;

@@ -70,18 +70,25 @@ export class ArchivePacker {
     yield encodeEndOfArchive();
   }
 
-  private async *member(entry: SelectedEntry, prefetched: Promise<SmallRead> | undefined): AsyncGenerator<Buffer> {
+  private async *member(
+    entry: SelectedEntry,
+    prefetched: Promise<SmallRead> | undefined,
+  ): AsyncGenerator<Buffer> {
     const { stats, archivePath } = entry;
     if (entry.type === "directory") {
       yield this.header(headerOf(archivePath, "directory", stats));
     } else if (entry.type === "symlink") {
       const target = await readlink(entry.sourcePath).catch((e: Error) => this.vanished(entry, e));
-      if (target !== undefined) yield this.header({ ...headerOf(archivePath, "symlink", stats), linkTarget: target });
+      if (target !== undefined)
+        yield this.header({ ...headerOf(archivePath, "symlink", stats), linkTarget: target });
     } else {
       const firstPath = this.hardLinkTarget(entry);
       if (firstPath !== undefined) {
         const first = this.catalog.find((c) => c.path === firstPath);
-        yield this.header({ ...headerOf(archivePath, "hardlink", stats), linkTarget: firstPath }, first?.sha256);
+        yield this.header(
+          { ...headerOf(archivePath, "hardlink", stats), linkTarget: firstPath },
+          first?.sha256,
+        );
       } else {
         yield* this.fileMember(entry, prefetched);
       }
@@ -98,7 +105,10 @@ export class ArchivePacker {
     return first;
   }
 
-  private async *fileMember(entry: SelectedEntry, prefetched: Promise<SmallRead> | undefined): AsyncGenerator<Buffer> {
+  private async *fileMember(
+    entry: SelectedEntry,
+    prefetched: Promise<SmallRead> | undefined,
+  ): AsyncGenerator<Buffer> {
     const read = prefetched ? await prefetched : undefined;
     if (read?.kind === "error") {
       this.vanished(entry, read.error);
@@ -198,7 +208,15 @@ export class ArchivePacker {
   private async *catalogMember(): AsyncGenerator<Buffer> {
     const content = Buffer.from(this.catalog.map(catalogLine).join(""));
     const now = Date.now() / 1000;
-    yield encodeHeader({ path: CATALOG_PATH, type: "file", size: content.length, mode: 0o600, uid: 0, gid: 0, mtime: now });
+    yield encodeHeader({
+      path: CATALOG_PATH,
+      type: "file",
+      size: content.length,
+      mode: 0o600,
+      uid: 0,
+      gid: 0,
+      mtime: now,
+    });
     yield content;
     yield padding(content.length);
   }

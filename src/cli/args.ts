@@ -29,9 +29,17 @@ export function parseCommandArgs(spec: CommandSpec, argv: readonly string[]): Pa
     ]),
   );
   try {
-    const { values, positionals } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: true });
+    const { values, positionals } = parseArgs({
+      args: [...argv],
+      options,
+      strict: true,
+      allowPositionals: true,
+    });
     if (positionals.length > 0) {
-      throw new InputError(`${spec.name}: unexpected argument '${positionals[0]}'`, `see looker-backup ${spec.name} --help`);
+      throw new InputError(
+        `${spec.name}: unexpected argument '${positionals[0]}'`,
+        `see looker-backup ${spec.name} --help`,
+      );
     }
     return values as ParsedOptions;
   } catch (error) {

@@ -8,16 +8,15 @@ import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { loadIdentities, loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
-import { runBackup, resolveManifest } from "../engine/backup.js";
+import { resolveManifest, runBackup } from "../engine/backup.js";
 import { restoreArchive, verifyArchive } from "../engine/restore.js";
 import { ExitCode, InputError } from "../errors.js";
-import { drillCommand } from "./drill-command.js";
 import { selectFiles } from "../manifest/select.js";
 import type { BackendChoice } from "../manifest/user-manifest.js";
-import { validateInstanceName } from "../store/archive-name.js";
-import { DirStore } from "../store/dir-store.js";
 import { formatBytes, formatDuration } from "../report/format.js";
 import { ProgressReporter } from "../report/progress.js";
+import { validateInstanceName } from "../store/archive-name.js";
+import { DirStore } from "../store/dir-store.js";
 import {
   type CommandSpec,
   integerOption,
@@ -26,6 +25,7 @@ import {
   requireString,
   stringList,
 } from "./args.js";
+import { drillCommand } from "./drill-command.js";
 
 export interface CommandContext {
   readonly stdout: (text: string) => void;
@@ -52,7 +52,11 @@ const passphraseEnv = {
   placeholder: "VAR",
   help: "read a passphrase (scrypt recipient) from this environment variable",
 } as const;
-const backend = { type: "string", placeholder: "auto|internal|mysql", help: "database backend (default auto)" } as const;
+const backend = {
+  type: "string",
+  placeholder: "auto|internal|mysql",
+  help: "database backend (default auto)",
+} as const;
 const sslFile = {
   type: "string",
   multiple: true,
@@ -60,7 +64,11 @@ const sslFile = {
   help: "SSL certificate or key file outside the home to back up",
 } as const;
 
-function progressFor(label: string, values: ParsedOptions, context: CommandContext): ProgressReporter | undefined {
+function progressFor(
+  label: string,
+  values: ParsedOptions,
+  context: CommandContext,
+): ProgressReporter | undefined {
   if (values.quiet || values.json) return undefined;
   return new ProgressReporter(label, (line) => context.stderr(`${line}\n`));
 }
@@ -81,16 +89,43 @@ export const backupCommand: Command = {
     options: {
       home: { type: "string", placeholder: "DIR", help: "home of the looker user, e.g. /home/looker" },
       out: { type: "string", placeholder: "DIR", help: "directory that receives the archive" },
-      recipient: { type: "string", short: "r", multiple: true, placeholder: "AGE1...", help: "age recipient" },
-      "recipients-file": { type: "string", multiple: true, placeholder: "FILE", help: "file of age recipients" },
+      recipient: {
+        type: "string",
+        short: "r",
+        multiple: true,
+        placeholder: "AGE1...",
+        help: "age recipient",
+      },
+      "recipients-file": {
+        type: "string",
+        multiple: true,
+        placeholder: "FILE",
+        help: "file of age recipients",
+      },
       "passphrase-env": passphraseEnv,
-      manifest: { type: "string", placeholder: "FILE", help: "YAML manifest adjusting the default selection" },
-      instance: { type: "string", placeholder: "NAME", help: "instance name in the archive name (default: host name)" },
+      manifest: {
+        type: "string",
+        placeholder: "FILE",
+        help: "YAML manifest adjusting the default selection",
+      },
+      instance: {
+        type: "string",
+        placeholder: "NAME",
+        help: "instance name in the archive name (default: host name)",
+      },
       "ssl-file": sslFile,
       backend,
       level: { type: "string", placeholder: "N", help: "zstd level 1-19 (default 3)" },
-      "keep-last": { type: "string", placeholder: "N", help: "after success, keep only the N newest archives" },
-      "keep-days": { type: "string", placeholder: "N", help: "after success, delete archives older than N days" },
+      "keep-last": {
+        type: "string",
+        placeholder: "N",
+        help: "after success, keep only the N newest archives",
+      },
+      "keep-days": {
+        type: "string",
+        placeholder: "N",
+        help: "after success, delete archives older than N days",
+      },
       json,
       quiet,
     },
@@ -102,7 +137,11 @@ export const backupCommand: Command = {
     const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
     const recipients = passphrase
       ? []
-      : await loadRecipients(stringList(values, "recipient"), stringList(values, "recipients-file"), "--recipient");
+      : await loadRecipients(
+          stringList(values, "recipient"),
+          stringList(values, "recipients-file"),
+          "--recipient",
+        );
     const instance = validateInstanceName(optionalString(values, "instance") ?? defaultInstanceName());
     const keepLast = integerOption(values, "keep-last", command, { min: 1, max: 100_000 });
     const keepDays = integerOption(values, "keep-days", command, { min: 1, max: 100_000 });
@@ -135,7 +174,7 @@ export const backupCommand: Command = {
       );
     } else {
       context.stdout(
-        [
+        `${[
           `archive  ${archive.location}`,
           `sha256   ${result.sha256}`,
           `members  ${result.files}`,
@@ -143,7 +182,7 @@ export const backupCommand: Command = {
           `written  ${formatBytes(result.bytesOut)}`,
           ...result.pruned.map((name) => `pruned   ${name}`),
           ...result.warnings.map((w) => `warning  ${w}`),
-        ].join("\n") + "\n",
+        ].join("\n")}\n`,
       );
     }
     return result.exitCode;
@@ -153,16 +192,32 @@ export const backupCommand: Command = {
 export const restoreCommand: Command = {
   spec: {
     name: "restore",
-    summary: "Decrypt, verify and restore an archive into a directory (staged: the target changes only on success).",
+    summary:
+      "Decrypt, verify and restore an archive into a directory (staged: the target changes only on success).",
     usage: "looker-backup restore --archive FILE --identity FILE --target DIR [--rootfs DIR] [--force]",
     options: {
       archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
       identity,
       "passphrase-env": passphraseEnv,
-      target: { type: "string", placeholder: "DIR", help: "receives the looker home (the archive's home/ members)" },
-      rootfs: { type: "string", placeholder: "DIR", help: "root for files from outside the home (e.g. / or a chroot)" },
-      "mysql-dir": { type: "string", placeholder: "DIR", help: "where MySQL dumps go (default <target>.mysql)" },
-      force: { type: "boolean", help: "replace a non-empty target, keeping it as <target>.pre-restore-<time>" },
+      target: {
+        type: "string",
+        placeholder: "DIR",
+        help: "receives the looker home (the archive's home/ members)",
+      },
+      rootfs: {
+        type: "string",
+        placeholder: "DIR",
+        help: "root for files from outside the home (e.g. / or a chroot)",
+      },
+      "mysql-dir": {
+        type: "string",
+        placeholder: "DIR",
+        help: "where MySQL dumps go (default <target>.mysql)",
+      },
+      force: {
+        type: "boolean",
+        help: "replace a non-empty target, keeping it as <target>.pre-restore-<time>",
+      },
       json,
       quiet,
     },
@@ -196,12 +251,12 @@ export const restoreCommand: Command = {
     if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
     else {
       context.stdout(
-        [
+        `${[
           `restored ${result.members} members (${formatBytes(result.bytes)}) into ${result.target} in ${formatDuration(Date.now() - started)}`,
           ...(result.previousContent ? [`previous content kept at ${result.previousContent}`] : []),
           ...result.rootfsFiles.map((f) => `placed ${f}`),
           ...result.mysqlDumps.map((f) => `mysql dump ${f}`),
-        ].join("\n") + "\n",
+        ].join("\n")}\n`,
       );
     }
     return ExitCode.Ok;
@@ -229,9 +284,18 @@ export const verifyCommand: Command = {
     const outcome = await verifyArchive(createReadStream(archive, { highWaterMark: 1 << 20 }), keys, (p) =>
       progress?.update(p.bytes, total),
     );
-    const summary = { archive, ok: true, members: outcome.members, bytes: outcome.bytes, backup: outcome.meta };
+    const summary = {
+      archive,
+      ok: true,
+      members: outcome.members,
+      bytes: outcome.bytes,
+      backup: outcome.meta,
+    };
     if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
-    else context.stdout(`ok: ${outcome.members} members, ${formatBytes(outcome.bytes)} verified against the catalog\n`);
+    else
+      context.stdout(
+        `ok: ${outcome.members} members, ${formatBytes(outcome.bytes)} verified against the catalog\n`,
+      );
     return ExitCode.Ok;
   },
 };
@@ -243,7 +307,11 @@ export const planCommand: Command = {
     usage: "looker-backup plan --home DIR [--manifest FILE]",
     options: {
       home: { type: "string", placeholder: "DIR", help: "home of the looker user" },
-      manifest: { type: "string", placeholder: "FILE", help: "YAML manifest adjusting the default selection" },
+      manifest: {
+        type: "string",
+        placeholder: "FILE",
+        help: "YAML manifest adjusting the default selection",
+      },
       "ssl-file": sslFile,
       backend,
       json,
@@ -259,14 +327,18 @@ export const planCommand: Command = {
     });
     const selection = await selectFiles({ home, manifest, countExcluded: true });
     if (values.json) {
-      context.stdout(`${JSON.stringify({ home, backend: mysqlBackend ? "mysql" : "internal", rules: selection.tallies, skipped: selection.skipped })}\n`);
+      context.stdout(
+        `${JSON.stringify({ home, backend: mysqlBackend ? "mysql" : "internal", rules: selection.tallies, skipped: selection.skipped })}\n`,
+      );
       return ExitCode.Ok;
     }
     const lines = [`plan for ${home} (backend: ${mysqlBackend ? "mysql" : "internal"})`, ""];
     for (const t of selection.tallies) {
       const what = t.action === "exclude" ? "exclude" : t.action === "outside" ? "outside" : "include";
       const size = `${t.files} files, ${formatBytes(t.bytes)}`;
-      lines.push(`${what.padEnd(8)} ${t.pattern.padEnd(28)} ${size.padEnd(24)} ${t.required ? "required; " : ""}${t.reason}`);
+      lines.push(
+        `${what.padEnd(8)} ${t.pattern.padEnd(28)} ${size.padEnd(24)} ${t.required ? "required; " : ""}${t.reason}`,
+      );
       if (t.action === "exclude") for (const p of t.paths) lines.push(`           - ${p}`);
     }
     for (const s of selection.skipped) lines.push(`skipped  ${s.path}: ${s.reason}`);
@@ -289,9 +361,13 @@ export const listCommand: Command = {
   async run(values, context) {
     const out = resolve(requireString(values, "out", "list"));
     const instance = optionalString(values, "instance");
-    const archives = await new DirStore(out).list(instance === undefined ? undefined : validateInstanceName(instance));
+    const archives = await new DirStore(out).list(
+      instance === undefined ? undefined : validateInstanceName(instance),
+    );
     if (values.json) {
-      context.stdout(`${JSON.stringify(archives.map((a) => ({ ...a, createdAt: a.createdAt.toISOString() })))}\n`);
+      context.stdout(
+        `${JSON.stringify(archives.map((a) => ({ ...a, createdAt: a.createdAt.toISOString() })))}\n`,
+      );
     } else {
       for (const a of archives) {
         context.stdout(`${a.createdAt.toISOString()}  ${formatBytes(a.size).padStart(10)}  ${a.location}\n`);
@@ -308,7 +384,12 @@ export const keygenCommand: Command = {
     summary: "Create an age identity file (mode 0600) and print its recipient (the public key for backups).",
     usage: "looker-backup keygen --output FILE",
     options: {
-      output: { type: "string", short: "o", placeholder: "FILE", help: "where to write the identity (must not exist)" },
+      output: {
+        type: "string",
+        short: "o",
+        placeholder: "FILE",
+        help: "where to write the identity (must not exist)",
+      },
       json,
     },
   },
@@ -319,14 +400,18 @@ export const keygenCommand: Command = {
     try {
       handle = await open(output, "wx", 0o600);
     } catch (error) {
-      throw new InputError(`cannot create ${output}: ${(error as Error).message}`, "choose a new file name; keygen never overwrites a key");
+      throw new InputError(
+        `cannot create ${output}: ${(error as Error).message}`,
+        "choose a new file name; keygen never overwrites a key",
+      );
     }
     try {
       await handle.writeFile(formatIdentityFile(generated));
     } finally {
       await handle.close();
     }
-    if (values.json) context.stdout(`${JSON.stringify({ identityFile: output, recipient: generated.recipient })}\n`);
+    if (values.json)
+      context.stdout(`${JSON.stringify({ identityFile: output, recipient: generated.recipient })}\n`);
     else {
       context.stderr(`identity written to ${output}; keep it offline, it decrypts every backup made for:\n`);
       context.stdout(`${generated.recipient}\n`);
@@ -341,7 +426,10 @@ async function archivePath(values: ParsedOptions, command: string): Promise<stri
     const info = await stat(archive);
     if (!info.isFile()) throw new Error("not a regular file");
   } catch (error) {
-    throw new InputError(`${command}: cannot read archive ${archive}: ${(error as Error).message}`, "check --archive");
+    throw new InputError(
+      `${command}: cannot read archive ${archive}: ${(error as Error).message}`,
+      "check --archive",
+    );
   }
   return archive;
 }
@@ -349,12 +437,19 @@ async function archivePath(values: ParsedOptions, command: string): Promise<stri
 async function decryptionKeys(values: ParsedOptions, command: string) {
   const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
   const identityFiles = stringList(values, "identity");
-  const identities = passphrase && identityFiles.length === 0 ? [] : await loadIdentities(identityFiles, `${command}: --identity`);
+  const identities =
+    passphrase && identityFiles.length === 0
+      ? []
+      : await loadIdentities(identityFiles, `${command}: --identity`);
   return { identities, passphrase };
 }
 
 function defaultInstanceName(): string {
-  return hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
+  return (
+    hostname()
+      .replace(/[^A-Za-z0-9._-]/g, "-")
+      .replace(/^[^A-Za-z0-9]+/, "") || "looker"
+  );
 }
 
 export const commands: readonly Command[] = [

@@ -34,7 +34,12 @@ export async function runCli(argv: readonly string[], context: CommandContext): 
   } catch (error) {
     const cancelled = context.signal?.aborted;
     const message = cancelled ? "cancelled" : describeError(error);
-    context.stderr(`${message.split("\n").map((line, i) => (i === 0 ? `looker-backup: error: ${line}` : `looker-backup: ${line}`)).join("\n")}\n`);
+    context.stderr(
+      `${message
+        .split("\n")
+        .map((line, i) => (i === 0 ? `looker-backup: error: ${line}` : `looker-backup: ${line}`))
+        .join("\n")}\n`,
+    );
     if (process.env.LOOKER_BACKUP_DEBUG && error instanceof Error) context.stderr(`${error.stack}\n`);
     return cancelled ? ExitCode.Cancelled : exitCodeOf(error);
   }

@@ -7,8 +7,8 @@ import { isAbsolute } from "node:path";
 import { parseRecipient } from "../crypto/age-keys.js";
 import type { Consistency } from "../engine/looker-job.js";
 import { InputError } from "../errors.js";
-import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
 import type { MasterKey } from "../looker/master-key.js";
+import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
 import type { MysqlConnection } from "../mysql/connection.js";
 import { validateInstanceName } from "../store/archive-name.js";
 
@@ -64,7 +64,12 @@ export const Outputs = {
 } as const;
 
 /** Inputs whose values are secrets: masked in logs before anything else happens. */
-export const SECRET_INPUTS = [Inputs.MasterKey, Inputs.SshKey, Inputs.MysqlPassword, Inputs.Passphrase] as const;
+export const SECRET_INPUTS = [
+  Inputs.MasterKey,
+  Inputs.SshKey,
+  Inputs.MysqlPassword,
+  Inputs.Passphrase,
+] as const;
 
 export interface SshNodeSpec {
   readonly user: string;
@@ -122,7 +127,10 @@ export function readBackupSettings(read: InputReader): BackupSettings {
   const nodes = nodeList(get(Inputs.Nodes));
   const sshKey = optional(Inputs.SshKey);
   if (nodes.length > 0 && !sshKey) {
-    throw new InputError(`input '${Inputs.Nodes}' needs '${Inputs.SshKey}'`, "pass the nodes' private key from a secret");
+    throw new InputError(
+      `input '${Inputs.Nodes}' needs '${Inputs.SshKey}'`,
+      "pass the nodes' private key from a secret",
+    );
   }
   const timeZone = get(Inputs.QuietWindowTimeZone) || "UTC";
   const window = optional(Inputs.QuietWindow);
@@ -134,10 +142,16 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
     recipients,
     ...(passphrase ? { passphrase } : {}),
-    consistency: oneOf(get(Inputs.Consistency) || "live", ["live", "brief-stop", "stopped"] as const, Inputs.Consistency),
+    consistency: oneOf(
+      get(Inputs.Consistency) || "live",
+      ["live", "brief-stop", "stopped"] as const,
+      Inputs.Consistency,
+    ),
     keystoreIndependent,
     ...(masterKey ? { masterKey } : {}),
-    ...(keyfileRecipients ? { keyfileRecipients: recipientList(keyfileRecipients, Inputs.KeyfileRecipients, true) } : {}),
+    ...(keyfileRecipients
+      ? { keyfileRecipients: recipientList(keyfileRecipients, Inputs.KeyfileRecipients, true) }
+      : {}),
     ...(optional(Inputs.LookerUser) ? { lookerUser: get(Inputs.LookerUser) } : {}),
     nodes,
     ...(sshKey ? { sshKey } : {}),
@@ -157,7 +171,11 @@ export function readBackupSettings(read: InputReader): BackupSettings {
 }
 
 function defaultInstance(): string {
-  return hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
+  return (
+    hostname()
+      .replace(/[^A-Za-z0-9._-]/g, "-")
+      .replace(/^[^A-Za-z0-9]+/, "") || "looker"
+  );
 }
 
 export function lines(text: string): string[] {
@@ -208,7 +226,10 @@ function masterKeyOf(value: string | undefined, file: string | undefined): Maste
   }
   if (value) {
     if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
-      throw new InputError(`input '${Inputs.MasterKey}' is not a base64 32-byte key`, "Looker's CMK is 32 random bytes in base64");
+      throw new InputError(
+        `input '${Inputs.MasterKey}' is not a base64 32-byte key`,
+        "Looker's CMK is 32 random bytes in base64",
+      );
     }
     return { kind: "env", value };
   }
@@ -223,7 +244,10 @@ export function nodeList(text: string): SshNodeSpec[] {
     const match = NODE_PATTERN.exec(line);
     const port = Number(match?.[3] ?? 22);
     if (!match || port < 1 || port > 65535) {
-      throw new InputError(`input '${Inputs.Nodes}': '${line}' is not user@host[:port]`, "e.g. looker@node-2.internal:22");
+      throw new InputError(
+        `input '${Inputs.Nodes}': '${line}' is not user@host[:port]`,
+        "e.g. looker@node-2.internal:22",
+      );
     }
     return { user: match[1]!, host: match[2]!.replace(/^\[|\]$/g, ""), port };
   });
@@ -246,7 +270,8 @@ function mysqlOf(optional: (name: string) => string | undefined): Partial<MysqlC
 
 function storeOf(get: (name: string) => string): StoreSettings {
   const kind = oneOf(get(Inputs.Store) || "artifact", ["artifact", "dir"] as const, Inputs.Store);
-  if (kind === "artifact") return { kind, retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, 90) };
+  if (kind === "artifact")
+    return { kind, retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, 90) };
   const directory = get(Inputs.StoreDir);
   if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
   const keepLast = integer(get(Inputs.KeepLast) || "0", Inputs.KeepLast, 0, 100_000);

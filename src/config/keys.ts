@@ -6,7 +6,11 @@ import { readFile } from "node:fs/promises";
 import { parseIdentities, parseRecipient, parseRecipients } from "../crypto/age-keys.js";
 import { InputError } from "../errors.js";
 
-export async function loadRecipients(inline: readonly string[], files: readonly string[], where: string): Promise<string[]> {
+export async function loadRecipients(
+  inline: readonly string[],
+  files: readonly string[],
+  where: string,
+): Promise<string[]> {
   const recipients = inline.map((text) => parseRecipient(text, where).text);
   for (const file of files) {
     recipients.push(...parseRecipients(await readKeyFile(file, "recipients file"), file).map((r) => r.text));
@@ -23,7 +27,10 @@ export async function loadRecipients(inline: readonly string[], files: readonly 
 /** Returns the identity lines of the given files, validated (the text is what the decryptor consumes). */
 export async function loadIdentities(files: readonly string[], where: string): Promise<string[]> {
   if (files.length === 0) {
-    throw new InputError(`${where}: no identity given`, "pass --identity FILE (an age identity file, AGE-SECRET-KEY-1...)");
+    throw new InputError(
+      `${where}: no identity given`,
+      "pass --identity FILE (an age identity file, AGE-SECRET-KEY-1...)",
+    );
   }
   const identities: string[] = [];
   for (const file of files) {
@@ -52,7 +59,10 @@ export function passphraseFromEnv(variable: string | undefined, where: string): 
   if (variable === undefined) return undefined;
   const value = process.env[variable];
   if (value === undefined || value === "") {
-    throw new InputError(`${where}: environment variable ${variable} is empty or unset`, `export ${variable} first`);
+    throw new InputError(
+      `${where}: environment variable ${variable} is empty or unset`,
+      `export ${variable} first`,
+    );
   }
   return value;
 }

@@ -4,7 +4,9 @@
  * out. Nothing becomes visible in the store unless every stage succeeded; older archives are pruned only after.
  */
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { CatalogEntry } from "../archive/catalog.js";
@@ -19,8 +21,6 @@ import { applyUserManifest, type BackendChoice, loadUserManifest } from "../mani
 import { archiveName } from "../store/archive-name.js";
 import type { RetentionPolicy, Store, StoredObject } from "../store/store.js";
 import { TOOL_VERSION } from "../version.js";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 
 export interface BackupRequest {
   readonly home: string;
@@ -82,7 +82,8 @@ export async function resolveManifest(request: {
 }): Promise<{ manifest: Manifest; mysqlBackend: boolean }> {
   const user = request.manifestFile ? await loadUserManifest(request.manifestFile) : undefined;
   const choice = request.backend && request.backend !== "auto" ? request.backend : (user?.backend ?? "auto");
-  const mysqlBackend = choice === "auto" ? existsSync(join(request.home, MYSQL_BACKEND_MARKER)) : choice === "mysql";
+  const mysqlBackend =
+    choice === "auto" ? existsSync(join(request.home, MYSQL_BACKEND_MARKER)) : choice === "mysql";
   const defaults = defaultManifest({ mysqlBackend, sslFiles: request.sslFiles ?? [] });
   return { manifest: applyUserManifest(defaults, user), mysqlBackend };
 }
@@ -129,7 +130,8 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   if (!commit) await pending.abort();
   const archive = commit ? await pending.commit() : undefined;
   const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
-  const pruned = commit && request.retention ? await request.store.prune(request.instance, request.retention, now()) : [];
+  const pruned =
+    commit && request.retention ? await request.store.prune(request.instance, request.retention, now()) : [];
   const warnings = [...selection.skipped.map((s) => `${s.path}: ${s.reason}`), ...packed.warnings];
   return {
     archive,
@@ -154,7 +156,9 @@ async function storeCompanions(store: Store, companions: readonly Companion[]): 
   for (const companion of companions) {
     const pending = await store.create(companion.name);
     try {
-      await new Promise<void>((resolve, reject) => pending.stream.end(companion.content, (e?: Error | null) => (e ? reject(e) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        pending.stream.end(companion.content, (e?: Error | null) => (e ? reject(e) : resolve())),
+      );
       stored.push(await pending.commit());
     } catch (error) {
       await pending.abort();
@@ -177,7 +181,13 @@ function backupMeta(request: BackupRequest, startedAt: Date, manifest: Manifest,
     keystoreIndependent: false,
     ...request.lookerMeta,
     manifest: {
-      rules: manifest.rules.map(({ id, action, pattern, required, reason }) => ({ id, action, pattern, required, reason })),
+      rules: manifest.rules.map(({ id, action, pattern, required, reason }) => ({
+        id,
+        action,
+        pattern,
+        required,
+        reason,
+      })),
       outside: manifest.outside.map(({ id, path, required, reason }) => ({ id, path, required, reason })),
     },
   };

@@ -4,7 +4,7 @@
  * snapshot] -> [brief-stop: copy looker/.db, restart] -> archive -> restart nodes -> post-command.
  * Every node this run stopped is started again on every path out of here; that promise outranks the backup itself.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import type { ExtraMember } from "../archive/pack.js";
@@ -15,8 +15,8 @@ import type { LookerNode } from "../looker/control.js";
 import { acquireInstanceLock } from "../looker/instance-lock.js";
 import { assertMayStopLooker, type QuietWindow } from "../looker/quiet-window.js";
 import { type MysqlConnection, readLookerDbYml, resolveMysqlConnection } from "../mysql/connection.js";
-import { dumpMemberPath, type SpooledDump, startMysqlDump } from "../mysql/dump.js";
 import type { MysqlDumpHandle } from "../mysql/dump.js";
+import { dumpMemberPath, type SpooledDump, startMysqlDump } from "../mysql/dump.js";
 import { runProcess } from "../remote/local-host.js";
 import { keyfileNameFor } from "../store/archive-name.js";
 import type { BackupRequest, BackupResult } from "./backup.js";
@@ -24,7 +24,8 @@ import { resolveManifest, runBackup } from "./backup.js";
 
 export type Consistency = "live" | "brief-stop" | "stopped";
 
-export interface LookerJobRequest extends Omit<BackupRequest, "extraMembers" | "substitutes" | "companions" | "lookerMeta"> {
+export interface LookerJobRequest
+  extends Omit<BackupRequest, "extraMembers" | "substitutes" | "companions" | "lookerMeta"> {
   readonly consistency: Consistency;
   readonly keystoreIndependent: boolean;
   /** Who can decrypt the key file; default: the archive's recipients. */
@@ -52,8 +53,13 @@ export interface LookerJobResult extends BackupResult {
 
 export async function runLookerBackup(request: LookerJobRequest): Promise<LookerJobResult> {
   const log = request.log ?? (() => {});
-  const lock = await acquireInstanceLock(request.lockDirectory ?? tmpdir(), request.instance, `backup of ${request.home}`);
-  if (lock.tookOverStale) log(`took over a stale lock of pid ${lock.tookOverStale.pid} (${lock.tookOverStale.startedAt})`);
+  const lock = await acquireInstanceLock(
+    request.lockDirectory ?? tmpdir(),
+    request.instance,
+    `backup of ${request.home}`,
+  );
+  if (lock.tookOverStale)
+    log(`took over a stale lock of pid ${lock.tookOverStale.pid} (${lock.tookOverStale.startedAt})`);
   try {
     if (request.preCommand) await runHook("pre-command", request.preCommand, log, true);
     const result = await backupAroundLooker(request, log);
@@ -67,7 +73,10 @@ export async function runLookerBackup(request: LookerJobRequest): Promise<Looker
   }
 }
 
-async function backupAroundLooker(request: LookerJobRequest, log: (line: string) => void): Promise<LookerJobResult> {
+async function backupAroundLooker(
+  request: LookerJobRequest,
+  log: (line: string) => void,
+): Promise<LookerJobResult> {
   const stops = request.consistency !== "live" || request.keystoreIndependent;
   if (stops) assertMayStopLooker(request.quietWindow, new Date(), request.forceOutsideWindow ?? false);
   if (stops && request.nodes.length === 0) {
@@ -104,10 +113,11 @@ async function backupAroundLooker(request: LookerJobRequest, log: (line: string)
         keystoreIndependent: request.keystoreIndependent,
         ...(keyfile ? { backupUid: keyfile.backupUid } : {}),
       },
-      extraMembers: dump ? async () => [dumpMember((spooled = await dump!.done))] : undefined,
-      companions: keyfile ? (name) => [{ name: keyfileNameFor(name), content: keyfile.encrypted }] : undefined,
-      ...(keyfile ? { keyfileEncryptTo: request.keyfileRecipients ?? request.recipients } : {}),
-    } as BackupRequest);
+      extraMembers: dump ? () => spooledDumpMembers(dump!) : undefined,
+      companions: keyfile
+        ? (name) => [{ name: keyfileNameFor(name), content: keyfile.encrypted }]
+        : undefined,
+    });
     if (cluster.anyStoppedByUs) await cluster.restartStopped(request.signal);
     return {
       ...result,
@@ -124,6 +134,12 @@ async function backupAroundLooker(request: LookerJobRequest, log: (line: string)
     await rm(scratch, { recursive: true, force: true });
   }
 
+  /** Waits for the dump that ran alongside the home; it becomes the archive's `mysql/<db>.sql` member. */
+  async function spooledDumpMembers(handle: MysqlDumpHandle): Promise<ExtraMember[]> {
+    spooled = await handle.done;
+    return [dumpMember(spooled)];
+  }
+
   async function makeKeyfile(primary: LookerNode) {
     const host = primary.config.host;
     const dir = await host.makeTempDir("looker-keyfile-");
@@ -133,7 +149,9 @@ async function backupAroundLooker(request: LookerJobRequest, log: (line: string)
       await primary.keystoreIndependentRecrypt(path);
       const clear = await host.readFile(path);
       const backupUid = parseBackupUid(clear);
-      const encrypted = await encryptBuffer(clear, { recipients: [...(request.keyfileRecipients ?? request.recipients)] });
+      const encrypted = await encryptBuffer(clear, {
+        recipients: [...(request.keyfileRecipients ?? request.recipients)],
+      });
       clear.fill(0);
       log(`keystore-independent recrypt done (backup_uid ${backupUid})`);
       return { backupUid, encrypted };
@@ -154,15 +172,23 @@ function parseBackupUid(keyfile: Buffer): string {
 }
 
 async function mysqlConnectionFor(request: LookerJobRequest): Promise<MysqlConnection> {
-  const fromFile = await readLookerDbYml(join(request.home, "looker", "looker-db.yml")).catch((error: unknown) => {
-    if (request.mysql?.host && request.mysql.database) return undefined;
-    throw error;
-  });
+  const fromFile = await readLookerDbYml(join(request.home, "looker", "looker-db.yml")).catch(
+    (error: unknown) => {
+      if (request.mysql?.host && request.mysql.database) return undefined;
+      throw error;
+    },
+  );
   return resolveMysqlConnection(fromFile, request.mysql);
 }
 
 function dumpMember(dump: SpooledDump): ExtraMember {
-  return { path: dumpMemberPath(dump.database), size: dump.size, mode: 0o600, mtime: Date.now() / 1000, body: () => dump.open() };
+  return {
+    path: dumpMemberPath(dump.database),
+    size: dump.size,
+    mode: 0o600,
+    mtime: Date.now() / 1000,
+    body: () => dump.open(),
+  };
 }
 
 /** `cp -a` keeps owners, modes, times and hard links: the copy is archived as if it were the original. */
@@ -170,23 +196,31 @@ async function copyDatabaseDirectory(home: string, scratch: string): Promise<str
   const copy = join(scratch, "db-copy");
   const result = await runProcess("cp", ["-a", "--", join(home, "looker", ".db"), copy]);
   if (result.code !== 0) {
-    throw new LookerBackupError(`could not copy looker/.db for a brief-stop backup: ${result.stderr.trim()}`, {
-      hint: "check free space in the temp directory (TMPDIR), or use consistency: stopped",
-    });
+    throw new LookerBackupError(
+      `could not copy looker/.db for a brief-stop backup: ${result.stderr.trim()}`,
+      {
+        hint: "check free space in the temp directory (TMPDIR), or use consistency: stopped",
+      },
+    );
   }
   await rm(join(copy, "looker.lck"), { force: true });
   return copy;
 }
 
-async function runHook(name: string, script: string, log: (line: string) => void, mustSucceed: boolean): Promise<boolean> {
+async function runHook(
+  name: string,
+  script: string,
+  log: (line: string) => void,
+  mustSucceed: boolean,
+): Promise<boolean> {
   log(`${name}: ${script}`);
   const result = await runProcess("/bin/sh", ["-c", script], { onLine: (line) => log(`${name}> ${line}`) });
   if (result.code === 0) return true;
   if (mustSucceed) {
-    throw new LookerBackupError(`${name} failed with exit ${result.code}`, { hint: "fix the command; nothing was stopped or written" });
+    throw new LookerBackupError(`${name} failed with exit ${result.code}`, {
+      hint: "fix the command; nothing was stopped or written",
+    });
   }
   log(`${name} failed with exit ${result.code}`);
   return false;
 }
-
-export { readFile as _readFileForTests };

@@ -7,7 +7,13 @@ import { cp, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat } from "node:fs/pr
 import { basename, dirname, join, resolve } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { type ExtractOutcome, type ExtractProgress, extractMembers, type MemberSink, VerifySink } from "../archive/extract.js";
+import {
+  type ExtractOutcome,
+  type ExtractProgress,
+  extractMembers,
+  type MemberSink,
+  VerifySink,
+} from "../archive/extract.js";
 import { StagingSink } from "../archive/staging-sink.js";
 import { createZstdDecompressStream } from "../compress/zstd.js";
 import { createAgeDecryptStream } from "../crypto/age.js";
@@ -81,7 +87,11 @@ async function rootCause(decoding: Promise<void>, error: unknown): Promise<unkno
   return upstream instanceof LookerBackupError ? upstream : error;
 }
 
-export async function verifyArchive(source: Readable, keys: DecryptionKeys, onProgress?: (p: ExtractProgress) => void) {
+export async function verifyArchive(
+  source: Readable,
+  keys: DecryptionKeys,
+  onProgress?: (p: ExtractProgress) => void,
+) {
   return readArchive(source, keys, new VerifySink(), onProgress);
 }
 
@@ -103,7 +113,9 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
     await sink.applyMetadata();
     const stagedHome = join(staging, "home");
     await mkdir(stagedHome, { recursive: true });
-    const rootfsFiles = request.rootfs ? await placeRootfs(join(staging, "rootfs"), resolve(request.rootfs)) : [];
+    const rootfsFiles = request.rootfs
+      ? await placeRootfs(join(staging, "rootfs"), resolve(request.rootfs))
+      : [];
     const mysqlDumps = await placeMysqlDumps(join(staging, "mysql"), request.mysqlDir ?? `${target}.mysql`);
     const previousContent = await swapIntoPlace(stagedHome, target, targetState, now());
     return {
@@ -126,7 +138,10 @@ async function inspectTarget(target: string): Promise<TargetState> {
   try {
     const info = await stat(target);
     if (!info.isDirectory()) {
-      throw new InputError(`target ${target} exists and is not a directory`, "choose a directory as --target");
+      throw new InputError(
+        `target ${target} exists and is not a directory`,
+        "choose a directory as --target",
+      );
     }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return "missing";
@@ -136,7 +151,12 @@ async function inspectTarget(target: string): Promise<TargetState> {
 }
 
 /** Two renames on one filesystem; if the second fails, the first is undone so the target is as it was. */
-async function swapIntoPlace(staged: string, target: string, state: TargetState, at: Date): Promise<string | undefined> {
+async function swapIntoPlace(
+  staged: string,
+  target: string,
+  state: TargetState,
+  at: Date,
+): Promise<string | undefined> {
   if (state === "missing") {
     await rename(staged, target);
     return undefined;
@@ -146,7 +166,10 @@ async function swapIntoPlace(staged: string, target: string, state: TargetState,
     await rename(staged, target);
     return undefined;
   }
-  const kept = `${target}.pre-restore-${at.toISOString().replace(/[-:]/g, "").replace(/\.\d{3}Z$/, "Z")}`;
+  const kept = `${target}.pre-restore-${at
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d{3}Z$/, "Z")}`;
   await rename(target, kept);
   try {
     await rename(staged, target);

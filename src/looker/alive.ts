@@ -39,7 +39,13 @@ export async function waitForAlive(
 
 function getStatus(scheme: "http" | "https", target: AliveTarget, timeoutMs: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const options = { host: target.host, port: target.port, path: "/alive", method: "GET", timeout: timeoutMs };
+    const options = {
+      host: target.host,
+      port: target.port,
+      path: "/alive",
+      method: "GET",
+      timeout: timeoutMs,
+    };
     const request =
       scheme === "https"
         ? // Looker's default certificate is self-signed; /alive carries no secret, so the check does not verify it.

@@ -40,14 +40,18 @@ export class LookerNode {
 
   async stop(): Promise<void> {
     const result = await this.looker(["stop"]);
-    if (result.code !== 0 || (await this.isRunning())) throw await this.failure("Looker did not stop", result);
+    if (result.code !== 0 || (await this.isRunning()))
+      throw await this.failure("Looker did not stop", result);
   }
 
   /** Starts Looker and waits until /alive answers 200. */
   async start(signal?: AbortSignal): Promise<void> {
     const result = await this.looker(["start"], masterKeyEnvironment(this.config.masterKey));
     if (result.code !== 0) throw await this.failure("Looker failed to start", result);
-    const up = await waitForAlive(this.config.alive, { timeoutMs: this.config.bootTimeoutMs ?? 300_000, signal });
+    const up = await waitForAlive(this.config.alive, {
+      timeoutMs: this.config.bootTimeoutMs ?? 300_000,
+      signal,
+    });
     if (!up) {
       throw await this.failure(
         `Looker started but /alive on ${this.config.alive.host}:${this.config.alive.port} did not answer 200 in time`,
@@ -62,12 +66,18 @@ export class LookerNode {
   }
 
   async keystoreIndependentRecrypt(keyfilePath: string): Promise<void> {
-    const result = await this.looker(["keystore_independent_recrypt", keyfilePath], masterKeyEnvironment(this.config.masterKey));
+    const result = await this.looker(
+      ["keystore_independent_recrypt", keyfilePath],
+      masterKeyEnvironment(this.config.masterKey),
+    );
     if (result.code !== 0) throw await this.failure("keystore_independent_recrypt failed", result);
   }
 
   async restoreDrBackup(keyfilePath: string): Promise<void> {
-    const result = await this.looker(["restore_dr_backup", keyfilePath], masterKeyEnvironment(this.config.masterKey));
+    const result = await this.looker(
+      ["restore_dr_backup", keyfilePath],
+      masterKeyEnvironment(this.config.masterKey),
+    );
     if (result.code !== 0) throw await this.failure("restore_dr_backup failed", result);
   }
 

@@ -21,9 +21,18 @@ export interface InstanceLock {
   release(): Promise<void>;
 }
 
-export async function acquireInstanceLock(directory: string, instance: string, description: string): Promise<InstanceLock> {
+export async function acquireInstanceLock(
+  directory: string,
+  instance: string,
+  description: string,
+): Promise<InstanceLock> {
   const path = join(directory, `looker-backup-${instance}.lock`);
-  const me: LockOwner = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), description };
+  const me: LockOwner = {
+    pid: process.pid,
+    host: hostname(),
+    startedAt: new Date().toISOString(),
+    description,
+  };
   let tookOverStale: LockOwner | undefined;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -50,7 +59,9 @@ export async function acquireInstanceLock(directory: string, instance: string, d
       await rm(path, { force: true });
     }
   }
-  throw new LookerBackupError(`could not take the lock ${path}`, { hint: "another run took it at the same moment; retry" });
+  throw new LookerBackupError(`could not take the lock ${path}`, {
+    hint: "another run took it at the same moment; retry",
+  });
 }
 
 async function readOwner(path: string): Promise<LockOwner | undefined> {

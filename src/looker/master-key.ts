@@ -5,9 +5,13 @@
  */
 import type { RunOptions } from "../remote/host.js";
 
-export type MasterKey = { readonly kind: "file"; readonly path: string } | { readonly kind: "env"; readonly value: string };
+export type MasterKey =
+  | { readonly kind: "file"; readonly path: string }
+  | { readonly kind: "env"; readonly value: string };
 
 export function masterKeyEnvironment(key: MasterKey | undefined): Pick<RunOptions, "env" | "secretEnv"> {
   if (key === undefined) return {};
-  return key.kind === "file" ? { env: { LKR_MASTER_KEY_FILE: key.path } } : { secretEnv: { LKR_MASTER_KEY_ENV: key.value } };
+  return key.kind === "file"
+    ? { env: { LKR_MASTER_KEY_FILE: key.path } }
+    : { secretEnv: { LKR_MASTER_KEY_ENV: key.value } };
 }

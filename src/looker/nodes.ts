@@ -30,7 +30,10 @@ export interface ConnectedNodes {
 }
 
 /** The local node first (it also does the keystore operations), then the SSH nodes in the order given. */
-export async function connectNodes(settings: NodeSettings, log: (line: string) => void = () => {}): Promise<ConnectedNodes> {
+export async function connectNodes(
+  settings: NodeSettings,
+  log: (line: string) => void = () => {},
+): Promise<ConnectedNodes> {
   const hosts: Host[] = [];
   try {
     const local = new LocalHost(await lookerUserFor(settings));

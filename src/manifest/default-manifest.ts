@@ -37,7 +37,11 @@ function defaultRules(mysqlBackend: boolean): ManifestRule[] {
     fixed,
   });
   return [
-    include(".", false, "the rest of the looker home: jars, the looker script, lookerstart.cfg, looker-db.yml"),
+    include(
+      ".",
+      false,
+      "the rest of the looker home: jars, the looker script, lookerstart.cfg, looker-db.yml",
+    ),
     include(".ssh", true, "git keys for LookML projects created by Looker 4.6 and earlier"),
     include(
       "looker/.db",
@@ -46,8 +50,16 @@ function defaultRules(mysqlBackend: boolean): ManifestRule[] {
         ? "internal database directory (not required: the backend is MySQL, dumped separately)"
         : "the internal database: users, content, settings, encryption keys",
     ),
-    exclude("looker/.db/looker.lck", "lock file of a running Looker; a restored copy must not carry it", true),
-    include("looker/deploy_keys", true, "git deploy keys for LookML projects created by Looker 4.8 and later"),
+    exclude(
+      "looker/.db/looker.lck",
+      "lock file of a running Looker; a restored copy must not carry it",
+      true,
+    ),
+    include(
+      "looker/deploy_keys",
+      true,
+      "git deploy keys for LookML projects created by Looker 4.8 and later",
+    ),
     include("looker/models-user-*", false, "each developer's LookML models (development mode)"),
     include("looker/.ssl", false, "certificates: self-signed ones are regenerated, CA-signed ones are not"),
     exclude("looker/log", "logs are not needed to restore; include them in a manifest if retention requires"),

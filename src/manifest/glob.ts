@@ -15,7 +15,10 @@ export interface PathPattern {
 export function compilePattern(source: string): PathPattern {
   const normalized = normalizePattern(source);
   const segments = normalized.split("/");
-  const body = segments.map(segmentToRegex).join("/").replace(/\/\(\?:\.\*\)$/, "(?:/.*)?");
+  const body = segments
+    .map(segmentToRegex)
+    .join("/")
+    .replace(/\/\(\?:\.\*\)$/, "(?:/.*)?");
   const subtree = new RegExp(`^${body}(?:/.*)?$`, "s");
   const hasWildcards = /[*?]/.test(normalized);
   return {

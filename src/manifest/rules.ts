@@ -77,7 +77,11 @@ function outranks(a: CompiledRule, b: CompiledRule): boolean {
 }
 
 /** An excluded directory must still be walked when a rule that outranks its exclusion could select something inside. */
-export function mustDescendExcluded(rules: readonly CompiledRule[], dir: string, excludedBy: CompiledRule): boolean {
+export function mustDescendExcluded(
+  rules: readonly CompiledRule[],
+  dir: string,
+  excludedBy: CompiledRule,
+): boolean {
   return rules.some(
     (rule) => rule.action === "include" && outranks(rule, excludedBy) && rule.matcher.mayMatchBelow(dir),
   );

@@ -71,11 +71,22 @@ export async function selectFiles(options: SelectOptions): Promise<Selection> {
   for (const rule of rules) tallies.set(rule.id, tallyFor(rule));
   for (const outside of options.manifest.outside) tallies.set(outside.id, outsideTally(outside));
 
-  const walker = new Walker(options.home, rules, tallies, options.countExcluded ?? false, options.substitutes);
+  const walker = new Walker(
+    options.home,
+    rules,
+    tallies,
+    options.countExcluded ?? false,
+    options.substitutes,
+  );
   await walker.walkHome();
   checkRequiredRules(rules, walker.seenPaths, options.home);
   for (const outside of options.manifest.outside) await walker.walkOutside(outside);
-  return { home: options.home, entries: walker.entries, tallies: [...tallies.values()], skipped: walker.skipped };
+  return {
+    home: options.home,
+    entries: walker.entries,
+    tallies: [...tallies.values()],
+    skipped: walker.skipped,
+  };
 }
 
 function tallyFor(rule: ManifestRule): RuleTally {
@@ -83,7 +94,13 @@ function tallyFor(rule: ManifestRule): RuleTally {
 }
 
 function pick(rule: ManifestRule) {
-  return { id: rule.id, action: rule.action, pattern: rule.pattern, reason: rule.reason, required: rule.required };
+  return {
+    id: rule.id,
+    action: rule.action,
+    pattern: rule.pattern,
+    reason: rule.reason,
+    required: rule.required,
+  };
 }
 
 function outsideTally(outside: OutsidePath): RuleTally {
@@ -124,7 +141,8 @@ class Walker {
         "pass the home of the looker user (e.g. /home/looker) with --home",
       );
     }
-    if (!stats.isDirectory()) throw new InputError(`the looker home ${this.home} is not a directory`, "check --home");
+    if (!stats.isDirectory())
+      throw new InputError(`the looker home ${this.home} is not a directory`, "check --home");
     const homeRule = decidingRule(this.rules, ".");
     this.entries.push(entry("home/", this.home, "directory", stats, homeRule?.id ?? "default:.", false));
     await this.walkDirectory("", homeRule);
@@ -141,7 +159,9 @@ class Walker {
     }
     dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (let i = 0; i < dirents.length; i += STAT_BATCH) {
-      const batch = dirents.slice(i, i + STAT_BATCH).map((d) => (relativeDir ? `${relativeDir}/${d.name}` : d.name));
+      const batch = dirents
+        .slice(i, i + STAT_BATCH)
+        .map((d) => (relativeDir ? `${relativeDir}/${d.name}` : d.name));
       const stats = await Promise.all(batch.map((rel) => lstat(this.absolute(rel)).catch((e: Error) => e)));
       for (let j = 0; j < batch.length; j++) {
         await this.visit(batch[j]!, stats[j]!, parentRule);
@@ -149,7 +169,11 @@ class Walker {
     }
   }
 
-  private async visit(relative: string, stats: Stats | Error, parentRule: CompiledRule | undefined): Promise<void> {
+  private async visit(
+    relative: string,
+    stats: Stats | Error,
+    parentRule: CompiledRule | undefined,
+  ): Promise<void> {
     const absolute = this.absolute(relative);
     const rule = decidingRule(this.rules, relative);
     if (stats instanceof Error) {
@@ -192,7 +216,13 @@ class Walker {
     }
   }
 
-  private count(ruleId: string, relative: string, parentRule: CompiledRule | undefined, bytes: number, isFile: boolean) {
+  private count(
+    ruleId: string,
+    relative: string,
+    parentRule: CompiledRule | undefined,
+    bytes: number,
+    isFile: boolean,
+  ) {
     const tally = this.tallies.get(ruleId);
     if (!tally) return;
     if (parentRule?.id !== ruleId) tally.paths.push(relative);
@@ -202,7 +232,12 @@ class Walker {
     }
   }
 
-  private unreadable(relative: string, absolute: string, rule: CompiledRule | undefined, error: unknown): void {
+  private unreadable(
+    relative: string,
+    absolute: string,
+    rule: CompiledRule | undefined,
+    error: unknown,
+  ): void {
     const message = `cannot read ${absolute}: ${(error as Error).message}`;
     if (rule?.required) {
       throw new InputError(message, "run the backup as root or as the looker user, or fix the permissions");
@@ -230,7 +265,12 @@ class Walker {
     await this.addOutsideTree(outside, outside.path, stats, tally);
   }
 
-  private async addOutsideTree(outside: OutsidePath, path: string, stats: Stats, tally: RuleTally): Promise<void> {
+  private async addOutsideTree(
+    outside: OutsidePath,
+    path: string,
+    stats: Stats,
+    tally: RuleTally,
+  ): Promise<void> {
     const type = entryType(stats);
     const archiveBase = `rootfs/${path.replace(/^\/+/, "")}`;
     if (type === undefined) {
@@ -280,7 +320,8 @@ function describeSpecial(stats: Stats): string {
 /** Required include rules without wildcards must exist, unless the user's own manifest excluded them. */
 function checkRequiredRules(rules: readonly CompiledRule[], seen: Set<string>, home: string): void {
   for (const rule of rules) {
-    if (rule.action !== "include" || !rule.required || rule.matcher.hasWildcards || rule.pattern === ".") continue;
+    if (rule.action !== "include" || !rule.required || rule.matcher.hasWildcards || rule.pattern === ".")
+      continue;
     if (seen.has(rule.pattern)) continue;
     const decider = decidingRule(rules, rule.pattern);
     if (decider?.action === "exclude" && decider.origin === "manifest") continue;
@@ -297,7 +338,9 @@ async function measureTree(dir: string): Promise<{ files: number; bytes: number 
   const dirents = await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [] as Dirent[]);
   for (let i = 0; i < dirents.length; i += STAT_BATCH) {
     const batch = dirents.slice(i, i + STAT_BATCH).filter((d) => !d.isDirectory());
-    const stats = await Promise.all(batch.map((d) => lstat(join(d.parentPath, d.name)).catch(() => undefined)));
+    const stats = await Promise.all(
+      batch.map((d) => lstat(join(d.parentPath, d.name)).catch(() => undefined)),
+    );
     for (const s of stats) {
       if (!s) continue;
       files += 1;

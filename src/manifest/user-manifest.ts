@@ -36,7 +36,11 @@ export async function loadUserManifest(file: string): Promise<UserManifest> {
   try {
     text = await readFile(file, "utf8");
   } catch (error) {
-    throw new InputError(`cannot read manifest ${file}: ${(error as Error).message}`, "check the --manifest path", error);
+    throw new InputError(
+      `cannot read manifest ${file}: ${(error as Error).message}`,
+      "check the --manifest path",
+      error,
+    );
   }
   return parseUserManifest(text, file);
 }
@@ -55,12 +59,16 @@ export function parseUserManifest(text: string, file: string): UserManifest {
   const at = (node: Node | null | undefined, key: string) => locate(file, lineCounter, node, key);
   const root = doc.contents;
   if (root === null || (isScalar(root) && root.value === null)) return emptyManifest(file);
-  if (!isMap(root)) throw new InputError(`${at(root, "(top level)")}: expected a mapping of keys`, SCHEMA_HINT);
+  if (!isMap(root))
+    throw new InputError(`${at(root, "(top level)")}: expected a mapping of keys`, SCHEMA_HINT);
   checkKeys(root, TOP_LEVEL_KEYS, at, "");
 
   const version = scalarOf(root, "version");
   if (version !== undefined && version.value !== 1) {
-    throw new InputError(`${at(version, "version")}: unsupported version ${String(version.value)}`, "use `version: 1`");
+    throw new InputError(
+      `${at(version, "version")}: unsupported version ${String(version.value)}`,
+      "use `version: 1`",
+    );
   }
   return {
     file,
@@ -105,7 +113,10 @@ export function applyUserManifest(defaults: Manifest, user: UserManifest | undef
     }
   }
   const rules = defaults.rules.map((r) => (optionalPatterns.has(r.pattern) ? { ...r, required: false } : r));
-  return { rules: [...rules, ...user.include, ...user.exclude], outside: [...defaults.outside, ...user.outside] };
+  return {
+    rules: [...rules, ...user.include, ...user.exclude],
+    outside: [...defaults.outside, ...user.outside],
+  };
 }
 
 type Locator = (node: Node | null | undefined, key: string) => string;
@@ -144,13 +155,17 @@ function readBackend(root: YAMLMap, at: Locator): BackendChoice {
   const node = scalarOf(root, "backend");
   if (node === undefined || node.value === null) return "auto";
   if (node.value === "auto" || node.value === "internal" || node.value === "mysql") return node.value;
-  throw new InputError(`${at(node, "backend")}: '${String(node.value)}' is not a backend`, "use auto, internal or mysql");
+  throw new InputError(
+    `${at(node, "backend")}: '${String(node.value)}' is not a backend`,
+    "use auto, internal or mysql",
+  );
 }
 
 function listOf(root: YAMLMap, key: string, at: Locator): { node: Node; where: string; index: number }[] {
   const node = root.get(key, true) as Node | undefined;
   if (node === undefined || (isScalar(node) && node.value === null)) return [];
-  if (!isSeq(node)) throw new InputError(`${at(node, key)}: expected a list (lines starting with '- ')`, SCHEMA_HINT);
+  if (!isSeq(node))
+    throw new InputError(`${at(node, key)}: expected a list (lines starting with '- ')`, SCHEMA_HINT);
   return node.items.map((item, index) => ({ node: item as Node, where: `${key}[${index}]`, index }));
 }
 
@@ -174,7 +189,8 @@ function readPathItem(
   }
   checkKeys(node, keys, at, `${where}.`);
   const pathNode = node.get("path", true) as Node | undefined;
-  if (pathNode === undefined) throw new InputError(`${at(node, where)}: missing 'path'`, "add `path: <path>`");
+  if (pathNode === undefined)
+    throw new InputError(`${at(node, where)}: missing 'path'`, "add `path: <path>`");
   const item: PathItem = { path: readPath(pathNode, `${where}.path`, at) };
   const required = node.get("required", true) as Node | undefined;
   if (required !== undefined) {
@@ -211,12 +227,20 @@ function readRelativePath(node: Node, where: string, at: Locator): string {
 function readAbsolutePath(node: Node, where: string, at: Locator): string {
   const value = isScalar(node) ? node.value : undefined;
   if (typeof value !== "string" || !isAbsolute(value) || value.split("/").includes("..")) {
-    throw new InputError(`${at(node, where)}: expected an absolute path without '..'`, "e.g. /etc/ssl/looker/cert.pem");
+    throw new InputError(
+      `${at(node, where)}: expected an absolute path without '..'`,
+      "e.g. /etc/ssl/looker/cert.pem",
+    );
   }
   return normalizePattern(value);
 }
 
-function manifestRule(action: "include" | "exclude", item: PathItem, id: string, fixed: boolean): ManifestRule {
+function manifestRule(
+  action: "include" | "exclude",
+  item: PathItem,
+  id: string,
+  fixed: boolean,
+): ManifestRule {
   return {
     id,
     action,

@@ -27,7 +27,11 @@ export interface ChangeReport {
 
 const EXAMPLES = 5;
 
-export function snapshotOf(archive: string, createdAt: Date, catalog: readonly CatalogEntry[]): CatalogSnapshot {
+export function snapshotOf(
+  archive: string,
+  createdAt: Date,
+  catalog: readonly CatalogEntry[],
+): CatalogSnapshot {
   const members: CatalogSnapshot["members"] = {};
   for (const entry of catalog) {
     // backup.json records the run itself (time, host) and differs every time; it is not content.
@@ -38,12 +42,21 @@ export function snapshotOf(archive: string, createdAt: Date, catalog: readonly C
 }
 
 function fingerprintOf(entry: CatalogEntry): Fingerprint {
-  return [entry.type, entry.size, entry.mode.toString(8), entry.uid, entry.gid, entry.sha256 ?? "", entry.linkTarget ?? ""].join(
-    "|",
-  );
+  return [
+    entry.type,
+    entry.size,
+    entry.mode.toString(8),
+    entry.uid,
+    entry.gid,
+    entry.sha256 ?? "",
+    entry.linkTarget ?? "",
+  ].join("|");
 }
 
-export function compareSnapshots(previous: CatalogSnapshot | undefined, current: CatalogSnapshot): ChangeReport {
+export function compareSnapshots(
+  previous: CatalogSnapshot | undefined,
+  current: CatalogSnapshot,
+): ChangeReport {
   const added = { files: 0, bytes: 0 };
   const changed = { files: 0, bytes: 0 };
   const removed = { files: 0, bytes: 0 };

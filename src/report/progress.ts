@@ -32,7 +32,8 @@ export class ProgressReporter {
       const fraction = Math.min(1, bytesDone / bytesTotal);
       parts[0] += ` of ${formatBytes(bytesTotal)} (${Math.floor(fraction * 100)}%)`;
       parts.push(formatRate(bytesDone, elapsed));
-      if (bytesDone > 0 && fraction < 1) parts.push(`ETA ${formatDuration((elapsed / bytesDone) * (bytesTotal - bytesDone))}`);
+      if (bytesDone > 0 && fraction < 1)
+        parts.push(`ETA ${formatDuration((elapsed / bytesDone) * (bytesTotal - bytesDone))}`);
     } else {
       parts.push(formatRate(bytesDone, elapsed));
     }

@@ -40,15 +40,20 @@ export function backupSummaryMarkdown(s: BackupSummaryInput): string {
   out.push(`| Written | ${formatBytes(s.bytesOut)} (compression ratio ${ratio}) |`);
   out.push(`| Duration | ${formatDuration(s.durationMs)} (${formatRate(s.bytesIn, s.durationMs)}) |`);
   out.push(`| Consistency | ${s.consistency}; Looker down ${formatDuration(s.downtimeMs)} |`);
-  out.push(`| Keystore-independent | ${s.keystoreIndependent ? `yes; key file \`${s.keyfileName}\`` : "no"} |`);
-  if (s.mysqlDatabase) out.push(`| MySQL | dump of \`${s.mysqlDatabase}\` in \`mysql/${s.mysqlDatabase}.sql\` |`);
+  out.push(
+    `| Keystore-independent | ${s.keystoreIndependent ? `yes; key file \`${s.keyfileName}\`` : "no"} |`,
+  );
+  if (s.mysqlDatabase)
+    out.push(`| MySQL | dump of \`${s.mysqlDatabase}\` in \`mysql/${s.mysqlDatabase}.sql\` |`);
   out.push(`| Warnings | ${s.warnings.length} |`, "");
 
   out.push("### What was selected", "", "| Rule | Action | Files | Bytes | Why |", "|---|---|---:|---:|---|");
   for (const t of s.tallies) {
     const action = t.action === "exclude" ? "excluded" : t.action === "outside" ? "outside home" : "included";
     const required = t.required ? " (required)" : "";
-    out.push(`| \`${escapeCell(t.pattern)}\` | ${action}${required} | ${t.files} | ${formatBytes(t.bytes)} | ${escapeCell(t.reason)} |`);
+    out.push(
+      `| \`${escapeCell(t.pattern)}\` | ${action}${required} | ${t.files} | ${formatBytes(t.bytes)} | ${escapeCell(t.reason)} |`,
+    );
   }
   out.push("");
 
@@ -64,7 +69,8 @@ export function backupSummaryMarkdown(s: BackupSummaryInput): string {
 }
 
 function changeSection(c: ChangeReport): string[] {
-  if (!c.previousArchive) return ["### Changes since the last backup", "", "No earlier backup of this instance was found.", ""];
+  if (!c.previousArchive)
+    return ["### Changes since the last backup", "", "No earlier backup of this instance was found.", ""];
   const row = (what: string, v: { files: number; bytes: number }, examples: string[]) =>
     `| ${what} | ${v.files} | ${formatBytes(v.bytes)} | ${examples.map((e) => `\`${escapeCell(e)}\``).join(", ")} |`;
   return [

@@ -42,5 +42,8 @@ export function parseArchiveName(name: string): ParsedArchiveName | undefined {
 }
 
 function compactUtc(at: Date): string {
-  return at.toISOString().replace(/\.\d{3}Z$/, "Z").replace(/[-:]/g, "");
+  return at
+    .toISOString()
+    .replace(/\.\d{3}Z$/, "Z")
+    .replace(/[-:]/g, "");
 }

@@ -6,7 +6,13 @@ import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { InputError, LookerBackupError } from "../errors.js";
 import { ARCHIVE_SUFFIX, keyfileNameFor, parseArchiveName } from "./archive-name.js";
-import { namesToPrune, type PendingObject, type RetentionPolicy, type Store, type StoredObject } from "./store.js";
+import {
+  namesToPrune,
+  type PendingObject,
+  type RetentionPolicy,
+  type Store,
+  type StoredObject,
+} from "./store.js";
 
 const PARTIAL_PREFIX = ".partial-";
 
@@ -60,7 +66,9 @@ export class DirStore implements Store {
       const info = await stat(path);
       archives.push({ name, size: info.size, location: path, createdAt: parsed.createdAt });
     }
-    return archives.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.name < b.name ? 1 : -1));
+    return archives.sort(
+      (a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.name < b.name ? 1 : -1),
+    );
   }
 
   async open(name: string): Promise<Readable> {
@@ -69,7 +77,11 @@ export class DirStore implements Store {
     try {
       await stat(path);
     } catch (error) {
-      throw new InputError(`no archive ${name} in ${this.directory}`, "run `looker-backup list --out DIR`", error);
+      throw new InputError(
+        `no archive ${name} in ${this.directory}`,
+        "run `looker-backup list --out DIR`",
+        error,
+      );
     }
     return createReadStream(path, { highWaterMark: 1 << 20 });
   }

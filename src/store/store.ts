@@ -41,7 +41,11 @@ export interface Store {
 }
 
 /** Names a policy drops from a newest-first list: an archive is kept when either rule keeps it. */
-export function namesToPrune(archives: readonly StoredObject[], policy: RetentionPolicy, now: Date): string[] {
+export function namesToPrune(
+  archives: readonly StoredObject[],
+  policy: RetentionPolicy,
+  now: Date,
+): string[] {
   if (policy.keepLast === undefined && policy.keepDays === undefined) return [];
   const cutoff = policy.keepDays === undefined ? undefined : now.getTime() - policy.keepDays * 86_400_000;
   return archives

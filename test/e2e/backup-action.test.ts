@@ -54,15 +54,24 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
   it("makes a keystore-independent brief-stop backup, restarts Looker and never leaks the secrets", async () => {
     const store = join(work, "store");
     const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: { ...baseInputs(store), consistency: "brief-stop", "keystore-independent": "true", "master-key": sim.cmk },
+      inputs: {
+        ...baseInputs(store),
+        consistency: "brief-stop",
+        "keystore-independent": "true",
+        "master-key": sim.cmk,
+      },
     });
     expect(run.code, run.stderr + run.stdout).toBe(0);
     const { outputs } = run;
     expect(outputs["archive-name"]).toMatch(/^e2e-\d{8}T\d{6}Z\.tar\.zst\.age$/);
     expect(outputs.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(Number(outputs["downtime-ms"])).toBeGreaterThan(0);
-    expect(outputs["keyfile-artifact-name"]).toBe(outputs["archive-name"]!.replace(".tar.zst.age", ".keyfile.age"));
-    expect((await readdir(store)).sort()).toEqual([outputs["keyfile-artifact-name"], outputs["archive-name"]].sort());
+    expect(outputs["keyfile-artifact-name"]).toBe(
+      outputs["archive-name"]!.replace(".tar.zst.age", ".keyfile.age"),
+    );
+    expect((await readdir(store)).sort()).toEqual(
+      [outputs["keyfile-artifact-name"], outputs["archive-name"]].sort(),
+    );
 
     expect(sim.isRunning()).toBe(true);
     expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort })).toBe(true);
@@ -72,20 +81,38 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     expect(run.summary).toContain("age -d -i identity.txt");
 
     const keyfile = JSON.parse(
-      (await decryptBuffer(await readFile(join(store, outputs["keyfile-artifact-name"]!)), { identities: [await readFile(identityFile, "utf8")] })).toString(),
+      (
+        await decryptBuffer(await readFile(join(store, outputs["keyfile-artifact-name"]!)), {
+          identities: [await readFile(identityFile, "utf8")],
+        })
+      ).toString(),
     );
     expect(keyfile.backup_uid).toBeTruthy();
     const secrets = [sim.cmk, keyfile.dbmk as string];
     // `::add-mask::` lines are commands the runner consumes to mask a value; they never reach the visible log.
-    const visibleStdout = run.stdout.split("\n").filter((line) => !line.startsWith("::add-mask::")).join("\n");
+    const visibleStdout = run.stdout
+      .split("\n")
+      .filter((line) => !line.startsWith("::add-mask::"))
+      .join("\n");
     expect(run.stdout).toContain(`::add-mask::${sim.cmk}`);
-    const written = [visibleStdout, run.stderr, run.summary, JSON.stringify(run.outputs), JSON.stringify(run.state), await allFileContents(run.files.runnerTemp), await allFileContents(store)];
+    const written = [
+      visibleStdout,
+      run.stderr,
+      run.summary,
+      JSON.stringify(run.outputs),
+      JSON.stringify(run.state),
+      await allFileContents(run.files.runnerTemp),
+      await allFileContents(store),
+    ];
     const names = ["stdout", "stderr", "summary", "outputs", "state", "runner temp files", "store files"];
     for (const secret of secrets) {
       expect(names.filter((_, i) => written[i]!.includes(secret))).toEqual([]);
     }
 
-    const post = await runActionEntry(await bundledEntry("backup-post"), { inputs: baseInputs(store), state: run.state });
+    const post = await runActionEntry(await bundledEntry("backup-post"), {
+      inputs: baseInputs(store),
+      state: run.state,
+    });
     expect(post.code, post.stderr).toBe(0);
     expect(post.stdout).toContain("nothing to restart");
   });
@@ -124,7 +151,9 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
   it("exits 5 with Looker's log when Looker cannot start again after the backup", async () => {
     const store = join(work, "store-no-cmk");
     // Without the CMK a keystore-protected Looker refuses to boot, as the real one does.
-    const run = await runActionEntry(await bundledEntry("backup-main"), { inputs: { ...baseInputs(store), consistency: "stopped" } });
+    const run = await runActionEntry(await bundledEntry("backup-main"), {
+      inputs: { ...baseInputs(store), consistency: "stopped" },
+    });
     try {
       expect(run.code, run.stdout).toBe(5);
       expect(run.stdout).toMatch(/::error::Looker failed to start on local/);

@@ -9,7 +9,9 @@ import { bundle } from "../../scripts/bundle.mjs";
 
 let bundled: Promise<string> | undefined;
 
-export async function bundledEntry(name: "backup-main" | "backup-post" | "restore-main" | "cli"): Promise<string> {
+export async function bundledEntry(
+  name: "backup-main" | "backup-post" | "restore-main" | "cli",
+): Promise<string> {
   bundled ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), "lb-bundle-"));
     await bundle(dir);

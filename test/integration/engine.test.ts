@@ -1,5 +1,17 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmod, chown, link, mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  chown,
+  link,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -67,7 +79,18 @@ afterAll(async () => {
 });
 
 async function backup(out: string, ...extra: string[]): Promise<BackupJson> {
-  return cliJson<BackupJson>("backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", "test", ...extra);
+  return cliJson<BackupJson>(
+    "backup",
+    "--home",
+    home,
+    "--out",
+    out,
+    "--recipient",
+    recipient,
+    "--instance",
+    "test",
+    ...extra,
+  );
 }
 
 describe("backup and restore round trip", () => {
@@ -81,7 +104,14 @@ describe("backup and restore round trip", () => {
   });
 
   it("prints the documented JSON and names the archive by instance and UTC time", async () => {
-    expect(Object.keys(result).sort()).toEqual(["archive", "bytesIn", "bytesOut", "files", "sha256", "warnings"]);
+    expect(Object.keys(result).sort()).toEqual([
+      "archive",
+      "bytesIn",
+      "bytesOut",
+      "files",
+      "sha256",
+      "warnings",
+    ]);
     expect(result.archive).toMatch(/\/store\/test-\d{8}T\d{6}Z\.tar\.zst\.age$/);
     const actualSha = execFileSync("sha256sum", [result.archive]).toString().split(" ")[0];
     expect(result.sha256).toBe(actualSha);
@@ -110,7 +140,10 @@ describe("backup and restore round trip", () => {
   it("writes an archive that age -d | zstd -d | tar -x reads (the break-glass path)", async () => {
     const out = join(work, "by-shell");
     await mkdir(out);
-    const r = spawnSync("bash", ["-c", `age -d -i '${identityFile}' '${result.archive}' | zstd -dc | tar -x --numeric-owner -C '${out}'`]);
+    const r = spawnSync("bash", [
+      "-c",
+      `age -d -i '${identityFile}' '${result.archive}' | zstd -dc | tar -x --numeric-owner -C '${out}'`,
+    ]);
     expect(r.status, r.stderr.toString()).toBe(0);
     expect((await readdir(out)).sort()).toEqual(["home", "meta"]);
     const source = await snapshotTree(home, { skip: (p) => EXCLUDED.test(p) });
@@ -118,7 +151,10 @@ describe("backup and restore round trip", () => {
     expect(comparable(extracted)).toEqual(comparable(source));
     // GNU tar sets a directory's time before filling it only when --delay-directory-restore is off; files must match.
     expect(mtimeDifferences(source, extracted, { directories: false })).toEqual([]);
-    const catalog = (await readFile(join(out, "meta/catalog.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
+    const catalog = (await readFile(join(out, "meta/catalog.jsonl"), "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(catalog[0].path).toBe("meta/backup.json");
     expect(catalog.some((e: { path: string }) => e.path === "home/looker/.db/")).toBe(true);
     const meta = JSON.parse(await readFile(join(out, "meta/backup.json"), "utf8"));
@@ -127,7 +163,13 @@ describe("backup and restore round trip", () => {
 
   it("verify checks everything and writes nothing", async () => {
     const before = await readdir(work);
-    const verified = await cliJson<{ ok: boolean; members: number }>("verify", "--archive", result.archive, "--identity", identityFile);
+    const verified = await cliJson<{ ok: boolean; members: number }>(
+      "verify",
+      "--archive",
+      result.archive,
+      "--identity",
+      identityFile,
+    );
     expect(verified.ok).toBe(true);
     expect(verified.members).toBe(result.files);
     expect(await readdir(work)).toEqual(before);
@@ -140,13 +182,21 @@ describe("interop: an archive made by GNU tar, zstd and age", () => {
     await mkdir(join(dir, "home/looker/.db"), { recursive: true });
     await writeFile(join(dir, "home/looker/.db/looker.script"), "db content");
     await mkdir(join(dir, "meta"));
-    await writeFile(join(dir, "meta/backup.json"), JSON.stringify({ format: "looker-backup/1", instance: "shell" }));
+    await writeFile(
+      join(dir, "meta/backup.json"),
+      JSON.stringify({ format: "looker-backup/1", instance: "shell" }),
+    );
     // The catalog is what our restore verifies against; a shell user can make it the same way.
     const members = execFileSync("tar", ["-cf", "-", "--format=pax", "-C", dir, "meta/backup.json", "home"]);
-    const listing = execFileSync("tar", ["-tvf", "-", "--numeric-owner", "--full-time"], { input: members }).toString();
+    const listing = execFileSync("tar", ["-tvf", "-", "--numeric-owner", "--full-time"], {
+      input: members,
+    }).toString();
     expect(listing).toContain("home/looker/.db/looker.script");
     const { buildCatalogForDir } = await import("../helpers/catalog-for-dir.js");
-    await writeFile(join(dir, "meta/catalog.jsonl"), await buildCatalogForDir(dir, ["meta/backup.json", "home"]));
+    await writeFile(
+      join(dir, "meta/catalog.jsonl"),
+      await buildCatalogForDir(dir, ["meta/backup.json", "home"]),
+    );
     const archive = join(work, "shell-made.tar.zst.age");
     const r = spawnSync("bash", [
       "-c",
@@ -163,7 +213,17 @@ describe("interop: an archive made by GNU tar, zstd and age", () => {
     execFileSync("age-keygen", ["-o", keyFile], { stdio: "ignore" });
     const theirRecipient = execFileSync("age-keygen", ["-y", keyFile]).toString().trim();
     const out = join(work, "store-agekeygen");
-    const made = await cliJson<BackupJson>("backup", "--home", home, "--out", out, "--recipient", theirRecipient, "--instance", "k");
+    const made = await cliJson<BackupJson>(
+      "backup",
+      "--home",
+      home,
+      "--out",
+      out,
+      "--recipient",
+      theirRecipient,
+      "--instance",
+      "k",
+    );
     await cliJson("verify", "--archive", made.archive, "--identity", keyFile);
   });
 });
@@ -176,7 +236,16 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
     const target = join(parent, "home");
     await mkdir(target);
     await writeFile(join(target, "keep.txt"), "precious");
-    const run = await cli("restore", "--archive", archive, "--identity", identityFile, "--target", target, "--force");
+    const run = await cli(
+      "restore",
+      "--archive",
+      archive,
+      "--identity",
+      identityFile,
+      "--target",
+      target,
+      "--force",
+    );
     expect(run.code, run.stderr).toBe(4);
     expect(run.stderr).toMatch(message);
     expect(await readdir(parent)).toEqual(["home"]);
@@ -186,7 +255,11 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
   it.each([
     ["an absolute path", [{ header: { path: "/etc/evil" }, body: Buffer.from("x") }], /absolute path/],
     ["a .. path", [{ header: { path: "home/../../evil" }, body: Buffer.from("x") }], /'\.\.'/],
-    ["a path outside the roots", [{ header: { path: "etc/evil" }, body: Buffer.from("x") }], /outside the allowed roots/],
+    [
+      "a path outside the roots",
+      [{ header: { path: "etc/evil" }, body: Buffer.from("x") }],
+      /outside the allowed roots/,
+    ],
     [
       "a write through a symlink",
       [
@@ -215,7 +288,15 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
 
   it("refuses a member the catalog does not list", async () => {
     const archive = join(work, "uncatalogued.tar.zst.age");
-    await writeArchive(archive, [{ header: { path: "meta/backup.json" }, body: Buffer.from("{}") }, { header: { path: "home/x" }, body: Buffer.from("x") }, { header: { path: "meta/catalog.jsonl" }, body: Buffer.from("") }], recipient);
+    await writeArchive(
+      archive,
+      [
+        { header: { path: "meta/backup.json" }, body: Buffer.from("{}") },
+        { header: { path: "home/x" }, body: Buffer.from("x") },
+        { header: { path: "meta/catalog.jsonl" }, body: Buffer.from("") },
+      ],
+      recipient,
+    );
     const target = join(await mkdtemp(join(work, "t-")), "home");
     const run = await cli("restore", "--archive", archive, "--identity", identityFile, "--target", target);
     expect(run.code).toBe(4);
@@ -233,7 +314,16 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
       const target = join(parent, "home");
       await mkdir(target);
       await writeFile(join(target, "keep.txt"), "precious");
-      const run = await cli("restore", "--archive", archive, "--identity", identity, "--target", target, "--force");
+      const run = await cli(
+        "restore",
+        "--archive",
+        archive,
+        "--identity",
+        identity,
+        "--target",
+        target,
+        "--force",
+      );
       expect(run.code, run.stderr).toBe(4);
       expect(await readdir(parent)).toEqual(["home"]);
       expect(await readdir(target)).toEqual(["keep.txt"]);
@@ -269,11 +359,28 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
     const target = join(await mkdtemp(join(work, "force-")), "home");
     await mkdir(target);
     await writeFile(join(target, "old.txt"), "old");
-    const refused = await cli("restore", "--archive", archive, "--identity", identityFile, "--target", target);
+    const refused = await cli(
+      "restore",
+      "--archive",
+      archive,
+      "--identity",
+      identityFile,
+      "--target",
+      target,
+    );
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/not empty/);
     expect(refused.stderr).toMatch(/--force/);
-    const done = await cliJson<{ previousContent: string }>("restore", "--archive", archive, "--identity", identityFile, "--target", target, "--force");
+    const done = await cliJson<{ previousContent: string }>(
+      "restore",
+      "--archive",
+      archive,
+      "--identity",
+      identityFile,
+      "--target",
+      target,
+      "--force",
+    );
     expect(await readFile(join(done.previousContent, "old.txt"), "utf8")).toBe("old");
     expect(done.previousContent).toMatch(/home\.pre-restore-\d{8}T\d{6}Z$/);
     expect(await readdir(target)).toContain("looker");
@@ -284,7 +391,17 @@ describe("bad input", () => {
   it("reports a bad manifest with file:line and exit 2", async () => {
     const manifest = join(work, "bad.yml");
     await writeFile(manifest, "include:\n  - path: looker/log\n    requird: true\n");
-    const run = await cli("backup", "--home", home, "--out", join(work, "x"), "--recipient", recipient, "--manifest", manifest);
+    const run = await cli(
+      "backup",
+      "--home",
+      home,
+      "--out",
+      join(work, "x"),
+      "--recipient",
+      recipient,
+      "--manifest",
+      manifest,
+    );
     expect(run.code).toBe(2);
     expect(run.stderr).toContain(`${manifest}:3:5: include[0].requird: unknown key`);
   });
@@ -293,8 +410,14 @@ describe("bad input", () => {
     [["backup", "--home", "/nonexistent", "--out", "/tmp/x", "--recipient", "age1bad"], /recipient/],
     [["backup", "--out", "/tmp/x", "--recipient", "x"], /--home is required/],
     [["backup", "--bogus"], /bogus/],
-    [["restore", "--archive", "/nonexistent", "--identity", "x", "--target", "/tmp/y"], /cannot read archive/],
-    [["backup", "--home", "/", "--out", "/tmp/x", "--level", "99", "--recipient", "age1x"], /level|recipient/],
+    [
+      ["restore", "--archive", "/nonexistent", "--identity", "x", "--target", "/tmp/y"],
+      /cannot read archive/,
+    ],
+    [
+      ["backup", "--home", "/", "--out", "/tmp/x", "--level", "99", "--recipient", "age1x"],
+      /level|recipient/,
+    ],
   ])("%j -> exit 2 naming the problem", async (argv, message) => {
     const run = await cli(...argv);
     expect(run.code).toBe(2);
@@ -308,7 +431,19 @@ describe("dir store", () => {
     const out = join(work, "store-prune");
     const first = await backup(out);
     await new Promise((r) => setTimeout(r, 1100)); // archive names have one-second resolution
-    const failing = await cli("backup", "--home", join(work, "no-such-home"), "--out", out, "--recipient", recipient, "--instance", "test", "--keep-last", "1");
+    const failing = await cli(
+      "backup",
+      "--home",
+      join(work, "no-such-home"),
+      "--out",
+      out,
+      "--recipient",
+      recipient,
+      "--instance",
+      "test",
+      "--keep-last",
+      "1",
+    );
     expect(failing.code).toBe(2);
     expect(await readdir(out)).toEqual([first.archive.split("/").pop()]);
     const second = await backup(out, "--keep-last", "1");

@@ -75,7 +75,9 @@ describe("default manifest", () => {
     await minimalHome();
     const selected = paths(await selectFiles({ home, manifest: defaultManifest({ mysqlBackend: false }) }));
     expect(selected.indexOf("home/looker/")).toBeLessThan(selected.indexOf("home/looker/looker.jar"));
-    expect(selected.indexOf("home/looker/.db/")).toBeLessThan(selected.indexOf("home/looker/.db/looker.script"));
+    expect(selected.indexOf("home/looker/.db/")).toBeLessThan(
+      selected.indexOf("home/looker/.db/looker.script"),
+    );
     const again = paths(await selectFiles({ home, manifest: defaultManifest({ mysqlBackend: false }) }));
     expect(again).toEqual(selected);
   });
@@ -83,7 +85,9 @@ describe("default manifest", () => {
   it("fails with exit 2 when a required path is missing, naming it", async () => {
     await minimalHome();
     await rm(join(home, "looker/deploy_keys"), { recursive: true });
-    const error = await selectFiles({ home, manifest: defaultManifest({ mysqlBackend: false }) }).catch((e) => e);
+    const error = await selectFiles({ home, manifest: defaultManifest({ mysqlBackend: false }) }).catch(
+      (e) => e,
+    );
     expect(error).toBeInstanceOf(InputError);
     expect(error.exitCode).toBe(2);
     expect(error.message).toContain("looker/deploy_keys");
@@ -156,7 +160,12 @@ describe("user manifest", () => {
     await minimalHome();
     await put("looker/log/audit/2026.log", "audit");
     const user = parseUserManifest("include: [looker/log/audit]", "m.yml");
-    const selected = paths(await selectFiles({ home, manifest: applyUserManifest(defaultManifest({ mysqlBackend: false }), user) }));
+    const selected = paths(
+      await selectFiles({
+        home,
+        manifest: applyUserManifest(defaultManifest({ mysqlBackend: false }), user),
+      }),
+    );
     expect(selected).toContain("home/looker/log/audit/2026.log");
     expect(selected).not.toContain("home/looker/log/looker.log");
   });
@@ -164,7 +173,12 @@ describe("user manifest", () => {
   it("never lets a manifest bring back the lock file of a running Looker", async () => {
     await minimalHome();
     const user = parseUserManifest("include: [looker/.db/looker.lck]", "m.yml");
-    const selected = paths(await selectFiles({ home, manifest: applyUserManifest(defaultManifest({ mysqlBackend: false }), user) }));
+    const selected = paths(
+      await selectFiles({
+        home,
+        manifest: applyUserManifest(defaultManifest({ mysqlBackend: false }), user),
+      }),
+    );
     expect(selected).not.toContain("home/looker/.db/looker.lck");
   });
 
@@ -195,6 +209,8 @@ describe("user manifest", () => {
 
   it("rejects 'optional' for a path that is not required by default", () => {
     const user = parseUserManifest("optional:\n  - looker/log", "m.yml");
-    expect(() => applyUserManifest(defaultManifest({ mysqlBackend: false }), user)).toThrow(/m.yml:2:5.*not a required/);
+    expect(() => applyUserManifest(defaultManifest({ mysqlBackend: false }), user)).toThrow(
+      /m.yml:2:5.*not a required/,
+    );
   });
 });
