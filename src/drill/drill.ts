@@ -1,0 +1,475 @@
+/**
+ * The restore drill: proves, on a fresh host, that the newest backup restores and boots (Looker's guide asks for a
+ * test restore every quarter). Order matters:
+ *   verify + extract locally (integrity failure: exit 4, no host provisioned or touched)
+ *   -> [provision] -> SSH answers -> looker user -> [MySQL dump into the drill's own database]
+ *   -> home onto the target -> every file hashed on the target vs the catalog
+ *   -> [restore_dr_backup with the key file and the target's new CMK] -> start, /alive -> [API login] -> [checks]
+ *   -> teardown, always.
+ * Every step is timed into the report; runDrill never throws, its report carries the verdict and exit code.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, dirname, join, posix } from "node:path";
+import type { CatalogEntry } from "../archive/catalog.js";
+import { StagingSink } from "../archive/staging-sink.js";
+import { decryptBuffer } from "../crypto/age.js";
+import { type DecryptionKeys, readArchive } from "../engine/restore.js";
+import {
+  describeError,
+  ExitCode,
+  exitCodeOf,
+  InputError,
+  LookerBackupError,
+  LookerError,
+} from "../errors.js";
+import { LookerNode } from "../looker/control.js";
+import type { MasterKey } from "../looker/master-key.js";
+import type { MysqlConnection } from "../mysql/connection.js";
+import { runProcess } from "../remote/local-host.js";
+import { keyfileNameFor } from "../store/archive-name.js";
+import { LOOKER_DB_YML, restoreIntoDrillDatabase, stagedDumps } from "./drill-database.js";
+import { checkApiLogin, runUrlChecks, type UrlCheck } from "./http-checks.js";
+import type { DrillBackupInfo, DrillReport, DrillStep } from "./report.js";
+import { type DrillTarget, LocalDirTarget, localStagingParent, SshTarget } from "./targets.js";
+import { waitForSsh } from "./wait-for-ssh.js";
+
+export type DrillTargetSpec =
+  | {
+      readonly kind: "ssh";
+      /** The host; may be omitted when a provision command prints it. */
+      readonly host?: string;
+      readonly port?: number;
+      /** Must be root: the drill creates the looker user and places the home (default root). */
+      readonly user?: string;
+      readonly privateKey: string;
+      readonly knownHosts: string;
+      /** How long a fresh host may take to answer SSH (default 300 s). */
+      readonly sshTimeoutMs?: number;
+    }
+  | { readonly kind: "dir"; readonly dir: string };
+
+export interface DrillRequest {
+  /** The archive file (`<instance>-<time>.tar.zst.age`). */
+  readonly archive: string;
+  /** The encrypted key file; default `<archive>.keyfile.age` beside the archive. */
+  readonly keyfile?: string;
+  readonly keys: DecryptionKeys;
+  /** Identities for the key file; default `keys.identities`. */
+  readonly keyfileIdentities?: readonly string[];
+  readonly target: DrillTargetSpec;
+  /** The drill host's own CMK (never production's). */
+  readonly masterKey?: MasterKey;
+  readonly webPort?: number;
+  readonly apiPort?: number;
+  readonly bootTimeoutMs?: number;
+  readonly api?: { readonly clientId: string; readonly clientSecret: string };
+  readonly checks?: readonly UrlCheck[];
+  /** The drill's own database for a MySQL-backend backup (host as the target reaches it, and this runner too). */
+  readonly drillMysql?: MysqlConnection;
+  /** Run locally before anything touches a host; the last line it prints on stdout is the target host. */
+  readonly provisionCommand?: string;
+  /** Run locally at the end, always (LOOKER_DRILL_TARGET and LOOKER_DRILL_RESULT in its environment). */
+  readonly teardownCommand?: string;
+  /** Leave Looker running on the target after the drill (default: stopped in teardown). */
+  readonly keepRunning?: boolean;
+  readonly log?: (line: string) => void;
+  readonly signal?: AbortSignal;
+  readonly now?: () => Date;
+}
+
+const DEFAULT_WEB_PORT = 9999;
+const DEFAULT_API_PORT = 19999;
+const DEFAULT_BOOT_TIMEOUT_MS = 600_000;
+const DEFAULT_SSH_TIMEOUT_MS = 300_000;
+const HOOK_TIMEOUT_MS = 3600_000;
+
+class StepLog {
+  readonly steps: DrillStep[] = [];
+
+  constructor(private readonly log: (line: string) => void) {}
+
+  /** Times `fn`; a failure is recorded (with its message) and rethrown. */
+  async run<T>(name: string, fn: () => Promise<T>, describe?: (value: T) => string | undefined): Promise<T> {
+    const started = performance.now();
+    try {
+      const value = await fn();
+      this.record({ name, ok: true, started, detail: describe?.(value) });
+      return value;
+    } catch (error) {
+      this.record({ name, ok: false, started, detail: describeError(error).split("\n")[0] });
+      throw error;
+    }
+  }
+
+  record(step: { name: string; ok: boolean; started: number; detail?: string | undefined }): void {
+    const ms = Math.round(performance.now() - step.started);
+    this.steps.push({ name: step.name, ms, ok: step.ok, ...(step.detail ? { detail: step.detail } : {}) });
+    this.log(
+      `${step.ok ? "ok    " : "FAILED"} ${step.name} (${ms} ms)${step.detail ? `: ${step.detail}` : ""}`,
+    );
+  }
+}
+
+interface Extracted {
+  readonly staging: string;
+  readonly catalog: ReadonlyMap<string, CatalogEntry>;
+  readonly meta: Record<string, unknown>;
+  readonly bytes: number;
+  readonly members: number;
+}
+
+export async function runDrill(request: DrillRequest): Promise<DrillReport> {
+  const now = request.now ?? (() => new Date());
+  const log = request.log ?? (() => {});
+  const startedAt = now();
+  const clockStart = performance.now();
+  const steps = new StepLog(log);
+  let targetName = describeTargetSpec(request.target);
+  let backup: DrillBackupInfo = {};
+  let rpoMs: number | undefined;
+  let rtoMs: number | undefined;
+  let bytesRestored = 0;
+  let filesVerified = 0;
+  let failure: unknown;
+  let target: DrillTarget | undefined;
+  let looker: LookerNode | undefined;
+  let started = false;
+  let staging: string | undefined;
+  let address: string | undefined;
+
+  try {
+    const stagingParent = request.target.kind === "dir" ? localStagingParent(request.target.dir) : tmpdir();
+    staging = await mkdtemp(join(stagingParent, ".looker-drill-"));
+    const extracted = await steps.run(
+      "verify and extract archive",
+      () => extractLocally(request, staging!),
+      (x) => `${x.members} members, ${x.bytes} bytes, all match the catalog`,
+    );
+    backup = backupInfo(extracted.meta);
+    rpoMs = backup.startedAt ? Math.max(0, startedAt.getTime() - Date.parse(backup.startedAt)) : undefined;
+    const dumps = await stagedDumps(extracted.staging);
+    if (dumps.length > 0 && request.drillMysql === undefined) {
+      throw new InputError(
+        "the backup uses the MySQL backend but no drill database is configured",
+        "pass --drill-mysql-host, --drill-mysql-user, --drill-mysql-database (and --drill-mysql-password-env): a database of the drill's own, never production",
+      );
+    }
+    const keyfile = backup.keystoreIndependent
+      ? await steps.run("decrypt key file", () => decryptKeyfile(request)).catch((e: unknown) => e as Error)
+      : undefined;
+
+    if (request.provisionCommand) {
+      address = await steps.run(
+        "provision",
+        () => provision(request.provisionCommand!),
+        (host) => `target ${host}`,
+      );
+    }
+    target = await steps.run(
+      "connect",
+      () => connectTarget(request, address),
+      (t) => t.description,
+    );
+    targetName = target.description;
+    await steps.run(
+      "looker user",
+      () => target!.ensureLookerUser(),
+      (detail) => detail,
+    );
+    // What must arrive on the target: the archive's catalog, except for files the drill itself changed.
+    let expected = extracted.catalog;
+    if (dumps.length > 0) {
+      await steps.run(
+        "load mysql dump",
+        () =>
+          restoreIntoDrillDatabase(
+            request.drillMysql!,
+            join(extracted.staging, "home"),
+            dumps,
+            request.signal,
+          ),
+        (detail) => detail,
+      );
+      expected = await withRestagedFile(expected, extracted.staging, `home/${LOOKER_DB_YML}`);
+    }
+    await steps.run(
+      "place home",
+      () => target!.place(extracted.staging, expected),
+      (detail) => detail,
+    );
+    bytesRestored = extracted.bytes;
+    filesVerified = await steps.run(
+      "verify on target",
+      () => target!.verify(expected),
+      (n) => `${n} files match the catalog`,
+    );
+
+    looker = new LookerNode({
+      host: target.lookerHost,
+      lookerDir: posix.join(target.home, "looker"),
+      alive: { host: target.address, port: request.webPort ?? DEFAULT_WEB_PORT },
+      ...(request.masterKey ? { masterKey: request.masterKey } : {}),
+      bootTimeoutMs: request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS,
+    });
+    const drFailure =
+      keyfile === undefined ? undefined : await restoreDrBackup(steps, target, looker, keyfile);
+    try {
+      await steps.run(
+        "start looker",
+        () => looker!.start(request.signal),
+        () => "/alive answered 200",
+      );
+      started = true;
+      rtoMs = Math.round(performance.now() - clockStart);
+    } catch (error) {
+      started = true; // a half-started Looker is stopped in teardown too
+      throw drFailure ? withCause(error, drFailure) : error;
+    }
+    if (drFailure)
+      throw new LookerError(`Looker started although restore_dr_backup failed: ${drFailure.message}`);
+    if (request.api) {
+      const { clientId, clientSecret } = request.api;
+      const api = { host: target.address, port: request.apiPort ?? DEFAULT_API_PORT };
+      await steps.run(
+        "api login",
+        () => checkApiLogin(api, clientId, clientSecret),
+        () => "access token issued",
+      );
+    }
+    if (request.checks && request.checks.length > 0) {
+      const web = { host: target.address, port: request.webPort ?? DEFAULT_WEB_PORT };
+      await steps.run(
+        "url checks",
+        () => runUrlChecks(web, request.checks!),
+        () => `${request.checks!.length} passed`,
+      );
+    }
+  } catch (error) {
+    failure = error;
+  }
+
+  const teardownError = await teardown();
+  if (failure === undefined && teardownError !== undefined) failure = teardownError;
+  const exitCode = failure === undefined ? ExitCode.Ok : exitCodeOf(failure);
+  const logTail = failure instanceof LookerError && failure.logTail ? failure.logTail : undefined;
+  return {
+    result: failure === undefined ? "passed" : "failed",
+    exitCode,
+    ...(failure === undefined ? {} : { error: messageOf(failure) }),
+    ...(failure instanceof LookerBackupError && failure.hint ? { hint: failure.hint } : {}),
+    archive: request.archive,
+    target: targetName,
+    backup,
+    startedAt: startedAt.toISOString(),
+    ...(rtoMs === undefined ? {} : { rtoMs }),
+    ...(rpoMs === undefined ? {} : { rpoMs }),
+    steps: steps.steps,
+    bytesRestored,
+    filesVerified,
+    ...(logTail ? { logTail } : {}),
+  };
+
+  /** Always: stop Looker (unless kept), close the connection, remove local staging, run the teardown command. */
+  async function teardown(): Promise<Error | undefined> {
+    const begun = performance.now();
+    const problems: string[] = [];
+    if (looker && started && !request.keepRunning) {
+      await looker.stop().catch((e: unknown) => problems.push(`stop looker: ${messageOf(e)}`));
+    }
+    await target?.close().catch((e: unknown) => problems.push(`close: ${messageOf(e)}`));
+    if (staging)
+      await rm(staging, { recursive: true, force: true }).catch((e: unknown) => problems.push(messageOf(e)));
+    if (request.teardownCommand) {
+      const result = await runProcess("/bin/sh", ["-c", request.teardownCommand], {
+        env: {
+          LOOKER_DRILL_TARGET:
+            address ?? (request.target.kind === "ssh" ? (request.target.host ?? "") : request.target.dir),
+          LOOKER_DRILL_RESULT: failure === undefined ? "passed" : "failed",
+        },
+        timeoutMs: HOOK_TIMEOUT_MS,
+        onLine: (line) => log(`teardown> ${line}`),
+      }).catch((e: unknown) => ({ code: -1, stdout: "", stderr: messageOf(e) }));
+      if (result.code !== 0)
+        problems.push(`teardown command exited ${result.code}: ${lastLine(result.stderr)}`);
+    }
+    const detail = problems.join("; ");
+    steps.record({
+      name: "teardown",
+      ok: problems.length === 0,
+      started: begun,
+      detail: detail || undefined,
+    });
+    return problems.length === 0
+      ? undefined
+      : new LookerBackupError(`drill teardown failed: ${detail}`, {
+          hint: "remove the drill host by hand; it may still cost money",
+        });
+  }
+}
+
+async function extractLocally(request: DrillRequest, staging: string): Promise<Extracted> {
+  const sink = new StagingSink(staging);
+  const outcome = await readArchive(
+    createReadStream(request.archive, { highWaterMark: 1 << 20 }),
+    request.keys,
+    sink,
+  );
+  await sink.applyMetadata();
+  return {
+    staging,
+    catalog: outcome.catalog,
+    meta: outcome.meta,
+    bytes: outcome.bytes,
+    members: outcome.members,
+  };
+}
+
+/** The catalog with one staged file's digest and size as they are now (the drill rewrote looker-db.yml). */
+async function withRestagedFile(
+  catalog: ReadonlyMap<string, CatalogEntry>,
+  staging: string,
+  archivePath: string,
+): Promise<ReadonlyMap<string, CatalogEntry>> {
+  const entry = catalog.get(archivePath);
+  if (entry === undefined) return catalog;
+  const content = await readFile(join(staging, archivePath));
+  const updated = new Map(catalog);
+  updated.set(archivePath, {
+    ...entry,
+    size: content.length,
+    sha256: createHash("sha256").update(content).digest("hex"),
+  });
+  return updated;
+}
+
+async function decryptKeyfile(request: DrillRequest): Promise<Buffer> {
+  const path = request.keyfile ?? join(dirname(request.archive), keyfileNameFor(basename(request.archive)));
+  let ciphertext: Buffer;
+  try {
+    ciphertext = await readFile(path);
+  } catch (error) {
+    throw new InputError(
+      `no key file ${path} for this keystore-independent backup`,
+      "store the key file beside the archive or pass --keyfile",
+      error,
+    );
+  }
+  const identities = [...(request.keyfileIdentities ?? request.keys.identities)];
+  return decryptBuffer(ciphertext, { identities });
+}
+
+/**
+ * The key file goes to a private temp dir of the looker user (0600), lives only as long as restore_dr_backup runs,
+ * and is removed whatever happens. A failure is returned, not thrown: the boot that follows gives the verdict, and
+ * its refusal (with Looker's log) is what the report must show.
+ */
+async function restoreDrBackup(
+  steps: StepLog,
+  target: DrillTarget,
+  looker: LookerNode,
+  keyfile: Buffer | Error,
+): Promise<Error | undefined> {
+  return steps
+    .run(
+      "restore_dr_backup",
+      async () => {
+        if (keyfile instanceof Error) throw keyfile;
+        const dir = await target.lookerHost.makeTempDir("looker-drill-keyfile-");
+        try {
+          const path = posix.join(dir, "keyfile.json");
+          await target.lookerHost.writeFile(path, keyfile, 0o600);
+          await looker.restoreDrBackup(path);
+        } finally {
+          await target.lookerHost.remove(dir).catch(() => undefined);
+          keyfile.fill(0);
+        }
+      },
+      () => "KEK re-encrypted under the drill host's CMK",
+    )
+    .then(
+      () => undefined,
+      (error: unknown) => error as Error,
+    );
+}
+
+async function provision(command: string): Promise<string> {
+  const result = await runProcess("/bin/sh", ["-c", command], { timeoutMs: HOOK_TIMEOUT_MS });
+  if (result.code !== 0) {
+    throw new LookerBackupError(`provision command exited ${result.code}: ${lastLine(result.stderr)}`, {
+      hint: "run the command by hand; it must print the new host's address as its last line",
+    });
+  }
+  const host = lastLine(result.stdout);
+  if (host === "")
+    throw new LookerBackupError("provision command printed no host", {
+      hint: "print the address as the last line of stdout",
+    });
+  return host;
+}
+
+async function connectTarget(request: DrillRequest, provisioned: string | undefined): Promise<DrillTarget> {
+  const spec = request.target;
+  if (spec.kind === "dir") return LocalDirTarget.create(spec.dir);
+  const host = provisioned ?? spec.host;
+  if (!host)
+    throw new InputError("no target host", "pass --target-host, or a --provision-command that prints it");
+  const user = spec.user ?? "root";
+  if (user !== "root") {
+    throw new InputError(
+      `--target-user ${user}: the drill must connect as root`,
+      "it creates the looker user and places /home/looker; use root",
+    );
+  }
+  const ssh = await waitForSsh(
+    { host, port: spec.port ?? 22, username: user, privateKey: spec.privateKey, knownHosts: spec.knownHosts },
+    {
+      timeoutMs: spec.sshTimeoutMs ?? DEFAULT_SSH_TIMEOUT_MS,
+      ...(request.signal ? { signal: request.signal } : {}),
+    },
+  );
+  return new SshTarget(ssh, host);
+}
+
+function backupInfo(meta: Record<string, unknown>): DrillBackupInfo {
+  const text = (key: string) => (typeof meta[key] === "string" ? (meta[key] as string) : undefined);
+  return {
+    ...(text("instance") ? { instance: text("instance") } : {}),
+    ...(text("startedAt") ? { startedAt: text("startedAt") } : {}),
+    ...(text("backend") ? { backend: text("backend") } : {}),
+    keystoreIndependent: meta.keystoreIndependent === true,
+    ...(text("backupUid") ? { backupUid: text("backupUid") } : {}),
+  };
+}
+
+function describeTargetSpec(spec: DrillTargetSpec): string {
+  return spec.kind === "dir"
+    ? `dir:${spec.dir}`
+    : `${spec.user ?? "root"}@${spec.host ?? "(provisioned)"}:${spec.port ?? 22}`;
+}
+
+/** The boot failure stays the error (exit 5, log tail); the earlier restore_dr_backup failure explains it. */
+function withCause(error: unknown, drFailure: Error): unknown {
+  if (!(error instanceof LookerError)) return error;
+  return new LookerError(`${error.message} (after restore_dr_backup failed: ${messageOf(drFailure)})`, {
+    ...(error.hint ? { hint: error.hint } : {}),
+    ...(error.logTail ? { logTail: error.logTail } : {}),
+    cause: error,
+  });
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function lastLine(text: string): string {
+  return (
+    text
+      .split("\n")
+      .map((line) => line.trim())
+      .filter(Boolean)
+      .pop() ?? ""
+  );
+}

@@ -1,0 +1,499 @@
+/**
+ * The restore drill against real namespace VMs (sshd, strict host keys), the Looker simulator and MariaDB:
+ * a keystore-independent backup of home A boots on VM B under a different CMK; wrong or missing key files,
+ * corrupted archives and unreachable targets fail with the right exit codes, and the teardown always runs.
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import {
+  chmod,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { encryptBuffer } from "../../src/crypto/age.js";
+import { generateIdentity } from "../../src/crypto/age-keys.js";
+import { type DrillRequest, runDrill } from "../../src/drill/drill.js";
+import { drillSummaryMarkdown } from "../../src/drill/report.js";
+import { runBackup } from "../../src/engine/backup.js";
+import { runLookerBackup } from "../../src/engine/looker-job.js";
+import { probeAlive } from "../../src/looker/alive.js";
+import { LocalHost } from "../../src/remote/local-host.js";
+import { keyfileNameFor } from "../../src/store/archive-name.js";
+import { DirStore } from "../../src/store/dir-store.js";
+import { type GeneratedLookerHome, generateLookerHome } from "../fixtures/home-generator.js";
+import { cli } from "../helpers/cli.js";
+import { freePort } from "../helpers/free-port.js";
+import { type MariaDb, startMariaDb } from "../helpers/mariadb.js";
+import { createVm, type Vm } from "../helpers/vm.js";
+
+const BOOT_TIMEOUT_MS = 60_000;
+
+let scratch: string;
+const vms: Vm[] = [];
+const servers: MariaDb[] = [];
+
+beforeAll(async () => {
+  scratch = await mkdtemp(join(tmpdir(), "drill-test-"));
+  // The local-directory drill runs Looker as the looker user, who must be able to walk down to its home.
+  await chmod(scratch, 0o755);
+});
+
+afterEach(async () => {
+  await Promise.all(vms.splice(0).map((vm) => vm.destroy()));
+  await Promise.all(servers.splice(0).map((server) => server.stop()));
+});
+
+afterAll(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function vm(): Promise<Vm> {
+  const created = await createVm({ name: "drill-target" });
+  vms.push(created);
+  return created;
+}
+
+function newCmk(): string {
+  return randomBytes(32).toString("base64");
+}
+
+/** Runs `./looker <args>` in a generated home with the CMK as a secret environment variable. */
+async function looker(home: GeneratedLookerHome, cmk: string, ...args: string[]): Promise<string> {
+  const result = await new LocalHost().run(["./looker", ...args], {
+    cwd: home.lookerDir,
+    secretEnv: { LKR_MASTER_KEY_ENV: cmk },
+  });
+  if (result.code !== 0)
+    throw new Error(`./looker ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
+  return result.stdout;
+}
+
+interface KeystoreIndependentBackup {
+  home: GeneratedLookerHome;
+  cmk: string;
+  identity: string;
+  recipient: string;
+  storeDir: string;
+  archive: string;
+  keyfile: string;
+  sslFile: string;
+}
+
+/**
+ * Home A (CMK A), a keystore-independent recrypt with a fresh key file, a backup into a DirStore and the key file
+ * stored encrypted beside it, as the backup job does.
+ */
+async function keystoreIndependentBackup(
+  label: string,
+  ports: { webPort?: number; apiPort?: number } = {},
+): Promise<KeystoreIndependentBackup> {
+  const base = await mkdtemp(join(scratch, `${label}-`));
+  const cmk = newCmk();
+  const home = await generateLookerHome({
+    root: join(base, "home"),
+    cmk,
+    sizeBytes: 1_500_000,
+    smallFiles: 40,
+    ...ports,
+  });
+  const keyfilePath = join(base, "keyfile.json");
+  await looker(home, cmk, "generate_keyfile_for_backup", keyfilePath);
+  await looker(home, cmk, "keystore_independent_recrypt", keyfilePath);
+  const clear = await readFile(keyfilePath);
+  const backupUid = (JSON.parse(clear.toString("utf8")) as { backup_uid: string }).backup_uid;
+  const { identity, recipient } = generateIdentity();
+  // A certificate outside the home (DESIGN.md section 3): it travels as rootfs/ and lands at its absolute path.
+  const sslFile = join(base, "ssl", "looker.example.com.pem");
+  await mkdir(join(base, "ssl"));
+  await writeFile(
+    sslFile,
+    `-----BEGIN CERTIFICATE-----\n${randomBytes(48).toString("base64")}\n-----END CERTIFICATE-----\n`,
+  );
+  const storeDir = join(base, "store");
+  const encryptedKeyfile = await encryptBuffer(clear, { recipients: [recipient] });
+  const result = await runBackup({
+    home: home.home,
+    instance: label,
+    recipients: [recipient],
+    store: new DirStore(storeDir),
+    sslFiles: [sslFile],
+    lookerMeta: { consistency: "stopped", keystoreIndependent: true, backupUid },
+    companions: (name) => [{ name: keyfileNameFor(name), content: encryptedKeyfile }],
+  });
+  const archive = result.archive!.location;
+  return {
+    home,
+    cmk,
+    identity,
+    recipient,
+    storeDir,
+    archive,
+    keyfile: join(storeDir, keyfileNameFor(basename(archive))),
+    sslFile,
+  };
+}
+
+function sshTarget(target: Vm, sshTimeoutMs = 30_000): DrillRequest["target"] {
+  return {
+    kind: "ssh",
+    host: target.address,
+    privateKey: target.clientPrivateKey,
+    knownHosts: `${target.knownHostsLine}\n`,
+    sshTimeoutMs,
+  };
+}
+
+function teardownMarker(label: string): { marker: string; command: string } {
+  const marker = join(scratch, `teardown-${label}-${randomBytes(4).toString("hex")}`);
+  // The command records what the drill told it, so the test sees both that it ran and with which verdict.
+  return { marker, command: `printf '%s %s' "$LOOKER_DRILL_RESULT" "$LOOKER_DRILL_TARGET" > '${marker}'` };
+}
+
+describe("drill over SSH into a fresh VM", () => {
+  let backup: KeystoreIndependentBackup;
+
+  beforeAll(async () => {
+    backup = await keystoreIndependentBackup("prod-a");
+  });
+
+  it("restores a keystore-independent backup under a different CMK, boots it and reports RTO/RPO", async () => {
+    const target = await vm();
+    const cmkB = newCmk();
+    expect(cmkB).not.toBe(backup.cmk);
+    const teardown = teardownMarker("ok");
+    const report = await runDrill({
+      archive: backup.archive,
+      keys: { identities: [backup.identity] },
+      target: sshTarget(target),
+      masterKey: { kind: "env", value: cmkB },
+      bootTimeoutMs: BOOT_TIMEOUT_MS,
+      api: { clientId: backup.home.clientId, clientSecret: backup.home.clientSecret },
+      checks: [{ path: "/alive", status: 200 }],
+      teardownCommand: teardown.command,
+      keepRunning: true,
+    });
+    expect(report.error).toBeUndefined();
+    expect(report.result).toBe("passed");
+    expect(report.exitCode).toBe(0);
+    expect(report.backup.instance).toBe("prod-a");
+    expect(report.backup.keystoreIndependent).toBe(true);
+    expect(report.rtoMs).toBeGreaterThan(0);
+    expect(report.rpoMs).toBeGreaterThanOrEqual(0);
+    expect(report.filesVerified).toBeGreaterThan(40);
+    expect(report.bytesRestored).toBeGreaterThan(1_000_000);
+    expect(report.steps.map((s) => s.name)).toEqual([
+      "verify and extract archive",
+      "decrypt key file",
+      "connect",
+      "looker user",
+      "place home",
+      "verify on target",
+      "restore_dr_backup",
+      "start looker",
+      "api login",
+      "url checks",
+      "teardown",
+    ]);
+    expect(report.steps.every((s) => s.ok)).toBe(true);
+    // Looker kept running: /alive answers this runner, from the VM's address.
+    expect(await probeAlive({ host: target.address, port: backup.home.webPort })).toBe(true);
+    // The restored home belongs to the looker user and the key file did not stay behind on the target.
+    const owner = await target.exec(
+      "stat -c %U /home/looker/looker/looker.jar; ls /tmp | grep -c looker-drill-keyfile || true",
+    );
+    expect(owner.stdout.split("\n")[0]).toBe("looker");
+    expect(owner.stdout.split("\n")[1]).toBe("0");
+    expect(await readFile(teardown.marker, "utf8")).toBe(`passed ${target.address}`);
+    // The file from outside the home is in the VM's own /tmp, byte for byte.
+    const placed = join(target.rootOnHost, "tmp", backup.sslFile.slice("/tmp/".length));
+    expect(backup.sslFile.startsWith("/tmp/")).toBe(true);
+    expect(await readFile(placed)).toEqual(await readFile(backup.sslFile));
+    const markdown = drillSummaryMarkdown(report, [report]);
+    expect(markdown).toContain("Restore drill passed");
+    expect(markdown).toContain("Previous drills");
+  });
+
+  it("fails with exit 5 and Looker's boot refusal when the key file belongs to another backup", async () => {
+    const target = await vm();
+    // A key file of the same instance that this archive's database has no entry for.
+    const otherClear = join(scratch, `other-keyfile-${randomBytes(4).toString("hex")}.json`);
+    await looker(backup.home, backup.cmk, "generate_keyfile_for_backup", otherClear);
+    const otherKeyfile = `${otherClear}.age`;
+    const encrypted = await encryptBuffer(await readFile(otherClear), { recipients: [backup.recipient] });
+    const handle = await open(otherKeyfile, "wx", 0o600);
+    await handle.writeFile(encrypted);
+    await handle.close();
+    const teardown = teardownMarker("wrong-key");
+    const report = await runDrill({
+      archive: backup.archive,
+      keyfile: otherKeyfile,
+      keys: { identities: [backup.identity] },
+      target: sshTarget(target),
+      masterKey: { kind: "env", value: newCmk() },
+      bootTimeoutMs: BOOT_TIMEOUT_MS,
+      teardownCommand: teardown.command,
+    });
+    expect(report.result).toBe("failed");
+    expect(report.exitCode).toBe(5);
+    expect(report.error).toMatch(/restore_dr_backup failed/);
+    expect(report.logTail).toMatch(/boot refused: cannot decrypt the KEK/);
+    expect(report.steps.find((s) => s.name === "restore_dr_backup")?.ok).toBe(false);
+    expect(report.steps.find((s) => s.name === "start looker")?.ok).toBe(false);
+    expect(report.rtoMs).toBeUndefined();
+    expect(await readFile(teardown.marker, "utf8")).toBe(`failed ${target.address}`);
+  });
+
+  it("fails with exit 5 when the key file is missing", async () => {
+    const target = await vm();
+    const lonely = join(await mkdtemp(join(scratch, "lonely-")), basename(backup.archive));
+    await copyFile(backup.archive, lonely);
+    const teardown = teardownMarker("no-key");
+    const report = await runDrill({
+      archive: lonely,
+      keys: { identities: [backup.identity] },
+      target: sshTarget(target),
+      masterKey: { kind: "env", value: newCmk() },
+      bootTimeoutMs: BOOT_TIMEOUT_MS,
+      teardownCommand: teardown.command,
+    });
+    expect(report.exitCode).toBe(5);
+    expect(report.steps.find((s) => s.name === "decrypt key file")?.detail).toMatch(/no key file/);
+    expect(report.logTail).toMatch(/boot refused/);
+    expect(existsSync(teardown.marker)).toBe(true);
+  });
+
+  it("fails with exit 4 on a corrupted archive and leaves the VM's home untouched", async () => {
+    const target = await vm();
+    const corrupted = join(await mkdtemp(join(scratch, "corrupt-")), basename(backup.archive));
+    await copyFile(backup.archive, corrupted);
+    const size = (await stat(corrupted)).size;
+    const handle = await open(corrupted, "r+");
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, Math.floor(size / 2));
+    byte[0] = byte[0]! ^ 0xff;
+    await handle.write(byte, 0, 1, Math.floor(size / 2));
+    await handle.close();
+    const teardown = teardownMarker("corrupt");
+    const report = await runDrill({
+      archive: corrupted,
+      keys: { identities: [backup.identity] },
+      target: sshTarget(target),
+      masterKey: { kind: "env", value: newCmk() },
+      teardownCommand: teardown.command,
+    });
+    expect(report.result).toBe("failed");
+    expect(report.exitCode).toBe(4);
+    expect(report.steps.map((s) => s.name)).toEqual(["verify and extract archive", "teardown"]);
+    expect(await readdir(target.homeOnHost)).toEqual([]);
+    expect(await readFile(teardown.marker, "utf8")).toBe(`failed ${target.address}`);
+  });
+
+  it("gives a clear error within the SSH timeout when the target does not answer", async () => {
+    const target = await vm();
+    await target.destroy();
+    const teardown = teardownMarker("gone");
+    const report = await runDrill({
+      archive: backup.archive,
+      keys: { identities: [backup.identity] },
+      target: sshTarget(target, 4_000),
+      masterKey: { kind: "env", value: newCmk() },
+      teardownCommand: teardown.command,
+    });
+    expect(report.result).toBe("failed");
+    expect(report.exitCode).toBe(1);
+    expect(report.error).toMatch(
+      new RegExp(`target root@${target.address.replace(/\./g, "\\.")}:22 did not answer SSH within 4 s`),
+    );
+    const connect = report.steps.find((s) => s.name === "connect");
+    expect(connect?.ok).toBe(false);
+    expect(existsSync(teardown.marker)).toBe(true);
+  });
+
+  it("the CLI drills the newest archive of a directory store and writes the report and summary", async () => {
+    const target = await vm();
+    const dir = await mkdtemp(join(scratch, "cli-"));
+    const identityFile = join(dir, "identity.txt");
+    const keyFile = join(dir, "id_ed25519");
+    const knownHosts = join(dir, "known_hosts");
+    await writeFile(identityFile, `${backup.identity}\n`, { mode: 0o600 });
+    await writeFile(keyFile, target.clientPrivateKey, { mode: 0o600 });
+    await writeFile(knownHosts, `${target.knownHostsLine}\n`);
+    const variable = `DRILL_TEST_CMK_${randomBytes(4).toString("hex")}`;
+    process.env[variable] = newCmk();
+    const reportFile = join(dir, "report.json");
+    const summaryFile = join(dir, "summary.md");
+    try {
+      const run = await cli(
+        "drill",
+        "--store-dir",
+        backup.storeDir,
+        "--instance",
+        "prod-a",
+        "--identity",
+        identityFile,
+        "--target-host",
+        target.address,
+        "--ssh-key",
+        keyFile,
+        "--known-hosts",
+        knownHosts,
+        "--master-key-env",
+        variable,
+        "--boot-timeout",
+        "60",
+        "--check",
+        "/alive=200",
+        "--report",
+        reportFile,
+        "--summary",
+        summaryFile,
+        "--json",
+      );
+      expect(run.stderr).toBe("");
+      expect(run.code).toBe(0);
+      const report = JSON.parse(await readFile(reportFile, "utf8")) as { result: string; archive: string };
+      expect(report.result).toBe("passed");
+      expect(report.archive).toBe(backup.archive);
+      expect(JSON.parse(run.stdout)).toMatchObject({ result: "passed" });
+      expect(await readFile(summaryFile, "utf8")).toContain("Restore drill passed");
+      // The CMK never appears in what the drill writes.
+      expect(await readFile(reportFile, "utf8")).not.toContain(process.env[variable]!);
+    } finally {
+      delete process.env[variable];
+    }
+  });
+});
+
+describe("drill of a MySQL-backend backup", () => {
+  it("loads the dump into the drill's own database, boots against it and leaves production untouched", async () => {
+    const target = await vm();
+    const server = await startMariaDb({ bindAddress: target.hostAddress });
+    servers.push(server);
+    const prodPassword = randomBytes(9).toString("hex");
+    const drillPassword = randomBytes(9).toString("hex");
+    await server.createDatabase("looker_prod", "lkprod", prodPassword);
+    await server.createDatabase("looker_drill", "lkdrill", drillPassword);
+    const base = await mkdtemp(join(scratch, "mysql-"));
+    const cmk = newCmk();
+    const home = await generateLookerHome({
+      root: join(base, "home"),
+      cmk,
+      sizeBytes: 1_000_000,
+      smallFiles: 30,
+      mysql: {
+        host: target.hostAddress,
+        port: server.port,
+        user: "lkprod",
+        password: prodPassword,
+        database: "looker_prod",
+      },
+    });
+    const { identity, recipient } = generateIdentity();
+    const backup = await runLookerBackup({
+      home: home.home,
+      instance: "prod-mysql",
+      recipients: [recipient],
+      store: new DirStore(join(base, "store")),
+      consistency: "live",
+      keystoreIndependent: false,
+      nodes: [],
+      lockDirectory: base,
+    });
+    const tables = await server.exec(
+      "SELECT table_name FROM information_schema.tables WHERE table_schema='looker_prod' ORDER BY 1;",
+    );
+    const checksumAll = async () =>
+      server.exec(
+        tables
+          .trim()
+          .split("\n")
+          .map((t) => `CHECKSUM TABLE \`looker_prod\`.\`${t}\` EXTENDED;`)
+          .join("\n"),
+      );
+    expect(tables.trim()).not.toBe("");
+    const before = await checksumAll();
+
+    // Refused: the "drill" database is production's.
+    const refused = await runDrill({
+      archive: backup.archive!.location,
+      keys: { identities: [identity] },
+      target: sshTarget(target),
+      masterKey: { kind: "env", value: cmk },
+      drillMysql: {
+        host: target.hostAddress,
+        port: server.port,
+        user: "lkprod",
+        password: prodPassword,
+        database: "looker_prod",
+      },
+    });
+    expect(refused.exitCode).toBe(2);
+    expect(refused.error).toMatch(/is the production database/);
+    expect(await readdir(target.homeOnHost)).toEqual([]);
+
+    const report = await runDrill({
+      archive: backup.archive!.location,
+      keys: { identities: [identity] },
+      target: sshTarget(target),
+      // Not keystore-independent: the drill host gets production's CMK, but its own database.
+      masterKey: { kind: "env", value: cmk },
+      bootTimeoutMs: BOOT_TIMEOUT_MS,
+      api: { clientId: home.clientId, clientSecret: home.clientSecret },
+      drillMysql: {
+        host: target.hostAddress,
+        port: server.port,
+        user: "lkdrill",
+        password: drillPassword,
+        database: "looker_drill",
+      },
+    });
+    expect(report.error).toBeUndefined();
+    expect(report.result).toBe("passed");
+    expect(report.steps.find((s) => s.name === "load mysql dump")?.ok).toBe(true);
+    const yml = await readFile(join(target.homeOnHost, "looker", "looker-db.yml"), "utf8");
+    expect(yml).toMatch(/^database: "?looker_drill"?$/m);
+    expect(yml).toMatch(/^username: "?lkdrill"?$/m);
+    const drillTables = await server.exec(
+      "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='looker_drill';",
+    );
+    expect(Number(drillTables.trim())).toBeGreaterThan(0);
+    expect(await checksumAll()).toBe(before);
+  });
+});
+
+describe("drill into a local directory", () => {
+  it("restores into an empty directory, runs Looker there and stops it afterwards", async () => {
+    // On the runner itself: ports of its own, so parallel tests never meet.
+    const backup = await keystoreIndependentBackup("local-a", {
+      webPort: await freePort(),
+      apiPort: await freePort(),
+    });
+    const parent = await mkdtemp(join(scratch, "local-target-"));
+    await chmod(parent, 0o755);
+    const target = join(parent, "home");
+    await mkdir(target);
+    const report = await runDrill({
+      archive: backup.archive,
+      keys: { identities: [backup.identity] },
+      target: { kind: "dir", dir: target },
+      masterKey: { kind: "env", value: newCmk() },
+      bootTimeoutMs: BOOT_TIMEOUT_MS,
+      webPort: backup.home.webPort,
+    });
+    expect(report.error).toBeUndefined();
+    expect(report.result).toBe("passed");
+    expect(report.filesVerified).toBeGreaterThan(40);
+    expect(existsSync(join(target, "looker", "looker.jar"))).toBe(true);
+    expect(await probeAlive({ host: "127.0.0.1", port: backup.home.webPort, scheme: "http" })).toBe(false);
+  });
+});
