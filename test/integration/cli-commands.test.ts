@@ -1,0 +1,102 @@
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateLookerHome } from "../fixtures/home-generator.js";
+import { cli, cliJson } from "../helpers/cli.js";
+
+let work: string;
+let home: string;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "lb-cli-"));
+  home = join(work, "home");
+  await generateLookerHome({ root: home, seed: 11, sizeBytes: 2 << 20, smallFiles: 50 });
+});
+
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+interface PlanRule {
+  id: string;
+  action: string;
+  pattern: string;
+  files: number;
+  bytes: number;
+  paths: string[];
+  reason: string;
+}
+
+describe("plan", () => {
+  it("shows every rule with what it matched and why, and writes nothing", async () => {
+    const before = await readdir(home, { recursive: true });
+    const plan = await cliJson<{ backend: string; rules: PlanRule[] }>("plan", "--home", home);
+    expect(plan.backend).toBe("internal");
+    const rule = (pattern: string) => plan.rules.find((r) => r.pattern === pattern)!;
+    expect(rule("looker/log")).toMatchObject({ action: "exclude", paths: ["looker/log"] });
+    expect(rule("looker/log").files).toBeGreaterThan(0);
+    expect(rule("looker/.db/looker.lck").action).toBe("exclude");
+    expect(rule("looker/deploy_keys")).toMatchObject({ action: "include" });
+    expect(rule("looker/deploy_keys").files).toBeGreaterThan(0);
+    expect(rule("looker/models-user-*").bytes).toBeGreaterThan(0);
+    expect(await readdir(home, { recursive: true })).toEqual(before);
+  });
+
+  it("prints a readable table with the reasons", async () => {
+    const run = await cli("plan", "--home", home);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/exclude\s+looker\/log\s+\d+ files/);
+    expect(run.stdout).toContain("logs are not needed to restore");
+    expect(run.stdout).toMatch(/include\s+looker\/deploy_keys .*required/);
+  });
+
+  it("applies a manifest", async () => {
+    const manifest = join(work, "m.yml");
+    await writeFile(manifest, "include:\n  - path: looker/log\n    reason: kept for audit\n");
+    const plan = await cliJson<{ rules: PlanRule[] }>("plan", "--home", home, "--manifest", manifest);
+    expect(plan.rules.find((r) => r.reason === "kept for audit")!.files).toBeGreaterThan(0);
+  });
+});
+
+describe("keygen, list and help", () => {
+  it("keygen writes a 0600 identity, never overwrites one, and prints the recipient", async () => {
+    const file = join(work, "id.txt");
+    const made = await cliJson<{ recipient: string; identityFile: string }>("keygen", "--output", file);
+    expect(made.recipient).toMatch(/^age1[0-9a-z]{58}$/);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const again = await cli("keygen", "--output", file);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/never overwrites/);
+  });
+
+  it("list shows the archives of a store newest first", async () => {
+    const { recipient } = await cliJson<{ recipient: string }>("keygen", "--output", join(work, "id2.txt"));
+    const out = join(work, "store");
+    await cliJson("backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", "a");
+    await new Promise((r) => setTimeout(r, 1100));
+    await cliJson("backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", "a");
+    const listed = await cliJson<{ name: string; createdAt: string }[]>("list", "--out", out);
+    expect(listed).toHaveLength(2);
+    expect(listed[0]!.createdAt > listed[1]!.createdAt).toBe(true);
+    const none = await cliJson<unknown[]>("list", "--out", out, "--instance", "other");
+    expect(none).toEqual([]);
+  });
+
+  it.each(["backup", "restore", "verify", "plan", "list", "keygen", "drill"])(
+    "%s --help lists its options",
+    async (name) => {
+      const run = await cli(name, "--help");
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/Usage: looker-backup/);
+      expect(run.stdout).toContain("--help");
+    },
+  );
+
+  it("without a command prints usage and exits 2; an unknown command is named", async () => {
+    expect((await cli()).code).toBe(2);
+    const unknown = await cli("frobnicate");
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown command 'frobnicate'");
+  });
+});
