@@ -11,6 +11,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateLookerHome } from "../test/fixtures/home-generator.ts";
+import { parseCommandFile } from "../test/helpers/actions-env.ts";
 import { bundle } from "./bundle.mjs";
 
 const work = await mkdtemp(join(tmpdir(), "looker-backup-demo-"));
@@ -51,20 +52,6 @@ function looker(home, args, cmk) {
     env: { ...process.env, LKR_MASTER_KEY_ENV: cmk },
     encoding: "utf8",
   });
-}
-
-/** The runner's file-command format (`name<<DELIM` ... `DELIM`). */
-function parseCommandFile(text) {
-  const values = {};
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const m = /^([^=<]+)<<(.+)$/.exec(lines[i]);
-    if (!m) continue;
-    const end = lines.indexOf(m[2], i + 1);
-    values[m[1]] = lines.slice(i + 1, end).join("\n");
-    i = end;
-  }
-  return values;
 }
 
 function fail(what, result) {
