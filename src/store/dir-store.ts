@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { InputError, LookerBackupError } from "../errors.js";
-import { ARCHIVE_SUFFIX, keyfileNameFor, parseArchiveName } from "./archive-name.js";
+import { keyfileNameFor, parseArchiveName } from "./archive-name.js";
 import {
   namesToPrune,
   type PendingObject,
@@ -113,8 +113,4 @@ async function fsyncPath(path: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-export function isArchiveName(name: string): boolean {
-  return name.endsWith(ARCHIVE_SUFFIX) && !name.startsWith(PARTIAL_PREFIX);
 }
