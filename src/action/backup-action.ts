@@ -18,7 +18,7 @@ import { keyfileNameFor } from "../store/archive-name.js";
 import { ArtifactStore } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
 import type { Store } from "../store/store.js";
-import { restorePreviousSnapshot, savePreviousSnapshot } from "./catalog-cache.js";
+import { catalogCacheAvailable, restorePreviousSnapshot, savePreviousSnapshot } from "./catalog-cache.js";
 import { maskSecretInputs } from "./secrets.js";
 import { saveStopRecord } from "./state.js";
 
@@ -42,8 +42,13 @@ export async function runBackupAction(): Promise<void> {
 
 async function backup(settings: BackupSettings, signal: AbortSignal): Promise<number> {
   const store = storeFor(settings);
-  const previous =
-    settings.store.kind === "artifact" ? await restorePreviousSnapshot(settings.instance) : undefined;
+  const cacheAvailable = catalogCacheAvailable();
+  if (settings.skipIfUnchanged && !cacheAvailable) {
+    core.warning(
+      "skip-if-unchanged needs the Actions cache service, which this runner lacks; backing up anyway",
+    );
+  }
+  const previous = await restorePreviousSnapshot(settings.instance);
   let changes: ChangeReport | undefined;
   let snapshot: CatalogSnapshot | undefined;
   const connected = await core.group("Connecting to Looker nodes", () =>
@@ -67,6 +72,7 @@ async function backup(settings: BackupSettings, signal: AbortSignal): Promise<nu
         signal,
         shouldCommit: async (catalog, name) => {
           snapshot = snapshotOf(name, new Date(), catalog);
+          if (!cacheAvailable) return true;
           changes = compareSnapshots(previous, snapshot);
           return !(settings.skipIfUnchanged && changes.unchanged);
         },
@@ -93,9 +99,10 @@ function storeFor(settings: BackupSettings): Store {
 function setOutputs(settings: BackupSettings, result: LookerJobResult, store: Store): void {
   const uploaded = result.archive;
   core.setOutput(Outputs.Skipped, String(uploaded === undefined));
-  core.setOutput(Outputs.ArchiveName, result.archiveName);
-  core.setOutput(Outputs.Sha256, result.sha256);
-  core.setOutput(Outputs.Bytes, String(result.bytesOut));
+  // A skipped run stored nothing: no name or digest a later step could mistake for an archive it can download.
+  core.setOutput(Outputs.ArchiveName, uploaded ? result.archiveName : "");
+  core.setOutput(Outputs.Sha256, uploaded ? result.sha256 : "");
+  core.setOutput(Outputs.Bytes, uploaded ? String(result.bytesOut) : "0");
   core.setOutput(Outputs.BytesIn, String(result.bytesIn));
   core.setOutput(Outputs.Files, String(result.files));
   core.setOutput(Outputs.DurationMs, String(result.durationMs));

@@ -7,7 +7,6 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import * as cache from "@actions/cache";
 import * as core from "@actions/core";
 import { absolutePath, integer, lines } from "../config/inputs.js";
 import { type DrillRequest, runDrill } from "../drill/drill.js";
@@ -17,6 +16,7 @@ import { keyfileNameFor } from "../store/archive-name.js";
 import { findNewestBackupArtifact } from "../store/artifact-find.js";
 import { ArtifactStore } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
+import { restoreCachedJson, saveCachedJson } from "./cache-file.js";
 import { maskValue } from "./secrets.js";
 
 const SECRETS = [
@@ -28,6 +28,7 @@ const SECRETS = [
   "drill-mysql-password",
 ];
 const HISTORY_LENGTH = 8;
+const HISTORY_FILE = "drills.json";
 
 export async function runRestoreAction(): Promise<void> {
   for (const name of SECRETS) maskValue(core.getInput(name));
@@ -83,9 +84,10 @@ async function fetchBackup(get: (name: string) => string, scratch: string): Prom
   });
   const archive = join(scratch, found.name);
   await pipeline(await store.open(found.name), createWriteStream(archive, { mode: 0o600 }));
+  // A keystore-independent backup has its key file beside it in the same run; other backups have none.
   const keyfileName = keyfileNameFor(found.name);
-  const listed = await store.list().catch(() => []);
-  if (!listed.some((a) => a.name === keyfileName)) return { archive };
+  if (!(await store.has(keyfileName))) return { archive };
+  core.info(`restoring the key file ${keyfileName} of the same run`);
   const keyfile = join(scratch, keyfileName);
   await pipeline(await store.open(keyfileName), createWriteStream(keyfile, { mode: 0o600 }));
   return { archive, keyfile };
@@ -153,24 +155,14 @@ async function publish(report: DrillReport, instance: string): Promise<void> {
 }
 
 async function drillHistory(instance: string, report: DrillReport): Promise<DrillReport[]> {
-  const dir = await mkdtemp(join(process.env.RUNNER_TEMP || tmpdir(), "lb-drills-"));
-  const file = join(dir, "drills.json");
   const prefix = `looker-backup-drills-${instance}-`;
-  let history: DrillReport[] = [];
-  try {
-    if (await cache.restoreCache([file], `${prefix}none`, [prefix])) {
-      const parsed = JSON.parse(await (await import("node:fs/promises")).readFile(file, "utf8")) as unknown;
-      if (Array.isArray(parsed)) history = parsed.filter(isDrillReport);
-    }
-    await writeFile(file, JSON.stringify([report, ...history].slice(0, HISTORY_LENGTH)));
-    await cache.saveCache(
-      [file],
-      `${prefix}${process.env.GITHUB_RUN_ID ?? Date.now()}-${process.env.GITHUB_RUN_ATTEMPT ?? "1"}`,
-    );
-  } catch (error) {
-    core.warning(`drill history unavailable (Actions cache): ${(error as Error).message}`);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const parsed = await restoreCachedJson(prefix, HISTORY_FILE, "the drill history");
+  const history = Array.isArray(parsed) ? parsed.filter(isDrillReport) : [];
+  await saveCachedJson(
+    prefix,
+    HISTORY_FILE,
+    [report, ...history].slice(0, HISTORY_LENGTH),
+    "the drill history",
+  );
   return history;
 }

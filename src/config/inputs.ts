@@ -268,10 +268,17 @@ function mysqlOf(optional: (name: string) => string | undefined): Partial<MysqlC
   return fields;
 }
 
+const MAX_RETENTION_DAYS = 400;
+
 function storeOf(get: (name: string) => string): StoreSettings {
   const kind = oneOf(get(Inputs.Store) || "artifact", ["artifact", "dir"] as const, Inputs.Store);
   if (kind === "artifact")
-    return { kind, retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, 90) };
+    // GitHub allows up to 90 days in public repositories and 400 in private ones; the artifact client lowers a
+    // longer request to the repository's own limit (GITHUB_RETENTION_DAYS) with a warning.
+    return {
+      kind,
+      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, MAX_RETENTION_DAYS),
+    };
   const directory = get(Inputs.StoreDir);
   if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
   const keepLast = integer(get(Inputs.KeepLast) || "0", Inputs.KeepLast, 0, 100_000);

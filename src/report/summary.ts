@@ -30,8 +30,9 @@ export interface BackupSummaryInput {
 const MAX_WARNINGS = 20;
 
 export function backupSummaryMarkdown(s: BackupSummaryInput): string {
+  if (s.skipped) return skippedSummary(s);
   const out: string[] = [];
-  out.push(`## Looker backup: ${s.instance}${s.skipped ? " (skipped: nothing changed)" : ""}`, "");
+  out.push(`## Looker backup: ${s.instance}`, "");
   out.push("| | |", "|---|---|");
   out.push(`| Archive | \`${s.archiveName}\`${s.location ? ` (${escapeCell(s.location)})` : ""} |`);
   out.push(`| sha256 | \`${s.sha256}\` |`);
@@ -66,6 +67,18 @@ export function backupSummaryMarkdown(s: BackupSummaryInput): string {
   }
   out.push(...restoreSection(s));
   return `${out.join("\n")}\n`;
+}
+
+/** A skipped run stored nothing: no archive to name, nothing to restore; only why it skipped. */
+function skippedSummary(s: BackupSummaryInput): string {
+  const previous = s.changes?.previousArchive;
+  return [
+    `## Looker backup: ${s.instance} (skipped: nothing changed)`,
+    "",
+    `Nothing changed since \`${previous ?? "the previous backup"}\` (${s.files} members, ${formatBytes(s.bytesIn)} compared); no new archive was stored.`,
+    `Restore from \`${previous ?? "the previous backup"}\`.`,
+    "",
+  ].join("\n");
 }
 
 function changeSection(c: ChangeReport): string[] {

@@ -208,6 +208,18 @@ export class ArtifactStore implements Store {
     }
   }
 
+  /** Whether an artifact named `name` exists (in the run this store reads), e.g. an archive's key file. */
+  async has(name: string): Promise<boolean> {
+    assertPlainName(name);
+    try {
+      await this.find(name);
+      return true;
+    } catch (error) {
+      if (error instanceof InputError && isArtifactNotFound(error.cause)) return false;
+      throw error;
+    }
+  }
+
   /** GitHub deletes artifacts when their retention-days pass; there is nothing for this store to prune. */
   async prune(): Promise<string[]> {
     return [];
