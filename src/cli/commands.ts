@@ -4,9 +4,8 @@
  */
 import { createReadStream } from "node:fs";
 import { open, stat } from "node:fs/promises";
-import { hostname } from "node:os";
 import { resolve } from "node:path";
-import { loadIdentities, loadRecipients, passphraseFromEnv } from "../config/keys.js";
+import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
 import { resolveManifest, runBackup } from "../engine/backup.js";
 import { restoreArchive, verifyArchive } from "../engine/restore.js";
@@ -15,7 +14,7 @@ import { selectFiles } from "../manifest/select.js";
 import type { BackendChoice } from "../manifest/user-manifest.js";
 import { formatBytes, formatDuration } from "../report/format.js";
 import { ProgressReporter } from "../report/progress.js";
-import { validateInstanceName } from "../store/archive-name.js";
+import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
 import {
   type CommandSpec,
@@ -26,6 +25,7 @@ import {
   stringList,
 } from "./args.js";
 import { drillCommand } from "./drill-command.js";
+import { decryptionKeysFrom } from "./key-options.js";
 
 export interface CommandContext {
   readonly stdout: (text: string) => void;
@@ -226,7 +226,7 @@ export const restoreCommand: Command = {
     const command = "restore";
     const archive = await archivePath(values, command);
     const target = resolve(requireString(values, "target", command));
-    const keys = await decryptionKeys(values, command);
+    const keys = await decryptionKeysFrom(values, command);
     const progress = progressFor("restore", values, context);
     const total = (await stat(archive)).size;
     const started = Date.now();
@@ -278,7 +278,7 @@ export const verifyCommand: Command = {
   },
   async run(values, context) {
     const archive = await archivePath(values, "verify");
-    const keys = await decryptionKeys(values, "verify");
+    const keys = await decryptionKeysFrom(values, "verify");
     const progress = progressFor("verify", values, context);
     const total = (await stat(archive)).size;
     const outcome = await verifyArchive(createReadStream(archive, { highWaterMark: 1 << 20 }), keys, (p) =>
@@ -432,24 +432,6 @@ async function archivePath(values: ParsedOptions, command: string): Promise<stri
     );
   }
   return archive;
-}
-
-async function decryptionKeys(values: ParsedOptions, command: string) {
-  const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
-  const identityFiles = stringList(values, "identity");
-  const identities =
-    passphrase && identityFiles.length === 0
-      ? []
-      : await loadIdentities(identityFiles, `${command}: --identity`);
-  return { identities, passphrase };
-}
-
-function defaultInstanceName(): string {
-  return (
-    hostname()
-      .replace(/[^A-Za-z0-9._-]/g, "-")
-      .replace(/^[^A-Za-z0-9]+/, "") || "looker"
-  );
 }
 
 export const commands: readonly Command[] = [

@@ -5,7 +5,7 @@
  */
 import { appendFile, readFile, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { loadIdentities, passphraseFromEnv } from "../config/keys.js";
+import { loadIdentities } from "../config/keys.js";
 import { type DrillRequest, type DrillTargetSpec, runDrill } from "../drill/drill.js";
 import type { UrlCheck } from "../drill/http-checks.js";
 import { type DrillReport, drillSummaryMarkdown, isDrillReport } from "../drill/report.js";
@@ -17,6 +17,7 @@ import { validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
 import { integerOption, optionalString, type ParsedOptions, stringList } from "./args.js";
 import type { Command, CommandContext } from "./commands.js";
+import { decryptionKeysFrom } from "./key-options.js";
 
 const NAME = "drill";
 const port = (help: string) => ({ type: "string", placeholder: "N", help }) as const;
@@ -163,12 +164,7 @@ export const drillCommand: Command = {
 
 async function drillRequest(values: ParsedOptions, context: CommandContext): Promise<DrillRequest> {
   const archive = await chooseArchive(values);
-  const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
-  const identityFiles = stringList(values, "identity");
-  const identities =
-    passphrase && identityFiles.length === 0
-      ? []
-      : await loadIdentities(identityFiles, `${NAME}: --identity`);
+  const keys = await decryptionKeysFrom(values, NAME);
   const keyfileIdentityFiles = stringList(values, "keyfile-identity");
   const keyfileIdentities =
     keyfileIdentityFiles.length > 0
@@ -182,7 +178,7 @@ async function drillRequest(values: ParsedOptions, context: CommandContext): Pro
   return {
     archive,
     ...(keyfile ? { keyfile: resolve(keyfile) } : {}),
-    keys: { identities, ...(passphrase ? { passphrase } : {}) },
+    keys,
     ...(keyfileIdentities ? { keyfileIdentities } : {}),
     target: await targetOf(values),
     ...optional("masterKey", masterKeyOf(values)),

@@ -2,7 +2,6 @@
  * Action inputs -> one typed, validated Settings object (actions/cache style). Everything is checked here, before
  * anything is touched, and every error names the input it is about.
  */
-import { hostname } from "node:os";
 import { isAbsolute } from "node:path";
 import { parseRecipient } from "../crypto/age-keys.js";
 import type { Consistency } from "../engine/looker-job.js";
@@ -10,7 +9,7 @@ import { InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
 import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
 import type { MysqlConnection } from "../mysql/connection.js";
-import { validateInstanceName } from "../store/archive-name.js";
+import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
 
 export const Inputs = {
   Recipients: "recipients",
@@ -137,7 +136,10 @@ export function readBackupSettings(read: InputReader): BackupSettings {
   const keyfileRecipients = get(Inputs.KeyfileRecipients);
   return {
     home: absolutePath(get(Inputs.Home) || "/home/looker", Inputs.Home),
-    instance: validateInstanceName(get(Inputs.Instance) || defaultInstance(), `input '${Inputs.Instance}'`),
+    instance: validateInstanceName(
+      get(Inputs.Instance) || defaultInstanceName(),
+      `input '${Inputs.Instance}'`,
+    ),
     ...(optional(Inputs.Manifest) ? { manifestFile: get(Inputs.Manifest) } : {}),
     sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
     recipients,
@@ -168,14 +170,6 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
     skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
   };
-}
-
-function defaultInstance(): string {
-  return (
-    hostname()
-      .replace(/[^A-Za-z0-9._-]/g, "-")
-      .replace(/^[^A-Za-z0-9]+/, "") || "looker"
-  );
 }
 
 export function lines(text: string): string[] {

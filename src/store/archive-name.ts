@@ -2,6 +2,7 @@
  * Archive names: `<instance>-<UTC yyyymmddThhmmssZ>.tar.zst.age` (DESIGN.md section 4). The timestamp in the name is
  * what restore and pruning sort by, so it must survive copies that lose file times.
  */
+import { hostname } from "node:os";
 import { InputError } from "../errors.js";
 
 export const ARCHIVE_SUFFIX = ".tar.zst.age";
@@ -17,6 +18,15 @@ export function validateInstanceName(instance: string, where = "--instance"): st
     );
   }
   return instance;
+}
+
+/** The host name, made a valid instance name: what a single-host install is naturally called. */
+export function defaultInstanceName(): string {
+  return (
+    hostname()
+      .replace(/[^A-Za-z0-9._-]/g, "-")
+      .replace(/^[^A-Za-z0-9]+/, "") || "looker"
+  );
 }
 
 export function archiveName(instance: string, at: Date): string {
