@@ -62,10 +62,15 @@ export async function runLookerBackup(request: LookerJobRequest): Promise<Looker
     log(`took over a stale lock of pid ${lock.tookOverStale.pid} (${lock.tookOverStale.startedAt})`);
   try {
     if (request.preCommand) await runHook("pre-command", request.preCommand, log, true);
-    const result = await backupAroundLooker(request, log);
-    if (request.postCommand) {
-      const ok = await runHook("post-command", request.postCommand, log, false);
-      if (!ok) result.warnings.push("post-command failed; see the log");
+    let result: LookerJobResult | undefined;
+    try {
+      result = await backupAroundLooker(request, log);
+    } finally {
+      // After a failure too: a post-command typically resumes what the pre-command paused (e.g. schedules).
+      if (request.postCommand) {
+        const ok = await runHook("post-command", request.postCommand, log, false);
+        if (!ok) result?.warnings.push("post-command failed; see the log");
+      }
     }
     return result;
   } finally {
@@ -89,12 +94,15 @@ async function backupAroundLooker(
   const scratch = await mkdtemp(join(tmpdir(), "looker-backup-"));
   let dump: MysqlDumpHandle | undefined;
   let spooled: SpooledDump | undefined;
+  // Ends a dump still running when the backup fails early, so no mysqldump outlives the run.
+  const dumpAbort = new AbortController();
+  const dumpSignal = request.signal ? AbortSignal.any([request.signal, dumpAbort.signal]) : dumpAbort.signal;
   try {
     if (stops) await cluster.stopAll();
     const keyfile = request.keystoreIndependent ? await makeKeyfile(request.nodes[0]!) : undefined;
     const mysql = mysqlBackend ? await mysqlConnectionFor(request) : undefined;
     if (mysql) {
-      dump = startMysqlDump(mysql, { spoolDir: scratch, signal: request.signal });
+      dump = startMysqlDump(mysql, { spoolDir: scratch, signal: dumpSignal });
       dump.done.catch(() => undefined); // awaited as an extra member below; a failure there fails the backup
       await dump.snapshotTaken;
       log(`mysql: consistent snapshot of ${mysql.database} taken`);
@@ -130,6 +138,8 @@ async function backupAroundLooker(
   } finally {
     // Whatever happened above, Looker comes back up. A failure to start outranks any other error: exit 5.
     if (cluster.anyStoppedByUs) await cluster.restartStopped();
+    dumpAbort.abort();
+    await dump?.done.catch(() => undefined);
     await spooled?.dispose();
     await rm(scratch, { recursive: true, force: true });
   }

@@ -57,6 +57,8 @@ export class Cluster {
       try {
         this.log(`starting Looker on ${node.name}`);
         await node.start(signal);
+        // Operators (and tests) read the one-at-a-time order from the log: started, healthy, next.
+        this.log(`Looker on ${node.name} is up (/alive answers)`);
         this.stoppedByUs = this.stoppedByUs.filter((i) => i !== index);
         this.onRecord({ stoppedByUs: this.stoppedByUs });
       } catch (error) {

@@ -3,7 +3,8 @@
  * owner process is gone (same host) is stale and taken over, with a warning, so a crashed run never blocks the
  * next night's backup forever.
  */
-import { open, readFile, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { LookerBackupError } from "../errors.js";
@@ -34,11 +35,9 @@ export async function acquireInstanceLock(
     description,
   };
   let tookOverStale: LockOwner | undefined;
+  await mkdir(directory, { recursive: true });
   for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(path, "wx", 0o600);
-      await handle.writeFile(`${JSON.stringify(me)}\n`);
-      await handle.close();
+    if (await createComplete(path, `${JSON.stringify(me)}\n`)) {
       return {
         path,
         ...(tookOverStale ? { tookOverStale } : {}),
@@ -46,29 +45,49 @@ export async function acquireInstanceLock(
           await rm(path, { force: true });
         },
       };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const owner = await readOwner(path);
-      if (owner && isAlive(owner)) {
-        throw new LookerBackupError(
-          `another backup of instance ${instance} is running: pid ${owner.pid} on ${owner.host} since ${owner.startedAt} (${owner.description})`,
-          { hint: `wait for it to finish; if it is gone, remove ${path}` },
-        );
-      }
-      tookOverStale = owner;
-      await rm(path, { force: true });
     }
+    const text = await readFile(path, "utf8").catch(() => undefined);
+    const owner = parseOwner(text);
+    if (owner && isAlive(owner)) {
+      throw new LookerBackupError(
+        `another backup of instance ${instance} is running: pid ${owner.pid} on ${owner.host} since ${owner.startedAt} (${owner.description})`,
+        { hint: `wait for it to finish; if it is gone, remove ${path}` },
+      );
+    }
+    tookOverStale = owner;
+    // Remove only the stale lock we judged: a run that took it over meanwhile keeps its own.
+    if ((await readFile(path, "utf8").catch(() => undefined)) === text) await rm(path, { force: true });
   }
   throw new LookerBackupError(`could not take the lock ${path}`, {
     hint: "another run took it at the same moment; retry",
   });
 }
 
-async function readOwner(path: string): Promise<LockOwner | undefined> {
+/**
+ * Creates `path` holding `content`, or returns false when it exists. The content is written to a private temp
+ * file first and then hard-linked into place (link fails on an existing name): a competitor never sees the lock
+ * empty or half-written, which it would otherwise take for a stale lock and remove (two writers).
+ */
+async function createComplete(path: string, content: string): Promise<boolean> {
+  const temp = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
+  await writeFile(temp, content, { mode: 0o600, flag: "wx" });
   try {
-    return JSON.parse(await readFile(path, "utf8")) as LockOwner;
+    await link(temp, path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw error;
+  } finally {
+    await rm(temp, { force: true });
+  }
+}
+
+function parseOwner(text: string | undefined): LockOwner | undefined {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as LockOwner;
   } catch {
-    return undefined; // unreadable or half-written: treat as stale
+    return undefined; // not ours to understand (edited by hand, disk error): treat as stale
   }
 }
 
