@@ -2,10 +2,16 @@
  * Turns a selection into a pax tar stream: `meta/backup.json` first, then the selected paths, then any extra
  * members (the MySQL dump), then `meta/catalog.jsonl` last. Every file is hashed while it is read, in one pass, and
  * a file that changes or vanishes while it is read becomes a warning rather than a silent inconsistency.
+ *
+ * Speed: the stream is assembled in large chunks. File bodies are read straight into the chunk that goes
+ * downstream (no intermediate buffer, no copy) with synchronous reads: for the page-cached files of a Looker
+ * home, a sync open/fstat/read/close costs a few microseconds, while the same calls through the libuv thread
+ * pool cost 4-5x more CPU in thread hand-offs, and CPU is what a 2-core runner lacks (compression workers
+ * run beside this thread). Measured on 20,000 small files: 0.2 s sync vs 1.0 s async (16 in flight).
  */
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import type { Stats } from "node:fs";
-import { type FileHandle, open, readlink } from "node:fs/promises";
+import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { InputError } from "../errors.js";
 import type { SelectedEntry } from "../manifest/select.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
@@ -31,6 +37,12 @@ export interface PackOptions {
   readonly extraMembers?: () => Promise<readonly ExtraMember[]>;
   readonly onProgress?: (progress: PackProgress) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Gives the buffers the output stream is made of; each one is filled completely before it is yielded (only the
+   * last may be a partial view) and never touched again after. Default: a new DEFAULT_PACK_CHUNK_SIZE buffer.
+   * The backup passes the compressor's BlockPool, so chunks are compressed in place and recycled.
+   */
+  readonly allocateChunk?: () => Buffer;
 }
 
 export interface PackResult {
@@ -39,19 +51,23 @@ export interface PackResult {
   readonly bytesIn: number;
 }
 
-/** Files at most this big are read whole with one call; bigger ones stream in chunks of this size. */
-const CHUNK_SIZE = 1 << 20;
-/** Small files are read ahead concurrently: per-file syscalls, not bandwidth, dominate a LookML tree. */
-const READ_AHEAD = 16;
-const ZEROS = Buffer.alloc(512);
+/** Output chunk size when the caller gives no allocator; also the largest single read then. */
+export const DEFAULT_PACK_CHUNK_SIZE = 1 << 20;
+const ZEROS = Buffer.alloc(64 * 1024);
 
 export class ArchivePacker {
   readonly catalog: CatalogEntry[] = [];
   readonly warnings: string[] = [];
   private bytesIn = 0;
-  private readonly hardLinks = new Map<string, string>();
+  /** dev:ino of a multiply-linked file -> the catalog entry of its first name. */
+  private readonly hardLinks = new Map<string, CatalogEntry>();
+  private readonly out: ChunkAssembler;
 
-  constructor(private readonly options: PackOptions) {}
+  constructor(private readonly options: PackOptions) {
+    this.out = new ChunkAssembler(
+      options.allocateChunk ?? (() => Buffer.allocUnsafeSlow(DEFAULT_PACK_CHUNK_SIZE)),
+    );
+  }
 
   result(): PackResult {
     return { catalog: this.catalog, warnings: this.warnings, bytesIn: this.bytesIn };
@@ -59,123 +75,103 @@ export class ArchivePacker {
 
   async *stream(): AsyncGenerator<Buffer> {
     const { entries, meta } = this.options;
-    yield* this.bufferMember(BACKUP_META_PATH, Buffer.from(`${JSON.stringify(meta, null, 2)}\n`), 0o600);
-    const reads = new ReadAhead(entries, READ_AHEAD);
-    for (let i = 0; i < entries.length; i++) {
+    this.bufferMember(BACKUP_META_PATH, Buffer.from(`${JSON.stringify(meta, null, 2)}\n`), 0o600);
+    yield* this.out.takeFull();
+    for (const entry of entries) {
       this.options.signal?.throwIfAborted();
-      yield* this.member(entries[i]!, reads.take(i));
+      yield* this.member(entry);
+      this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
     }
     for (const extra of (await this.options.extraMembers?.()) ?? []) yield* this.extraMember(extra);
-    yield* this.catalogMember();
-    yield encodeEndOfArchive();
+    this.catalogMember();
+    this.out.write(encodeEndOfArchive());
+    yield* this.out.takeFull();
+    const last = this.out.takeRest();
+    if (last !== undefined) yield last;
   }
 
-  private async *member(
-    entry: SelectedEntry,
-    prefetched: Promise<SmallRead> | undefined,
-  ): AsyncGenerator<Buffer> {
+  private *member(entry: SelectedEntry): Generator<Buffer> {
     const { stats, archivePath } = entry;
     if (entry.type === "directory") {
-      yield this.header(headerOf(archivePath, "directory", stats));
+      this.writeHeader(headerOf(archivePath, "directory", stats));
     } else if (entry.type === "symlink") {
-      const target = await readlink(entry.sourcePath).catch((e: Error) => this.vanished(entry, e));
+      const target = this.attempt(entry, () => readlinkSync(entry.sourcePath));
       if (target !== undefined)
-        yield this.header({ ...headerOf(archivePath, "symlink", stats), linkTarget: target });
+        this.writeHeader({ ...headerOf(archivePath, "symlink", stats), linkTarget: target });
     } else {
-      const firstPath = this.hardLinkTarget(entry);
-      if (firstPath !== undefined) {
-        const first = this.catalog.find((c) => c.path === firstPath);
-        yield this.header(
-          { ...headerOf(archivePath, "hardlink", stats), linkTarget: firstPath },
-          first?.sha256,
-        );
+      const first = this.hardLinkTarget(entry);
+      if (first !== undefined) {
+        const header = { ...headerOf(archivePath, "hardlink", stats), linkTarget: first.path };
+        const catalogEntry = this.writeHeader(header);
+        if (first.sha256 !== undefined) catalogEntry.sha256 = first.sha256;
       } else {
-        yield* this.fileMember(entry, prefetched);
+        yield* this.fileMember(entry);
       }
     }
-    this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
+    yield* this.out.takeFull();
   }
 
   /** The second and later names of a hard-linked file become link members, as GNU tar does. */
-  private hardLinkTarget(entry: SelectedEntry): string | undefined {
+  private hardLinkTarget(entry: SelectedEntry): CatalogEntry | undefined {
     if (entry.stats.nlink < 2) return undefined;
-    const key = `${entry.stats.dev}:${entry.stats.ino}`;
-    const first = this.hardLinks.get(key);
-    if (first === undefined) this.hardLinks.set(key, entry.archivePath);
-    return first;
+    return this.hardLinks.get(`${entry.stats.dev}:${entry.stats.ino}`);
   }
 
-  private async *fileMember(
-    entry: SelectedEntry,
-    prefetched: Promise<SmallRead> | undefined,
-  ): AsyncGenerator<Buffer> {
-    const read = prefetched ? await prefetched : undefined;
-    if (read?.kind === "error") {
-      this.vanished(entry, read.error);
-      return;
-    }
-    if (read?.kind === "whole") {
-      const { stats, content, changed } = read;
-      const hash = createHash("sha256").update(content).digest("hex");
-      yield this.header(headerOf(entry.archivePath, "file", stats, content.length), hash, changed);
-      yield content;
-      yield padding(content.length);
-      this.bytesIn += content.length;
-      return;
-    }
-    let handle: FileHandle;
+  private *fileMember(entry: SelectedEntry): Generator<Buffer> {
+    const fd = this.attempt(entry, () => openSync(entry.sourcePath, "r"));
+    if (fd === undefined) return;
     try {
-      handle = await open(entry.sourcePath, "r");
-    } catch (error) {
-      this.vanished(entry, error as Error);
-      return;
-    }
-    try {
-      yield* this.streamFile(entry, handle);
+      yield* this.fileBody(entry, fd);
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
   }
 
-  private async *streamFile(entry: SelectedEntry, handle: FileHandle): AsyncGenerator<Buffer> {
-    const before = await handle.stat();
+  private *fileBody(entry: SelectedEntry, fd: number): Generator<Buffer> {
+    const before = fstatSync(fd);
     const size = before.size;
-    const hash = createHash("sha256");
     // The header must carry the size before the body: we commit to the size seen at open and read exactly that.
-    const catalogEntry = this.catalogEntryFor(headerOf(entry.archivePath, "file", before, size));
-    yield encodeHeader(headerOf(entry.archivePath, "file", before, size));
+    const catalogEntry = this.writeHeader(headerOf(entry.archivePath, "file", before, size));
+    if (entry.stats.nlink > 1) this.hardLinks.set(`${entry.stats.dev}:${entry.stats.ino}`, catalogEntry);
+    const hash = createHash("sha256");
     let offset = 0;
     while (offset < size) {
-      this.options.signal?.throwIfAborted();
-      const want = Math.min(CHUNK_SIZE, size - offset);
-      const chunk = Buffer.allocUnsafe(want);
-      const { bytesRead } = await handle.read(chunk, 0, want, offset);
+      const { buffer, start, room } = this.out.space();
+      const bytesRead = readSync(fd, buffer, start, Math.min(room, size - offset), offset);
       if (bytesRead === 0) break;
-      const data = bytesRead === want ? chunk : chunk.subarray(0, bytesRead);
-      hash.update(data);
+      hash.update(buffer.subarray(start, start + bytesRead));
+      this.out.commit(bytesRead);
       offset += bytesRead;
       this.bytesIn += bytesRead;
-      yield data;
+      if (this.out.isFull) {
+        yield* this.out.takeFull();
+        this.options.signal?.throwIfAborted();
+      }
     }
-    if (offset < size) {
-      // The file shrank under us: pad with zeros so the archive stays well-formed, and say so.
-      const filler = Buffer.alloc(size - offset);
-      hash.update(filler);
-      yield filler;
-    }
-    yield padding(size);
-    const after = await handle.stat();
-    const changed = offset < size || changedWhileRead(before, after);
+    // The file shrank under us: pad with zeros so the archive stays well-formed, and say so.
+    if (offset < size) this.writeZeros(size - offset, hash);
+    this.out.write(padding(size));
+    const changed = offset < size || changedWhileRead(before, fstatSync(fd));
     catalogEntry.sha256 = hash.digest("hex");
     if (changed) this.warn(catalogEntry, `${entry.archivePath} changed while it was read`);
   }
 
-  private async *bufferMember(path: string, content: Buffer, mode: number): AsyncGenerator<Buffer> {
+  private writeZeros(length: number, hash: Hash): void {
+    for (let left = length; left > 0; ) {
+      const zeros = ZEROS.subarray(0, Math.min(left, ZEROS.length));
+      hash.update(zeros);
+      this.out.write(zeros);
+      left -= zeros.length;
+    }
+  }
+
+  private bufferMember(path: string, content: Buffer, mode: number): void {
     const now = Date.now() / 1000;
     const header: TarHeader = { path, type: "file", size: content.length, mode, uid: 0, gid: 0, mtime: now };
-    yield this.header(header, createHash("sha256").update(content).digest("hex"));
-    yield content;
-    yield padding(content.length);
+    const catalogEntry = this.writeHeader(header);
+    catalogEntry.sha256 = createHash("sha256").update(content).digest("hex");
+    this.out.write(content);
+    this.out.write(padding(content.length));
   }
 
   private async *extraMember(extra: ExtraMember): AsyncGenerator<Buffer> {
@@ -188,44 +184,50 @@ export class ArchivePacker {
       gid: 0,
       mtime: extra.mtime,
     };
-    const catalogEntry = this.catalogEntryFor(header);
-    yield encodeHeader(header);
+    const catalogEntry = this.writeHeader(header);
     const hash = createHash("sha256");
     let written = 0;
     for await (const chunk of extra.body()) {
       hash.update(chunk);
       written += chunk.length;
-      yield chunk;
+      if (written > extra.size) break;
+      this.out.write(chunk);
+      yield* this.out.takeFull();
     }
     if (written !== extra.size) {
-      throw new InputError(`${extra.path}: expected ${extra.size} bytes, the producer gave ${written}`);
+      throw new InputError(
+        `${extra.path}: expected ${extra.size} bytes, the producer gave ${written > extra.size ? "more" : written}`,
+      );
     }
-    yield padding(extra.size);
+    this.out.write(padding(extra.size));
     this.bytesIn += written;
     catalogEntry.sha256 = hash.digest("hex");
+    yield* this.out.takeFull();
   }
 
-  private async *catalogMember(): AsyncGenerator<Buffer> {
+  private catalogMember(): void {
     const content = Buffer.from(this.catalog.map(catalogLine).join(""));
     const now = Date.now() / 1000;
-    yield encodeHeader({
-      path: CATALOG_PATH,
-      type: "file",
-      size: content.length,
-      mode: 0o600,
-      uid: 0,
-      gid: 0,
-      mtime: now,
-    });
-    yield content;
-    yield padding(content.length);
+    this.out.write(
+      encodeHeader({
+        path: CATALOG_PATH,
+        type: "file",
+        size: content.length,
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+        mtime: now,
+      }),
+    );
+    this.out.write(content);
+    this.out.write(padding(content.length));
   }
 
-  private header(header: TarHeader, sha256?: string, changed = false): Buffer {
+  /** Writes the member's header and records it in the catalog. */
+  private writeHeader(header: TarHeader): CatalogEntry {
     const entry = this.catalogEntryFor(header);
-    if (sha256 !== undefined) entry.sha256 = sha256;
-    if (changed) this.warn(entry, `${header.path} changed while it was read`);
-    return encodeHeader(header);
+    this.out.write(encodeHeader(header));
+    return entry;
   }
 
   private catalogEntryFor(header: TarHeader): CatalogEntry {
@@ -248,6 +250,15 @@ export class ArchivePacker {
     this.warnings.push(message);
   }
 
+  /** Runs a filesystem call for an entry; a vanished or unreadable path becomes undefined (see vanished). */
+  private attempt<T>(entry: SelectedEntry, call: () => T): T | undefined {
+    try {
+      return call();
+    } catch (error) {
+      return this.vanished(entry, error as Error);
+    }
+  }
+
   /** A path that disappears between selection and reading is normal on a live host; an unreadable required one is not. */
   private vanished(entry: SelectedEntry, error: Error): undefined {
     const code = (error as NodeJS.ErrnoException).code;
@@ -259,6 +270,59 @@ export class ArchivePacker {
     if (entry.required) throw new InputError(message, "run the backup as root or as the looker user");
     this.warnings.push(message);
     return undefined;
+  }
+}
+
+/**
+ * Gathers the tar stream into fixed-size chunks. Callers either copy bytes in (`write`) or read straight into
+ * the free space (`space`, then `commit`); full chunks wait in `takeFull` for the generator to yield them.
+ * Every chunk comes from the allocator and is handed off whole: downstream owns it from then on.
+ */
+class ChunkAssembler {
+  private chunk: Buffer | undefined;
+  private filled = 0;
+  private readonly full: Buffer[] = [];
+
+  constructor(private readonly allocate: () => Buffer) {}
+
+  get isFull(): boolean {
+    return this.full.length > 0;
+  }
+
+  /** The free space of the current chunk (at least one byte). */
+  space(): { buffer: Buffer; start: number; room: number } {
+    this.chunk ??= this.allocate();
+    return { buffer: this.chunk, start: this.filled, room: this.chunk.length - this.filled };
+  }
+
+  commit(length: number): void {
+    this.filled += length;
+    if (this.filled === this.chunk!.length) {
+      this.full.push(this.chunk!);
+      this.chunk = undefined;
+      this.filled = 0;
+    }
+  }
+
+  write(bytes: Buffer): void {
+    for (let offset = 0; offset < bytes.length; ) {
+      const { buffer, start, room } = this.space();
+      const copied = bytes.copy(buffer, start, offset, offset + Math.min(room, bytes.length - offset));
+      offset += copied;
+      this.commit(copied);
+    }
+  }
+
+  *takeFull(): Generator<Buffer> {
+    while (this.full.length > 0) yield this.full.shift()!;
+  }
+
+  /** The partly filled last chunk, if any. */
+  takeRest(): Buffer | undefined {
+    const rest = this.chunk?.subarray(0, this.filled);
+    this.chunk = undefined;
+    this.filled = 0;
+    return rest !== undefined && rest.length > 0 ? rest : undefined;
   }
 }
 
@@ -280,70 +344,5 @@ function changedWhileRead(before: Stats, after: Stats): boolean {
 }
 
 function padding(size: number): Buffer {
-  const n = paddingFor(size);
-  return n === 0 ? EMPTY : ZEROS.subarray(0, n);
-}
-const EMPTY = Buffer.alloc(0);
-
-type SmallRead =
-  | { kind: "whole"; stats: Stats; content: Buffer; changed: boolean }
-  | { kind: "large" }
-  | { kind: "error"; error: Error };
-
-/**
- * Reads small regular files a few entries ahead of the writer, so that open/read/close round trips overlap with
- * compression instead of stalling it. Memory stays bounded: at most READ_AHEAD files of at most CHUNK_SIZE each.
- */
-class ReadAhead {
-  private readonly pending = new Map<number, Promise<SmallRead>>();
-  private next = 0;
-
-  constructor(
-    private readonly entries: readonly SelectedEntry[],
-    private readonly depth: number,
-  ) {}
-
-  take(index: number): Promise<SmallRead> | undefined {
-    while (this.next < this.entries.length && this.next <= index + this.depth) this.start(this.next++);
-    const read = this.pending.get(index);
-    this.pending.delete(index);
-    return read;
-  }
-
-  private start(index: number): void {
-    const entry = this.entries[index]!;
-    if (entry.type !== "file" || entry.stats.size > CHUNK_SIZE || entry.stats.nlink > 1) return;
-    const read = readSmallFile(entry.sourcePath);
-    read.catch(() => undefined); // consumed later by take(); avoid an unhandled rejection meanwhile
-    this.pending.set(index, read);
-  }
-}
-
-async function readSmallFile(path: string): Promise<SmallRead> {
-  let handle: FileHandle;
-  try {
-    handle = await open(path, "r");
-  } catch (error) {
-    return { kind: "error", error: error as Error };
-  }
-  try {
-    const stats = await handle.stat();
-    if (stats.size > CHUNK_SIZE) return { kind: "large" };
-    // One byte more than expected tells us the file grew while we looked.
-    const buffer = Buffer.allocUnsafe(stats.size + 1);
-    let filled = 0;
-    while (filled < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-    }
-    const after = await handle.stat();
-    const content = buffer.subarray(0, Math.min(filled, stats.size));
-    const changed = filled !== stats.size || changedWhileRead(stats, after);
-    return { kind: "whole", stats, content, changed };
-  } catch (error) {
-    return { kind: "error", error: error as Error };
-  } finally {
-    await handle.close();
-  }
+  return ZEROS.subarray(0, paddingFor(size));
 }

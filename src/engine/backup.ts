@@ -11,7 +11,7 @@ import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { CatalogEntry } from "../archive/catalog.js";
 import { ArchivePacker, type ExtraMember, type PackProgress } from "../archive/pack.js";
-import { createZstdCompressStream } from "../compress/zstd.js";
+import { BlockPool, createZstdCompressStream, DEFAULT_ZSTD_BLOCK_SIZE } from "../compress/zstd.js";
 import { createAgeEncryptStream } from "../crypto/age.js";
 import { ExitCode } from "../errors.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
@@ -95,12 +95,15 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const selection = await selectFiles({ home: request.home, manifest, substitutes: request.substitutes });
   const bytesTotal = selection.entries.reduce((sum, e) => sum + (e.type === "file" ? e.stats.size : 0), 0);
   const name = archiveName(request.instance, startedAt);
+  // The packer reads files straight into the compressor's blocks, which come back to the pool once compressed.
+  const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, 4);
   const packer = new ArchivePacker({
     entries: selection.entries,
     meta: backupMeta(request, startedAt, manifest, mysqlBackend),
     extraMembers: request.extraMembers,
     onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal })),
     signal: request.signal,
+    allocateChunk: () => blocks.take(),
   });
   const pending = await request.store.create(name);
   const digest = createHash("sha256");
@@ -114,8 +117,8 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   });
   try {
     await pipeline(
-      Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 << 20 }),
-      createZstdCompressStream({ level: request.compressionLevel ?? 3 }),
+      Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 }),
+      createZstdCompressStream({ level: request.compressionLevel ?? 3, pool: blocks }),
       createAgeEncryptStream({ recipients: [...request.recipients], passphrase: request.passphrase }),
       measure,
       pending.stream,
