@@ -94,7 +94,13 @@ async function fetchBackup(get: (name: string) => string, scratch: string): Prom
 }
 
 function drillRequest(get: (name: string) => string, source: FetchedBackup): DrillRequest {
-  const identity = core.getInput("identity", { required: true });
+  const identity = core.getInput("identity");
+  if (identity.trim() === "") {
+    throw new InputError(
+      "input 'identity' is required",
+      "set it to the age identity (AGE-SECRET-KEY-1...) from a secret",
+    );
+  }
   const keyfileIdentity = core.getInput("keyfile-identity");
   const targetDir = get("target-dir");
   const masterKey = get("master-key");

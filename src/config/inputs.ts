@@ -162,7 +162,16 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     webPort: integer(get(Inputs.WebPort) || "9999", Inputs.WebPort, 1, 65535),
     bootTimeoutMs: integer(get(Inputs.BootTimeout) || "600", Inputs.BootTimeout, 1, 86_400) * 1000,
     mysql: mysqlOf(optional),
-    ...(window ? { quietWindow: parseQuietWindow(window, timeZone, `input '${Inputs.QuietWindow}'`) } : {}),
+    ...(window
+      ? {
+          quietWindow: parseQuietWindow(
+            window,
+            timeZone,
+            `input '${Inputs.QuietWindow}'`,
+            `input '${Inputs.QuietWindowTimeZone}'`,
+          ),
+        }
+      : {}),
     forceOutsideWindow: bool(get(Inputs.ForceOutsideWindow), Inputs.ForceOutsideWindow),
     ...(optional(Inputs.PreCommand) ? { preCommand: read(Inputs.PreCommand) } : {}),
     ...(optional(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {}),

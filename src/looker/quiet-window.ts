@@ -11,7 +11,13 @@ export interface QuietWindow {
   readonly text: string;
 }
 
-export function parseQuietWindow(text: string, timeZone: string, where = "quiet-window"): QuietWindow {
+/** `where` names the window in errors; `timeZoneWhere` the time zone (a separate action input). */
+export function parseQuietWindow(
+  text: string,
+  timeZone: string,
+  where = "quiet-window",
+  timeZoneWhere = where,
+): QuietWindow {
   const match = /^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$/.exec(text);
   const minutes = match?.slice(1).map(Number);
   if (!match || !minutes || minutes[0]! > 23 || minutes[1]! > 59 || minutes[2]! > 24 || minutes[3]! > 59) {
@@ -24,7 +30,7 @@ export function parseQuietWindow(text: string, timeZone: string, where = "quiet-
     new Intl.DateTimeFormat("en-US", { timeZone }).format(0);
   } catch {
     throw new InputError(
-      `${where}: unknown time zone '${timeZone}'`,
+      `${timeZoneWhere}: unknown time zone '${timeZone}'`,
       "use an IANA name such as UTC or Europe/Berlin",
     );
   }

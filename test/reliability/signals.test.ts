@@ -1,0 +1,100 @@
+/**
+ * Promise: a CLI backup interrupted by SIGTERM or SIGINT exits 130, leaves no partial archive, and older archives
+ * stay byte-identical. (Restarting Looker under signals is proven for the action in test/e2e/backup-action.test.ts.)
+ * Fault: the signal is sent to the bundled CLI at three points, judged by the partial file in the store: as soon as
+ * it exists (early), at half the expected archive size (mid-archive) and at 90% (at the end).
+ */
+import type { ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readdir, readFile, stat } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateLookerHome } from "../fixtures/home-generator.js";
+import { bundledEntry } from "../helpers/bundle.js";
+import { cliJson } from "../helpers/cli.js";
+import { makeKeyPair, removeWorkspace, runProcess, workspace } from "./support.js";
+
+let work: string;
+let home: string;
+let recipient: string;
+let cliPath: string;
+
+beforeAll(async () => {
+  work = await workspace("signals");
+  ({ recipient } = await makeKeyPair(work));
+  home = join(work, "home");
+  await generateLookerHome({ root: home, seed: 9, sizeBytes: 160 << 20, smallFiles: 200 });
+  cliPath = await bundledEntry("cli");
+});
+
+afterAll(() => removeWorkspace(work));
+
+const sha256 = async (path: string) =>
+  createHash("sha256")
+    .update(await readFile(path))
+    .digest("hex");
+
+/** The size of the partial archive being written in `out`, or undefined while there is none. */
+async function partialSize(out: string): Promise<number | undefined> {
+  const partial = (await readdir(out)).find((n) => n.startsWith(".partial-"));
+  if (partial === undefined) return undefined;
+  return stat(join(out, partial)).then(
+    (s) => s.size,
+    () => undefined,
+  );
+}
+
+describe("signals during a CLI backup", () => {
+  it.each([
+    ["SIGTERM", "early (the partial file just created)", 0],
+    ["SIGINT", "mid-archive (half written)", 0.5],
+    ["SIGTERM", "at the end (90% written)", 0.9],
+  ] as const)(
+    "%s %s -> exit 130, no partial archive, older archive intact",
+    async (signal, _when, fraction) => {
+      const out = join(work, `store-${signal}-${fraction}`);
+      const older = await cliJson<{ archive: string; bytesOut: number }>(
+        "backup",
+        "--home",
+        home,
+        "--out",
+        out,
+        "--recipient",
+        recipient,
+        "--instance",
+        "sig",
+      );
+      const olderSha = await sha256(older.archive);
+      await new Promise((r) => setTimeout(r, 1100)); // archive names have one-second resolution
+      const threshold = older.bytesOut * fraction;
+      let child: ChildProcess | undefined;
+      let signalled = false;
+      const running = runProcess(
+        process.execPath,
+        [cliPath, "backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", "sig"],
+        {
+          onSpawn: (c) => {
+            child = c;
+          },
+        },
+      );
+      let exited = false;
+      void running.then(() => {
+        exited = true;
+      });
+      while (!exited && !signalled) {
+        const size = await partialSize(out);
+        if (size !== undefined && size >= threshold) {
+          child!.kill(signal);
+          signalled = true;
+        } else await new Promise((r) => setTimeout(r, 2));
+      }
+      const run = await running;
+      expect(signalled, "the backup finished before the signal point was reached").toBe(true);
+      expect(run.code, run.stderr).toBe(130);
+      expect(run.stderr).toMatch(/cancelled/);
+      expect(await readdir(out), "only the older archive is left").toEqual([basename(older.archive)]);
+      expect(await sha256(older.archive)).toBe(olderSha);
+    },
+  );
+});
