@@ -7,9 +7,11 @@ import { open, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
-import { resolveManifest, runBackup } from "../engine/backup.js";
+import { resolveManifest } from "../engine/backup.js";
+import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { restoreArchive, verifyArchive } from "../engine/restore.js";
 import { ExitCode, InputError } from "../errors.js";
+import { connectNodes } from "../looker/nodes.js";
 import { selectFiles } from "../manifest/select.js";
 import type { BackendChoice } from "../manifest/user-manifest.js";
 import { formatBytes, formatDuration } from "../report/format.js";
@@ -26,6 +28,7 @@ import {
 } from "./args.js";
 import { drillCommand } from "./drill-command.js";
 import { decryptionKeysFrom } from "./key-options.js";
+import { lookerOptionSpecs, lookerSettingsFrom } from "./looker-options.js";
 
 export interface CommandContext {
   readonly stdout: (text: string) => void;
@@ -126,6 +129,7 @@ export const backupCommand: Command = {
         placeholder: "N",
         help: "after success, delete archives older than N days",
       },
+      ...lookerOptionSpecs,
       json,
       quiet,
     },
@@ -145,21 +149,32 @@ export const backupCommand: Command = {
     const instance = validateInstanceName(optionalString(values, "instance") ?? defaultInstanceName());
     const keepLast = integerOption(values, "keep-last", command, { min: 1, max: 100_000 });
     const keepDays = integerOption(values, "keep-days", command, { min: 1, max: 100_000 });
+    const looker = lookerSettingsFrom(values, home, recipients);
     const progress = progressFor("backup", values, context);
-    const result = await runBackup({
-      home,
-      instance,
-      recipients,
-      passphrase,
-      manifestFile: optionalString(values, "manifest"),
-      sslFiles: stringList(values, "ssl-file"),
-      backend: backendOf(values, command),
-      compressionLevel: integerOption(values, "level", command, { min: 1, max: 19 }) ?? 3,
-      store: new DirStore(out),
-      retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
-      onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
-      signal: context.signal,
-    });
+    const log = values.quiet || values.json ? undefined : (line: string) => context.stderr(`${line}\n`);
+    const connected = await connectNodes({ home, ...looker }, log);
+    let result: LookerJobResult;
+    try {
+      result = await runLookerBackup({
+        ...looker,
+        home,
+        instance,
+        recipients,
+        passphrase,
+        manifestFile: optionalString(values, "manifest"),
+        sslFiles: stringList(values, "ssl-file"),
+        backend: backendOf(values, command),
+        compressionLevel: integerOption(values, "level", command, { min: 1, max: 19 }) ?? 3,
+        store: new DirStore(out),
+        nodes: connected.nodes,
+        retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
+        onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
+        ...(log ? { log } : {}),
+        signal: context.signal,
+      });
+    } finally {
+      await connected.close();
+    }
     const archive = result.archive!;
     if (values.json) {
       context.stdout(

@@ -4,6 +4,7 @@
  */
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
+import { InputError } from "../errors.js";
 import type { Host } from "../remote/host.js";
 import { LocalHost, runProcess } from "../remote/local-host.js";
 import { SshHost } from "../remote/ssh-host.js";
@@ -77,7 +78,14 @@ async function closeAll(hosts: Host[]): Promise<void> {
 /** Looker's commands run as the owner of the home unless told otherwise; root never runs Looker. */
 async function lookerUserFor(settings: NodeSettings): Promise<string | undefined> {
   if (settings.lookerUser) return settings.lookerUser;
-  const owner = (await stat(settings.home)).uid;
+  const owner = (
+    await stat(settings.home).catch((error: Error) => {
+      throw new InputError(
+        `cannot read the looker home ${settings.home}: ${error.message}`,
+        "pass the home of the looker user (e.g. /home/looker)",
+      );
+    })
+  ).uid;
   if (owner === process.getuid?.()) return undefined;
   const result = await runProcess("getent", ["passwd", String(owner)]);
   return result.code === 0 ? result.stdout.split(":")[0] : undefined;

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { cli, cliJson } from "../helpers/cli.js";
+import { simulatedLooker } from "../helpers/simulator.js";
 
 let work: string;
 let home: string;
@@ -98,5 +99,85 @@ describe("keygen, list and help", () => {
     const unknown = await cli("frobnicate");
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain("unknown command 'frobnicate'");
+  });
+});
+
+describe("backup's Looker options (the same meaning as the action's inputs)", () => {
+  it("stops and restarts a running Looker for --consistency stopped, with the CMK from an environment variable", async () => {
+    const sim = await simulatedLooker(join(work, "sim-home"), {
+      seed: 5,
+      sizeBytes: 2 << 20,
+      smallFiles: 20,
+    });
+    sim.start();
+    try {
+      const { recipient } = await cliJson<{ recipient: string }>(
+        "keygen",
+        "--output",
+        join(work, "id-sim.txt"),
+      );
+      process.env.LB_TEST_CMK = sim.cmk;
+      const pidBefore = sim.looker(["status"]).stdout;
+      const made = await cli(
+        "backup",
+        "--home",
+        sim.home,
+        "--out",
+        join(work, "store-sim"),
+        "--recipient",
+        recipient,
+        "--instance",
+        "sim",
+        "--consistency",
+        "stopped",
+        "--master-key-env",
+        "LB_TEST_CMK",
+        "--web-port",
+        String(sim.webPort),
+        "--boot-timeout",
+        "60",
+        "--keystore-independent",
+      );
+      expect(made.code, made.stderr).toBe(0);
+      expect(made.stderr).toContain("stopping Looker on local");
+      expect(made.stderr).toContain("keystore-independent recrypt done");
+      expect(sim.isRunning()).toBe(true);
+      expect(sim.looker(["status"]).stdout).not.toBe(pidBefore);
+      const stored = await readdir(join(work, "store-sim"));
+      expect(stored.some((n) => n.endsWith(".keyfile.age"))).toBe(true);
+      expect(made.stdout + made.stderr).not.toContain(sim.cmk);
+    } finally {
+      delete process.env.LB_TEST_CMK;
+      sim.stopQuietly();
+    }
+  });
+
+  it.each([
+    [["--consistency", "sometimes"], /--consistency must be one of live, brief-stop, stopped/],
+    [["--keystore-independent"], /--keystore-independent needs the CMK/],
+    [
+      ["--master-key-env", "LB_TEST_UNSET_VARIABLE"],
+      /--master-key-env: environment variable LB_TEST_UNSET_VARIABLE/,
+    ],
+    [["--node", "not a node"], /--node: 'not a node' is not user@host/],
+    [["--quiet-window", "lunchtime"], /--quiet-window: 'lunchtime' is not a time range/],
+  ])("%j is refused with exit 2, naming the flag", async (flags, message) => {
+    const { recipient } = await cliJson<{ recipient: string }>(
+      "keygen",
+      "--output",
+      join(work, `id-${Math.random()}.txt`),
+    );
+    const run = await cli(
+      "backup",
+      "--home",
+      home,
+      "--out",
+      join(work, "never"),
+      "--recipient",
+      recipient,
+      ...flags,
+    );
+    expect(run.code, run.stderr).toBe(2);
+    expect(run.stderr).toMatch(message);
   });
 });
