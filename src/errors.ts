@@ -65,5 +65,16 @@ export function describeError(error: unknown): string {
   if (error instanceof LookerBackupError) {
     return error.hint ? `${error.message}\nhint: ${error.hint}` : error.message;
   }
-  return error instanceof Error ? error.message : String(error);
+  const message = error instanceof Error ? error.message : String(error);
+  const hint = SYSTEM_ERROR_HINTS[(error as NodeJS.ErrnoException | undefined)?.code ?? ""];
+  return hint ? `${message}\nhint: ${hint}` : message;
 }
+
+/** System errors that need no stack trace but a next step. */
+const SYSTEM_ERROR_HINTS: Record<string, string> = {
+  ENOSPC:
+    "the disk is full: free space or write elsewhere (--out, the restore target, or TMPDIR); partial files were removed and nothing older was changed",
+  EDQUOT: "the disk quota is exhausted: free space or write elsewhere",
+  EACCES: "permission denied: run as root or as the looker user, or fix the permissions of that path",
+  EROFS: "the filesystem is read-only: write elsewhere",
+};

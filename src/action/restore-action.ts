@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as core from "@actions/core";
-import { absolutePath, integer, lines } from "../config/inputs.js";
+import { absolutePath, checkedMasterKey, integer, lines } from "../config/inputs.js";
 import { type DrillRequest, runDrill } from "../drill/drill.js";
 import { type DrillReport, drillSummaryMarkdown, isDrillReport } from "../drill/report.js";
 import { describeError, exitCodeOf, InputError } from "../errors.js";
@@ -35,6 +35,8 @@ export async function runRestoreAction(): Promise<void> {
   const scratch = await mkdtemp(join(process.env.RUNNER_TEMP || tmpdir(), "looker-drill-"));
   try {
     const get = (name: string) => core.getInput(name).trim();
+    // Inputs that need no download are checked before one: a typo should not cost a multi-GB transfer.
+    if (get("master-key")) checkedMasterKey(get("master-key"), "master-key");
     const source = await fetchBackup(get, scratch);
     const request = drillRequest(get, source);
     const report = await runDrill({ ...request, log: (line) => core.info(line) });
@@ -121,7 +123,7 @@ function drillRequest(get: (name: string) => string, source: FetchedBackup): Dri
           privateKey: core.getInput("ssh-key"),
           knownHosts: core.getInput("known-hosts"),
         },
-    ...(masterKey ? { masterKey: { kind: "env", value: masterKey } } : {}),
+    ...(masterKey ? { masterKey: { kind: "env", value: checkedMasterKey(masterKey, "master-key") } } : {}),
     webPort: integer(get("web-port") || "9999", "web-port", 1, 65535),
     apiPort: integer(get("api-port") || "19999", "api-port", 1, 65535),
     bootTimeoutMs: integer(get("boot-timeout") || "600", "boot-timeout", 1, 86_400) * 1000,

@@ -223,19 +223,22 @@ export function absolutePath(value: string, input: string): string {
   return value;
 }
 
+/** Looker's CMK: 32 random bytes in base64. Checked up front so a typo fails before Looker is touched. */
+export function checkedMasterKey(value: string, input: string): string {
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
+    throw new InputError(
+      `input '${input}' is not a base64 32-byte key`,
+      "Looker's CMK is 32 random bytes in base64",
+    );
+  }
+  return value;
+}
+
 function masterKeyOf(value: string | undefined, file: string | undefined): MasterKey | undefined {
   if (value && file) {
     throw new InputError(`set only one of '${Inputs.MasterKey}' and '${Inputs.MasterKeyFile}'`);
   }
-  if (value) {
-    if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
-      throw new InputError(
-        `input '${Inputs.MasterKey}' is not a base64 32-byte key`,
-        "Looker's CMK is 32 random bytes in base64",
-      );
-    }
-    return { kind: "env", value };
-  }
+  if (value) return { kind: "env", value: checkedMasterKey(value, Inputs.MasterKey) };
   if (file) return { kind: "file", path: absolutePath(file, Inputs.MasterKeyFile) };
   return undefined;
 }

@@ -80,6 +80,7 @@ describe("disk full", () => {
     );
     expect(run.code, run.stderr).not.toBe(0);
     expect(run.stderr).toMatch(/looker-backup: error: .*no space left on device/i);
+    expect(run.stderr).toContain("hint: the disk is full");
     await expectTargetUntouched(parent, target);
   });
 
@@ -117,6 +118,7 @@ describe("disk full", () => {
     );
     expect(run.code, run.stderr).not.toBe(0);
     expect(run.stderr).toMatch(/looker-backup: error: .*no space left on device/i);
+    expect(run.stderr).toContain("hint: the disk is full");
     expect(await readdir(out), "no partial file, older archive kept").toEqual([basename(olderCopy)]);
     expect((await readFile(olderCopy)).equals(olderBytes)).toBe(true);
     await rm(join(work, "small-store"), { recursive: true });

@@ -125,6 +125,7 @@ describe("restore action inputs (bundled restore-main)", () => {
     ["boot-timeout", "forever", {}],
     ["checks", "/alive=abc", {}],
     ["drill-mysql-port", "-1", { "drill-mysql-host": "db" }],
+    ["master-key", "not-a-key", {}],
   ];
   const freeForm: Record<string, string> = {
     "keyfile-identity": "a secret (parsed by the drill)",
@@ -136,7 +137,6 @@ describe("restore action inputs (bundled restore-main)", () => {
     "target-user": "a user name",
     "ssh-key": "a secret",
     "known-hosts": "parsed when connecting",
-    "master-key": "a secret",
     "api-client-id": "an id",
     "api-client-secret": "a secret",
     "drill-mysql-host": "a host name",
