@@ -36,32 +36,35 @@ function parseSize(text) {
 }
 
 function requireTools() {
-  const missing = ["tar", "zstd", "age", "age-keygen", "bash"].filter(
+  const missing = ["tar", "zstd", "age", "age-keygen", "bash", "/usr/bin/time"].filter(
     (t) => spawnSync("which", [t]).status !== 0,
   );
-  if (missing.length) throw new Error(`bench needs ${missing.join(", ")}: apt-get install -y tar zstd age`);
+  if (missing.length)
+    throw new Error(`bench needs ${missing.join(", ")}: apt-get install -y tar zstd age time`);
 }
 
-/** Runs a command, returning wall time and (for node children) peak RSS polled from /proc. */
+/**
+ * Runs a command, returning wall time and peak RSS. GNU time's %M is the kernel's own high-water mark of the
+ * process (maxrss at exit), exact where polling /proc every 20 ms could miss a short peak.
+ */
 function timed(command, args, options = {}) {
   return new Promise((resolve, reject) => {
+    const rssFile = path.join(work, `rss-${process.pid}.txt`);
     const started = process.hrtime.bigint();
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], ...options });
-    let peakKb = 0;
-    const poll = setInterval(async () => {
-      const status = await readFile(`/proc/${child.pid}/status`, "utf8").catch(() => "");
-      const hwm = /VmHWM:\s+(\d+)/.exec(status);
-      if (hwm) peakKb = Math.max(peakKb, Number(hwm[1]));
-    }, 20);
+    const child = spawn("/usr/bin/time", ["-f", "%M", "-o", rssFile, command, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      ...options,
+    });
     let stderr = "";
     child.stderr.on("data", (d) => {
       stderr += d;
     });
     child.stdout.resume();
     child.on("error", reject);
-    child.on("close", (code) => {
-      clearInterval(poll);
+    child.on("close", async (code) => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const peakKb = Number((await readFile(rssFile, "utf8").catch(() => "0")).trim().split("\n").pop());
+      await rm(rssFile, { force: true });
       if (code !== 0 && code !== 3)
         reject(new Error(`${command} ${args.join(" ")} exited ${code}: ${stderr}`));
       else resolve({ ms, peakKb });

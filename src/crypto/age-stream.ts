@@ -30,6 +30,32 @@ export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
   return hkdfSha256(fileKey, nonce, "payload");
 }
 
+/**
+ * Frees a temporary buffer of ours at once instead of at the next garbage collection. Each 64 KiB chunk's
+ * cipher output is copied into the batch and then dead; V8 collects such external memory only after ~64 MiB of
+ * it has piled up, which was a fifth of the backup's peak RSS (512 MB / 20k files: ~285 -> ~248 MiB, and
+ * faster, fewer collections). Transferring the ArrayBuffer to a 0-byte one detaches and releases it. Only a
+ * buffer that is its whole ArrayBuffer is released: a view into a shared slab must be left alone.
+ */
+export function releaseNow(buffer: Buffer): void {
+  if (buffer.byteOffset === 0 && buffer.buffer.byteLength === buffer.length) detach(buffer.buffer);
+}
+
+/**
+ * Frees a chunk whose writer handed it over (releaseInput), together with the rest of its ArrayBuffer: our zstd
+ * frames are views at the start of a larger output buffer. Never a chunk that could live in node's shared
+ * small-buffer pool (Buffer.poolSize), and never one that does not start its ArrayBuffer.
+ */
+export function releaseHandedOver(chunk: Buffer): void {
+  if (chunk.byteOffset === 0 && chunk.length > Buffer.poolSize) detach(chunk.buffer);
+}
+
+function detach(buffer: ArrayBufferLike): void {
+  // transfer is ES2024 (Node >= 21); the lib we compile against predates it, hence the optional type.
+  const owned = buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+  if (owned instanceof ArrayBuffer) owned.transfer?.(0);
+}
+
 /** Gathers output into large buffers and hands each to `emit` when full (and the remainder on flush). */
 class OutputBatcher {
   #buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
@@ -159,6 +185,7 @@ export class PayloadEncryptor extends ChunkedProcessor {
     sealed.copy(target, offset);
     cipher.getAuthTag().copy(target, offset + sealed.length);
     this.output.commit(sealed.length + AEAD_TAG_LENGTH);
+    releaseNow(sealed);
   }
 
   protected processLast(tail: Buffer): void {
@@ -195,6 +222,7 @@ export class PayloadDecryptor extends ChunkedProcessor {
     const { target, offset } = this.output.reserve(plaintext.length);
     plaintext.copy(target, offset);
     this.output.commit(plaintext.length);
+    releaseNow(plaintext);
   }
 
   protected processLast(tail: Buffer, chunksDone: number): void {
