@@ -39773,7 +39773,6 @@ function getState(name) {
 }
 
 // src/config/inputs.ts
-import { hostname } from "node:os";
 import { isAbsolute } from "node:path";
 
 // src/errors.ts
@@ -39816,8 +39815,17 @@ function describeError(error2) {
     return error2.hint ? `${error2.message}
 hint: ${error2.hint}` : error2.message;
   }
-  return error2 instanceof Error ? error2.message : String(error2);
+  const message = error2 instanceof Error ? error2.message : String(error2);
+  const hint = SYSTEM_ERROR_HINTS[error2?.code ?? ""];
+  return hint ? `${message}
+hint: ${hint}` : message;
 }
+var SYSTEM_ERROR_HINTS = {
+  ENOSPC: "the disk is full: free space or write elsewhere (--out, the restore target, or TMPDIR); partial files were removed and nothing older was changed",
+  EDQUOT: "the disk quota is exhausted: free space or write elsewhere",
+  EACCES: "permission denied: run as root or as the looker user, or fix the permissions of that path",
+  EROFS: "the filesystem is read-only: write elsewhere"
+};
 
 // src/crypto/bech32.ts
 var CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
@@ -39922,7 +39930,7 @@ function parseRecipient(text, where) {
 }
 
 // src/looker/quiet-window.ts
-function parseQuietWindow(text, timeZone, where = "quiet-window") {
+function parseQuietWindow(text, timeZone, where = "quiet-window", timeZoneWhere = where) {
   const match = /^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$/.exec(text);
   const minutes = match?.slice(1).map(Number);
   if (!match || !minutes || minutes[0] > 23 || minutes[1] > 59 || minutes[2] > 24 || minutes[3] > 59) {
@@ -39935,7 +39943,7 @@ function parseQuietWindow(text, timeZone, where = "quiet-window") {
     new Intl.DateTimeFormat("en-US", { timeZone }).format(0);
   } catch {
     throw new InputError(
-      `${where}: unknown time zone '${timeZone}'`,
+      `${timeZoneWhere}: unknown time zone '${timeZone}'`,
       "use an IANA name such as UTC or Europe/Berlin"
     );
   }
@@ -39948,6 +39956,7 @@ function parseQuietWindow(text, timeZone, where = "quiet-window") {
 }
 
 // src/store/archive-name.ts
+import { hostname } from "node:os";
 var INSTANCE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 function validateInstanceName(instance, where = "--instance") {
   if (!INSTANCE_PATTERN.test(instance)) {
@@ -39957,6 +39966,9 @@ function validateInstanceName(instance, where = "--instance") {
     );
   }
   return instance;
+}
+function defaultInstanceName() {
+  return hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
 }
 
 // src/config/inputs.ts
@@ -40028,7 +40040,10 @@ function readBackupSettings(read) {
   const keyfileRecipients = get(Inputs.KeyfileRecipients);
   return {
     home: absolutePath(get(Inputs.Home) || "/home/looker", Inputs.Home),
-    instance: validateInstanceName(get(Inputs.Instance) || defaultInstance(), `input '${Inputs.Instance}'`),
+    instance: validateInstanceName(
+      get(Inputs.Instance) || defaultInstanceName(),
+      `input '${Inputs.Instance}'`
+    ),
     ...optional(Inputs.Manifest) ? { manifestFile: get(Inputs.Manifest) } : {},
     sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
     recipients,
@@ -40049,7 +40064,14 @@ function readBackupSettings(read) {
     webPort: integer(get(Inputs.WebPort) || "9999", Inputs.WebPort, 1, 65535),
     bootTimeoutMs: integer(get(Inputs.BootTimeout) || "600", Inputs.BootTimeout, 1, 86400) * 1e3,
     mysql: mysqlOf(optional),
-    ...window2 ? { quietWindow: parseQuietWindow(window2, timeZone, `input '${Inputs.QuietWindow}'`) } : {},
+    ...window2 ? {
+      quietWindow: parseQuietWindow(
+        window2,
+        timeZone,
+        `input '${Inputs.QuietWindow}'`,
+        `input '${Inputs.QuietWindowTimeZone}'`
+      )
+    } : {},
     forceOutsideWindow: bool(get(Inputs.ForceOutsideWindow), Inputs.ForceOutsideWindow),
     ...optional(Inputs.PreCommand) ? { preCommand: read(Inputs.PreCommand) } : {},
     ...optional(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {},
@@ -40057,9 +40079,6 @@ function readBackupSettings(read) {
     compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
     skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged)
   };
-}
-function defaultInstance() {
-  return hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
 }
 function lines(text) {
   return text.split(/[\n,]/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
@@ -40094,19 +40113,20 @@ function absolutePath(value, input) {
   if (!isAbsolute(value)) throw new InputError(`input '${input}' must be an absolute path, got '${value}'`);
   return value;
 }
+function checkedMasterKey(value, input) {
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
+    throw new InputError(
+      `input '${input}' is not a base64 32-byte key`,
+      "Looker's CMK is 32 random bytes in base64"
+    );
+  }
+  return value;
+}
 function masterKeyOf(value, file) {
   if (value && file) {
     throw new InputError(`set only one of '${Inputs.MasterKey}' and '${Inputs.MasterKeyFile}'`);
   }
-  if (value) {
-    if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
-      throw new InputError(
-        `input '${Inputs.MasterKey}' is not a base64 32-byte key`,
-        "Looker's CMK is 32 random bytes in base64"
-      );
-    }
-    return { kind: "env", value };
-  }
+  if (value) return { kind: "env", value: checkedMasterKey(value, Inputs.MasterKey) };
   if (file) return { kind: "file", path: absolutePath(file, Inputs.MasterKeyFile) };
   return void 0;
 }
@@ -40138,10 +40158,14 @@ function mysqlOf(optional) {
   if (database) fields.database = database;
   return fields;
 }
+var MAX_RETENTION_DAYS = 400;
 function storeOf(get) {
   const kind = oneOf(get(Inputs.Store) || "artifact", ["artifact", "dir"], Inputs.Store);
   if (kind === "artifact")
-    return { kind, retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, 90) };
+    return {
+      kind,
+      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, MAX_RETENTION_DAYS)
+    };
   const directory = get(Inputs.StoreDir);
   if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
   const keepLast = integer(get(Inputs.KeepLast) || "0", Inputs.KeepLast, 0, 1e5);
@@ -40194,6 +40218,7 @@ var Cluster = class {
       try {
         this.log(`starting Looker on ${node.name}`);
         await node.start(signal);
+        this.log(`Looker on ${node.name} is up (/alive answers)`);
         this.stoppedByUs = this.stoppedByUs.filter((i) => i !== index);
         this.onRecord({ stoppedByUs: this.stoppedByUs });
       } catch (error2) {
@@ -41051,7 +41076,12 @@ async function closeAll(hosts) {
 }
 async function lookerUserFor(settings) {
   if (settings.lookerUser) return settings.lookerUser;
-  const owner = (await stat2(settings.home)).uid;
+  const owner = (await stat2(settings.home).catch((error2) => {
+    throw new InputError(
+      `cannot read the looker home ${settings.home}: ${error2.message}`,
+      "pass the home of the looker user (e.g. /home/looker)"
+    );
+  })).uid;
   if (owner === process.getuid?.()) return void 0;
   const result = await runProcess("getent", ["passwd", String(owner)]);
   return result.code === 0 ? result.stdout.split(":")[0] : void 0;

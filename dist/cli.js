@@ -398,7 +398,7 @@ var require_directives = __commonJS({
         return tag[0] === "!" ? tag : `!<${tag}>`;
       }
       toString(doc) {
-        const lines = this.yaml.explicit ? [`%YAML ${this.yaml.version || "1.2"}`] : [];
+        const lines2 = this.yaml.explicit ? [`%YAML ${this.yaml.version || "1.2"}`] : [];
         const tagEntries = Object.entries(this.tags);
         let tagNames;
         if (doc && tagEntries.length > 0 && identity2.isNode(doc.contents)) {
@@ -414,9 +414,9 @@ var require_directives = __commonJS({
           if (handle === "!!" && prefix === "tag:yaml.org,2002:")
             continue;
           if (!doc || tagNames.some((tn) => tn.startsWith(prefix)))
-            lines.push(`%TAG ${handle} ${prefix}`);
+            lines2.push(`%TAG ${handle} ${prefix}`);
         }
-        return lines.join("\n");
+        return lines2.join("\n");
       }
     };
     Directives.defaultYaml = { explicit: false, version: "1.2" };
@@ -1877,22 +1877,22 @@ var require_stringifyCollection = __commonJS({
       const { indent, options: { commentString } } = ctx;
       const itemCtx = Object.assign({}, ctx, { indent: itemIndent, type: null });
       let chompKeep = false;
-      const lines = [];
+      const lines2 = [];
       for (let i = 0; i < items.length; ++i) {
         const item = items[i];
         let comment2 = null;
         if (identity2.isNode(item)) {
           if (!chompKeep && item.spaceBefore)
-            lines.push("");
-          addCommentBefore(ctx, lines, item.commentBefore, chompKeep);
+            lines2.push("");
+          addCommentBefore(ctx, lines2, item.commentBefore, chompKeep);
           if (item.comment)
             comment2 = item.comment;
         } else if (identity2.isPair(item)) {
           const ik = identity2.isNode(item.key) ? item.key : null;
           if (ik) {
             if (!chompKeep && ik.spaceBefore)
-              lines.push("");
-            addCommentBefore(ctx, lines, ik.commentBefore, chompKeep);
+              lines2.push("");
+            addCommentBefore(ctx, lines2, ik.commentBefore, chompKeep);
           }
         }
         chompKeep = false;
@@ -1901,15 +1901,15 @@ var require_stringifyCollection = __commonJS({
           str2 += stringifyComment.lineComment(str2, itemIndent, commentString(comment2));
         if (chompKeep && comment2)
           chompKeep = false;
-        lines.push(blockItemPrefix + str2);
+        lines2.push(blockItemPrefix + str2);
       }
       let str;
-      if (lines.length === 0) {
+      if (lines2.length === 0) {
         str = flowChars.start + flowChars.end;
       } else {
-        str = lines[0];
-        for (let i = 1; i < lines.length; ++i) {
-          const line = lines[i];
+        str = lines2[0];
+        for (let i = 1; i < lines2.length; ++i) {
+          const line = lines2[i];
           str += line ? `
 ${indent}${line}` : "\n";
         }
@@ -1932,22 +1932,22 @@ ${indent}${line}` : "\n";
       });
       let reqNewline = false;
       let linesAtValue = 0;
-      const lines = [];
+      const lines2 = [];
       for (let i = 0; i < items.length; ++i) {
         const item = items[i];
         let comment = null;
         if (identity2.isNode(item)) {
           if (item.spaceBefore)
-            lines.push("");
-          addCommentBefore(ctx, lines, item.commentBefore, false);
+            lines2.push("");
+          addCommentBefore(ctx, lines2, item.commentBefore, false);
           if (item.comment)
             comment = item.comment;
         } else if (identity2.isPair(item)) {
           const ik = identity2.isNode(item.key) ? item.key : null;
           if (ik) {
             if (ik.spaceBefore)
-              lines.push("");
-            addCommentBefore(ctx, lines, ik.commentBefore, false);
+              lines2.push("");
+            addCommentBefore(ctx, lines2, ik.commentBefore, false);
             if (ik.comment)
               reqNewline = true;
           }
@@ -1964,12 +1964,12 @@ ${indent}${line}` : "\n";
         if (comment)
           reqNewline = true;
         let str = stringify.stringify(item, itemCtx, () => comment = null);
-        reqNewline || (reqNewline = lines.length > linesAtValue || str.includes("\n"));
+        reqNewline || (reqNewline = lines2.length > linesAtValue || str.includes("\n"));
         if (i < items.length - 1) {
           str += ",";
         } else if (ctx.options.trailingComma) {
           if (ctx.options.lineWidth > 0) {
-            reqNewline || (reqNewline = lines.reduce((sum, line) => sum + line.length + 2, 2) + (str.length + 2) > ctx.options.lineWidth);
+            reqNewline || (reqNewline = lines2.reduce((sum, line) => sum + line.length + 2, 2) + (str.length + 2) > ctx.options.lineWidth);
           }
           if (reqNewline) {
             str += ",";
@@ -1977,35 +1977,35 @@ ${indent}${line}` : "\n";
         }
         if (comment)
           str += stringifyComment.lineComment(str, itemIndent, commentString(comment));
-        lines.push(str);
-        linesAtValue = lines.length;
+        lines2.push(str);
+        linesAtValue = lines2.length;
       }
       const { start, end } = flowChars;
-      if (lines.length === 0) {
+      if (lines2.length === 0) {
         return start + end;
       } else {
         if (!reqNewline) {
-          const len = lines.reduce((sum, line) => sum + line.length + 2, 2);
+          const len = lines2.reduce((sum, line) => sum + line.length + 2, 2);
           reqNewline = ctx.options.lineWidth > 0 && len > ctx.options.lineWidth;
         }
         if (reqNewline) {
           let str = start;
-          for (const line of lines)
+          for (const line of lines2)
             str += line ? `
 ${indentStep}${indent}${line}` : "\n";
           return `${str}
 ${indent}${end}`;
         } else {
-          return `${start}${fcPadding}${lines.join(" ")}${fcPadding}${end}`;
+          return `${start}${fcPadding}${lines2.join(" ")}${fcPadding}${end}`;
         }
       }
     }
-    function addCommentBefore({ indent, options: { commentString } }, lines, comment, chompKeep) {
+    function addCommentBefore({ indent, options: { commentString } }, lines2, comment, chompKeep) {
       if (comment && chompKeep)
         comment = comment.replace(/^\n+/, "");
       if (comment) {
         const ic = stringifyComment.indentComment(commentString(comment), indent);
-        lines.push(ic.trimStart());
+        lines2.push(ic.trimStart());
       }
     }
     exports.stringifyCollection = stringifyCollection;
@@ -2503,7 +2503,7 @@ var require_schema = __commonJS({
     var _null = require_null();
     var seq = require_seq();
     var string = require_string();
-    var bool = require_bool();
+    var bool2 = require_bool();
     var float = require_float();
     var int = require_int();
     var schema = [
@@ -2511,7 +2511,7 @@ var require_schema = __commonJS({
       seq.seq,
       string.string,
       _null.nullTag,
-      bool.boolTag,
+      bool2.boolTag,
       int.intOct,
       int.int,
       int.intHex,
@@ -2643,11 +2643,11 @@ var require_binary = __commonJS({
         if (type !== Scalar.Scalar.QUOTE_DOUBLE) {
           const lineWidth = Math.max(ctx.options.lineWidth - ctx.indent.length, ctx.options.minContentWidth);
           const n = Math.ceil(str.length / lineWidth);
-          const lines = new Array(n);
+          const lines2 = new Array(n);
           for (let i = 0, o = 0; i < n; ++i, o += lineWidth) {
-            lines[i] = str.substr(o, lineWidth);
+            lines2[i] = str.substr(o, lineWidth);
           }
-          str = lines.join(type === Scalar.Scalar.BLOCK_LITERAL ? "\n" : " ");
+          str = lines2.join(type === Scalar.Scalar.BLOCK_LITERAL ? "\n" : " ");
         }
         return stringifyString.stringifyString({ comment, type, value: str }, ctx, onComment, onChompKeep);
       }
@@ -3158,7 +3158,7 @@ var require_schema3 = __commonJS({
     var seq = require_seq();
     var string = require_string();
     var binary = require_binary();
-    var bool = require_bool2();
+    var bool2 = require_bool2();
     var float = require_float2();
     var int = require_int2();
     var merge = require_merge();
@@ -3171,8 +3171,8 @@ var require_schema3 = __commonJS({
       seq.seq,
       string.string,
       _null.nullTag,
-      bool.trueTag,
-      bool.falseTag,
+      bool2.trueTag,
+      bool2.falseTag,
       int.intBin,
       int.intOct,
       int.int,
@@ -3201,7 +3201,7 @@ var require_tags = __commonJS({
     var _null = require_null();
     var seq = require_seq();
     var string = require_string();
-    var bool = require_bool();
+    var bool2 = require_bool();
     var float = require_float();
     var int = require_int();
     var schema = require_schema();
@@ -3222,7 +3222,7 @@ var require_tags = __commonJS({
     ]);
     var tagsByName = {
       binary: binary.binary,
-      bool: bool.boolTag,
+      bool: bool2.boolTag,
       float: float.float,
       floatExp: float.floatExp,
       floatNaN: float.floatNaN,
@@ -3327,35 +3327,35 @@ var require_stringifyDocument = __commonJS({
     var stringify = require_stringify();
     var stringifyComment = require_stringifyComment();
     function stringifyDocument(doc, options) {
-      const lines = [];
+      const lines2 = [];
       let hasDirectives = options.directives === true;
       if (options.directives !== false && doc.directives) {
         const dir = doc.directives.toString(doc);
         if (dir) {
-          lines.push(dir);
+          lines2.push(dir);
           hasDirectives = true;
         } else if (doc.directives.docStart)
           hasDirectives = true;
       }
       if (hasDirectives)
-        lines.push("---");
+        lines2.push("---");
       const ctx = stringify.createStringifyContext(doc, options);
       const { commentString } = ctx.options;
       if (doc.commentBefore) {
-        if (lines.length !== 1)
-          lines.unshift("");
+        if (lines2.length !== 1)
+          lines2.unshift("");
         const cs = commentString(doc.commentBefore);
-        lines.unshift(stringifyComment.indentComment(cs, ""));
+        lines2.unshift(stringifyComment.indentComment(cs, ""));
       }
       let chompKeep = false;
       let contentComment = null;
       if (doc.contents) {
         if (identity2.isNode(doc.contents)) {
           if (doc.contents.spaceBefore && hasDirectives)
-            lines.push("");
+            lines2.push("");
           if (doc.contents.commentBefore) {
             const cs = commentString(doc.contents.commentBefore);
-            lines.push(stringifyComment.indentComment(cs, ""));
+            lines2.push(stringifyComment.indentComment(cs, ""));
           }
           ctx.forceBlockIndent = !!doc.comment;
           contentComment = doc.contents.comment;
@@ -3364,36 +3364,36 @@ var require_stringifyDocument = __commonJS({
         let body = stringify.stringify(doc.contents, ctx, () => contentComment = null, onChompKeep);
         if (contentComment)
           body += stringifyComment.lineComment(body, "", commentString(contentComment));
-        if ((body[0] === "|" || body[0] === ">") && lines[lines.length - 1] === "---") {
-          lines[lines.length - 1] = `--- ${body}`;
+        if ((body[0] === "|" || body[0] === ">") && lines2[lines2.length - 1] === "---") {
+          lines2[lines2.length - 1] = `--- ${body}`;
         } else
-          lines.push(body);
+          lines2.push(body);
       } else {
-        lines.push(stringify.stringify(doc.contents, ctx));
+        lines2.push(stringify.stringify(doc.contents, ctx));
       }
       if (doc.directives?.docEnd) {
         if (doc.comment) {
           const cs = commentString(doc.comment);
           if (cs.includes("\n")) {
-            lines.push("...");
-            lines.push(stringifyComment.indentComment(cs, ""));
+            lines2.push("...");
+            lines2.push(stringifyComment.indentComment(cs, ""));
           } else {
-            lines.push(`... ${cs}`);
+            lines2.push(`... ${cs}`);
           }
         } else {
-          lines.push("...");
+          lines2.push("...");
         }
       } else {
         let dc = doc.comment;
         if (dc && chompKeep)
           dc = dc.replace(/^\n+/, "");
         if (dc) {
-          if ((!chompKeep || contentComment) && lines[lines.length - 1] !== "")
-            lines.push("");
-          lines.push(stringifyComment.indentComment(commentString(dc), ""));
+          if ((!chompKeep || contentComment) && lines2[lines2.length - 1] !== "")
+            lines2.push("");
+          lines2.push(stringifyComment.indentComment(commentString(dc), ""));
         }
       }
-      return lines.join("\n") + "\n";
+      return lines2.join("\n") + "\n";
     }
     exports.stringifyDocument = stringifyDocument;
   }
@@ -4455,17 +4455,17 @@ var require_resolve_block_scalar = __commonJS({
       if (!header)
         return { value: "", type: null, comment: "", range: [start, start, start] };
       const type = header.mode === ">" ? Scalar.Scalar.BLOCK_FOLDED : Scalar.Scalar.BLOCK_LITERAL;
-      const lines = scalar.source ? splitLines(scalar.source) : [];
-      let chompStart = lines.length;
-      for (let i = lines.length - 1; i >= 0; --i) {
-        const content = lines[i][1];
+      const lines2 = scalar.source ? splitLines(scalar.source) : [];
+      let chompStart = lines2.length;
+      for (let i = lines2.length - 1; i >= 0; --i) {
+        const content = lines2[i][1];
         if (content === "" || content === "\r")
           chompStart = i;
         else
           break;
       }
       if (chompStart === 0) {
-        const value2 = header.chomp === "+" && lines.length > 0 ? "\n".repeat(Math.max(1, lines.length - 1)) : "";
+        const value2 = header.chomp === "+" && lines2.length > 0 ? "\n".repeat(Math.max(1, lines2.length - 1)) : "";
         let end2 = start + header.length;
         if (scalar.source)
           end2 += scalar.source.length;
@@ -4475,7 +4475,7 @@ var require_resolve_block_scalar = __commonJS({
       let offset = scalar.offset + header.length;
       let contentStart = 0;
       for (let i = 0; i < chompStart; ++i) {
-        const [indent, content] = lines[i];
+        const [indent, content] = lines2[i];
         if (content === "" || content === "\r") {
           if (header.indent === 0 && indent.length > trimIndent)
             trimIndent = indent.length;
@@ -4495,17 +4495,17 @@ var require_resolve_block_scalar = __commonJS({
         }
         offset += indent.length + content.length + 1;
       }
-      for (let i = lines.length - 1; i >= chompStart; --i) {
-        if (lines[i][0].length > trimIndent)
+      for (let i = lines2.length - 1; i >= chompStart; --i) {
+        if (lines2[i][0].length > trimIndent)
           chompStart = i + 1;
       }
       let value = "";
       let sep = "";
       let prevMoreIndented = false;
       for (let i = 0; i < contentStart; ++i)
-        value += lines[i][0].slice(trimIndent) + "\n";
+        value += lines2[i][0].slice(trimIndent) + "\n";
       for (let i = contentStart; i < chompStart; ++i) {
-        let [indent, content] = lines[i];
+        let [indent, content] = lines2[i];
         offset += indent.length + content.length + 1;
         const crlf = content[content.length - 1] === "\r";
         if (crlf)
@@ -4542,8 +4542,8 @@ var require_resolve_block_scalar = __commonJS({
         case "-":
           break;
         case "+":
-          for (let i = chompStart; i < lines.length; ++i)
-            value += "\n" + lines[i][0].slice(trimIndent);
+          for (let i = chompStart; i < lines2.length; ++i)
+            value += "\n" + lines2[i][0].slice(trimIndent);
           if (value[value.length - 1] !== "\n")
             value += "\n";
           break;
@@ -4618,10 +4618,10 @@ var require_resolve_block_scalar = __commonJS({
       const first = split[0];
       const m = first.match(/^( *)/);
       const line0 = m?.[1] ? [m[1], first.slice(m[1].length)] : ["", first];
-      const lines = [line0];
+      const lines2 = [line0];
       for (let i = 1; i < split.length; i += 2)
-        lines.push([split[i], split[i + 1]]);
-      return lines;
+        lines2.push([split[i], split[i + 1]]);
+      return lines2;
     }
     exports.resolveBlockScalar = resolveBlockScalar;
   }
@@ -13876,7 +13876,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv: createDecipheriv3,
       createECDH,
-      createHash: createHash7,
+      createHash: createHash8,
       createHmac: createHmac3,
       createSign,
       createVerify,
@@ -14564,11 +14564,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash7("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash8("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash7("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash8("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -14733,8 +14733,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash7("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash7("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash8("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash8("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -14774,7 +14774,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac3(
           "sha1",
-          createHash7("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash8("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -15117,8 +15117,8 @@ var require_agent = __commonJS({
     var { Socket } = __require("net");
     var { Duplex } = __require("stream");
     var { resolve: resolve5 } = __require("path");
-    var { readFile: readFile8 } = __require("fs");
-    var { execFile, spawn: spawn4 } = __require("child_process");
+    var { readFile: readFile9 } = __require("fs");
+    var { execFile, spawn: spawn5 } = __require("child_process");
     var { isParsedKey, parseKey } = require_keyParser();
     var {
       makeBufferParser,
@@ -15295,7 +15295,7 @@ var require_agent = __commonJS({
             return cb(new Error("Unexpected multiple agent requests"));
           this.buffer = null;
           let error;
-          const proc = this.proc = spawn4(EXEPATH, [data.length]);
+          const proc = this.proc = spawn5(EXEPATH, [data.length]);
           proc.stdout.on("data", (data2) => {
             this.push(data2);
           });
@@ -15335,7 +15335,7 @@ var require_agent = __commonJS({
           cb = once2(cb);
           let socketPath = this.socketPath;
           let triedCygpath = false;
-          readFile8(socketPath, function readCygsocket(err, data) {
+          readFile9(socketPath, function readCygsocket(err, data) {
             if (err) {
               if (triedCygpath)
                 return cb(new Error("Invalid cygwin unix socket path"));
@@ -15344,7 +15344,7 @@ var require_agent = __commonJS({
                   return cb(new Error("Invalid cygwin unix socket path"));
                 triedCygpath = true;
                 socketPath = stdout2.toString().replace(/[\r\n]/g, "");
-                readFile8(socketPath, readCygsocket);
+                readFile9(socketPath, readCygsocket);
               });
               return;
             }
@@ -17096,7 +17096,7 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash7,
+      createHash: createHash8,
       createPublicKey: createPublicKey2,
       diffieHellman: diffieHellman2,
       generateKeyPairSync: generateKeyPairSync2,
@@ -17522,7 +17522,7 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash = createHash7(this.hashName);
+          const hash = createHash8(this.hashName);
           hashString(hash, isServer ? this._remoteIdentRaw : this._identRaw);
           hashString(hash, isServer ? this._identRaw : this._remoteIdentRaw);
           hashString(hash, isServer ? this._remoteKexinit : this._kexinit);
@@ -18530,9 +18530,9 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash7(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest = createHash8(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest.length < len) {
-          const chunk = createHash7(hashName).update(secret).update(exchangeHash).update(digest).digest();
+          const chunk = createHash8(hashName).update(secret).update(exchangeHash).update(digest).digest();
           const extended = Buffer.allocUnsafe(digest.length + chunk.length);
           extended.set(digest, 0);
           extended.set(chunk, digest.length);
@@ -19297,7 +19297,7 @@ var require_Protocol = __commonJS({
           sendPacket(this, this._packetRW.write.finalize(packet));
         });
       }
-      authHostbased(username, pubKey, hostname3, userlocal, keyAlgo, cbSign) {
+      authHostbased(username, pubKey, hostname4, userlocal, keyAlgo, cbSign) {
         if (this._server)
           throw new Error("Client-only method called in server mode");
         pubKey = parseKey(pubKey);
@@ -19316,7 +19316,7 @@ var require_Protocol = __commonJS({
         const pubKeyLen = pubKey.length;
         const sessionID = this._kex.sessionID;
         const sesLen = sessionID.length;
-        const hostnameLen = Buffer.byteLength(hostname3);
+        const hostnameLen = Buffer.byteLength(hostname4);
         const userlocalLen = Buffer.byteLength(userlocal);
         const data = Buffer.allocUnsafe(
           4 + sesLen + 1 + 4 + userLen + 4 + 14 + 4 + 9 + 4 + algoLen + 4 + pubKeyLen + 4 + hostnameLen + 4 + userlocalLen
@@ -19336,7 +19336,7 @@ var require_Protocol = __commonJS({
         writeUInt32BE(data, pubKeyLen, p += algoLen);
         data.set(pubKey, p += 4);
         writeUInt32BE(data, hostnameLen, p += pubKeyLen);
-        data.utf8Write(hostname3, p += 4, hostnameLen);
+        data.utf8Write(hostname4, p += 4, hostnameLen);
         writeUInt32BE(data, userlocalLen, p += hostnameLen);
         data.utf8Write(userlocal, p += 4, userlocalLen);
         cbSign(data, (signature) => {
@@ -20158,7 +20158,7 @@ var require_Protocol = __commonJS({
       let end = p;
       let needNL = false;
       let lineLen = 0;
-      let lines = 0;
+      let lines2 = 0;
       for (; p < data.length; ++p) {
         const ch = data[p];
         if (ch === 13) {
@@ -20196,7 +20196,7 @@ var require_Protocol = __commonJS({
           }
           if (this._server)
             throw new Error("Greetings from clients not permitted");
-          if (++lines > MAX_LINES)
+          if (++lines2 > MAX_LINES)
             throw new Error("Max greeting lines exceeded");
           needNL = false;
           start = p + 1;
@@ -20309,7 +20309,7 @@ var require_node_fs_compat = __commonJS({
         res = `_${val.slice(i - 3, i)}${res}`;
       return `${val.slice(0, i)}${res}`;
     }
-    function oneOf(expected, thing) {
+    function oneOf2(expected, thing) {
       assert(typeof thing === "string", "`thing` has to be of type string");
       if (Array.isArray(expected)) {
         const len = expected.length;
@@ -20375,10 +20375,10 @@ ${suffix}`;
         }
         let msg;
         if (name.endsWith(" argument")) {
-          msg = `The ${name} ${determiner} ${oneOf(expected, "type")}`;
+          msg = `The ${name} ${determiner} ${oneOf2(expected, "type")}`;
         } else {
           const type = name.includes(".") ? "property" : "argument";
-          msg = `The "${name}" ${type} ${determiner} ${oneOf(expected, "type")}`;
+          msg = `The "${name}" ${type} ${determiner} ${oneOf2(expected, "type")}`;
         }
         msg += `. Received type ${typeof actual}`;
         this.message = msg;
@@ -20972,12 +20972,12 @@ var require_SFTP = __commonJS({
                   });
                   return;
                 }
-                writeAll(this, handle, buffer, 0, buffer.length, st.size, callback);
+                writeAll2(this, handle, buffer, 0, buffer.length, st.size, callback);
               };
               this.fstat(handle, tryStat);
               return;
             }
-            writeAll(this, handle, buffer, 0, buffer.length, position, callback);
+            writeAll2(this, handle, buffer, 0, buffer.length, position, callback);
           }
         });
       }
@@ -22217,7 +22217,7 @@ var require_SFTP = __commonJS({
         }
       });
     }
-    function writeAll(sftp, handle, buffer, offset, length, position, callback_) {
+    function writeAll2(sftp, handle, buffer, offset, length, position, callback_) {
       const callback = typeof callback_ === "function" ? callback_ : void 0;
       sftp.write(
         handle,
@@ -22237,7 +22237,7 @@ var require_SFTP = __commonJS({
             offset += written;
             length -= written;
             position += written;
-            writeAll(sftp, handle, buffer, offset, length, position, callback);
+            writeAll2(sftp, handle, buffer, offset, length, position, callback);
           }
         }
       );
@@ -23967,7 +23967,7 @@ var require_client = __commonJS({
   "node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash7,
+      createHash: createHash8,
       getHashes,
       randomFillSync
     } = __require("crypto");
@@ -24189,7 +24189,7 @@ var require_client = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash7(hashAlgo).update(key).digest("hex");
+              key = createHash8(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -27028,7 +27028,7 @@ var require_keygen = __commonJS({
       generateKeyPair: generateKeyPair_,
       generateKeyPairSync: generateKeyPairSync_,
       getCurves,
-      randomBytes: randomBytes7
+      randomBytes: randomBytes9
     } = __require("crypto");
     var { Ber } = require_lib();
     var bcrypt_pbkdf = require_bcrypt_pbkdf().pbkdf;
@@ -27292,7 +27292,7 @@ var require_keygen = __commonJS({
                 rounds = opts.rounds;
             }
             const gen = Buffer.allocUnsafe(cipher.keyLen + cipher.ivLen);
-            const salt = randomBytes7(SALT_LEN);
+            const salt = randomBytes9(SALT_LEN);
             const r = bcrypt_pbkdf(
               passphrase,
               passphrase.length,
@@ -27331,7 +27331,7 @@ var require_keygen = __commonJS({
           const kdfOptions = encrypted ? encrypted.kdfOptions : Buffer.alloc(0);
           const blockLen = encrypted ? encrypted.cipher.blockLen : 8;
           const parsed = parseDERs(keyType, pub, priv);
-          const checkInt = randomBytes7(4);
+          const checkInt = randomBytes9(4);
           const commentBin = Buffer.from(comment);
           const privBlobLen = 4 + 4 + parsed.priv.length + 4 + commentBin.length;
           let padding2 = [];
@@ -27539,8 +27539,17 @@ function describeError(error) {
     return error.hint ? `${error.message}
 hint: ${error.hint}` : error.message;
   }
-  return error instanceof Error ? error.message : String(error);
+  const message = error instanceof Error ? error.message : String(error);
+  const hint = SYSTEM_ERROR_HINTS[error?.code ?? ""];
+  return hint ? `${message}
+hint: ${hint}` : message;
 }
+var SYSTEM_ERROR_HINTS = {
+  ENOSPC: "the disk is full: free space or write elsewhere (--out, the restore target, or TMPDIR); partial files were removed and nothing older was changed",
+  EDQUOT: "the disk quota is exhausted: free space or write elsewhere",
+  EACCES: "permission denied: run as root or as the looker user, or fix the permissions of that path",
+  EROFS: "the filesystem is read-only: write elsewhere"
+};
 
 // src/cli/args.ts
 import { parseArgs } from "node:util";
@@ -27614,9 +27623,8 @@ function integerOption(values, name, command, range) {
 }
 
 // src/cli/commands.ts
-import { createReadStream as createReadStream4 } from "node:fs";
-import { open as open4, stat as stat5 } from "node:fs/promises";
-import { hostname as hostname2 } from "node:os";
+import { createReadStream as createReadStream5 } from "node:fs";
+import { open as open2, stat as stat6 } from "node:fs/promises";
 import { resolve as resolve4 } from "node:path";
 
 // src/config/keys.ts
@@ -27883,14 +27891,16 @@ function passphraseFromEnv(variable, where) {
 // src/engine/backup.ts
 import { createHash as createHash2 } from "node:crypto";
 import { existsSync } from "node:fs";
-import { hostname } from "node:os";
+import { hostname as hostname2 } from "node:os";
 import { join as join2 } from "node:path";
 import { Readable, Transform as Transform3 } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 
 // src/archive/pack.ts
 import { createHash } from "node:crypto";
-import { open, readlink } from "node:fs/promises";
+import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 
 // src/archive/catalog.ts
 var CATALOG_PATH = "meta/catalog.jsonl";
@@ -27914,9 +27924,9 @@ function parseCatalogLine(line, lineNumber) {
 }
 function parseCatalog(text) {
   const entries = /* @__PURE__ */ new Map();
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
+  const lines2 = text.split("\n");
+  for (let i = 0; i < lines2.length; i++) {
+    const line = lines2[i];
     if (line === "") continue;
     const entry2 = parseCatalogLine(line, i + 1);
     if (entries.has(entry2.path)) throw new IntegrityError(`catalog lists ${entry2.path} twice`);
@@ -28180,128 +28190,117 @@ function writeChecksum(block) {
 }
 
 // src/archive/pack.ts
-var CHUNK_SIZE = 1 << 20;
-var READ_AHEAD = 16;
-var ZEROS = Buffer.alloc(512);
+var DEFAULT_PACK_CHUNK_SIZE = 1 << 20;
+var ZEROS = Buffer.alloc(64 * 1024);
 var ArchivePacker = class {
   constructor(options) {
     this.options = options;
+    this.out = new ChunkAssembler(
+      options.allocateChunk ?? (() => Buffer.allocUnsafeSlow(DEFAULT_PACK_CHUNK_SIZE))
+    );
   }
   options;
   catalog = [];
   warnings = [];
   bytesIn = 0;
+  /** dev:ino of a multiply-linked file -> the catalog entry of its first name. */
   hardLinks = /* @__PURE__ */ new Map();
+  out;
   result() {
     return { catalog: this.catalog, warnings: this.warnings, bytesIn: this.bytesIn };
   }
   async *stream() {
     const { entries, meta } = this.options;
-    yield* this.bufferMember(BACKUP_META_PATH, Buffer.from(`${JSON.stringify(meta, null, 2)}
+    this.bufferMember(BACKUP_META_PATH, Buffer.from(`${JSON.stringify(meta, null, 2)}
 `), 384);
-    const reads = new ReadAhead(entries, READ_AHEAD);
-    for (let i = 0; i < entries.length; i++) {
+    yield* this.out.takeFull();
+    for (const entry2 of entries) {
       this.options.signal?.throwIfAborted();
-      yield* this.member(entries[i], reads.take(i));
+      yield* this.member(entry2);
+      this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
     }
     for (const extra of await this.options.extraMembers?.() ?? []) yield* this.extraMember(extra);
-    yield* this.catalogMember();
-    yield encodeEndOfArchive();
+    this.catalogMember();
+    this.out.write(encodeEndOfArchive());
+    yield* this.out.takeFull();
+    const last = this.out.takeRest();
+    if (last !== void 0) yield last;
   }
-  async *member(entry2, prefetched) {
+  *member(entry2) {
     const { stats, archivePath: archivePath2 } = entry2;
     if (entry2.type === "directory") {
-      yield this.header(headerOf(archivePath2, "directory", stats));
+      this.writeHeader(headerOf(archivePath2, "directory", stats));
     } else if (entry2.type === "symlink") {
-      const target = await readlink(entry2.sourcePath).catch((e) => this.vanished(entry2, e));
+      const target = this.attempt(entry2, () => readlinkSync(entry2.sourcePath));
       if (target !== void 0)
-        yield this.header({ ...headerOf(archivePath2, "symlink", stats), linkTarget: target });
+        this.writeHeader({ ...headerOf(archivePath2, "symlink", stats), linkTarget: target });
     } else {
-      const firstPath = this.hardLinkTarget(entry2);
-      if (firstPath !== void 0) {
-        const first = this.catalog.find((c) => c.path === firstPath);
-        yield this.header(
-          { ...headerOf(archivePath2, "hardlink", stats), linkTarget: firstPath },
-          first?.sha256
-        );
+      const first = this.hardLinkTarget(entry2);
+      if (first !== void 0) {
+        const header = { ...headerOf(archivePath2, "hardlink", stats), linkTarget: first.path };
+        const catalogEntry = this.writeHeader(header);
+        if (first.sha256 !== void 0) catalogEntry.sha256 = first.sha256;
       } else {
-        yield* this.fileMember(entry2, prefetched);
+        yield* this.fileMember(entry2);
       }
     }
-    this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
+    yield* this.out.takeFull();
   }
   /** The second and later names of a hard-linked file become link members, as GNU tar does. */
   hardLinkTarget(entry2) {
     if (entry2.stats.nlink < 2) return void 0;
-    const key = `${entry2.stats.dev}:${entry2.stats.ino}`;
-    const first = this.hardLinks.get(key);
-    if (first === void 0) this.hardLinks.set(key, entry2.archivePath);
-    return first;
+    return this.hardLinks.get(`${entry2.stats.dev}:${entry2.stats.ino}`);
   }
-  async *fileMember(entry2, prefetched) {
-    const read = prefetched ? await prefetched : void 0;
-    if (read?.kind === "error") {
-      this.vanished(entry2, read.error);
-      return;
-    }
-    if (read?.kind === "whole") {
-      const { stats, content, changed } = read;
-      const hash = createHash("sha256").update(content).digest("hex");
-      yield this.header(headerOf(entry2.archivePath, "file", stats, content.length), hash, changed);
-      yield content;
-      yield padding(content.length);
-      this.bytesIn += content.length;
-      return;
-    }
-    let handle;
+  *fileMember(entry2) {
+    const fd = this.attempt(entry2, () => openSync(entry2.sourcePath, "r"));
+    if (fd === void 0) return;
     try {
-      handle = await open(entry2.sourcePath, "r");
-    } catch (error) {
-      this.vanished(entry2, error);
-      return;
-    }
-    try {
-      yield* this.streamFile(entry2, handle);
+      yield* this.fileBody(entry2, fd);
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
   }
-  async *streamFile(entry2, handle) {
-    const before = await handle.stat();
+  *fileBody(entry2, fd) {
+    const before = fstatSync(fd);
     const size = before.size;
+    const catalogEntry = this.writeHeader(headerOf(entry2.archivePath, "file", before, size));
+    if (entry2.stats.nlink > 1) this.hardLinks.set(`${entry2.stats.dev}:${entry2.stats.ino}`, catalogEntry);
     const hash = createHash("sha256");
-    const catalogEntry = this.catalogEntryFor(headerOf(entry2.archivePath, "file", before, size));
-    yield encodeHeader(headerOf(entry2.archivePath, "file", before, size));
     let offset = 0;
     while (offset < size) {
-      this.options.signal?.throwIfAborted();
-      const want = Math.min(CHUNK_SIZE, size - offset);
-      const chunk = Buffer.allocUnsafe(want);
-      const { bytesRead } = await handle.read(chunk, 0, want, offset);
+      const { buffer, start, room } = this.out.space();
+      const bytesRead = readSync(fd, buffer, start, Math.min(room, size - offset), offset);
       if (bytesRead === 0) break;
-      const data = bytesRead === want ? chunk : chunk.subarray(0, bytesRead);
-      hash.update(data);
+      hash.update(buffer.subarray(start, start + bytesRead));
+      this.out.commit(bytesRead);
       offset += bytesRead;
       this.bytesIn += bytesRead;
-      yield data;
+      if (this.out.isFull) {
+        yield* this.out.takeFull();
+        this.options.signal?.throwIfAborted();
+      }
     }
-    if (offset < size) {
-      const filler = Buffer.alloc(size - offset);
-      hash.update(filler);
-      yield filler;
-    }
-    yield padding(size);
-    const after = await handle.stat();
-    const changed = offset < size || changedWhileRead(before, after);
+    if (offset < size) this.writeZeros(size - offset, hash);
+    this.out.write(padding(size));
+    const changed = offset < size || changedWhileRead(before, fstatSync(fd));
     catalogEntry.sha256 = hash.digest("hex");
     if (changed) this.warn(catalogEntry, `${entry2.archivePath} changed while it was read`);
   }
-  async *bufferMember(path, content, mode) {
+  writeZeros(length, hash) {
+    for (let left = length; left > 0; ) {
+      const zeros = ZEROS.subarray(0, Math.min(left, ZEROS.length));
+      hash.update(zeros);
+      this.out.write(zeros);
+      left -= zeros.length;
+    }
+  }
+  bufferMember(path, content, mode) {
     const now = Date.now() / 1e3;
     const header = { path, type: "file", size: content.length, mode, uid: 0, gid: 0, mtime: now };
-    yield this.header(header, createHash("sha256").update(content).digest("hex"));
-    yield content;
-    yield padding(content.length);
+    const catalogEntry = this.writeHeader(header);
+    catalogEntry.sha256 = createHash("sha256").update(content).digest("hex");
+    this.out.write(content);
+    this.out.write(padding(content.length));
   }
   async *extraMember(extra) {
     const header = {
@@ -28313,42 +28312,48 @@ var ArchivePacker = class {
       gid: 0,
       mtime: extra.mtime
     };
-    const catalogEntry = this.catalogEntryFor(header);
-    yield encodeHeader(header);
+    const catalogEntry = this.writeHeader(header);
     const hash = createHash("sha256");
     let written = 0;
     for await (const chunk of extra.body()) {
       hash.update(chunk);
       written += chunk.length;
-      yield chunk;
+      if (written > extra.size) break;
+      this.out.write(chunk);
+      yield* this.out.takeFull();
     }
     if (written !== extra.size) {
-      throw new InputError(`${extra.path}: expected ${extra.size} bytes, the producer gave ${written}`);
+      throw new InputError(
+        `${extra.path}: expected ${extra.size} bytes, the producer gave ${written > extra.size ? "more" : written}`
+      );
     }
-    yield padding(extra.size);
+    this.out.write(padding(extra.size));
     this.bytesIn += written;
     catalogEntry.sha256 = hash.digest("hex");
+    yield* this.out.takeFull();
   }
-  async *catalogMember() {
+  catalogMember() {
     const content = Buffer.from(this.catalog.map(catalogLine).join(""));
     const now = Date.now() / 1e3;
-    yield encodeHeader({
-      path: CATALOG_PATH,
-      type: "file",
-      size: content.length,
-      mode: 384,
-      uid: 0,
-      gid: 0,
-      mtime: now
-    });
-    yield content;
-    yield padding(content.length);
+    this.out.write(
+      encodeHeader({
+        path: CATALOG_PATH,
+        type: "file",
+        size: content.length,
+        mode: 384,
+        uid: 0,
+        gid: 0,
+        mtime: now
+      })
+    );
+    this.out.write(content);
+    this.out.write(padding(content.length));
   }
-  header(header, sha256, changed = false) {
+  /** Writes the member's header and records it in the catalog. */
+  writeHeader(header) {
     const entry2 = this.catalogEntryFor(header);
-    if (sha256 !== void 0) entry2.sha256 = sha256;
-    if (changed) this.warn(entry2, `${header.path} changed while it was read`);
-    return encodeHeader(header);
+    this.out.write(encodeHeader(header));
+    return entry2;
   }
   catalogEntryFor(header) {
     const entry2 = {
@@ -28368,6 +28373,14 @@ var ArchivePacker = class {
     entry2.warning = message;
     this.warnings.push(message);
   }
+  /** Runs a filesystem call for an entry; a vanished or unreadable path becomes undefined (see vanished). */
+  attempt(entry2, call) {
+    try {
+      return call();
+    } catch (error) {
+      return this.vanished(entry2, error);
+    }
+  }
   /** A path that disappears between selection and reading is normal on a live host; an unreadable required one is not. */
   vanished(entry2, error) {
     const code = error.code;
@@ -28379,6 +28392,49 @@ var ArchivePacker = class {
     if (entry2.required) throw new InputError(message, "run the backup as root or as the looker user");
     this.warnings.push(message);
     return void 0;
+  }
+};
+var ChunkAssembler = class {
+  constructor(allocate) {
+    this.allocate = allocate;
+  }
+  allocate;
+  chunk;
+  filled = 0;
+  full = [];
+  get isFull() {
+    return this.full.length > 0;
+  }
+  /** The free space of the current chunk (at least one byte). */
+  space() {
+    this.chunk ??= this.allocate();
+    return { buffer: this.chunk, start: this.filled, room: this.chunk.length - this.filled };
+  }
+  commit(length) {
+    this.filled += length;
+    if (this.filled === this.chunk.length) {
+      this.full.push(this.chunk);
+      this.chunk = void 0;
+      this.filled = 0;
+    }
+  }
+  write(bytes) {
+    for (let offset = 0; offset < bytes.length; ) {
+      const { buffer, start, room } = this.space();
+      const copied = bytes.copy(buffer, start, offset, offset + Math.min(room, bytes.length - offset));
+      offset += copied;
+      this.commit(copied);
+    }
+  }
+  *takeFull() {
+    while (this.full.length > 0) yield this.full.shift();
+  }
+  /** The partly filled last chunk, if any. */
+  takeRest() {
+    const rest = this.chunk?.subarray(0, this.filled);
+    this.chunk = void 0;
+    this.filled = 0;
+    return rest !== void 0 && rest.length > 0 ? rest : void 0;
   }
 };
 function headerOf(path, type, stats, size = 0) {
@@ -28397,59 +28453,7 @@ function changedWhileRead(before, after) {
   return before.size !== after.size || before.mtimeMs !== after.mtimeMs;
 }
 function padding(size) {
-  const n = paddingFor(size);
-  return n === 0 ? EMPTY : ZEROS.subarray(0, n);
-}
-var EMPTY = Buffer.alloc(0);
-var ReadAhead = class {
-  constructor(entries, depth) {
-    this.entries = entries;
-    this.depth = depth;
-  }
-  entries;
-  depth;
-  pending = /* @__PURE__ */ new Map();
-  next = 0;
-  take(index) {
-    while (this.next < this.entries.length && this.next <= index + this.depth) this.start(this.next++);
-    const read = this.pending.get(index);
-    this.pending.delete(index);
-    return read;
-  }
-  start(index) {
-    const entry2 = this.entries[index];
-    if (entry2.type !== "file" || entry2.stats.size > CHUNK_SIZE || entry2.stats.nlink > 1) return;
-    const read = readSmallFile(entry2.sourcePath);
-    read.catch(() => void 0);
-    this.pending.set(index, read);
-  }
-};
-async function readSmallFile(path) {
-  let handle;
-  try {
-    handle = await open(path, "r");
-  } catch (error) {
-    return { kind: "error", error };
-  }
-  try {
-    const stats = await handle.stat();
-    if (stats.size > CHUNK_SIZE) return { kind: "large" };
-    const buffer = Buffer.allocUnsafe(stats.size + 1);
-    let filled = 0;
-    while (filled < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-    }
-    const after = await handle.stat();
-    const content = buffer.subarray(0, Math.min(filled, stats.size));
-    const changed = filled !== stats.size || changedWhileRead(stats, after);
-    return { kind: "whole", stats, content, changed };
-  } catch (error) {
-    return { kind: "error", error };
-  } finally {
-    await handle.close();
-  }
+  return ZEROS.subarray(0, paddingFor(size));
 }
 
 // src/compress/zstd.ts
@@ -28457,7 +28461,34 @@ import { once } from "node:events";
 import { availableParallelism } from "node:os";
 import { Transform } from "node:stream";
 import { finished } from "node:stream/promises";
-import { createZstdDecompress } from "node:zlib";
+import { createZstdDecompress, zstdDecompressSync } from "node:zlib";
+
+// src/compress/block-pool.ts
+var BlockPool = class {
+  /**
+   * @param blockSize bytes per buffer
+   * @param maxSpare buffers kept for reuse; more are left to the garbage collector, so memory stays bounded
+   */
+  constructor(blockSize, maxSpare = 16) {
+    this.blockSize = blockSize;
+    this.maxSpare = maxSpare;
+  }
+  blockSize;
+  maxSpare;
+  spare = [];
+  /** A buffer of blockSize bytes with unspecified content, owned by the caller until it is given back. */
+  take() {
+    return Buffer.from(this.spare.pop() ?? new ArrayBuffer(this.blockSize));
+  }
+  /** Returns a buffer for reuse; the caller must hold no view of it any more. Other sizes are dropped. */
+  give(buffer) {
+    if (buffer.byteLength === this.blockSize && this.spare.length < this.maxSpare) this.spare.push(buffer);
+  }
+  /** True when `chunk` is exactly one whole buffer of this pool's size (so it can be taken over as a block). */
+  isWholeBlock(chunk) {
+    return chunk.byteOffset === 0 && chunk.length === this.blockSize && chunk.buffer.byteLength === this.blockSize && chunk.buffer instanceof ArrayBuffer;
+  }
+};
 
 // src/compress/zstd-engines.ts
 import { Worker } from "node:worker_threads";
@@ -28609,8 +28640,8 @@ var PoolWorker = class {
     this.pending.clear();
   }
 };
-function compressionFailed(detail, cause) {
-  return new LookerBackupError(`zstd compression failed: ${detail}`, { cause });
+function compressionFailed(detail2, cause) {
+  return new LookerBackupError(`zstd compression failed: ${detail2}`, { cause });
 }
 
 // src/compress/zstd-frames.ts
@@ -28801,11 +28832,17 @@ function createZstdDecompressStream() {
 function resolveCompressOptions(options) {
   const level = options.level ?? DEFAULT_ZSTD_LEVEL;
   const workers = options.workers ?? Math.min(availableParallelism(), DEFAULT_MAX_WORKERS);
-  const blockSize = options.blockSize ?? DEFAULT_ZSTD_BLOCK_SIZE;
+  const blockSize = options.blockSize ?? options.pool?.blockSize ?? DEFAULT_ZSTD_BLOCK_SIZE;
   requireInteger("zstd level", level, -7, 22, "use a level from 1 (fast) to 19 (small); 3 is the default");
   requireInteger("zstd workers", workers, 1, MAX_WORKERS, "use a small number such as the count of cores");
   requireInteger("zstd block size", blockSize, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE2, "4 MiB is the default");
-  return { level, workers, blockSize };
+  if (options.pool !== void 0 && options.pool.blockSize !== blockSize) {
+    throw new InputError(
+      `zstd block size ${blockSize} differs from the buffer pool's ${options.pool.blockSize}`,
+      "give the pool the block size, or leave blockSize out"
+    );
+  }
+  return { level, workers, blockSize, pool: options.pool };
 }
 function requireInteger(what, value, min, max, hint) {
   if (!Number.isInteger(value) || value < min || value > max) {
@@ -28821,8 +28858,10 @@ var ZstdBlockCompressStream = class extends Transform {
   engine;
   block;
   filled = 0;
-  /** Input buffers returned by the engine, reused for later blocks. */
-  spareBuffers = [];
+  /** Where blocks come from and go back to once compressed (the caller's, when it gave one). */
+  pool;
+  /** Whole pool buffers written to us are compressed in place (the writer gave them up). */
+  adoptWholeBlocks;
   nextSequence = 0;
   nextToPush = 0;
   /**
@@ -28840,7 +28879,9 @@ var ZstdBlockCompressStream = class extends Transform {
     this.options = options;
     const byMemory = Math.max(2, Math.floor(MAX_IN_FLIGHT_BYTES / options.blockSize));
     this.threads = Math.min(options.workers, byMemory);
-    this.maxBlocksHeld = this.threads === 1 ? 1 : Math.min(2 * this.threads, byMemory);
+    this.maxBlocksHeld = this.threads === 1 ? 1 : Math.min(this.threads + 1, byMemory);
+    this.adoptWholeBlocks = options.pool !== void 0;
+    this.pool = options.pool ?? new BlockPool(options.blockSize, this.maxBlocksHeld + 1);
   }
   _transform(chunk, _encoding, callback) {
     this.consume(chunk).then(() => callback(), callback);
@@ -28866,9 +28907,16 @@ var ZstdBlockCompressStream = class extends Transform {
     );
   }
   async consume(chunk) {
+    if (this.adoptWholeBlocks && this.filled === 0 && this.pool.isWholeBlock(chunk)) {
+      await this.waitForRoom();
+      this.block = chunk;
+      this.filled = chunk.length;
+      this.dispatch(false);
+      return;
+    }
     let offset = 0;
     while (offset < chunk.length) {
-      this.block ??= Buffer.from(this.spareBuffers.pop() ?? new ArrayBuffer(this.options.blockSize));
+      this.block ??= this.pool.take();
       const copied = chunk.copy(this.block, this.filled, offset);
       this.filled += copied;
       offset += copied;
@@ -28895,7 +28943,7 @@ var ZstdBlockCompressStream = class extends Transform {
     this.blocksHeld++;
     this.engineFor(lastBlock).compress(input, length).then(
       ({ frame, input: returned }) => {
-        if (returned.byteLength === this.options.blockSize) this.spareBuffers.push(returned);
+        this.pool.give(returned);
         this.readyFrames.set(sequence, frame);
         this.pushReadyFrames();
         this.notify();
@@ -28951,10 +28999,17 @@ var ZstdBlockCompressStream = class extends Transform {
   }
 };
 var DECOMPRESS_CHUNK_SIZE = 256 * 1024;
+var MAX_WHOLE_FRAME_CONTENT = 16 * 1024 * 1024;
+var MAX_WHOLE_FRAME_BYTES = MAX_WHOLE_FRAME_CONTENT + (MAX_WHOLE_FRAME_CONTENT >> 7) + 65536;
 var ZstdFramesDecompressStream = class extends Transform {
   scanner = new ZstdFrameScanner();
   frame;
   frameOffset = 0;
+  /** The current frame's bytes, while it may still be decompressed whole; undefined once streaming. */
+  gathered;
+  gatheredBytes = 0;
+  /** The current frame's declared content size, once its header was seen and it fits MAX_WHOLE_FRAME_CONTENT. */
+  wholeContentSize;
   _transform(chunk, _encoding, callback) {
     this.consume(chunk).then(
       () => callback(),
@@ -28979,10 +29034,58 @@ var ZstdFramesDecompressStream = class extends Transform {
   }
   async consume(chunk) {
     for (const event of this.scanner.scan(chunk)) {
-      if (event.kind === "frame-start") this.openFrame(event.offset);
-      else if (event.kind === "data") await this.writeToFrame(event.bytes);
-      else await this.closeFrame();
+      if (event.kind === "frame-start") {
+        this.frameOffset = event.offset;
+        this.gathered = [];
+        this.gatheredBytes = 0;
+        this.wholeContentSize = void 0;
+      } else if (event.kind === "data") {
+        if (this.gathered !== void 0) await this.gather(event.bytes);
+        else await this.writeToFrame(event.bytes);
+      } else if (this.gathered !== void 0) {
+        this.decompressWhole();
+      } else {
+        await this.closeFrame();
+      }
     }
+  }
+  /** Keeps a copy (the producer may reuse its buffer); falls back to streaming when the frame cannot go whole. */
+  async gather(bytes) {
+    const gathered = this.gathered;
+    gathered.push(Buffer.from(bytes));
+    this.gatheredBytes += bytes.length;
+    if (this.wholeContentSize === void 0) {
+      const contentSize = frameContentSize(gathered.length === 1 ? gathered[0] : Buffer.concat(gathered));
+      if (contentSize === "need-more") return;
+      if (typeof contentSize === "number" && contentSize <= MAX_WHOLE_FRAME_CONTENT)
+        this.wholeContentSize = contentSize;
+    }
+    if (this.wholeContentSize !== void 0 && this.gatheredBytes <= MAX_WHOLE_FRAME_BYTES) return;
+    this.gathered = void 0;
+    this.openFrame(this.frameOffset);
+    for (const part of gathered) await this.writeToFrame(part);
+  }
+  decompressWhole() {
+    const frame = this.gathered.length === 1 ? this.gathered[0] : Buffer.concat(this.gathered);
+    this.gathered = void 0;
+    const contentSize = this.wholeContentSize;
+    if (contentSize === void 0)
+      throw new IntegrityError(
+        `zstd stream is corrupt: the frame at byte ${this.frameOffset} ends inside its header`
+      );
+    let output;
+    try {
+      output = zstdDecompressSync(frame, { chunkSize: Math.max(contentSize, 64) });
+    } catch (error) {
+      throw this.asIntegrityError(error);
+    }
+    if (output.length !== contentSize) {
+      throw new IntegrityError(
+        `zstd stream is corrupt: the frame starting at byte ${this.frameOffset} declares ${contentSize} bytes and holds ${output.length}`,
+        "the archive was damaged in storage or transfer; use another copy or backup"
+      );
+    }
+    if (output.length > 0) this.push(output);
   }
   openFrame(offset) {
     const frame = createZstdDecompress({ chunkSize: DECOMPRESS_CHUNK_SIZE });
@@ -29015,6 +29118,22 @@ var ZstdFramesDecompressStream = class extends Transform {
     );
   }
 };
+function frameContentSize(frame) {
+  const magicSize = 4;
+  if (frame.length < magicSize + 1) return "need-more";
+  const descriptor = frame[magicSize];
+  const contentSizeFlag = descriptor >> 6;
+  const singleSegment = descriptor >> 5 & 1;
+  const fieldSize = [singleSegment, 2, 4, 8][contentSizeFlag];
+  if (fieldSize === 0) return "unknown";
+  const start = magicSize + 1 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3];
+  if (frame.length < start + fieldSize) return "need-more";
+  if (fieldSize === 1) return frame[start];
+  if (fieldSize === 2) return frame.readUInt16LE(start) + 256;
+  if (fieldSize === 4) return frame.readUInt32LE(start);
+  const value = frame.readBigUInt64LE(start);
+  return value > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(value);
+}
 
 // src/crypto/age.ts
 import { randomBytes as randomBytes2 } from "node:crypto";
@@ -29072,8 +29191,8 @@ var BODY_COLUMNS = 64;
 var MAC_LENGTH = 32;
 var ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----";
 var NOT_AGE_HINT = "the input is not an age v1 file, or it is corrupted";
-function malformed(detail) {
-  return new IntegrityError(`malformed age header: ${detail}`, NOT_AGE_HINT);
+function malformed(detail2) {
+  return new IntegrityError(`malformed age header: ${detail2}`, NOT_AGE_HINT);
 }
 function headerMac(fileKey, macInput) {
   return hmacSha256(hkdfSha256(fileKey, Buffer.alloc(0), "header"), macInput);
@@ -29088,12 +29207,12 @@ function isVisibleAscii(text) {
 }
 function wrapBody(body) {
   const encoded = encodeBase64Raw(body);
-  const lines = [];
+  const lines2 = [];
   for (let start = 0; start < encoded.length; start += BODY_COLUMNS) {
-    lines.push(encoded.slice(start, start + BODY_COLUMNS));
+    lines2.push(encoded.slice(start, start + BODY_COLUMNS));
   }
-  if (lines.length === 0 || lines[lines.length - 1].length === BODY_COLUMNS) lines.push("");
-  return lines.map((line) => `${line}
+  if (lines2.length === 0 || lines2[lines2.length - 1].length === BODY_COLUMNS) lines2.push("");
+  return lines2.map((line) => `${line}
 `).join("");
 }
 function formatStanza(stanza) {
@@ -29120,10 +29239,10 @@ function verifyHeaderMac(header, fileKey) {
     );
   }
 }
-function parseBody(lines, start) {
+function parseBody(lines2, start) {
   let encoded = "";
-  for (let index = start; index < lines.length; index++) {
-    const line = lines[index];
+  for (let index = start; index < lines2.length; index++) {
+    const line = lines2[index];
     if (line.length > BODY_COLUMNS)
       throw malformed(`stanza body line ${index + 1} is longer than 64 columns`);
     encoded += line;
@@ -29145,21 +29264,21 @@ function parseFooter(line, lineNumber) {
 function parseHeader(bytes) {
   const text = bytes.toString("latin1");
   if (!text.endsWith("\n")) throw malformed("header does not end with a newline");
-  const lines = text.slice(0, -1).split("\n");
-  if (lines[0] !== AGE_VERSION_LINE) throw malformed(`first line is not "${AGE_VERSION_LINE}"`);
+  const lines2 = text.slice(0, -1).split("\n");
+  if (lines2[0] !== AGE_VERSION_LINE) throw malformed(`first line is not "${AGE_VERSION_LINE}"`);
   const stanzas = [];
   let index = 1;
-  while (index < lines.length) {
-    const line = lines[index];
+  while (index < lines2.length) {
+    const line = lines2[index];
     if (line.startsWith(FOOTER_MARK)) {
-      if (index !== lines.length - 1) throw malformed(`unexpected data after the MAC line ${index + 1}`);
+      if (index !== lines2.length - 1) throw malformed(`unexpected data after the MAC line ${index + 1}`);
       const macInput = bytes.subarray(0, bytes.length - (line.length + 1) + FOOTER_MARK.length);
       return { stanzas, mac: parseFooter(line, index + 1), macInput };
     }
     if (!line.startsWith(STANZA_PREFIX)) throw malformed(`unexpected line ${index + 1}`);
     const words = line.slice(STANZA_PREFIX.length).split(" ");
     if (!words.every(isVisibleAscii)) throw malformed(`invalid stanza arguments on line ${index + 1}`);
-    const { body, next } = parseBody(lines, index + 1);
+    const { body, next } = parseBody(lines2, index + 1);
     stanzas.push({ type: words[0], args: words.slice(1), body });
     index = next;
   }
@@ -29243,9 +29362,9 @@ var SCRYPT_SALT_LENGTH = 16;
 var SCRYPT_R = 8;
 var WRAPPED_KEY_LENGTH = FILE_KEY_LENGTH + AEAD_TAG_LENGTH;
 var DECIMAL_WITHOUT_LEADING_ZERO = /^[1-9][0-9]*$/;
-function malformedStanza(type, detail) {
+function malformedStanza(type, detail2) {
   return new IntegrityError(
-    `malformed ${type} stanza in the age header: ${detail}`,
+    `malformed ${type} stanza in the age header: ${detail2}`,
     "the archive is corrupted"
   );
 }
@@ -29373,6 +29492,16 @@ var CORRUPT_HINT = "the archive is corrupted, truncated or was modified; restore
 function payloadKey(fileKey, nonce) {
   return hkdfSha256(fileKey, nonce, "payload");
 }
+function releaseNow(buffer) {
+  if (buffer.byteOffset === 0 && buffer.buffer.byteLength === buffer.length) detach(buffer.buffer);
+}
+function releaseHandedOver(chunk) {
+  if (chunk.byteOffset === 0 && chunk.length > Buffer.poolSize) detach(chunk.buffer);
+}
+function detach(buffer) {
+  const owned = buffer;
+  if (owned instanceof ArrayBuffer) owned.transfer?.(0);
+}
 var OutputBatcher = class {
   #buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
   #length = 0;
@@ -29474,6 +29603,7 @@ var PayloadEncryptor = class extends ChunkedProcessor {
     sealed.copy(target, offset);
     cipher.getAuthTag().copy(target, offset + sealed.length);
     this.output.commit(sealed.length + AEAD_TAG_LENGTH);
+    releaseNow(sealed);
   }
   processLast(tail) {
     this.finishLast(tail);
@@ -29501,6 +29631,7 @@ var PayloadDecryptor = class extends ChunkedProcessor {
     const { target, offset } = this.output.reserve(plaintext.length);
     plaintext.copy(target, offset);
     this.output.commit(plaintext.length);
+    releaseNow(plaintext);
   }
   processLast(tail, chunksDone) {
     if (tail.length === 0 && chunksDone === 0) {
@@ -29577,10 +29708,12 @@ function runSync(work, callback) {
 }
 var AgeEncryptTransform = class extends Transform2 {
   #sealer;
+  #releaseInput;
   #encryptor;
-  constructor(sealer) {
+  constructor(sealer, releaseInput) {
     super();
     this.#sealer = sealer;
+    this.#releaseInput = releaseInput;
   }
   async #start() {
     if (this.#encryptor !== void 0) return;
@@ -29591,8 +29724,12 @@ var AgeEncryptTransform = class extends Transform2 {
   }
   _transform(chunk, _encoding, callback) {
     const encryptor = this.#encryptor;
-    if (encryptor !== void 0) runSync(() => encryptor.write(chunk), callback);
-    else settle(this.#start(), () => this.#encryptor.write(chunk), callback);
+    if (encryptor !== void 0) runSync(() => this.#encrypt(encryptor, chunk), callback);
+    else settle(this.#start(), () => this.#encrypt(this.#encryptor, chunk), callback);
+  }
+  #encrypt(encryptor, chunk) {
+    encryptor.write(chunk);
+    if (this.#releaseInput) releaseHandedOver(chunk);
   }
   _flush(callback) {
     settle(this.#start(), () => this.#encryptor.end(), callback);
@@ -29643,7 +29780,7 @@ var AgeDecryptTransform = class extends Transform2 {
   }
 };
 function createAgeEncryptStream(options) {
-  return new AgeEncryptTransform(toSealer(options));
+  return new AgeEncryptTransform(toSealer(options), options.releaseInput ?? false);
 }
 function createAgeDecryptStream(options) {
   return new AgeDecryptTransform(toOpeners(options));
@@ -29653,6 +29790,9 @@ async function runThrough(stream, input) {
   const parts = [];
   for await (const part of stream) parts.push(part);
   return Buffer.concat(parts);
+}
+function encryptBuffer(plaintext, options) {
+  return runThrough(createAgeEncryptStream(options), plaintext);
 }
 function decryptBuffer(ciphertext, options) {
   return runThrough(createAgeDecryptStream(options), ciphertext);
@@ -29734,6 +29874,7 @@ function defaultOutside(sslFiles) {
 }
 
 // src/manifest/select.ts
+import { lstatSync, readdirSync } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -29893,20 +30034,17 @@ var Walker = class {
   }
   async walkDirectory(relativeDir, parentRule) {
     const absoluteDir = this.absolute(relativeDir);
-    let dirents;
+    let names;
     try {
-      dirents = await readdir(absoluteDir, { withFileTypes: true });
+      names = readdirSync(absoluteDir);
     } catch (error) {
       this.unreadable(relativeDir || ".", absoluteDir, parentRule, error);
       return;
     }
-    dirents.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-    for (let i = 0; i < dirents.length; i += STAT_BATCH) {
-      const batch = dirents.slice(i, i + STAT_BATCH).map((d) => relativeDir ? `${relativeDir}/${d.name}` : d.name);
-      const stats = await Promise.all(batch.map((rel) => lstat(this.absolute(rel)).catch((e) => e)));
-      for (let j = 0; j < batch.length; j++) {
-        await this.visit(batch[j], stats[j], parentRule);
-      }
+    names.sort((a, b) => a < b ? -1 : a > b ? 1 : 0);
+    for (const name of names) {
+      const relative = relativeDir ? `${relativeDir}/${name}` : name;
+      await this.visit(relative, lstatOrError(this.absolute(relative)), parentRule);
     }
   }
   async visit(relative, stats, parentRule) {
@@ -30003,6 +30141,13 @@ var Walker = class {
     }
   }
 };
+function lstatOrError(path) {
+  try {
+    return lstatSync(path);
+  } catch (error) {
+    return error;
+  }
+}
 function entry(archivePath2, sourcePath, type, stats, ruleId, required) {
   return { archivePath: archivePath2, sourcePath, type, stats, ruleId, required };
 }
@@ -30244,6 +30389,7 @@ function manifestRule(action, item, id, fixed) {
 }
 
 // src/store/archive-name.ts
+import { hostname } from "node:os";
 var ARCHIVE_SUFFIX = ".tar.zst.age";
 var KEYFILE_SUFFIX = ".keyfile.age";
 var INSTANCE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -30256,6 +30402,9 @@ function validateInstanceName(instance, where = "--instance") {
     );
   }
   return instance;
+}
+function defaultInstanceName() {
+  return hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
 }
 function archiveName(instance, at) {
   return `${instance}-${compactUtc(at)}${ARCHIVE_SUFFIX}`;
@@ -30291,14 +30440,17 @@ async function runBackup(request2) {
   const startedAt = now();
   const { manifest, mysqlBackend } = await resolveManifest(request2);
   const selection = await selectFiles({ home: request2.home, manifest, substitutes: request2.substitutes });
+  releaseWalkHeap();
   const bytesTotal = selection.entries.reduce((sum, e) => sum + (e.type === "file" ? e.stats.size : 0), 0);
   const name = archiveName(request2.instance, startedAt);
+  const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, 4);
   const packer = new ArchivePacker({
     entries: selection.entries,
     meta: backupMeta(request2, startedAt, manifest, mysqlBackend),
     extraMembers: request2.extraMembers,
     onProgress: request2.onProgress && ((p) => request2.onProgress?.({ ...p, bytesTotal })),
-    signal: request2.signal
+    signal: request2.signal,
+    allocateChunk: () => blocks.take()
   });
   const pending = await request2.store.create(name);
   const digest = createHash2("sha256");
@@ -30312,9 +30464,14 @@ async function runBackup(request2) {
   });
   try {
     await pipeline(
-      Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 << 20 }),
-      createZstdCompressStream({ level: request2.compressionLevel ?? 3 }),
-      createAgeEncryptStream({ recipients: [...request2.recipients], passphrase: request2.passphrase }),
+      Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 }),
+      createZstdCompressStream({ level: request2.compressionLevel ?? 3, pool: blocks }),
+      createAgeEncryptStream({
+        recipients: [...request2.recipients],
+        passphrase: request2.passphrase,
+        releaseInput: true
+        // the zstd stream hands each frame over
+      }),
       measure,
       pending.stream,
       { signal: request2.signal }
@@ -30347,6 +30504,14 @@ async function runBackup(request2) {
     exitCode: warnings.length > 0 ? ExitCode.Warnings : ExitCode.Ok
   };
 }
+function releaseWalkHeap() {
+  try {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc");
+    gc({ type: "major", execution: "sync", flavor: "last-resort" });
+  } catch {
+  }
+}
 async function storeCompanions(store, companions) {
   const stored = [];
   for (const companion of companions) {
@@ -30368,7 +30533,7 @@ function backupMeta(request2, startedAt, manifest, mysqlBackend) {
     format: "looker-backup/1",
     tool: { name: "looker-backup", version: TOOL_VERSION },
     instance: request2.instance,
-    host: hostname(),
+    host: hostname2(),
     home: request2.home,
     startedAt: startedAt.toISOString(),
     backend: mysqlBackend ? "mysql" : "internal",
@@ -30388,14 +30553,835 @@ function backupMeta(request2, startedAt, manifest, mysqlBackend) {
   };
 }
 
-// src/engine/restore.ts
-import { cp, mkdir as mkdir2, mkdtemp, readdir as readdir2, rename, rm, rmdir, stat } from "node:fs/promises";
-import { basename, dirname as dirname2, join as join4, resolve } from "node:path";
-import { PassThrough } from "node:stream";
+// src/engine/looker-job.ts
+import { mkdtemp as mkdtemp3, rm as rm5 } from "node:fs/promises";
+import { tmpdir as tmpdir3 } from "node:os";
+import { join as join7, posix } from "node:path";
+
+// src/looker/cluster.ts
+var Cluster = class {
+  constructor(nodes, onRecord = () => {
+  }, log = () => {
+  }) {
+    this.nodes = nodes;
+    this.onRecord = onRecord;
+    this.log = log;
+  }
+  nodes;
+  onRecord;
+  log;
+  stoppedByUs = [];
+  stoppedAtMs;
+  /** Milliseconds Looker was down because of this run (first stop to last node healthy). */
+  downtimeMs = 0;
+  get anyStoppedByUs() {
+    return this.stoppedByUs.length > 0;
+  }
+  /**
+   * Stops every running node in parallel (Looker requires all nodes down for recrypt/restore). A node already
+   * stopped is left as found and will not be started by us.
+   */
+  async stopAll() {
+    const running = await Promise.all(this.nodes.map((node) => node.isRunning()));
+    const toStop = this.nodes.map((_, i) => i).filter((i) => running[i]);
+    this.stoppedByUs = toStop;
+    this.stoppedAtMs = Date.now();
+    this.onRecord({ stoppedByUs: toStop, stoppedAt: new Date(this.stoppedAtMs).toISOString() });
+    const results = await Promise.allSettled(
+      toStop.map(async (i) => {
+        this.log(`stopping Looker on ${this.nodes[i].name}`);
+        await this.nodes[i].stop();
+      })
+    );
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+  }
+  /** Starts the nodes this run stopped, one at a time, each healthy before the next; tries all, reports the first failure. */
+  async restartStopped(signal) {
+    let firstError;
+    for (const index of [...this.stoppedByUs]) {
+      const node = this.nodes[index];
+      try {
+        this.log(`starting Looker on ${node.name}`);
+        await node.start(signal);
+        this.log(`Looker on ${node.name} is up (/alive answers)`);
+        this.stoppedByUs = this.stoppedByUs.filter((i) => i !== index);
+        this.onRecord({ stoppedByUs: this.stoppedByUs });
+      } catch (error) {
+        firstError ??= error;
+      }
+    }
+    if (this.stoppedAtMs !== void 0) this.downtimeMs = Date.now() - this.stoppedAtMs;
+    if (firstError !== void 0) {
+      throw firstError instanceof LookerBackupError ? firstError : new LookerError(`Looker failed to start: ${firstError.message}`, { cause: firstError });
+    }
+  }
+  /** For the post step: adopt the record the main step persisted. */
+  adopt(record) {
+    this.stoppedByUs = record.stoppedByUs.filter((i) => i >= 0 && i < this.nodes.length);
+    if (record.stoppedAt) this.stoppedAtMs = Date.parse(record.stoppedAt);
+  }
+};
+
+// src/looker/instance-lock.ts
+import { randomBytes as randomBytes3 } from "node:crypto";
+import { link, mkdir, readFile as readFile3, rm, writeFile } from "node:fs/promises";
+import { hostname as hostname3 } from "node:os";
+import { join as join3 } from "node:path";
+async function acquireInstanceLock(directory, instance, description) {
+  const path = join3(directory, `looker-backup-${instance}.lock`);
+  const me = {
+    pid: process.pid,
+    host: hostname3(),
+    startedAt: (/* @__PURE__ */ new Date()).toISOString(),
+    description
+  };
+  let tookOverStale;
+  await mkdir(directory, { recursive: true });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    if (await createComplete(path, `${JSON.stringify(me)}
+`)) {
+      return {
+        path,
+        ...tookOverStale ? { tookOverStale } : {},
+        release: async () => {
+          await rm(path, { force: true });
+        }
+      };
+    }
+    const text = await readFile3(path, "utf8").catch(() => void 0);
+    const owner = parseOwner(text);
+    if (owner && isAlive(owner)) {
+      throw new LookerBackupError(
+        `another backup of instance ${instance} is running: pid ${owner.pid} on ${owner.host} since ${owner.startedAt} (${owner.description})`,
+        { hint: `wait for it to finish; if it is gone, remove ${path}` }
+      );
+    }
+    tookOverStale = owner;
+    if (await readFile3(path, "utf8").catch(() => void 0) === text) await rm(path, { force: true });
+  }
+  throw new LookerBackupError(`could not take the lock ${path}`, {
+    hint: "another run took it at the same moment; retry"
+  });
+}
+async function createComplete(path, content) {
+  const temp = `${path}.${process.pid}.${randomBytes3(6).toString("hex")}.tmp`;
+  await writeFile(temp, content, { mode: 384, flag: "wx" });
+  try {
+    await link(temp, path);
+    return true;
+  } catch (error) {
+    if (error.code === "EEXIST") return false;
+    throw error;
+  } finally {
+    await rm(temp, { force: true });
+  }
+}
+function parseOwner(text) {
+  if (text === void 0) return void 0;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return void 0;
+  }
+}
+function isAlive(owner) {
+  if (owner.host !== hostname3()) return true;
+  try {
+    process.kill(owner.pid, 0);
+    return true;
+  } catch (error) {
+    return error.code === "EPERM";
+  }
+}
+
+// src/looker/quiet-window.ts
+function parseQuietWindow(text, timeZone, where = "quiet-window", timeZoneWhere = where) {
+  const match = /^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$/.exec(text);
+  const minutes = match?.slice(1).map(Number);
+  if (!match || !minutes || minutes[0] > 23 || minutes[1] > 59 || minutes[2] > 24 || minutes[3] > 59) {
+    throw new InputError(
+      `${where}: '${text}' is not a time range`,
+      'write it as "HH:MM-HH:MM", e.g. "01:00-05:00"'
+    );
+  }
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone }).format(0);
+  } catch {
+    throw new InputError(
+      `${timeZoneWhere}: unknown time zone '${timeZone}'`,
+      "use an IANA name such as UTC or Europe/Berlin"
+    );
+  }
+  return {
+    startMinute: minutes[0] * 60 + minutes[1],
+    endMinute: minutes[2] * 60 + minutes[3],
+    timeZone,
+    text: text.trim()
+  };
+}
+function minuteOfDay(at, timeZone) {
+  const parts = new Intl.DateTimeFormat("en-GB", {
+    timeZone,
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23"
+  }).formatToParts(at);
+  const get = (type) => Number(parts.find((p) => p.type === type)?.value ?? 0);
+  return get("hour") * 60 + get("minute");
+}
+function isInsideWindow(window2, at) {
+  const minute = minuteOfDay(at, window2.timeZone);
+  if (window2.startMinute <= window2.endMinute)
+    return minute >= window2.startMinute && minute < window2.endMinute;
+  return minute >= window2.startMinute || minute < window2.endMinute;
+}
+function assertMayStopLooker(window2, at, force) {
+  if (window2 === void 0 || force || isInsideWindow(window2, at)) return;
+  throw new LookerBackupError(
+    `refusing to stop Looker outside the quiet window ${window2.text} (${window2.timeZone}); it is ${String(Math.floor(minuteOfDay(at, window2.timeZone) / 60)).padStart(2, "0")}:${String(minuteOfDay(at, window2.timeZone) % 60).padStart(2, "0")} there`,
+    {
+      hint: "run inside the window, use consistency live, or force it (--force-outside-window / force-outside-window: true)"
+    }
+  );
+}
+
+// src/mysql/connection.ts
+var import_yaml2 = __toESM(require_dist(), 1);
+import { readFile as readFile4 } from "node:fs/promises";
+var DEFAULT_MYSQL_PORT = 3306;
+var LOOKER_DB_YML_KEYS = {
+  host: "host",
+  port: "port",
+  user: "username",
+  password: "password",
+  database: "database"
+};
+var DATABASE_NAME = /^[A-Za-z0-9_$]{1,64}$/;
+var MAX_USER_LENGTH = 80;
+var MAX_PASSWORD_LENGTH = 1e3;
+var CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+var FIX_YML_HINT = "fix looker/looker-db.yml, or pass the mysql-* inputs to override it";
+function validateDatabaseName(name, where = "mysql database") {
+  if (!DATABASE_NAME.test(name)) {
+    throw new InputError(
+      `invalid ${where} name "${printable(name)}"`,
+      "use 1 to 64 letters, digits, underscores or dollar signs"
+    );
+  }
+  return name;
+}
+function parsePort(value, where = "mysql port") {
+  const text = typeof value === "number" ? String(value) : value.trim();
+  const port2 = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isInteger(port2) || port2 < 1 || port2 > 65535) {
+    throw new InputError(`invalid ${where} "${printable(text)}"`, "use a TCP port number from 1 to 65535");
+  }
+  return port2;
+}
+function parseLookerDbYml(text, where) {
+  const lineCounter = new import_yaml2.LineCounter();
+  const doc = (0, import_yaml2.parseDocument)(text, { schema: "failsafe", lineCounter, prettyErrors: false });
+  const firstError = doc.errors[0];
+  if (firstError !== void 0) {
+    const line = lineCounter.linePos(firstError.pos[0]).line;
+    throw new InputError(
+      `${where} line ${line}: not valid YAML (${firstError.code})`,
+      FIX_YML_HINT,
+      firstError
+    );
+  }
+  const values = topLevelStrings(doc, where, lineCounter);
+  const dialect = values.get("dialect");
+  if (dialect !== void 0 && dialect.value.trim().toLowerCase() !== "mysql") {
+    throw new InputError(
+      `${where} line ${dialect.line}: key "dialect" is "${printable(dialect.value)}", not mysql`,
+      "only a MySQL internal database can be dumped; remove the file or set the backend to internal"
+    );
+  }
+  const result = {};
+  for (const field of Object.keys(LOOKER_DB_YML_KEYS)) {
+    const entry2 = values.get(LOOKER_DB_YML_KEYS[field]);
+    if (entry2 === void 0) continue;
+    const at = `${where} line ${entry2.line}: key "${LOOKER_DB_YML_KEYS[field]}"`;
+    if (field === "port") result.port = parsePort(entry2.value, at);
+    else if (field === "password") result.password = entry2.value;
+    else if (entry2.value.trim() !== "") result[field] = entry2.value.trim();
+  }
+  return result;
+}
+async function readLookerDbYml(file) {
+  let text;
+  try {
+    text = await readFile4(file, "utf8");
+  } catch (error) {
+    throw new InputError(
+      `cannot read ${file}: ${error.code ?? error}`,
+      FIX_YML_HINT,
+      error
+    );
+  }
+  return parseLookerDbYml(text, file);
+}
+function resolveMysqlConnection(fromFile = {}, overrides = {}) {
+  const pick2 = (key) => overrides[key] ?? fromFile[key];
+  const missing = ["host", "user", "database"].filter((key) => !pick2(key));
+  if (missing.length > 0) {
+    throw new InputError(
+      `mysql connection incomplete: no ${missing.map((key) => LOOKER_DB_YML_KEYS[key]).join(", ")}`,
+      "set them in looker/looker-db.yml or pass the mysql-host, mysql-user and mysql-database inputs"
+    );
+  }
+  return validateMysqlConnection({
+    host: pick2("host"),
+    port: pick2("port") ?? DEFAULT_MYSQL_PORT,
+    user: pick2("user"),
+    password: pick2("password") ?? "",
+    database: pick2("database")
+  });
+}
+function validateMysqlConnection(conn) {
+  validateDatabaseName(conn.database);
+  parsePort(conn.port);
+  if (conn.host === "" || /\s/.test(conn.host) || CONTROL_CHARACTERS.test(conn.host)) {
+    throw new InputError(`invalid mysql host "${printable(conn.host)}"`, "use a host name or an IP address");
+  }
+  if (conn.user === "" || conn.user.length > MAX_USER_LENGTH || CONTROL_CHARACTERS.test(conn.user)) {
+    throw new InputError(
+      `invalid mysql user "${printable(conn.user)}"`,
+      `use 1 to ${MAX_USER_LENGTH} printable characters`
+    );
+  }
+  if (conn.password.includes("\0") || conn.password.length > MAX_PASSWORD_LENGTH) {
+    throw new InputError(
+      "invalid mysql password: it contains a NUL character or is too long",
+      `use at most ${MAX_PASSWORD_LENGTH} characters and no NUL`
+    );
+  }
+  return conn;
+}
+function describeMysqlConnection(conn) {
+  return `${conn.user}@${conn.host}:${conn.port}/${conn.database}`;
+}
+function topLevelStrings(doc, where, lineCounter) {
+  const values = /* @__PURE__ */ new Map();
+  if (doc.contents === null) return values;
+  if (!(0, import_yaml2.isMap)(doc.contents)) {
+    throw new InputError(`${where}: expected a mapping of keys (host:, port:, ...)`, FIX_YML_HINT);
+  }
+  const wanted = /* @__PURE__ */ new Set(["dialect", ...Object.values(LOOKER_DB_YML_KEYS)]);
+  for (const pair of doc.contents.items) {
+    if (!(0, import_yaml2.isScalar)(pair.key) || !wanted.has(String(pair.key.value))) continue;
+    const key = String(pair.key.value);
+    const line = lineCounter.linePos(pair.key.range?.[0] ?? 0).line;
+    if (pair.value !== null && !(0, import_yaml2.isScalar)(pair.value)) {
+      throw new InputError(`${where} line ${line}: key "${key}" must be a single value`, FIX_YML_HINT);
+    }
+    values.set(key, { value: pair.value === null ? "" : String(pair.value.value ?? ""), line });
+  }
+  return values;
+}
+function printable(value) {
+  const escaped = JSON.stringify(value).slice(1, -1);
+  return escaped.length > 80 ? `${escaped.slice(0, 77)}...` : escaped;
+}
+
+// src/mysql/dump.ts
+import { spawn } from "node:child_process";
+import { createHash as createHash3, randomBytes as randomBytes4 } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { rm as rm3 } from "node:fs/promises";
+import { join as join5 } from "node:path";
+import { Transform as Transform4 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
+// src/mysql/defaults-file.ts
+import { mkdtemp, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join as join4 } from "node:path";
+function quoteOptionValue(value) {
+  const escaped = value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t").replace(/\u0008/g, "\\b");
+  return `"${escaped}"`;
+}
+function clientOptionFileText(conn) {
+  return [
+    "[client]",
+    `user=${quoteOptionValue(conn.user)}`,
+    `password=${quoteOptionValue(conn.password)}`,
+    `host=${quoteOptionValue(conn.host)}`,
+    `port=${conn.port}`,
+    // Looker reaches its database over TCP (JDBC): do the same even for "localhost", which the clients
+    // would otherwise take to mean the local socket, possibly another server with other accounts.
+    "protocol=TCP",
+    ""
+  ].join("\n");
+}
+async function withDefaultsFile(conn, fn) {
+  const dir = await mkdtemp(join4(tmpdir(), "looker-backup-mysql-"));
+  try {
+    const file = join4(dir, "client.cnf");
+    await writeFile2(file, clientOptionFileText(conn), { mode: 384, flag: "wx" });
+    return await fn(file);
+  } finally {
+    await rm2(dir, { recursive: true, force: true });
+  }
+}
+function defaultsFileArgument(path) {
+  return `--defaults-extra-file=${path}`;
+}
+
+// src/mysql/dump.ts
+var MYSQLDUMP_ARGS = [
+  "--single-transaction",
+  "--routines",
+  "--triggers",
+  "--events",
+  "--hex-blob",
+  "--default-character-set=utf8mb4",
+  "--no-tablespaces",
+  "--skip-dump-date"
+];
+var SNAPSHOT_MARKER = /^-- (Table structure for table|Temporary table structure for view|Temporary view structure for view|Final view structure for view|Dumping routines for database|Dumping events for database) /m;
+var COMPLETED_MARKER = /\n-- Dump completed[^\n]*\n\s*$/;
+var MARKER_CARRY = 128;
+var OUTPUT_TAIL = 256;
+var STDERR_TAIL = 4096;
+var READ_SIZE = 1 << 20;
+function dumpMemberPath(database) {
+  return `mysql/${validateDatabaseName(database)}.sql`;
+}
+function startMysqlDump(conn, opts) {
+  validateMysqlConnection(conn);
+  let markSnapshot = () => {
+  };
+  let failSnapshot = () => {
+  };
+  const snapshotTaken = new Promise((resolve5, reject) => {
+    markSnapshot = resolve5;
+    failSnapshot = reject;
+  });
+  snapshotTaken.catch(() => {
+  });
+  let snapshotSeen = false;
+  const onSnapshot = () => {
+    if (snapshotSeen) return;
+    snapshotSeen = true;
+    markSnapshot();
+    opts.onSnapshot?.();
+  };
+  const done = withDefaultsFile(conn, (file) => runDump(conn, file, opts, onSnapshot));
+  done.catch(failSnapshot);
+  return { snapshotTaken, done };
+}
+async function runDump(conn, defaultsFile, opts, onSnapshot) {
+  const what = `mysqldump of database "${conn.database}" (${describeMysqlConnection(conn)})`;
+  if (opts.signal?.aborted) throw new CancelledError(`${what} cancelled`);
+  const key = generateIdentity();
+  const spoolPath = join5(opts.spoolDir, `mysql-${conn.database}-${randomBytes4(8).toString("hex")}.sql.age`);
+  const child = spawn(
+    opts.command ?? "mysqldump",
+    [defaultsFileArgument(defaultsFile), ...MYSQLDUMP_ARGS, conn.database],
+    {
+      stdio: ["ignore", "pipe", "pipe"]
+    }
+  );
+  const exited = exitOf(child);
+  const stderr2 = new TailBuffer(STDERR_TAIL);
+  child.stderr.on("data", (chunk) => stderr2.push(chunk));
+  const observer = new DumpObserver(onSnapshot);
+  try {
+    await pipeline2(
+      child.stdout,
+      observer,
+      createAgeEncryptStream({ recipients: [key.recipient] }),
+      createWriteStream(spoolPath, { mode: 384, flags: "wx" }),
+      { signal: opts.signal }
+    );
+    const exit = await exited;
+    const problem = problemOf(exit, observer);
+    if (problem !== void 0)
+      throw new LookerBackupError(`${what} failed: ${problem}${detail(stderr2, conn)}`, dumpHint(exit));
+    onSnapshot();
+    return spooledDump(conn.database, spoolPath, key.identity, observer);
+  } catch (error) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    const exit = await exited;
+    await rm3(spoolPath, { force: true });
+    if (opts.signal?.aborted) throw new CancelledError(`${what} cancelled`);
+    if (error instanceof LookerBackupError) throw error;
+    const reason = exit.error ?? error;
+    throw new LookerBackupError(`${what} failed: ${messageOf(reason)}${detail(stderr2, conn)}`, {
+      ...dumpHint(exit),
+      cause: reason
+    });
+  }
+}
+function problemOf(exit, observer) {
+  if (exit.error !== void 0) return messageOf(exit.error);
+  if (exit.signal !== null) return `mysqldump was killed by ${exit.signal}`;
+  if (exit.code !== 0) return `mysqldump exited with code ${exit.code}`;
+  if (!observer.completed) return 'the output ends without the "-- Dump completed" line (truncated dump)';
+  return void 0;
+}
+function dumpHint(exit) {
+  if (exit.error?.code === "ENOENT") {
+    return { hint: "install the MySQL/MariaDB client on the runner (apt-get install mariadb-client)" };
+  }
+  return {
+    hint: "check the mysql host, port, user and password, that the user may read the database (SELECT, SHOW VIEW, TRIGGER, EVENT), and that the server stayed up"
+  };
+}
+function detail(stderr2, conn) {
+  let text = stderr2.text().trim();
+  if (conn.password.length >= 4) text = text.split(conn.password).join("***");
+  return text === "" ? "" : `
+mysqldump said: ${text}`;
+}
+function messageOf(error) {
+  return error instanceof Error ? error.message : String(error);
+}
+function exitOf(child) {
+  return new Promise((resolve5) => {
+    child.once("error", (error) => resolve5({ code: null, signal: null, error }));
+    child.once("close", (code, signal) => resolve5({ code, signal }));
+  });
+}
+function spooledDump(database, spoolPath, identity2, observer) {
+  let disposed = false;
+  return {
+    database,
+    size: observer.size,
+    sha256: observer.sha256,
+    open: () => {
+      if (disposed)
+        throw new LookerBackupError(`the spooled dump of database "${database}" was already disposed`);
+      return decryptSpool(spoolPath, identity2);
+    },
+    dispose: async () => {
+      disposed = true;
+      await rm3(spoolPath, { force: true });
+    }
+  };
+}
+async function* decryptSpool(spoolPath, identity2) {
+  const decrypt = createAgeDecryptStream({ identities: [identity2] });
+  const source = createReadStream(spoolPath, { highWaterMark: READ_SIZE });
+  source.on("error", (error) => decrypt.destroy(error));
+  source.pipe(decrypt);
+  try {
+    for await (const chunk of decrypt) yield chunk;
+  } finally {
+    source.destroy();
+  }
+}
+var DumpObserver = class extends Transform4 {
+  size = 0;
+  completed = false;
+  #hash = createHash3("sha256");
+  #onSnapshot;
+  #snapshotSeen = false;
+  /** The last bytes seen (latin1, one char a byte). */
+  #carry = "";
+  #digest;
+  constructor(onSnapshot) {
+    super();
+    this.#onSnapshot = onSnapshot;
+  }
+  get sha256() {
+    this.#digest ??= this.#hash.digest("hex");
+    return this.#digest;
+  }
+  _transform(chunk, _encoding, callback) {
+    this.size += chunk.length;
+    this.#hash.update(chunk);
+    const text = this.#snapshotSeen ? chunk.subarray(-OUTPUT_TAIL) : chunk;
+    const window2 = this.#carry + text.toString("latin1");
+    if (!this.#snapshotSeen && SNAPSHOT_MARKER.test(window2)) {
+      this.#snapshotSeen = true;
+      this.#onSnapshot();
+    }
+    this.#carry = window2.slice(-Math.max(MARKER_CARRY, OUTPUT_TAIL));
+    callback(null, chunk);
+  }
+  _flush(callback) {
+    this.completed = COMPLETED_MARKER.test(this.#carry);
+    callback();
+  }
+};
+var TailBuffer = class {
+  constructor(limit) {
+    this.limit = limit;
+  }
+  limit;
+  #chunks = [];
+  #length = 0;
+  push(chunk) {
+    this.#chunks.push(chunk);
+    this.#length += chunk.length;
+    while (this.#length - (this.#chunks[0]?.length ?? 0) >= this.limit) {
+      this.#length -= this.#chunks.shift()?.length ?? 0;
+    }
+  }
+  text() {
+    return Buffer.concat(this.#chunks).subarray(-this.limit).toString("utf8");
+  }
+};
+
+// src/remote/local-host.ts
+import { spawn as spawn2 } from "node:child_process";
+import { randomBytes as randomBytes5 } from "node:crypto";
+import { mkdtemp as mkdtemp2, readFile as readFile5, rename, rm as rm4, writeFile as writeFile3 } from "node:fs/promises";
+import { tmpdir as tmpdir2 } from "node:os";
+import { dirname, join as join6 } from "node:path";
+var LocalHost = class {
+  constructor(user) {
+    this.user = user;
+    this.name = user ? `local (${user})` : "local";
+  }
+  user;
+  name;
+  run(argv, options = {}) {
+    const [command, ...args] = this.asUser(argv);
+    return runProcess(command, args, options);
+  }
+  runShell(script, options = {}) {
+    return this.run(["/bin/sh", "-c", script], options);
+  }
+  async writeFile(path, content, mode) {
+    const temporary = join6(dirname(path), `.${randomBytes5(6).toString("hex")}.tmp`);
+    await writeFile3(temporary, content, { mode, flag: "wx" });
+    await rename(temporary, path);
+  }
+  readFile(path) {
+    return readFile5(path);
+  }
+  async remove(path) {
+    await rm4(path, { recursive: true, force: true });
+  }
+  makeTempDir(prefix) {
+    return mkdtemp2(join6(tmpdir2(), prefix));
+  }
+  async close() {
+  }
+  asUser(argv) {
+    const needsSwitch = this.user !== void 0 && process.getuid?.() === 0 && this.user !== "root";
+    return needsSwitch ? ["runuser", "-u", this.user, "--", ...argv] : [...argv];
+  }
+};
+function runProcess(command, args, options = {}) {
+  return new Promise((resolve5, reject) => {
+    const child = spawn2(command, args, {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env, ...options.secretEnv },
+      stdio: ["ignore", "pipe", "pipe"]
+    });
+    let stdout2 = "";
+    let stderr2 = "";
+    const lines2 = { stdout: "", stderr: "" };
+    const collect = (stream) => (chunk) => {
+      const text = chunk.toString("utf8");
+      if (stream === "stdout") stdout2 += text;
+      else stderr2 += text;
+      if (!options.onLine) return;
+      const parts = (lines2[stream] + text).split("\n");
+      lines2[stream] = parts.pop() ?? "";
+      for (const line of parts) options.onLine(line, stream);
+    };
+    child.stdout.on("data", collect("stdout"));
+    child.stderr.on("data", collect("stderr"));
+    const timer = options.timeoutMs ? setTimeout(() => {
+      child.kill("SIGKILL");
+    }, options.timeoutMs) : void 0;
+    child.on("error", (error) => {
+      if (timer) clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      if (options.onLine) {
+        for (const s of ["stdout", "stderr"]) if (lines2[s]) options.onLine(lines2[s], s);
+      }
+      const timedOut = signal === "SIGKILL" && options.timeoutMs !== void 0;
+      resolve5({
+        code: code ?? 128,
+        stdout: stdout2,
+        stderr: timedOut ? `${stderr2}
+(timed out after ${options.timeoutMs} ms)` : stderr2
+      });
+    });
+  });
+}
+
+// src/engine/looker-job.ts
+async function runLookerBackup(request2) {
+  const log = request2.log ?? (() => {
+  });
+  const lock = await acquireInstanceLock(
+    request2.lockDirectory ?? tmpdir3(),
+    request2.instance,
+    `backup of ${request2.home}`
+  );
+  if (lock.tookOverStale)
+    log(`took over a stale lock of pid ${lock.tookOverStale.pid} (${lock.tookOverStale.startedAt})`);
+  try {
+    if (request2.preCommand) await runHook("pre-command", request2.preCommand, log, true);
+    let result;
+    try {
+      result = await backupAroundLooker(request2, log);
+    } finally {
+      if (request2.postCommand) {
+        const ok = await runHook("post-command", request2.postCommand, log, false);
+        if (!ok) result?.warnings.push("post-command failed; see the log");
+      }
+    }
+    return result;
+  } finally {
+    await lock.release();
+  }
+}
+async function backupAroundLooker(request2, log) {
+  const stops = request2.consistency !== "live" || request2.keystoreIndependent;
+  if (stops) assertMayStopLooker(request2.quietWindow, /* @__PURE__ */ new Date(), request2.forceOutsideWindow ?? false);
+  if (stops && request2.nodes.length === 0) {
+    throw new LookerBackupError("this backup must stop Looker but no Looker node is configured", {
+      hint: "configure the node (looker home on this host, or --node user@host)"
+    });
+  }
+  const { mysqlBackend } = await resolveManifest(request2);
+  const cluster = new Cluster(request2.nodes, request2.onStopRecord, log);
+  const scratch = await mkdtemp3(join7(tmpdir3(), "looker-backup-"));
+  let dump;
+  let spooled;
+  const dumpAbort = new AbortController();
+  const dumpSignal = request2.signal ? AbortSignal.any([request2.signal, dumpAbort.signal]) : dumpAbort.signal;
+  try {
+    if (stops) await cluster.stopAll();
+    const keyfile = request2.keystoreIndependent ? await makeKeyfile(request2.nodes[0]) : void 0;
+    const mysql = mysqlBackend ? await mysqlConnectionFor(request2) : void 0;
+    if (mysql) {
+      dump = startMysqlDump(mysql, { spoolDir: scratch, signal: dumpSignal });
+      dump.done.catch(() => void 0);
+      await dump.snapshotTaken;
+      log(`mysql: consistent snapshot of ${mysql.database} taken`);
+    }
+    const substitutes = /* @__PURE__ */ new Map();
+    if (request2.consistency === "brief-stop") {
+      if (!mysqlBackend) substitutes.set("looker/.db", await copyDatabaseDirectory(request2.home, scratch));
+      await cluster.restartStopped(request2.signal);
+      log(`brief stop: Looker was down ${cluster.downtimeMs} ms`);
+    }
+    const result = await runBackup({
+      ...request2,
+      substitutes,
+      lookerMeta: {
+        consistency: request2.consistency,
+        keystoreIndependent: request2.keystoreIndependent,
+        ...keyfile ? { backupUid: keyfile.backupUid } : {}
+      },
+      extraMembers: dump ? () => spooledDumpMembers(dump) : void 0,
+      companions: keyfile ? (name) => [{ name: keyfileNameFor(name), content: keyfile.encrypted }] : void 0
+    });
+    if (cluster.anyStoppedByUs) await cluster.restartStopped(request2.signal);
+    return {
+      ...result,
+      downtimeMs: cluster.downtimeMs,
+      consistency: request2.consistency,
+      ...result.companions[0] ? { keyfile: result.companions[0].location } : {},
+      ...keyfile ? { backupUid: keyfile.backupUid } : {},
+      ...mysql ? { mysqlDatabase: mysql.database } : {}
+    };
+  } finally {
+    if (cluster.anyStoppedByUs) await cluster.restartStopped();
+    dumpAbort.abort();
+    await dump?.done.catch(() => void 0);
+    await spooled?.dispose();
+    await rm5(scratch, { recursive: true, force: true });
+  }
+  async function spooledDumpMembers(handle) {
+    spooled = await handle.done;
+    return [dumpMember(spooled)];
+  }
+  async function makeKeyfile(primary) {
+    const host = primary.config.host;
+    const dir = await host.makeTempDir("looker-keyfile-");
+    try {
+      const path = posix.join(dir, "keyfile.json");
+      await primary.generateKeyfile(path);
+      await primary.keystoreIndependentRecrypt(path);
+      const clear = await host.readFile(path);
+      const backupUid = parseBackupUid(clear);
+      const encrypted = await encryptBuffer(clear, {
+        recipients: [...request2.keyfileRecipients ?? request2.recipients]
+      });
+      clear.fill(0);
+      log(`keystore-independent recrypt done (backup_uid ${backupUid})`);
+      return { backupUid, encrypted };
+    } finally {
+      await host.remove(dir);
+    }
+  }
+}
+function parseBackupUid(keyfile) {
+  try {
+    const parsed = JSON.parse(keyfile.toString("utf8"));
+    if (typeof parsed.backup_uid === "string" && typeof parsed.dbmk === "string") return parsed.backup_uid;
+  } catch {
+  }
+  throw new LookerError("generate_keyfile_for_backup wrote a key file without backup_uid and dbmk");
+}
+async function mysqlConnectionFor(request2) {
+  const fromFile = await readLookerDbYml(join7(request2.home, "looker", "looker-db.yml")).catch(
+    (error) => {
+      if (request2.mysql?.host && request2.mysql.database) return void 0;
+      throw error;
+    }
+  );
+  return resolveMysqlConnection(fromFile, request2.mysql);
+}
+function dumpMember(dump) {
+  return {
+    path: dumpMemberPath(dump.database),
+    size: dump.size,
+    mode: 384,
+    mtime: Date.now() / 1e3,
+    body: () => dump.open()
+  };
+}
+async function copyDatabaseDirectory(home, scratch) {
+  const copy = join7(scratch, "db-copy");
+  const result = await runProcess("cp", ["-a", "--", join7(home, "looker", ".db"), copy]);
+  if (result.code !== 0) {
+    throw new LookerBackupError(
+      `could not copy looker/.db for a brief-stop backup: ${result.stderr.trim()}`,
+      {
+        hint: "check free space in the temp directory (TMPDIR), or use consistency: stopped"
+      }
+    );
+  }
+  await rm5(join7(copy, "looker.lck"), { force: true });
+  return copy;
+}
+async function runHook(name, script, log, mustSucceed) {
+  log(`${name}: ${script}`);
+  const result = await runProcess("/bin/sh", ["-c", script], { onLine: (line) => log(`${name}> ${line}`) });
+  if (result.code === 0) return true;
+  if (mustSucceed) {
+    throw new LookerBackupError(`${name} failed with exit ${result.code}`, {
+      hint: "fix the command; nothing was stopped or written"
+    });
+  }
+  log(`${name} failed with exit ${result.code}`);
+  return false;
+}
+
+// src/engine/restore.ts
+import { cp, mkdir as mkdir2, mkdtemp as mkdtemp4, readdir as readdir2, rename as rename2, rm as rm6, rmdir, stat } from "node:fs/promises";
+import { basename, dirname as dirname3, join as join9, resolve } from "node:path";
+import { PassThrough } from "node:stream";
+import { pipeline as pipeline3 } from "node:stream/promises";
+
 // src/archive/extract.ts
-import { createHash as createHash3 } from "node:crypto";
+import { createHash as createHash4 } from "node:crypto";
 
 // src/archive/member-safety.ts
 var DEFAULT_ALLOWED_ROOTS = ["meta/", "home/", "rootfs/", "mysql/"];
@@ -30519,7 +31505,7 @@ function refuse(path, rule) {
 // src/archive/tar-reader.ts
 var DEFAULT_LIMITS = { maxPaxHeaderBytes: 1024 * 1024, maxPathBytes: 4096, maxEntries: Infinity };
 var INTEGRITY_HINT = "the archive is damaged, truncated or not a tar archive; compare its sha256 with the backup's";
-var EMPTY2 = Buffer.alloc(0);
+var EMPTY = Buffer.alloc(0);
 var utf8 = new TextDecoder("utf-8", { fatal: true });
 async function* readTar(source, limits = {}) {
   const settings = { ...DEFAULT_LIMITS, ...definedOnly(limits) };
@@ -30577,7 +31563,7 @@ var ChunkReader = class {
   source;
   /** Bytes consumed from the archive so far. */
   offset = 0;
-  chunk = EMPTY2;
+  chunk = EMPTY;
   ended = false;
   /** Exactly `length` bytes, or fewer only if the source ends first. Sliced, not copied, when possible. */
   async read(length) {
@@ -30630,7 +31616,7 @@ var ChunkReader = class {
   }
   take(length) {
     const part = length >= this.chunk.length ? this.chunk : this.chunk.subarray(0, length);
-    this.chunk = part === this.chunk ? EMPTY2 : this.chunk.subarray(length);
+    this.chunk = part === this.chunk ? EMPTY : this.chunk.subarray(length);
     this.offset += part.length;
     return part;
   }
@@ -30933,7 +31919,7 @@ async function extractMembers(plaintext, sink, onProgress) {
     if (header.path === BACKUP_META_PATH) {
       const content = await readBody(body, MAX_META_BYTES);
       meta = parseMeta(content);
-      sha256 = createHash3("sha256").update(content).digest("hex");
+      sha256 = createHash4("sha256").update(content).digest("hex");
     } else {
       sha256 = await sink.member(header, body);
     }
@@ -30978,17 +31964,30 @@ function observation(header, sha256) {
 var VerifySink = class {
   async member(header, body) {
     if (header.type !== "file") return void 0;
-    const hash = createHash3("sha256");
+    const hash = createHash4("sha256");
     for await (const chunk of body) hash.update(chunk);
     return hash.digest("hex");
   }
 };
 
 // src/archive/staging-sink.ts
-import { createHash as createHash4 } from "node:crypto";
-import { chmod, lchown, link, lutimes, mkdir, open as open2, symlink, utimes } from "node:fs/promises";
-import { dirname, join as join3 } from "node:path";
+import { createHash as createHash5 } from "node:crypto";
+import {
+  chmodSync,
+  closeSync as closeSync2,
+  lchownSync,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  openSync as openSync2,
+  symlinkSync,
+  utimesSync,
+  writevSync
+} from "node:fs";
+import { dirname as dirname2, join as join8 } from "node:path";
 var WRITE_BATCH = 1 << 20;
+var MAX_IOVECS = 1024;
+var METADATA_SLICE = 4096;
 var StagingSink = class {
   constructor(root) {
     this.root = root;
@@ -31000,25 +31999,25 @@ var StagingSink = class {
   canChown = process.getuid?.() === 0;
   /** Where an archive path lands in staging: `home/x` -> `<root>/home/x`. */
   pathOf(archivePath2) {
-    return join3(this.root, archivePath2);
+    return join8(this.root, archivePath2);
   }
   async member(header, body) {
     const path = this.pathOf(header.path);
-    await this.ensureDir(dirname(path));
+    this.ensureDir(dirname2(path));
     switch (header.type) {
       case "directory":
-        await this.ensureDir(path);
+        this.ensureDir(path);
         this.directories.push({ path, header });
         return void 0;
       case "symlink":
-        await symlink(header.linkTarget, path);
+        symlinkSync(header.linkTarget, path);
         this.files.push({ path, header });
         return void 0;
       case "hardlink":
-        await link(this.pathOf(header.linkTarget), path);
+        linkSync(this.pathOf(header.linkTarget), path);
         return void 0;
       case "file": {
-        const digest = await writeFile(path, body);
+        const digest = await writeFile4(path, body);
         this.files.push({ path, header });
         return digest;
       }
@@ -31028,28 +32027,31 @@ var StagingSink = class {
   }
   /** Owners, modes and times, files first, then directories deepest first (their mtimes change as files land). */
   async applyMetadata() {
-    for (const { path, header } of this.files) await this.apply(path, header);
     const deepestFirst = [...this.directories].sort((a, b) => b.path.length - a.path.length);
-    for (const { path, header } of deepestFirst) await this.apply(path, header);
+    let done = 0;
+    for (const { path, header } of [...this.files, ...deepestFirst]) {
+      this.apply(path, header);
+      if (++done % METADATA_SLICE === 0) await new Promise((resolve5) => setImmediate(resolve5));
+    }
   }
-  async apply(path, header) {
-    if (this.canChown) await lchown(path, header.uid, header.gid);
+  apply(path, header) {
+    if (this.canChown) lchownSync(path, header.uid, header.gid);
     if (header.type === "symlink") {
-      await lutimes(path, header.mtime, header.mtime);
+      lutimesSync(path, header.mtime, header.mtime);
       return;
     }
-    await chmod(path, header.mode);
-    await utimes(path, header.mtime, header.mtime);
+    chmodSync(path, header.mode);
+    utimesSync(path, header.mtime, header.mtime);
   }
-  async ensureDir(path) {
+  ensureDir(path) {
     if (this.createdDirs.has(path)) return;
-    await mkdir(path, { recursive: true, mode: 448 });
+    mkdirSync(path, { recursive: true, mode: 448 });
     this.createdDirs.add(path);
   }
 };
-async function writeFile(path, body) {
-  const hash = createHash4("sha256");
-  const handle = await open2(path, "wx", 384);
+async function writeFile4(path, body) {
+  const hash = createHash5("sha256");
+  const fd = openSync2(path, "wx", 384);
   try {
     let batch = [];
     let batched = 0;
@@ -31057,23 +32059,30 @@ async function writeFile(path, body) {
       hash.update(chunk);
       batch.push(chunk);
       batched += chunk.length;
-      if (batched >= WRITE_BATCH) {
-        await handle.writev(batch);
+      if (batched >= WRITE_BATCH || batch.length === MAX_IOVECS) {
+        writeAll(fd, batch, batched);
         batch = [];
         batched = 0;
       }
     }
-    if (batch.length > 0) await handle.writev(batch);
+    if (batch.length > 0) writeAll(fd, batch, batched);
   } finally {
-    await handle.close();
+    closeSync2(fd);
   }
   return hash.digest("hex");
+}
+function writeAll(fd, buffers, total) {
+  let written = writevSync(fd, buffers);
+  while (written < total) {
+    const rest = Buffer.concat(buffers).subarray(written);
+    written += writevSync(fd, [rest]);
+  }
 }
 
 // src/engine/restore.ts
 async function readArchive(source, keys, sink, onProgress) {
   const plaintext = new PassThrough({ highWaterMark: 1 << 20 });
-  const decoding = pipeline2(
+  const decoding = pipeline3(
     source,
     createAgeDecryptStream({ identities: [...keys.identities], passphrase: keys.passphrase }),
     createZstdDecompressStream(),
@@ -31111,16 +32120,16 @@ async function restoreArchive(request2) {
       "restore into an empty or new directory, or pass --force to keep the current content as <target>.pre-restore-<time>"
     );
   }
-  await mkdir2(dirname2(target), { recursive: true });
-  const staging = await mkdtemp(join4(dirname2(target), `.${basename(target)}.restore-`));
+  await mkdir2(dirname3(target), { recursive: true });
+  const staging = await mkdtemp4(join9(dirname3(target), `.${basename(target)}.restore-`));
   try {
     const sink = new StagingSink(staging);
     const outcome = await readArchive(request2.source, request2.keys, sink, request2.onProgress);
     await sink.applyMetadata();
-    const stagedHome = join4(staging, "home");
+    const stagedHome = join9(staging, "home");
     await mkdir2(stagedHome, { recursive: true });
-    const rootfsFiles2 = request2.rootfs ? await placeRootfs(join4(staging, "rootfs"), resolve(request2.rootfs)) : [];
-    const mysqlDumps = await placeMysqlDumps(join4(staging, "mysql"), request2.mysqlDir ?? `${target}.mysql`);
+    const rootfsFiles2 = request2.rootfs ? await placeRootfs(join9(staging, "rootfs"), resolve(request2.rootfs)) : [];
+    const mysqlDumps = await placeMysqlDumps(join9(staging, "mysql"), request2.mysqlDir ?? `${target}.mysql`);
     const previousContent = await swapIntoPlace(stagedHome, target, targetState, now());
     return {
       target,
@@ -31132,7 +32141,7 @@ async function restoreArchive(request2) {
       mysqlDumps
     };
   } finally {
-    await rm(staging, { recursive: true, force: true });
+    await rm6(staging, { recursive: true, force: true });
   }
 }
 async function inspectTarget(target) {
@@ -31152,20 +32161,20 @@ async function inspectTarget(target) {
 }
 async function swapIntoPlace(staged, target, state, at) {
   if (state === "missing") {
-    await rename(staged, target);
+    await rename2(staged, target);
     return void 0;
   }
   if (state === "empty") {
     await rmdir(target);
-    await rename(staged, target);
+    await rename2(staged, target);
     return void 0;
   }
   const kept = `${target}.pre-restore-${at.toISOString().replace(/[-:]/g, "").replace(/\.\d{3}Z$/, "Z")}`;
-  await rename(target, kept);
+  await rename2(target, kept);
   try {
-    await rename(staged, target);
+    await rename2(staged, target);
   } catch (error) {
-    await rename(kept, target);
+    await rename2(kept, target);
     throw error;
   }
   return kept;
@@ -31175,10 +32184,10 @@ async function placeRootfs(stagedRootfs, rootfs) {
   const entries = await readdir2(stagedRootfs, { recursive: true, withFileTypes: true }).catch(() => []);
   for (const entry2 of entries) {
     if (entry2.isDirectory()) continue;
-    const source = join4(entry2.parentPath, entry2.name);
+    const source = join9(entry2.parentPath, entry2.name);
     const relative = source.slice(stagedRootfs.length + 1);
-    const destination = join4(rootfs, relative);
-    await mkdir2(dirname2(destination), { recursive: true });
+    const destination = join9(rootfs, relative);
+    await mkdir2(dirname3(destination), { recursive: true });
     await moveAcrossFilesystems(source, destination);
     placed.push(destination);
   }
@@ -31190,1308 +32199,32 @@ async function placeMysqlDumps(stagedMysql, mysqlDir) {
   await mkdir2(mysqlDir, { recursive: true, mode: 448 });
   const placed = [];
   for (const name of names) {
-    const destination = join4(mysqlDir, name);
-    await moveAcrossFilesystems(join4(stagedMysql, name), destination);
+    const destination = join9(mysqlDir, name);
+    await moveAcrossFilesystems(join9(stagedMysql, name), destination);
     placed.push(destination);
   }
   return placed;
 }
 async function moveAcrossFilesystems(source, destination) {
   try {
-    await rename(source, destination);
+    await rename2(source, destination);
   } catch (error) {
     if (error.code !== "EXDEV") throw error;
     const temporary = `${destination}.restore-tmp`;
     await cp(source, temporary, { preserveTimestamps: true, verbatimSymlinks: true });
-    await rename(temporary, destination);
+    await rename2(temporary, destination);
   }
 }
 
-// src/report/format.ts
-var UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
-function formatBytes(bytes) {
-  let value = bytes;
-  let unit = 0;
-  while (Math.abs(value) >= 1024 && unit < UNITS.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return unit === 0 ? `${value} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${UNITS[unit]}`;
-}
-function formatRate(bytes, ms) {
-  return ms <= 0 ? "-" : `${formatBytes(bytes * 1e3 / ms)}/s`;
-}
-function formatDuration(ms) {
-  if (ms < 1e3) return `${Math.round(ms)} ms`;
-  const seconds = ms / 1e3;
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const minutes = Math.floor(seconds / 60);
-  const rest = Math.round(seconds - minutes * 60);
-  if (minutes < 60) return `${minutes} min ${rest} s`;
-  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
-}
-
-// src/report/progress.ts
-var ProgressReporter = class {
-  constructor(label, print, intervalMs = 5e3, clock = Date.now) {
-    this.label = label;
-    this.print = print;
-    this.intervalMs = intervalMs;
-    this.clock = clock;
-    this.startedAt = clock();
-    this.lastPrintAt = this.startedAt;
-  }
-  label;
-  print;
-  intervalMs;
-  clock;
-  startedAt;
-  lastPrintAt = 0;
-  update(bytesDone, bytesTotal) {
-    const now = this.clock();
-    if (now - this.lastPrintAt < this.intervalMs) return;
-    this.lastPrintAt = now;
-    this.print(this.line(bytesDone, bytesTotal, now));
-  }
-  line(bytesDone, bytesTotal, now = this.clock()) {
-    const elapsed = now - this.startedAt;
-    const parts = [`${this.label}: ${formatBytes(bytesDone)}`];
-    if (bytesTotal && bytesTotal > 0) {
-      const fraction = Math.min(1, bytesDone / bytesTotal);
-      parts[0] += ` of ${formatBytes(bytesTotal)} (${Math.floor(fraction * 100)}%)`;
-      parts.push(formatRate(bytesDone, elapsed));
-      if (bytesDone > 0 && fraction < 1)
-        parts.push(`ETA ${formatDuration(elapsed / bytesDone * (bytesTotal - bytesDone))}`);
-    } else {
-      parts.push(formatRate(bytesDone, elapsed));
-    }
-    return parts.join(", ");
-  }
-};
-
-// src/store/dir-store.ts
-import { randomBytes as randomBytes3 } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir as mkdir3, open as open3, readdir as readdir3, rename as rename2, rm as rm2, stat as stat2 } from "node:fs/promises";
-import { join as join5 } from "node:path";
-import { finished as finished2 } from "node:stream/promises";
-
-// src/store/store.ts
-function namesToPrune(archives, policy, now) {
-  if (policy.keepLast === void 0 && policy.keepDays === void 0) return [];
-  const cutoff = policy.keepDays === void 0 ? void 0 : now.getTime() - policy.keepDays * 864e5;
-  return archives.filter((archive, index) => {
-    const keptByCount = policy.keepLast !== void 0 && index < policy.keepLast;
-    const keptByAge = cutoff !== void 0 && archive.createdAt.getTime() >= cutoff;
-    return !keptByCount && !keptByAge;
-  }).map((archive) => archive.name);
-}
-
-// src/store/dir-store.ts
-var PARTIAL_PREFIX = ".partial-";
-var DirStore = class {
-  constructor(directory) {
-    this.directory = directory;
-  }
-  directory;
-  kind = "dir";
-  async create(name) {
-    assertPlainName(name);
-    await mkdir3(this.directory, { recursive: true, mode: 448 });
-    const finalPath = join5(this.directory, name);
-    const partialPath = join5(this.directory, `${PARTIAL_PREFIX}${randomBytes3(6).toString("hex")}-${name}`);
-    const stream = createWriteStream(partialPath, { flags: "wx", mode: 384, highWaterMark: 1 << 20 });
-    let settled = false;
-    return {
-      stream,
-      commit: async () => {
-        if (!stream.writableFinished) await finished2(stream);
-        await fsyncPath(partialPath);
-        await rename2(partialPath, finalPath);
-        await fsyncPath(this.directory);
-        settled = true;
-        const info = await stat2(finalPath);
-        return { name, size: info.size, location: finalPath, createdAt: createdAtOf(name, info.mtime) };
-      },
-      abort: async () => {
-        if (settled) return;
-        settled = true;
-        stream.destroy();
-        await rm2(partialPath, { force: true });
-      }
-    };
-  }
-  async list(instance) {
-    let names;
-    try {
-      names = await readdir3(this.directory);
-    } catch (error) {
-      if (error.code === "ENOENT") return [];
-      throw error;
-    }
-    const archives = [];
-    for (const name of names) {
-      const parsed = parseArchiveName(name);
-      if (!parsed || instance !== void 0 && parsed.instance !== instance) continue;
-      const path = join5(this.directory, name);
-      const info = await stat2(path);
-      archives.push({ name, size: info.size, location: path, createdAt: parsed.createdAt });
-    }
-    return archives.sort(
-      (a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.name < b.name ? 1 : -1)
-    );
-  }
-  async open(name) {
-    assertPlainName(name);
-    const path = join5(this.directory, name);
-    try {
-      await stat2(path);
-    } catch (error) {
-      throw new InputError(
-        `no archive ${name} in ${this.directory}`,
-        "run `looker-backup list --out DIR`",
-        error
-      );
-    }
-    return createReadStream(path, { highWaterMark: 1 << 20 });
-  }
-  async prune(instance, policy, now = /* @__PURE__ */ new Date()) {
-    const doomed = namesToPrune(await this.list(instance), policy, now);
-    for (const name of doomed) {
-      await rm2(join5(this.directory, name), { force: true });
-      await rm2(join5(this.directory, keyfileNameFor(name)), { force: true });
-    }
-    return doomed;
-  }
-};
-function assertPlainName(name) {
-  if (name === "" || name.includes("/") || name.startsWith(".")) {
-    throw new LookerBackupError(`refusing store object name '${name}'`);
-  }
-}
-function createdAtOf(name, fallback) {
-  return parseArchiveName(name)?.createdAt ?? fallback;
-}
-async function fsyncPath(path) {
-  const handle = await open3(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-// src/cli/drill-command.ts
-import { appendFile, readFile as readFile7, writeFile as writeFile6 } from "node:fs/promises";
-import { resolve as resolve3 } from "node:path";
-
-// src/drill/drill.ts
-import { createHash as createHash6 } from "node:crypto";
-import { createReadStream as createReadStream3 } from "node:fs";
-import { mkdtemp as mkdtemp4, readFile as readFile6, rm as rm6 } from "node:fs/promises";
-import { tmpdir as tmpdir3 } from "node:os";
-import { basename as basename4, dirname as dirname6, join as join11, posix as posix4 } from "node:path";
-
-// src/looker/control.ts
-import { posix } from "node:path";
-
-// src/looker/alive.ts
-import http from "node:http";
-import https from "node:https";
-async function probeAlive(target, timeoutMs = 3e3) {
-  const schemes = target.scheme ? [target.scheme] : ["https", "http"];
-  for (const scheme of schemes) {
-    const status = await getStatus(scheme, target, timeoutMs).catch(() => void 0);
-    if (status === 200) return true;
-  }
-  return false;
-}
-async function waitForAlive(target, options) {
-  const deadline = Date.now() + options.timeoutMs;
-  const interval = options.intervalMs ?? 500;
-  while (Date.now() < deadline) {
-    options.signal?.throwIfAborted();
-    if (await probeAlive(target, Math.min(3e3, Math.max(500, deadline - Date.now())))) return true;
-    await new Promise((r) => setTimeout(r, interval));
-  }
-  return false;
-}
-function getStatus(scheme, target, timeoutMs) {
-  return new Promise((resolve5, reject) => {
-    const options = {
-      host: target.host,
-      port: target.port,
-      path: "/alive",
-      method: "GET",
-      timeout: timeoutMs
-    };
-    const request2 = scheme === "https" ? (
-      // Looker's default certificate is self-signed; /alive carries no secret, so the check does not verify it.
-      https.request({ ...options, rejectUnauthorized: false })
-    ) : http.request(options);
-    request2.on("response", (response) => {
-      response.resume();
-      resolve5(response.statusCode ?? 0);
-    });
-    request2.on("timeout", () => request2.destroy(new Error("timed out")));
-    request2.on("error", reject);
-    request2.end();
-  });
-}
-
-// src/looker/master-key.ts
-function masterKeyEnvironment(key) {
-  if (key === void 0) return {};
-  return key.kind === "file" ? { env: { LKR_MASTER_KEY_FILE: key.path } } : { secretEnv: { LKR_MASTER_KEY_ENV: key.value } };
-}
-
-// src/looker/control.ts
-var LOG_TAIL_LINES = 40;
-var LookerNode = class {
-  constructor(config) {
-    this.config = config;
-  }
-  config;
-  get name() {
-    return this.config.host.name;
-  }
-  async isRunning() {
-    const result = await this.looker(["status"]);
-    if (result.code === 0) return true;
-    if (result.code === 3) return false;
-    throw await this.failure("could not ask Looker for its status", result);
-  }
-  async stop() {
-    const result = await this.looker(["stop"]);
-    if (result.code !== 0 || await this.isRunning())
-      throw await this.failure("Looker did not stop", result);
-  }
-  /** Starts Looker and waits until /alive answers 200. */
-  async start(signal) {
-    const result = await this.looker(["start"], masterKeyEnvironment(this.config.masterKey));
-    if (result.code !== 0) throw await this.failure("Looker failed to start", result);
-    const up = await waitForAlive(this.config.alive, {
-      timeoutMs: this.config.bootTimeoutMs ?? 3e5,
-      signal
-    });
-    if (!up) {
-      throw await this.failure(
-        `Looker started but /alive on ${this.config.alive.host}:${this.config.alive.port} did not answer 200 in time`,
-        result
-      );
-    }
-  }
-  async generateKeyfile(path) {
-    const result = await this.looker(["generate_keyfile_for_backup", path]);
-    if (result.code !== 0) throw await this.failure("generate_keyfile_for_backup failed", result);
-  }
-  async keystoreIndependentRecrypt(keyfilePath) {
-    const result = await this.looker(
-      ["keystore_independent_recrypt", keyfilePath],
-      masterKeyEnvironment(this.config.masterKey)
-    );
-    if (result.code !== 0) throw await this.failure("keystore_independent_recrypt failed", result);
-  }
-  async restoreDrBackup(keyfilePath) {
-    const result = await this.looker(
-      ["restore_dr_backup", keyfilePath],
-      masterKeyEnvironment(this.config.masterKey)
-    );
-    if (result.code !== 0) throw await this.failure("restore_dr_backup failed", result);
-  }
-  async logTail(lines = LOG_TAIL_LINES) {
-    const log = posix.join(this.config.lookerDir, "log", "looker.log");
-    const result = await this.config.host.run(["tail", "-n", String(lines), log]);
-    return result.code === 0 ? result.stdout : "";
-  }
-  looker(args, options = {}) {
-    return this.config.host.run(["./looker", ...args], {
-      ...options,
-      cwd: this.config.lookerDir,
-      timeoutMs: this.config.commandTimeoutMs ?? 6e5
-    });
-  }
-  async failure(what, result) {
-    const output = `${result.stderr}${result.stdout}`.trim().split("\n").slice(-5).join("\n");
-    const logTail = await this.logTail().catch(() => "");
-    return new LookerError(`${what} on ${this.name} (exit ${result.code})${output ? `: ${output}` : ""}`, {
-      hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
-      logTail
-    });
-  }
-};
-
-// src/remote/local-host.ts
-import { spawn } from "node:child_process";
-import { randomBytes as randomBytes4 } from "node:crypto";
-import { mkdtemp as mkdtemp2, readFile as readFile3, rename as rename3, rm as rm3, writeFile as writeFile2 } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname as dirname3, join as join6 } from "node:path";
-var LocalHost = class {
-  constructor(user) {
-    this.user = user;
-    this.name = user ? `local (${user})` : "local";
-  }
-  user;
-  name;
-  run(argv, options = {}) {
-    const [command, ...args] = this.asUser(argv);
-    return runProcess(command, args, options);
-  }
-  runShell(script, options = {}) {
-    return this.run(["/bin/sh", "-c", script], options);
-  }
-  async writeFile(path, content, mode) {
-    const temporary = join6(dirname3(path), `.${randomBytes4(6).toString("hex")}.tmp`);
-    await writeFile2(temporary, content, { mode, flag: "wx" });
-    await rename3(temporary, path);
-  }
-  readFile(path) {
-    return readFile3(path);
-  }
-  async remove(path) {
-    await rm3(path, { recursive: true, force: true });
-  }
-  makeTempDir(prefix) {
-    return mkdtemp2(join6(tmpdir(), prefix));
-  }
-  async close() {
-  }
-  asUser(argv) {
-    const needsSwitch = this.user !== void 0 && process.getuid?.() === 0 && this.user !== "root";
-    return needsSwitch ? ["runuser", "-u", this.user, "--", ...argv] : [...argv];
-  }
-};
-function runProcess(command, args, options = {}) {
-  return new Promise((resolve5, reject) => {
-    const child = spawn(command, args, {
-      cwd: options.cwd,
-      env: { ...process.env, ...options.env, ...options.secretEnv },
-      stdio: ["ignore", "pipe", "pipe"]
-    });
-    let stdout2 = "";
-    let stderr2 = "";
-    const lines = { stdout: "", stderr: "" };
-    const collect = (stream) => (chunk) => {
-      const text = chunk.toString("utf8");
-      if (stream === "stdout") stdout2 += text;
-      else stderr2 += text;
-      if (!options.onLine) return;
-      const parts = (lines[stream] + text).split("\n");
-      lines[stream] = parts.pop() ?? "";
-      for (const line of parts) options.onLine(line, stream);
-    };
-    child.stdout.on("data", collect("stdout"));
-    child.stderr.on("data", collect("stderr"));
-    const timer = options.timeoutMs ? setTimeout(() => {
-      child.kill("SIGKILL");
-    }, options.timeoutMs) : void 0;
-    child.on("error", (error) => {
-      if (timer) clearTimeout(timer);
-      reject(error);
-    });
-    child.on("close", (code, signal) => {
-      if (timer) clearTimeout(timer);
-      if (options.onLine) {
-        for (const s of ["stdout", "stderr"]) if (lines[s]) options.onLine(lines[s], s);
-      }
-      const timedOut = signal === "SIGKILL" && options.timeoutMs !== void 0;
-      resolve5({
-        code: code ?? 128,
-        stdout: stdout2,
-        stderr: timedOut ? `${stderr2}
-(timed out after ${options.timeoutMs} ms)` : stderr2
-      });
-    });
-  });
-}
-
-// src/drill/drill-database.ts
-import { createReadStream as createReadStream2 } from "node:fs";
-import { readdir as readdir4 } from "node:fs/promises";
-import { basename as basename3, join as join9 } from "node:path";
-
-// src/mysql/connection.ts
-var import_yaml2 = __toESM(require_dist(), 1);
-import { readFile as readFile4 } from "node:fs/promises";
-var LOOKER_DB_YML_KEYS = {
-  host: "host",
-  port: "port",
-  user: "username",
-  password: "password",
-  database: "database"
-};
-var DATABASE_NAME = /^[A-Za-z0-9_$]{1,64}$/;
-var MAX_USER_LENGTH = 80;
-var MAX_PASSWORD_LENGTH = 1e3;
-var CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
-var FIX_YML_HINT = "fix looker/looker-db.yml, or pass the mysql-* inputs to override it";
-function validateDatabaseName(name, where = "mysql database") {
-  if (!DATABASE_NAME.test(name)) {
-    throw new InputError(
-      `invalid ${where} name "${printable(name)}"`,
-      "use 1 to 64 letters, digits, underscores or dollar signs"
-    );
-  }
-  return name;
-}
-function parsePort(value, where = "mysql port") {
-  const text = typeof value === "number" ? String(value) : value.trim();
-  const port2 = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isInteger(port2) || port2 < 1 || port2 > 65535) {
-    throw new InputError(`invalid ${where} "${printable(text)}"`, "use a TCP port number from 1 to 65535");
-  }
-  return port2;
-}
-function parseLookerDbYml(text, where) {
-  const lineCounter = new import_yaml2.LineCounter();
-  const doc = (0, import_yaml2.parseDocument)(text, { schema: "failsafe", lineCounter, prettyErrors: false });
-  const firstError = doc.errors[0];
-  if (firstError !== void 0) {
-    const line = lineCounter.linePos(firstError.pos[0]).line;
-    throw new InputError(
-      `${where} line ${line}: not valid YAML (${firstError.code})`,
-      FIX_YML_HINT,
-      firstError
-    );
-  }
-  const values = topLevelStrings(doc, where, lineCounter);
-  const dialect = values.get("dialect");
-  if (dialect !== void 0 && dialect.value.trim().toLowerCase() !== "mysql") {
-    throw new InputError(
-      `${where} line ${dialect.line}: key "dialect" is "${printable(dialect.value)}", not mysql`,
-      "only a MySQL internal database can be dumped; remove the file or set the backend to internal"
-    );
-  }
-  const result = {};
-  for (const field of Object.keys(LOOKER_DB_YML_KEYS)) {
-    const entry2 = values.get(LOOKER_DB_YML_KEYS[field]);
-    if (entry2 === void 0) continue;
-    const at = `${where} line ${entry2.line}: key "${LOOKER_DB_YML_KEYS[field]}"`;
-    if (field === "port") result.port = parsePort(entry2.value, at);
-    else if (field === "password") result.password = entry2.value;
-    else if (entry2.value.trim() !== "") result[field] = entry2.value.trim();
-  }
-  return result;
-}
-async function readLookerDbYml(file) {
-  let text;
-  try {
-    text = await readFile4(file, "utf8");
-  } catch (error) {
-    throw new InputError(
-      `cannot read ${file}: ${error.code ?? error}`,
-      FIX_YML_HINT,
-      error
-    );
-  }
-  return parseLookerDbYml(text, file);
-}
-function validateMysqlConnection(conn) {
-  validateDatabaseName(conn.database);
-  parsePort(conn.port);
-  if (conn.host === "" || /\s/.test(conn.host) || CONTROL_CHARACTERS.test(conn.host)) {
-    throw new InputError(`invalid mysql host "${printable(conn.host)}"`, "use a host name or an IP address");
-  }
-  if (conn.user === "" || conn.user.length > MAX_USER_LENGTH || CONTROL_CHARACTERS.test(conn.user)) {
-    throw new InputError(
-      `invalid mysql user "${printable(conn.user)}"`,
-      `use 1 to ${MAX_USER_LENGTH} printable characters`
-    );
-  }
-  if (conn.password.includes("\0") || conn.password.length > MAX_PASSWORD_LENGTH) {
-    throw new InputError(
-      "invalid mysql password: it contains a NUL character or is too long",
-      `use at most ${MAX_PASSWORD_LENGTH} characters and no NUL`
-    );
-  }
-  return conn;
-}
-function describeMysqlConnection(conn) {
-  return `${conn.user}@${conn.host}:${conn.port}/${conn.database}`;
-}
-function topLevelStrings(doc, where, lineCounter) {
-  const values = /* @__PURE__ */ new Map();
-  if (doc.contents === null) return values;
-  if (!(0, import_yaml2.isMap)(doc.contents)) {
-    throw new InputError(`${where}: expected a mapping of keys (host:, port:, ...)`, FIX_YML_HINT);
-  }
-  const wanted = /* @__PURE__ */ new Set(["dialect", ...Object.values(LOOKER_DB_YML_KEYS)]);
-  for (const pair of doc.contents.items) {
-    if (!(0, import_yaml2.isScalar)(pair.key) || !wanted.has(String(pair.key.value))) continue;
-    const key = String(pair.key.value);
-    const line = lineCounter.linePos(pair.key.range?.[0] ?? 0).line;
-    if (pair.value !== null && !(0, import_yaml2.isScalar)(pair.value)) {
-      throw new InputError(`${where} line ${line}: key "${key}" must be a single value`, FIX_YML_HINT);
-    }
-    values.set(key, { value: pair.value === null ? "" : String(pair.value.value ?? ""), line });
-  }
-  return values;
-}
-function printable(value) {
-  const escaped = JSON.stringify(value).slice(1, -1);
-  return escaped.length > 80 ? `${escaped.slice(0, 77)}...` : escaped;
-}
-
-// src/mysql/restore.ts
-var import_yaml3 = __toESM(require_dist(), 1);
-import { spawn as spawn2 } from "node:child_process";
-import { randomBytes as randomBytes5 } from "node:crypto";
-import { chown, readFile as readFile5, rename as rename4, rm as rm5, stat as stat3, writeFile as writeFile4 } from "node:fs/promises";
-import { basename as basename2, dirname as dirname4, join as join8 } from "node:path";
-import { Readable as Readable2 } from "node:stream";
-import { pipeline as pipeline3 } from "node:stream/promises";
-
-// src/mysql/defaults-file.ts
-import { mkdtemp as mkdtemp3, rm as rm4, writeFile as writeFile3 } from "node:fs/promises";
-import { tmpdir as tmpdir2 } from "node:os";
-import { join as join7 } from "node:path";
-function quoteOptionValue(value) {
-  const escaped = value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t").replace(/\u0008/g, "\\b");
-  return `"${escaped}"`;
-}
-function clientOptionFileText(conn) {
-  return [
-    "[client]",
-    `user=${quoteOptionValue(conn.user)}`,
-    `password=${quoteOptionValue(conn.password)}`,
-    `host=${quoteOptionValue(conn.host)}`,
-    `port=${conn.port}`,
-    // Looker reaches its database over TCP (JDBC): do the same even for "localhost", which the clients
-    // would otherwise take to mean the local socket, possibly another server with other accounts.
-    "protocol=TCP",
-    ""
-  ].join("\n");
-}
-async function withDefaultsFile(conn, fn) {
-  const dir = await mkdtemp3(join7(tmpdir2(), "looker-backup-mysql-"));
-  try {
-    const file = join7(dir, "client.cnf");
-    await writeFile3(file, clientOptionFileText(conn), { mode: 384, flag: "wx" });
-    return await fn(file);
-  } finally {
-    await rm4(dir, { recursive: true, force: true });
-  }
-}
-function defaultsFileArgument(path) {
-  return `--defaults-extra-file=${path}`;
-}
-
-// src/mysql/restore.ts
-var LOAD_ARGS = ["--batch", "--binary-mode", "--comments", "--default-character-set=utf8mb4"];
-var QUERY_ARGS = ["--batch", "--skip-column-names", "--default-character-set=utf8mb4"];
-var STDERR_TAIL = 4096;
-async function loadDumpIntoDatabase(conn, database, dump, opts = {}) {
-  const target = validateMysqlConnection({
-    ...conn,
-    database: validateDatabaseName(database, "target database")
-  });
-  await withDefaultsFile(target, async (defaultsFile) => {
-    const client = { ...opts, defaultsFile, target };
-    await prepareDatabase(client, opts);
-    const result = await runClient(client, [...LOAD_ARGS, database], dump);
-    if (result.code !== 0) {
-      throw new LookerBackupError(
-        `loading the dump into database "${database}" (${describeMysqlConnection(target)}) failed: ${result.reason}${said(result, target)}`,
-        {
-          hint: `the database "${database}" may be partly loaded; fix the cause, then restore again with dropExisting`
-        }
-      );
-    }
-  });
-}
-async function rewriteLookerDbYml(path, changes) {
-  const before = await stat3(path).catch((error) => {
-    throw new InputError(
-      `cannot read ${path}: ${error.code ?? error}`,
-      void 0,
-      error
-    );
-  });
-  let text = await readFile5(path, "utf8");
-  for (const [field, value] of Object.entries(changes)) {
-    if (value === void 0) continue;
-    text = setTopLevelValue(text, LOOKER_DB_YML_KEYS[field], yamlValueOf(field, value), path);
-  }
-  const temp = join8(dirname4(path), `.${basename2(path)}.${randomBytes5(6).toString("hex")}.tmp`);
-  try {
-    await writeFile4(temp, text, { mode: before.mode & 4095, flag: "wx" });
-    if (process.getuid?.() !== before.uid || process.getgid?.() !== before.gid) {
-      await chown(temp, before.uid, before.gid);
-    }
-    await rename4(temp, path);
-  } finally {
-    await rm5(temp, { force: true });
-  }
-}
-async function prepareDatabase(client, opts) {
-  const { database } = client.target;
-  const state = await databaseState(client);
-  const where = `database "${database}" on ${client.target.host}:${client.target.port}`;
-  if (state.exists && state.objects > 0 && !opts.dropExisting) {
-    throw new InputError(
-      `${where} is not empty (${state.objects} tables, views, routines or events); refusing to overwrite it`,
-      "restore into a new database name, or allow dropping the existing database"
-    );
-  }
-  if (!state.exists && opts.create === false) {
-    throw new InputError(`${where} does not exist`, "create it first, or allow the restore to create it");
-  }
-  const statements = [];
-  if (state.exists && state.objects > 0) statements.push(`DROP DATABASE \`${database}\`;`);
-  if (!state.exists || state.objects > 0)
-    statements.push(`CREATE DATABASE \`${database}\` CHARACTER SET utf8mb4;`);
-  if (statements.length > 0) await query(client, statements.join("\n"));
-}
-async function databaseState(client) {
-  const name = `'${client.target.database}'`;
-  const output = await query(
-    client,
-    `SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${name}),
-      (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${name})
-      + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ${name})
-      + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ${name});`
-  );
-  const [exists = "", objects = ""] = output.trim().split("	");
-  if (!/^\d+$/.test(exists) || !/^\d+$/.test(objects)) {
-    throw new LookerBackupError(
-      `unexpected answer from mysql about database "${client.target.database}": ${output.trim()}`
-    );
-  }
-  return { exists: Number(exists) > 0, objects: Number(objects) };
-}
-async function query(client, sql) {
-  const result = await runClient(client, QUERY_ARGS, Readable2.from([Buffer.from(sql)]));
-  if (result.code !== 0) {
-    throw new LookerBackupError(
-      `mysql on ${client.target.host}:${client.target.port} failed: ${result.reason}${said(result, client.target)}`,
-      {
-        hint: "check the mysql host, port, user and password, and that the user may create and drop the target database"
-      }
-    );
-  }
-  return result.stdout;
-}
-async function runClient(client, args, input) {
-  if (client.signal?.aborted) throw new CancelledError(`mysql on ${client.target.host} cancelled`);
-  const child = spawn2(client.command ?? "mysql", [defaultsFileArgument(client.defaultsFile), ...args], {
-    stdio: ["pipe", "pipe", "pipe"]
-  });
-  const exited = exitOf(child);
-  const stdout2 = [];
-  let stderr2 = Buffer.alloc(0);
-  child.stdout.on("data", (chunk) => stdout2.push(chunk));
-  child.stderr.on("data", (chunk) => {
-    stderr2 = Buffer.concat([stderr2, chunk]).subarray(-STDERR_TAIL);
-  });
-  let inputError;
-  try {
-    await pipeline3(input, child.stdin, { signal: client.signal });
-  } catch (error) {
-    inputError = error;
-  }
-  if (inputError !== void 0 && inputError.code !== "EPIPE") {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    await exited;
-    if (client.signal?.aborted) throw new CancelledError(`mysql on ${client.target.host} cancelled`);
-    throw inputError;
-  }
-  const exit = await exited;
-  const code = exit.code ?? 1;
-  const reason = exit.error !== void 0 ? exit.error.message : exit.signal !== null ? `mysql was killed by ${exit.signal}` : `mysql exited with code ${exit.code}`;
-  return {
-    code: exit.error === void 0 ? code : 1,
-    stdout: Buffer.concat(stdout2).toString("utf8"),
-    stderr: stderr2.toString("utf8"),
-    reason
-  };
-}
-function said(result, conn) {
-  let text = result.stderr.replace(/^-{14}\n[\s\S]*?\n-{14}\n/gm, "").trim();
-  if (conn.password.length >= 4) text = text.split(conn.password).join("***");
-  return text === "" ? "" : `
-mysql said: ${text}`;
-}
-function exitOf(child) {
-  return new Promise((resolve5) => {
-    child.once("error", (error) => resolve5({ code: null, signal: null, error }));
-    child.once("close", (code, signal) => resolve5({ code, signal }));
-  });
-}
-function yamlValueOf(field, value) {
-  if (field === "port") return String(parsePort(value, "looker-db.yml port"));
-  const text = String(value);
-  if (field === "database") validateDatabaseName(text, "looker-db.yml database");
-  return JSON.stringify(text);
-}
-function setTopLevelValue(text, key, yamlValue, where) {
-  const doc = (0, import_yaml3.parseDocument)(text, { schema: "failsafe" });
-  if (doc.errors.length > 0 || doc.contents !== null && !(0, import_yaml3.isMap)(doc.contents)) {
-    throw new InputError(`${where}: not a YAML mapping; cannot rewrite it`, "fix the file by hand");
-  }
-  const pair = doc.contents?.items.find((item) => (0, import_yaml3.isScalar)(item.key) && String(item.key.value) === key);
-  let updated;
-  if (pair === void 0) {
-    updated = `${text}${text === "" || text.endsWith("\n") ? "" : "\n"}${key}: ${yamlValue}
-`;
-  } else {
-    const range = (0, import_yaml3.isScalar)(pair.value) ? pair.value.range : void 0;
-    if (range === void 0 || range === null) {
-      throw new InputError(
-        `${where}: key "${key}" is not a single value; cannot rewrite it`,
-        "fix the file by hand"
-      );
-    }
-    const [start, end] = range;
-    const replaced = text.slice(start, end);
-    const lead = /\s/.test(text.charAt(start - 1)) ? "" : " ";
-    const trail = replaced.endsWith("\n") ? "\n" : "";
-    updated = `${text.slice(0, start)}${lead}${yamlValue}${trail}${text.slice(end)}`;
-  }
-  const check = (0, import_yaml3.parseDocument)(updated, { schema: "failsafe" });
-  const expected = String((0, import_yaml3.parseDocument)(yamlValue, { schema: "failsafe" }).toJS());
-  if (check.errors.length > 0 || String(check.get(key)) !== expected) {
-    throw new LookerBackupError(`${where}: could not rewrite key "${key}" safely`, {
-      hint: "edit the file by hand"
-    });
-  }
-  return updated;
-}
-
-// src/drill/drill-database.ts
-var LOOKER_DB_YML = "looker/looker-db.yml";
-async function stagedDumps(stagingRoot) {
-  const names = await readdir4(join9(stagingRoot, "mysql")).catch(() => []);
-  return names.filter((name) => name.endsWith(".sql")).map((name) => join9(stagingRoot, "mysql", name));
-}
-async function restoreIntoDrillDatabase(drill, stagedHome, dumps, signal) {
-  const ymlPath = join9(stagedHome, LOOKER_DB_YML);
-  const production = await readLookerDbYml(ymlPath);
-  assertNotProduction(drill, production);
-  const dump = pickDump(dumps, production.database);
-  await loadDumpIntoDatabase(drill, drill.database, createReadStream2(dump, { highWaterMark: 1 << 20 }), {
-    create: true,
-    dropExisting: true,
-    signal
-  });
-  await rewriteLookerDbYml(ymlPath, {
-    host: drill.host,
-    port: drill.port,
-    user: drill.user,
-    password: drill.password,
-    database: drill.database
-  });
-  return `${basename3(dump)} loaded into ${describeMysqlConnection(drill)}; looker-db.yml points there`;
-}
-function assertNotProduction(drill, production) {
-  if (production.database === void 0 || production.database !== drill.database) return;
-  const sameHost = production.host === void 0 || sameServerName(production.host, drill.host);
-  const samePort = (production.port ?? 3306) === drill.port;
-  if (sameHost && samePort) {
-    throw new InputError(
-      `the drill database ${describeMysqlConnection(drill)} is the production database named in the backup's looker-db.yml`,
-      "pass --drill-mysql-database with a name of its own (e.g. looker_drill); a drill must never touch production"
-    );
-  }
-}
-function sameServerName(a, b) {
-  const loopback = (host) => ["localhost", "127.0.0.1", "::1"].includes(host.toLowerCase());
-  return a.toLowerCase() === b.toLowerCase() || loopback(a) && loopback(b);
-}
-function pickDump(dumps, productionDatabase) {
-  const named = dumps.find((dump2) => basename3(dump2) === `${productionDatabase}.sql`);
-  const dump = named ?? dumps[0];
-  if (dump === void 0) throw new InputError("the archive has no mysql/<database>.sql dump to restore");
-  return dump;
-}
-
-// src/drill/http-checks.ts
-import http2 from "node:http";
-import https2 from "node:https";
-var REQUEST_TIMEOUT_MS = 15e3;
-var MAX_BODY_BYTES = 1 << 20;
-async function checkApiLogin(target, clientId, clientSecret) {
-  const body = new URLSearchParams({ client_id: clientId, client_secret: clientSecret }).toString();
-  const where = `${target.host}:${target.port}/api/4.0/login`;
-  let answer;
-  try {
-    answer = await request(target, "POST", "/api/4.0/login", {
-      body,
-      headers: { "content-type": "application/x-www-form-urlencoded" }
-    });
-  } catch (error) {
-    throw new LookerError(`api login at ${where} failed: ${error.message}`, {
-      hint: "check --api-port and that the API listener is reachable from this runner",
-      cause: error
-    });
-  }
-  if (answer.status !== 200) {
-    throw new LookerError(`api login at ${where} answered ${answer.status}, expected 200`, {
-      hint: "the restored instance does not accept the API credentials: check --api-client-id and its secret"
-    });
-  }
-  if (!hasAccessToken(answer.body)) {
-    throw new LookerError(`api login at ${where} answered 200 without an access_token`);
-  }
-}
-async function runUrlChecks(target, checks) {
-  for (const check of checks) {
-    const where = `${target.host}:${target.port}${check.path}`;
-    let status;
-    try {
-      status = (await request(target, "GET", check.path)).status;
-    } catch (error) {
-      throw new LookerError(`check ${where} failed: ${error.message}`, { cause: error });
-    }
-    if (status !== check.status) {
-      throw new LookerError(`check ${where} answered ${status}, expected ${check.status}`);
-    }
-  }
-}
-function hasAccessToken(text) {
-  try {
-    const parsed = JSON.parse(text);
-    return typeof parsed.access_token === "string" && parsed.access_token !== "";
-  } catch {
-    return false;
-  }
-}
-async function request(target, method, path, options = {}) {
-  try {
-    return await send("https", target, method, path, options);
-  } catch (error) {
-    if (!isNotTls(error)) throw error;
-    return send("http", target, method, path, options);
-  }
-}
-function isNotTls(error) {
-  const code = error.code ?? "";
-  const message = error.message ?? "";
-  return code.startsWith("ERR_SSL") || code === "EPROTO" || code === "ECONNRESET" || /wrong version number|packet length/i.test(message);
-}
-function send(scheme, target, method, path, options) {
-  return new Promise((resolve5, reject) => {
-    const headers = {
-      ...options.headers,
-      ...options.body === void 0 ? {} : { "content-length": Buffer.byteLength(options.body) }
-    };
-    const common = {
-      host: target.host,
-      port: target.port,
-      path,
-      method,
-      headers,
-      timeout: REQUEST_TIMEOUT_MS
-    };
-    const req = scheme === "https" ? https2.request({ ...common, rejectUnauthorized: false }) : http2.request(common);
-    req.on("response", (response) => {
-      const chunks = [];
-      let size = 0;
-      response.on("data", (chunk) => {
-        size += chunk.length;
-        if (size <= MAX_BODY_BYTES) chunks.push(chunk);
-      });
-      response.on(
-        "end",
-        () => resolve5({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") })
-      );
-      response.on("error", reject);
-    });
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS} ms`)));
-    req.on("error", reject);
-    req.end(options.body);
-  });
-}
-
-// src/drill/targets.ts
-import { mkdir as mkdir4, readdir as readdir5, rename as rename5, rmdir as rmdir2, stat as stat4, writeFile as writeFile5 } from "node:fs/promises";
-import { dirname as dirname5, join as join10, posix as posix2, resolve as resolve2 } from "node:path";
-
-// src/drill/run-as-host.ts
-var RunAsHost = class {
-  constructor(root, user) {
-    this.root = root;
-    this.user = user;
-    this.name = `${root.name} (as ${user})`;
-  }
-  root;
-  user;
-  name;
-  run(argv, options) {
-    return this.root.run(["runuser", "-u", this.user, "--", ...argv], options);
-  }
-  runShell(script, options) {
-    return this.run(["/bin/sh", "-c", script], options);
-  }
-  /** Written by root (atomically, with the mode), then handed to the user. */
-  async writeFile(path, content, mode) {
-    await this.root.writeFile(path, content, mode);
-    const result = await this.root.run(["chown", `${this.user}:`, path]);
-    if (result.code !== 0) {
-      await this.root.remove(path).catch(() => void 0);
-      throw new LookerBackupError(
-        `could not give ${path} on ${this.root.name} to ${this.user}: ${result.stderr.trim()}`
-      );
-    }
-  }
-  readFile(path) {
-    return this.root.readFile(path);
-  }
-  remove(path) {
-    return this.root.remove(path);
-  }
-  /** A 0700 directory owned by the user, so only the user (and root) can read what is put there. */
-  async makeTempDir(prefix) {
-    const result = await this.run(["mktemp", "-d", "-t", `${prefix}XXXXXX`]);
-    const dir = result.stdout.trim();
-    if (result.code !== 0 || !dir.startsWith("/")) {
-      throw new LookerBackupError(
-        `could not create a temp dir for ${this.user} on ${this.root.name}: ${result.stderr.trim()}`
-      );
-    }
-    return dir;
-  }
-  close() {
-    return this.root.close();
-  }
-};
-
-// src/drill/tar-stream.ts
-import { spawn as spawn3 } from "node:child_process";
-import { PassThrough as PassThrough2 } from "node:stream";
-function createTarStream(dir, options = {}) {
-  const members = options.listFile ? ["--no-recursion", "--null", "-T", options.listFile] : ["."];
-  const child = spawn3("tar", ["-C", dir, "--numeric-owner", "-cf", "-", ...members], {
-    stdio: ["ignore", "pipe", "pipe"]
-  });
-  let stderr2 = "";
-  child.stderr.on("data", (chunk) => {
-    stderr2 = (stderr2 + chunk.toString("utf8")).slice(-4096);
-  });
-  const done = new Promise((resolve5, reject) => {
-    child.once(
-      "error",
-      (error) => reject(
-        new LookerBackupError(`could not run tar to send ${dir}: ${error.message}`, {
-          hint: "install GNU tar",
-          cause: error
-        })
-      )
-    );
-    child.once("close", (code) => {
-      if (code === 0) resolve5();
-      else reject(new LookerBackupError(`tar of ${dir} failed (exit ${code}): ${stderr2.trim()}`));
-    });
-  });
-  done.catch(() => void 0);
-  const stream = new PassThrough2({ highWaterMark: 1 << 20 });
-  child.stdout.pipe(stream);
-  return { stream, done, stop: () => child.kill("SIGKILL") };
-}
-
-// src/drill/targets.ts
-var DEFAULT_LOOKER_USER = "looker";
-var HOME_PREFIX = "home/";
-var ROOTFS_PREFIX = "rootfs/";
-var TRANSFER_TIMEOUT_MS = 6 * 36e5;
-var COMMAND_TIMEOUT_MS = 36e5;
-var SshTarget = class {
-  constructor(root, address, user = DEFAULT_LOOKER_USER) {
-    this.root = root;
-    this.address = address;
-    this.user = user;
-    this.description = root.name;
-    this.home = `/home/${user}`;
-    this.lookerHost = new RunAsHost(root, user);
-  }
-  root;
-  address;
-  user;
-  description;
-  lookerHost;
-  home;
-  async ensureLookerUser() {
-    const script = [
-      'u="$1"; home="$2"',
-      'getent group "$u" >/dev/null || groupadd "$u" || exit 1',
-      'if id -u "$u" >/dev/null 2>&1; then state=existing; else useradd -M -d "$home" -g "$u" -s /bin/bash "$u" || exit 1; state=created; fi',
-      'echo "$state $(id -u "$u"):$(id -g "$u")"'
-    ].join("\n");
-    const result = await this.root.run(["/bin/sh", "-c", script, "sh", this.user, this.home], {
-      timeoutMs: COMMAND_TIMEOUT_MS
-    });
-    if (result.code !== 0) {
-      throw new LookerBackupError(
-        `could not create the ${this.user} user on ${this.root.name}: ${(result.stderr || result.stdout).trim()}`,
-        {
-          hint: "the drill connects as root (--target-user root) so it can create the user"
-        }
-      );
-    }
-    const [state, ids] = result.stdout.trim().split(" ");
-    return `${this.user} (${ids}) ${state}`;
-  }
-  async place(staging, catalog) {
-    const stage = await this.makeStage();
-    try {
-      await this.send(join10(staging, "home"), stage);
-      await this.swapIn(stage);
-    } catch (error) {
-      await this.root.remove(stage).catch(() => void 0);
-      throw error;
-    }
-    const rootfs = rootfsFiles(catalog);
-    if (rootfs.length > 0) await this.sendRootfs(join10(staging, "rootfs"), rootfs);
-    return `home placed at ${this.home}${rootfs.length > 0 ? `, ${rootfs.length} files outside the home` : ""}`;
-  }
-  async verify(catalog) {
-    return verifyOnHost(this.root, this.home, catalog, "/");
-  }
-  close() {
-    return this.root.close();
-  }
-  /** A private directory beside the home, so the final move is a rename on one filesystem. */
-  async makeStage() {
-    const parent = posix2.dirname(this.home);
-    const result = await this.root.run([
-      "/bin/sh",
-      "-c",
-      'mkdir -p "$1" && mktemp -d "$1/.looker-drill-XXXXXX"',
-      "sh",
-      parent
-    ]);
-    const stage = result.stdout.trim();
-    if (result.code !== 0 || !stage.startsWith("/")) {
-      throw new LookerBackupError(
-        `could not create a staging directory in ${parent} on ${this.root.name}: ${result.stderr.trim()}`
-      );
-    }
-    return stage;
-  }
-  async send(localDir, remoteDir) {
-    const tar = createTarStream(localDir);
-    let result;
-    try {
-      result = await this.root.runWithInput(
-        ["tar", "-xpf", "-", "--numeric-owner", "-C", remoteDir],
-        tar.stream,
-        {
-          timeoutMs: TRANSFER_TIMEOUT_MS
-        }
-      );
-    } catch (error) {
-      tar.stop();
-      throw error;
-    }
-    if (result.code !== 0) {
-      tar.stop();
-      throw new LookerBackupError(
-        `extracting the home on ${this.root.name} failed (exit ${result.code}): ${result.stderr.trim()}`,
-        {
-          hint: "check free space on the target's /home and that GNU tar is installed there"
-        }
-      );
-    }
-    await tar.done;
-  }
-  /**
-   * The looker user owns its home (its uid on the drill host may differ from production's); the home is used
-   * only when it is new or empty, so nothing of the target's own is ever replaced.
-   */
-  async swapIn(stage) {
-    const script = [
-      'stage="$1"; home="$2"; u="$3"',
-      'chown -hR "$u:" "$stage" || exit 1',
-      'if [ -e "$home" ] || [ -L "$home" ]; then',
-      '  if [ -L "$home" ] || [ ! -d "$home" ]; then echo "$home exists and is not a directory" >&2; exit 3; fi',
-      '  if [ -n "$(ls -A "$home")" ]; then echo "$home is not empty" >&2; exit 3; fi',
-      '  chmod --reference="$stage" "$home" && chown "$u:" "$home" || exit 1',
-      '  find "$stage" -mindepth 1 -maxdepth 1 -exec mv -t "$home" {} + || exit 1',
-      '  rmdir "$stage"',
-      "else",
-      '  mv -T "$stage" "$home"',
-      "fi"
-    ].join("\n");
-    const result = await this.root.run(["/bin/sh", "-c", script, "sh", stage, this.home, this.user], {
-      timeoutMs: TRANSFER_TIMEOUT_MS
-    });
-    if (result.code === 3) {
-      throw new InputError(
-        `the drill target's ${this.home} on ${this.root.name}: ${result.stderr.trim()}`,
-        NOT_EMPTY_HINT
-      );
-    }
-    if (result.code !== 0) {
-      throw new LookerBackupError(
-        `moving the restored home into ${this.home} on ${this.root.name} failed: ${result.stderr.trim()}`
-      );
-    }
-  }
-  async sendRootfs(stagedRootfs, files) {
-    const listFile = join10(stagedRootfs, "..", "rootfs.list");
-    await writeFile5(listFile, files.map((f) => `${f}\0`).join(""), { mode: 384 });
-    const tar = createTarStream(stagedRootfs, { listFile });
-    const result = await this.root.runWithInput(["tar", "-xpf", "-", "--numeric-owner", "-C", "/"], tar.stream, {
-      timeoutMs: COMMAND_TIMEOUT_MS
-    }).catch((error) => {
-      tar.stop();
-      throw error;
-    });
-    if (result.code !== 0) {
-      tar.stop();
-      throw new LookerBackupError(
-        `placing files outside the home on ${this.root.name} failed: ${result.stderr.trim()}`
-      );
-    }
-    await tar.done;
-  }
-};
-var LocalDirTarget = class _LocalDirTarget {
-  description;
-  address = "127.0.0.1";
-  home;
-  lookerHost;
-  user;
-  constructor(home, user) {
-    this.home = home;
-    this.user = user;
-    this.description = `dir:${home}`;
-    this.lookerHost = user ? new RunAsHost(new LocalHost(), user) : new LocalHost();
-  }
-  static async create(dir, lookerUser = DEFAULT_LOOKER_USER) {
-    const home = resolve2(dir);
-    const asRoot = process.getuid?.() === 0;
-    const userExists = asRoot && (await new LocalHost().run(["id", "-u", lookerUser])).code === 0;
-    return new _LocalDirTarget(home, userExists ? lookerUser : void 0);
-  }
-  async ensureLookerUser() {
-    if (!this.user) return "runs as this runner's user";
-    const parent = dirname5(this.home);
-    const reachable = await this.lookerHost.run(["test", "-x", parent]);
-    if (reachable.code !== 0) {
-      throw new InputError(
-        `the ${this.user} user cannot reach ${parent}`,
-        `choose a --target-dir whose parent directories ${this.user} may enter (chmod o+x), e.g. under /srv`
-      );
-    }
-    return `${this.user} (existing)`;
-  }
-  async place(staging, catalog) {
-    const staged = join10(staging, "home");
-    const state = await directoryState(this.home);
-    if (state === "non-empty")
-      throw new InputError(`the drill target ${this.home} is not empty`, NOT_EMPTY_HINT);
-    if (this.user) {
-      const owned = await new LocalHost().run(["chown", "-hR", `${this.user}:`, staged]);
-      if (owned.code !== 0)
-        throw new LookerBackupError(`could not give ${staged} to ${this.user}: ${owned.stderr.trim()}`);
-    }
-    await mkdir4(dirname5(this.home), { recursive: true });
-    if (state === "empty") await rmdir2(this.home);
-    await rename5(staged, this.home);
-    const skipped = rootfsFiles(catalog).length;
-    return `home placed at ${this.home}${skipped > 0 ? `; ${skipped} files outside the home not placed (local mode)` : ""}`;
-  }
-  async verify(catalog) {
-    return verifyOnHost(new LocalHost(), this.home, catalog, void 0);
-  }
-  async close() {
-  }
-};
-function localStagingParent(targetDir) {
-  return dirname5(resolve2(targetDir));
-}
-var NOT_EMPTY_HINT = "a drill restores into a fresh host or an empty directory; give it a new VM or an empty --target-dir";
-async function directoryState(dir) {
-  try {
-    if (!(await stat4(dir)).isDirectory())
-      throw new InputError(`the drill target ${dir} is not a directory`, NOT_EMPTY_HINT);
-  } catch (error) {
-    if (error.code === "ENOENT") return "missing";
-    throw error;
-  }
-  return (await readdir5(dir)).length === 0 ? "empty" : "non-empty";
-}
-function rootfsFiles(catalog) {
-  return [...catalog.values()].filter((e) => e.path.startsWith(ROOTFS_PREFIX) && e.type !== "directory").map((e) => e.path.slice(ROOTFS_PREFIX.length));
-}
-async function verifyOnHost(host, home, catalog, rootfsBase) {
-  const homeScript = 'cd "$1" && find . -type f -print0 | xargs -0r sha256sum -z --';
-  const listed = await host.run(["/bin/sh", "-c", homeScript, "sh", home], {
-    timeoutMs: TRANSFER_TIMEOUT_MS
-  });
-  if (listed.code !== 0) {
-    throw new LookerBackupError(
-      `could not hash the restored files in ${home} on ${host.name}: ${listed.stderr.trim()}`
-    );
-  }
-  const found = parseSha256sumZ(listed.stdout, (name) => name.startsWith("./") ? name.slice(2) : name);
-  let verified = compareHome(catalog, found, home, host.name);
-  if (rootfsBase !== void 0) {
-    const outside = [...catalog.values()].filter(
-      (e) => e.path.startsWith(ROOTFS_PREFIX) && e.type === "file"
-    );
-    if (outside.length > 0) {
-      const paths = outside.map((e) => posix2.join(rootfsBase, e.path.slice(ROOTFS_PREFIX.length)));
-      const hashed = await host.run(["sha256sum", "-z", "--", ...paths], { timeoutMs: COMMAND_TIMEOUT_MS });
-      const digests = parseSha256sumZ(hashed.stdout, (name) => name);
-      for (const [index, entry2] of outside.entries()) {
-        const actual = digests.get(paths[index]);
-        if (actual !== entry2.sha256) {
-          throw new IntegrityError(
-            `${paths[index]} on ${host.name} ${actual ? "differs from" : "is missing from"} the catalog`,
-            TARGET_HINT
-          );
-        }
-        verified++;
-      }
-    }
-  }
-  return verified;
-}
-var TARGET_HINT = "the copy on the target is not what the archive holds: check the target's disk and anything writing to it";
-function compareHome(catalog, found, home, hostName) {
-  let verified = 0;
-  for (const entry2 of catalog.values()) {
-    if (!entry2.path.startsWith(HOME_PREFIX) || entry2.type !== "file" && entry2.type !== "hardlink") continue;
-    const relative = entry2.path.slice(HOME_PREFIX.length);
-    const actual = found.get(relative);
-    if (actual === void 0)
-      throw new IntegrityError(`${posix2.join(home, relative)} is missing on ${hostName}`, TARGET_HINT);
-    if (entry2.sha256 !== void 0 && actual !== entry2.sha256) {
-      throw new IntegrityError(
-        `${posix2.join(home, relative)} on ${hostName} differs from the catalog (sha256)`,
-        TARGET_HINT
-      );
-    }
-    found.delete(relative);
-    verified++;
-  }
-  const extra = [...found.keys()];
-  if (extra.length > 0) {
-    throw new IntegrityError(
-      `${extra.length} file(s) in ${home} on ${hostName} are not in the archive, e.g. ${extra[0]}`,
-      "something else wrote into the home while the drill restored it"
-    );
-  }
-  return verified;
-}
-function parseSha256sumZ(output, normalize) {
-  const digests = /* @__PURE__ */ new Map();
-  for (const record of output.split("\0")) {
-    if (record === "") continue;
-    const match = /^([0-9a-f]{64}) [ *](.*)$/s.exec(record);
-    if (!match) throw new LookerBackupError(`unexpected sha256sum output: ${record.slice(0, 120)}`);
-    digests.set(normalize(match[2]), match[1]);
-  }
-  return digests;
-}
+// src/looker/nodes.ts
+import { stat as stat2 } from "node:fs/promises";
+import { join as join10 } from "node:path";
 
 // src/remote/ssh-host.ts
 var import_ssh2 = __toESM(require_lib2(), 1);
 import { randomBytes as randomBytes6 } from "node:crypto";
 import { constants as osConstants } from "node:os";
-import { posix as posix3 } from "node:path";
+import { posix as posix2 } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 
 // src/remote/host.ts
@@ -32511,7 +32244,7 @@ function secretEnvPrelude(names) {
 }
 
 // src/remote/known-hosts.ts
-import { createHash as createHash5, createHmac as createHmac2, timingSafeEqual as timingSafeEqual2 } from "node:crypto";
+import { createHash as createHash6, createHmac as createHmac2, timingSafeEqual as timingSafeEqual2 } from "node:crypto";
 function parseKnownHosts(text) {
   const entries = [];
   const malformedLines = [];
@@ -32545,7 +32278,7 @@ function preferredHostKeyAlgorithms(known, host, port2) {
   return [...new Set(types.flatMap(algorithmsForKeyType))];
 }
 function fingerprintSha256(key) {
-  return `SHA256:${createHash5("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
+  return `SHA256:${createHash6("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
 }
 function keyTypeOf(key) {
   if (key.length < 4) return void 0;
@@ -32747,9 +32480,9 @@ var SshHost = class _SshHost {
   }
   async writeFile(path, content, mode) {
     assertMode(mode);
-    const temporary = posix3.join(
-      posix3.dirname(path),
-      `.${posix3.basename(path)}.${randomBytes6(6).toString("hex")}.tmp`
+    const temporary = posix2.join(
+      posix2.dirname(path),
+      `.${posix2.basename(path)}.${randomBytes6(6).toString("hex")}.tmp`
     );
     const tmp = shellQuote(temporary);
     const script = `umask 077 && cat > ${tmp} && chmod ${mode.toString(8)} ${tmp} && mv -f ${tmp} ${shellQuote(path)} || { status=$?; rm -f ${tmp}; exit $status; }`;
@@ -32762,7 +32495,7 @@ var SshHost = class _SshHost {
     return result.stdout;
   }
   async remove(path) {
-    if (path === "" || posix3.normalize(path) === "/") {
+    if (path === "" || posix2.normalize(path) === "/") {
       throw new LookerBackupError(`refusing to remove '${path}' on ${this.name}`);
     }
     const result = await this.exec(`rm -rf -- ${shellQuote(path)}`, { label: "rm" });
@@ -32829,9 +32562,9 @@ var SshHost = class _SshHost {
     });
   }
   fileError(action, path, result) {
-    const detail = result.stderr.toString("utf8").trim() || `exit code ${result.code}`;
-    const error = new LookerBackupError(`could not ${action} ${path} on ${this.name}: ${detail}`);
-    if (/no such file or directory/i.test(detail)) Object.assign(error, { code: "ENOENT" });
+    const detail2 = result.stderr.toString("utf8").trim() || `exit code ${result.code}`;
+    const error = new LookerBackupError(`could not ${action} ${path} on ${this.name}: ${detail2}`);
+    if (/no such file or directory/i.test(detail2)) Object.assign(error, { code: "ENOENT" });
     return error;
   }
 };
@@ -32851,7 +32584,7 @@ function buildRemoteCommand(argv, options = {}) {
 function collectChannel(channel, options, settlers) {
   const stdout2 = [];
   const stderr2 = [];
-  const lines = {
+  const lines2 = {
     stdout: lineSplitter("stdout", options.onLine),
     stderr: lineSplitter("stderr", options.onLine)
   };
@@ -32863,8 +32596,8 @@ function collectChannel(channel, options, settlers) {
     settled = true;
     clearTimeout(deadline);
     clearTimeout(killTimer);
-    lines.stdout.flush();
-    lines.stderr.flush();
+    lines2.stdout.flush();
+    lines2.stderr.flush();
     if (code === void 0 && !timedOut) return settlers.reject();
     settlers.resolve({
       code: timedOut && (code === void 0 || code === 0) ? TIMED_OUT_CODE : code ?? TIMED_OUT_CODE,
@@ -32875,11 +32608,11 @@ function collectChannel(channel, options, settlers) {
   };
   channel.on("data", (chunk) => {
     stdout2.push(chunk);
-    lines.stdout.push(chunk);
+    lines2.stdout.push(chunk);
   });
   channel.stderr.on("data", (chunk) => {
     stderr2.push(chunk);
-    lines.stderr.push(chunk);
+    lines2.stderr.push(chunk);
   });
   channel.on("close", (code, signal) => finish(exitCodeOf2(code, signal)));
   channel.on("error", () => {
@@ -33066,6 +32799,1095 @@ function assertMode(mode) {
   }
 }
 
+// src/looker/control.ts
+import { posix as posix3 } from "node:path";
+
+// src/looker/alive.ts
+import http from "node:http";
+import https from "node:https";
+async function probeAlive(target, timeoutMs = 3e3) {
+  const schemes = target.scheme ? [target.scheme] : ["https", "http"];
+  for (const scheme of schemes) {
+    const status = await getStatus(scheme, target, timeoutMs).catch(() => void 0);
+    if (status === 200) return true;
+  }
+  return false;
+}
+async function waitForAlive(target, options) {
+  const deadline = Date.now() + options.timeoutMs;
+  const interval = options.intervalMs ?? 500;
+  while (Date.now() < deadline) {
+    options.signal?.throwIfAborted();
+    if (await probeAlive(target, Math.min(3e3, Math.max(500, deadline - Date.now())))) return true;
+    await new Promise((r) => setTimeout(r, interval));
+  }
+  return false;
+}
+function getStatus(scheme, target, timeoutMs) {
+  return new Promise((resolve5, reject) => {
+    const options = {
+      host: target.host,
+      port: target.port,
+      path: "/alive",
+      method: "GET",
+      timeout: timeoutMs
+    };
+    const request2 = scheme === "https" ? (
+      // Looker's default certificate is self-signed; /alive carries no secret, so the check does not verify it.
+      https.request({ ...options, rejectUnauthorized: false })
+    ) : http.request(options);
+    request2.on("response", (response) => {
+      response.resume();
+      resolve5(response.statusCode ?? 0);
+    });
+    request2.on("timeout", () => request2.destroy(new Error("timed out")));
+    request2.on("error", reject);
+    request2.end();
+  });
+}
+
+// src/looker/master-key.ts
+function masterKeyEnvironment(key) {
+  if (key === void 0) return {};
+  return key.kind === "file" ? { env: { LKR_MASTER_KEY_FILE: key.path } } : { secretEnv: { LKR_MASTER_KEY_ENV: key.value } };
+}
+
+// src/looker/control.ts
+var LOG_TAIL_LINES = 40;
+var LookerNode = class {
+  constructor(config) {
+    this.config = config;
+  }
+  config;
+  get name() {
+    return this.config.host.name;
+  }
+  async isRunning() {
+    const result = await this.looker(["status"]);
+    if (result.code === 0) return true;
+    if (result.code === 3) return false;
+    throw await this.failure("could not ask Looker for its status", result);
+  }
+  async stop() {
+    const result = await this.looker(["stop"]);
+    if (result.code !== 0 || await this.isRunning())
+      throw await this.failure("Looker did not stop", result);
+  }
+  /** Starts Looker and waits until /alive answers 200. */
+  async start(signal) {
+    const result = await this.looker(["start"], masterKeyEnvironment(this.config.masterKey));
+    if (result.code !== 0) throw await this.failure("Looker failed to start", result);
+    const up = await waitForAlive(this.config.alive, {
+      timeoutMs: this.config.bootTimeoutMs ?? 3e5,
+      signal
+    });
+    if (!up) {
+      throw await this.failure(
+        `Looker started but /alive on ${this.config.alive.host}:${this.config.alive.port} did not answer 200 in time`,
+        result
+      );
+    }
+  }
+  async generateKeyfile(path) {
+    const result = await this.looker(["generate_keyfile_for_backup", path]);
+    if (result.code !== 0) throw await this.failure("generate_keyfile_for_backup failed", result);
+  }
+  async keystoreIndependentRecrypt(keyfilePath) {
+    const result = await this.looker(
+      ["keystore_independent_recrypt", keyfilePath],
+      masterKeyEnvironment(this.config.masterKey)
+    );
+    if (result.code !== 0) throw await this.failure("keystore_independent_recrypt failed", result);
+  }
+  async restoreDrBackup(keyfilePath) {
+    const result = await this.looker(
+      ["restore_dr_backup", keyfilePath],
+      masterKeyEnvironment(this.config.masterKey)
+    );
+    if (result.code !== 0) throw await this.failure("restore_dr_backup failed", result);
+  }
+  async logTail(lines2 = LOG_TAIL_LINES) {
+    const log = posix3.join(this.config.lookerDir, "log", "looker.log");
+    const result = await this.config.host.run(["tail", "-n", String(lines2), log]);
+    return result.code === 0 ? result.stdout : "";
+  }
+  looker(args, options = {}) {
+    return this.config.host.run(["./looker", ...args], {
+      ...options,
+      cwd: this.config.lookerDir,
+      timeoutMs: this.config.commandTimeoutMs ?? 6e5
+    });
+  }
+  async failure(what, result) {
+    const output = `${result.stderr}${result.stdout}`.trim().split("\n").slice(-5).join("\n");
+    const logTail = await this.logTail().catch(() => "");
+    return new LookerError(`${what} on ${this.name} (exit ${result.code})${output ? `: ${output}` : ""}`, {
+      hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
+      logTail
+    });
+  }
+};
+
+// src/looker/nodes.ts
+async function connectNodes(settings, log = () => {
+}) {
+  const hosts = [];
+  try {
+    const local = new LocalHost(await lookerUserFor(settings));
+    hosts.push(local);
+    const nodes = [nodeOn(local, join10(settings.home, "looker"), "127.0.0.1", settings)];
+    for (const spec of settings.nodes) {
+      const host = await SshHost.connect({
+        host: spec.host,
+        port: spec.port,
+        username: spec.user,
+        privateKey: settings.sshKey ?? "",
+        knownHosts: settings.knownHosts,
+        hostKeyPolicy: settings.acceptNewHostKeys ? "accept-new" : "strict",
+        onNewHostKey: (line) => log(`accepted new host key (add it to known-hosts): ${line}`)
+      });
+      hosts.push(host);
+      const lookerDir = settings.remoteLookerDir ?? `/home/${spec.user}/looker`;
+      nodes.push(nodeOn(host, lookerDir, spec.host, settings));
+    }
+    return { nodes, close: () => closeAll(hosts) };
+  } catch (error) {
+    await closeAll(hosts);
+    throw error;
+  }
+}
+function nodeOn(host, lookerDir, aliveHost, settings) {
+  return new LookerNode({
+    host,
+    lookerDir,
+    alive: { host: aliveHost, port: settings.webPort },
+    bootTimeoutMs: settings.bootTimeoutMs,
+    ...settings.masterKey ? { masterKey: settings.masterKey } : {}
+  });
+}
+async function closeAll(hosts) {
+  await Promise.allSettled(hosts.map((h) => h.close()));
+}
+async function lookerUserFor(settings) {
+  if (settings.lookerUser) return settings.lookerUser;
+  const owner = (await stat2(settings.home).catch((error) => {
+    throw new InputError(
+      `cannot read the looker home ${settings.home}: ${error.message}`,
+      "pass the home of the looker user (e.g. /home/looker)"
+    );
+  })).uid;
+  if (owner === process.getuid?.()) return void 0;
+  const result = await runProcess("getent", ["passwd", String(owner)]);
+  return result.code === 0 ? result.stdout.split(":")[0] : void 0;
+}
+
+// src/report/format.ts
+var UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
+function formatBytes(bytes) {
+  let value = bytes;
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${UNITS[unit]}`;
+}
+function formatRate(bytes, ms) {
+  return ms <= 0 ? "-" : `${formatBytes(bytes * 1e3 / ms)}/s`;
+}
+function formatDuration(ms) {
+  if (ms < 1e3) return `${Math.round(ms)} ms`;
+  const seconds = ms / 1e3;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  const rest = Math.round(seconds - minutes * 60);
+  if (minutes < 60) return `${minutes} min ${rest} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+// src/report/progress.ts
+var ProgressReporter = class {
+  constructor(label, print, intervalMs = 5e3, clock = Date.now) {
+    this.label = label;
+    this.print = print;
+    this.intervalMs = intervalMs;
+    this.clock = clock;
+    this.startedAt = clock();
+    this.lastPrintAt = this.startedAt;
+  }
+  label;
+  print;
+  intervalMs;
+  clock;
+  startedAt;
+  lastPrintAt = 0;
+  update(bytesDone, bytesTotal) {
+    const now = this.clock();
+    if (now - this.lastPrintAt < this.intervalMs) return;
+    this.lastPrintAt = now;
+    this.print(this.line(bytesDone, bytesTotal, now));
+  }
+  line(bytesDone, bytesTotal, now = this.clock()) {
+    const elapsed = now - this.startedAt;
+    const parts = [`${this.label}: ${formatBytes(bytesDone)}`];
+    if (bytesTotal && bytesTotal > 0) {
+      const fraction = Math.min(1, bytesDone / bytesTotal);
+      parts[0] += ` of ${formatBytes(bytesTotal)} (${Math.floor(fraction * 100)}%)`;
+      parts.push(formatRate(bytesDone, elapsed));
+      if (bytesDone > 0 && fraction < 1)
+        parts.push(`ETA ${formatDuration(elapsed / bytesDone * (bytesTotal - bytesDone))}`);
+    } else {
+      parts.push(formatRate(bytesDone, elapsed));
+    }
+    return parts.join(", ");
+  }
+};
+
+// src/store/dir-store.ts
+import { randomBytes as randomBytes7 } from "node:crypto";
+import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
+import { mkdir as mkdir3, open, readdir as readdir3, rename as rename3, rm as rm7, stat as stat3 } from "node:fs/promises";
+import { join as join11 } from "node:path";
+import { finished as finished2 } from "node:stream/promises";
+
+// src/store/store.ts
+function namesToPrune(archives, policy, now) {
+  if (policy.keepLast === void 0 && policy.keepDays === void 0) return [];
+  const cutoff = policy.keepDays === void 0 ? void 0 : now.getTime() - policy.keepDays * 864e5;
+  return archives.filter((archive, index) => {
+    const keptByCount = policy.keepLast !== void 0 && index < policy.keepLast;
+    const keptByAge = cutoff !== void 0 && archive.createdAt.getTime() >= cutoff;
+    return !keptByCount && !keptByAge;
+  }).map((archive) => archive.name);
+}
+
+// src/store/dir-store.ts
+var PARTIAL_PREFIX = ".partial-";
+var DirStore = class {
+  constructor(directory) {
+    this.directory = directory;
+  }
+  directory;
+  kind = "dir";
+  async create(name) {
+    assertPlainName(name);
+    await mkdir3(this.directory, { recursive: true, mode: 448 });
+    const finalPath = join11(this.directory, name);
+    const partialPath = join11(this.directory, `${PARTIAL_PREFIX}${randomBytes7(6).toString("hex")}-${name}`);
+    const stream = createWriteStream2(partialPath, { flags: "wx", mode: 384, highWaterMark: 1 << 20 });
+    let settled = false;
+    return {
+      stream,
+      commit: async () => {
+        if (!stream.writableFinished) await finished2(stream);
+        await fsyncPath(partialPath);
+        await rename3(partialPath, finalPath);
+        await fsyncPath(this.directory);
+        settled = true;
+        const info = await stat3(finalPath);
+        return { name, size: info.size, location: finalPath, createdAt: createdAtOf(name, info.mtime) };
+      },
+      abort: async () => {
+        if (settled) return;
+        settled = true;
+        stream.destroy();
+        await rm7(partialPath, { force: true });
+      }
+    };
+  }
+  async list(instance) {
+    let names;
+    try {
+      names = await readdir3(this.directory);
+    } catch (error) {
+      if (error.code === "ENOENT") return [];
+      throw error;
+    }
+    const archives = [];
+    for (const name of names) {
+      const parsed = parseArchiveName(name);
+      if (!parsed || instance !== void 0 && parsed.instance !== instance) continue;
+      const path = join11(this.directory, name);
+      const info = await stat3(path);
+      archives.push({ name, size: info.size, location: path, createdAt: parsed.createdAt });
+    }
+    return archives.sort(
+      (a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.name < b.name ? 1 : -1)
+    );
+  }
+  async open(name) {
+    assertPlainName(name);
+    const path = join11(this.directory, name);
+    try {
+      await stat3(path);
+    } catch (error) {
+      throw new InputError(
+        `no archive ${name} in ${this.directory}`,
+        "run `looker-backup list --out DIR`",
+        error
+      );
+    }
+    return createReadStream2(path, { highWaterMark: 1 << 20 });
+  }
+  async prune(instance, policy, now = /* @__PURE__ */ new Date()) {
+    const doomed = namesToPrune(await this.list(instance), policy, now);
+    for (const name of doomed) {
+      await rm7(join11(this.directory, name), { force: true });
+      await rm7(join11(this.directory, keyfileNameFor(name)), { force: true });
+    }
+    return doomed;
+  }
+};
+function assertPlainName(name) {
+  if (name === "" || name.includes("/") || name.startsWith(".")) {
+    throw new LookerBackupError(`refusing store object name '${name}'`);
+  }
+}
+function createdAtOf(name, fallback) {
+  return parseArchiveName(name)?.createdAt ?? fallback;
+}
+async function fsyncPath(path) {
+  const handle = await open(path, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+// src/cli/drill-command.ts
+import { appendFile, readFile as readFile8, writeFile as writeFile7 } from "node:fs/promises";
+import { resolve as resolve3 } from "node:path";
+
+// src/drill/drill.ts
+import { createHash as createHash7 } from "node:crypto";
+import { createReadStream as createReadStream4 } from "node:fs";
+import { mkdtemp as mkdtemp5, readFile as readFile7, rm as rm9 } from "node:fs/promises";
+import { tmpdir as tmpdir4 } from "node:os";
+import { basename as basename4, dirname as dirname6, join as join15, posix as posix5 } from "node:path";
+
+// src/drill/drill-database.ts
+import { createReadStream as createReadStream3 } from "node:fs";
+import { readdir as readdir4 } from "node:fs/promises";
+import { basename as basename3, join as join13 } from "node:path";
+
+// src/mysql/restore.ts
+var import_yaml3 = __toESM(require_dist(), 1);
+import { spawn as spawn3 } from "node:child_process";
+import { randomBytes as randomBytes8 } from "node:crypto";
+import { chown, readFile as readFile6, rename as rename4, rm as rm8, stat as stat4, writeFile as writeFile5 } from "node:fs/promises";
+import { basename as basename2, dirname as dirname4, join as join12 } from "node:path";
+import { Readable as Readable2 } from "node:stream";
+import { pipeline as pipeline4 } from "node:stream/promises";
+var LOAD_ARGS = ["--batch", "--binary-mode", "--comments", "--default-character-set=utf8mb4"];
+var QUERY_ARGS = ["--batch", "--skip-column-names", "--default-character-set=utf8mb4"];
+var STDERR_TAIL2 = 4096;
+async function loadDumpIntoDatabase(conn, database, dump, opts = {}) {
+  const target = validateMysqlConnection({
+    ...conn,
+    database: validateDatabaseName(database, "target database")
+  });
+  await withDefaultsFile(target, async (defaultsFile) => {
+    const client = { ...opts, defaultsFile, target };
+    await prepareDatabase(client, opts);
+    const result = await runClient(client, [...LOAD_ARGS, database], dump);
+    if (result.code !== 0) {
+      throw new LookerBackupError(
+        `loading the dump into database "${database}" (${describeMysqlConnection(target)}) failed: ${result.reason}${said(result, target)}`,
+        {
+          hint: `the database "${database}" may be partly loaded; fix the cause, then restore again with dropExisting`
+        }
+      );
+    }
+  });
+}
+async function rewriteLookerDbYml(path, changes) {
+  const before = await stat4(path).catch((error) => {
+    throw new InputError(
+      `cannot read ${path}: ${error.code ?? error}`,
+      void 0,
+      error
+    );
+  });
+  let text = await readFile6(path, "utf8");
+  for (const [field, value] of Object.entries(changes)) {
+    if (value === void 0) continue;
+    text = setTopLevelValue(text, LOOKER_DB_YML_KEYS[field], yamlValueOf(field, value), path);
+  }
+  const temp = join12(dirname4(path), `.${basename2(path)}.${randomBytes8(6).toString("hex")}.tmp`);
+  try {
+    await writeFile5(temp, text, { mode: before.mode & 4095, flag: "wx" });
+    if (process.getuid?.() !== before.uid || process.getgid?.() !== before.gid) {
+      await chown(temp, before.uid, before.gid);
+    }
+    await rename4(temp, path);
+  } finally {
+    await rm8(temp, { force: true });
+  }
+}
+async function prepareDatabase(client, opts) {
+  const { database } = client.target;
+  const state = await databaseState(client);
+  const where = `database "${database}" on ${client.target.host}:${client.target.port}`;
+  if (state.exists && state.objects > 0 && !opts.dropExisting) {
+    throw new InputError(
+      `${where} is not empty (${state.objects} tables, views, routines or events); refusing to overwrite it`,
+      "restore into a new database name, or allow dropping the existing database"
+    );
+  }
+  if (!state.exists && opts.create === false) {
+    throw new InputError(`${where} does not exist`, "create it first, or allow the restore to create it");
+  }
+  const statements = [];
+  if (state.exists && state.objects > 0) statements.push(`DROP DATABASE \`${database}\`;`);
+  if (!state.exists || state.objects > 0)
+    statements.push(`CREATE DATABASE \`${database}\` CHARACTER SET utf8mb4;`);
+  if (statements.length > 0) await query(client, statements.join("\n"));
+}
+async function databaseState(client) {
+  const name = `'${client.target.database}'`;
+  const output = await query(
+    client,
+    `SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${name}),
+      (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${name})
+      + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ${name})
+      + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ${name});`
+  );
+  const [exists = "", objects = ""] = output.trim().split("	");
+  if (!/^\d+$/.test(exists) || !/^\d+$/.test(objects)) {
+    throw new LookerBackupError(
+      `unexpected answer from mysql about database "${client.target.database}": ${output.trim()}`
+    );
+  }
+  return { exists: Number(exists) > 0, objects: Number(objects) };
+}
+async function query(client, sql) {
+  const result = await runClient(client, QUERY_ARGS, Readable2.from([Buffer.from(sql)]));
+  if (result.code !== 0) {
+    throw new LookerBackupError(
+      `mysql on ${client.target.host}:${client.target.port} failed: ${result.reason}${said(result, client.target)}`,
+      {
+        hint: "check the mysql host, port, user and password, and that the user may create and drop the target database"
+      }
+    );
+  }
+  return result.stdout;
+}
+async function runClient(client, args, input) {
+  if (client.signal?.aborted) throw new CancelledError(`mysql on ${client.target.host} cancelled`);
+  const child = spawn3(client.command ?? "mysql", [defaultsFileArgument(client.defaultsFile), ...args], {
+    stdio: ["pipe", "pipe", "pipe"]
+  });
+  const exited = exitOf2(child);
+  const stdout2 = [];
+  let stderr2 = Buffer.alloc(0);
+  child.stdout.on("data", (chunk) => stdout2.push(chunk));
+  child.stderr.on("data", (chunk) => {
+    stderr2 = Buffer.concat([stderr2, chunk]).subarray(-STDERR_TAIL2);
+  });
+  let inputError;
+  try {
+    await pipeline4(input, child.stdin, { signal: client.signal });
+  } catch (error) {
+    inputError = error;
+  }
+  if (inputError !== void 0 && inputError.code !== "EPIPE") {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await exited;
+    if (client.signal?.aborted) throw new CancelledError(`mysql on ${client.target.host} cancelled`);
+    throw inputError;
+  }
+  const exit = await exited;
+  const code = exit.code ?? 1;
+  const reason = exit.error !== void 0 ? exit.error.message : exit.signal !== null ? `mysql was killed by ${exit.signal}` : `mysql exited with code ${exit.code}`;
+  return {
+    code: exit.error === void 0 ? code : 1,
+    stdout: Buffer.concat(stdout2).toString("utf8"),
+    stderr: stderr2.toString("utf8"),
+    reason
+  };
+}
+function said(result, conn) {
+  let text = result.stderr.replace(/^-{14}\n[\s\S]*?\n-{14}\n/gm, "").trim();
+  if (conn.password.length >= 4) text = text.split(conn.password).join("***");
+  return text === "" ? "" : `
+mysql said: ${text}`;
+}
+function exitOf2(child) {
+  return new Promise((resolve5) => {
+    child.once("error", (error) => resolve5({ code: null, signal: null, error }));
+    child.once("close", (code, signal) => resolve5({ code, signal }));
+  });
+}
+function yamlValueOf(field, value) {
+  if (field === "port") return String(parsePort(value, "looker-db.yml port"));
+  const text = String(value);
+  if (field === "database") validateDatabaseName(text, "looker-db.yml database");
+  return JSON.stringify(text);
+}
+function setTopLevelValue(text, key, yamlValue, where) {
+  const doc = (0, import_yaml3.parseDocument)(text, { schema: "failsafe" });
+  if (doc.errors.length > 0 || doc.contents !== null && !(0, import_yaml3.isMap)(doc.contents)) {
+    throw new InputError(`${where}: not a YAML mapping; cannot rewrite it`, "fix the file by hand");
+  }
+  const pair = doc.contents?.items.find((item) => (0, import_yaml3.isScalar)(item.key) && String(item.key.value) === key);
+  let updated;
+  if (pair === void 0) {
+    updated = `${text}${text === "" || text.endsWith("\n") ? "" : "\n"}${key}: ${yamlValue}
+`;
+  } else {
+    const range = (0, import_yaml3.isScalar)(pair.value) ? pair.value.range : void 0;
+    if (range === void 0 || range === null) {
+      throw new InputError(
+        `${where}: key "${key}" is not a single value; cannot rewrite it`,
+        "fix the file by hand"
+      );
+    }
+    const [start, end] = range;
+    const replaced = text.slice(start, end);
+    const lead = /\s/.test(text.charAt(start - 1)) ? "" : " ";
+    const trail = replaced.endsWith("\n") ? "\n" : "";
+    updated = `${text.slice(0, start)}${lead}${yamlValue}${trail}${text.slice(end)}`;
+  }
+  const check = (0, import_yaml3.parseDocument)(updated, { schema: "failsafe" });
+  const expected = String((0, import_yaml3.parseDocument)(yamlValue, { schema: "failsafe" }).toJS());
+  if (check.errors.length > 0 || String(check.get(key)) !== expected) {
+    throw new LookerBackupError(`${where}: could not rewrite key "${key}" safely`, {
+      hint: "edit the file by hand"
+    });
+  }
+  return updated;
+}
+
+// src/drill/drill-database.ts
+var LOOKER_DB_YML = "looker/looker-db.yml";
+async function stagedDumps(stagingRoot) {
+  const names = await readdir4(join13(stagingRoot, "mysql")).catch(() => []);
+  return names.filter((name) => name.endsWith(".sql")).map((name) => join13(stagingRoot, "mysql", name));
+}
+async function restoreIntoDrillDatabase(drill, stagedHome, dumps, signal) {
+  const ymlPath = join13(stagedHome, LOOKER_DB_YML);
+  const production = await readLookerDbYml(ymlPath);
+  assertNotProduction(drill, production);
+  const dump = pickDump(dumps, production.database);
+  await loadDumpIntoDatabase(drill, drill.database, createReadStream3(dump, { highWaterMark: 1 << 20 }), {
+    create: true,
+    dropExisting: true,
+    signal
+  });
+  await rewriteLookerDbYml(ymlPath, {
+    host: drill.host,
+    port: drill.port,
+    user: drill.user,
+    password: drill.password,
+    database: drill.database
+  });
+  return `${basename3(dump)} loaded into ${describeMysqlConnection(drill)}; looker-db.yml points there`;
+}
+function assertNotProduction(drill, production) {
+  if (production.database === void 0 || production.database !== drill.database) return;
+  const sameHost = production.host === void 0 || sameServerName(production.host, drill.host);
+  const samePort = (production.port ?? 3306) === drill.port;
+  if (sameHost && samePort) {
+    throw new InputError(
+      `the drill database ${describeMysqlConnection(drill)} is the production database named in the backup's looker-db.yml`,
+      "pass --drill-mysql-database with a name of its own (e.g. looker_drill); a drill must never touch production"
+    );
+  }
+}
+function sameServerName(a, b) {
+  const loopback = (host) => ["localhost", "127.0.0.1", "::1"].includes(host.toLowerCase());
+  return a.toLowerCase() === b.toLowerCase() || loopback(a) && loopback(b);
+}
+function pickDump(dumps, productionDatabase) {
+  const named = dumps.find((dump2) => basename3(dump2) === `${productionDatabase}.sql`);
+  const dump = named ?? dumps[0];
+  if (dump === void 0) throw new InputError("the archive has no mysql/<database>.sql dump to restore");
+  return dump;
+}
+
+// src/drill/http-checks.ts
+import http2 from "node:http";
+import https2 from "node:https";
+var REQUEST_TIMEOUT_MS = 15e3;
+var MAX_BODY_BYTES = 1 << 20;
+async function checkApiLogin(target, clientId, clientSecret) {
+  const body = new URLSearchParams({ client_id: clientId, client_secret: clientSecret }).toString();
+  const where = `${target.host}:${target.port}/api/4.0/login`;
+  let answer;
+  try {
+    answer = await request(target, "POST", "/api/4.0/login", {
+      body,
+      headers: { "content-type": "application/x-www-form-urlencoded" }
+    });
+  } catch (error) {
+    throw new LookerError(`api login at ${where} failed: ${error.message}`, {
+      hint: "check --api-port and that the API listener is reachable from this runner",
+      cause: error
+    });
+  }
+  if (answer.status !== 200) {
+    throw new LookerError(`api login at ${where} answered ${answer.status}, expected 200`, {
+      hint: "the restored instance does not accept the API credentials: check --api-client-id and its secret"
+    });
+  }
+  if (!hasAccessToken(answer.body)) {
+    throw new LookerError(`api login at ${where} answered 200 without an access_token`);
+  }
+}
+async function runUrlChecks(target, checks) {
+  for (const check of checks) {
+    const where = `${target.host}:${target.port}${check.path}`;
+    let status;
+    try {
+      status = (await request(target, "GET", check.path)).status;
+    } catch (error) {
+      throw new LookerError(`check ${where} failed: ${error.message}`, { cause: error });
+    }
+    if (status !== check.status) {
+      throw new LookerError(`check ${where} answered ${status}, expected ${check.status}`);
+    }
+  }
+}
+function hasAccessToken(text) {
+  try {
+    const parsed = JSON.parse(text);
+    return typeof parsed.access_token === "string" && parsed.access_token !== "";
+  } catch {
+    return false;
+  }
+}
+async function request(target, method, path, options = {}) {
+  try {
+    return await send("https", target, method, path, options);
+  } catch (error) {
+    if (!isNotTls(error)) throw error;
+    return send("http", target, method, path, options);
+  }
+}
+function isNotTls(error) {
+  const code = error.code ?? "";
+  const message = error.message ?? "";
+  return code.startsWith("ERR_SSL") || code === "EPROTO" || code === "ECONNRESET" || /wrong version number|packet length/i.test(message);
+}
+function send(scheme, target, method, path, options) {
+  return new Promise((resolve5, reject) => {
+    const headers = {
+      ...options.headers,
+      ...options.body === void 0 ? {} : { "content-length": Buffer.byteLength(options.body) }
+    };
+    const common = {
+      host: target.host,
+      port: target.port,
+      path,
+      method,
+      headers,
+      timeout: REQUEST_TIMEOUT_MS
+    };
+    const req = scheme === "https" ? https2.request({ ...common, rejectUnauthorized: false }) : http2.request(common);
+    req.on("response", (response) => {
+      const chunks = [];
+      let size = 0;
+      response.on("data", (chunk) => {
+        size += chunk.length;
+        if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+      });
+      response.on(
+        "end",
+        () => resolve5({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") })
+      );
+      response.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS} ms`)));
+    req.on("error", reject);
+    req.end(options.body);
+  });
+}
+
+// src/drill/targets.ts
+import { mkdir as mkdir4, readdir as readdir5, rename as rename5, rmdir as rmdir2, stat as stat5, writeFile as writeFile6 } from "node:fs/promises";
+import { dirname as dirname5, join as join14, posix as posix4, resolve as resolve2 } from "node:path";
+
+// src/drill/run-as-host.ts
+var RunAsHost = class {
+  constructor(root, user) {
+    this.root = root;
+    this.user = user;
+    this.name = `${root.name} (as ${user})`;
+  }
+  root;
+  user;
+  name;
+  run(argv, options) {
+    return this.root.run(["runuser", "-u", this.user, "--", ...argv], options);
+  }
+  runShell(script, options) {
+    return this.run(["/bin/sh", "-c", script], options);
+  }
+  /** Written by root (atomically, with the mode), then handed to the user. */
+  async writeFile(path, content, mode) {
+    await this.root.writeFile(path, content, mode);
+    const result = await this.root.run(["chown", `${this.user}:`, path]);
+    if (result.code !== 0) {
+      await this.root.remove(path).catch(() => void 0);
+      throw new LookerBackupError(
+        `could not give ${path} on ${this.root.name} to ${this.user}: ${result.stderr.trim()}`
+      );
+    }
+  }
+  readFile(path) {
+    return this.root.readFile(path);
+  }
+  remove(path) {
+    return this.root.remove(path);
+  }
+  /** A 0700 directory owned by the user, so only the user (and root) can read what is put there. */
+  async makeTempDir(prefix) {
+    const result = await this.run(["mktemp", "-d", "-t", `${prefix}XXXXXX`]);
+    const dir = result.stdout.trim();
+    if (result.code !== 0 || !dir.startsWith("/")) {
+      throw new LookerBackupError(
+        `could not create a temp dir for ${this.user} on ${this.root.name}: ${result.stderr.trim()}`
+      );
+    }
+    return dir;
+  }
+  close() {
+    return this.root.close();
+  }
+};
+
+// src/drill/tar-stream.ts
+import { spawn as spawn4 } from "node:child_process";
+import { PassThrough as PassThrough2 } from "node:stream";
+function createTarStream(dir, options = {}) {
+  const members = options.listFile ? ["--no-recursion", "--null", "-T", options.listFile] : ["."];
+  const child = spawn4("tar", ["-C", dir, "--numeric-owner", "-cf", "-", ...members], {
+    stdio: ["ignore", "pipe", "pipe"]
+  });
+  let stderr2 = "";
+  child.stderr.on("data", (chunk) => {
+    stderr2 = (stderr2 + chunk.toString("utf8")).slice(-4096);
+  });
+  const done = new Promise((resolve5, reject) => {
+    child.once(
+      "error",
+      (error) => reject(
+        new LookerBackupError(`could not run tar to send ${dir}: ${error.message}`, {
+          hint: "install GNU tar",
+          cause: error
+        })
+      )
+    );
+    child.once("close", (code) => {
+      if (code === 0) resolve5();
+      else reject(new LookerBackupError(`tar of ${dir} failed (exit ${code}): ${stderr2.trim()}`));
+    });
+  });
+  done.catch(() => void 0);
+  const stream = new PassThrough2({ highWaterMark: 1 << 20 });
+  child.stdout.pipe(stream);
+  return { stream, done, stop: () => child.kill("SIGKILL") };
+}
+
+// src/drill/targets.ts
+var DEFAULT_LOOKER_USER = "looker";
+var HOME_PREFIX = "home/";
+var ROOTFS_PREFIX = "rootfs/";
+var TRANSFER_TIMEOUT_MS = 6 * 36e5;
+var COMMAND_TIMEOUT_MS = 36e5;
+var SshTarget = class {
+  constructor(root, address, user = DEFAULT_LOOKER_USER) {
+    this.root = root;
+    this.address = address;
+    this.user = user;
+    this.description = root.name;
+    this.home = `/home/${user}`;
+    this.lookerHost = new RunAsHost(root, user);
+  }
+  root;
+  address;
+  user;
+  description;
+  lookerHost;
+  home;
+  async ensureLookerUser() {
+    const script = [
+      'u="$1"; home="$2"',
+      'getent group "$u" >/dev/null || groupadd "$u" || exit 1',
+      'if id -u "$u" >/dev/null 2>&1; then state=existing; else useradd -M -d "$home" -g "$u" -s /bin/bash "$u" || exit 1; state=created; fi',
+      'echo "$state $(id -u "$u"):$(id -g "$u")"'
+    ].join("\n");
+    const result = await this.root.run(["/bin/sh", "-c", script, "sh", this.user, this.home], {
+      timeoutMs: COMMAND_TIMEOUT_MS
+    });
+    if (result.code !== 0) {
+      throw new LookerBackupError(
+        `could not create the ${this.user} user on ${this.root.name}: ${(result.stderr || result.stdout).trim()}`,
+        {
+          hint: "the drill connects as root (--target-user root) so it can create the user"
+        }
+      );
+    }
+    const [state, ids] = result.stdout.trim().split(" ");
+    return `${this.user} (${ids}) ${state}`;
+  }
+  async place(staging, catalog) {
+    const stage = await this.makeStage();
+    try {
+      await this.send(join14(staging, "home"), stage);
+      await this.swapIn(stage);
+    } catch (error) {
+      await this.root.remove(stage).catch(() => void 0);
+      throw error;
+    }
+    const rootfs = rootfsFiles(catalog);
+    if (rootfs.length > 0) await this.sendRootfs(join14(staging, "rootfs"), rootfs);
+    return `home placed at ${this.home}${rootfs.length > 0 ? `, ${rootfs.length} files outside the home` : ""}`;
+  }
+  async verify(catalog) {
+    return verifyOnHost(this.root, this.home, catalog, "/");
+  }
+  close() {
+    return this.root.close();
+  }
+  /** A private directory beside the home, so the final move is a rename on one filesystem. */
+  async makeStage() {
+    const parent = posix4.dirname(this.home);
+    const result = await this.root.run([
+      "/bin/sh",
+      "-c",
+      'mkdir -p "$1" && mktemp -d "$1/.looker-drill-XXXXXX"',
+      "sh",
+      parent
+    ]);
+    const stage = result.stdout.trim();
+    if (result.code !== 0 || !stage.startsWith("/")) {
+      throw new LookerBackupError(
+        `could not create a staging directory in ${parent} on ${this.root.name}: ${result.stderr.trim()}`
+      );
+    }
+    return stage;
+  }
+  async send(localDir, remoteDir) {
+    const tar = createTarStream(localDir);
+    let result;
+    try {
+      result = await this.root.runWithInput(
+        ["tar", "-xpf", "-", "--numeric-owner", "-C", remoteDir],
+        tar.stream,
+        {
+          timeoutMs: TRANSFER_TIMEOUT_MS
+        }
+      );
+    } catch (error) {
+      tar.stop();
+      throw error;
+    }
+    if (result.code !== 0) {
+      tar.stop();
+      throw new LookerBackupError(
+        `extracting the home on ${this.root.name} failed (exit ${result.code}): ${result.stderr.trim()}`,
+        {
+          hint: "check free space on the target's /home and that GNU tar is installed there"
+        }
+      );
+    }
+    await tar.done;
+  }
+  /**
+   * The looker user owns its home (its uid on the drill host may differ from production's); the home is used
+   * only when it is new or empty, so nothing of the target's own is ever replaced.
+   */
+  async swapIn(stage) {
+    const script = [
+      'stage="$1"; home="$2"; u="$3"',
+      'chown -hR "$u:" "$stage" || exit 1',
+      'if [ -e "$home" ] || [ -L "$home" ]; then',
+      '  if [ -L "$home" ] || [ ! -d "$home" ]; then echo "$home exists and is not a directory" >&2; exit 3; fi',
+      '  if [ -n "$(ls -A "$home")" ]; then echo "$home is not empty" >&2; exit 3; fi',
+      '  chmod --reference="$stage" "$home" && chown "$u:" "$home" || exit 1',
+      '  find "$stage" -mindepth 1 -maxdepth 1 -exec mv -t "$home" {} + || exit 1',
+      '  rmdir "$stage"',
+      "else",
+      '  mv -T "$stage" "$home"',
+      "fi"
+    ].join("\n");
+    const result = await this.root.run(["/bin/sh", "-c", script, "sh", stage, this.home, this.user], {
+      timeoutMs: TRANSFER_TIMEOUT_MS
+    });
+    if (result.code === 3) {
+      throw new InputError(
+        `the drill target's ${this.home} on ${this.root.name}: ${result.stderr.trim()}`,
+        NOT_EMPTY_HINT
+      );
+    }
+    if (result.code !== 0) {
+      throw new LookerBackupError(
+        `moving the restored home into ${this.home} on ${this.root.name} failed: ${result.stderr.trim()}`
+      );
+    }
+  }
+  async sendRootfs(stagedRootfs, files) {
+    const listFile = join14(stagedRootfs, "..", "rootfs.list");
+    await writeFile6(listFile, files.map((f) => `${f}\0`).join(""), { mode: 384 });
+    const tar = createTarStream(stagedRootfs, { listFile });
+    const result = await this.root.runWithInput(["tar", "-xpf", "-", "--numeric-owner", "-C", "/"], tar.stream, {
+      timeoutMs: COMMAND_TIMEOUT_MS
+    }).catch((error) => {
+      tar.stop();
+      throw error;
+    });
+    if (result.code !== 0) {
+      tar.stop();
+      throw new LookerBackupError(
+        `placing files outside the home on ${this.root.name} failed: ${result.stderr.trim()}`
+      );
+    }
+    await tar.done;
+  }
+};
+var LocalDirTarget = class _LocalDirTarget {
+  description;
+  address = "127.0.0.1";
+  home;
+  lookerHost;
+  user;
+  constructor(home, user) {
+    this.home = home;
+    this.user = user;
+    this.description = `dir:${home}`;
+    this.lookerHost = user ? new RunAsHost(new LocalHost(), user) : new LocalHost();
+  }
+  static async create(dir, lookerUser = DEFAULT_LOOKER_USER) {
+    const home = resolve2(dir);
+    const asRoot = process.getuid?.() === 0;
+    const userExists = asRoot && (await new LocalHost().run(["id", "-u", lookerUser])).code === 0;
+    return new _LocalDirTarget(home, userExists ? lookerUser : void 0);
+  }
+  async ensureLookerUser() {
+    if (!this.user) return "runs as this runner's user";
+    const parent = dirname5(this.home);
+    const reachable = await this.lookerHost.run(["test", "-x", parent]);
+    if (reachable.code !== 0) {
+      throw new InputError(
+        `the ${this.user} user cannot reach ${parent}`,
+        `choose a --target-dir whose parent directories ${this.user} may enter (chmod o+x), e.g. under /srv`
+      );
+    }
+    return `${this.user} (existing)`;
+  }
+  async place(staging, catalog) {
+    const staged = join14(staging, "home");
+    const state = await directoryState(this.home);
+    if (state === "non-empty")
+      throw new InputError(`the drill target ${this.home} is not empty`, NOT_EMPTY_HINT);
+    if (this.user) {
+      const owned = await new LocalHost().run(["chown", "-hR", `${this.user}:`, staged]);
+      if (owned.code !== 0)
+        throw new LookerBackupError(`could not give ${staged} to ${this.user}: ${owned.stderr.trim()}`);
+    }
+    await mkdir4(dirname5(this.home), { recursive: true });
+    if (state === "empty") await rmdir2(this.home);
+    await rename5(staged, this.home);
+    const skipped = rootfsFiles(catalog).length;
+    return `home placed at ${this.home}${skipped > 0 ? `; ${skipped} files outside the home not placed (local mode)` : ""}`;
+  }
+  async verify(catalog) {
+    return verifyOnHost(new LocalHost(), this.home, catalog, void 0);
+  }
+  async close() {
+  }
+};
+function localStagingParent(targetDir) {
+  return dirname5(resolve2(targetDir));
+}
+var NOT_EMPTY_HINT = "a drill restores into a fresh host or an empty directory; give it a new VM or an empty --target-dir";
+async function directoryState(dir) {
+  try {
+    if (!(await stat5(dir)).isDirectory())
+      throw new InputError(`the drill target ${dir} is not a directory`, NOT_EMPTY_HINT);
+  } catch (error) {
+    if (error.code === "ENOENT") return "missing";
+    throw error;
+  }
+  return (await readdir5(dir)).length === 0 ? "empty" : "non-empty";
+}
+function rootfsFiles(catalog) {
+  return [...catalog.values()].filter((e) => e.path.startsWith(ROOTFS_PREFIX) && e.type !== "directory").map((e) => e.path.slice(ROOTFS_PREFIX.length));
+}
+async function verifyOnHost(host, home, catalog, rootfsBase) {
+  const homeScript = 'cd "$1" && find . -type f -print0 | xargs -0r sha256sum -z --';
+  const listed = await host.run(["/bin/sh", "-c", homeScript, "sh", home], {
+    timeoutMs: TRANSFER_TIMEOUT_MS
+  });
+  if (listed.code !== 0) {
+    throw new LookerBackupError(
+      `could not hash the restored files in ${home} on ${host.name}: ${listed.stderr.trim()}`
+    );
+  }
+  const found = parseSha256sumZ(listed.stdout, (name) => name.startsWith("./") ? name.slice(2) : name);
+  let verified = compareHome(catalog, found, home, host.name);
+  if (rootfsBase !== void 0) {
+    const outside = [...catalog.values()].filter(
+      (e) => e.path.startsWith(ROOTFS_PREFIX) && e.type === "file"
+    );
+    if (outside.length > 0) {
+      const paths = outside.map((e) => posix4.join(rootfsBase, e.path.slice(ROOTFS_PREFIX.length)));
+      const hashed = await host.run(["sha256sum", "-z", "--", ...paths], { timeoutMs: COMMAND_TIMEOUT_MS });
+      const digests = parseSha256sumZ(hashed.stdout, (name) => name);
+      for (const [index, entry2] of outside.entries()) {
+        const actual = digests.get(paths[index]);
+        if (actual !== entry2.sha256) {
+          throw new IntegrityError(
+            `${paths[index]} on ${host.name} ${actual ? "differs from" : "is missing from"} the catalog`,
+            TARGET_HINT
+          );
+        }
+        verified++;
+      }
+    }
+  }
+  return verified;
+}
+var TARGET_HINT = "the copy on the target is not what the archive holds: check the target's disk and anything writing to it";
+function compareHome(catalog, found, home, hostName) {
+  let verified = 0;
+  for (const entry2 of catalog.values()) {
+    if (!entry2.path.startsWith(HOME_PREFIX) || entry2.type !== "file" && entry2.type !== "hardlink") continue;
+    const relative = entry2.path.slice(HOME_PREFIX.length);
+    const actual = found.get(relative);
+    if (actual === void 0)
+      throw new IntegrityError(`${posix4.join(home, relative)} is missing on ${hostName}`, TARGET_HINT);
+    if (entry2.sha256 !== void 0 && actual !== entry2.sha256) {
+      throw new IntegrityError(
+        `${posix4.join(home, relative)} on ${hostName} differs from the catalog (sha256)`,
+        TARGET_HINT
+      );
+    }
+    found.delete(relative);
+    verified++;
+  }
+  const extra = [...found.keys()];
+  if (extra.length > 0) {
+    throw new IntegrityError(
+      `${extra.length} file(s) in ${home} on ${hostName} are not in the archive, e.g. ${extra[0]}`,
+      "something else wrote into the home while the drill restored it"
+    );
+  }
+  return verified;
+}
+function parseSha256sumZ(output, normalize) {
+  const digests = /* @__PURE__ */ new Map();
+  for (const record of output.split("\0")) {
+    if (record === "") continue;
+    const match = /^([0-9a-f]{64}) [ *](.*)$/s.exec(record);
+    if (!match) throw new LookerBackupError(`unexpected sha256sum output: ${record.slice(0, 120)}`);
+    digests.set(normalize(match[2]), match[1]);
+  }
+  return digests;
+}
+
 // src/drill/wait-for-ssh.ts
 var MAX_ATTEMPT_MS = 2e4;
 var MIN_ATTEMPT_MS = 1e3;
@@ -33156,8 +33978,8 @@ async function runDrill(request2) {
   let staging;
   let address;
   try {
-    const stagingParent = request2.target.kind === "dir" ? localStagingParent(request2.target.dir) : tmpdir3();
-    staging = await mkdtemp4(join11(stagingParent, ".looker-drill-"));
+    const stagingParent = request2.target.kind === "dir" ? localStagingParent(request2.target.dir) : tmpdir4();
+    staging = await mkdtemp5(join15(stagingParent, ".looker-drill-"));
     const extracted = await steps.run(
       "verify and extract archive",
       () => extractLocally(request2, staging),
@@ -33189,7 +34011,7 @@ async function runDrill(request2) {
     await steps.run(
       "looker user",
       () => target.ensureLookerUser(),
-      (detail) => detail
+      (detail2) => detail2
     );
     let expected = extracted.catalog;
     if (dumps.length > 0) {
@@ -33197,18 +34019,18 @@ async function runDrill(request2) {
         "load mysql dump",
         () => restoreIntoDrillDatabase(
           request2.drillMysql,
-          join11(extracted.staging, "home"),
+          join15(extracted.staging, "home"),
           dumps,
           request2.signal
         ),
-        (detail) => detail
+        (detail2) => detail2
       );
       expected = await withRestagedFile(expected, extracted.staging, `home/${LOOKER_DB_YML}`);
     }
     await steps.run(
       "place home",
       () => target.place(extracted.staging, expected),
-      (detail) => detail
+      (detail2) => detail2
     );
     bytesRestored = extracted.bytes;
     filesVerified = await steps.run(
@@ -33218,7 +34040,7 @@ async function runDrill(request2) {
     );
     looker = new LookerNode({
       host: target.lookerHost,
-      lookerDir: posix4.join(target.home, "looker"),
+      lookerDir: posix5.join(target.home, "looker"),
       alive: { host: target.address, port: request2.webPort ?? DEFAULT_WEB_PORT },
       ...request2.masterKey ? { masterKey: request2.masterKey } : {},
       bootTimeoutMs: request2.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS
@@ -33265,7 +34087,7 @@ async function runDrill(request2) {
   return {
     result: failure === void 0 ? "passed" : "failed",
     exitCode,
-    ...failure === void 0 ? {} : { error: messageOf(failure) },
+    ...failure === void 0 ? {} : { error: messageOf2(failure) },
     ...failure instanceof LookerBackupError && failure.hint ? { hint: failure.hint } : {},
     archive: request2.archive,
     target: targetName,
@@ -33282,11 +34104,11 @@ async function runDrill(request2) {
     const begun = performance.now();
     const problems = [];
     if (looker && started && !request2.keepRunning) {
-      await looker.stop().catch((e) => problems.push(`stop looker: ${messageOf(e)}`));
+      await looker.stop().catch((e) => problems.push(`stop looker: ${messageOf2(e)}`));
     }
-    await target?.close().catch((e) => problems.push(`close: ${messageOf(e)}`));
+    await target?.close().catch((e) => problems.push(`close: ${messageOf2(e)}`));
     if (staging)
-      await rm6(staging, { recursive: true, force: true }).catch((e) => problems.push(messageOf(e)));
+      await rm9(staging, { recursive: true, force: true }).catch((e) => problems.push(messageOf2(e)));
     if (request2.teardownCommand) {
       const result = await runProcess("/bin/sh", ["-c", request2.teardownCommand], {
         env: {
@@ -33295,18 +34117,18 @@ async function runDrill(request2) {
         },
         timeoutMs: HOOK_TIMEOUT_MS,
         onLine: (line) => log(`teardown> ${line}`)
-      }).catch((e) => ({ code: -1, stdout: "", stderr: messageOf(e) }));
+      }).catch((e) => ({ code: -1, stdout: "", stderr: messageOf2(e) }));
       if (result.code !== 0)
         problems.push(`teardown command exited ${result.code}: ${lastLine(result.stderr)}`);
     }
-    const detail = problems.join("; ");
+    const detail2 = problems.join("; ");
     steps.record({
       name: "teardown",
       ok: problems.length === 0,
       started: begun,
-      detail: detail || void 0
+      detail: detail2 || void 0
     });
-    return problems.length === 0 ? void 0 : new LookerBackupError(`drill teardown failed: ${detail}`, {
+    return problems.length === 0 ? void 0 : new LookerBackupError(`drill teardown failed: ${detail2}`, {
       hint: "remove the drill host by hand; it may still cost money"
     });
   }
@@ -33314,7 +34136,7 @@ async function runDrill(request2) {
 async function extractLocally(request2, staging) {
   const sink = new StagingSink(staging);
   const outcome = await readArchive(
-    createReadStream3(request2.archive, { highWaterMark: 1 << 20 }),
+    createReadStream4(request2.archive, { highWaterMark: 1 << 20 }),
     request2.keys,
     sink
   );
@@ -33330,20 +34152,20 @@ async function extractLocally(request2, staging) {
 async function withRestagedFile(catalog, staging, archivePath2) {
   const entry2 = catalog.get(archivePath2);
   if (entry2 === void 0) return catalog;
-  const content = await readFile6(join11(staging, archivePath2));
+  const content = await readFile7(join15(staging, archivePath2));
   const updated = new Map(catalog);
   updated.set(archivePath2, {
     ...entry2,
     size: content.length,
-    sha256: createHash6("sha256").update(content).digest("hex")
+    sha256: createHash7("sha256").update(content).digest("hex")
   });
   return updated;
 }
 async function decryptKeyfile(request2) {
-  const path = request2.keyfile ?? join11(dirname6(request2.archive), keyfileNameFor(basename4(request2.archive)));
+  const path = request2.keyfile ?? join15(dirname6(request2.archive), keyfileNameFor(basename4(request2.archive)));
   let ciphertext;
   try {
-    ciphertext = await readFile6(path);
+    ciphertext = await readFile7(path);
   } catch (error) {
     throw new InputError(
       `no key file ${path} for this keystore-independent backup`,
@@ -33361,7 +34183,7 @@ async function restoreDrBackup(steps, target, looker, keyfile) {
       if (keyfile instanceof Error) throw keyfile;
       const dir = await target.lookerHost.makeTempDir("looker-drill-keyfile-");
       try {
-        const path = posix4.join(dir, "keyfile.json");
+        const path = posix5.join(dir, "keyfile.json");
         await target.lookerHost.writeFile(path, keyfile, 384);
         await looker.restoreDrBackup(path);
       } finally {
@@ -33426,13 +34248,13 @@ function describeTargetSpec(spec) {
 }
 function withCause(error, drFailure) {
   if (!(error instanceof LookerError)) return error;
-  return new LookerError(`${error.message} (after restore_dr_backup failed: ${messageOf(drFailure)})`, {
+  return new LookerError(`${error.message} (after restore_dr_backup failed: ${messageOf2(drFailure)})`, {
     ...error.hint ? { hint: error.hint } : {},
     ...error.logTail ? { logTail: error.logTail } : {},
     cause: error
   });
 }
-function messageOf(error) {
+function messageOf2(error) {
   return error instanceof Error ? error.message : String(error);
 }
 function lastLine(text) {
@@ -33442,7 +34264,7 @@ function lastLine(text) {
 // src/drill/report.ts
 function drillSummaryMarkdown(report, history = []) {
   const icon = report.result === "passed" ? "\u2705" : "\u274C";
-  const lines = [
+  const lines2 = [
     `## ${icon} Restore drill ${report.result}`,
     "",
     "| | |",
@@ -33457,16 +34279,16 @@ function drillSummaryMarkdown(report, history = []) {
     `| files verified on target | ${report.filesVerified} |`,
     `| exit code | ${report.exitCode} |`
   ];
-  if (report.error) lines.push(`| error | ${cell(report.error)} |`);
-  if (report.hint) lines.push(`| hint | ${cell(report.hint)} |`);
-  lines.push("", "| step | result | time | detail |", "|---|---|---|---|");
+  if (report.error) lines2.push(`| error | ${cell(report.error)} |`);
+  if (report.hint) lines2.push(`| hint | ${cell(report.hint)} |`);
+  lines2.push("", "| step | result | time | detail |", "|---|---|---|---|");
   for (const step of report.steps) {
-    lines.push(
+    lines2.push(
       `| ${cell(step.name)} | ${step.ok ? "ok" : "failed"} | ${formatDuration(step.ms)} | ${cell(step.detail ?? "")} |`
     );
   }
   if (report.logTail)
-    lines.push(
+    lines2.push(
       "",
       "<details><summary>Looker log tail</summary>",
       "",
@@ -33476,14 +34298,14 @@ function drillSummaryMarkdown(report, history = []) {
       "</details>"
     );
   if (history.length > 0) {
-    lines.push("", "### Previous drills", "", "| started | result | RTO | RPO |", "|---|---|---|---|");
+    lines2.push("", "### Previous drills", "", "| started | result | RTO | RPO |", "|---|---|---|---|");
     for (const past of history) {
-      lines.push(
+      lines2.push(
         `| ${cell(past.startedAt)} | ${past.result} | ${past.rtoMs === void 0 ? "-" : formatDuration(past.rtoMs)} | ${past.rpoMs === void 0 ? "-" : formatDuration(past.rpoMs)} |`
       );
     }
   }
-  return `${lines.join("\n")}
+  return `${lines2.join("\n")}
 `;
 }
 function cell(text) {
@@ -33492,6 +34314,14 @@ function cell(text) {
 function isDrillReport(value) {
   const r = value;
   return typeof r === "object" && r !== null && (r.result === "passed" || r.result === "failed") && Array.isArray(r.steps);
+}
+
+// src/cli/key-options.ts
+async function decryptionKeysFrom(values, command) {
+  const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
+  const identityFiles = stringList(values, "identity");
+  const identities = passphrase && identityFiles.length === 0 ? [] : await loadIdentities(identityFiles, `${command}: --identity`);
+  return { identities, ...passphrase ? { passphrase } : {} };
 }
 
 // src/cli/drill-command.ts
@@ -33636,9 +34466,7 @@ var drillCommand = {
 };
 async function drillRequest(values, context) {
   const archive = await chooseArchive(values);
-  const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
-  const identityFiles = stringList(values, "identity");
-  const identities = passphrase && identityFiles.length === 0 ? [] : await loadIdentities(identityFiles, `${NAME}: --identity`);
+  const keys = await decryptionKeysFrom(values, NAME);
   const keyfileIdentityFiles = stringList(values, "keyfile-identity");
   const keyfileIdentities = keyfileIdentityFiles.length > 0 ? await loadIdentities(keyfileIdentityFiles, `${NAME}: --keyfile-identity`) : void 0;
   const apiClientId = optionalString(values, "api-client-id");
@@ -33649,7 +34477,7 @@ async function drillRequest(values, context) {
   return {
     archive,
     ...keyfile ? { keyfile: resolve3(keyfile) } : {},
-    keys: { identities, ...passphrase ? { passphrase } : {} },
+    keys,
     ...keyfileIdentities ? { keyfileIdentities } : {},
     target: await targetOf(values),
     ...optional("masterKey", masterKeyOf(values)),
@@ -33790,7 +34618,7 @@ function parseCheck(text) {
 }
 async function readInput(file, flag) {
   try {
-    return await readFile7(file, "utf8");
+    return await readFile8(file, "utf8");
   } catch (error) {
     throw new InputError(
       `${NAME}: cannot read ${flag} ${file}: ${error.message}`,
@@ -33801,7 +34629,7 @@ async function readInput(file, flag) {
 }
 async function readHistory(file) {
   if (file === void 0) return [];
-  const text = await readFile7(file, "utf8").catch((error) => {
+  const text = await readFile8(file, "utf8").catch((error) => {
     if (error.code === "ENOENT") return "";
     throw new InputError(`${NAME}: cannot read --history ${file}: ${error.message}`);
   });
@@ -33818,7 +34646,7 @@ async function readHistory(file) {
 }
 async function writeEvidence(values, report, history) {
   const reportFile = optionalString(values, "report");
-  if (reportFile) await writeFile6(reportFile, `${JSON.stringify(report, null, 2)}
+  if (reportFile) await writeFile7(reportFile, `${JSON.stringify(report, null, 2)}
 `, { mode: 420 });
   const summaryFile = optionalString(values, "summary");
   if (summaryFile) await appendFile(summaryFile, drillSummaryMarkdown(report, history));
@@ -33827,16 +34655,368 @@ async function writeEvidence(values, report, history) {
 `);
 }
 function humanSummary(report) {
-  const lines = [
+  const lines2 = [
     `drill ${report.result}: ${report.archive} -> ${report.target}`,
     `RTO ${report.rtoMs === void 0 ? "not reached" : formatDuration(report.rtoMs)}, RPO ${report.rpoMs === void 0 ? "unknown" : formatDuration(report.rpoMs)}`,
     `restored ${formatBytes(report.bytesRestored)}, ${report.filesVerified} files verified on the target`
   ];
-  if (report.error) lines.push(`error: ${report.error}`);
-  if (report.hint) lines.push(`hint: ${report.hint}`);
-  if (report.logTail) lines.push("looker log tail:", report.logTail.trimEnd());
-  return `${lines.join("\n")}
+  if (report.error) lines2.push(`error: ${report.error}`);
+  if (report.hint) lines2.push(`hint: ${report.hint}`);
+  if (report.logTail) lines2.push("looker log tail:", report.logTail.trimEnd());
+  return `${lines2.join("\n")}
 `;
+}
+
+// src/cli/looker-options.ts
+import { readFileSync } from "node:fs";
+
+// src/config/inputs.ts
+import { isAbsolute as isAbsolute2 } from "node:path";
+var Inputs = {
+  Recipients: "recipients",
+  Home: "home",
+  Instance: "instance",
+  Manifest: "manifest",
+  SslFiles: "ssl-files",
+  Consistency: "consistency",
+  KeystoreIndependent: "keystore-independent",
+  MasterKey: "master-key",
+  MasterKeyFile: "master-key-file",
+  KeyfileRecipients: "keyfile-recipients",
+  LookerUser: "looker-user",
+  Nodes: "nodes",
+  SshKey: "ssh-key",
+  KnownHosts: "known-hosts",
+  SshAcceptNewHostKeys: "ssh-accept-new-host-keys",
+  WebPort: "web-port",
+  BootTimeout: "boot-timeout",
+  MysqlHost: "mysql-host",
+  MysqlPort: "mysql-port",
+  MysqlUser: "mysql-user",
+  MysqlPassword: "mysql-password",
+  MysqlDatabase: "mysql-database",
+  QuietWindow: "quiet-window",
+  QuietWindowTimeZone: "quiet-window-time-zone",
+  ForceOutsideWindow: "force-outside-window",
+  PreCommand: "pre-command",
+  PostCommand: "post-command",
+  Store: "store",
+  StoreDir: "store-dir",
+  RetentionDays: "retention-days",
+  KeepLast: "keep-last",
+  CompressionLevel: "compression-level",
+  SkipIfUnchanged: "skip-if-unchanged",
+  Passphrase: "passphrase"
+};
+var SECRET_INPUTS = [
+  Inputs.MasterKey,
+  Inputs.SshKey,
+  Inputs.MysqlPassword,
+  Inputs.Passphrase
+];
+function readBackupSettings(read) {
+  const get = (name) => read(name).trim();
+  const optional2 = (name) => get(name) || void 0;
+  const passphrase = optional2(Inputs.Passphrase);
+  const recipients = passphrase ? [] : recipientList(get(Inputs.Recipients), Inputs.Recipients, true);
+  const keystoreIndependent = bool(get(Inputs.KeystoreIndependent), Inputs.KeystoreIndependent);
+  const masterKey = masterKeyOf2(optional2(Inputs.MasterKey), optional2(Inputs.MasterKeyFile));
+  if (keystoreIndependent && !masterKey) {
+    throw new InputError(
+      `input '${Inputs.KeystoreIndependent}' needs the CMK`,
+      `set '${Inputs.MasterKey}' from a secret, or '${Inputs.MasterKeyFile}' to its path on the Looker host`
+    );
+  }
+  const nodes = nodeList(get(Inputs.Nodes));
+  const sshKey = optional2(Inputs.SshKey);
+  if (nodes.length > 0 && !sshKey) {
+    throw new InputError(
+      `input '${Inputs.Nodes}' needs '${Inputs.SshKey}'`,
+      "pass the nodes' private key from a secret"
+    );
+  }
+  const timeZone = get(Inputs.QuietWindowTimeZone) || "UTC";
+  const window2 = optional2(Inputs.QuietWindow);
+  const keyfileRecipients = get(Inputs.KeyfileRecipients);
+  return {
+    home: absolutePath(get(Inputs.Home) || "/home/looker", Inputs.Home),
+    instance: validateInstanceName(
+      get(Inputs.Instance) || defaultInstanceName(),
+      `input '${Inputs.Instance}'`
+    ),
+    ...optional2(Inputs.Manifest) ? { manifestFile: get(Inputs.Manifest) } : {},
+    sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
+    recipients,
+    ...passphrase ? { passphrase } : {},
+    consistency: oneOf(
+      get(Inputs.Consistency) || "live",
+      ["live", "brief-stop", "stopped"],
+      Inputs.Consistency
+    ),
+    keystoreIndependent,
+    ...masterKey ? { masterKey } : {},
+    ...keyfileRecipients ? { keyfileRecipients: recipientList(keyfileRecipients, Inputs.KeyfileRecipients, true) } : {},
+    ...optional2(Inputs.LookerUser) ? { lookerUser: get(Inputs.LookerUser) } : {},
+    nodes,
+    ...sshKey ? { sshKey } : {},
+    knownHosts: read(Inputs.KnownHosts),
+    acceptNewHostKeys: bool(get(Inputs.SshAcceptNewHostKeys), Inputs.SshAcceptNewHostKeys),
+    webPort: integer(get(Inputs.WebPort) || "9999", Inputs.WebPort, 1, 65535),
+    bootTimeoutMs: integer(get(Inputs.BootTimeout) || "600", Inputs.BootTimeout, 1, 86400) * 1e3,
+    mysql: mysqlOf(optional2),
+    ...window2 ? {
+      quietWindow: parseQuietWindow(
+        window2,
+        timeZone,
+        `input '${Inputs.QuietWindow}'`,
+        `input '${Inputs.QuietWindowTimeZone}'`
+      )
+    } : {},
+    forceOutsideWindow: bool(get(Inputs.ForceOutsideWindow), Inputs.ForceOutsideWindow),
+    ...optional2(Inputs.PreCommand) ? { preCommand: read(Inputs.PreCommand) } : {},
+    ...optional2(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {},
+    store: storeOf(get),
+    compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
+    skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged)
+  };
+}
+function lines(text) {
+  return text.split(/[\n,]/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+}
+function recipientList(text, input, required) {
+  const recipients = lines(text).map((r, i) => parseRecipient(r, `input '${input}' item ${i + 1}`).text);
+  if (required && recipients.length === 0) {
+    throw new InputError(
+      `input '${input}' is empty`,
+      "set it to one or more age recipients (age1...) from `looker-backup keygen` or `age-keygen -y`"
+    );
+  }
+  return recipients;
+}
+function bool(value, input) {
+  if (value === "" || /^(false|no|0|off)$/i.test(value)) return false;
+  if (/^(true|yes|1|on)$/i.test(value)) return true;
+  throw new InputError(`input '${input}' must be true or false, got '${value}'`);
+}
+function integer(value, input, min, max) {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < min || n > max) {
+    throw new InputError(`input '${input}' must be a whole number from ${min} to ${max}, got '${value}'`);
+  }
+  return n;
+}
+function oneOf(value, allowed, input) {
+  if (allowed.includes(value)) return value;
+  throw new InputError(`input '${input}' must be one of ${allowed.join(", ")}, got '${value}'`);
+}
+function absolutePath(value, input) {
+  if (!isAbsolute2(value)) throw new InputError(`input '${input}' must be an absolute path, got '${value}'`);
+  return value;
+}
+function checkedMasterKey(value, input) {
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
+    throw new InputError(
+      `input '${input}' is not a base64 32-byte key`,
+      "Looker's CMK is 32 random bytes in base64"
+    );
+  }
+  return value;
+}
+function masterKeyOf2(value, file) {
+  if (value && file) {
+    throw new InputError(`set only one of '${Inputs.MasterKey}' and '${Inputs.MasterKeyFile}'`);
+  }
+  if (value) return { kind: "env", value: checkedMasterKey(value, Inputs.MasterKey) };
+  if (file) return { kind: "file", path: absolutePath(file, Inputs.MasterKeyFile) };
+  return void 0;
+}
+var NODE_PATTERN = /^([a-z_][a-z0-9_.-]*)@(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/;
+function nodeList(text) {
+  return lines(text).map((line) => {
+    const match = NODE_PATTERN.exec(line);
+    const port2 = Number(match?.[3] ?? 22);
+    if (!match || port2 < 1 || port2 > 65535) {
+      throw new InputError(
+        `input '${Inputs.Nodes}': '${line}' is not user@host[:port]`,
+        "e.g. looker@node-2.internal:22"
+      );
+    }
+    return { user: match[1], host: match[2].replace(/^\[|\]$/g, ""), port: port2 };
+  });
+}
+function mysqlOf(optional2) {
+  const port2 = optional2(Inputs.MysqlPort);
+  const fields = {};
+  const host = optional2(Inputs.MysqlHost);
+  const user = optional2(Inputs.MysqlUser);
+  const password = optional2(Inputs.MysqlPassword);
+  const database = optional2(Inputs.MysqlDatabase);
+  if (host) fields.host = host;
+  if (port2) fields.port = integer(port2, Inputs.MysqlPort, 1, 65535);
+  if (user) fields.user = user;
+  if (password) fields.password = password;
+  if (database) fields.database = database;
+  return fields;
+}
+var MAX_RETENTION_DAYS = 400;
+function storeOf(get) {
+  const kind = oneOf(get(Inputs.Store) || "artifact", ["artifact", "dir"], Inputs.Store);
+  if (kind === "artifact")
+    return {
+      kind,
+      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, MAX_RETENTION_DAYS)
+    };
+  const directory = get(Inputs.StoreDir);
+  if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
+  const keepLast = integer(get(Inputs.KeepLast) || "0", Inputs.KeepLast, 0, 1e5);
+  return { kind, directory: absolutePath(directory, Inputs.StoreDir), ...keepLast > 0 ? { keepLast } : {} };
+}
+
+// src/cli/looker-options.ts
+var lookerOptionSpecs = {
+  consistency: { type: "string", placeholder: "MODE", help: "live (default), brief-stop or stopped" },
+  "keystore-independent": {
+    type: "boolean",
+    help: "keystore-independent backup (stops every node; needs the CMK)"
+  },
+  "master-key-env": {
+    type: "string",
+    placeholder: "VAR",
+    help: "environment variable holding the CMK (base64)"
+  },
+  "master-key-file": { type: "string", placeholder: "PATH", help: "CMK file on the Looker host(s)" },
+  "keyfile-recipient": {
+    type: "string",
+    multiple: true,
+    placeholder: "AGE1...",
+    help: "recipient of the key file"
+  },
+  "looker-user": {
+    type: "string",
+    placeholder: "USER",
+    help: "user that runs Looker (default: owner of --home)"
+  },
+  node: {
+    type: "string",
+    multiple: true,
+    placeholder: "USER@HOST[:PORT]",
+    help: "another cluster node, over SSH"
+  },
+  "ssh-key": { type: "string", placeholder: "FILE", help: "private key for the nodes" },
+  "known-hosts": { type: "string", placeholder: "FILE", help: "known_hosts for the nodes (strict checking)" },
+  "ssh-accept-new-host-keys": {
+    type: "boolean",
+    help: "accept unknown node host keys (changed keys are refused)"
+  },
+  "web-port": { type: "string", placeholder: "N", help: "Looker's web port for /alive (default 9999)" },
+  "boot-timeout": {
+    type: "string",
+    placeholder: "SEC",
+    help: "seconds to wait for /alive after a start (default 600)"
+  },
+  "mysql-host": {
+    type: "string",
+    placeholder: "HOST",
+    help: "MySQL backend host (default from looker-db.yml)"
+  },
+  "mysql-port": { type: "string", placeholder: "N", help: "MySQL backend port" },
+  "mysql-user": { type: "string", placeholder: "USER", help: "MySQL backend user" },
+  "mysql-password-env": {
+    type: "string",
+    placeholder: "VAR",
+    help: "environment variable holding the MySQL password"
+  },
+  "mysql-database": { type: "string", placeholder: "DB", help: "MySQL backend database" },
+  "quiet-window": {
+    type: "string",
+    placeholder: "HH:MM-HH:MM",
+    help: "hours in which Looker may be stopped"
+  },
+  "quiet-window-time-zone": {
+    type: "string",
+    placeholder: "TZ",
+    help: "IANA time zone of the quiet window (UTC)"
+  },
+  "force-outside-window": { type: "boolean", help: "stop Looker even outside the quiet window" },
+  "pre-command": {
+    type: "string",
+    placeholder: "CMD",
+    help: "shell command before the backup (failure aborts)"
+  },
+  "post-command": {
+    type: "string",
+    placeholder: "CMD",
+    help: "shell command after the backup, also after a failure"
+  }
+};
+var FLAG_OF_INPUT = {
+  [Inputs.MasterKey]: "--master-key-env",
+  [Inputs.MysqlPassword]: "--mysql-password-env",
+  [Inputs.KeyfileRecipients]: "--keyfile-recipient",
+  [Inputs.Nodes]: "--node",
+  [Inputs.SshKey]: "--ssh-key"
+};
+function lookerSettingsFrom(values, home, recipients) {
+  const read = (name) => {
+    switch (name) {
+      case Inputs.Recipients:
+        return recipients.join("\n");
+      case Inputs.Passphrase:
+        return recipients.length === 0 ? "passphrase-set" : "";
+      case Inputs.Home:
+        return home;
+      case Inputs.Store:
+        return "dir";
+      case Inputs.StoreDir:
+        return "/";
+      case Inputs.Instance:
+        return "cli";
+      case Inputs.MasterKey:
+        return fromEnv(values, "master-key-env");
+      case Inputs.MysqlPassword:
+        return fromEnv(values, "mysql-password-env");
+      case Inputs.KeyfileRecipients:
+        return stringList(values, "keyfile-recipient").join("\n");
+      case Inputs.Nodes:
+        return stringList(values, "node").join("\n");
+      case Inputs.SshKey:
+      case Inputs.KnownHosts:
+        return fileContent(values, name);
+      default: {
+        const value = values[name];
+        return value === true ? "true" : typeof value === "string" ? value : "";
+      }
+    }
+  };
+  try {
+    return readBackupSettings(read);
+  } catch (error) {
+    if (!(error instanceof InputError)) throw error;
+    throw new InputError(relabel(error.message), error.hint, error.cause);
+  }
+}
+function relabel(message) {
+  return message.replace(/input '([a-z-]+)'/g, (_, name) => FLAG_OF_INPUT[name] ?? `--${name}`);
+}
+function fromEnv(values, flag) {
+  const variable = optionalString(values, flag);
+  if (variable === void 0) return "";
+  const value = process.env[variable];
+  if (!value)
+    throw new InputError(
+      `--${flag}: environment variable ${variable} is empty or unset`,
+      `export ${variable} first`
+    );
+  return value;
+}
+function fileContent(values, flag) {
+  const file = optionalString(values, flag);
+  if (file === void 0) return "";
+  try {
+    return readFileSync(file, "utf8");
+  } catch (error) {
+    throw new InputError(`--${flag}: cannot read ${file}: ${error.message}`, "check the path");
+  }
 }
 
 // src/cli/commands.ts
@@ -33922,6 +35102,7 @@ var backupCommand = {
         placeholder: "N",
         help: "after success, delete archives older than N days"
       },
+      ...lookerOptionSpecs,
       json,
       quiet
     }
@@ -33939,21 +35120,33 @@ var backupCommand = {
     const instance = validateInstanceName(optionalString(values, "instance") ?? defaultInstanceName());
     const keepLast = integerOption(values, "keep-last", command, { min: 1, max: 1e5 });
     const keepDays = integerOption(values, "keep-days", command, { min: 1, max: 1e5 });
+    const looker = lookerSettingsFrom(values, home, recipients);
     const progress = progressFor("backup", values, context);
-    const result = await runBackup({
-      home,
-      instance,
-      recipients,
-      passphrase,
-      manifestFile: optionalString(values, "manifest"),
-      sslFiles: stringList(values, "ssl-file"),
-      backend: backendOf(values, command),
-      compressionLevel: integerOption(values, "level", command, { min: 1, max: 19 }) ?? 3,
-      store: new DirStore(out),
-      retention: keepLast === void 0 && keepDays === void 0 ? void 0 : { keepLast, keepDays },
-      onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
-      signal: context.signal
-    });
+    const log = values.quiet || values.json ? void 0 : (line) => context.stderr(`${line}
+`);
+    const connected = await connectNodes({ home, ...looker }, log);
+    let result;
+    try {
+      result = await runLookerBackup({
+        ...looker,
+        home,
+        instance,
+        recipients,
+        passphrase,
+        manifestFile: optionalString(values, "manifest"),
+        sslFiles: stringList(values, "ssl-file"),
+        backend: backendOf(values, command),
+        compressionLevel: integerOption(values, "level", command, { min: 1, max: 19 }) ?? 3,
+        store: new DirStore(out),
+        nodes: connected.nodes,
+        retention: keepLast === void 0 && keepDays === void 0 ? void 0 : { keepLast, keepDays },
+        onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
+        ...log ? { log } : {},
+        signal: context.signal
+      });
+    } finally {
+      await connected.close();
+    }
     const archive = result.archive;
     if (values.json) {
       context.stdout(
@@ -34020,12 +35213,12 @@ var restoreCommand = {
     const command = "restore";
     const archive = await archivePath(values, command);
     const target = resolve4(requireString(values, "target", command));
-    const keys = await decryptionKeys(values, command);
+    const keys = await decryptionKeysFrom(values, command);
     const progress = progressFor("restore", values, context);
-    const total = (await stat5(archive)).size;
+    const total = (await stat6(archive)).size;
     const started = Date.now();
     const result = await restoreArchive({
-      source: createReadStream4(archive, { highWaterMark: 1 << 20 }),
+      source: createReadStream5(archive, { highWaterMark: 1 << 20 }),
       keys,
       target,
       rootfs: optionalString(values, "rootfs"),
@@ -34073,11 +35266,11 @@ var verifyCommand = {
   },
   async run(values, context) {
     const archive = await archivePath(values, "verify");
-    const keys = await decryptionKeys(values, "verify");
+    const keys = await decryptionKeysFrom(values, "verify");
     const progress = progressFor("verify", values, context);
-    const total = (await stat5(archive)).size;
+    const total = (await stat6(archive)).size;
     const outcome = await verifyArchive(
-      createReadStream4(archive, { highWaterMark: 1 << 20 }),
+      createReadStream5(archive, { highWaterMark: 1 << 20 }),
       keys,
       (p) => progress?.update(p.bytes, total)
     );
@@ -34131,17 +35324,17 @@ var planCommand = {
       );
       return ExitCode.Ok;
     }
-    const lines = [`plan for ${home} (backend: ${mysqlBackend ? "mysql" : "internal"})`, ""];
+    const lines2 = [`plan for ${home} (backend: ${mysqlBackend ? "mysql" : "internal"})`, ""];
     for (const t of selection.tallies) {
       const what = t.action === "exclude" ? "exclude" : t.action === "outside" ? "outside" : "include";
       const size = `${t.files} files, ${formatBytes(t.bytes)}`;
-      lines.push(
+      lines2.push(
         `${what.padEnd(8)} ${t.pattern.padEnd(28)} ${size.padEnd(24)} ${t.required ? "required; " : ""}${t.reason}`
       );
-      if (t.action === "exclude") for (const p of t.paths) lines.push(`           - ${p}`);
+      if (t.action === "exclude") for (const p of t.paths) lines2.push(`           - ${p}`);
     }
-    for (const s of selection.skipped) lines.push(`skipped  ${s.path}: ${s.reason}`);
-    context.stdout(`${lines.join("\n")}
+    for (const s of selection.skipped) lines2.push(`skipped  ${s.path}: ${s.reason}`);
+    context.stdout(`${lines2.join("\n")}
 `);
     return ExitCode.Ok;
   }
@@ -34199,7 +35392,7 @@ var keygenCommand = {
     const generated = generateIdentity();
     let handle;
     try {
-      handle = await open4(output, "wx", 384);
+      handle = await open2(output, "wx", 384);
     } catch (error) {
       throw new InputError(
         `cannot create ${output}: ${error.message}`,
@@ -34226,7 +35419,7 @@ var keygenCommand = {
 async function archivePath(values, command) {
   const archive = resolve4(requireString(values, "archive", command));
   try {
-    const info = await stat5(archive);
+    const info = await stat6(archive);
     if (!info.isFile()) throw new Error("not a regular file");
   } catch (error) {
     throw new InputError(
@@ -34235,15 +35428,6 @@ async function archivePath(values, command) {
     );
   }
   return archive;
-}
-async function decryptionKeys(values, command) {
-  const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
-  const identityFiles = stringList(values, "identity");
-  const identities = passphrase && identityFiles.length === 0 ? [] : await loadIdentities(identityFiles, `${command}: --identity`);
-  return { identities, passphrase };
-}
-function defaultInstanceName() {
-  return hostname2().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
 }
 var commands = [
   backupCommand,
