@@ -223,6 +223,30 @@ describe("drill over SSH into a fresh VM", () => {
     expect(markdown).toContain("Previous drills");
   });
 
+  it("drills the host a provision command prints (its last line), and tears it down after", async () => {
+    const target = await vm();
+    const teardown = teardownMarker("provisioned");
+    const { host: _none, ...withoutHost } = sshTarget(target) as Extract<
+      DrillRequest["target"],
+      { kind: "ssh" }
+    >;
+    const report = await runDrill({
+      archive: backup.archive,
+      keys: { identities: [backup.identity] },
+      target: withoutHost,
+      masterKey: { kind: "env", value: newCmk() },
+      bootTimeoutMs: BOOT_TIMEOUT_MS,
+      // A cloud CLI prints progress first; the drill takes the last line as the host.
+      provisionCommand: `echo "creating vm..."; echo ${target.address}`,
+      teardownCommand: teardown.command,
+    });
+    expect(report.error).toBeUndefined();
+    expect(report.result).toBe("passed");
+    expect(report.target).toContain(target.address);
+    expect(report.steps.map((s) => s.name)).toContain("provision");
+    expect(await readFile(teardown.marker, "utf8")).toBe(`passed ${target.address}`);
+  });
+
   it("fails with exit 5 and Looker's boot refusal when the key file belongs to another backup", async () => {
     const target = await vm();
     // A key file of the same instance that this archive's database has no entry for.
