@@ -130,6 +130,9 @@ describe("memory stays bounded on a 2 GiB home", () => {
       expect(await sha256Of(join(target, sample)), sample).toBe(await sha256Of(join(home, sample)));
     }
 
+    console.log(
+      `peak RSS: backup ${backup.peakMiB.toFixed(0)} MiB, restore ${restore.peakMiB.toFixed(0)} MiB`,
+    );
     expect(backup.peakMiB, "backup peak RSS (MiB)").toBeLessThan(RSS_LIMIT_MIB);
     expect(restore.peakMiB, "restore peak RSS (MiB)").toBeLessThan(RSS_LIMIT_MIB);
   }, 600_000);
