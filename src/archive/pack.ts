@@ -13,7 +13,7 @@ import { createHash, type Hash } from "node:crypto";
 import type { Stats } from "node:fs";
 import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { InputError } from "../errors.js";
-import type { SelectedEntry } from "../manifest/select.js";
+import type { EntryStats, SelectedEntry } from "../manifest/select.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
 import { encodeEndOfArchive, encodeHeader, paddingFor, type TarHeader } from "./tar-format.js";
 
@@ -326,7 +326,7 @@ class ChunkAssembler {
   }
 }
 
-function headerOf(path: string, type: TarHeader["type"], stats: Stats, size = 0): TarHeader {
+function headerOf(path: string, type: TarHeader["type"], stats: EntryStats, size = 0): TarHeader {
   return {
     path,
     type,
@@ -339,7 +339,7 @@ function headerOf(path: string, type: TarHeader["type"], stats: Stats, size = 0)
   };
 }
 
-function changedWhileRead(before: Stats, after: Stats): boolean {
+function changedWhileRead(before: EntryStats, after: EntryStats): boolean {
   return before.size !== after.size || before.mtimeMs !== after.mtimeMs;
 }
 

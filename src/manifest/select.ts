@@ -20,10 +20,25 @@ export interface SelectedEntry {
   readonly archivePath: string;
   readonly sourcePath: string;
   readonly type: EntryType;
-  readonly stats: Stats;
+  readonly stats: EntryStats;
   readonly ruleId: string;
   /** A required path whose read failure is an error, not a warning. */
   readonly required: boolean;
+}
+
+/**
+ * The metadata an archive needs of a path, copied out of fs.Stats: a home can hold 100,000 entries, and a full Stats
+ * object per entry (14 boxed numbers and more) made the selection alone cost about 1.2 KB of heap per path.
+ */
+export interface EntryStats {
+  readonly size: number;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly mtimeMs: number;
+  readonly dev: number;
+  readonly ino: number;
+  readonly nlink: number;
 }
 
 export interface RuleTally {
@@ -307,7 +322,15 @@ function entry(
   ruleId: string,
   required: boolean,
 ): SelectedEntry {
-  return { archivePath, sourcePath, type, stats, ruleId, required };
+  const { size, mode, uid, gid, mtimeMs, dev, ino, nlink } = stats;
+  return {
+    archivePath,
+    sourcePath,
+    type,
+    stats: { size, mode, uid, gid, mtimeMs, dev, ino, nlink },
+    ruleId,
+    required,
+  };
 }
 
 function entryType(stats: Stats): EntryType | undefined {
