@@ -30149,7 +30149,15 @@ function lstatOrError(path) {
   }
 }
 function entry(archivePath2, sourcePath, type, stats, ruleId, required) {
-  return { archivePath: archivePath2, sourcePath, type, stats, ruleId, required };
+  const { size, mode, uid, gid, mtimeMs, dev, ino, nlink } = stats;
+  return {
+    archivePath: archivePath2,
+    sourcePath,
+    type,
+    stats: { size, mode, uid, gid, mtimeMs, dev, ino, nlink },
+    ruleId,
+    required
+  };
 }
 function entryType(stats) {
   if (stats.isFile()) return "file";
