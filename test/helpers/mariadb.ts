@@ -3,6 +3,7 @@
  * buffers, a random root password. Driven with the real `mysql` / `mysqladmin` clients; credentials go
  * through a 0600 defaults file, never argv.
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
@@ -11,6 +12,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { freePort } from "./free-port.js";
+import { onProcessExit } from "./on-exit.js";
 import { requireCommands } from "./prerequisites.js";
 
 export interface MariaDb {
@@ -282,14 +284,7 @@ function exited(child: ChildProcess, timeoutMs: number): Promise<boolean> {
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on("exit", killAllSync);
-  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
-    process.once(signal, () => {
-      killAllSync();
-      // Die of the signal as we would have without this handler, unless someone else handles it.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    });
-  }
+  onProcessExit(killAllSync);
 }
 
 function killAllSync(): void {

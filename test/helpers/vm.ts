@@ -4,12 +4,14 @@
  * key-only auth. Cheap enough to make one per test, isolated enough that a backup or restore run against
  * it can only touch the VM's own directories (which live under `rootOnHost` on the host).
  */
+
 import { execFileSync, spawn } from "node:child_process";
 import { readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { onProcessExit } from "./on-exit.js";
 import { requireCommands } from "./prerequisites.js";
 
 export type VmUser = "root" | "looker";
@@ -547,14 +549,7 @@ function isRunning(pid: number): boolean {
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on("exit", tearDownAllSync);
-  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
-    process.once(signal, () => {
-      tearDownAllSync();
-      // Die of the signal as we would have without this handler, unless someone else handles it.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    });
-  }
+  onProcessExit(tearDownAllSync);
 }
 
 function tearDownAllSync(): void {
