@@ -58,6 +58,7 @@ function sqlAs(conn: MysqlConnection, sql: string): Promise<string> {
       child.once("close", (code) =>
         code === 0 ? resolve(out) : reject(new Error(`mysql exited ${code}: ${err}`)),
       );
+      child.stdin.on("error", () => undefined); // a failing client reports through its exit code
       child.stdin.end(sql);
     });
   });
