@@ -27889,11 +27889,10 @@ function passphraseFromEnv(variable, where) {
 }
 
 // src/engine/backup.ts
-import { createHash as createHash2 } from "node:crypto";
 import { existsSync } from "node:fs";
 import { hostname as hostname2 } from "node:os";
 import { join as join2 } from "node:path";
-import { Readable, Transform as Transform3 } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -29798,6 +29797,37 @@ function decryptBuffer(ciphertext, options) {
   return runThrough(createAgeDecryptStream(options), ciphertext);
 }
 
+// src/crypto/digest.ts
+import { createHash as createHash2 } from "node:crypto";
+import { PassThrough } from "node:stream";
+var FILE_READ_SIZE = 4 * 1024 * 1024;
+var Sha256PassThrough = class extends PassThrough {
+  #hash = createHash2("sha256");
+  #hex;
+  #bytes = 0;
+  _transform(chunk, encoding, callback) {
+    this.#hash.update(chunk);
+    this.#bytes += chunk.length;
+    super._transform(chunk, encoding, callback);
+  }
+  _flush(callback) {
+    this.#hex = this.#hash.digest("hex");
+    callback();
+  }
+  /** The lower-case hex sha256 of everything that passed; throws if the stream has not ended yet. */
+  digest() {
+    if (this.#hex === void 0) throw new Error("sha256 digest requested before the stream ended");
+    return this.#hex;
+  }
+  /** How many bytes have passed so far. */
+  get bytes() {
+    return this.#bytes;
+  }
+};
+function createSha256PassThrough() {
+  return new Sha256PassThrough();
+}
+
 // src/manifest/default-manifest.ts
 var INIT_SCRIPT_PATH = "/etc/init.d/looker";
 var MYSQL_BACKEND_MARKER = "looker/looker-db.yml";
@@ -30461,15 +30491,7 @@ async function runBackup(request2) {
     allocateChunk: () => blocks.take()
   });
   const pending = await request2.store.create(name);
-  const digest = createHash2("sha256");
-  let bytesOut = 0;
-  const measure = new Transform3({
-    transform(chunk, _encoding, callback) {
-      digest.update(chunk);
-      bytesOut += chunk.length;
-      callback(null, chunk);
-    }
-  });
+  const measure = createSha256PassThrough();
   try {
     await pipeline(
       Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 }),
@@ -30500,10 +30522,10 @@ async function runBackup(request2) {
     archiveName: name,
     catalog: packed.catalog,
     companions,
-    sha256: digest.digest("hex"),
+    sha256: measure.digest(),
     files: packed.catalog.length,
     bytesIn: packed.bytesIn,
-    bytesOut,
+    bytesOut: measure.bytes,
     warnings,
     selection,
     pruned,
@@ -30900,7 +30922,7 @@ import { createHash as createHash3, randomBytes as randomBytes4 } from "node:cry
 import { createReadStream, createWriteStream } from "node:fs";
 import { rm as rm3 } from "node:fs/promises";
 import { join as join5 } from "node:path";
-import { Transform as Transform4 } from "node:stream";
+import { Transform as Transform3 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
 // src/mysql/defaults-file.ts
@@ -31082,7 +31104,7 @@ async function* decryptSpool(spoolPath, identity2) {
     source.destroy();
   }
 }
-var DumpObserver = class extends Transform4 {
+var DumpObserver = class extends Transform3 {
   size = 0;
   completed = false;
   #hash = createHash3("sha256");
@@ -31385,7 +31407,7 @@ async function runHook(name, script, log, mustSucceed) {
 // src/engine/restore.ts
 import { cp, mkdir as mkdir2, mkdtemp as mkdtemp4, readdir as readdir2, rename as rename2, rm as rm6, rmdir, stat } from "node:fs/promises";
 import { basename, dirname as dirname3, join as join9, resolve } from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough as PassThrough2 } from "node:stream";
 import { pipeline as pipeline3 } from "node:stream/promises";
 
 // src/archive/extract.ts
@@ -32089,7 +32111,7 @@ function writeAll(fd, buffers, total) {
 
 // src/engine/restore.ts
 async function readArchive(source, keys, sink, onProgress) {
-  const plaintext = new PassThrough({ highWaterMark: 1 << 20 });
+  const plaintext = new PassThrough2({ highWaterMark: 1 << 20 });
   const decoding = pipeline3(
     source,
     createAgeDecryptStream({ identities: [...keys.identities], passphrase: keys.passphrase }),
@@ -33567,7 +33589,7 @@ var RunAsHost = class {
 
 // src/drill/tar-stream.ts
 import { spawn as spawn4 } from "node:child_process";
-import { PassThrough as PassThrough2 } from "node:stream";
+import { PassThrough as PassThrough3 } from "node:stream";
 function createTarStream(dir, options = {}) {
   const members = options.listFile ? ["--no-recursion", "--null", "-T", options.listFile] : ["."];
   const child = spawn4("tar", ["-C", dir, "--numeric-owner", "-cf", "-", ...members], {
@@ -33593,7 +33615,7 @@ function createTarStream(dir, options = {}) {
     });
   });
   done.catch(() => void 0);
-  const stream = new PassThrough2({ highWaterMark: 1 << 20 });
+  const stream = new PassThrough3({ highWaterMark: 1 << 20 });
   child.stdout.pipe(stream);
   return { stream, done, stop: () => child.kill("SIGKILL") };
 }

@@ -3,11 +3,10 @@
  * selection -> pax tar (hashing every file) -> zstd -> age -> store, with the ciphertext digest taken on the way
  * out. Nothing becomes visible in the store unless every stage succeeded; older archives are pruned only after.
  */
-import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { Readable, Transform } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -15,6 +14,7 @@ import type { CatalogEntry } from "../archive/catalog.js";
 import { ArchivePacker, type ExtraMember, type PackProgress } from "../archive/pack.js";
 import { BlockPool, createZstdCompressStream, DEFAULT_ZSTD_BLOCK_SIZE } from "../compress/zstd.js";
 import { createAgeEncryptStream } from "../crypto/age.js";
+import { createSha256PassThrough } from "../crypto/digest.js";
 import { ExitCode } from "../errors.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
 import type { Manifest } from "../manifest/rules.js";
@@ -109,15 +109,8 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     allocateChunk: () => blocks.take(),
   });
   const pending = await request.store.create(name);
-  const digest = createHash("sha256");
-  let bytesOut = 0;
-  const measure = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      digest.update(chunk);
-      bytesOut += chunk.length;
-      callback(null, chunk);
-    },
-  });
+  // The ciphertext as it leaves for the store: its digest and size are what the user later checks a download by.
+  const measure = createSha256PassThrough();
   try {
     await pipeline(
       Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 }),
@@ -148,10 +141,10 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     archiveName: name,
     catalog: packed.catalog,
     companions,
-    sha256: digest.digest("hex"),
+    sha256: measure.digest(),
     files: packed.catalog.length,
     bytesIn: packed.bytesIn,
-    bytesOut,
+    bytesOut: measure.bytes,
     warnings,
     selection,
     pruned,

@@ -8,8 +8,8 @@
  * for `findBy`, i.e. other runs) fixes its API base URL from GITHUB_API_URL when first imported. On a runner both
  * are set before the process starts; a test that sets process.env must do so before importing this module.
  */
-import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+
+import { createWriteStream } from "node:fs";
 import { mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
@@ -21,6 +21,7 @@ import {
   DefaultArtifactClient,
   type FindOptions,
 } from "@actions/artifact";
+import { sha256File } from "../crypto/digest.js";
 import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
 import { parseArchiveName } from "./archive-name.js";
 import type { PendingObject, Store, StoredObject } from "./store.js";
@@ -191,7 +192,7 @@ export class ArtifactStore implements Store {
         this.options.retry,
       );
       const file = await theDownloadedFile(dir, name);
-      const actual = await sha256OfFile(file);
+      const actual = await sha256File(file);
       if (result.digestMismatch || actual !== expected) {
         throw new IntegrityError(
           `artifact ${name} (id ${artifact.id}) was altered after upload: its sha256 is ${actual}, the artifact service recorded ${expected}`,
@@ -386,10 +387,4 @@ async function theDownloadedFile(dir: string, name: string): Promise<string> {
     );
   }
   return join(dir, files[0]!.name);
-}
-
-async function sha256OfFile(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash.digest("hex");
 }
