@@ -13876,7 +13876,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv: createDecipheriv3,
       createECDH,
-      createHash: createHash8,
+      createHash: createHash9,
       createHmac: createHmac3,
       createSign,
       createVerify,
@@ -14564,11 +14564,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash8("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash9("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash8("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash9("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -14733,8 +14733,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash8("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash8("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash9("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash9("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -14774,7 +14774,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac3(
           "sha1",
-          createHash8("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash9("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -17096,7 +17096,7 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash8,
+      createHash: createHash9,
       createPublicKey: createPublicKey2,
       diffieHellman: diffieHellman2,
       generateKeyPairSync: generateKeyPairSync2,
@@ -17522,7 +17522,7 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash = createHash8(this.hashName);
+          const hash = createHash9(this.hashName);
           hashString(hash, isServer ? this._remoteIdentRaw : this._identRaw);
           hashString(hash, isServer ? this._identRaw : this._remoteIdentRaw);
           hashString(hash, isServer ? this._remoteKexinit : this._kexinit);
@@ -18530,9 +18530,9 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash8(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest = createHash9(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest.length < len) {
-          const chunk = createHash8(hashName).update(secret).update(exchangeHash).update(digest).digest();
+          const chunk = createHash9(hashName).update(secret).update(exchangeHash).update(digest).digest();
           const extended = Buffer.allocUnsafe(digest.length + chunk.length);
           extended.set(digest, 0);
           extended.set(chunk, digest.length);
@@ -23967,7 +23967,7 @@ var require_client = __commonJS({
   "node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash8,
+      createHash: createHash9,
       getHashes,
       randomFillSync
     } = __require("crypto");
@@ -24189,7 +24189,7 @@ var require_client = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash8(hashAlgo).update(key).digest("hex");
+              key = createHash9(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -27897,8 +27897,203 @@ import { pipeline } from "node:stream/promises";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
-// src/archive/pack.ts
+// src/archive/file-digests.ts
 import { createHash } from "node:crypto";
+import { Worker } from "node:worker_threads";
+var InlineDigester = class {
+  constructor(listener) {
+    this.listener = listener;
+  }
+  listener;
+  open = /* @__PURE__ */ new Map();
+  update(fileId, buffer, start, end) {
+    this.hashOf(fileId).update(buffer.subarray(start, end));
+  }
+  end(fileId) {
+    const digest = this.hashOf(fileId).digest("hex");
+    this.open.delete(fileId);
+    this.listener(fileId, digest);
+  }
+  handOver() {
+  }
+  whenReady() {
+    return void 0;
+  }
+  async drain() {
+  }
+  async close() {
+  }
+  hashOf(fileId) {
+    let hash = this.open.get(fileId);
+    if (hash === void 0) {
+      hash = createHash("sha256");
+      this.open.set(fileId, hash);
+    }
+    return hash;
+  }
+};
+function hashSegments(views, segments, open3, newHash) {
+  const digests = [];
+  for (let i = 0; i < segments.length; i += 5) {
+    const fileId = segments[i + 1];
+    let hash = open3.get(fileId);
+    if (hash === void 0) {
+      hash = newHash();
+      open3.set(fileId, hash);
+    }
+    const start = segments[i + 2];
+    const end = segments[i + 3];
+    if (end > start) hash.update(views[segments[i]].subarray(start, end));
+    if (segments[i + 4] === 1) {
+      digests.push(fileId, hash.digest("hex"));
+      open3.delete(fileId);
+    }
+  }
+  return digests;
+}
+var DIGEST_WORKER_SOURCE = `
+"use strict";
+const { parentPort } = require("node:worker_threads");
+const { createHash } = require("node:crypto");
+const hashSegments = ${hashSegments.toString()};
+const open = new Map();
+parentPort.on("message", ({ id, blocks, segments }) => {
+  try {
+    const views = blocks.map((block) => Buffer.from(block));
+    parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256")) });
+  } catch (error) {
+    parentPort.postMessage({ id, error: String((error && error.message) || error) });
+  }
+});
+`;
+var MAX_BATCH_SEGMENTS = 4096 * 5;
+var MAX_BATCHES_IN_FLIGHT = 6;
+var WorkerDigester = class {
+  /**
+   * @param pool the shared pool the packer's chunks come from: each block a batch reads is held until the thread
+   *   has hashed it, so the compressor cannot hand it out again too early
+   */
+  constructor(listener, pool) {
+    this.listener = listener;
+    this.pool = pool;
+    if (!pool.shared) throw new Error("WorkerDigester needs a shared BlockPool");
+  }
+  listener;
+  pool;
+  thread;
+  batch = { blocks: [], segments: [] };
+  /** Batches sent and not answered yet, with the blocks each holds. */
+  inFlight = /* @__PURE__ */ new Map();
+  nextId = 0;
+  failure;
+  closed = false;
+  waiters = [];
+  update(fileId, buffer, start, end) {
+    const memory = buffer.buffer;
+    if (!(memory instanceof SharedArrayBuffer))
+      throw new Error("WorkerDigester hashes shared blocks only (take chunks from the shared pool)");
+    const offset = buffer.byteOffset;
+    let index = this.batch.blocks.indexOf(memory);
+    if (index < 0) index = this.batch.blocks.push(memory) - 1;
+    this.batch.segments.push(index, fileId, offset + start, offset + end, 0);
+  }
+  end(fileId) {
+    this.batch.segments.push(-1, fileId, 0, 0, 1);
+    if (this.batch.segments.length >= MAX_BATCH_SEGMENTS) this.send();
+  }
+  handOver() {
+    this.send();
+  }
+  /** Undefined when the thread keeps up; otherwise resolves once it has caught up a little. */
+  whenReady() {
+    if (this.inFlight.size <= MAX_BATCHES_IN_FLIGHT) return void 0;
+    return this.waitUntil(MAX_BATCHES_IN_FLIGHT / 2);
+  }
+  drain() {
+    if (this.thread === void 0 && !this.closed) this.hashHere();
+    else this.send();
+    return this.waitUntil(0);
+  }
+  async close() {
+    this.closed = true;
+    this.failure ??= digestFailed("the digest thread was closed");
+    await this.thread?.terminate();
+  }
+  hashHere() {
+    const { blocks, segments } = this.takeBatch();
+    const views = blocks.map((block) => Buffer.from(block));
+    const digests = hashSegments(views, segments, /* @__PURE__ */ new Map(), () => createHash("sha256"));
+    this.report(digests);
+  }
+  takeBatch() {
+    const batch = this.batch;
+    this.batch = { blocks: [], segments: [] };
+    return batch;
+  }
+  send() {
+    if (this.batch.segments.length === 0 || this.failure) return;
+    const { blocks, segments } = this.takeBatch();
+    const thread = this.startThread();
+    const id = this.nextId++;
+    for (const block of blocks) this.pool.retain(block);
+    this.inFlight.set(id, blocks);
+    if (this.inFlight.size === 1) thread.ref();
+    thread.postMessage({ id, blocks, segments });
+  }
+  startThread() {
+    if (this.thread !== void 0) return this.thread;
+    const thread = new Worker(DIGEST_WORKER_SOURCE, { eval: true });
+    thread.unref();
+    thread.on("message", (reply) => this.settle(reply));
+    thread.on("error", (error) => this.fail(digestFailed(error.message, error)));
+    thread.on("exit", (code) => this.fail(digestFailed(`the digest thread exited with code ${code}`)));
+    this.thread = thread;
+    return thread;
+  }
+  settle(reply) {
+    const blocks = this.inFlight.get(reply.id);
+    if (blocks === void 0) return;
+    this.inFlight.delete(reply.id);
+    for (const block of blocks) this.pool.give(block);
+    if ("error" in reply) {
+      this.fail(digestFailed(reply.error));
+      return;
+    }
+    this.report(reply.digests);
+    if (this.inFlight.size === 0) this.thread?.unref();
+    this.wakeWaiters();
+  }
+  report(digests) {
+    for (let i = 0; i < digests.length; i += 2) this.listener(digests[i], digests[i + 1]);
+  }
+  waitUntil(inFlight) {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.inFlight.size <= inFlight) return Promise.resolve();
+    return new Promise((resolve5, reject) => this.waiters.push({ resolve: resolve5, reject, until: inFlight }));
+  }
+  wakeWaiters() {
+    const waiting = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiting) {
+      if (this.inFlight.size <= waiter.until) waiter.resolve();
+      else this.waiters.push(waiter);
+    }
+  }
+  fail(error) {
+    this.failure ??= error;
+    this.inFlight.clear();
+    this.thread?.unref();
+    const waiting = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiting) waiter.reject(this.failure);
+  }
+};
+function digestFailed(detail2, cause) {
+  return new LookerBackupError(`hashing the archived files failed: ${detail2}`, { cause });
+}
+
+// src/archive/pack.ts
+import { createHash as createHash2 } from "node:crypto";
 import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 
 // src/archive/catalog.ts
@@ -28194,8 +28389,13 @@ var ZEROS = Buffer.alloc(64 * 1024);
 var ArchivePacker = class {
   constructor(options) {
     this.options = options;
+    const listener = (fileId, sha256) => {
+      this.catalog[fileId].sha256 = sha256;
+    };
+    this.digester = options.createDigester?.(listener) ?? new InlineDigester(listener);
     this.out = new ChunkAssembler(
-      options.allocateChunk ?? (() => Buffer.allocUnsafeSlow(DEFAULT_PACK_CHUNK_SIZE))
+      options.allocateChunk ?? (() => Buffer.allocUnsafeSlow(DEFAULT_PACK_CHUNK_SIZE)),
+      (chunk) => this.digester.handOver(chunk)
     );
   }
   options;
@@ -28204,11 +28404,21 @@ var ArchivePacker = class {
   bytesIn = 0;
   /** dev:ino of a multiply-linked file -> the catalog entry of its first name. */
   hardLinks = /* @__PURE__ */ new Map();
+  /** Link members whose digest is their first name's, filled in once all digests are known. */
+  linkDigests = [];
   out;
+  digester;
   result() {
     return { catalog: this.catalog, warnings: this.warnings, bytesIn: this.bytesIn };
   }
   async *stream() {
+    try {
+      yield* this.members();
+    } finally {
+      await this.digester.close();
+    }
+  }
+  async *members() {
     const { entries, meta } = this.options;
     this.bufferMember(BACKUP_META_PATH, Buffer.from(`${JSON.stringify(meta, null, 2)}
 `), 384);
@@ -28216,9 +28426,15 @@ var ArchivePacker = class {
     for (const entry2 of entries) {
       this.options.signal?.throwIfAborted();
       yield* this.member(entry2);
+      const hashing = this.digester.whenReady();
+      if (hashing !== void 0) await hashing;
       this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
     }
     for (const extra of await this.options.extraMembers?.() ?? []) yield* this.extraMember(extra);
+    await this.digester.drain();
+    for (const { link: link2, first } of this.linkDigests) {
+      if (first.sha256 !== void 0) link2.sha256 = first.sha256;
+    }
     this.catalogMember();
     this.out.write(encodeEndOfArchive());
     yield* this.out.takeFull();
@@ -28237,8 +28453,7 @@ var ArchivePacker = class {
       const first = this.hardLinkTarget(entry2);
       if (first !== void 0) {
         const header = { ...headerOf(archivePath2, "hardlink", stats), linkTarget: first.path };
-        const catalogEntry = this.writeHeader(header);
-        if (first.sha256 !== void 0) catalogEntry.sha256 = first.sha256;
+        this.linkDigests.push({ link: this.writeHeader(header), first });
       } else {
         yield* this.fileMember(entry2);
       }
@@ -28263,14 +28478,14 @@ var ArchivePacker = class {
     const before = fstatSync(fd);
     const size = before.size;
     const catalogEntry = this.writeHeader(headerOf(entry2.archivePath, "file", before, size));
+    const fileId = this.catalog.length - 1;
     if (entry2.stats.nlink > 1) this.hardLinks.set(`${entry2.stats.dev}:${entry2.stats.ino}`, catalogEntry);
-    const hash = createHash("sha256");
     let offset = 0;
     while (offset < size) {
       const { buffer, start, room } = this.out.space();
       const bytesRead = readSync(fd, buffer, start, Math.min(room, size - offset), offset);
       if (bytesRead === 0) break;
-      hash.update(buffer.subarray(start, start + bytesRead));
+      this.digester.update(fileId, buffer, start, start + bytesRead);
       this.out.commit(bytesRead);
       offset += bytesRead;
       this.bytesIn += bytesRead;
@@ -28279,25 +28494,27 @@ var ArchivePacker = class {
         this.options.signal?.throwIfAborted();
       }
     }
-    if (offset < size) this.writeZeros(size - offset, hash);
+    if (offset < size) this.writeZeros(size - offset, fileId);
+    this.digester.end(fileId);
     this.out.write(padding(size));
     const changed = offset < size || changedWhileRead(before, fstatSync(fd));
-    catalogEntry.sha256 = hash.digest("hex");
     if (changed) this.warn(catalogEntry, `${entry2.archivePath} changed while it was read`);
   }
-  writeZeros(length, hash) {
+  writeZeros(length, fileId) {
     for (let left = length; left > 0; ) {
-      const zeros = ZEROS.subarray(0, Math.min(left, ZEROS.length));
-      hash.update(zeros);
-      this.out.write(zeros);
-      left -= zeros.length;
+      const { buffer, start, room } = this.out.space();
+      const zeros = Math.min(left, room);
+      buffer.fill(0, start, start + zeros);
+      this.digester.update(fileId, buffer, start, start + zeros);
+      this.out.commit(zeros);
+      left -= zeros;
     }
   }
   bufferMember(path, content, mode) {
     const now = Date.now() / 1e3;
     const header = { path, type: "file", size: content.length, mode, uid: 0, gid: 0, mtime: now };
     const catalogEntry = this.writeHeader(header);
-    catalogEntry.sha256 = createHash("sha256").update(content).digest("hex");
+    catalogEntry.sha256 = createHash2("sha256").update(content).digest("hex");
     this.out.write(content);
     this.out.write(padding(content.length));
   }
@@ -28312,7 +28529,7 @@ var ArchivePacker = class {
       mtime: extra.mtime
     };
     const catalogEntry = this.writeHeader(header);
-    const hash = createHash("sha256");
+    const hash = createHash2("sha256");
     let written = 0;
     for await (const chunk of extra.body()) {
       hash.update(chunk);
@@ -28394,10 +28611,13 @@ var ArchivePacker = class {
   }
 };
 var ChunkAssembler = class {
-  constructor(allocate) {
+  /** @param handOver told of each chunk just before it leaves (the digester may still be reading it) */
+  constructor(allocate, handOver) {
     this.allocate = allocate;
+    this.handOver = handOver;
   }
   allocate;
+  handOver;
   chunk;
   filled = 0;
   full = [];
@@ -28426,14 +28646,20 @@ var ChunkAssembler = class {
     }
   }
   *takeFull() {
-    while (this.full.length > 0) yield this.full.shift();
+    while (this.full.length > 0) {
+      const chunk = this.full.shift();
+      this.handOver(chunk);
+      yield chunk;
+    }
   }
   /** The partly filled last chunk, if any. */
   takeRest() {
     const rest = this.chunk?.subarray(0, this.filled);
     this.chunk = void 0;
     this.filled = 0;
-    return rest !== void 0 && rest.length > 0 ? rest : void 0;
+    if (rest === void 0 || rest.length === 0) return void 0;
+    this.handOver(rest);
+    return rest;
   }
 };
 function headerOf(path, type, stats, size = 0) {
@@ -28464,33 +28690,55 @@ import { createZstdDecompress, zstdDecompressSync } from "node:zlib";
 
 // src/compress/block-pool.ts
 var BlockPool = class {
-  /**
-   * @param blockSize bytes per buffer
-   * @param maxSpare buffers kept for reuse; more are left to the garbage collector, so memory stays bounded
-   */
-  constructor(blockSize, maxSpare = 16) {
+  /** @param blockSize bytes per buffer */
+  constructor(blockSize, options = {}) {
     this.blockSize = blockSize;
-    this.maxSpare = maxSpare;
+    this.maxSpare = options.maxSpare ?? 16;
+    this.shared = options.shared ?? false;
   }
   blockSize;
-  maxSpare;
   spare = [];
+  /** Holders of each block taken and not yet given back by all of them. */
+  holders = /* @__PURE__ */ new WeakMap();
+  maxSpare;
+  shared;
   /** A buffer of blockSize bytes with unspecified content, owned by the caller until it is given back. */
   take() {
-    return Buffer.from(this.spare.pop() ?? new ArrayBuffer(this.blockSize));
+    const memory = this.spare.pop() ?? this.allocate();
+    this.holders.set(memory, 1);
+    return Buffer.from(memory);
   }
-  /** Returns a buffer for reuse; the caller must hold no view of it any more. Other sizes are dropped. */
-  give(buffer) {
-    if (buffer.byteLength === this.blockSize && this.spare.length < this.maxSpare) this.spare.push(buffer);
+  /** One more holder of a block taken from this pool (another thread reads it); each holder gives it back. */
+  retain(memory) {
+    const holders = this.holders.get(memory);
+    if (holders !== void 0) this.holders.set(memory, holders + 1);
+  }
+  /**
+   * Returns a buffer for reuse once its last holder gave it back; the caller must hold no view of it any more.
+   * Other sizes are dropped.
+   */
+  give(memory) {
+    const holders = this.holders.get(memory);
+    if (holders !== void 0 && holders > 1) {
+      this.holders.set(memory, holders - 1);
+      return;
+    }
+    this.holders.delete(memory);
+    if (memory.byteLength === this.blockSize && this.spare.length < this.maxSpare) this.spare.push(memory);
   }
   /** True when `chunk` is exactly one whole buffer of this pool's size (so it can be taken over as a block). */
   isWholeBlock(chunk) {
-    return chunk.byteOffset === 0 && chunk.length === this.blockSize && chunk.buffer.byteLength === this.blockSize && chunk.buffer instanceof ArrayBuffer;
+    const memory = chunk.buffer;
+    const kindMatches = this.shared ? memory instanceof SharedArrayBuffer : memory instanceof ArrayBuffer;
+    return kindMatches && chunk.byteOffset === 0 && chunk.length === this.blockSize && memory.byteLength === this.blockSize;
+  }
+  allocate() {
+    return this.shared ? new SharedArrayBuffer(this.blockSize) : new ArrayBuffer(this.blockSize);
   }
 };
 
 // src/compress/zstd-engines.ts
-import { Worker } from "node:worker_threads";
+import { Worker as Worker2 } from "node:worker_threads";
 import { constants, zstdCompress } from "node:zlib";
 
 // src/compress/zstd-worker.ts
@@ -28510,6 +28758,11 @@ function outputChunkSize(length) {
   return length + (length >> 7) + 65536;
 }
 
+// A plain input buffer goes back to its owner; shared memory cannot be transferred (and need not be).
+function lent(input) {
+  return input instanceof SharedArrayBuffer ? [] : [input];
+}
+
 parentPort.on("message", ({ id, input, length }) => {
   let frame;
   let frameLength;
@@ -28523,10 +28776,10 @@ parentPort.on("message", ({ id, input, length }) => {
         ? output.buffer
         : output.buffer.slice(output.byteOffset, output.byteOffset + frameLength);
   } catch (error) {
-    parentPort.postMessage({ id, input, error: String((error && error.message) || error) }, [input]);
+    parentPort.postMessage({ id, input, error: String((error && error.message) || error) }, lent(input));
     return;
   }
-  parentPort.postMessage({ id, input, frame, frameLength }, [input, frame]);
+  parentPort.postMessage({ id, input, frame, frameLength }, [...lent(input), frame]);
 });
 `;
 
@@ -28598,7 +28851,7 @@ var PoolWorker = class {
   nextId = 0;
   failed = false;
   constructor(level) {
-    this.thread = new Worker(ZSTD_WORKER_SOURCE, {
+    this.thread = new Worker2(ZSTD_WORKER_SOURCE, {
       eval: true,
       workerData: { level }
     });
@@ -28618,8 +28871,8 @@ var PoolWorker = class {
     const id = this.nextId++;
     return new Promise((resolve5, reject) => {
       if (this.pending.size === 0) this.thread.ref();
-      this.pending.set(id, { resolve: resolve5, reject });
-      this.thread.postMessage({ id, input, length }, [input]);
+      this.pending.set(id, { resolve: resolve5, reject, input });
+      this.thread.postMessage({ id, input, length }, input instanceof SharedArrayBuffer ? [] : [input]);
     });
   }
   async terminate() {
@@ -28631,7 +28884,10 @@ var PoolWorker = class {
     this.pending.delete(reply.id);
     if (this.pending.size === 0) this.thread.unref();
     if ("error" in reply) job.reject(compressionFailed(reply.error));
-    else job.resolve({ frame: Buffer.from(reply.frame, 0, reply.frameLength), input: reply.input });
+    else {
+      const input = job.input instanceof SharedArrayBuffer ? job.input : reply.input;
+      job.resolve({ frame: Buffer.from(reply.frame, 0, reply.frameLength), input });
+    }
   }
   failAll(error) {
     this.failed = true;
@@ -28880,7 +29136,7 @@ var ZstdBlockCompressStream = class extends Transform {
     this.threads = Math.min(options.workers, byMemory);
     this.maxBlocksHeld = this.threads === 1 ? 1 : Math.min(this.threads + 1, byMemory);
     this.adoptWholeBlocks = options.pool !== void 0;
-    this.pool = options.pool ?? new BlockPool(options.blockSize, this.maxBlocksHeld + 1);
+    this.pool = options.pool ?? new BlockPool(options.blockSize, { maxSpare: this.maxBlocksHeld + 1 });
   }
   _transform(chunk, _encoding, callback) {
     this.consume(chunk).then(() => callback(), callback);
@@ -29798,11 +30054,11 @@ function decryptBuffer(ciphertext, options) {
 }
 
 // src/crypto/digest.ts
-import { createHash as createHash2 } from "node:crypto";
+import { createHash as createHash3 } from "node:crypto";
 import { PassThrough } from "node:stream";
 var FILE_READ_SIZE = 4 * 1024 * 1024;
 var Sha256PassThrough = class extends PassThrough {
-  #hash = createHash2("sha256");
+  #hash = createHash3("sha256");
   #hex;
   #bytes = 0;
   _transform(chunk, encoding, callback) {
@@ -30481,14 +30737,16 @@ async function runBackup(request2) {
   releaseWalkHeap();
   const bytesTotal = selection.entries.reduce((sum, e) => sum + (e.type === "file" ? e.stats.size : 0), 0);
   const name = archiveName(request2.instance, startedAt);
-  const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, 4);
+  const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, { maxSpare: 6, shared: true });
   const packer = new ArchivePacker({
     entries: selection.entries,
     meta: backupMeta(request2, startedAt, manifest, mysqlBackend),
     extraMembers: request2.extraMembers,
     onProgress: request2.onProgress && ((p) => request2.onProgress?.({ ...p, bytesTotal })),
     signal: request2.signal,
-    allocateChunk: () => blocks.take()
+    allocateChunk: () => blocks.take(),
+    // A thread of its own pays off once there is more than a block or two to hash; its start-up costs ~20 ms.
+    createDigester: bytesTotal > 2 * DEFAULT_ZSTD_BLOCK_SIZE ? (listener) => new WorkerDigester(listener, blocks) : void 0
   });
   const pending = await request2.store.create(name);
   const measure = createSha256PassThrough();
@@ -30918,7 +31176,7 @@ function printable(value) {
 
 // src/mysql/dump.ts
 import { spawn } from "node:child_process";
-import { createHash as createHash3, randomBytes as randomBytes4 } from "node:crypto";
+import { createHash as createHash4, randomBytes as randomBytes4 } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { rm as rm3 } from "node:fs/promises";
 import { join as join5 } from "node:path";
@@ -31107,7 +31365,7 @@ async function* decryptSpool(spoolPath, identity2) {
 var DumpObserver = class extends Transform3 {
   size = 0;
   completed = false;
-  #hash = createHash3("sha256");
+  #hash = createHash4("sha256");
   #onSnapshot;
   #snapshotSeen = false;
   /** The last bytes seen (latin1, one char a byte). */
@@ -31411,7 +31669,7 @@ import { PassThrough as PassThrough2 } from "node:stream";
 import { pipeline as pipeline3 } from "node:stream/promises";
 
 // src/archive/extract.ts
-import { createHash as createHash4 } from "node:crypto";
+import { createHash as createHash5 } from "node:crypto";
 
 // src/archive/member-safety.ts
 var DEFAULT_ALLOWED_ROOTS = ["meta/", "home/", "rootfs/", "mysql/"];
@@ -31949,7 +32207,7 @@ async function extractMembers(plaintext, sink, onProgress) {
     if (header.path === BACKUP_META_PATH) {
       const content = await readBody(body, MAX_META_BYTES);
       meta = parseMeta(content);
-      sha256 = createHash4("sha256").update(content).digest("hex");
+      sha256 = createHash5("sha256").update(content).digest("hex");
     } else {
       sha256 = await sink.member(header, body);
     }
@@ -31994,14 +32252,14 @@ function observation(header, sha256) {
 var VerifySink = class {
   async member(header, body) {
     if (header.type !== "file") return void 0;
-    const hash = createHash4("sha256");
+    const hash = createHash5("sha256");
     for await (const chunk of body) hash.update(chunk);
     return hash.digest("hex");
   }
 };
 
 // src/archive/staging-sink.ts
-import { createHash as createHash5 } from "node:crypto";
+import { createHash as createHash6 } from "node:crypto";
 import {
   chmodSync,
   closeSync as closeSync2,
@@ -32080,7 +32338,7 @@ var StagingSink = class {
   }
 };
 async function writeFile4(path, body) {
-  const hash = createHash5("sha256");
+  const hash = createHash6("sha256");
   const fd = openSync2(path, "wx", 384);
   try {
     let batch = [];
@@ -32274,7 +32532,7 @@ function secretEnvPrelude(names) {
 }
 
 // src/remote/known-hosts.ts
-import { createHash as createHash6, createHmac as createHmac2, timingSafeEqual as timingSafeEqual2 } from "node:crypto";
+import { createHash as createHash7, createHmac as createHmac2, timingSafeEqual as timingSafeEqual2 } from "node:crypto";
 function parseKnownHosts(text) {
   const entries = [];
   const malformedLines = [];
@@ -32308,7 +32566,7 @@ function preferredHostKeyAlgorithms(known, host, port2) {
   return [...new Set(types.flatMap(algorithmsForKeyType))];
 }
 function fingerprintSha256(key) {
-  return `SHA256:${createHash6("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
+  return `SHA256:${createHash7("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
 }
 function keyTypeOf(key) {
   if (key.length < 4) return void 0;
@@ -33190,7 +33448,7 @@ import { appendFile, readFile as readFile8, writeFile as writeFile7 } from "node
 import { resolve as resolve3 } from "node:path";
 
 // src/drill/drill.ts
-import { createHash as createHash7 } from "node:crypto";
+import { createHash as createHash8 } from "node:crypto";
 import { createReadStream as createReadStream4 } from "node:fs";
 import { mkdtemp as mkdtemp5, readFile as readFile7, rm as rm9 } from "node:fs/promises";
 import { tmpdir as tmpdir4 } from "node:os";
@@ -34187,7 +34445,7 @@ async function withRestagedFile(catalog, staging, archivePath2) {
   updated.set(archivePath2, {
     ...entry2,
     size: content.length,
-    sha256: createHash7("sha256").update(content).digest("hex")
+    sha256: createHash8("sha256").update(content).digest("hex")
   });
   return updated;
 }

@@ -11,18 +11,19 @@
 import { Worker } from "node:worker_threads";
 import { constants, type ZstdOptions, zstdCompress } from "node:zlib";
 import { LookerBackupError } from "../errors.js";
+import type { BlockMemory } from "./block-pool.js";
 import { ZSTD_WORKER_SOURCE } from "./zstd-worker.js";
 
 export interface CompressedBlock {
   /** One complete zstd frame. */
   readonly frame: Buffer;
-  /** The input buffer, handed back so the caller can reuse it for a later block. */
-  readonly input: ArrayBuffer;
+  /** The input buffer, handed back so the caller can reuse it for a later block (the caller's own object). */
+  readonly input: BlockMemory;
 }
 
 export interface BlockEngine {
   /** Compresses input[0, length) into one frame. `input` is lent to the engine until the promise settles. */
-  compress(input: ArrayBuffer, length: number): Promise<CompressedBlock>;
+  compress(input: BlockMemory, length: number): Promise<CompressedBlock>;
   /** Stops any threads; pending compressions reject. Safe to call more than once. */
   close(): Promise<void>;
 }
@@ -51,7 +52,7 @@ function frameOptions(level: number, length: number): ZstdOptions {
 export class InlineEngine implements BlockEngine {
   constructor(private readonly level: number) {}
 
-  compress(input: ArrayBuffer, length: number): Promise<CompressedBlock> {
+  compress(input: BlockMemory, length: number): Promise<CompressedBlock> {
     return new Promise((resolve, reject) => {
       zstdCompress(Buffer.from(input, 0, length), frameOptions(this.level, length), (error, frame) => {
         if (error) reject(compressionFailed(error.message, error));
@@ -80,7 +81,7 @@ export class WorkerPool implements BlockEngine {
     private readonly level: number,
   ) {}
 
-  compress(input: ArrayBuffer, length: number): Promise<CompressedBlock> {
+  compress(input: BlockMemory, length: number): Promise<CompressedBlock> {
     if (this.closed) return Promise.reject(compressionFailed("the zstd worker pool is closed"));
     return this.pickWorker().run(input, length);
   }
@@ -107,11 +108,13 @@ export class WorkerPool implements BlockEngine {
 interface PendingJob {
   resolve: (block: CompressedBlock) => void;
   reject: (error: Error) => void;
+  /** What the caller lent; a shared block comes back from the thread as another object of the same memory. */
+  input: BlockMemory;
 }
 
 type WorkerReply =
-  | { id: number; input: ArrayBuffer; frame: ArrayBuffer; frameLength: number }
-  | { id: number; input: ArrayBuffer; error: string };
+  | { id: number; input: BlockMemory; frame: ArrayBuffer; frameLength: number }
+  | { id: number; input: BlockMemory; error: string };
 
 class PoolWorker {
   private readonly thread: Worker;
@@ -140,12 +143,13 @@ class PoolWorker {
     return this.pending.size;
   }
 
-  run(input: ArrayBuffer, length: number): Promise<CompressedBlock> {
+  run(input: BlockMemory, length: number): Promise<CompressedBlock> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       if (this.pending.size === 0) this.thread.ref();
-      this.pending.set(id, { resolve, reject });
-      this.thread.postMessage({ id, input, length }, [input]);
+      this.pending.set(id, { resolve, reject, input });
+      // Shared memory is lent, not moved: the thread reads the same bytes and the caller keeps its object.
+      this.thread.postMessage({ id, input, length }, input instanceof SharedArrayBuffer ? [] : [input]);
     });
   }
 
@@ -159,7 +163,10 @@ class PoolWorker {
     this.pending.delete(reply.id);
     if (this.pending.size === 0) this.thread.unref();
     if ("error" in reply) job.reject(compressionFailed(reply.error));
-    else job.resolve({ frame: Buffer.from(reply.frame, 0, reply.frameLength), input: reply.input });
+    else {
+      const input = job.input instanceof SharedArrayBuffer ? job.input : reply.input;
+      job.resolve({ frame: Buffer.from(reply.frame, 0, reply.frameLength), input });
+    }
   }
 
   private failAll(error: Error): void {

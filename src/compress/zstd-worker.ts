@@ -6,7 +6,8 @@
  * script that only requires node builtins works from both without any path logic.
  *
  * Protocol (one message per block, answered in the order received):
- *   in:  { id, input: ArrayBuffer (transferred), length }        -> compress input[0, length) as one frame
+ *   in:  { id, input: ArrayBuffer (transferred) or SharedArrayBuffer, length }
+ *                                                                -> compress input[0, length) as one frame
  *   out: { id, input, frame: ArrayBuffer, frameLength }          -> the frame is frame[0, frameLength);
  *                                                                   both buffers transferred, input for reuse
  *        { id, input, error: string }                            -> compression failed
@@ -32,6 +33,11 @@ function outputChunkSize(length) {
   return length + (length >> 7) + 65536;
 }
 
+// A plain input buffer goes back to its owner; shared memory cannot be transferred (and need not be).
+function lent(input) {
+  return input instanceof SharedArrayBuffer ? [] : [input];
+}
+
 parentPort.on("message", ({ id, input, length }) => {
   let frame;
   let frameLength;
@@ -45,9 +51,9 @@ parentPort.on("message", ({ id, input, length }) => {
         ? output.buffer
         : output.buffer.slice(output.byteOffset, output.byteOffset + frameLength);
   } catch (error) {
-    parentPort.postMessage({ id, input, error: String((error && error.message) || error) }, [input]);
+    parentPort.postMessage({ id, input, error: String((error && error.message) || error) }, lent(input));
     return;
   }
-  parentPort.postMessage({ id, input, frame, frameLength }, [input, frame]);
+  parentPort.postMessage({ id, input, frame, frameLength }, [...lent(input), frame]);
 });
 `;

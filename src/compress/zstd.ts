@@ -15,11 +15,11 @@ import { Transform, type TransformCallback } from "node:stream";
 import { finished } from "node:stream/promises";
 import { createZstdDecompress, type ZstdDecompress, zstdDecompressSync } from "node:zlib";
 import { InputError, IntegrityError } from "../errors.js";
-import { BlockPool } from "./block-pool.js";
+import { type BlockMemory, BlockPool } from "./block-pool.js";
 import { type BlockEngine, InlineEngine, WorkerPool } from "./zstd-engines.js";
 import { ZstdFrameScanner } from "./zstd-frames.js";
 
-export { BlockPool } from "./block-pool.js";
+export { type BlockMemory, BlockPool } from "./block-pool.js";
 export { liveZstdWorkerThreads } from "./zstd-engines.js";
 
 export interface ZstdCompressOptions {
@@ -32,7 +32,8 @@ export interface ZstdCompressOptions {
   /**
    * Buffers shared with the writer. Blocks are built from them and returned to them, and a written chunk that
    * is one whole buffer of the pool's size (BlockPool.isWholeBlock) is compressed as a block without a copy:
-   * it is transferred to a worker thread, so the writer must not touch it after writing it.
+   * it is transferred (or, from a shared pool, lent) to a worker thread, so the writer must not touch it after
+   * writing it; the pool gets it back when the frame is done.
    */
   pool?: BlockPool;
 }
@@ -129,7 +130,7 @@ class ZstdBlockCompressStream extends Transform {
     // One queued block beyond the busy threads keeps them fed; more only holds memory (2 cores: 3 x 4 MiB).
     this.maxBlocksHeld = this.threads === 1 ? 1 : Math.min(this.threads + 1, byMemory);
     this.adoptWholeBlocks = options.pool !== undefined;
-    this.pool = options.pool ?? new BlockPool(options.blockSize, this.maxBlocksHeld + 1);
+    this.pool = options.pool ?? new BlockPool(options.blockSize, { maxSpare: this.maxBlocksHeld + 1 });
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -193,8 +194,8 @@ class ZstdBlockCompressStream extends Transform {
 
   private dispatch(lastBlock: boolean): void {
     const sequence = this.nextSequence++;
-    // Blocks are always made from a plain ArrayBuffer (see consume), never a SharedArrayBuffer.
-    const input = (this.block?.buffer as ArrayBuffer | undefined) ?? new ArrayBuffer(0);
+    // Blocks are always whole pool buffers (see consume): plain, or shared when the pool is.
+    const input: BlockMemory = this.block?.buffer ?? new ArrayBuffer(0);
     const length = this.filled;
     this.block = undefined;
     this.filled = 0;
