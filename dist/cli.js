@@ -27894,8 +27894,6 @@ import { hostname as hostname2 } from "node:os";
 import { join as join2 } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 
 // src/archive/file-digests.ts
 import { createHash } from "node:crypto";
@@ -28423,12 +28421,14 @@ var ArchivePacker = class {
     this.bufferMember(BACKUP_META_PATH, Buffer.from(`${JSON.stringify(meta, null, 2)}
 `), 384);
     yield* this.out.takeFull();
-    for (const entry2 of entries) {
-      this.options.signal?.throwIfAborted();
-      yield* this.member(entry2);
-      const hashing = this.digester.whenReady();
-      if (hashing !== void 0) await hashing;
-      this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
+    for await (const batch of entries) {
+      for (const entry2 of batch) {
+        this.options.signal?.throwIfAborted();
+        yield* this.member(entry2);
+        const hashing = this.digester.whenReady();
+        if (hashing !== void 0) await hashing;
+        this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
+      }
     }
     for (const extra of await this.options.extraMembers?.() ?? []) yield* this.extraMember(extra);
     await this.digester.drain();
@@ -30239,7 +30239,8 @@ function mustDescendExcluded(rules, dir, excludedBy) {
 
 // src/manifest/select.ts
 var STAT_BATCH = 64;
-async function selectFiles(options) {
+var WALK_BATCH = 256;
+function streamSelection(options) {
   const rules = options.manifest.rules.map(compileRule);
   const tallies = /* @__PURE__ */ new Map();
   for (const rule of rules) tallies.set(rule.id, tallyFor(rule));
@@ -30251,15 +30252,21 @@ async function selectFiles(options) {
     options.countExcluded ?? false,
     options.substitutes
   );
-  await walker.walkHome();
-  checkRequiredRules(rules, walker.seenPaths, options.home);
-  for (const outside of options.manifest.outside) await walker.walkOutside(outside);
-  return {
-    home: options.home,
-    entries: walker.entries,
-    tallies: [...tallies.values()],
-    skipped: walker.skipped
-  };
+  const summary = { home: options.home, tallies: [...tallies.values()], skipped: walker.skipped };
+  async function* batches() {
+    yield* walker.walkHome();
+    checkRequiredRules(rules, walker.seenPaths, options.home);
+    for (const outside of options.manifest.outside) yield* walker.walkOutside(outside);
+    const rest = walker.takeBatch();
+    if (rest.length > 0) yield rest;
+  }
+  return { batches: batches(), summary };
+}
+async function selectFiles(options) {
+  const { batches, summary } = streamSelection(options);
+  const entries = [];
+  for await (const batch of batches) entries.push(...batch);
+  return { ...summary, entries };
 }
 function tallyFor(rule) {
   return { ...pick(rule), files: 0, bytes: 0, paths: [] };
@@ -30284,16 +30291,24 @@ var Walker = class {
     this.tallies = tallies;
     this.countExcluded = countExcluded;
     this.substitutes = substitutes;
+    this.requiredPatterns = new Set(rules.filter((rule) => rule.required).map((rule) => rule.pattern));
   }
   home;
   rules;
   tallies;
   countExcluded;
   substitutes;
-  entries = [];
+  batch = [];
   skipped = [];
-  /** Home-relative paths that exist and were decided "include", for the required-path check. */
+  /** Required include patterns that exist and were decided "include", for the required-path check. */
   seenPaths = /* @__PURE__ */ new Set();
+  /** The only paths seenPaths needs: remembering every included path cost ~100 bytes of heap a path. */
+  requiredPatterns;
+  takeBatch() {
+    const batch = this.batch;
+    this.batch = [];
+    return batch;
+  }
   /** Where a home-relative path is read from: the home, or a substitute directory standing in for a subtree. */
   absolute(relative) {
     for (const [dir, replacement] of this.substitutes) {
@@ -30302,7 +30317,7 @@ var Walker = class {
     }
     return join(this.home, relative);
   }
-  async walkHome() {
+  async *walkHome() {
     let stats;
     try {
       stats = await lstat(this.home);
@@ -30315,10 +30330,10 @@ var Walker = class {
     if (!stats.isDirectory())
       throw new InputError(`the looker home ${this.home} is not a directory`, "check --home");
     const homeRule = decidingRule(this.rules, ".");
-    this.entries.push(entry("home/", this.home, "directory", stats, homeRule?.id ?? "default:.", false));
-    await this.walkDirectory("", homeRule);
+    this.batch.push(entry("home/", this.home, "directory", stats, homeRule?.id ?? "default:.", false));
+    yield* this.walkDirectory("", homeRule);
   }
-  async walkDirectory(relativeDir, parentRule) {
+  async *walkDirectory(relativeDir, parentRule) {
     const absoluteDir = this.absolute(relativeDir);
     let names;
     try {
@@ -30330,40 +30345,38 @@ var Walker = class {
     names.sort((a, b) => a < b ? -1 : a > b ? 1 : 0);
     for (const name of names) {
       const relative = relativeDir ? `${relativeDir}/${name}` : name;
-      await this.visit(relative, lstatOrError(this.absolute(relative)), parentRule);
+      const absolute = this.absolute(relative);
+      const descend = await this.visit(relative, absolute, lstatOrError(absolute), parentRule);
+      if (this.batch.length >= WALK_BATCH) yield this.takeBatch();
+      if (descend !== void 0) yield* this.walkDirectory(relative, descend.rule);
     }
   }
-  async visit(relative, stats, parentRule) {
-    const absolute = this.absolute(relative);
+  async visit(relative, absolute, stats, parentRule) {
     const rule = decidingRule(this.rules, relative);
     if (stats instanceof Error) {
       this.skipped.push({ path: `home/${relative}`, reason: `vanished while listing: ${stats.message}` });
-      return;
+      return void 0;
     }
-    if (rule?.action === "exclude") {
-      await this.excluded(relative, stats, rule);
-      return;
-    }
+    if (rule?.action === "exclude") return this.excluded(relative, stats, rule);
     const type = entryType(stats);
     if (type === void 0) {
       this.skipped.push({ path: `home/${relative}`, reason: `${describeSpecial(stats)} cannot be archived` });
-      return;
+      return void 0;
     }
     const ruleId = rule?.id ?? "default:.";
     const required = Boolean(rule?.required);
     const archivePath2 = type === "directory" ? `home/${relative}/` : `home/${relative}`;
-    this.entries.push(entry(archivePath2, absolute, type, stats, ruleId, required));
-    this.seenPaths.add(relative);
+    this.batch.push(entry(archivePath2, absolute, type, stats, ruleId, required));
+    if (this.requiredPatterns.has(relative)) this.seenPaths.add(relative);
     this.count(ruleId, relative, parentRule, type === "file" ? stats.size : 0, type !== "directory");
-    if (type === "directory") await this.walkDirectory(relative, rule);
+    return type === "directory" ? { rule } : void 0;
   }
   async excluded(relative, stats, rule) {
     const tally = this.tallies.get(rule.id);
     tally?.paths.push(relative);
     if (stats.isDirectory()) {
-      if (mustDescendExcluded(this.rules, relative, rule)) {
-        await this.walkDirectory(relative, rule);
-      } else if (this.countExcluded && tally) {
+      if (mustDescendExcluded(this.rules, relative, rule)) return { rule };
+      if (this.countExcluded && tally) {
         const size = await measureTree(this.absolute(relative));
         tally.files += size.files;
         tally.bytes += size.bytes;
@@ -30372,6 +30385,7 @@ var Walker = class {
       tally.files += 1;
       tally.bytes += stats.isFile() ? stats.size : 0;
     }
+    return void 0;
   }
   count(ruleId, relative, parentRule, bytes, isFile) {
     const tally = this.tallies.get(ruleId);
@@ -30389,7 +30403,7 @@ var Walker = class {
     }
     this.skipped.push({ path: `home/${relative}`, reason: message });
   }
-  async walkOutside(outside) {
+  async *walkOutside(outside) {
     let stats;
     try {
       stats = await lstat(outside.path);
@@ -30404,9 +30418,9 @@ var Walker = class {
     }
     const tally = this.tallies.get(outside.id);
     tally.paths.push(outside.path);
-    await this.addOutsideTree(outside, outside.path, stats, tally);
+    yield* this.addOutsideTree(outside, outside.path, stats, tally);
   }
-  async addOutsideTree(outside, path, stats, tally) {
+  async *addOutsideTree(outside, path, stats, tally) {
     const type = entryType(stats);
     const archiveBase = `rootfs/${path.replace(/^\/+/, "")}`;
     if (type === void 0) {
@@ -30414,7 +30428,7 @@ var Walker = class {
       return;
     }
     const archivePath2 = type === "directory" ? `${archiveBase}/` : archiveBase;
-    this.entries.push(entry(archivePath2, path, type, stats, outside.id, outside.required));
+    this.batch.push(entry(archivePath2, path, type, stats, outside.id, outside.required));
     if (type !== "directory") {
       tally.files += 1;
       tally.bytes += type === "file" ? stats.size : 0;
@@ -30423,7 +30437,8 @@ var Walker = class {
     const names = (await readdir(path)).sort();
     for (const name of names) {
       const child = join(path, name);
-      await this.addOutsideTree(outside, child, await lstat(child), tally);
+      yield* this.addOutsideTree(outside, child, await lstat(child), tally);
+      if (this.batch.length >= WALK_BATCH) yield this.takeBatch();
     }
   }
 };
@@ -30733,20 +30748,18 @@ async function runBackup(request2) {
   const now = request2.now ?? (() => /* @__PURE__ */ new Date());
   const startedAt = now();
   const { manifest, mysqlBackend } = await resolveManifest(request2);
-  const selection = await selectFiles({ home: request2.home, manifest, substitutes: request2.substitutes });
-  releaseWalkHeap();
-  const bytesTotal = selection.entries.reduce((sum, e) => sum + (e.type === "file" ? e.stats.size : 0), 0);
+  const selection = streamSelection({ home: request2.home, manifest, substitutes: request2.substitutes });
+  const listing = new ListingTotal(selection.batches);
   const name = archiveName(request2.instance, startedAt);
   const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, { maxSpare: 6, shared: true });
   const packer = new ArchivePacker({
-    entries: selection.entries,
+    entries: listing.batches(),
     meta: backupMeta(request2, startedAt, manifest, mysqlBackend),
     extraMembers: request2.extraMembers,
-    onProgress: request2.onProgress && ((p) => request2.onProgress?.({ ...p, bytesTotal })),
+    onProgress: request2.onProgress && ((p) => request2.onProgress?.({ ...p, bytesTotal: listing.bytes })),
     signal: request2.signal,
     allocateChunk: () => blocks.take(),
-    // A thread of its own pays off once there is more than a block or two to hash; its start-up costs ~20 ms.
-    createDigester: bytesTotal > 2 * DEFAULT_ZSTD_BLOCK_SIZE ? (listener) => new WorkerDigester(listener, blocks) : void 0
+    createDigester: (listener) => new WorkerDigester(listener, blocks)
   });
   const pending = await request2.store.create(name);
   const measure = createSha256PassThrough();
@@ -30774,7 +30787,7 @@ async function runBackup(request2) {
   const archive = commit ? await pending.commit() : void 0;
   const companions = commit ? await storeCompanions(request2.store, request2.companions?.(name) ?? []) : [];
   const pruned = commit && request2.retention ? await request2.store.prune(request2.instance, request2.retention, now()) : [];
-  const warnings = [...selection.skipped.map((s) => `${s.path}: ${s.reason}`), ...packed.warnings];
+  const warnings = [...selection.summary.skipped.map((s) => `${s.path}: ${s.reason}`), ...packed.warnings];
   return {
     archive,
     archiveName: name,
@@ -30785,21 +30798,31 @@ async function runBackup(request2) {
     bytesIn: packed.bytesIn,
     bytesOut: measure.bytes,
     warnings,
-    selection,
+    selection: selection.summary,
     pruned,
     startedAt,
     durationMs: now().getTime() - startedAt.getTime(),
     exitCode: warnings.length > 0 ? ExitCode.Warnings : ExitCode.Ok
   };
 }
-function releaseWalkHeap() {
-  try {
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc");
-    gc({ type: "major", execution: "sync", flavor: "last-resort" });
-  } catch {
+var ListingTotal = class {
+  constructor(source) {
+    this.source = source;
   }
-}
+  source;
+  sum = 0;
+  ended = false;
+  async *batches() {
+    for await (const batch of this.source) {
+      for (const entry2 of batch) if (entry2.type === "file") this.sum += entry2.stats.size;
+      yield batch;
+    }
+    this.ended = true;
+  }
+  get bytes() {
+    return this.ended ? this.sum : void 0;
+  }
+};
 async function storeCompanions(store, companions) {
   const stored = [];
   for (const companion of companions) {

@@ -32,7 +32,8 @@ export interface PackProgress {
 }
 
 export interface PackOptions {
-  readonly entries: readonly SelectedEntry[];
+  /** The selection in archive order, a batch at a time (it may still be walked while files are read). */
+  readonly entries: AsyncIterable<readonly SelectedEntry[]>;
   readonly meta: Record<string, unknown>;
   readonly extraMembers?: () => Promise<readonly ExtraMember[]>;
   readonly onProgress?: (progress: PackProgress) => void;
@@ -95,12 +96,14 @@ export class ArchivePacker {
     const { entries, meta } = this.options;
     this.bufferMember(BACKUP_META_PATH, Buffer.from(`${JSON.stringify(meta, null, 2)}\n`), 0o600);
     yield* this.out.takeFull();
-    for (const entry of entries) {
-      this.options.signal?.throwIfAborted();
-      yield* this.member(entry);
-      const hashing = this.digester.whenReady();
-      if (hashing !== undefined) await hashing;
-      this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
+    for await (const batch of entries) {
+      for (const entry of batch) {
+        this.options.signal?.throwIfAborted();
+        yield* this.member(entry);
+        const hashing = this.digester.whenReady();
+        if (hashing !== undefined) await hashing;
+        this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
+      }
     }
     for (const extra of (await this.options.extraMembers?.()) ?? []) yield* this.extraMember(extra);
     await this.digester.drain();

@@ -8,8 +8,6 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import type { CatalogEntry } from "../archive/catalog.js";
 import { WorkerDigester } from "../archive/file-digests.js";
 import { ArchivePacker, type ExtraMember, type PackProgress } from "../archive/pack.js";
@@ -19,7 +17,7 @@ import { createSha256PassThrough } from "../crypto/digest.js";
 import { ExitCode } from "../errors.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
 import type { Manifest } from "../manifest/rules.js";
-import { type Selection, selectFiles } from "../manifest/select.js";
+import { type SelectedEntry, type SelectionSummary, streamSelection } from "../manifest/select.js";
 import { applyUserManifest, type BackendChoice, loadUserManifest } from "../manifest/user-manifest.js";
 import { archiveName } from "../store/archive-name.js";
 import type { RetentionPolicy, Store, StoredObject } from "../store/store.js";
@@ -48,7 +46,8 @@ export interface BackupRequest {
    * skip-if-unchanged). Nothing is stored and older archives stay as they are.
    */
   readonly shouldCommit?: (catalog: readonly CatalogEntry[], archiveName: string) => Promise<boolean>;
-  readonly onProgress?: (progress: PackProgress & { bytesTotal: number }) => void;
+  /** bytesTotal is known once the whole home has been listed (files are read while it is). */
+  readonly onProgress?: (progress: PackProgress & { bytesTotal?: number }) => void;
   readonly signal?: AbortSignal;
   readonly now?: () => Date;
 }
@@ -69,7 +68,7 @@ export interface BackupResult {
   readonly bytesIn: number;
   readonly bytesOut: number;
   readonly warnings: string[];
-  readonly selection: Selection;
+  readonly selection: SelectionSummary;
   readonly pruned: string[];
   readonly startedAt: Date;
   readonly durationMs: number;
@@ -95,25 +94,20 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const now = request.now ?? (() => new Date());
   const startedAt = now();
   const { manifest, mysqlBackend } = await resolveManifest(request);
-  const selection = await selectFiles({ home: request.home, manifest, substitutes: request.substitutes });
-  releaseWalkHeap();
-  const bytesTotal = selection.entries.reduce((sum, e) => sum + (e.type === "file" ? e.stats.size : 0), 0);
+  const selection = streamSelection({ home: request.home, manifest, substitutes: request.substitutes });
+  const listing = new ListingTotal(selection.batches);
   const name = archiveName(request.instance, startedAt);
   // The packer reads files straight into the compressor's blocks, which come back to the pool once compressed
   // and hashed. Shared memory lets the zstd threads and the digest thread read a block at the same time.
   const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, { maxSpare: 6, shared: true });
   const packer = new ArchivePacker({
-    entries: selection.entries,
+    entries: listing.batches(),
     meta: backupMeta(request, startedAt, manifest, mysqlBackend),
     extraMembers: request.extraMembers,
-    onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal })),
+    onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal: listing.bytes })),
     signal: request.signal,
     allocateChunk: () => blocks.take(),
-    // A thread of its own pays off once there is more than a block or two to hash; its start-up costs ~20 ms.
-    createDigester:
-      bytesTotal > 2 * DEFAULT_ZSTD_BLOCK_SIZE
-        ? (listener) => new WorkerDigester(listener, blocks)
-        : undefined,
+    createDigester: (listener) => new WorkerDigester(listener, blocks),
   });
   const pending = await request.store.create(name);
   // The ciphertext as it leaves for the store: its digest and size are what the user later checks a download by.
@@ -142,7 +136,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
   const pruned =
     commit && request.retention ? await request.store.prune(request.instance, request.retention, now()) : [];
-  const warnings = [...selection.skipped.map((s) => `${s.path}: ${s.reason}`), ...packed.warnings];
+  const warnings = [...selection.summary.skipped.map((s) => `${s.path}: ${s.reason}`), ...packed.warnings];
   return {
     archive,
     archiveName: name,
@@ -153,7 +147,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     bytesIn: packed.bytesIn,
     bytesOut: measure.bytes,
     warnings,
-    selection,
+    selection: selection.summary,
     pruned,
     startedAt,
     durationMs: now().getTime() - startedAt.getTime(),
@@ -161,20 +155,23 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   };
 }
 
-/**
- * Walking a home of 20,000 files allocates fast enough that V8 grows its young generation to the maximum
- * (~60 MiB of semi-spaces the streaming phase never needs again), and nothing shrinks it afterwards while the
- * pipeline runs: measured at 512 MB / 20k files, heapTotal 110-180 MiB without this, 79 MiB with it, and
- * peak RSS ~30-40 MiB lower. A memory-reducing full collection between the two phases gives that back.
- * `gc` exists only in contexts created after --expose-gc is set, hence the new context.
- */
-function releaseWalkHeap(): void {
-  try {
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc") as (options: object) => void;
-    gc({ type: "major", execution: "sync", flavor: "last-resort" });
-  } catch {
-    // Only memory is at stake; a runtime without the flag or the option runs the backup as before.
+/** Passes the listing through, adding up the bytes of its files; the sum is known once the listing has ended. */
+class ListingTotal {
+  private sum = 0;
+  private ended = false;
+
+  constructor(private readonly source: AsyncIterable<readonly SelectedEntry[]>) {}
+
+  async *batches(): AsyncGenerator<readonly SelectedEntry[]> {
+    for await (const batch of this.source) {
+      for (const entry of batch) if (entry.type === "file") this.sum += entry.stats.size;
+      yield batch;
+    }
+    this.ended = true;
+  }
+
+  get bytes(): number | undefined {
+    return this.ended ? this.sum : undefined;
   }
 }
 

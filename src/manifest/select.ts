@@ -79,13 +79,34 @@ export interface SelectOptions {
 }
 
 const STAT_BATCH = 64;
+/** Entries handed to the consumer at a time while the walk goes on (see streamSelection). */
+const WALK_BATCH = 256;
 
-export async function selectFiles(options: SelectOptions): Promise<Selection> {
+/** What a selection found besides its entries; complete once the walk has ended. */
+export interface SelectionSummary {
+  readonly home: string;
+  readonly tallies: RuleTally[];
+  readonly skipped: SkippedPath[];
+}
+
+export interface SelectionStream {
+  /** The entries in archive order, a batch at a time, walked as they are asked for. */
+  readonly batches: AsyncIterable<readonly SelectedEntry[]>;
+  /** Filled in as the walk goes; complete when `batches` has ended. */
+  readonly summary: SelectionSummary;
+}
+
+/**
+ * Walks the home as the consumer asks for entries, so a backup reads and compresses files while the rest of the
+ * tree is still being listed, and holds a batch of entries rather than the whole tree (measured: walking 20,000
+ * entries took ~0.25-0.3 s before the first byte was read, while the zstd threads had nothing to do).
+ * A missing required path still fails the walk, and so the backup, before anything is stored.
+ */
+export function streamSelection(options: SelectOptions): SelectionStream {
   const rules = options.manifest.rules.map(compileRule);
   const tallies = new Map<string, RuleTally>();
   for (const rule of rules) tallies.set(rule.id, tallyFor(rule));
   for (const outside of options.manifest.outside) tallies.set(outside.id, outsideTally(outside));
-
   const walker = new Walker(
     options.home,
     rules,
@@ -93,15 +114,23 @@ export async function selectFiles(options: SelectOptions): Promise<Selection> {
     options.countExcluded ?? false,
     options.substitutes,
   );
-  await walker.walkHome();
-  checkRequiredRules(rules, walker.seenPaths, options.home);
-  for (const outside of options.manifest.outside) await walker.walkOutside(outside);
-  return {
-    home: options.home,
-    entries: walker.entries,
-    tallies: [...tallies.values()],
-    skipped: walker.skipped,
-  };
+  const summary = { home: options.home, tallies: [...tallies.values()], skipped: walker.skipped };
+  async function* batches(): AsyncGenerator<readonly SelectedEntry[]> {
+    yield* walker.walkHome();
+    checkRequiredRules(rules, walker.seenPaths, options.home);
+    for (const outside of options.manifest.outside) yield* walker.walkOutside(outside);
+    const rest = walker.takeBatch();
+    if (rest.length > 0) yield rest;
+  }
+  return { batches: batches(), summary };
+}
+
+/** The whole selection at once (for `plan` and tests). */
+export async function selectFiles(options: SelectOptions): Promise<Selection> {
+  const { batches, summary } = streamSelection(options);
+  const entries: SelectedEntry[] = [];
+  for await (const batch of batches) entries.push(...batch);
+  return { ...summary, entries };
 }
 
 function tallyFor(rule: ManifestRule): RuleTally {
@@ -123,11 +152,16 @@ function outsideTally(outside: OutsidePath): RuleTally {
   return { ...base, required: outside.required, files: 0, bytes: 0, paths: [] };
 }
 
+/** Where the walk goes after visiting a path: into it (with the rule that decided it), or not. */
+type Descend = { readonly rule: CompiledRule | undefined } | undefined;
+
 class Walker {
-  readonly entries: SelectedEntry[] = [];
+  private batch: SelectedEntry[] = [];
   readonly skipped: SkippedPath[] = [];
-  /** Home-relative paths that exist and were decided "include", for the required-path check. */
+  /** Required include patterns that exist and were decided "include", for the required-path check. */
   readonly seenPaths = new Set<string>();
+  /** The only paths seenPaths needs: remembering every included path cost ~100 bytes of heap a path. */
+  private readonly requiredPatterns: ReadonlySet<string>;
 
   constructor(
     private readonly home: string,
@@ -135,7 +169,15 @@ class Walker {
     private readonly tallies: Map<string, RuleTally>,
     private readonly countExcluded: boolean,
     private readonly substitutes: ReadonlyMap<string, string> = new Map(),
-  ) {}
+  ) {
+    this.requiredPatterns = new Set(rules.filter((rule) => rule.required).map((rule) => rule.pattern));
+  }
+
+  takeBatch(): SelectedEntry[] {
+    const batch = this.batch;
+    this.batch = [];
+    return batch;
+  }
 
   /** Where a home-relative path is read from: the home, or a substitute directory standing in for a subtree. */
   private absolute(relative: string): string {
@@ -146,7 +188,7 @@ class Walker {
     return join(this.home, relative);
   }
 
-  async walkHome(): Promise<void> {
+  async *walkHome(): AsyncGenerator<SelectedEntry[]> {
     let stats: Stats;
     try {
       stats = await lstat(this.home);
@@ -159,11 +201,14 @@ class Walker {
     if (!stats.isDirectory())
       throw new InputError(`the looker home ${this.home} is not a directory`, "check --home");
     const homeRule = decidingRule(this.rules, ".");
-    this.entries.push(entry("home/", this.home, "directory", stats, homeRule?.id ?? "default:.", false));
-    await this.walkDirectory("", homeRule);
+    this.batch.push(entry("home/", this.home, "directory", stats, homeRule?.id ?? "default:.", false));
+    yield* this.walkDirectory("", homeRule);
   }
 
-  private async walkDirectory(relativeDir: string, parentRule: CompiledRule | undefined): Promise<void> {
+  private async *walkDirectory(
+    relativeDir: string,
+    parentRule: CompiledRule | undefined,
+  ): AsyncGenerator<SelectedEntry[]> {
     const absoluteDir = this.absolute(relativeDir);
     let names: string[];
     try {
@@ -175,47 +220,46 @@ class Walker {
     names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const name of names) {
       const relative = relativeDir ? `${relativeDir}/${name}` : name;
-      await this.visit(relative, lstatOrError(this.absolute(relative)), parentRule);
+      const absolute = this.absolute(relative);
+      const descend = await this.visit(relative, absolute, lstatOrError(absolute), parentRule);
+      if (this.batch.length >= WALK_BATCH) yield this.takeBatch();
+      if (descend !== undefined) yield* this.walkDirectory(relative, descend.rule);
     }
   }
 
   private async visit(
     relative: string,
+    absolute: string,
     stats: Stats | Error,
     parentRule: CompiledRule | undefined,
-  ): Promise<void> {
-    const absolute = this.absolute(relative);
+  ): Promise<Descend> {
     const rule = decidingRule(this.rules, relative);
     if (stats instanceof Error) {
       // Vanished between readdir and lstat: a live home changes under us; the report says so.
       this.skipped.push({ path: `home/${relative}`, reason: `vanished while listing: ${stats.message}` });
-      return;
+      return undefined;
     }
-    if (rule?.action === "exclude") {
-      await this.excluded(relative, stats, rule);
-      return;
-    }
+    if (rule?.action === "exclude") return this.excluded(relative, stats, rule);
     const type = entryType(stats);
     if (type === undefined) {
       this.skipped.push({ path: `home/${relative}`, reason: `${describeSpecial(stats)} cannot be archived` });
-      return;
+      return undefined;
     }
     const ruleId = rule?.id ?? "default:.";
     const required = Boolean(rule?.required);
     const archivePath = type === "directory" ? `home/${relative}/` : `home/${relative}`;
-    this.entries.push(entry(archivePath, absolute, type, stats, ruleId, required));
-    this.seenPaths.add(relative);
+    this.batch.push(entry(archivePath, absolute, type, stats, ruleId, required));
+    if (this.requiredPatterns.has(relative)) this.seenPaths.add(relative);
     this.count(ruleId, relative, parentRule, type === "file" ? stats.size : 0, type !== "directory");
-    if (type === "directory") await this.walkDirectory(relative, rule);
+    return type === "directory" ? { rule } : undefined;
   }
 
-  private async excluded(relative: string, stats: Stats, rule: CompiledRule): Promise<void> {
+  private async excluded(relative: string, stats: Stats, rule: CompiledRule): Promise<Descend> {
     const tally = this.tallies.get(rule.id);
     tally?.paths.push(relative);
     if (stats.isDirectory()) {
-      if (mustDescendExcluded(this.rules, relative, rule)) {
-        await this.walkDirectory(relative, rule);
-      } else if (this.countExcluded && tally) {
+      if (mustDescendExcluded(this.rules, relative, rule)) return { rule };
+      if (this.countExcluded && tally) {
         const size = await measureTree(this.absolute(relative));
         tally.files += size.files;
         tally.bytes += size.bytes;
@@ -224,6 +268,7 @@ class Walker {
       tally.files += 1;
       tally.bytes += stats.isFile() ? stats.size : 0;
     }
+    return undefined;
   }
 
   private count(
@@ -255,7 +300,7 @@ class Walker {
     this.skipped.push({ path: `home/${relative}`, reason: message });
   }
 
-  async walkOutside(outside: OutsidePath): Promise<void> {
+  async *walkOutside(outside: OutsidePath): AsyncGenerator<SelectedEntry[]> {
     let stats: Stats;
     try {
       stats = await lstat(outside.path);
@@ -272,15 +317,15 @@ class Walker {
     }
     const tally = this.tallies.get(outside.id)!;
     tally.paths.push(outside.path);
-    await this.addOutsideTree(outside, outside.path, stats, tally);
+    yield* this.addOutsideTree(outside, outside.path, stats, tally);
   }
 
-  private async addOutsideTree(
+  private async *addOutsideTree(
     outside: OutsidePath,
     path: string,
     stats: Stats,
     tally: RuleTally,
-  ): Promise<void> {
+  ): AsyncGenerator<SelectedEntry[]> {
     const type = entryType(stats);
     const archiveBase = `rootfs/${path.replace(/^\/+/, "")}`;
     if (type === undefined) {
@@ -288,7 +333,7 @@ class Walker {
       return;
     }
     const archivePath = type === "directory" ? `${archiveBase}/` : archiveBase;
-    this.entries.push(entry(archivePath, path, type, stats, outside.id, outside.required));
+    this.batch.push(entry(archivePath, path, type, stats, outside.id, outside.required));
     if (type !== "directory") {
       tally.files += 1;
       tally.bytes += type === "file" ? stats.size : 0;
@@ -297,7 +342,8 @@ class Walker {
     const names = (await readdir(path)).sort();
     for (const name of names) {
       const child = join(path, name);
-      await this.addOutsideTree(outside, child, await lstat(child), tally);
+      yield* this.addOutsideTree(outside, child, await lstat(child), tally);
+      if (this.batch.length >= WALK_BATCH) yield this.takeBatch();
     }
   }
 }

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { InputError } from "../../src/errors.js";
 import { defaultManifest } from "../../src/manifest/default-manifest.js";
-import { type Selection, selectFiles } from "../../src/manifest/select.js";
+import { type Selection, selectFiles, streamSelection } from "../../src/manifest/select.js";
 import { applyUserManifest, parseUserManifest } from "../../src/manifest/user-manifest.js";
 
 let home: string;
@@ -41,6 +41,25 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   await rm(home, { recursive: true, force: true });
+});
+
+describe("streamed selection", () => {
+  it("hands out a large tree in batches while it is still walking, in the order of the whole selection", async () => {
+    await minimalHome();
+    for (let i = 0; i < 700; i++) await put(`looker/models-user-${i % 7}/proj/f${i}.view.lkml`, "view");
+    const manifest = defaultManifest({ mysqlBackend: false });
+    const { batches, summary } = streamSelection({ home, manifest });
+    const streamed: string[] = [];
+    let filesTalliedAtFirstBatch: number | undefined;
+    for await (const batch of batches) {
+      const tallied = summary.tallies.reduce((sum, t) => sum + t.files, 0);
+      filesTalliedAtFirstBatch ??= tallied;
+      streamed.push(...batch.map((e) => e.archivePath));
+    }
+    const whole = await selectFiles({ home, manifest });
+    expect(streamed).toEqual(paths(whole));
+    expect(filesTalliedAtFirstBatch).toBeLessThan(whole.tallies.reduce((sum, t) => sum + t.files, 0));
+  });
 });
 
 describe("default manifest", () => {
