@@ -28549,21 +28549,13 @@ var ArchivePacker = class {
     yield* this.out.takeFull();
   }
   catalogMember() {
-    const content = Buffer.from(this.catalog.map(catalogLine).join(""));
+    const { parts, size } = encodeCatalog(this.catalog);
     const now = Date.now() / 1e3;
     this.out.write(
-      encodeHeader({
-        path: CATALOG_PATH,
-        type: "file",
-        size: content.length,
-        mode: 384,
-        uid: 0,
-        gid: 0,
-        mtime: now
-      })
+      encodeHeader({ path: CATALOG_PATH, type: "file", size, mode: 384, uid: 0, gid: 0, mtime: now })
     );
-    this.out.write(content);
-    this.out.write(padding(content.length));
+    for (const part of parts) this.out.write(part);
+    this.out.write(padding(size));
   }
   /** Writes the member's header and records it in the catalog. */
   writeHeader(header) {
@@ -28674,6 +28666,26 @@ function headerOf(path, type, stats, size = 0) {
     mtime: stats.mtimeMs / 1e3
   };
 }
+function encodeCatalog(catalog) {
+  const parts = [];
+  let part = Buffer.allocUnsafe(CATALOG_PART_SIZE);
+  let filled = 0;
+  let size = 0;
+  for (const entry2 of catalog) {
+    const line = catalogLine(entry2);
+    const length = Buffer.byteLength(line);
+    if (filled + length > part.length) {
+      parts.push(part.subarray(0, filled));
+      part = Buffer.allocUnsafe(Math.max(CATALOG_PART_SIZE, length));
+      filled = 0;
+    }
+    filled += part.write(line, filled);
+    size += length;
+  }
+  if (filled > 0) parts.push(part.subarray(0, filled));
+  return { parts, size };
+}
+var CATALOG_PART_SIZE = 1 << 20;
 function changedWhileRead(before, after) {
   return before.size !== after.size || before.mtimeMs !== after.mtimeMs;
 }
@@ -30751,7 +30763,7 @@ async function runBackup(request2) {
   const selection = streamSelection({ home: request2.home, manifest, substitutes: request2.substitutes });
   const listing = new ListingTotal(selection.batches);
   const name = archiveName(request2.instance, startedAt);
-  const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, { maxSpare: 6, shared: true });
+  const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, { maxSpare: 4, shared: true });
   const packer = new ArchivePacker({
     entries: listing.batches(),
     meta: backupMeta(request2, startedAt, manifest, mysqlBackend),

@@ -99,7 +99,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const name = archiveName(request.instance, startedAt);
   // The packer reads files straight into the compressor's blocks, which come back to the pool once compressed
   // and hashed. Shared memory lets the zstd threads and the digest thread read a block at the same time.
-  const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, { maxSpare: 6, shared: true });
+  const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, { maxSpare: 4, shared: true });
   const packer = new ArchivePacker({
     entries: listing.batches(),
     meta: backupMeta(request, startedAt, manifest, mysqlBackend),
