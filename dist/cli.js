@@ -28210,24 +28210,31 @@ function encodeEndOfArchive() {
 function encodeHeader(header) {
   const member = normalizeForWriting(header);
   const paxValues = paxValuesFor(member);
-  const ustar = encodeUstarBlock(member, new Set(paxValues.keys()));
-  if (paxValues.size === 0) return ustar;
-  const paxBody = Buffer.concat([...paxValues].map(([key, value]) => paxRecord(key, value)));
-  const paxHeader = encodeUstarBlock(
+  if (paxValues.size === 0) return encodeUstarBlock(member, NOTHING_OVERRIDDEN);
+  let records = "";
+  for (const [key, value] of paxValues) records += paxRecordText(key, value);
+  const bodyLength = Buffer.byteLength(records);
+  const bodyEnd = BLOCK_SIZE + bodyLength;
+  const out = Buffer.alloc(bodyEnd + paddingFor(bodyLength) + BLOCK_SIZE);
+  writeUstarBlock(
+    out.subarray(0, BLOCK_SIZE),
     {
       path: paxHeaderName(member.path),
       type: "file",
-      size: paxBody.length,
+      size: bodyLength,
       mode: 420,
       uid: 0,
       gid: 0,
       mtime: Math.max(0, Math.floor(member.mtime))
     },
-    /* @__PURE__ */ new Set(),
+    NOTHING_OVERRIDDEN,
     TypeFlag.paxExtended
   );
-  return Buffer.concat([paxHeader, paxBody, Buffer.alloc(paddingFor(paxBody.length)), ustar]);
+  out.write(records, BLOCK_SIZE, "utf8");
+  writeUstarBlock(out.subarray(out.length - BLOCK_SIZE), member, new Set(paxValues.keys()));
+  return out;
 }
+var NOTHING_OVERRIDDEN = /* @__PURE__ */ new Set();
 function normalizeForWriting(header) {
   const fail2 = (why) => {
     throw new LookerBackupError(`cannot encode tar member ${JSON.stringify(header.path)}: ${why}`);
@@ -28236,8 +28243,7 @@ function normalizeForWriting(header) {
   if (header.path === "" || header.path.includes("\0")) fail2("empty path or NUL byte in path");
   if (header.linkTarget?.includes("\0")) fail2("NUL byte in link target");
   for (const text of [header.path, header.linkTarget, header.uname, header.gname]) {
-    if (text !== void 0 && Buffer.from(text, "utf8").toString("utf8") !== text)
-      fail2("name is not valid unicode");
+    if (text !== void 0 && !isWellFormed(text)) fail2("name is not valid unicode");
   }
   if (header.type !== "file" && header.size !== 0)
     fail2(`a ${header.type} has no body but size is ${header.size}`);
@@ -28293,13 +28299,16 @@ function splitUstarPath(path) {
   }
   return void 0;
 }
-function paxRecord(key, value) {
+function paxRecordText(key, value) {
   const payload = Buffer.byteLength(` ${key}=${value}
 `);
   let digits = String(payload).length;
   if (String(payload + digits).length !== digits) digits += 1;
-  return Buffer.from(`${payload + digits} ${key}=${value}
-`, "utf8");
+  return `${payload + digits} ${key}=${value}
+`;
+}
+function isWellFormed(text) {
+  return text.isWellFormed();
 }
 function formatPaxTime(seconds) {
   const shortest = String(seconds);
@@ -28316,6 +28325,10 @@ function paxHeaderName(path) {
 }
 function encodeUstarBlock(header, overridden, typeFlag) {
   const block = Buffer.alloc(BLOCK_SIZE);
+  writeUstarBlock(block, header, overridden, typeFlag);
+  return block;
+}
+function writeUstarBlock(block, header, overridden, typeFlag) {
   const split = splitUstarPath(header.path);
   if (split) {
     writeText(block, Field.name, split.name);
@@ -28348,7 +28361,6 @@ function encodeUstarBlock(header, overridden, typeFlag) {
     writeOctal(block, Field.devminor, 0);
   }
   writeChecksum(block);
-  return block;
 }
 function ustarTimeFallback(seconds) {
   return Math.min(Math.max(0, Math.floor(seconds)), maxOctal(Field.mtime[1]));

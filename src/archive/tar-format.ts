@@ -107,24 +107,34 @@ export function encodeEndOfArchive(): Buffer {
 export function encodeHeader(header: TarHeader): Buffer {
   const member = normalizeForWriting(header);
   const paxValues = paxValuesFor(member);
-  const ustar = encodeUstarBlock(member, new Set(paxValues.keys()));
-  if (paxValues.size === 0) return ustar;
-  const paxBody = Buffer.concat([...paxValues].map(([key, value]) => paxRecord(key, value)));
-  const paxHeader = encodeUstarBlock(
+  if (paxValues.size === 0) return encodeUstarBlock(member, NOTHING_OVERRIDDEN);
+  // One allocation for pax header, records, padding and ustar block: this runs once per member, and at
+  // 100,000 small files the separate buffers and their concatenation were a tenth of the packer's own time.
+  let records = "";
+  for (const [key, value] of paxValues) records += paxRecordText(key, value);
+  const bodyLength = Buffer.byteLength(records);
+  const bodyEnd = BLOCK_SIZE + bodyLength;
+  const out = Buffer.alloc(bodyEnd + paddingFor(bodyLength) + BLOCK_SIZE);
+  writeUstarBlock(
+    out.subarray(0, BLOCK_SIZE),
     {
       path: paxHeaderName(member.path),
       type: "file",
-      size: paxBody.length,
+      size: bodyLength,
       mode: 0o644,
       uid: 0,
       gid: 0,
       mtime: Math.max(0, Math.floor(member.mtime)),
     },
-    new Set(),
+    NOTHING_OVERRIDDEN,
     TypeFlag.paxExtended,
   );
-  return Buffer.concat([paxHeader, paxBody, Buffer.alloc(paddingFor(paxBody.length)), ustar]);
+  out.write(records, BLOCK_SIZE, "utf8");
+  writeUstarBlock(out.subarray(out.length - BLOCK_SIZE), member, new Set(paxValues.keys()));
+  return out;
 }
+
+const NOTHING_OVERRIDDEN: ReadonlySet<string> = new Set();
 
 /** Checks what a writer could get wrong and gives directories their trailing slash. */
 function normalizeForWriting(header: TarHeader): TarHeader {
@@ -136,8 +146,7 @@ function normalizeForWriting(header: TarHeader): TarHeader {
   if (header.linkTarget?.includes("\0")) fail("NUL byte in link target");
   for (const text of [header.path, header.linkTarget, header.uname, header.gname]) {
     // Lone UTF-16 surrogates would silently become U+FFFD: the name read back would differ.
-    if (text !== undefined && Buffer.from(text, "utf8").toString("utf8") !== text)
-      fail("name is not valid unicode");
+    if (text !== undefined && !isWellFormed(text)) fail("name is not valid unicode");
   }
   if (header.type !== "file" && header.size !== 0)
     fail(`a ${header.type} has no body but size is ${header.size}`);
@@ -206,10 +215,19 @@ export function splitUstarPath(path: string): { prefix: string; name: string } |
 
 /** One "<length> <key>=<value>\n" record; the length counts its own digits. */
 export function paxRecord(key: string, value: string): Buffer {
+  return Buffer.from(paxRecordText(key, value), "utf8");
+}
+
+function paxRecordText(key: string, value: string): string {
   const payload = Buffer.byteLength(` ${key}=${value}\n`);
   let digits = String(payload).length;
   if (String(payload + digits).length !== digits) digits += 1;
-  return Buffer.from(`${payload + digits} ${key}=${value}\n`, "utf8");
+  return `${payload + digits} ${key}=${value}\n`;
+}
+
+/** No lone UTF-16 surrogates (String.prototype.isWellFormed, ES2024; the lib we compile against predates it). */
+function isWellFormed(text: string): boolean {
+  return (text as string & { isWellFormed(): boolean }).isWellFormed();
 }
 
 /**
@@ -236,6 +254,17 @@ function paxHeaderName(path: string): string {
 /** The ustar block; numeric fields whose value lives in a pax record (`overridden`) get a fallback. */
 function encodeUstarBlock(header: TarHeader, overridden: ReadonlySet<string>, typeFlag?: string): Buffer {
   const block = Buffer.alloc(BLOCK_SIZE);
+  writeUstarBlock(block, header, overridden, typeFlag);
+  return block;
+}
+
+/** Fills a zeroed 512-byte block with the ustar header. */
+function writeUstarBlock(
+  block: Buffer,
+  header: TarHeader,
+  overridden: ReadonlySet<string>,
+  typeFlag?: string,
+): void {
   const split = splitUstarPath(header.path);
   if (split) {
     writeText(block, Field.name, split.name);
@@ -268,7 +297,6 @@ function encodeUstarBlock(header: TarHeader, overridden: ReadonlySet<string>, ty
     writeOctal(block, Field.devminor, 0);
   }
   writeChecksum(block);
-  return block;
 }
 
 /** Whole seconds clamped into the ustar field, for readers that ignore the pax mtime. */
