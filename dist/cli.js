@@ -27489,6 +27489,10 @@ var require_lib2 = __commonJS({
   }
 });
 
+// src/runtime/heap-limits.ts
+import { setFlagsFromString } from "node:v8";
+setFlagsFromString("--semi-space-growth-factor=1");
+
 // src/errors.ts
 var ExitCode = {
   Ok: 0,

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import "./runtime/heap-limits.js"; // first: sizes the heap before anything allocates
 import { runCli } from "./cli/main.js";
 
 const controller = new AbortController();
