@@ -1,8 +1,10 @@
-// `npm run bench [-- --size 1G] [-- --scaling] [-- --small-files] [-- --rounds N] [-- --write-results]`
+// `npm run bench [-- --size 1G] [-- --scaling] [-- --small-files] [-- --rounds N] [-- --restore-dir DIR] [-- --write-results]`
 // Times looker-backup against the shell pipeline it replaces, in the same run, on the same deterministic home:
 //   backup:  tar -cf - | zstd -3 -T0 | age -r     vs  looker-backup backup
 //   restore: age -d | zstd -d | tar -x            vs  looker-backup restore (includes catalog verification)
-// and prints MB/s, our/shell ratio, compression ratio and our peak RSS. A script, never a timed test.
+// and prints MB/s, our/shell ratio, CPU seconds (user + system) of each, compression ratio and our peak RSS.
+// Restores go to --restore-dir (default: the work directory); a tmpfs such as /dev/shm takes the disk out of it.
+// A script, never a timed test.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -20,6 +22,7 @@ const { values } = parseArgs({
     "small-files": { type: "boolean", default: false },
     "write-results": { type: "boolean", default: false },
     work: { type: "string", default: path.join(os.tmpdir(), "looker-backup-bench") },
+    "restore-dir": { type: "string" },
   },
 });
 
@@ -44,14 +47,15 @@ function requireTools() {
 }
 
 /**
- * Runs a command, returning wall time and peak RSS. GNU time's %M is the kernel's own high-water mark of the
- * process (maxrss at exit), exact where polling /proc every 20 ms could miss a short peak.
+ * Runs a command, returning wall time, CPU time (user + system, of it and its children) and peak RSS. GNU time's
+ * %M is the kernel's own high-water mark of the process (maxrss at exit), exact where polling /proc every 20 ms
+ * could miss a short peak. CPU time tells how much of the 2 cores a run took, which wall time alone hides.
  */
 function timed(command, args, options = {}) {
   return new Promise((resolve, reject) => {
     const rssFile = path.join(work, `rss-${process.pid}.txt`);
     const started = process.hrtime.bigint();
-    const child = spawn("/usr/bin/time", ["-f", "%M", "-o", rssFile, command, ...args], {
+    const child = spawn("/usr/bin/time", ["-f", "%M %U %S", "-o", rssFile, command, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
       ...options,
     });
@@ -63,11 +67,12 @@ function timed(command, args, options = {}) {
     child.on("error", reject);
     child.on("close", async (code) => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const peakKb = Number((await readFile(rssFile, "utf8").catch(() => "0")).trim().split("\n").pop());
+      const report = (await readFile(rssFile, "utf8").catch(() => "0 0 0")).trim().split("\n").pop();
+      const [peakKb, user, system] = report.split(" ").map(Number);
       await rm(rssFile, { force: true });
       if (code !== 0 && code !== 3)
         reject(new Error(`${command} ${args.join(" ")} exited ${code}: ${stderr}`));
-      else resolve({ ms, peakKb });
+      else resolve({ ms, peakKb, cpuS: user + system });
     });
   });
 }
@@ -104,7 +109,9 @@ async function benchOne(label, home, keys) {
     oursRestore: [],
     peakBackup: 0,
     peakRestore: 0,
+    cpu: { shellBackup: [], oursBackup: [], shellRestore: [], oursRestore: [] },
   };
+  const restoreRoot = values["restore-dir"] ?? out;
   let shellArchive = 0;
   let oursArchive = 0;
   for (let round = 0; round <= rounds; round++) {
@@ -131,8 +138,11 @@ async function benchOne(label, home, keys) {
     const archive = (await import("node:fs")).readdirSync(out).find((n) => n.startsWith("bench-"));
     shellArchive = (await stat(shellFile)).size;
     oursArchive = (await stat(path.join(out, archive))).size;
-    const shellTarget = path.join(out, "shell-restore");
-    await mkdir(shellTarget);
+    const shellTarget = path.join(restoreRoot, "shell-restore");
+    const oursTarget = path.join(restoreRoot, "ours-restore");
+    await rm(shellTarget, { recursive: true, force: true });
+    await rm(oursTarget, { recursive: true, force: true });
+    await mkdir(shellTarget, { recursive: true });
     const sr = await shell(
       `age -d -i '${keys.identity}' '${shellFile}' | zstd -dq | tar -x -C '${shellTarget}'`,
     );
@@ -144,7 +154,7 @@ async function benchOne(label, home, keys) {
       "--identity",
       keys.identity,
       "--target",
-      path.join(out, "ours-restore"),
+      oursTarget,
       "--json",
       "--quiet",
     ]);
@@ -153,6 +163,10 @@ async function benchOne(label, home, keys) {
     rows.oursBackup.push(ob.ms);
     rows.shellRestore.push(sr.ms);
     rows.oursRestore.push(or.ms);
+    rows.cpu.shellBackup.push(sb.cpuS);
+    rows.cpu.oursBackup.push(ob.cpuS);
+    rows.cpu.shellRestore.push(sr.cpuS);
+    rows.cpu.oursRestore.push(or.cpuS);
     rows.peakBackup = Math.max(rows.peakBackup, ob.peakKb);
     rows.peakRestore = Math.max(rows.peakRestore, or.peakKb);
   }
@@ -163,22 +177,26 @@ async function benchOne(label, home, keys) {
     files: home.files,
     backup: { shell: mbps(median(rows.shellBackup)), ours: mbps(median(rows.oursBackup)) },
     restore: { shell: mbps(median(rows.shellRestore)), ours: mbps(median(rows.oursRestore)) },
+    cpuS: Object.fromEntries(Object.entries(rows.cpu).map(([k, list]) => [k, median(list)])),
     ratio: { shell: home.bytes / shellArchive, ours: home.bytes / oursArchive },
     peakRssMiB: { backup: rows.peakBackup / 1024, restore: rows.peakRestore / 1024 },
   };
   await rm(out, { recursive: true, force: true });
+  await rm(path.join(restoreRoot, "shell-restore"), { recursive: true, force: true });
+  await rm(path.join(restoreRoot, "ours-restore"), { recursive: true, force: true });
   return result;
 }
 
 function table(results) {
   const f = (n) => n.toFixed(0).padStart(6);
+  const cpu = (shell, ours) => `${shell.toFixed(1)} / ${ours.toFixed(1)}`;
   const lines = [
-    "| case | size | files | backup shell MB/s | backup ours MB/s | ours/shell | restore shell MB/s | restore ours MB/s | ours/shell | ratio shell | ratio ours | peak RSS backup / restore MiB |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| case | size | files | backup shell MB/s | backup ours MB/s | ours/shell | backup CPU s shell / ours | restore shell MB/s | restore ours MB/s | ours/shell | restore CPU s shell / ours | ratio shell | ratio ours | peak RSS backup / restore MiB |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.label} | ${(r.bytes / 1e9).toFixed(2)} GB | ${r.files} | ${f(r.backup.shell)} | ${f(r.backup.ours)} | ${(r.backup.ours / r.backup.shell).toFixed(2)}x | ${f(r.restore.shell)} | ${f(r.restore.ours)} | ${(r.restore.ours / r.restore.shell).toFixed(2)}x | ${r.ratio.shell.toFixed(2)} | ${r.ratio.ours.toFixed(2)} | ${r.peakRssMiB.backup.toFixed(0)} / ${r.peakRssMiB.restore.toFixed(0)} |`,
+      `| ${r.label} | ${(r.bytes / 1e9).toFixed(2)} GB | ${r.files} | ${f(r.backup.shell)} | ${f(r.backup.ours)} | ${(r.backup.ours / r.backup.shell).toFixed(2)}x | ${cpu(r.cpuS.shellBackup, r.cpuS.oursBackup)} | ${f(r.restore.shell)} | ${f(r.restore.ours)} | ${(r.restore.ours / r.restore.shell).toFixed(2)}x | ${cpu(r.cpuS.shellRestore, r.cpuS.oursRestore)} | ${r.ratio.shell.toFixed(2)} | ${r.ratio.ours.toFixed(2)} | ${r.peakRssMiB.backup.toFixed(0)} / ${r.peakRssMiB.restore.toFixed(0)} |`,
     );
   }
   return lines.join("\n");
@@ -212,12 +230,29 @@ for (const c of cases) {
   results.push(await benchOne(c.label, home, keys));
 }
 const commit = spawnSync("git", ["rev-parse", "--short", "HEAD"]).stdout.toString().trim();
-const header = `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${commit}; median of ${rounds} rounds, warm cache.`;
+const restoreTo = values["restore-dir"]
+  ? `restores into ${values["restore-dir"]}`
+  : "restores into the work directory";
+const header = `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${commit}; median of ${rounds} rounds, warm cache; ${restoreTo}.`;
 const report = `${header}\n\n${table(results)}\n`;
 process.stdout.write(report);
-if (values["write-results"]) {
-  await writeFile(
-    new URL("./RESULTS.md", import.meta.url),
-    `# Benchmark results\n\nProduced by \`npm run bench -- --scaling --small-files --write-results\`.\n\n${report}`,
-  );
+if (values["write-results"]) await recordResults(report);
+
+/**
+ * Writes the report into bench/RESULTS.md, as the section of this command line (an existing section of the same
+ * command is replaced), so runs with and without --restore-dir can stand side by side with the notes around them.
+ */
+async function recordResults(report) {
+  const file = new URL("./RESULTS.md", import.meta.url);
+  const command = `npm run bench -- ${process.argv.slice(2).join(" ")}`;
+  const start = `<!-- bench: ${command} -->`;
+  const end = "<!-- bench: end -->";
+  const section = `${start}\nProduced by \`${command}\`.\n\n${report}${end}`;
+  const old = existsSync(file) ? await readFile(file, "utf8") : "# Benchmark results\n";
+  const at = old.indexOf(start);
+  const updated =
+    at >= 0
+      ? old.slice(0, at) + section + old.slice(old.indexOf(end, at) + end.length)
+      : `${old.trimEnd()}\n\n${section}\n`;
+  await writeFile(file, updated);
 }
