@@ -28240,30 +28240,34 @@ function encodeHeader(header) {
 }
 var NOTHING_OVERRIDDEN = /* @__PURE__ */ new Set();
 function normalizeForWriting(header) {
-  const fail2 = (why) => {
-    throw new LookerBackupError(`cannot encode tar member ${JSON.stringify(header.path)}: ${why}`);
-  };
-  if (header.type === "other") fail2("type 'other' cannot be written");
-  if (header.path === "" || header.path.includes("\0")) fail2("empty path or NUL byte in path");
-  if (header.linkTarget?.includes("\0")) fail2("NUL byte in link target");
-  for (const text of [header.path, header.linkTarget, header.uname, header.gname]) {
-    if (text !== void 0 && !isWellFormed(text)) fail2("name is not valid unicode");
+  const problem = writingProblem(header);
+  if (problem !== void 0) {
+    throw new LookerBackupError(`cannot encode tar member ${JSON.stringify(header.path)}: ${problem}`);
   }
+  const mode = header.mode & 4095;
+  const needsSlash = header.type === "directory" && !header.path.endsWith("/");
+  if (!needsSlash && mode === header.mode) return header;
+  return { ...header, path: needsSlash ? `${header.path}/` : header.path, mode };
+}
+function writingProblem(header) {
+  if (header.type === "other") return "type 'other' cannot be written";
+  if (header.path === "" || header.path.includes("\0")) return "empty path or NUL byte in path";
+  if (header.linkTarget?.includes("\0")) return "NUL byte in link target";
+  if (!isWellFormed(header.path) || header.linkTarget !== void 0 && !isWellFormed(header.linkTarget) || header.uname !== void 0 && !isWellFormed(header.uname) || header.gname !== void 0 && !isWellFormed(header.gname))
+    return "name is not valid unicode";
   if (header.type !== "file" && header.size !== 0)
-    fail2(`a ${header.type} has no body but size is ${header.size}`);
+    return `a ${header.type} has no body but size is ${header.size}`;
   if ((header.type === "symlink" || header.type === "hardlink") && !header.linkTarget)
-    fail2("link without target");
-  for (const [name, value] of [
-    ["size", header.size],
-    ["uid", header.uid],
-    ["gid", header.gid],
-    ["mode", header.mode]
-  ]) {
-    if (!Number.isSafeInteger(value) || value < 0) fail2(`${name} ${value} is not a non-negative integer`);
-  }
-  if (!(Math.abs(header.mtime) < 1e15)) fail2(`mtime ${header.mtime} is out of range`);
-  const path = header.type === "directory" && !header.path.endsWith("/") ? `${header.path}/` : header.path;
-  return { ...header, path, mode: header.mode & 4095 };
+    return "link without target";
+  if (!isCount(header.size)) return `size ${header.size} is not a non-negative integer`;
+  if (!isCount(header.uid)) return `uid ${header.uid} is not a non-negative integer`;
+  if (!isCount(header.gid)) return `gid ${header.gid} is not a non-negative integer`;
+  if (!isCount(header.mode)) return `mode ${header.mode} is not a non-negative integer`;
+  if (!(Math.abs(header.mtime) < 1e15)) return `mtime ${header.mtime} is out of range`;
+  return void 0;
+}
+function isCount(value) {
+  return Number.isSafeInteger(value) && value >= 0;
 }
 function paxValuesFor(header) {
   const values = /* @__PURE__ */ new Map();
@@ -28373,7 +28377,15 @@ function writeText(block, [offset, width], text) {
   block.write(text, offset, width, "latin1");
 }
 function writeOctal(block, [offset, width], value) {
-  block.write(`${value.toString(8).padStart(width - 1, "0")}\0`, offset, width, "latin1");
+  writeOctalDigits(block, offset, width - 1, value);
+  block[offset + width - 1] = 0;
+}
+function writeOctalDigits(block, offset, digits, value) {
+  let rest = value;
+  for (let i = offset + digits - 1; i >= offset; i--) {
+    block[i] = 48 + rest % 8;
+    rest = Math.floor(rest / 8);
+  }
 }
 function headerChecksum(block) {
   let sum = 8 * 32;
@@ -28394,7 +28406,9 @@ function signedHeaderChecksum(block) {
 }
 function writeChecksum(block) {
   const [offset] = Field.checksum;
-  block.write(`${headerChecksum(block).toString(8).padStart(6, "0")}\0 `, offset, 8, "latin1");
+  writeOctalDigits(block, offset, 6, headerChecksum(block));
+  block[offset + 6] = 0;
+  block[offset + 7] = 32;
 }
 
 // src/archive/pack.ts
@@ -28440,7 +28454,10 @@ var ArchivePacker = class {
     for await (const batch of entries) {
       for (const entry2 of batch) {
         this.options.signal?.throwIfAborted();
-        yield* this.member(entry2);
+        const first = this.hardLinkTarget(entry2);
+        if (entry2.type === "file" && first === void 0) yield* this.fileMember(entry2);
+        else this.headerOnlyMember(entry2, first);
+        if (this.out.isFull) yield* this.out.takeFull();
         const hashing = this.digester.whenReady();
         if (hashing !== void 0) await hashing;
         this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
@@ -28457,7 +28474,8 @@ var ArchivePacker = class {
     const last = this.out.takeRest();
     if (last !== void 0) yield last;
   }
-  *member(entry2) {
+  /** A directory, a symlink, or a further name of a hard-linked file (`first` is the name archived already). */
+  headerOnlyMember(entry2, first) {
     const { stats, archivePath: archivePath2 } = entry2;
     if (entry2.type === "directory") {
       this.writeHeader(headerOf(archivePath2, "directory", stats));
@@ -28465,16 +28483,10 @@ var ArchivePacker = class {
       const target = this.attempt(entry2, () => readlinkSync(entry2.sourcePath));
       if (target !== void 0)
         this.writeHeader({ ...headerOf(archivePath2, "symlink", stats), linkTarget: target });
-    } else {
-      const first = this.hardLinkTarget(entry2);
-      if (first !== void 0) {
-        const header = { ...headerOf(archivePath2, "hardlink", stats), linkTarget: first.path };
-        this.linkDigests.push({ link: this.writeHeader(header), first });
-      } else {
-        yield* this.fileMember(entry2);
-      }
+    } else if (first !== void 0) {
+      const header = { ...headerOf(archivePath2, "hardlink", stats), linkTarget: first.path };
+      this.linkDigests.push({ link: this.writeHeader(header), first });
     }
-    yield* this.out.takeFull();
   }
   /** The second and later names of a hard-linked file become link members, as GNU tar does. */
   hardLinkTarget(entry2) {
@@ -28490,6 +28502,7 @@ var ArchivePacker = class {
       closeSync(fd);
     }
   }
+  /** Yields full chunks as it goes, so a big file never holds more than a chunk of it here. */
   *fileBody(entry2, fd) {
     const before = fstatSync(fd);
     const size = before.size;
@@ -30320,6 +30333,8 @@ var Walker = class {
     this.countExcluded = countExcluded;
     this.substitutes = substitutes;
     this.requiredPatterns = new Set(rules.filter((rule) => rule.required).map((rule) => rule.pattern));
+    this.homeDir = join(home, ".");
+    this.homePrefix = this.homeDir.endsWith("/") ? this.homeDir : `${this.homeDir}/`;
   }
   home;
   rules;
@@ -30332,6 +30347,9 @@ var Walker = class {
   seenPaths = /* @__PURE__ */ new Set();
   /** The only paths seenPaths needs: remembering every included path cost ~100 bytes of heap a path. */
   requiredPatterns;
+  /** The home, normalised, and with a trailing "/" to put names after. */
+  homeDir;
+  homePrefix;
   takeBatch() {
     const batch = this.batch;
     this.batch = [];
@@ -30339,11 +30357,14 @@ var Walker = class {
   }
   /** Where a home-relative path is read from: the home, or a substitute directory standing in for a subtree. */
   absolute(relative) {
-    for (const [dir, replacement] of this.substitutes) {
-      if (relative === dir) return replacement;
-      if (relative.startsWith(`${dir}/`)) return join(replacement, relative.slice(dir.length + 1));
+    if (this.substitutes.size > 0) {
+      for (const [dir, replacement] of this.substitutes) {
+        if (relative === dir) return replacement;
+        if (relative.startsWith(`${dir}/`)) return join(replacement, relative.slice(dir.length + 1));
+      }
     }
-    return join(this.home, relative);
+    if (relative === "") return this.homeDir;
+    return `${this.homePrefix}${relative}`;
   }
   async *walkHome() {
     let stats;

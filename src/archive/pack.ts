@@ -99,7 +99,11 @@ export class ArchivePacker {
     for await (const batch of entries) {
       for (const entry of batch) {
         this.options.signal?.throwIfAborted();
-        yield* this.member(entry);
+        // Only a file's body can fill chunks mid-member; the rest is written at once (no generator per member).
+        const first = this.hardLinkTarget(entry);
+        if (entry.type === "file" && first === undefined) yield* this.fileMember(entry);
+        else this.headerOnlyMember(entry, first);
+        if (this.out.isFull) yield* this.out.takeFull();
         const hashing = this.digester.whenReady();
         if (hashing !== undefined) await hashing;
         this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
@@ -117,7 +121,8 @@ export class ArchivePacker {
     if (last !== undefined) yield last;
   }
 
-  private *member(entry: SelectedEntry): Generator<Buffer> {
+  /** A directory, a symlink, or a further name of a hard-linked file (`first` is the name archived already). */
+  private headerOnlyMember(entry: SelectedEntry, first: CatalogEntry | undefined): void {
     const { stats, archivePath } = entry;
     if (entry.type === "directory") {
       this.writeHeader(headerOf(archivePath, "directory", stats));
@@ -125,16 +130,10 @@ export class ArchivePacker {
       const target = this.attempt(entry, () => readlinkSync(entry.sourcePath));
       if (target !== undefined)
         this.writeHeader({ ...headerOf(archivePath, "symlink", stats), linkTarget: target });
-    } else {
-      const first = this.hardLinkTarget(entry);
-      if (first !== undefined) {
-        const header = { ...headerOf(archivePath, "hardlink", stats), linkTarget: first.path };
-        this.linkDigests.push({ link: this.writeHeader(header), first });
-      } else {
-        yield* this.fileMember(entry);
-      }
+    } else if (first !== undefined) {
+      const header = { ...headerOf(archivePath, "hardlink", stats), linkTarget: first.path };
+      this.linkDigests.push({ link: this.writeHeader(header), first });
     }
-    yield* this.out.takeFull();
   }
 
   /** The second and later names of a hard-linked file become link members, as GNU tar does. */
@@ -153,6 +152,7 @@ export class ArchivePacker {
     }
   }
 
+  /** Yields full chunks as it goes, so a big file never holds more than a chunk of it here. */
   private *fileBody(entry: SelectedEntry, fd: number): Generator<Buffer> {
     const before = fstatSync(fd);
     const size = before.size;

@@ -138,32 +138,44 @@ const NOTHING_OVERRIDDEN: ReadonlySet<string> = new Set();
 
 /** Checks what a writer could get wrong and gives directories their trailing slash. */
 function normalizeForWriting(header: TarHeader): TarHeader {
-  const fail = (why: string) => {
-    throw new LookerBackupError(`cannot encode tar member ${JSON.stringify(header.path)}: ${why}`);
-  };
-  if (header.type === "other") fail("type 'other' cannot be written");
-  if (header.path === "" || header.path.includes("\0")) fail("empty path or NUL byte in path");
-  if (header.linkTarget?.includes("\0")) fail("NUL byte in link target");
-  for (const text of [header.path, header.linkTarget, header.uname, header.gname]) {
-    // Lone UTF-16 surrogates would silently become U+FFFD: the name read back would differ.
-    if (text !== undefined && !isWellFormed(text)) fail("name is not valid unicode");
+  // Runs once per member: plain checks, no per-call arrays or closures (a tenth of the packer's allocations).
+  const problem = writingProblem(header);
+  if (problem !== undefined) {
+    throw new LookerBackupError(`cannot encode tar member ${JSON.stringify(header.path)}: ${problem}`);
   }
+  const mode = header.mode & 0o7777;
+  const needsSlash = header.type === "directory" && !header.path.endsWith("/");
+  if (!needsSlash && mode === header.mode) return header;
+  return { ...header, path: needsSlash ? `${header.path}/` : header.path, mode };
+}
+
+function writingProblem(header: TarHeader): string | undefined {
+  if (header.type === "other") return "type 'other' cannot be written";
+  if (header.path === "" || header.path.includes("\0")) return "empty path or NUL byte in path";
+  if (header.linkTarget?.includes("\0")) return "NUL byte in link target";
+  // Lone UTF-16 surrogates would silently become U+FFFD: the name read back would differ.
+  if (
+    !isWellFormed(header.path) ||
+    (header.linkTarget !== undefined && !isWellFormed(header.linkTarget)) ||
+    (header.uname !== undefined && !isWellFormed(header.uname)) ||
+    (header.gname !== undefined && !isWellFormed(header.gname))
+  )
+    return "name is not valid unicode";
   if (header.type !== "file" && header.size !== 0)
-    fail(`a ${header.type} has no body but size is ${header.size}`);
+    return `a ${header.type} has no body but size is ${header.size}`;
   if ((header.type === "symlink" || header.type === "hardlink") && !header.linkTarget)
-    fail("link without target");
-  for (const [name, value] of [
-    ["size", header.size],
-    ["uid", header.uid],
-    ["gid", header.gid],
-    ["mode", header.mode],
-  ] as const) {
-    if (!Number.isSafeInteger(value) || value < 0) fail(`${name} ${value} is not a non-negative integer`);
-  }
+    return "link without target";
+  if (!isCount(header.size)) return `size ${header.size} is not a non-negative integer`;
+  if (!isCount(header.uid)) return `uid ${header.uid} is not a non-negative integer`;
+  if (!isCount(header.gid)) return `gid ${header.gid} is not a non-negative integer`;
+  if (!isCount(header.mode)) return `mode ${header.mode} is not a non-negative integer`;
   // Far beyond any real clock, and beyond what a pax decimal without exponent can spell.
-  if (!(Math.abs(header.mtime) < 1e15)) fail(`mtime ${header.mtime} is out of range`);
-  const path = header.type === "directory" && !header.path.endsWith("/") ? `${header.path}/` : header.path;
-  return { ...header, path, mode: header.mode & 0o7777 };
+  if (!(Math.abs(header.mtime) < 1e15)) return `mtime ${header.mtime} is out of range`;
+  return undefined;
+}
+
+function isCount(value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 0;
 }
 
 /** The pax values a member needs, by key; empty when it fits ustar exactly. */
@@ -308,8 +320,19 @@ function writeText(block: Buffer, [offset, width]: readonly [number, number], te
   block.write(text, offset, width, "latin1");
 }
 
+/** Zero-padded octal digits and a NUL, written byte by byte (no strings: this runs ~6 times per member). */
 function writeOctal(block: Buffer, [offset, width]: readonly [number, number], value: number): void {
-  block.write(`${value.toString(8).padStart(width - 1, "0")}\0`, offset, width, "latin1");
+  writeOctalDigits(block, offset, width - 1, value);
+  block[offset + width - 1] = 0;
+}
+
+/** `digits` octal digits of value, zero-padded, at offset; the value always fits (see maxOctal). */
+function writeOctalDigits(block: Buffer, offset: number, digits: number, value: number): void {
+  let rest = value;
+  for (let i = offset + digits - 1; i >= offset; i--) {
+    block[i] = 0x30 + (rest % 8);
+    rest = Math.floor(rest / 8);
+  }
 }
 
 /** Unsigned sum of the block with the checksum field counted as eight spaces. */
@@ -335,5 +358,7 @@ export function signedHeaderChecksum(block: Buffer): number {
 
 function writeChecksum(block: Buffer): void {
   const [offset] = Field.checksum;
-  block.write(`${headerChecksum(block).toString(8).padStart(6, "0")}\0 `, offset, 8, "latin1");
+  writeOctalDigits(block, offset, 6, headerChecksum(block));
+  block[offset + 6] = 0;
+  block[offset + 7] = 0x20;
 }
