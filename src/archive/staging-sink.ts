@@ -5,7 +5,7 @@
  * Speed: every filesystem call here is synchronous. Restores write into the page cache, where open, write,
  * chmod and friends take microseconds; routed through the libuv thread pool each costs several times that
  * in CPU (thread hand-offs), and on a 2-core runner that CPU is taken from decryption and decompression.
- * Writes are still gathered into ~1 MiB writev calls, since decompressors hand out small chunks.
+ * Small parts are still gathered into ~1 MiB writes, since streaming decompressors hand out small chunks.
  */
 import { createHash } from "node:crypto";
 import {
@@ -18,7 +18,7 @@ import {
   openSync,
   symlinkSync,
   utimesSync,
-  writevSync,
+  writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
 import { IntegrityError } from "../errors.js";
@@ -30,10 +30,12 @@ interface PendingMetadata {
   readonly header: TarHeader;
 }
 
-/** Writes are batched to this size: decompressors hand out small chunks, the disk wants big ones. */
+/** Small parts are gathered up to this size: streaming decompressors hand out small chunks, the disk wants big ones. */
 const WRITE_BATCH = 1 << 20;
-/** writev takes at most IOV_MAX (1024 on Linux) buffers per call. */
-const MAX_IOVECS = 1024;
+/** Parts at least this large are written directly (our own frames come as 4 MiB parts, or a file's share of one). */
+const DIRECT_WRITE = 64 * 1024;
+/** Reused for every file: writes are synchronous, so it is free again when writeFile returns. */
+const batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
 /** Metadata calls between yields to the event loop (keeps timers and signals responsive on huge trees). */
 const METADATA_SLICE = 4096;
 
@@ -108,30 +110,32 @@ async function writeFile(path: string, body: AsyncIterable<Buffer>): Promise<str
   // 'wx': staging is fresh and private, so an existing file here means the archive tried to write twice.
   const fd = openSync(path, "wx", 0o600);
   try {
-    let batch: Buffer[] = [];
+    // Parts are not kept past the next one (the reader may free them then): large ones are written as they
+    // come, small ones are copied into one reused batch buffer.
     let batched = 0;
-    for await (const chunk of body) {
-      hash.update(chunk);
-      batch.push(chunk);
-      batched += chunk.length;
-      if (batched >= WRITE_BATCH || batch.length === MAX_IOVECS) {
-        writeAll(fd, batch, batched);
-        batch = [];
+    for await (const part of body) {
+      hash.update(part);
+      if (part.length >= DIRECT_WRITE) {
+        if (batched > 0) writeAll(fd, batch.subarray(0, batched));
+        batched = 0;
+        writeAll(fd, part);
+        continue;
+      }
+      if (batched + part.length > batch.length) {
+        writeAll(fd, batch.subarray(0, batched));
         batched = 0;
       }
+      batched += part.copy(batch, batched);
     }
-    if (batch.length > 0) writeAll(fd, batch, batched);
+    if (batched > 0) writeAll(fd, batch.subarray(0, batched));
   } finally {
     closeSync(fd);
   }
   return hash.digest("hex");
 }
 
-/** writev until every byte is written (a short write is legal, if rare on regular files). */
-function writeAll(fd: number, buffers: Buffer[], total: number): void {
-  let written = writevSync(fd, buffers);
-  while (written < total) {
-    const rest = Buffer.concat(buffers).subarray(written);
-    written += writevSync(fd, [rest]);
-  }
+/** write until every byte is written (a short write is legal, if rare on regular files). */
+function writeAll(fd: number, data: Buffer): void {
+  let written = 0;
+  while (written < data.length) written += writeSync(fd, data, written, data.length - written);
 }

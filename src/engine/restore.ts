@@ -58,13 +58,15 @@ export async function readArchive(
   const decoding = pipeline(
     source,
     createAgeDecryptStream({ identities: [...keys.identities], passphrase: keys.passphrase }),
-    createZstdDecompressStream(),
+    // The decryptor hands over each output batch; the decompressor copies it into a frame and frees it.
+    createZstdDecompressStream({ releaseInput: true }),
     plaintext,
   );
   // The extractor sees upstream failures as a destroyed `plaintext`; the pipeline's own rejection is awaited below.
   decoding.catch(() => undefined);
   try {
-    const outcome = await extractMembers(plaintext, sink, onProgress);
+    // Nothing else holds the decompressor's outputs: each is freed as soon as the tar reader is past it.
+    const outcome = await extractMembers(plaintext, sink, onProgress, { releaseConsumed: true });
     await decoding;
     return outcome;
   } catch (error) {
