@@ -6,7 +6,7 @@
  * Anything malformed is an IntegrityError naming the byte offset where it was found.
  */
 import type { Readable } from "node:stream";
-import { releaseWhole } from "../compress/release.js";
+import { releaseHandedOver } from "../compress/release.js";
 import { IntegrityError, LookerBackupError } from "../errors.js";
 import {
   BLOCK_SIZE,
@@ -27,8 +27,8 @@ export interface TarReadLimits {
   /** Most members accepted (default: no limit). */
   maxEntries?: number;
   /**
-   * The source hands over its chunks (our zstd decompressor's frame outputs) and the consumer keeps no body
-   * part once it asks for the next one: each chunk is freed as soon as it is consumed (see releaseWhole).
+   * The consumer keeps no body part once it asks for the next one, so chunks that their producer handed over (our
+   * zstd decompressor's frame outputs, see handOver) are freed as soon as they are consumed.
    */
   releaseConsumed?: boolean;
 }
@@ -179,7 +179,7 @@ class ChunkReader {
     while (this.chunk.length === 0) {
       if (this.releaseConsumed) {
         // Every view of it handed out is done with: parsed headers, copied metadata, body parts written.
-        releaseWhole(this.whole);
+        releaseHandedOver(this.whole);
         this.whole = EMPTY;
       }
       if (this.ended) return false;

@@ -17,3 +17,22 @@ export function releaseWhole(buffer: Uint8Array): void {
   )
     owned.transfer?.(0);
 }
+
+/** ArrayBuffers whose producer gave them up (see handOver). Weak: a buffer never released is still collected. */
+const handedOver = new WeakSet<ArrayBufferLike>();
+
+/**
+ * Marks a chunk's whole ArrayBuffer as given up by its producer, which keeps no view of it: the consumer that sees
+ * it last may free it with releaseHandedOver, including bytes outside the chunk's own view. Only a chunk that
+ * starts its own (non-pooled) ArrayBuffer is marked.
+ */
+export function handOver(chunk: Uint8Array): void {
+  // Small buffers can be slices of node's shared pool (Buffer.poolSize), which must never be freed.
+  if (chunk.byteOffset === 0 && chunk.buffer.byteLength > Buffer.poolSize) handedOver.add(chunk.buffer);
+}
+
+/** Frees the chunk's ArrayBuffer now if its producer handed it over; otherwise leaves it to the collector. */
+export function releaseHandedOver(chunk: Uint8Array): void {
+  const owned = chunk.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+  if (handedOver.delete(owned) && owned instanceof ArrayBuffer) owned.transfer?.(0);
+}

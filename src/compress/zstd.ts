@@ -16,7 +16,7 @@ import { finished } from "node:stream/promises";
 import { createZstdDecompress, type ZstdDecompress, zstdDecompress } from "node:zlib";
 import { InputError, IntegrityError } from "../errors.js";
 import { BlockPool } from "./block-pool.js";
-import { releaseWhole } from "./release.js";
+import { handOver, releaseWhole } from "./release.js";
 import { type BlockEngine, InlineEngine, WorkerPool } from "./zstd-engines.js";
 import { ZstdFrameScanner } from "./zstd-frames.js";
 
@@ -439,12 +439,11 @@ class ZstdFramesDecompressStream extends Transform {
     this.wholeInput = undefined;
     this.gathering = false;
     const contentSize = this.wholeContentSize;
-    // chunkSize = the content size: zlib then returns the content as one buffer that is its whole ArrayBuffer.
+    // One output chunk with room to spare: zlib then returns the content as one buffer at the start of its
+    // ArrayBuffer. Exactly the content size would make it allocate (and drop) a second chunk to look for more.
     const output = new Promise<Buffer>((resolve, reject) => {
-      zstdDecompress(
-        input.subarray(0, this.wholeLength),
-        { chunkSize: Math.max(contentSize, 64) },
-        (error, result) => (error ? reject(error) : resolve(result)),
+      zstdDecompress(input.subarray(0, this.wholeLength), { chunkSize: contentSize + 64 }, (error, result) =>
+        error ? reject(error) : resolve(result),
       );
     });
     const job: WholeFrameJob = {
@@ -489,7 +488,11 @@ class ZstdFramesDecompressStream extends Transform {
           "the archive was damaged in storage or transfer; use another copy or backup",
         );
       }
-      if (output.length > 0) this.push(output);
+      if (output.length > 0) {
+        // Nothing else views zlib's output chunk once the job is done: whoever reads it last may free it.
+        handOver(output);
+        this.push(output);
+      }
     }
   }
 
