@@ -3,6 +3,7 @@
  * beside the target, verified against the catalog, and only then moved into place. Any failure before the move
  * removes the staging directory and leaves the target exactly as it was.
  */
+import { ReadStream } from "node:fs";
 import { cp, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
@@ -57,7 +58,12 @@ export async function readArchive(
   const plaintext = new PassThrough({ highWaterMark: 1 << 20 });
   const decoding = pipeline(
     source,
-    createAgeDecryptStream({ identities: [...keys.identities], passphrase: keys.passphrase }),
+    createAgeDecryptStream({
+      identities: [...keys.identities],
+      passphrase: keys.passphrase,
+      // A file read stream allocates each chunk afresh and keeps none; other sources may reuse theirs.
+      releaseInput: source instanceof ReadStream,
+    }),
     // The decryptor hands over each output batch; the decompressor copies it into a frame and frees it.
     createZstdDecompressStream({ releaseInput: true }),
     plaintext,
