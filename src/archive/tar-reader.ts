@@ -459,15 +459,21 @@ function decodeUtf8(bytes: Uint8Array, offset: number): string {
   }
 }
 
-/** An octal field (leading spaces, trailing NULs or spaces allowed); undefined when not octal. */
+/**
+ * An octal field (leading spaces, trailing NULs or spaces allowed); undefined when not octal. A byte loop rather
+ * than string + regular expressions: six fields per member made the regex version ~2% of a 20k-file restore.
+ */
 function parseOctalText(block: Buffer, [start, width]: readonly [number, number]): number | undefined {
-  const text = block
-    .toString("latin1", start, start + width)
-    .replace(/[\0 ]+$/, "")
-    .replace(/^ +/, "");
-  if (text === "") return 0;
-  if (!/^[0-7]+$/.test(text)) return undefined;
-  const value = Number.parseInt(text, 8);
+  let end = start + width;
+  while (end > start && (block[end - 1] === 0 || block[end - 1] === 0x20)) end -= 1;
+  let position = start;
+  while (position < end && block[position] === 0x20) position += 1;
+  let value = 0;
+  for (; position < end; position += 1) {
+    const digit = block[position]! - 0x30;
+    if (digit < 0 || digit > 7) return undefined;
+    value = value * 8 + digit;
+  }
   return Number.isSafeInteger(value) ? value : undefined;
 }
 
