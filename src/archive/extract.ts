@@ -20,7 +20,10 @@ import type { TarHeader } from "./tar-format.js";
 import { readBody, readTar } from "./tar-reader.js";
 
 export interface MemberSink {
-  /** Receives a safe member; returns the sha256 of a regular file's body. */
+  /**
+   * Receives a safe member; returns the sha256 of a regular file's body. A body part must not be kept once the
+   * next one is asked for (with releaseConsumed, its memory is freed then).
+   */
   member(header: TarHeader, body: AsyncIterable<Buffer>): Promise<string | undefined>;
 }
 
@@ -40,10 +43,16 @@ const MAX_META_BYTES = 1 << 20;
 /** 512 MiB of catalog is some five million members: far beyond any Looker home, small enough to hold. */
 const MAX_CATALOG_BYTES = 512 << 20;
 
+export interface ExtractOptions {
+  /** The plaintext's chunks are handed over and freed once parsed and written (see TarReadLimits). */
+  readonly releaseConsumed?: boolean;
+}
+
 export async function extractMembers(
   plaintext: AsyncIterable<Buffer> | Readable,
   sink: MemberSink,
   onProgress?: (progress: ExtractProgress) => void,
+  options: ExtractOptions = {},
 ): Promise<ExtractOutcome> {
   const tracker = new LinkTracker();
   const observed: ObservedMember[] = [];
@@ -51,7 +60,7 @@ export async function extractMembers(
   let meta: Record<string, unknown> | undefined;
   let catalog: Map<string, CatalogEntry> | undefined;
   let bytes = 0;
-  for await (const { header, body } of readTar(plaintext)) {
+  for await (const { header, body } of readTar(plaintext, { releaseConsumed: options.releaseConsumed })) {
     if (catalog !== undefined) {
       throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
     }

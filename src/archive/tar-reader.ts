@@ -6,6 +6,7 @@
  * Anything malformed is an IntegrityError naming the byte offset where it was found.
  */
 import type { Readable } from "node:stream";
+import { releaseHandedOver } from "../compress/release.js";
 import { IntegrityError, LookerBackupError } from "../errors.js";
 import {
   BLOCK_SIZE,
@@ -25,6 +26,11 @@ export interface TarReadLimits {
   maxPathBytes?: number;
   /** Most members accepted (default: no limit). */
   maxEntries?: number;
+  /**
+   * The consumer keeps no body part once it asks for the next one, so chunks that their producer handed over (our
+   * zstd decompressor's frame outputs, see handOver) are freed as soon as they are consumed.
+   */
+  releaseConsumed?: boolean;
 }
 
 export interface TarReadEntry {
@@ -33,12 +39,18 @@ export interface TarReadEntry {
   offset: number;
   /**
    * The member's data, as slices of the incoming buffers. Read it before asking for the next entry:
-   * whatever is left unread then is skipped, and the iterable can no longer be used.
+   * whatever is left unread then is skipped, and the iterable can no longer be used. With releaseConsumed,
+   * a part is valid only until the next part (or entry) is asked for.
    */
   body: AsyncIterable<Buffer>;
 }
 
-const DEFAULT_LIMITS = { maxPaxHeaderBytes: 1024 * 1024, maxPathBytes: 4096, maxEntries: Infinity };
+const DEFAULT_LIMITS = {
+  maxPaxHeaderBytes: 1024 * 1024,
+  maxPathBytes: 4096,
+  maxEntries: Infinity,
+  releaseConsumed: false,
+};
 const INTEGRITY_HINT =
   "the archive is damaged, truncated or not a tar archive; compare its sha256 with the backup's";
 const EMPTY = Buffer.alloc(0);
@@ -50,7 +62,7 @@ export async function* readTar(
   limits: TarReadLimits = {},
 ): AsyncGenerator<TarReadEntry, void, undefined> {
   const settings = { ...DEFAULT_LIMITS, ...definedOnly(limits) };
-  const reader = new ChunkReader(iteratorOf(source));
+  const reader = new ChunkReader(iteratorOf(source), settings.releaseConsumed);
   const parser = new HeaderParser(reader, settings);
   let finished = false;
   try {
@@ -82,7 +94,8 @@ export async function readBody(body: AsyncIterable<Buffer>, maxBytes: number): P
   for await (const part of body) {
     total += part.length;
     if (total > maxBytes) throw new IntegrityError(`member body exceeds ${maxBytes} bytes`);
-    parts.push(part);
+    // A copy: with releaseConsumed, a part is freed once the next one is asked for.
+    parts.push(Buffer.from(part));
   }
   return Buffer.concat(parts, total);
 }
@@ -109,9 +122,14 @@ class ChunkReader {
   /** Bytes consumed from the archive so far. */
   offset = 0;
   private chunk: Buffer = EMPTY;
+  /** The chunk `chunk` is a view of, as the source gave it: freed once consumed when releasing. */
+  private whole: Buffer = EMPTY;
   private ended = false;
 
-  constructor(private readonly source: AsyncIterator<Uint8Array>) {}
+  constructor(
+    private readonly source: AsyncIterator<Uint8Array>,
+    private readonly releaseConsumed: boolean,
+  ) {}
 
   /** Exactly `length` bytes, or fewer only if the source ends first. Sliced, not copied, when possible. */
   async read(length: number): Promise<Buffer> {
@@ -120,7 +138,8 @@ class ChunkReader {
     let collected = 0;
     while (collected < length && (await this.fill())) {
       const part = this.take(length - collected);
-      parts.push(part);
+      // Copied: the next fill() may free the chunk this part is a view of.
+      parts.push(this.releaseConsumed ? Buffer.from(part) : part);
       collected += part.length;
     }
     return Buffer.concat(parts, collected);
@@ -158,6 +177,11 @@ class ChunkReader {
   /** Makes sure some bytes are buffered; false once the source is exhausted. */
   private async fill(): Promise<boolean> {
     while (this.chunk.length === 0) {
+      if (this.releaseConsumed) {
+        // Every view of it handed out is done with: parsed headers, copied metadata, body parts written.
+        releaseHandedOver(this.whole);
+        this.whole = EMPTY;
+      }
       if (this.ended) return false;
       const next = await this.source.next();
       if (next.done) {
@@ -165,6 +189,7 @@ class ChunkReader {
         return false;
       }
       this.chunk = asBuffer(next.value);
+      this.whole = this.chunk;
     }
     return true;
   }
@@ -434,15 +459,21 @@ function decodeUtf8(bytes: Uint8Array, offset: number): string {
   }
 }
 
-/** An octal field (leading spaces, trailing NULs or spaces allowed); undefined when not octal. */
+/**
+ * An octal field (leading spaces, trailing NULs or spaces allowed); undefined when not octal. A byte loop rather
+ * than string + regular expressions: six fields per member made the regex version ~2% of a 20k-file restore.
+ */
 function parseOctalText(block: Buffer, [start, width]: readonly [number, number]): number | undefined {
-  const text = block
-    .toString("latin1", start, start + width)
-    .replace(/[\0 ]+$/, "")
-    .replace(/^ +/, "");
-  if (text === "") return 0;
-  if (!/^[0-7]+$/.test(text)) return undefined;
-  const value = Number.parseInt(text, 8);
+  let end = start + width;
+  while (end > start && (block[end - 1] === 0 || block[end - 1] === 0x20)) end -= 1;
+  let position = start;
+  while (position < end && block[position] === 0x20) position += 1;
+  let value = 0;
+  for (; position < end; position += 1) {
+    const digit = block[position]! - 0x30;
+    if (digit < 0 || digit > 7) return undefined;
+    value = value * 8 + digit;
+  }
   return Number.isSafeInteger(value) ? value : undefined;
 }
 

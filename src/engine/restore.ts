@@ -3,6 +3,7 @@
  * beside the target, verified against the catalog, and only then moved into place. Any failure before the move
  * removes the staging directory and leaves the target exactly as it was.
  */
+import { ReadStream } from "node:fs";
 import { cp, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
@@ -57,14 +58,21 @@ export async function readArchive(
   const plaintext = new PassThrough({ highWaterMark: 1 << 20 });
   const decoding = pipeline(
     source,
-    createAgeDecryptStream({ identities: [...keys.identities], passphrase: keys.passphrase }),
-    createZstdDecompressStream(),
+    createAgeDecryptStream({
+      identities: [...keys.identities],
+      passphrase: keys.passphrase,
+      // A file read stream allocates each chunk afresh and keeps none; other sources may reuse theirs.
+      releaseInput: source instanceof ReadStream,
+    }),
+    // The decryptor hands over each output batch; the decompressor copies it into a frame and frees it.
+    createZstdDecompressStream({ releaseInput: true }),
     plaintext,
   );
   // The extractor sees upstream failures as a destroyed `plaintext`; the pipeline's own rejection is awaited below.
   decoding.catch(() => undefined);
   try {
-    const outcome = await extractMembers(plaintext, sink, onProgress);
+    // Nothing else holds the decompressor's outputs: each is freed as soon as the tar reader is past it.
+    const outcome = await extractMembers(plaintext, sink, onProgress, { releaseConsumed: true });
     await decoding;
     return outcome;
   } catch (error) {
