@@ -29280,6 +29280,7 @@ var ZstdBlockCompressStream = class extends Transform {
       this.readyFrames.delete(this.nextToPush);
       this.nextToPush++;
       this.blocksHeld--;
+      handOver(frame);
       this.push(frame);
       frame = this.readyFrames.get(this.nextToPush);
     }
@@ -29904,16 +29905,6 @@ var CORRUPT_HINT = "the archive is corrupted, truncated or was modified; restore
 function payloadKey(fileKey, nonce) {
   return hkdfSha256(fileKey, nonce, "payload");
 }
-function releaseNow(buffer) {
-  if (buffer.byteOffset === 0 && buffer.buffer.byteLength === buffer.length) detach(buffer.buffer);
-}
-function releaseHandedOver2(chunk) {
-  if (chunk.byteOffset === 0 && chunk.length > Buffer.poolSize) detach(chunk.buffer);
-}
-function detach(buffer) {
-  const owned = buffer;
-  if (owned instanceof ArrayBuffer) owned.transfer?.(0);
-}
 var OutputBatcher = class {
   #buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
   #length = 0;
@@ -30015,7 +30006,7 @@ var PayloadEncryptor = class extends ChunkedProcessor {
     sealed.copy(target, offset);
     cipher.getAuthTag().copy(target, offset + sealed.length);
     this.output.commit(sealed.length + AEAD_TAG_LENGTH);
-    releaseNow(sealed);
+    releaseWhole(sealed);
   }
   processLast(tail) {
     this.finishLast(tail);
@@ -30043,7 +30034,7 @@ var PayloadDecryptor = class extends ChunkedProcessor {
     const { target, offset } = this.output.reserve(plaintext.length);
     plaintext.copy(target, offset);
     this.output.commit(plaintext.length);
-    releaseNow(plaintext);
+    releaseWhole(plaintext);
   }
   processLast(tail, chunksDone) {
     if (tail.length === 0 && chunksDone === 0) {
@@ -30141,7 +30132,7 @@ var AgeEncryptTransform = class extends Transform2 {
   }
   #encrypt(encryptor, chunk) {
     encryptor.write(chunk);
-    if (this.#releaseInput) releaseHandedOver2(chunk);
+    if (this.#releaseInput) releaseHandedOver(chunk);
   }
   _flush(callback) {
     settle(this.#start(), () => this.#encryptor.end(), callback);

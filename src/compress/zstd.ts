@@ -244,6 +244,7 @@ class ZstdBlockCompressStream extends Transform {
       this.readyFrames.delete(this.nextToPush);
       this.nextToPush++;
       this.blocksHeld--;
+      handOver(frame); // the age stream frees it once encrypted (releaseInput)
       this.push(frame);
       frame = this.readyFrames.get(this.nextToPush);
     }

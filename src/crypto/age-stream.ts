@@ -11,6 +11,7 @@
  * arrive (it is then not the last) or the input ends (it is the last, flagged 0x01).
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
+import { releaseWhole } from "../compress/release.js";
 import { IntegrityError } from "../errors.js";
 import { AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH, hkdfSha256 } from "./primitives.js";
 
@@ -28,32 +29,6 @@ const CORRUPT_HINT = "the archive is corrupted, truncated or was modified; resto
 
 export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
   return hkdfSha256(fileKey, nonce, "payload");
-}
-
-/**
- * Frees a temporary buffer of ours at once instead of at the next garbage collection. Each 64 KiB chunk's
- * cipher output is copied into the batch and then dead; V8 collects such external memory only after ~64 MiB of
- * it has piled up, which was a fifth of the backup's peak RSS (512 MB / 20k files: ~285 -> ~248 MiB, and
- * faster, fewer collections). Transferring the ArrayBuffer to a 0-byte one detaches and releases it. Only a
- * buffer that is its whole ArrayBuffer is released: a view into a shared slab must be left alone.
- */
-export function releaseNow(buffer: Buffer): void {
-  if (buffer.byteOffset === 0 && buffer.buffer.byteLength === buffer.length) detach(buffer.buffer);
-}
-
-/**
- * Frees a chunk whose writer handed it over (releaseInput), together with the rest of its ArrayBuffer: our zstd
- * frames are views at the start of a larger output buffer. Never a chunk that could live in node's shared
- * small-buffer pool (Buffer.poolSize), and never one that does not start its ArrayBuffer.
- */
-export function releaseHandedOver(chunk: Buffer): void {
-  if (chunk.byteOffset === 0 && chunk.length > Buffer.poolSize) detach(chunk.buffer);
-}
-
-function detach(buffer: ArrayBufferLike): void {
-  // transfer is ES2024 (Node >= 21); the lib we compile against predates it, hence the optional type.
-  const owned = buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-  if (owned instanceof ArrayBuffer) owned.transfer?.(0);
 }
 
 /** Gathers output into large buffers and hands each to `emit` when full (and the remainder on flush). */
@@ -185,7 +160,7 @@ export class PayloadEncryptor extends ChunkedProcessor {
     sealed.copy(target, offset);
     cipher.getAuthTag().copy(target, offset + sealed.length);
     this.output.commit(sealed.length + AEAD_TAG_LENGTH);
-    releaseNow(sealed);
+    releaseWhole(sealed); // dead once batched; see releaseWhole
   }
 
   protected processLast(tail: Buffer): void {
@@ -222,7 +197,7 @@ export class PayloadDecryptor extends ChunkedProcessor {
     const { target, offset } = this.output.reserve(plaintext.length);
     plaintext.copy(target, offset);
     this.output.commit(plaintext.length);
-    releaseNow(plaintext);
+    releaseWhole(plaintext); // dead once batched; see releaseWhole
   }
 
   protected processLast(tail: Buffer, chunksDone: number): void {

@@ -7,7 +7,7 @@
 
 import { randomBytes } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
-import { releaseWhole } from "../compress/release.js";
+import { releaseHandedOver, releaseWhole } from "../compress/release.js";
 import { InputError, IntegrityError } from "../errors.js";
 import {
   createHeader,
@@ -19,13 +19,7 @@ import {
 } from "./age-file-key.js";
 import { HeaderReader } from "./age-header.js";
 import { parseIdentities, parseRecipient, type X25519Identity, type X25519Recipient } from "./age-keys.js";
-import {
-  PAYLOAD_NONCE_LENGTH,
-  PayloadDecryptor,
-  PayloadEncryptor,
-  payloadKey,
-  releaseHandedOver,
-} from "./age-stream.js";
+import { PAYLOAD_NONCE_LENGTH, PayloadDecryptor, PayloadEncryptor, payloadKey } from "./age-stream.js";
 
 export interface AgeEncryptOptions {
   /** `age1...` recipients (or parsed ones). Must be empty when a passphrase is given. */
