@@ -29922,7 +29922,9 @@ var OutputBatcher = class {
   }
   flush() {
     if (this.#length === 0) return;
-    this.#emit(this.#buffer.subarray(0, this.#length));
+    const batch2 = this.#buffer.subarray(0, this.#length);
+    handOver(batch2);
+    this.#emit(batch2);
     this.#buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
     this.#length = 0;
   }
@@ -33588,6 +33590,21 @@ function namesToPrune(archives, policy, now) {
 
 // src/store/dir-store.ts
 var PARTIAL_PREFIX = ".partial-";
+function freeAfterWrite(stream) {
+  const write2 = stream._write.bind(stream);
+  stream._write = (chunk, encoding, callback) => write2(chunk, encoding, (error) => {
+    releaseHandedOver(chunk);
+    callback(error);
+  });
+  const writev = stream._writev?.bind(stream);
+  if (writev !== void 0) {
+    stream._writev = (chunks, callback) => writev(chunks, (error) => {
+      for (const { chunk } of chunks) releaseHandedOver(chunk);
+      callback(error);
+    });
+  }
+  return stream;
+}
 var DirStore = class {
   constructor(directory) {
     this.directory = directory;
@@ -33599,7 +33616,9 @@ var DirStore = class {
     await mkdir3(this.directory, { recursive: true, mode: 448 });
     const finalPath = join11(this.directory, name);
     const partialPath = join11(this.directory, `${PARTIAL_PREFIX}${randomBytes7(6).toString("hex")}-${name}`);
-    const stream = createWriteStream2(partialPath, { flags: "wx", mode: 384, highWaterMark: 1 << 20 });
+    const stream = freeAfterWrite(
+      createWriteStream2(partialPath, { flags: "wx", mode: 384, highWaterMark: 1 << 20 })
+    );
     let settled = false;
     return {
       stream,

@@ -11,7 +11,7 @@
  * arrive (it is then not the last) or the input ends (it is the last, flagged 0x01).
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
-import { releaseWhole } from "../compress/release.js";
+import { handOver, releaseWhole } from "../compress/release.js";
 import { IntegrityError } from "../errors.js";
 import { AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH, hkdfSha256 } from "./primitives.js";
 
@@ -53,7 +53,9 @@ class OutputBatcher {
 
   flush(): void {
     if (this.#length === 0) return;
-    this.#emit(this.#buffer.subarray(0, this.#length));
+    const batch = this.#buffer.subarray(0, this.#length);
+    handOver(batch); // ours no more: the last consumer may free it (see releaseHandedOver)
+    this.#emit(batch);
     this.#buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
     this.#length = 0;
   }

@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
+import { releaseHandedOver } from "../compress/release.js";
 import { InputError, LookerBackupError } from "../errors.js";
 import { keyfileNameFor, parseArchiveName } from "./archive-name.js";
 import {
@@ -17,6 +18,28 @@ import {
 const PARTIAL_PREFIX = ".partial-";
 
 /** A local or mounted directory: atomic writes (temp name, fsync, rename, fsync of the directory). */
+/**
+ * Frees each chunk whose producer handed it over (the encryptor's 1 MiB batches) as soon as it is on disk, not
+ * at V8's next collection: dead batches piling up as external memory were ~20-30 MiB of a backup's peak RSS.
+ */
+function freeAfterWrite(stream: WriteStream): WriteStream {
+  const write = stream._write.bind(stream);
+  stream._write = (chunk: Buffer, encoding, callback) =>
+    write(chunk, encoding, (error) => {
+      releaseHandedOver(chunk);
+      callback(error);
+    });
+  const writev = stream._writev?.bind(stream);
+  if (writev !== undefined) {
+    stream._writev = (chunks, callback) =>
+      writev(chunks, (error) => {
+        for (const { chunk } of chunks) releaseHandedOver(chunk as Buffer);
+        callback(error);
+      });
+  }
+  return stream;
+}
+
 export class DirStore implements Store {
   readonly kind = "dir";
 
@@ -28,7 +51,9 @@ export class DirStore implements Store {
     const finalPath = join(this.directory, name);
     const partialPath = join(this.directory, `${PARTIAL_PREFIX}${randomBytes(6).toString("hex")}-${name}`);
     // 0600: an archive is ciphertext, but its size and name are still nobody else's business.
-    const stream = createWriteStream(partialPath, { flags: "wx", mode: 0o600, highWaterMark: 1 << 20 });
+    const stream = freeAfterWrite(
+      createWriteStream(partialPath, { flags: "wx", mode: 0o600, highWaterMark: 1 << 20 }),
+    );
     let settled = false;
     return {
       stream,
