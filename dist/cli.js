@@ -28118,15 +28118,19 @@ function parseCatalogLine(line, lineNumber) {
   if (!valid) throw new IntegrityError(`catalog line ${lineNumber} does not describe a member`);
   return e;
 }
-function parseCatalog(text) {
+function parseCatalog(content) {
   const entries = /* @__PURE__ */ new Map();
-  const lines2 = text.split("\n");
-  for (let i = 0; i < lines2.length; i++) {
-    const line = lines2[i];
-    if (line === "") continue;
-    const entry2 = parseCatalogLine(line, i + 1);
-    if (entries.has(entry2.path)) throw new IntegrityError(`catalog lists ${entry2.path} twice`);
-    entries.set(entry2.path, entry2);
+  let lineNumber = 0;
+  for (let start = 0; start < content.length; ) {
+    const newline = content.indexOf(10, start);
+    const end = newline < 0 ? content.length : newline;
+    lineNumber++;
+    if (end > start) {
+      const entry2 = parseCatalogLine(content.toString("utf8", start, end), lineNumber);
+      if (entries.has(entry2.path)) throw new IntegrityError(`catalog lists ${entry2.path} twice`);
+      entries.set(entry2.path, entry2);
+    }
+    start = end + 1;
   }
   return entries;
 }
@@ -28468,7 +28472,7 @@ var ArchivePacker = class {
     for (const { link: link2, first } of this.linkDigests) {
       if (first.sha256 !== void 0) link2.sha256 = first.sha256;
     }
-    this.catalogMember();
+    yield* this.catalogMember();
     this.out.write(encodeEndOfArchive());
     yield* this.out.takeFull();
     const last = this.out.takeRest();
@@ -28577,13 +28581,22 @@ var ArchivePacker = class {
     catalogEntry.sha256 = hash.digest("hex");
     yield* this.out.takeFull();
   }
-  catalogMember() {
-    const { parts, size } = encodeCatalog(this.catalog);
+  /**
+   * The catalog as JSON lines, a line at a time, handing on full chunks as it goes. At 100,000 files the catalog
+   * is ~24 MB: encoding it whole first, then holding it in chunks until the end, raised the backup's peak RSS
+   * by ~30 MiB at its very end. The size for the header comes from a first pass over the lines.
+   */
+  *catalogMember() {
+    let size = 0;
+    for (const entry2 of this.catalog) size += Buffer.byteLength(catalogLine(entry2));
     const now = Date.now() / 1e3;
     this.out.write(
       encodeHeader({ path: CATALOG_PATH, type: "file", size, mode: 384, uid: 0, gid: 0, mtime: now })
     );
-    for (const part of parts) this.out.write(part);
+    for (const entry2 of this.catalog) {
+      this.out.write(Buffer.from(catalogLine(entry2)));
+      if (this.out.isFull) yield* this.out.takeFull();
+    }
     this.out.write(padding(size));
   }
   /** Writes the member's header and records it in the catalog. */
@@ -28695,26 +28708,6 @@ function headerOf(path, type, stats, size = 0) {
     mtime: stats.mtimeMs / 1e3
   };
 }
-function encodeCatalog(catalog) {
-  const parts = [];
-  let part = Buffer.allocUnsafe(CATALOG_PART_SIZE);
-  let filled = 0;
-  let size = 0;
-  for (const entry2 of catalog) {
-    const line = catalogLine(entry2);
-    const length = Buffer.byteLength(line);
-    if (filled + length > part.length) {
-      parts.push(part.subarray(0, filled));
-      part = Buffer.allocUnsafe(Math.max(CATALOG_PART_SIZE, length));
-      filled = 0;
-    }
-    filled += part.write(line, filled);
-    size += length;
-  }
-  if (filled > 0) parts.push(part.subarray(0, filled));
-  return { parts, size };
-}
-var CATALOG_PART_SIZE = 1 << 20;
 function changedWhileRead(before, after) {
   return before.size !== after.size || before.mtimeMs !== after.mtimeMs;
 }
@@ -32013,7 +32006,8 @@ async function* readTar(source, limits = {}) {
     if (!finished3) await reader.release();
   }
 }
-async function readBody(body, maxBytes) {
+async function readBody(body, maxBytes, expectedSize) {
+  if (expectedSize !== void 0 && expectedSize <= maxBytes) return readBodyInto(body, expectedSize);
   const parts = [];
   let total = 0;
   for await (const part of body) {
@@ -32022,6 +32016,16 @@ async function readBody(body, maxBytes) {
     parts.push(Buffer.from(part));
   }
   return Buffer.concat(parts, total);
+}
+async function readBodyInto(body, size) {
+  const whole = Buffer.allocUnsafe(size);
+  let filled = 0;
+  for await (const part of body) {
+    if (filled + part.length > size) throw new IntegrityError(`member body exceeds its ${size} bytes`);
+    filled += part.copy(whole, filled);
+  }
+  if (filled !== size) throw new IntegrityError(`member body has ${filled} of its ${size} bytes`);
+  return whole;
 }
 function iteratorOf(source) {
   if (Symbol.asyncIterator in source) return source[Symbol.asyncIterator]();
@@ -32398,7 +32402,7 @@ var MAX_CATALOG_BYTES = 512 << 20;
 async function extractMembers(plaintext, sink, onProgress, options = {}) {
   const tracker = new LinkTracker();
   const observed = [];
-  const fileDigests = /* @__PURE__ */ new Map();
+  let fileDigests;
   let meta;
   let catalog;
   let bytes = 0;
@@ -32408,7 +32412,7 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
     }
     tracker.admit(header);
     if (header.path === CATALOG_PATH) {
-      catalog = parseCatalog((await readBody(body, MAX_CATALOG_BYTES)).toString("utf8"));
+      catalog = parseCatalog(await readBody(body, MAX_CATALOG_BYTES, header.size));
       continue;
     }
     let sha256;
@@ -32419,9 +32423,11 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
     } else {
       sha256 = await sink.member(header, body);
     }
-    if (header.type === "file" && sha256 !== void 0) fileDigests.set(header.path, sha256);
-    if (header.type === "hardlink" && header.linkTarget !== void 0)
+    if (header.type === "file" && sha256 !== void 0) fileDigests?.set(header.path, sha256);
+    if (header.type === "hardlink" && header.linkTarget !== void 0) {
+      fileDigests ??= digestsByPath(observed);
       sha256 = fileDigests.get(header.linkTarget);
+    }
     observed.push(observation(header, sha256));
     bytes += header.size;
     onProgress?.({ bytes, members: observed.length });
@@ -32435,6 +32441,13 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
   }
   compareWithCatalog(catalog, observed);
   return { meta, catalog, members: observed.length, bytes };
+}
+function digestsByPath(observed) {
+  const digests = /* @__PURE__ */ new Map();
+  for (const member of observed) {
+    if (member.type === "file" && member.sha256 !== void 0) digests.set(member.path, member.sha256);
+  }
+  return digests;
 }
 var NOT_OURS_HINT = "restore from a complete archive written by looker-backup (or one with the same layout)";
 function parseMeta(content) {
