@@ -32480,7 +32480,6 @@ var VerifySink = class {
 };
 
 // src/archive/staging-sink.ts
-import { createHash as createHash6 } from "node:crypto";
 import {
   chmodSync,
   closeSync as closeSync2,
@@ -32498,10 +32497,103 @@ import {
   writeSync
 } from "node:fs";
 import { dirname as dirname2, join as join8 } from "node:path";
+
+// src/archive/hash-thread.ts
+import { createHash as createHash6 } from "node:crypto";
+import { Worker as Worker3 } from "node:worker_threads";
+var InlineFileHash = class {
+  hash = createHash6("sha256");
+  update(part) {
+    this.hash.update(part);
+  }
+  async digest() {
+    return this.hash.digest("hex");
+  }
+};
+var HASH_THREAD_SOURCE = `
+"use strict";
+const { parentPort } = require("node:worker_threads");
+const { createHash } = require("node:crypto");
+const open = new Map();
+parentPort.on("message", ({ id, data, end }) => {
+  let hash = open.get(id);
+  if (hash === undefined) {
+    hash = createHash("sha256");
+    open.set(id, hash);
+  }
+  if (data !== undefined) {
+    hash.update(new Uint8Array(data));
+    if (typeof data.transfer === "function") data.transfer(0);
+  }
+  if (end) {
+    open.delete(id);
+    parentPort.postMessage({ id, digest: hash.digest("hex") });
+  }
+});
+`;
+var HashThread = class {
+  thread;
+  nextId = 0;
+  pending = /* @__PURE__ */ new Map();
+  failure;
+  /** A digest for one file, hashed on the thread (started at the first use). */
+  open() {
+    const id = this.nextId++;
+    return {
+      update: (part) => this.send(id, part),
+      digest: () => this.finish(id)
+    };
+  }
+  async close() {
+    this.failure ??= hashFailed("the hash thread was closed");
+    await this.thread?.terminate();
+  }
+  send(id, part) {
+    if (this.failure) throw this.failure;
+    const data = part.buffer.slice(part.byteOffset, part.byteOffset + part.length);
+    this.started().postMessage({ id, data }, [data]);
+  }
+  finish(id) {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve5, reject) => {
+      this.pending.set(id, { resolve: resolve5, reject });
+      const thread = this.started();
+      thread.ref();
+      thread.postMessage({ id, end: true });
+    });
+  }
+  started() {
+    if (this.thread !== void 0) return this.thread;
+    const thread = new Worker3(HASH_THREAD_SOURCE, { eval: true });
+    thread.unref();
+    thread.on("message", ({ id, digest }) => {
+      const waiter = this.pending.get(id);
+      this.pending.delete(id);
+      if (this.pending.size === 0) thread.unref();
+      waiter?.resolve(digest);
+    });
+    thread.on("error", (error) => this.fail(hashFailed(error.message, error)));
+    thread.on("exit", (code) => this.fail(hashFailed(`the hash thread exited with code ${code}`)));
+    this.thread = thread;
+    return thread;
+  }
+  fail(error) {
+    this.failure ??= error;
+    for (const waiter of this.pending.values()) waiter.reject(this.failure);
+    this.pending.clear();
+    this.thread?.unref();
+  }
+};
+function hashFailed(detail2, cause) {
+  return new LookerBackupError(`hashing the restored files failed: ${detail2}`, { cause });
+}
+
+// src/archive/staging-sink.ts
 var WRITE_BATCH = 1 << 20;
 var DIRECT_WRITE = 64 * 1024;
 var OVERLAPPED_WRITE = 1 << 20;
 var batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
+var THREADED_HASH_MIN = 1 << 20;
 var METADATA_SLICE = 4096;
 var StagingSink = class {
   constructor(root) {
@@ -32511,6 +32603,12 @@ var StagingSink = class {
   directories = [];
   createdDirs = /* @__PURE__ */ new Set();
   canChown = process.getuid?.() === 0;
+  /** Hashes the bytes of big files off this thread (see hash-thread.ts). */
+  hashThread = new HashThread();
+  /** Stops the hash thread, if one was started. */
+  close() {
+    return this.hashThread.close();
+  }
   /** Where an archive path lands in staging: `home/x` -> `<root>/home/x`. */
   pathOf(archivePath2) {
     return join8(this.root, archivePath2);
@@ -32532,7 +32630,7 @@ var StagingSink = class {
         linkSync(this.pathOf(header.linkTarget), path);
         return void 0;
       case "file":
-        return writeFile4(path, body, header, this.canChown);
+        return writeFile4(path, body, header, this.canChown, this.hashFor(header));
       default:
         throw new IntegrityError(`refusing member ${header.path}: unsupported type ${header.type}`);
     }
@@ -32548,14 +32646,16 @@ var StagingSink = class {
       if (++done % METADATA_SLICE === 0) await new Promise((resolve5) => setImmediate(resolve5));
     }
   }
+  hashFor(header) {
+    return header.size >= THREADED_HASH_MIN ? this.hashThread.open() : new InlineFileHash();
+  }
   ensureDir(path) {
     if (this.createdDirs.has(path)) return;
     mkdirSync(path, { recursive: true, mode: 448 });
     this.createdDirs.add(path);
   }
 };
-async function writeFile4(path, body, header, canChown) {
-  const hash = createHash6("sha256");
+async function writeFile4(path, body, header, canChown, hash) {
   const fd = openSync2(path, "wx", 384);
   try {
     let batched = 0;
@@ -32587,7 +32687,7 @@ async function writeFile4(path, body, header, canChown) {
   } finally {
     closeSync2(fd);
   }
-  return hash.digest("hex");
+  return hash.digest();
 }
 function writeAllOnPool(fd, data) {
   return new Promise((resolve5, reject) => {
@@ -32664,8 +32764,13 @@ async function restoreArchive(request2) {
   const staging = await mkdtemp4(join9(dirname3(target), `.${basename(target)}.restore-`));
   try {
     const sink = new StagingSink(staging);
-    const outcome = await readArchive(request2.source, request2.keys, sink, request2.onProgress);
-    await sink.applyMetadata();
+    let outcome;
+    try {
+      outcome = await readArchive(request2.source, request2.keys, sink, request2.onProgress);
+      await sink.applyMetadata();
+    } finally {
+      await sink.close();
+    }
     const stagedHome = join9(staging, "home");
     await mkdir2(stagedHome, { recursive: true });
     const rootfsFiles2 = request2.rootfs ? await placeRootfs(join9(staging, "rootfs"), resolve(request2.rootfs)) : [];

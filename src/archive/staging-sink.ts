@@ -9,7 +9,6 @@
  * in CPU (thread hand-offs), and on a 2-core runner that CPU is taken from decryption and decompression.
  * Small parts are still gathered into ~1 MiB writes, since streaming decompressors hand out small chunks.
  */
-import { createHash } from "node:crypto";
 import {
   chmodSync,
   closeSync,
@@ -29,6 +28,7 @@ import {
 import { dirname, join } from "node:path";
 import { IntegrityError } from "../errors.js";
 import type { MemberSink } from "./extract.js";
+import { type FileHash, HashThread, InlineFileHash } from "./hash-thread.js";
 import type { TarHeader } from "./tar-format.js";
 
 interface PendingMetadata {
@@ -48,6 +48,8 @@ const DIRECT_WRITE = 64 * 1024;
 const OVERLAPPED_WRITE = 1 << 20;
 /** Reused for every file: writes are synchronous, so it is free again when writeFile returns. */
 const batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
+/** Files at least this large are hashed on the hash thread; smaller ones here, where a round trip costs more. */
+const THREADED_HASH_MIN = 1 << 20;
 /** Metadata calls between yields to the event loop (keeps timers and signals responsive on huge trees). */
 const METADATA_SLICE = 4096;
 
@@ -55,8 +57,15 @@ export class StagingSink implements MemberSink {
   private readonly directories: PendingMetadata[] = [];
   private readonly createdDirs = new Set<string>();
   private readonly canChown = process.getuid?.() === 0;
+  /** Hashes the bytes of big files off this thread (see hash-thread.ts). */
+  private readonly hashThread = new HashThread();
 
   constructor(private readonly root: string) {}
+
+  /** Stops the hash thread, if one was started. */
+  close(): Promise<void> {
+    return this.hashThread.close();
+  }
 
   /** Where an archive path lands in staging: `home/x` -> `<root>/home/x`. */
   pathOf(archivePath: string): string {
@@ -80,7 +89,7 @@ export class StagingSink implements MemberSink {
         linkSync(this.pathOf(header.linkTarget!), path);
         return undefined;
       case "file":
-        return writeFile(path, body, header, this.canChown);
+        return writeFile(path, body, header, this.canChown, this.hashFor(header));
       default:
         throw new IntegrityError(`refusing member ${header.path}: unsupported type ${header.type}`);
     }
@@ -97,6 +106,10 @@ export class StagingSink implements MemberSink {
       utimesSync(path, header.mtime, header.mtime);
       if (++done % METADATA_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  private hashFor(header: TarHeader): FileHash {
+    return header.size >= THREADED_HASH_MIN ? this.hashThread.open() : new InlineFileHash();
   }
 
   private ensureDir(path: string): void {
@@ -116,8 +129,8 @@ async function writeFile(
   body: AsyncIterable<Buffer>,
   header: TarHeader,
   canChown: boolean,
+  hash: FileHash,
 ): Promise<string> {
-  const hash = createHash("sha256");
   // 'wx': staging is fresh and private, so an existing file here means the archive tried to write twice.
   const fd = openSync(path, "wx", 0o600);
   try {
@@ -155,7 +168,7 @@ async function writeFile(
   } finally {
     closeSync(fd);
   }
-  return hash.digest("hex");
+  return hash.digest();
 }
 
 function writeAllOnPool(fd: number, data: Buffer): Promise<void> {

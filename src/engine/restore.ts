@@ -117,8 +117,13 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
   const staging = await mkdtemp(join(dirname(target), `.${basename(target)}.restore-`));
   try {
     const sink = new StagingSink(staging);
-    const outcome = await readArchive(request.source, request.keys, sink, request.onProgress);
-    await sink.applyMetadata();
+    let outcome: ExtractOutcome;
+    try {
+      outcome = await readArchive(request.source, request.keys, sink, request.onProgress);
+      await sink.applyMetadata();
+    } finally {
+      await sink.close();
+    }
     const stagedHome = join(staging, "home");
     await mkdir(stagedHome, { recursive: true });
     const rootfsFiles = request.rootfs
