@@ -28118,23 +28118,50 @@ function parseCatalogLine(line, lineNumber) {
   if (!valid) throw new IntegrityError(`catalog line ${lineNumber} does not describe a member`);
   return e;
 }
-function parseCatalog(content) {
-  const entries = /* @__PURE__ */ new Map();
-  let lineNumber = 0;
-  for (let start = 0; start < content.length; ) {
-    const newline = content.indexOf(10, start);
-    const end = newline < 0 ? content.length : newline;
-    lineNumber++;
-    if (end > start) {
-      const entry2 = parseCatalogLine(content.toString("utf8", start, end), lineNumber);
-      if (entries.has(entry2.path)) throw new IntegrityError(`catalog lists ${entry2.path} twice`);
-      entries.set(entry2.path, entry2);
-    }
-    start = end + 1;
+var CatalogParser = class {
+  /** @param onEntry told of each entry as it is parsed, in catalog order */
+  constructor(onEntry) {
+    this.onEntry = onEntry;
   }
-  return entries;
-}
-function compareWithCatalog(catalog, observed) {
+  onEntry;
+  entries = /* @__PURE__ */ new Map();
+  carry;
+  lineNumber = 0;
+  push(part) {
+    let start = 0;
+    if (this.carry !== void 0) {
+      const newline = part.indexOf(10);
+      if (newline < 0) {
+        this.carry = Buffer.concat([this.carry, part]);
+        return;
+      }
+      const line = Buffer.concat([this.carry, part.subarray(0, newline)]);
+      this.carry = void 0;
+      this.line(line, 0, line.length);
+      start = newline + 1;
+    }
+    for (let newline = part.indexOf(10, start); newline >= 0; newline = part.indexOf(10, start)) {
+      this.line(part, start, newline);
+      start = newline + 1;
+    }
+    if (start < part.length) this.carry = Buffer.from(part.subarray(start));
+  }
+  /** The entries, once the last part was pushed (a last line without its newline counts too). */
+  end() {
+    if (this.carry !== void 0) this.line(this.carry, 0, this.carry.length);
+    this.carry = void 0;
+    return this.entries;
+  }
+  line(bytes, start, end) {
+    this.lineNumber++;
+    if (end === start) return;
+    const entry2 = parseCatalogLine(bytes.toString("utf8", start, end), this.lineNumber);
+    if (this.entries.has(entry2.path)) throw new IntegrityError(`catalog lists ${entry2.path} twice`);
+    this.entries.set(entry2.path, entry2);
+    this.onEntry?.(entry2);
+  }
+};
+function compareWithCatalog(catalog, observed, matchedInOrder = 0) {
   const seen = /* @__PURE__ */ new Set();
   for (const member of observed) {
     seen.add(member.path);
@@ -28145,10 +28172,15 @@ function compareWithCatalog(catalog, observed) {
       throw new IntegrityError(`member ${member.path} does not match the catalog: ${mismatch}`, TAMPER_HINT);
     }
   }
+  let index = 0;
   for (const path of catalog.keys()) {
+    if (index++ < matchedInOrder) continue;
     if (!seen.has(path))
       throw new IntegrityError(`catalog lists ${path} but the archive has no such member`, TAMPER_HINT);
   }
+}
+function matchesCatalog(expected, member) {
+  return firstMismatch(expected, member) === void 0;
 }
 var TAMPER_HINT = "the archive was altered or damaged after it was written; restore an older backup";
 function firstMismatch(expected, actual) {
@@ -32006,8 +32038,7 @@ async function* readTar(source, limits = {}) {
     if (!finished3) await reader.release();
   }
 }
-async function readBody(body, maxBytes, expectedSize) {
-  if (expectedSize !== void 0 && expectedSize <= maxBytes) return readBodyInto(body, expectedSize);
+async function readBody(body, maxBytes) {
   const parts = [];
   let total = 0;
   for await (const part of body) {
@@ -32016,16 +32047,6 @@ async function readBody(body, maxBytes, expectedSize) {
     parts.push(Buffer.from(part));
   }
   return Buffer.concat(parts, total);
-}
-async function readBodyInto(body, size) {
-  const whole = Buffer.allocUnsafe(size);
-  let filled = 0;
-  for await (const part of body) {
-    if (filled + part.length > size) throw new IntegrityError(`member body exceeds its ${size} bytes`);
-    filled += part.copy(whole, filled);
-  }
-  if (filled !== size) throw new IntegrityError(`member body has ${filled} of its ${size} bytes`);
-  return whole;
 }
 function iteratorOf(source) {
   if (Symbol.asyncIterator in source) return source[Symbol.asyncIterator]();
@@ -32403,6 +32424,7 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
   const tracker = new LinkTracker();
   const observed = [];
   let fileDigests;
+  const inOrder = new InOrderCheck(observed);
   let meta;
   let catalog;
   let bytes = 0;
@@ -32412,7 +32434,7 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
     }
     tracker.admit(header);
     if (header.path === CATALOG_PATH) {
-      catalog = parseCatalog(await readBody(body, MAX_CATALOG_BYTES, header.size));
+      catalog = await parseCatalogBody(body, header.size, (entry2) => inOrder.offer(entry2));
       continue;
     }
     let sha256;
@@ -32439,16 +32461,44 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
       NOT_OURS_HINT
     );
   }
-  compareWithCatalog(catalog, observed);
+  compareWithCatalog(catalog, inOrder.rest(), inOrder.matched);
   return { meta, catalog, members: observed.length, bytes };
+}
+async function parseCatalogBody(body, size, onEntry) {
+  if (size > MAX_CATALOG_BYTES) throw new IntegrityError(`member body exceeds ${MAX_CATALOG_BYTES} bytes`);
+  const parser = new CatalogParser(onEntry);
+  for await (const part of body) parser.push(part);
+  return parser.end();
 }
 function digestsByPath(observed) {
   const digests = /* @__PURE__ */ new Map();
   for (const member of observed) {
-    if (member.type === "file" && member.sha256 !== void 0) digests.set(member.path, member.sha256);
+    if (member?.type === "file" && member.sha256 !== void 0) digests.set(member.path, member.sha256);
   }
   return digests;
 }
+var InOrderCheck = class {
+  constructor(observed) {
+    this.observed = observed;
+  }
+  observed;
+  matched = 0;
+  stopped = false;
+  offer(entry2) {
+    if (this.stopped) return;
+    const member = this.observed[this.matched];
+    if (member === void 0 || member.path !== entry2.path || !matchesCatalog(entry2, member)) {
+      this.stopped = true;
+      return;
+    }
+    this.observed[this.matched] = void 0;
+    this.matched++;
+  }
+  /** The members not matched in order, for compareWithCatalog. */
+  rest() {
+    return this.observed.slice(this.matched);
+  }
+};
 var NOT_OURS_HINT = "restore from a complete archive written by looker-backup (or one with the same layout)";
 function parseMeta(content) {
   try {

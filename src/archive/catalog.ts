@@ -57,24 +57,54 @@ export function parseCatalogLine(line: string, lineNumber: number): CatalogEntry
 }
 
 /**
- * The catalog's JSON lines, parsed a line at a time from the member's bytes: at 100,000 files, decoding the whole
- * member to one string and splitting it held ~50 MB more at the end of a restore, when memory is highest.
+ * Parses the catalog's JSON lines as the member's bytes arrive, a line at a time: at 100,000 files the catalog is
+ * ~24 MB, and holding it whole (let alone as one string, split) came on top of everything else at the very end of a
+ * restore, when memory is highest. Only a line cut between two parts is copied.
  */
-export function parseCatalog(content: Buffer): Map<string, CatalogEntry> {
-  const entries = new Map<string, CatalogEntry>();
-  let lineNumber = 0;
-  for (let start = 0; start < content.length; ) {
-    const newline = content.indexOf(0x0a, start);
-    const end = newline < 0 ? content.length : newline;
-    lineNumber++;
-    if (end > start) {
-      const entry = parseCatalogLine(content.toString("utf8", start, end), lineNumber);
-      if (entries.has(entry.path)) throw new IntegrityError(`catalog lists ${entry.path} twice`);
-      entries.set(entry.path, entry);
+export class CatalogParser {
+  readonly entries = new Map<string, CatalogEntry>();
+  private carry: Buffer | undefined;
+  private lineNumber = 0;
+
+  /** @param onEntry told of each entry as it is parsed, in catalog order */
+  constructor(private readonly onEntry?: (entry: CatalogEntry) => void) {}
+
+  push(part: Buffer): void {
+    let start = 0;
+    if (this.carry !== undefined) {
+      const newline = part.indexOf(0x0a);
+      if (newline < 0) {
+        this.carry = Buffer.concat([this.carry, part]);
+        return;
+      }
+      const line = Buffer.concat([this.carry, part.subarray(0, newline)]);
+      this.carry = undefined;
+      this.line(line, 0, line.length);
+      start = newline + 1;
     }
-    start = end + 1;
+    for (let newline = part.indexOf(0x0a, start); newline >= 0; newline = part.indexOf(0x0a, start)) {
+      this.line(part, start, newline);
+      start = newline + 1;
+    }
+    // A copy: the part's memory may be freed once the next part is asked for.
+    if (start < part.length) this.carry = Buffer.from(part.subarray(start));
   }
-  return entries;
+
+  /** The entries, once the last part was pushed (a last line without its newline counts too). */
+  end(): Map<string, CatalogEntry> {
+    if (this.carry !== undefined) this.line(this.carry, 0, this.carry.length);
+    this.carry = undefined;
+    return this.entries;
+  }
+
+  private line(bytes: Buffer, start: number, end: number): void {
+    this.lineNumber++;
+    if (end === start) return;
+    const entry = parseCatalogLine(bytes.toString("utf8", start, end), this.lineNumber);
+    if (this.entries.has(entry.path)) throw new IntegrityError(`catalog lists ${entry.path} twice`);
+    this.entries.set(entry.path, entry);
+    this.onEntry?.(entry);
+  }
 }
 
 /** What restore actually saw for one member, compared field by field with the catalog. */
@@ -87,9 +117,14 @@ export interface ObservedMember {
   linkTarget?: string;
 }
 
+/**
+ * Checks the members against the catalog. The first `matchedInOrder` catalog entries (in catalog order) were
+ * already matched by members no longer in `observed` (see InOrderCheck in extract.ts).
+ */
 export function compareWithCatalog(
   catalog: Map<string, CatalogEntry>,
   observed: readonly ObservedMember[],
+  matchedInOrder = 0,
 ): void {
   const seen = new Set<string>();
   for (const member of observed) {
@@ -101,10 +136,17 @@ export function compareWithCatalog(
       throw new IntegrityError(`member ${member.path} does not match the catalog: ${mismatch}`, TAMPER_HINT);
     }
   }
+  let index = 0;
   for (const path of catalog.keys()) {
+    if (index++ < matchedInOrder) continue;
     if (!seen.has(path))
       throw new IntegrityError(`catalog lists ${path} but the archive has no such member`, TAMPER_HINT);
   }
+}
+
+/** True when the member is exactly what the catalog says. */
+export function matchesCatalog(expected: CatalogEntry, member: ObservedMember): boolean {
+  return firstMismatch(expected, member) === undefined;
 }
 
 const TAMPER_HINT = "the archive was altered or damaged after it was written; restore an older backup";

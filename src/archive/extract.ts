@@ -11,9 +11,10 @@ import {
   BACKUP_META_PATH,
   CATALOG_PATH,
   type CatalogEntry,
+  CatalogParser,
   compareWithCatalog,
+  matchesCatalog,
   type ObservedMember,
-  parseCatalog,
 } from "./catalog.js";
 import { LinkTracker } from "./member-safety.js";
 import type { TarHeader } from "./tar-format.js";
@@ -55,10 +56,11 @@ export async function extractMembers(
   options: ExtractOptions = {},
 ): Promise<ExtractOutcome> {
   const tracker = new LinkTracker();
-  const observed: ObservedMember[] = [];
+  const observed: (ObservedMember | undefined)[] = [];
   // Digests by path, for hard links: built at the first hard link only, as most archives have none and at
   // 100,000 files the map was ~10 MB held to the end.
   let fileDigests: Map<string, string> | undefined;
+  const inOrder = new InOrderCheck(observed);
   let meta: Record<string, unknown> | undefined;
   let catalog: Map<string, CatalogEntry> | undefined;
   let bytes = 0;
@@ -68,7 +70,7 @@ export async function extractMembers(
     }
     tracker.admit(header);
     if (header.path === CATALOG_PATH) {
-      catalog = parseCatalog(await readBody(body, MAX_CATALOG_BYTES, header.size));
+      catalog = await parseCatalogBody(body, header.size, (entry) => inOrder.offer(entry));
       continue;
     }
     let sha256: string | undefined;
@@ -95,16 +97,56 @@ export async function extractMembers(
       NOT_OURS_HINT,
     );
   }
-  compareWithCatalog(catalog, observed);
+  compareWithCatalog(catalog, inOrder.rest(), inOrder.matched);
   return { meta, catalog, members: observed.length, bytes };
 }
 
-function digestsByPath(observed: readonly ObservedMember[]): Map<string, string> {
+async function parseCatalogBody(
+  body: AsyncIterable<Buffer>,
+  size: number,
+  onEntry: (entry: CatalogEntry) => void,
+): Promise<Map<string, CatalogEntry>> {
+  if (size > MAX_CATALOG_BYTES) throw new IntegrityError(`member body exceeds ${MAX_CATALOG_BYTES} bytes`);
+  const parser = new CatalogParser(onEntry);
+  for await (const part of body) parser.push(part);
+  return parser.end();
+}
+
+function digestsByPath(observed: readonly (ObservedMember | undefined)[]): Map<string, string> {
   const digests = new Map<string, string>();
   for (const member of observed) {
-    if (member.type === "file" && member.sha256 !== undefined) digests.set(member.path, member.sha256);
+    if (member?.type === "file" && member.sha256 !== undefined) digests.set(member.path, member.sha256);
   }
   return digests;
+}
+
+/**
+ * Our archives list members in the order they are stored, so most members are checked as the catalog is parsed
+ * and let go at once: at 100,000 files, every observation held next to the parsed catalog was ~25 MB more at the
+ * very end of a restore. Matching stops at the first member that is out of order or differs in any way;
+ * compareWithCatalog then checks the rest, as it checks everything, and reports the error.
+ */
+class InOrderCheck {
+  matched = 0;
+  private stopped = false;
+
+  constructor(private readonly observed: (ObservedMember | undefined)[]) {}
+
+  offer(entry: CatalogEntry): void {
+    if (this.stopped) return;
+    const member = this.observed[this.matched];
+    if (member === undefined || member.path !== entry.path || !matchesCatalog(entry, member)) {
+      this.stopped = true;
+      return;
+    }
+    this.observed[this.matched] = undefined;
+    this.matched++;
+  }
+
+  /** The members not matched in order, for compareWithCatalog. */
+  rest(): ObservedMember[] {
+    return this.observed.slice(this.matched) as ObservedMember[];
+  }
 }
 
 const NOT_OURS_HINT =

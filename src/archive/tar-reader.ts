@@ -88,14 +88,7 @@ export async function* readTar(
 }
 
 /** Collects a (small) body into one buffer, refusing more than maxBytes. */
-export async function readBody(
-  body: AsyncIterable<Buffer>,
-  maxBytes: number,
-  expectedSize?: number,
-): Promise<Buffer> {
-  // With the size from the header, one buffer is filled in place (the catalog of 100,000 files is ~24 MB; parts
-  // plus their concatenation held it twice).
-  if (expectedSize !== undefined && expectedSize <= maxBytes) return readBodyInto(body, expectedSize);
+export async function readBody(body: AsyncIterable<Buffer>, maxBytes: number): Promise<Buffer> {
   const parts: Buffer[] = [];
   let total = 0;
   for await (const part of body) {
@@ -105,17 +98,6 @@ export async function readBody(
     parts.push(Buffer.from(part));
   }
   return Buffer.concat(parts, total);
-}
-
-async function readBodyInto(body: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
-  const whole = Buffer.allocUnsafe(size);
-  let filled = 0;
-  for await (const part of body) {
-    if (filled + part.length > size) throw new IntegrityError(`member body exceeds its ${size} bytes`);
-    filled += part.copy(whole, filled);
-  }
-  if (filled !== size) throw new IntegrityError(`member body has ${filled} of its ${size} bytes`);
-  return whole;
 }
 
 function iteratorOf(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncIterator<Uint8Array> {

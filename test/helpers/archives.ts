@@ -22,8 +22,14 @@ function fullHeader(member: RawMember): TarHeader {
   return { type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, size, ...member.header };
 }
 
-/** Members in order; with `catalog: true` a backup.json first and a matching catalog last, as looker-backup writes. */
-export async function buildTar(members: RawMember[], options: { catalog?: boolean } = {}): Promise<Buffer> {
+/**
+ * Members in order; with `catalog: true` a backup.json first and a matching catalog last, as looker-backup writes.
+ * `catalogLines` may reorder or change the catalog's lines (to test verification against other writers' order).
+ */
+export async function buildTar(
+  members: RawMember[],
+  options: { catalog?: boolean; catalogLines?: (lines: string[]) => string[] } = {},
+): Promise<Buffer> {
   const all: RawMember[] = [...members];
   if (options.catalog) {
     all.unshift({
@@ -52,7 +58,8 @@ export async function buildTar(members: RawMember[], options: { catalog?: boolea
       if (h.linkTarget !== undefined) entry.linkTarget = h.linkTarget;
       return catalogLine(entry);
     });
-    all.push({ header: { path: CATALOG_PATH, mode: 0o600 }, body: Buffer.from(lines.join("")) });
+    const written = options.catalogLines?.(lines) ?? lines;
+    all.push({ header: { path: CATALOG_PATH, mode: 0o600 }, body: Buffer.from(written.join("")) });
   }
   return buffer(Readable.from(writeTar(all.map((m) => ({ header: fullHeader(m), body: m.body })))));
 }

@@ -1,0 +1,112 @@
+import { Readable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { type CatalogEntry, CatalogParser, catalogLine } from "../../src/archive/catalog.js";
+import { extractMembers, VerifySink } from "../../src/archive/extract.js";
+import { IntegrityError } from "../../src/errors.js";
+import { buildTar, type RawMember } from "../helpers/archives.js";
+
+const entries: CatalogEntry[] = [
+  {
+    path: "meta/backup.json",
+    type: "file",
+    size: 10,
+    mode: 0o600,
+    uid: 0,
+    gid: 0,
+    mtime: 1.5,
+    sha256: "a".repeat(64),
+  },
+  { path: "home/", type: "directory", size: 0, mode: 0o755, uid: 1000, gid: 1000, mtime: 2 },
+  {
+    path: "home/日本語.lkml",
+    type: "file",
+    size: 3,
+    mode: 0o644,
+    uid: 1000,
+    gid: 1000,
+    mtime: 3.25,
+    sha256: "b".repeat(64),
+  },
+  {
+    path: "home/link",
+    type: "symlink",
+    size: 0,
+    mode: 0o777,
+    uid: 1000,
+    gid: 1000,
+    mtime: 4,
+    linkTarget: "x",
+  },
+];
+const bytes = Buffer.from(entries.map(catalogLine).join(""));
+
+function parse(parts: Buffer[]): Map<string, CatalogEntry> {
+  const parser = new CatalogParser();
+  for (const part of parts) parser.push(part);
+  return parser.end();
+}
+
+describe("catalog parser", () => {
+  it("gives the same entries wherever the bytes are cut into parts, multi-byte characters included", () => {
+    const whole = parse([bytes]);
+    expect([...whole.values()]).toEqual(entries);
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      expect(parse([bytes.subarray(0, cut), bytes.subarray(cut)])).toEqual(whole);
+    }
+    const oneByteParts = [...bytes].map((byte) => Buffer.from([byte]));
+    expect(parse(oneByteParts)).toEqual(whole);
+  });
+
+  it("does not keep views of the parts it was given (they may be freed)", () => {
+    const part = Buffer.from(bytes.subarray(0, bytes.length - 5));
+    const parser = new CatalogParser();
+    parser.push(part);
+    part.fill(0);
+    parser.push(bytes.subarray(bytes.length - 5));
+    expect([...parser.end().values()]).toEqual(entries);
+  });
+
+  it("takes a last line without its newline, and names the line of a bad one", () => {
+    expect(parse([bytes.subarray(0, bytes.length - 1)]).size).toBe(entries.length);
+    const bad = Buffer.concat([bytes, Buffer.from("\n{not json\n")]);
+    expect(() => parse([bad])).toThrow(/catalog line 6 is not valid JSON/);
+  });
+
+  it("refuses a path listed twice", () => {
+    const twice = Buffer.concat([bytes, Buffer.from(catalogLine(entries[2]!))]);
+    expect(() => parse([twice])).toThrow(IntegrityError);
+  });
+});
+
+describe("verification against the catalog", () => {
+  const members: RawMember[] = [
+    { header: { path: "home/", type: "directory", mode: 0o755 } },
+    { header: { path: "home/a" }, body: Buffer.from("aa") },
+    { header: { path: "home/b" }, body: Buffer.from("bbb") },
+    { header: { path: "home/c" }, body: Buffer.from("c") },
+  ];
+  const verify = async (catalogLines?: (lines: string[]) => string[]) =>
+    extractMembers(
+      Readable.from([await buildTar(members, { catalog: true, catalogLines })]),
+      new VerifySink(),
+    );
+
+  it("accepts a catalog in archive order and one in any other order alike", async () => {
+    expect((await verify()).members).toBe(5);
+    expect((await verify((lines) => [...lines].reverse())).members).toBe(5);
+    expect((await verify((lines) => [lines[0]!, lines[3]!, lines[1]!, lines[2]!, lines[4]!])).members).toBe(
+      5,
+    );
+  });
+
+  it("refuses a member that differs after others matched in order, and one the catalog lacks", async () => {
+    const changed = (lines: string[]) => lines.map((l) => l.replace('"size":3', '"size":4'));
+    await expect(verify(changed)).rejects.toThrow(
+      /home\/b does not match the catalog: size 3, catalog says 4/,
+    );
+    const lacking = (lines: string[]) => lines.filter((l) => !l.includes('"home/c"'));
+    await expect(verify(lacking)).rejects.toThrow(/home\/c is not in the catalog/);
+    const extra = (lines: string[]) => [...lines, lines[4]!.replace('"home/c"', '"home/d"')];
+    await expect(verify(extra)).rejects.toThrow(/catalog lists home\/d but the archive has no such member/);
+  });
+});
