@@ -28019,6 +28019,7 @@ var WorkerDigester = class {
   async close() {
     this.closed = true;
     this.failure ??= digestFailed("the digest thread was closed");
+    this.thread?.ref();
     await this.thread?.terminate();
   }
   hashHere() {
@@ -28957,6 +28958,7 @@ var PoolWorker = class {
     });
   }
   async terminate() {
+    this.thread.ref();
     await this.thread.terminate();
   }
   settle(reply) {
@@ -30953,7 +30955,7 @@ async function runBackup(request2) {
   const pending = await request2.store.create(name);
   const measure = createSha256PassThrough();
   try {
-    await pipeline(
+    const piping = pipeline(
       Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 }),
       createZstdCompressStream({ level: request2.compressionLevel ?? 3, pool: blocks }),
       createAgeEncryptStream({
@@ -30966,6 +30968,7 @@ async function runBackup(request2) {
       pending.stream,
       { signal: request2.signal }
     );
+    await untilAborted(piping, request2.signal);
   } catch (error) {
     await pending.abort();
     throw error;
@@ -31012,6 +31015,24 @@ var ListingTotal = class {
     return this.ended ? this.sum : void 0;
   }
 };
+function untilAborted(work, signal) {
+  if (signal === void 0) return work;
+  return new Promise((resolve5, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve5(value);
+      },
+      (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      }
+    );
+  });
+}
 async function storeCompanions(store, companions) {
   const stored = [];
   for (const companion of companions) {
@@ -32596,6 +32617,7 @@ var HashThread = class {
   }
   async close() {
     this.failure ??= hashFailed("the hash thread was closed");
+    this.thread?.ref();
     await this.thread?.terminate();
   }
   send(id, part) {

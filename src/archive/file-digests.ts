@@ -186,6 +186,9 @@ export class WorkerDigester implements FileDigester {
   async close(): Promise<void> {
     this.closed = true;
     this.failure ??= digestFailed("the digest thread was closed");
+    // Ref'd while it stops: an unref'd thread's exit does not keep the event loop alive, and a caller awaiting
+    // this (the packer's clean-up during a cancelled backup) would then hang until node quits with exit code 13.
+    this.thread?.ref();
     await this.thread?.terminate();
   }
 

@@ -74,6 +74,9 @@ export class HashThread {
 
   async close(): Promise<void> {
     this.failure ??= hashFailed("the hash thread was closed");
+    // Ref'd while it stops: an unref'd thread's exit does not keep the event loop alive, and a caller awaiting
+    // this (a stream's destroy during a cancelled run) would then hang until node quits with exit code 13.
+    this.thread?.ref();
     await this.thread?.terminate();
   }
 

@@ -154,6 +154,8 @@ class PoolWorker {
   }
 
   async terminate(): Promise<void> {
+    // Ref'd while it stops, so that awaiting this keeps the event loop alive until the thread has exited.
+    this.thread.ref();
     await this.thread.terminate();
   }
 
