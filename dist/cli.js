@@ -27963,6 +27963,9 @@ parentPort.on("message", ({ id, blocks, segments }) => {
   try {
     const views = blocks.map((block) => Buffer.from(block));
     parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256")) });
+    for (const block of blocks) {
+      if (block instanceof ArrayBuffer && typeof block.transfer === "function") block.transfer(0);
+    }
   } catch (error) {
     parentPort.postMessage({ id, error: String((error && error.message) || error) });
   }
@@ -32581,27 +32584,6 @@ var InlineFileHash = class {
     return this.hash.digest("hex");
   }
 };
-var HASH_THREAD_SOURCE = `
-"use strict";
-const { parentPort } = require("node:worker_threads");
-const { createHash } = require("node:crypto");
-const open = new Map();
-parentPort.on("message", ({ id, data, end }) => {
-  let hash = open.get(id);
-  if (hash === undefined) {
-    hash = createHash("sha256");
-    open.set(id, hash);
-  }
-  if (data !== undefined) {
-    hash.update(new Uint8Array(data));
-    if (typeof data.transfer === "function") data.transfer(0);
-  }
-  if (end) {
-    open.delete(id);
-    parentPort.postMessage({ id, digest: hash.digest("hex") });
-  }
-});
-`;
 var HashThread = class {
   thread;
   nextId = 0;
@@ -32623,7 +32605,7 @@ var HashThread = class {
   send(id, part) {
     if (this.failure) throw this.failure;
     const data = part.buffer.slice(part.byteOffset, part.byteOffset + part.length);
-    this.started().postMessage({ id, data }, [data]);
+    this.started().postMessage({ id, blocks: [data], segments: [0, id, 0, data.byteLength, 0] }, [data]);
   }
   finish(id) {
     if (this.failure) return Promise.reject(this.failure);
@@ -32631,23 +32613,31 @@ var HashThread = class {
       this.pending.set(id, { resolve: resolve5, reject });
       const thread = this.started();
       thread.ref();
-      thread.postMessage({ id, end: true });
+      thread.postMessage({ id, blocks: [], segments: [-1, id, 0, 0, 1] });
     });
   }
   started() {
     if (this.thread !== void 0) return this.thread;
-    const thread = new Worker3(HASH_THREAD_SOURCE, { eval: true });
+    const thread = new Worker3(DIGEST_WORKER_SOURCE, { eval: true });
     thread.unref();
-    thread.on("message", ({ id, digest }) => {
-      const waiter = this.pending.get(id);
-      this.pending.delete(id);
-      if (this.pending.size === 0) thread.unref();
-      waiter?.resolve(digest);
+    thread.on("message", (reply) => {
+      if ("error" in reply) {
+        this.fail(hashFailed(reply.error));
+        return;
+      }
+      for (let i = 0; i < reply.digests.length; i += 2)
+        this.settle(reply.digests[i], reply.digests[i + 1]);
     });
     thread.on("error", (error) => this.fail(hashFailed(error.message, error)));
     thread.on("exit", (code) => this.fail(hashFailed(`the hash thread exited with code ${code}`)));
     this.thread = thread;
     return thread;
+  }
+  settle(id, digest) {
+    const waiter = this.pending.get(id);
+    this.pending.delete(id);
+    if (this.pending.size === 0) this.thread?.unref();
+    waiter?.resolve(digest);
   }
   fail(error) {
     this.failure ??= error;

@@ -1,12 +1,13 @@
 /**
- * sha256 of restored files on a thread of its own. Why: restore's main thread (decrypt, tar, safety checks,
- * writes) is what limits it on 2 cores, and hashing the big files' bytes was ~0.3 s of it per 512 MB. Each part is
- * copied once (a memcpy, ~15x cheaper than hashing it) and moved to the thread; small files stay inline, where a
- * round trip would cost more than the hash.
+ * sha256 of restored files on a thread of its own: the backup's digest thread, fed copies instead of shared blocks.
+ * Why: restore's main thread (decrypt, tar, safety checks, writes) is what limits it on 2 cores, and hashing the big
+ * files' bytes was ~0.3 s of it per 512 MB. Each part is copied once (a memcpy, ~15x cheaper than hashing it) and
+ * moved to the thread; small files stay inline, where a round trip would cost more than the hash.
  */
 import { createHash, type Hash } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import { LookerBackupError } from "../errors.js";
+import { DIGEST_WORKER_SOURCE } from "./file-digests.js";
 
 /** One file's running digest, fed in order. */
 export interface FileHash {
@@ -25,34 +26,6 @@ export class InlineFileHash implements FileHash {
     return this.hash.digest("hex");
   }
 }
-
-/**
- * The thread's code, a CommonJS script for `new Worker(source, { eval: true })` (as the zstd worker).
- *   in:  { id, data?: ArrayBuffer (transferred), end?: true }   -> hash data into file `id`; on end, reply
- *   out: { id, digest }
- * A received buffer is freed as soon as it is hashed (V8 would otherwise let ~64 MiB of them pile up).
- */
-const HASH_THREAD_SOURCE = `
-"use strict";
-const { parentPort } = require("node:worker_threads");
-const { createHash } = require("node:crypto");
-const open = new Map();
-parentPort.on("message", ({ id, data, end }) => {
-  let hash = open.get(id);
-  if (hash === undefined) {
-    hash = createHash("sha256");
-    open.set(id, hash);
-  }
-  if (data !== undefined) {
-    hash.update(new Uint8Array(data));
-    if (typeof data.transfer === "function") data.transfer(0);
-  }
-  if (end) {
-    open.delete(id);
-    parentPort.postMessage({ id, digest: hash.digest("hex") });
-  }
-});
-`;
 
 export class HashThread {
   private thread: Worker | undefined;
@@ -85,7 +58,7 @@ export class HashThread {
     // A copy of just this part, moved to the thread: the part may be a view into a larger buffer that the tar
     // reader frees once the next part is asked for.
     const data = (part.buffer as ArrayBuffer).slice(part.byteOffset, part.byteOffset + part.length);
-    this.started().postMessage({ id, data }, [data]);
+    this.started().postMessage({ id, blocks: [data], segments: [0, id, 0, data.byteLength, 0] }, [data]);
   }
 
   private finish(id: number): Promise<string> {
@@ -94,24 +67,34 @@ export class HashThread {
       this.pending.set(id, { resolve, reject });
       const thread = this.started();
       thread.ref();
-      thread.postMessage({ id, end: true });
+      thread.postMessage({ id, blocks: [], segments: [-1, id, 0, 0, 1] });
     });
   }
 
   private started(): Worker {
     if (this.thread !== undefined) return this.thread;
-    const thread = new Worker(HASH_THREAD_SOURCE, { eval: true });
+    // The digest thread's code and protocol (file-digests.ts): a part is one segment covering its whole buffer.
+    const thread = new Worker(DIGEST_WORKER_SOURCE, { eval: true });
     thread.unref(); // only a pending digest keeps the process alive (see finish)
-    thread.on("message", ({ id, digest }: { id: number; digest: string }) => {
-      const waiter = this.pending.get(id);
-      this.pending.delete(id);
-      if (this.pending.size === 0) thread.unref();
-      waiter?.resolve(digest);
+    thread.on("message", (reply: { digests: (number | string)[] } | { error: string }) => {
+      if ("error" in reply) {
+        this.fail(hashFailed(reply.error));
+        return;
+      }
+      for (let i = 0; i < reply.digests.length; i += 2)
+        this.settle(reply.digests[i] as number, reply.digests[i + 1] as string);
     });
     thread.on("error", (error) => this.fail(hashFailed(error.message, error)));
     thread.on("exit", (code) => this.fail(hashFailed(`the hash thread exited with code ${code}`)));
     this.thread = thread;
     return thread;
+  }
+
+  private settle(id: number, digest: string): void {
+    const waiter = this.pending.get(id);
+    this.pending.delete(id);
+    if (this.pending.size === 0) this.thread?.unref();
+    waiter?.resolve(digest);
   }
 
   private fail(error: Error): void {
