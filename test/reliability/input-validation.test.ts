@@ -180,6 +180,7 @@ describe("CLI flags", () => {
     "--target",
     join(work, "t"),
   ];
+  const drillIntoDir = () => ["drill", "--archive", archive, "--identity", identityFile, "--target-dir", "d"];
   // [flag named in the message, argv]
   const cases: [string, () => string[]][] = [
     ["--home", () => ["backup", "--out", join(work, "out"), "--recipient", recipient]],
@@ -220,38 +221,10 @@ describe("CLI flags", () => {
     ["--archive", () => ["drill", "--identity", identityFile, "--target-dir", join(work, "d")]],
     ["--target-dir", () => ["drill", "--archive", archive, "--identity", identityFile]],
     ["--ssh-key", () => ["drill", "--archive", archive, "--identity", identityFile, "--target-host", "h"]],
-    [
-      "--check",
-      () => ["drill", "--archive", archive, "--identity", identityFile, "--target-dir", "d", "--check", "x"],
-    ],
-    [
-      "--boot-timeout",
-      () => [
-        "drill",
-        "--archive",
-        archive,
-        "--identity",
-        identityFile,
-        "--target-dir",
-        "d",
-        "--boot-timeout",
-        "0",
-      ],
-    ],
-    [
-      "--history",
-      () => [
-        "drill",
-        "--archive",
-        archive,
-        "--identity",
-        identityFile,
-        "--target-dir",
-        "d",
-        "--history",
-        work, // a directory: EISDIR (a missing history file is fine: the first drill has none)
-      ],
-    ],
+    ["--check", () => [...drillIntoDir(), "--check", "x"]],
+    ["--boot-timeout", () => [...drillIntoDir(), "--boot-timeout", "0"]],
+    // A directory: EISDIR (a missing history file is fine: the first drill has none).
+    ["--history", () => [...drillIntoDir(), "--history", work]],
   ];
 
   it.each(cases)("%s: %j -> exit 2 naming it, nothing on stdout", async (flag, argv) => {
