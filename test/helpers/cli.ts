@@ -27,3 +27,8 @@ export async function cliJson<T = Record<string, unknown>>(...argv: string[]): P
   if (run.code !== 0) throw new Error(`looker-backup ${argv.join(" ")} exited ${run.code}: ${run.stderr}`);
   return JSON.parse(run.stdout) as T;
 }
+
+/** The argv of a CLI backup of `home` into the dir store `out` (callers add --json, --quiet and the like). */
+export function backupArgv(home: string, out: string, recipient: string, instance: string): string[] {
+  return ["backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", instance];
+}

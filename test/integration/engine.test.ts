@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { writeArchive } from "../helpers/archives.js";
-import { cli, cliJson } from "../helpers/cli.js";
+import { backupArgv, cli, cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { comparable, mtimeDifferences, snapshotTree } from "../helpers/tree.js";
 
@@ -79,18 +79,7 @@ afterAll(async () => {
 });
 
 async function backup(out: string, ...extra: string[]): Promise<BackupJson> {
-  return cliJson<BackupJson>(
-    "backup",
-    "--home",
-    home,
-    "--out",
-    out,
-    "--recipient",
-    recipient,
-    "--instance",
-    "test",
-    ...extra,
-  );
+  return cliJson<BackupJson>(...backupArgv(home, out, recipient, "test"), ...extra);
 }
 
 describe("backup and restore round trip", () => {
@@ -213,17 +202,7 @@ describe("interop: an archive made by GNU tar, zstd and age", () => {
     execFileSync("age-keygen", ["-o", keyFile], { stdio: "ignore" });
     const theirRecipient = execFileSync("age-keygen", ["-y", keyFile]).toString().trim();
     const out = join(work, "store-agekeygen");
-    const made = await cliJson<BackupJson>(
-      "backup",
-      "--home",
-      home,
-      "--out",
-      out,
-      "--recipient",
-      theirRecipient,
-      "--instance",
-      "k",
-    );
+    const made = await cliJson<BackupJson>(...backupArgv(home, out, theirRecipient, "k"));
     await cliJson("verify", "--archive", made.archive, "--identity", keyFile);
   });
 });
@@ -417,15 +396,7 @@ describe("dir store", () => {
     const first = await backup(out);
     await new Promise((r) => setTimeout(r, 1100)); // archive names have one-second resolution
     const failing = await cli(
-      "backup",
-      "--home",
-      join(work, "no-such-home"),
-      "--out",
-      out,
-      "--recipient",
-      recipient,
-      "--instance",
-      "test",
+      ...backupArgv(join(work, "no-such-home"), out, recipient, "test"),
       "--keep-last",
       "1",
     );

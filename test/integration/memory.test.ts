@@ -14,6 +14,7 @@ import { resolveManifest } from "../../src/engine/backup.js";
 import { selectFiles } from "../../src/manifest/select.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
+import { backupArgv } from "../helpers/cli.js";
 import { findCommand, requireCommands } from "../helpers/prerequisites.js";
 
 const GiB = 1024 ** 3;
@@ -85,19 +86,9 @@ describe("memory stays bounded on a 2 GiB home", () => {
     const out = join(work, "out");
     const backup = await measured(work, "backup", [
       cli,
-      "backup",
-      ...[
-        "--home",
-        home,
-        "--out",
-        out,
-        "--recipient",
-        recipient,
-        "--instance",
-        "memory",
-        "--json",
-        "--quiet",
-      ],
+      ...backupArgv(home, out, recipient, "memory"),
+      "--json",
+      "--quiet",
     ]);
     expect(backup.stderr).toBe("");
     expect(backup.code).toBe(0);

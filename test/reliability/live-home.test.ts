@@ -14,7 +14,7 @@ import { runBackup } from "../../src/engine/backup.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
-import { cli, cliJson } from "../helpers/cli.js";
+import { backupArgv, cli, cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { makeKeyPair, removeWorkspace, runProcess, workspace } from "./support.js";
 
@@ -50,19 +50,7 @@ describe("a file that changes while it is read", () => {
     try {
       run = await runProcess(
         process.execPath,
-        [
-          await bundledEntry("cli"),
-          "backup",
-          "--home",
-          home,
-          "--out",
-          out,
-          "--recipient",
-          recipient,
-          "--instance",
-          "live",
-          "--json",
-        ],
+        [await bundledEntry("cli"), ...backupArgv(home, out, recipient, "live"), "--json"],
         {
           onSpawn: (c) => {
             child = c;
@@ -155,15 +143,7 @@ describe("run as an unprivileged user", () => {
       "--",
       process.execPath,
       cliCopy,
-      "backup",
-      "--home",
-      home,
-      "--out",
-      nobodyOut,
-      "--recipient",
-      recipient,
-      "--instance",
-      "nobody",
+      ...backupArgv(home, nobodyOut, recipient, "nobody"),
       "--json",
     ]);
   }

@@ -12,7 +12,7 @@ import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
-import { cliJson } from "../helpers/cli.js";
+import { backupArgv, cliJson } from "../helpers/cli.js";
 import { makeKeyPair, removeWorkspace, runProcess, workspace } from "./support.js";
 
 let work: string;
@@ -55,30 +55,18 @@ describe("signals during a CLI backup", () => {
     async (signal, _when, fraction) => {
       const out = join(work, `store-${signal}-${fraction}`);
       const older = await cliJson<{ archive: string; bytesOut: number }>(
-        "backup",
-        "--home",
-        home,
-        "--out",
-        out,
-        "--recipient",
-        recipient,
-        "--instance",
-        "sig",
+        ...backupArgv(home, out, recipient, "sig"),
       );
       const olderSha = await sha256(older.archive);
       await new Promise((r) => setTimeout(r, 1100)); // archive names have one-second resolution
       const threshold = older.bytesOut * fraction;
       let child: ChildProcess | undefined;
       let signalled = false;
-      const running = runProcess(
-        process.execPath,
-        [cliPath, "backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", "sig"],
-        {
-          onSpawn: (c) => {
-            child = c;
-          },
+      const running = runProcess(process.execPath, [cliPath, ...backupArgv(home, out, recipient, "sig")], {
+        onSpawn: (c) => {
+          child = c;
         },
-      );
+      });
       let exited = false;
       void running.then(() => {
         exited = true;
