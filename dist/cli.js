@@ -28252,33 +28252,38 @@ function encodeEndOfArchive() {
   return Buffer.alloc(2 * BLOCK_SIZE);
 }
 function encodeHeader(header) {
-  const member = normalizeForWriting(header);
-  const paxValues = paxValuesFor(member);
-  if (paxValues.size === 0) return encodeUstarBlock(member, NOTHING_OVERRIDDEN);
-  let records = "";
-  for (const [key, value] of paxValues) records += paxRecordText(key, value);
-  const bodyLength = Buffer.byteLength(records);
-  const bodyEnd = BLOCK_SIZE + bodyLength;
-  const out = Buffer.alloc(bodyEnd + paddingFor(bodyLength) + BLOCK_SIZE);
-  writeUstarBlock(
-    out.subarray(0, BLOCK_SIZE),
-    {
-      path: paxHeaderName(member.path),
-      type: "file",
-      size: bodyLength,
-      mode: 420,
-      uid: 0,
-      gid: 0,
-      mtime: Math.max(0, Math.floor(member.mtime))
-    },
-    NOTHING_OVERRIDDEN,
-    TypeFlag.paxExtended
-  );
-  out.write(records, BLOCK_SIZE, "utf8");
-  writeUstarBlock(out.subarray(out.length - BLOCK_SIZE), member, new Set(paxValues.keys()));
-  return out;
+  return Buffer.from(encodeHeaderView(header));
 }
-var NOTHING_OVERRIDDEN = /* @__PURE__ */ new Set();
+var scratch = Buffer.alloc(4 * BLOCK_SIZE);
+function encodeHeaderView(header) {
+  const member = normalizeForWriting(header);
+  const split = splitUstarPath(member.path);
+  const overridden = overriddenFields(member, split);
+  if (overridden === 0) {
+    scratch.fill(0, 0, BLOCK_SIZE);
+    writeUstarBlock(scratch, 0, member, split, 0, void 0);
+    return scratch.subarray(0, BLOCK_SIZE);
+  }
+  const records = paxRecordsText(member, overridden);
+  const bodyLength = Buffer.byteLength(records);
+  const ustarAt = BLOCK_SIZE + bodyLength + paddingFor(bodyLength);
+  const length = ustarAt + BLOCK_SIZE;
+  if (scratch.length < length) scratch = Buffer.alloc(length);
+  scratch.fill(0, 0, length);
+  const paxHeader = {
+    path: paxHeaderName(member.path),
+    type: "file",
+    size: bodyLength,
+    mode: 420,
+    uid: 0,
+    gid: 0,
+    mtime: Math.max(0, Math.floor(member.mtime))
+  };
+  writeUstarBlock(scratch, 0, paxHeader, splitUstarPath(paxHeader.path), 0, TypeFlag.paxExtended);
+  scratch.write(records, BLOCK_SIZE, "utf8");
+  writeUstarBlock(scratch, ustarAt, member, split, overridden, void 0);
+  return scratch.subarray(0, length);
+}
 function normalizeForWriting(header) {
   const problem = writingProblem(header);
   if (problem !== void 0) {
@@ -28309,25 +28314,46 @@ function writingProblem(header) {
 function isCount(value) {
   return Number.isSafeInteger(value) && value >= 0;
 }
-function paxValuesFor(header) {
-  const values = /* @__PURE__ */ new Map();
-  if (splitUstarPath(header.path) === void 0) values.set("path", header.path);
+var Pax = {
+  path: 1,
+  linkpath: 2,
+  size: 4,
+  uid: 8,
+  gid: 16,
+  mtime: 32,
+  uname: 64,
+  gname: 128
+};
+var MAX_SIZE = maxOctal(Field.size[1]);
+var MAX_ID = maxOctal(Field.uid[1]);
+var MAX_MTIME = maxOctal(Field.mtime[1]);
+function overriddenFields(header, split) {
+  let fields = 0;
+  if (split === void 0) fields |= Pax.path;
   if (header.linkTarget !== void 0 && !fitsUstarText(header.linkTarget, Field.linkname[1])) {
-    values.set("linkpath", header.linkTarget);
+    fields |= Pax.linkpath;
   }
-  if (header.size > maxOctal(Field.size[1])) values.set("size", String(header.size));
-  if (header.uid > maxOctal(Field.uid[1])) values.set("uid", String(header.uid));
-  if (header.gid > maxOctal(Field.gid[1])) values.set("gid", String(header.gid));
-  if (!Number.isInteger(header.mtime) || header.mtime < 0 || header.mtime > maxOctal(Field.mtime[1])) {
-    values.set("mtime", formatPaxTime(header.mtime));
+  if (header.size > MAX_SIZE) fields |= Pax.size;
+  if (header.uid > MAX_ID) fields |= Pax.uid;
+  if (header.gid > MAX_ID) fields |= Pax.gid;
+  if (!Number.isInteger(header.mtime) || header.mtime < 0 || header.mtime > MAX_MTIME) {
+    fields |= Pax.mtime;
   }
-  if (header.uname !== void 0 && !fitsUstarText(header.uname, Field.uname[1] - 1)) {
-    values.set("uname", header.uname);
-  }
-  if (header.gname !== void 0 && !fitsUstarText(header.gname, Field.gname[1] - 1)) {
-    values.set("gname", header.gname);
-  }
-  return values;
+  if (header.uname !== void 0 && !fitsUstarText(header.uname, Field.uname[1] - 1)) fields |= Pax.uname;
+  if (header.gname !== void 0 && !fitsUstarText(header.gname, Field.gname[1] - 1)) fields |= Pax.gname;
+  return fields;
+}
+function paxRecordsText(header, fields) {
+  let records = "";
+  if (fields & Pax.path) records += paxRecordText("path", header.path);
+  if (fields & Pax.linkpath) records += paxRecordText("linkpath", header.linkTarget);
+  if (fields & Pax.size) records += paxRecordText("size", String(header.size));
+  if (fields & Pax.uid) records += paxRecordText("uid", String(header.uid));
+  if (fields & Pax.gid) records += paxRecordText("gid", String(header.gid));
+  if (fields & Pax.mtime) records += paxRecordText("mtime", formatPaxTime(header.mtime));
+  if (fields & Pax.uname) records += paxRecordText("uname", header.uname);
+  if (fields & Pax.gname) records += paxRecordText("gname", header.gname);
+  return records;
 }
 function isPlainAscii(text) {
   return /^[\x20-\x7e]*$/.test(text);
@@ -28364,68 +28390,100 @@ function formatPaxTime(seconds) {
   return seconds.toFixed(9).replace(/\.?0+$/, "");
 }
 function ustarFallback(text, width) {
-  const ascii = text.replace(/[^\x20-\x7e]/g, "_");
+  const ascii = isPlainAscii(text) ? text : text.replace(/[^\x20-\x7e]/g, "_");
   return ascii.length <= width ? ascii : ascii.slice(ascii.length - width);
 }
 function paxHeaderName(path) {
-  const base = path.replace(/\/$/, "").split("/").pop() ?? "";
+  const end = path.endsWith("/") ? path.length - 1 : path.length;
+  const base = path.slice(path.lastIndexOf("/", end - 1) + 1, end);
   return ustarFallback(`PaxHeaders/${base}`, Field.name[1]);
 }
-function encodeUstarBlock(header, overridden, typeFlag) {
-  const block = Buffer.alloc(BLOCK_SIZE);
-  writeUstarBlock(block, header, overridden, typeFlag);
-  return block;
-}
-function writeUstarBlock(block, header, overridden, typeFlag) {
-  const split = splitUstarPath(header.path);
+var FIXED_CHECKSUM = 8 * 32 + byteSum("ustar\0") + byteSum("00");
+function writeUstarBlock(out, at, header, split, overridden, typeFlag) {
+  let sum = FIXED_CHECKSUM;
   if (split) {
-    writeText(block, Field.name, split.name);
-    writeText(block, Field.prefix, split.prefix);
+    sum += putText(out, at + Field.name[0], Field.name[1], split.name);
+    sum += putText(out, at + Field.prefix[0], Field.prefix[1], split.prefix);
   } else {
     const fallback = ustarFallback(header.path.replace(/\/$/, ""), Field.name[1] - 1);
-    writeText(block, Field.name, header.path.endsWith("/") ? `${fallback}/` : fallback);
+    sum += putText(out, at, Field.name[1], header.path.endsWith("/") ? `${fallback}/` : fallback);
   }
-  writeOctal(block, Field.mode, header.mode);
-  writeOctal(block, Field.uid, overridden.has("uid") ? 0 : header.uid);
-  writeOctal(block, Field.gid, overridden.has("gid") ? 0 : header.gid);
-  writeOctal(block, Field.size, overridden.has("size") ? 0 : header.size);
-  writeOctal(block, Field.mtime, overridden.has("mtime") ? ustarTimeFallback(header.mtime) : header.mtime);
-  block.write(
-    typeFlag ?? typeFlagOf[header.type],
-    Field.typeflag[0],
-    "latin1"
+  sum += putOctal(out, at, Field.mode, header.mode);
+  sum += putOctal(out, at, Field.uid, overridden & Pax.uid ? 0 : header.uid);
+  sum += putOctal(out, at, Field.gid, overridden & Pax.gid ? 0 : header.gid);
+  sum += putOctal(out, at, Field.size, overridden & Pax.size ? 0 : header.size);
+  sum += putOctal(
+    out,
+    at,
+    Field.mtime,
+    overridden & Pax.mtime ? ustarTimeFallback(header.mtime) : header.mtime
   );
+  const flag = (typeFlag ?? typeFlagOf[header.type]).charCodeAt(0);
+  out[at + Field.typeflag[0]] = flag;
+  sum += flag;
   if (header.linkTarget !== void 0) {
-    writeText(block, Field.linkname, ustarFallback(header.linkTarget, Field.linkname[1]));
+    sum += putText(
+      out,
+      at + Field.linkname[0],
+      Field.linkname[1],
+      ustarFallback(header.linkTarget, Field.linkname[1])
+    );
   }
-  block.write("ustar\0", Field.magic[0], "latin1");
-  block.write("00", Field.version[0], "latin1");
-  if (header.uname !== void 0)
-    writeText(block, Field.uname, ustarFallback(header.uname, Field.uname[1] - 1));
-  if (header.gname !== void 0)
-    writeText(block, Field.gname, ustarFallback(header.gname, Field.gname[1] - 1));
+  out.write("ustar\0", at + Field.magic[0], "latin1");
+  out.write("00", at + Field.version[0], "latin1");
+  if (header.uname !== void 0) {
+    sum += putText(out, at + Field.uname[0], Field.uname[1], ustarFallback(header.uname, Field.uname[1] - 1));
+  }
+  if (header.gname !== void 0) {
+    sum += putText(out, at + Field.gname[0], Field.gname[1], ustarFallback(header.gname, Field.gname[1] - 1));
+  }
   if (header.type === "character-device" || header.type === "block-device") {
-    writeOctal(block, Field.devmajor, 0);
-    writeOctal(block, Field.devminor, 0);
+    sum += putOctal(out, at, Field.devmajor, 0);
+    sum += putOctal(out, at, Field.devminor, 0);
   }
-  writeChecksum(block);
+  const checksumAt = at + Field.checksum[0];
+  putOctalDigits(out, checksumAt, 6, sum);
+  out[checksumAt + 6] = 0;
+  out[checksumAt + 7] = 32;
 }
 function ustarTimeFallback(seconds) {
-  return Math.min(Math.max(0, Math.floor(seconds)), maxOctal(Field.mtime[1]));
+  return Math.min(Math.max(0, Math.floor(seconds)), MAX_MTIME);
 }
-function writeText(block, [offset, width], text) {
-  block.write(text, offset, width, "latin1");
+function putText(out, at, width, text) {
+  const length = Math.min(text.length, width);
+  let sum = 0;
+  for (let i = 0; i < length; i++) {
+    const byte = text.charCodeAt(i) & 255;
+    out[at + i] = byte;
+    sum += byte;
+  }
+  return sum;
 }
-function writeOctal(block, [offset, width], value) {
-  writeOctalDigits(block, offset, width - 1, value);
-  block[offset + width - 1] = 0;
+function putOctal(out, at, [offset, width], value) {
+  return putOctalDigits(out, at + offset, width - 1, value);
 }
-function writeOctalDigits(block, offset, digits, value) {
+function putOctalDigits(out, offset, digits, value) {
+  let sum = 0;
   let rest = value;
-  for (let i = offset + digits - 1; i >= offset; i--) {
-    block[i] = 48 + rest % 8;
+  let i = offset + digits - 1;
+  for (; i >= offset && rest > 2147483647; i--) {
+    const digit = rest % 8;
+    out[i] = 48 + digit;
+    sum += 48 + digit;
     rest = Math.floor(rest / 8);
   }
+  for (; i >= offset; i--) {
+    const digit = rest & 7;
+    out[i] = 48 + digit;
+    sum += 48 + digit;
+    rest >>>= 3;
+  }
+  return sum;
+}
+function byteSum(text) {
+  let sum = 0;
+  for (let i = 0; i < text.length; i++) sum += text.charCodeAt(i);
+  return sum;
 }
 function headerChecksum(block) {
   let sum = 8 * 32;
@@ -28443,12 +28501,6 @@ function signedHeaderChecksum(block) {
     sum += byte > 127 ? byte - 256 : byte;
   }
   return sum;
-}
-function writeChecksum(block) {
-  const [offset] = Field.checksum;
-  writeOctalDigits(block, offset, 6, headerChecksum(block));
-  block[offset + 6] = 0;
-  block[offset + 7] = 32;
 }
 
 // src/archive/pack.ts
@@ -28638,7 +28690,7 @@ var ArchivePacker = class {
   /** Writes the member's header and records it in the catalog. */
   writeHeader(header) {
     const entry2 = this.catalogEntryFor(header);
-    this.out.write(encodeHeader(header));
+    this.out.write(encodeHeaderView(header));
     return entry2;
   }
   catalogEntryFor(header) {
@@ -31773,7 +31825,7 @@ async function backupAroundLooker(request2, log) {
   }
   const { mysqlBackend } = await resolveManifest(request2);
   const cluster = new Cluster(request2.nodes, request2.onStopRecord, log);
-  const scratch = await mkdtemp3(join7(tmpdir3(), "looker-backup-"));
+  const scratch2 = await mkdtemp3(join7(tmpdir3(), "looker-backup-"));
   let dump;
   let spooled;
   const dumpAbort = new AbortController();
@@ -31783,14 +31835,14 @@ async function backupAroundLooker(request2, log) {
     const keyfile = request2.keystoreIndependent ? await makeKeyfile(request2.nodes[0]) : void 0;
     const mysql = mysqlBackend ? await mysqlConnectionFor(request2) : void 0;
     if (mysql) {
-      dump = startMysqlDump(mysql, { spoolDir: scratch, signal: dumpSignal });
+      dump = startMysqlDump(mysql, { spoolDir: scratch2, signal: dumpSignal });
       dump.done.catch(() => void 0);
       await dump.snapshotTaken;
       log(`mysql: consistent snapshot of ${mysql.database} taken`);
     }
     const substitutes = /* @__PURE__ */ new Map();
     if (request2.consistency === "brief-stop") {
-      if (!mysqlBackend) substitutes.set("looker/.db", await copyDatabaseDirectory(request2.home, scratch));
+      if (!mysqlBackend) substitutes.set("looker/.db", await copyDatabaseDirectory(request2.home, scratch2));
       await cluster.restartStopped(request2.signal);
       log(`brief stop: Looker was down ${cluster.downtimeMs} ms`);
     }
@@ -31819,7 +31871,7 @@ async function backupAroundLooker(request2, log) {
     dumpAbort.abort();
     await dump?.done.catch(() => void 0);
     await spooled?.dispose();
-    await rm5(scratch, { recursive: true, force: true });
+    await rm5(scratch2, { recursive: true, force: true });
   }
   async function spooledDumpMembers(handle) {
     spooled = await handle.done;
@@ -31871,8 +31923,8 @@ function dumpMember(dump) {
     body: () => dump.open()
   };
 }
-async function copyDatabaseDirectory(home, scratch) {
-  const copy = join7(scratch, "db-copy");
+async function copyDatabaseDirectory(home, scratch2) {
+  const copy = join7(scratch2, "db-copy");
   const result = await runProcess("cp", ["-a", "--", join7(home, "looker", ".db"), copy]);
   if (result.code !== 0) {
     throw new LookerBackupError(

@@ -15,7 +15,13 @@ import { InputError } from "../errors.js";
 import type { EntryStats, SelectedEntry } from "../manifest/select.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
 import { type DigestListener, type FileDigester, InlineDigester } from "./file-digests.js";
-import { encodeEndOfArchive, encodeHeader, paddingFor, type TarHeader } from "./tar-format.js";
+import {
+  encodeEndOfArchive,
+  encodeHeader,
+  encodeHeaderView,
+  paddingFor,
+  type TarHeader,
+} from "./tar-format.js";
 
 /** A member produced by the caller rather than read from disk (e.g. a database dump spooled during the backup). */
 export interface ExtraMember {
@@ -255,7 +261,7 @@ export class ArchivePacker {
   /** Writes the member's header and records it in the catalog. */
   private writeHeader(header: TarHeader): CatalogEntry {
     const entry = this.catalogEntryFor(header);
-    this.out.write(encodeHeader(header));
+    this.out.write(encodeHeaderView(header)); // copied into the chunk at once
     return entry;
   }
 

@@ -103,38 +103,53 @@ export function encodeEndOfArchive(): Buffer {
 /**
  * The header block(s) for one member: a pax 'x' header first when some value does not fit ustar,
  * then the ustar header. The body (size bytes) and paddingFor(size) zero bytes must follow.
+ *
+ * Runs once per member, so it is written for speed: one zeroed allocation for everything, the ustar path split
+ * worked out once, and each block's checksum summed from the bytes as they are written rather than by a second
+ * pass over the 512 bytes. At 100,000 small files the general version took ~7 us a member, most of the packer's
+ * own time.
  */
 export function encodeHeader(header: TarHeader): Buffer {
-  const member = normalizeForWriting(header);
-  const paxValues = paxValuesFor(member);
-  if (paxValues.size === 0) return encodeUstarBlock(member, NOTHING_OVERRIDDEN);
-  // One allocation for pax header, records, padding and ustar block: this runs once per member, and at
-  // 100,000 small files the separate buffers and their concatenation were a tenth of the packer's own time.
-  let records = "";
-  for (const [key, value] of paxValues) records += paxRecordText(key, value);
-  const bodyLength = Buffer.byteLength(records);
-  const bodyEnd = BLOCK_SIZE + bodyLength;
-  const out = Buffer.alloc(bodyEnd + paddingFor(bodyLength) + BLOCK_SIZE);
-  writeUstarBlock(
-    out.subarray(0, BLOCK_SIZE),
-    {
-      path: paxHeaderName(member.path),
-      type: "file",
-      size: bodyLength,
-      mode: 0o644,
-      uid: 0,
-      gid: 0,
-      mtime: Math.max(0, Math.floor(member.mtime)),
-    },
-    NOTHING_OVERRIDDEN,
-    TypeFlag.paxExtended,
-  );
-  out.write(records, BLOCK_SIZE, "utf8");
-  writeUstarBlock(out.subarray(out.length - BLOCK_SIZE), member, new Set(paxValues.keys()));
-  return out;
+  return Buffer.from(encodeHeaderView(header));
 }
 
-const NOTHING_OVERRIDDEN: ReadonlySet<string> = new Set();
+/** Reused by encodeHeaderView; grows for long pax records. */
+let scratch = Buffer.alloc(4 * BLOCK_SIZE);
+
+/**
+ * encodeHeader into a buffer this module reuses: the view is valid only until the next call, so the caller copies
+ * it at once (the packer writes it into its chunk). A fresh 1.5 KiB allocation per member cost more than the
+ * encoding itself.
+ */
+export function encodeHeaderView(header: TarHeader): Buffer {
+  const member = normalizeForWriting(header);
+  const split = splitUstarPath(member.path);
+  const overridden = overriddenFields(member, split);
+  if (overridden === 0) {
+    scratch.fill(0, 0, BLOCK_SIZE);
+    writeUstarBlock(scratch, 0, member, split, 0, undefined);
+    return scratch.subarray(0, BLOCK_SIZE);
+  }
+  const records = paxRecordsText(member, overridden);
+  const bodyLength = Buffer.byteLength(records);
+  const ustarAt = BLOCK_SIZE + bodyLength + paddingFor(bodyLength);
+  const length = ustarAt + BLOCK_SIZE;
+  if (scratch.length < length) scratch = Buffer.alloc(length);
+  scratch.fill(0, 0, length);
+  const paxHeader: TarHeader = {
+    path: paxHeaderName(member.path),
+    type: "file",
+    size: bodyLength,
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    mtime: Math.max(0, Math.floor(member.mtime)),
+  };
+  writeUstarBlock(scratch, 0, paxHeader, splitUstarPath(paxHeader.path), 0, TypeFlag.paxExtended);
+  scratch.write(records, BLOCK_SIZE, "utf8");
+  writeUstarBlock(scratch, ustarAt, member, split, overridden, undefined);
+  return scratch.subarray(0, length);
+}
 
 /** Checks what a writer could get wrong and gives directories their trailing slash. */
 function normalizeForWriting(header: TarHeader): TarHeader {
@@ -178,27 +193,53 @@ function isCount(value: number): boolean {
   return Number.isSafeInteger(value) && value >= 0;
 }
 
-/** The pax values a member needs, by key; empty when it fits ustar exactly. */
-function paxValuesFor(header: TarHeader): Map<string, string> {
-  const values = new Map<string, string>();
-  if (splitUstarPath(header.path) === undefined) values.set("path", header.path);
+/** Values that go to pax records instead of (or as well as) the ustar block, one bit each, in record order. */
+const Pax = {
+  path: 1,
+  linkpath: 2,
+  size: 4,
+  uid: 8,
+  gid: 16,
+  mtime: 32,
+  uname: 64,
+  gname: 128,
+} as const;
+
+const MAX_SIZE = maxOctal(Field.size[1]);
+const MAX_ID = maxOctal(Field.uid[1]);
+const MAX_MTIME = maxOctal(Field.mtime[1]);
+
+/** Which values of the member need a pax record (Pax bits); 0 when it fits ustar exactly. */
+function overriddenFields(header: TarHeader, split: UstarPath | undefined): number {
+  let fields = 0;
+  if (split === undefined) fields |= Pax.path;
   if (header.linkTarget !== undefined && !fitsUstarText(header.linkTarget, Field.linkname[1])) {
-    values.set("linkpath", header.linkTarget);
+    fields |= Pax.linkpath;
   }
-  if (header.size > maxOctal(Field.size[1])) values.set("size", String(header.size));
-  if (header.uid > maxOctal(Field.uid[1])) values.set("uid", String(header.uid));
-  if (header.gid > maxOctal(Field.gid[1])) values.set("gid", String(header.gid));
-  if (!Number.isInteger(header.mtime) || header.mtime < 0 || header.mtime > maxOctal(Field.mtime[1])) {
-    values.set("mtime", formatPaxTime(header.mtime));
+  if (header.size > MAX_SIZE) fields |= Pax.size;
+  if (header.uid > MAX_ID) fields |= Pax.uid;
+  if (header.gid > MAX_ID) fields |= Pax.gid;
+  if (!Number.isInteger(header.mtime) || header.mtime < 0 || header.mtime > MAX_MTIME) {
+    fields |= Pax.mtime;
   }
   // uname and gname are NUL-terminated in ustar, so 31 bytes at most.
-  if (header.uname !== undefined && !fitsUstarText(header.uname, Field.uname[1] - 1)) {
-    values.set("uname", header.uname);
-  }
-  if (header.gname !== undefined && !fitsUstarText(header.gname, Field.gname[1] - 1)) {
-    values.set("gname", header.gname);
-  }
-  return values;
+  if (header.uname !== undefined && !fitsUstarText(header.uname, Field.uname[1] - 1)) fields |= Pax.uname;
+  if (header.gname !== undefined && !fitsUstarText(header.gname, Field.gname[1] - 1)) fields |= Pax.gname;
+  return fields;
+}
+
+/** The pax records of the overridden fields, in a fixed order. */
+function paxRecordsText(header: TarHeader, fields: number): string {
+  let records = "";
+  if (fields & Pax.path) records += paxRecordText("path", header.path);
+  if (fields & Pax.linkpath) records += paxRecordText("linkpath", header.linkTarget!);
+  if (fields & Pax.size) records += paxRecordText("size", String(header.size));
+  if (fields & Pax.uid) records += paxRecordText("uid", String(header.uid));
+  if (fields & Pax.gid) records += paxRecordText("gid", String(header.gid));
+  if (fields & Pax.mtime) records += paxRecordText("mtime", formatPaxTime(header.mtime));
+  if (fields & Pax.uname) records += paxRecordText("uname", header.uname!);
+  if (fields & Pax.gname) records += paxRecordText("gname", header.gname!);
+  return records;
 }
 
 /** Printable ASCII only: anything else (UTF-8, newlines, control bytes) goes to pax, which is exact. */
@@ -210,8 +251,13 @@ function fitsUstarText(text: string, width: number): boolean {
   return isPlainAscii(text) && text.length <= width;
 }
 
+interface UstarPath {
+  readonly prefix: string;
+  readonly name: string;
+}
+
 /** ustar keeps paths up to 255 bytes as prefix (<= 155) "/" name (<= 100); undefined when impossible. */
-export function splitUstarPath(path: string): { prefix: string; name: string } | undefined {
+export function splitUstarPath(path: string): UstarPath | undefined {
   if (!isPlainAscii(path)) return undefined;
   if (path.length <= Field.name[1]) return { prefix: "", name: path };
   // A directory's trailing "/" belongs to the name part, so search for the split before it.
@@ -254,85 +300,130 @@ export function formatPaxTime(seconds: number): string {
 
 /** A readable ASCII stand-in for readers that ignore pax (the real name is in the pax record). */
 function ustarFallback(text: string, width: number): string {
-  const ascii = text.replace(/[^\x20-\x7e]/g, "_");
+  const ascii = isPlainAscii(text) ? text : text.replace(/[^\x20-\x7e]/g, "_");
   return ascii.length <= width ? ascii : ascii.slice(ascii.length - width);
 }
 
 function paxHeaderName(path: string): string {
-  const base = path.replace(/\/$/, "").split("/").pop() ?? "";
+  const end = path.endsWith("/") ? path.length - 1 : path.length;
+  const base = path.slice(path.lastIndexOf("/", end - 1) + 1, end);
   return ustarFallback(`PaxHeaders/${base}`, Field.name[1]);
 }
 
-/** The ustar block; numeric fields whose value lives in a pax record (`overridden`) get a fallback. */
-function encodeUstarBlock(header: TarHeader, overridden: ReadonlySet<string>, typeFlag?: string): Buffer {
-  const block = Buffer.alloc(BLOCK_SIZE);
-  writeUstarBlock(block, header, overridden, typeFlag);
-  return block;
-}
+/** What every ustar block adds to its checksum besides its fields: the checksum field as spaces, magic, version. */
+const FIXED_CHECKSUM = 8 * 0x20 + byteSum("ustar\0") + byteSum("00");
 
-/** Fills a zeroed 512-byte block with the ustar header. */
+/**
+ * Fills the zeroed 512 bytes at `at` with the ustar header and its checksum. Numeric fields whose value lives in a
+ * pax record (`overridden`, Pax bits) get a fallback; a path that does not split gets a readable stand-in.
+ */
 function writeUstarBlock(
-  block: Buffer,
+  out: Buffer,
+  at: number,
   header: TarHeader,
-  overridden: ReadonlySet<string>,
-  typeFlag?: string,
+  split: UstarPath | undefined,
+  overridden: number,
+  typeFlag: string | undefined,
 ): void {
-  const split = splitUstarPath(header.path);
+  let sum = FIXED_CHECKSUM;
   if (split) {
-    writeText(block, Field.name, split.name);
-    writeText(block, Field.prefix, split.prefix);
+    sum += putText(out, at + Field.name[0], Field.name[1], split.name);
+    sum += putText(out, at + Field.prefix[0], Field.prefix[1], split.prefix);
   } else {
     const fallback = ustarFallback(header.path.replace(/\/$/, ""), Field.name[1] - 1);
-    writeText(block, Field.name, header.path.endsWith("/") ? `${fallback}/` : fallback);
+    sum += putText(out, at, Field.name[1], header.path.endsWith("/") ? `${fallback}/` : fallback);
   }
-  writeOctal(block, Field.mode, header.mode);
-  writeOctal(block, Field.uid, overridden.has("uid") ? 0 : header.uid);
-  writeOctal(block, Field.gid, overridden.has("gid") ? 0 : header.gid);
-  writeOctal(block, Field.size, overridden.has("size") ? 0 : header.size);
-  writeOctal(block, Field.mtime, overridden.has("mtime") ? ustarTimeFallback(header.mtime) : header.mtime);
-  block.write(
-    typeFlag ?? typeFlagOf[header.type as Exclude<TarEntryType, "other">],
-    Field.typeflag[0],
-    "latin1",
+  sum += putOctal(out, at, Field.mode, header.mode);
+  sum += putOctal(out, at, Field.uid, overridden & Pax.uid ? 0 : header.uid);
+  sum += putOctal(out, at, Field.gid, overridden & Pax.gid ? 0 : header.gid);
+  sum += putOctal(out, at, Field.size, overridden & Pax.size ? 0 : header.size);
+  sum += putOctal(
+    out,
+    at,
+    Field.mtime,
+    overridden & Pax.mtime ? ustarTimeFallback(header.mtime) : header.mtime,
   );
+  const flag = (typeFlag ?? typeFlagOf[header.type as Exclude<TarEntryType, "other">]).charCodeAt(0);
+  out[at + Field.typeflag[0]] = flag;
+  sum += flag;
   if (header.linkTarget !== undefined) {
-    writeText(block, Field.linkname, ustarFallback(header.linkTarget, Field.linkname[1]));
+    sum += putText(
+      out,
+      at + Field.linkname[0],
+      Field.linkname[1],
+      ustarFallback(header.linkTarget, Field.linkname[1]),
+    );
   }
-  block.write("ustar\0", Field.magic[0], "latin1");
-  block.write("00", Field.version[0], "latin1");
-  if (header.uname !== undefined)
-    writeText(block, Field.uname, ustarFallback(header.uname, Field.uname[1] - 1));
-  if (header.gname !== undefined)
-    writeText(block, Field.gname, ustarFallback(header.gname, Field.gname[1] - 1));
+  out.write("ustar\0", at + Field.magic[0], "latin1");
+  out.write("00", at + Field.version[0], "latin1");
+  if (header.uname !== undefined) {
+    sum += putText(out, at + Field.uname[0], Field.uname[1], ustarFallback(header.uname, Field.uname[1] - 1));
+  }
+  if (header.gname !== undefined) {
+    sum += putText(out, at + Field.gname[0], Field.gname[1], ustarFallback(header.gname, Field.gname[1] - 1));
+  }
   if (header.type === "character-device" || header.type === "block-device") {
-    writeOctal(block, Field.devmajor, 0);
-    writeOctal(block, Field.devminor, 0);
+    sum += putOctal(out, at, Field.devmajor, 0);
+    sum += putOctal(out, at, Field.devminor, 0);
   }
-  writeChecksum(block);
+  const checksumAt = at + Field.checksum[0];
+  putOctalDigits(out, checksumAt, 6, sum);
+  out[checksumAt + 6] = 0;
+  out[checksumAt + 7] = 0x20;
 }
 
 /** Whole seconds clamped into the ustar field, for readers that ignore the pax mtime. */
 function ustarTimeFallback(seconds: number): number {
-  return Math.min(Math.max(0, Math.floor(seconds)), maxOctal(Field.mtime[1]));
+  return Math.min(Math.max(0, Math.floor(seconds)), MAX_MTIME);
 }
 
-function writeText(block: Buffer, [offset, width]: readonly [number, number], text: string): void {
-  block.write(text, offset, width, "latin1");
+/** Writes at most `width` characters of ASCII text; returns the sum of the bytes written. */
+function putText(out: Buffer, at: number, width: number, text: string): number {
+  const length = Math.min(text.length, width);
+  let sum = 0;
+  for (let i = 0; i < length; i++) {
+    const byte = text.charCodeAt(i) & 0xff;
+    out[at + i] = byte;
+    sum += byte;
+  }
+  return sum;
 }
 
-/** Zero-padded octal digits and a NUL, written byte by byte (no strings: this runs ~6 times per member). */
-function writeOctal(block: Buffer, [offset, width]: readonly [number, number], value: number): void {
-  writeOctalDigits(block, offset, width - 1, value);
-  block[offset + width - 1] = 0;
+/** A zero-padded octal field and its NUL at the block at `at`; returns the sum of the bytes written. */
+function putOctal(
+  out: Buffer,
+  at: number,
+  [offset, width]: readonly [number, number],
+  value: number,
+): number {
+  return putOctalDigits(out, at + offset, width - 1, value);
 }
 
-/** `digits` octal digits of value, zero-padded, at offset; the value always fits (see maxOctal). */
-function writeOctalDigits(block: Buffer, offset: number, digits: number, value: number): void {
+/** `digits` octal digits of value, zero-padded, at offset (the value always fits, see maxOctal); returns their sum. */
+function putOctalDigits(out: Buffer, offset: number, digits: number, value: number): number {
+  let sum = 0;
   let rest = value;
-  for (let i = offset + digits - 1; i >= offset; i--) {
-    block[i] = 0x30 + (rest % 8);
+  let i = offset + digits - 1;
+  // Small values (all but huge sizes and far-future times) take integer arithmetic; the rest exact float division.
+  for (; i >= offset && rest > 0x7fffffff; i--) {
+    const digit = rest % 8;
+    out[i] = 0x30 + digit;
+    sum += 0x30 + digit;
     rest = Math.floor(rest / 8);
   }
+  for (; i >= offset; i--) {
+    const digit = rest & 7;
+    out[i] = 0x30 + digit;
+    sum += 0x30 + digit;
+    rest >>>= 3;
+  }
+  return sum;
+}
+
+function byteSum(text: string): number {
+  let sum = 0;
+  for (let i = 0; i < text.length; i++) sum += text.charCodeAt(i);
+  return sum;
 }
 
 /** Unsigned sum of the block with the checksum field counted as eight spaces. */
@@ -354,11 +445,4 @@ export function signedHeaderChecksum(block: Buffer): number {
     sum += byte > 127 ? byte - 256 : byte;
   }
   return sum;
-}
-
-function writeChecksum(block: Buffer): void {
-  const [offset] = Field.checksum;
-  writeOctalDigits(block, offset, 6, headerChecksum(block));
-  block[offset + 6] = 0;
-  block[offset + 7] = 0x20;
 }
