@@ -4,18 +4,27 @@
  * Frees a buffer that is its whole ArrayBuffer now rather than at the next garbage collection. Dead buffers are
  * external memory to V8, which collects them only after tens of MiB have piled up: in a restore that was a full
  * mark-compact every ~50 ms (~0.3 s of the main thread for 512 MB) and most of the peak RSS.
- * Transferring the ArrayBuffer to a 0-byte one detaches and releases it. Views into node's shared small-buffer
- * pool, or into part of a larger buffer, are left alone.
+ * Transferring the ArrayBuffer to a 0-byte one detaches and releases it. Views into part of a larger buffer are
+ * left alone; that includes node's shared small-buffer pool, whose slices never cover the whole pool.
  */
 export function releaseWhole(buffer: Uint8Array): void {
   const owned = buffer.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
   if (
     owned instanceof ArrayBuffer &&
+    owned.byteLength > 0 &&
     buffer.byteOffset === 0 &&
-    buffer.byteLength === owned.byteLength &&
-    owned.byteLength > Buffer.poolSize
+    buffer.byteLength === owned.byteLength
   )
     owned.transfer?.(0);
+}
+
+/**
+ * Whether a view may be a slice of node's shared small-buffer pool, which must never be freed. Such a slice is
+ * always part of an ArrayBuffer of Buffer.poolSize bytes. Note the pool's size is no constant: node 24 raised it
+ * from 8 to 64 KiB, and a size test against the old value had quietly stopped freeing the 64 KiB age chunks.
+ */
+function mayBePoolSlice(view: Uint8Array): boolean {
+  return view.buffer.byteLength <= Buffer.poolSize && view.byteLength < view.buffer.byteLength;
 }
 
 /** ArrayBuffers whose producer gave them up (see handOver). Weak: a buffer never released is still collected. */
@@ -27,8 +36,7 @@ const handedOver = new WeakSet<ArrayBufferLike>();
  * starts its own (non-pooled) ArrayBuffer is marked.
  */
 export function handOver(chunk: Uint8Array): void {
-  // Small buffers can be slices of node's shared pool (Buffer.poolSize), which must never be freed.
-  if (chunk.byteOffset === 0 && chunk.buffer.byteLength > Buffer.poolSize) handedOver.add(chunk.buffer);
+  if (chunk.byteOffset === 0 && !mayBePoolSlice(chunk)) handedOver.add(chunk.buffer);
 }
 
 /** Frees the chunk's ArrayBuffer now if its producer handed it over; otherwise leaves it to the collector. */
