@@ -19,7 +19,6 @@ export const PAYLOAD_NONCE_LENGTH = 16;
 export const PLAINTEXT_CHUNK_SIZE = 64 * 1024;
 export const CIPHERTEXT_CHUNK_SIZE = PLAINTEXT_CHUNK_SIZE + AEAD_TAG_LENGTH;
 const CHUNKS_PER_PUSH = 16;
-const OUTPUT_BATCH_SIZE = CHUNKS_PER_PUSH * CIPHERTEXT_CHUNK_SIZE;
 const LAST_CHUNK_FLAG = 0x01;
 /** The counter is 11 bytes; 6 of them (2^48 chunks = 16 EiB) are more than any archive needs. */
 const COUNTER_OFFSET = 5;
@@ -31,13 +30,20 @@ export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
   return hkdfSha256(fileKey, nonce, "payload");
 }
 
-/** Gathers output into large buffers and hands each to `emit` when full (and the remainder on flush). */
+/**
+ * Gathers output into large buffers and hands each to `emit` when full (and the remainder on flush). A full batch
+ * is exactly its whole buffer, so the consumer can free it at once (see releaseWhole): a batch sized for
+ * ciphertext chunks but filled with plaintext ones never was, and 1 MiB of garbage per batch went to the collector.
+ */
 class OutputBatcher {
-  #buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
+  readonly #batchSize: number;
+  #buffer: Buffer;
   #length = 0;
   readonly #emit: (data: Buffer) => void;
 
-  constructor(emit: (data: Buffer) => void) {
+  constructor(batchSize: number, emit: (data: Buffer) => void) {
+    this.#batchSize = batchSize;
+    this.#buffer = Buffer.allocUnsafe(batchSize);
     this.#emit = emit;
   }
 
@@ -56,7 +62,7 @@ class OutputBatcher {
     const batch = this.#buffer.subarray(0, this.#length);
     handOver(batch); // ours no more: the last consumer may free it (see releaseHandedOver)
     this.#emit(batch);
-    this.#buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
+    this.#buffer = Buffer.allocUnsafe(this.#batchSize);
     this.#length = 0;
   }
 }
@@ -73,10 +79,11 @@ abstract class ChunkedProcessor {
   readonly #nonce = Buffer.alloc(AEAD_NONCE_LENGTH);
   protected readonly output: OutputBatcher;
 
-  constructor(unitSize: number, emit: (data: Buffer) => void) {
+  /** @param outputUnitSize what one full unit becomes (a unit's size plus or minus the AEAD tag) */
+  constructor(unitSize: number, outputUnitSize: number, emit: (data: Buffer) => void) {
     this.#unitSize = unitSize;
     this.#assembly = Buffer.allocUnsafe(unitSize);
-    this.output = new OutputBatcher(emit);
+    this.output = new OutputBatcher(CHUNKS_PER_PUSH * outputUnitSize, emit);
   }
 
   /** Processes what can be processed now; keeps at most one unit back. */
@@ -148,7 +155,7 @@ export class PayloadEncryptor extends ChunkedProcessor {
   readonly #key: KeyObject;
 
   constructor(key: Buffer, emit: (data: Buffer) => void) {
-    super(PLAINTEXT_CHUNK_SIZE, emit);
+    super(PLAINTEXT_CHUNK_SIZE, CIPHERTEXT_CHUNK_SIZE, emit);
     this.#key = createSecretKey(key);
   }
 
@@ -178,7 +185,7 @@ export class PayloadDecryptor extends ChunkedProcessor {
   readonly #key: KeyObject;
 
   constructor(key: Buffer, emit: (data: Buffer) => void) {
-    super(CIPHERTEXT_CHUNK_SIZE, emit);
+    super(CIPHERTEXT_CHUNK_SIZE, PLAINTEXT_CHUNK_SIZE, emit);
     this.#key = createSecretKey(key);
   }
 
