@@ -28862,12 +28862,15 @@ var BlockPool = class {
 // src/compress/release.ts
 function releaseWhole(buffer) {
   const owned = buffer.buffer;
-  if (owned instanceof ArrayBuffer && buffer.byteOffset === 0 && buffer.byteLength === owned.byteLength && owned.byteLength > Buffer.poolSize)
+  if (owned instanceof ArrayBuffer && owned.byteLength > 0 && buffer.byteOffset === 0 && buffer.byteLength === owned.byteLength)
     owned.transfer?.(0);
+}
+function mayBePoolSlice(view) {
+  return view.buffer.byteLength <= Buffer.poolSize && view.byteLength < view.buffer.byteLength;
 }
 var handedOver = /* @__PURE__ */ new WeakSet();
 function handOver(chunk) {
-  if (chunk.byteOffset === 0 && chunk.buffer.byteLength > Buffer.poolSize) handedOver.add(chunk.buffer);
+  if (chunk.byteOffset === 0 && !mayBePoolSlice(chunk)) handedOver.add(chunk.buffer);
 }
 function releaseHandedOver(chunk) {
   const owned = chunk.buffer;
@@ -29978,7 +29981,6 @@ var PAYLOAD_NONCE_LENGTH = 16;
 var PLAINTEXT_CHUNK_SIZE = 64 * 1024;
 var CIPHERTEXT_CHUNK_SIZE = PLAINTEXT_CHUNK_SIZE + AEAD_TAG_LENGTH;
 var CHUNKS_PER_PUSH = 16;
-var OUTPUT_BATCH_SIZE = CHUNKS_PER_PUSH * CIPHERTEXT_CHUNK_SIZE;
 var LAST_CHUNK_FLAG = 1;
 var COUNTER_OFFSET = 5;
 var COUNTER_BYTES = 6;
@@ -29988,10 +29990,13 @@ function payloadKey(fileKey, nonce) {
   return hkdfSha256(fileKey, nonce, "payload");
 }
 var OutputBatcher = class {
-  #buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
+  #batchSize;
+  #buffer;
   #length = 0;
   #emit;
-  constructor(emit) {
+  constructor(batchSize, emit) {
+    this.#batchSize = batchSize;
+    this.#buffer = Buffer.allocUnsafe(batchSize);
     this.#emit = emit;
   }
   /** Room for `size` more bytes, emitting the current batch first if needed; returns the write offset. */
@@ -30007,7 +30012,7 @@ var OutputBatcher = class {
     const batch2 = this.#buffer.subarray(0, this.#length);
     handOver(batch2);
     this.#emit(batch2);
-    this.#buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
+    this.#buffer = Buffer.allocUnsafe(this.#batchSize);
     this.#length = 0;
   }
 };
@@ -30018,10 +30023,11 @@ var ChunkedProcessor = class {
   #counter = 0;
   #nonce = Buffer.alloc(AEAD_NONCE_LENGTH);
   output;
-  constructor(unitSize, emit) {
+  /** @param outputUnitSize what one full unit becomes (a unit's size plus or minus the AEAD tag) */
+  constructor(unitSize, outputUnitSize, emit) {
     this.#unitSize = unitSize;
     this.#assembly = Buffer.allocUnsafe(unitSize);
-    this.output = new OutputBatcher(emit);
+    this.output = new OutputBatcher(CHUNKS_PER_PUSH * outputUnitSize, emit);
   }
   /** Processes what can be processed now; keeps at most one unit back. */
   write(data) {
@@ -30077,7 +30083,7 @@ var ChunkedProcessor = class {
 var PayloadEncryptor = class extends ChunkedProcessor {
   #key;
   constructor(key, emit) {
-    super(PLAINTEXT_CHUNK_SIZE, emit);
+    super(PLAINTEXT_CHUNK_SIZE, CIPHERTEXT_CHUNK_SIZE, emit);
     this.#key = createSecretKey(key);
   }
   processChunk(chunk, last) {
@@ -30099,7 +30105,7 @@ var PayloadEncryptor = class extends ChunkedProcessor {
 var PayloadDecryptor = class extends ChunkedProcessor {
   #key;
   constructor(key, emit) {
-    super(CIPHERTEXT_CHUNK_SIZE, emit);
+    super(CIPHERTEXT_CHUNK_SIZE, PLAINTEXT_CHUNK_SIZE, emit);
     this.#key = createSecretKey(key);
   }
   processChunk(chunk, last) {
