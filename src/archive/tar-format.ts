@@ -428,6 +428,7 @@ function byteSum(text: string): number {
 
 /** Unsigned sum of the block with the checksum field counted as eight spaces. */
 export function headerChecksum(block: Buffer): number {
+  if (block.byteOffset % 4 === 0 && block.length >= BLOCK_SIZE) return alignedHeaderChecksum(block);
   let sum = 8 * 0x20;
   const [start, width] = Field.checksum;
   for (let i = 0; i < start; i++) sum += block[i]!;
@@ -445,4 +446,23 @@ export function signedHeaderChecksum(block: Buffer): number {
     sum += byte > 127 ? byte - 256 : byte;
   }
   return sum;
+}
+
+/** The checksum field's bytes, 148-155, are 32-bit words 37 and 38. */
+const CHECKSUM_WORDS = [Field.checksum[0] / 4, Field.checksum[0] / 4 + 1] as const;
+
+/**
+ * headerChecksum four bytes at a time, for a block on a 4-byte boundary (every block of our own archives is).
+ * Two 16-bit lanes each add up two bytes of every word; 126 words cannot overflow a lane (126 * 2 * 255 < 65536).
+ * The reader checks two blocks per member, and the byte loop was a tenth of reading 100k small files.
+ */
+function alignedHeaderChecksum(block: Buffer): number {
+  const words = new Uint32Array(block.buffer, block.byteOffset, BLOCK_SIZE / 4);
+  let lanes = 0;
+  for (let i = 0; i < words.length; i++) {
+    if (i === CHECKSUM_WORDS[0] || i === CHECKSUM_WORDS[1]) continue;
+    const word = words[i]!;
+    lanes += (word & 0x00ff00ff) + ((word >>> 8) & 0x00ff00ff);
+  }
+  return 8 * 0x20 + (lanes & 0xffff) + (lanes >>> 16);
 }
