@@ -44,6 +44,12 @@ export class LinkTracker {
   private readonly kinds = new Map<string, Kind>();
   /** Regular files (not hard links): the only valid hard-link targets. */
   private readonly regularFiles = new Set<string>();
+  /**
+   * The parent of the last member admitted: it and all its ancestors are recorded directories, and stay so (a
+   * directory can only be replaced by a directory). Members come grouped by directory, so most skip walking and
+   * recording their ancestors again; at 100k small files that walk was ~5% of the restore's main thread.
+   */
+  private cleanParent: string | undefined;
 
   constructor(private readonly allowedRoots: readonly string[] = DEFAULT_ALLOWED_ROOTS) {}
 
@@ -74,8 +80,10 @@ export class LinkTracker {
     const pathProblemFound = pathProblem(header.path, this.allowedRoots);
     if (pathProblemFound !== undefined) return pathProblemFound;
     const key = withoutTrailingSlash(header.path);
-    const throughProblem = this.ancestorProblem(key);
-    if (throughProblem !== undefined) return throughProblem;
+    if (parentOf(key) !== this.cleanParent) {
+      const throughProblem = this.ancestorProblem(key);
+      if (throughProblem !== undefined) return throughProblem;
+    }
     const existingProblem = this.replacementProblem(key, header);
     if (existingProblem !== undefined) return existingProblem;
     if (header.type === "symlink") return symlinkProblem(header);
@@ -116,8 +124,12 @@ export class LinkTracker {
 
   private record(header: TarHeader): void {
     const key = withoutTrailingSlash(header.path);
-    for (const ancestor of ancestorsOf(key)) {
-      if (!this.kinds.has(ancestor)) this.kinds.set(ancestor, "directory");
+    const parent = parentOf(key);
+    if (parent !== this.cleanParent) {
+      for (const ancestor of ancestorsOf(key)) {
+        if (!this.kinds.has(ancestor)) this.kinds.set(ancestor, "directory");
+      }
+      this.cleanParent = parent;
     }
     this.kinds.set(key, kindOf(header));
     if (header.type === "file") this.regularFiles.add(key);
@@ -142,6 +154,11 @@ function* ancestorsOf(key: string): Generator<string> {
   for (let slash = key.indexOf("/"); slash !== -1; slash = key.indexOf("/", slash + 1)) {
     yield key.slice(0, slash);
   }
+}
+
+/** "a/b/c" -> "a/b"; "a" -> "" (the root, which has no ancestors to check). */
+function parentOf(key: string): string {
+  return key.slice(0, Math.max(0, key.lastIndexOf("/")));
 }
 
 function withoutTrailingSlash(path: string): string {

@@ -106,6 +106,17 @@ describe("LinkTracker", () => {
     expect(verdict([link], fileAt("home/b/passwd"))).toBeUndefined();
   });
 
+  it("still checks the ancestors of a member whose directory differs from the previous member's", () => {
+    // The tracker skips the walk when a member shares the previous member's directory; these all do not.
+    const sameDirectory = [fileAt("home/d/f1"), symlinkAt("home/d/link", "/etc"), fileAt("home/d/f2")];
+    expect(verdict(sameDirectory, fileAt("home/d/link/x"))).toMatch(/passes through symlink home\/d\/link/);
+    expect(verdict(sameDirectory, fileAt("home/d/f1/x"))).toMatch(/passes through non-directory home\/d\/f1/);
+    expect(verdict([...sameDirectory, fileAt("home/e/f")], fileAt("home/d/link/y"))).toMatch(
+      /passes through symlink/,
+    );
+    expect(verdict(sameDirectory, fileAt("home/d/f3"))).toBeUndefined();
+  });
+
   it("refuses replacing a directory (explicit or implied by earlier members) with a symlink", () => {
     expect(verdict([dirAt("home/d/")], symlinkAt("home/d", "/etc"))).toBe(
       "refusing member home/d: directory home/d replaced by a symlink",
