@@ -13876,7 +13876,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv: createDecipheriv3,
       createECDH,
-      createHash: createHash9,
+      createHash: createHash10,
       createHmac: createHmac3,
       createSign,
       createVerify,
@@ -14564,11 +14564,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash9("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash10("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash9("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash10("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -14733,8 +14733,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash9("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash9("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash10("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash10("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -14774,7 +14774,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac3(
           "sha1",
-          createHash9("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash10("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -17096,7 +17096,7 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash9,
+      createHash: createHash10,
       createPublicKey: createPublicKey2,
       diffieHellman: diffieHellman2,
       generateKeyPairSync: generateKeyPairSync2,
@@ -17522,7 +17522,7 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash = createHash9(this.hashName);
+          const hash = createHash10(this.hashName);
           hashString(hash, isServer ? this._remoteIdentRaw : this._identRaw);
           hashString(hash, isServer ? this._identRaw : this._remoteIdentRaw);
           hashString(hash, isServer ? this._remoteKexinit : this._kexinit);
@@ -18530,9 +18530,9 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash9(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest = createHash10(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest.length < len) {
-          const chunk = createHash9(hashName).update(secret).update(exchangeHash).update(digest).digest();
+          const chunk = createHash10(hashName).update(secret).update(exchangeHash).update(digest).digest();
           const extended = Buffer.allocUnsafe(digest.length + chunk.length);
           extended.set(digest, 0);
           extended.set(chunk, digest.length);
@@ -23967,7 +23967,7 @@ var require_client = __commonJS({
   "node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash9,
+      createHash: createHash10,
       getHashes,
       randomFillSync
     } = __require("crypto");
@@ -24189,7 +24189,7 @@ var require_client = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash9(hashAlgo).update(key).digest("hex");
+              key = createHash10(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -32661,6 +32661,7 @@ var VerifySink = class {
 };
 
 // src/archive/staging-sink.ts
+import { createHash as createHash7 } from "node:crypto";
 import {
   chmodSync,
   closeSync as closeSync2,
@@ -32757,6 +32758,156 @@ function hashFailed(detail2, cause) {
   return new LookerBackupError(`hashing the restored files failed: ${detail2}`, { cause });
 }
 
+// src/archive/small-file-writer.ts
+import { Worker as Worker4 } from "node:worker_threads";
+var SMALL_FILE_MAX = 256 * 1024;
+var BATCH_BYTES = 1 << 20;
+var BATCH_FILES = 1024;
+var MAX_BATCHES_IN_FLIGHT2 = 4;
+function writeBatch(fs, batch2, canChown) {
+  const bytes = new Uint8Array(batch2.buffer);
+  const n = batch2.numbers;
+  for (let i = 0; i < batch2.paths.length; i++) {
+    const offset = n[i * 6];
+    const length = n[i * 6 + 1];
+    const fd = fs.openSync(batch2.paths[i], "wx", 384);
+    try {
+      let written = 0;
+      while (written < length) written += fs.writeSync(fd, bytes, offset + written, length - written);
+      if (canChown) fs.fchownSync(fd, n[i * 6 + 3], n[i * 6 + 4]);
+      fs.fchmodSync(fd, n[i * 6 + 2]);
+      fs.futimesSync(fd, n[i * 6 + 5], n[i * 6 + 5]);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+var WRITER_SOURCE = `
+"use strict";
+const { parentPort, workerData } = require("node:worker_threads");
+const fs = require("node:fs");
+const writeBatch = ${writeBatch.toString()};
+let failure;
+parentPort.on("message", (batch) => {
+  if (failure === undefined) {
+    try {
+      writeBatch(fs, batch, workerData.canChown);
+    } catch (error) {
+      failure = { message: String((error && error.message) || error), code: error && error.code,
+        path: error && error.path, syscall: error && error.syscall };
+    }
+  }
+  parentPort.postMessage(failure === undefined ? { id: batch.id } : { id: batch.id, error: failure });
+});
+`;
+var SmallFileWriter = class {
+  constructor(canChown) {
+    this.canChown = canChown;
+  }
+  canChown;
+  thread;
+  current;
+  /** A Buffer over the current batch's bytes, made once per batch rather than once per file. */
+  view;
+  used = 0;
+  nextId = 0;
+  inFlight = 0;
+  failure;
+  waiters = [];
+  /**
+   * Where to copy the body of a file of `size` bytes (at most SMALL_FILE_MAX), then call add(). Waits when the
+   * thread lags too far behind; throws what the thread failed with.
+   */
+  async reserve(size) {
+    if (this.failure) throw this.failure;
+    const batch2 = this.current;
+    if (batch2 !== void 0 && (this.used + size > batch2.buffer.byteLength || batch2.paths.length >= BATCH_FILES))
+      this.send();
+    if (this.inFlight >= MAX_BATCHES_IN_FLIGHT2) await this.waitUntil(MAX_BATCHES_IN_FLIGHT2 - 1);
+    if (this.current === void 0) {
+      const buffer = new ArrayBuffer(Math.max(BATCH_BYTES, size));
+      this.current = { id: this.nextId++, buffer, paths: [], numbers: [] };
+      this.view = Buffer.from(buffer);
+    }
+    return { target: this.view, offset: this.used };
+  }
+  /** Queues the file whose `size` body bytes were copied at the reserved offset. */
+  add(path, header, offset) {
+    const batch2 = this.current;
+    batch2.paths.push(path);
+    batch2.numbers.push(offset, header.size, header.mode, header.uid, header.gid, header.mtime);
+    this.used = offset + header.size;
+  }
+  /** Resolves once every file queued so far is on disk; throws what the thread failed with. */
+  drain() {
+    this.send();
+    return this.waitUntil(0);
+  }
+  /** Stops the thread without waiting for what is queued (after a failure, or once drained). */
+  async close() {
+    this.failure ??= writeFailed("the file writer was closed");
+    this.current = void 0;
+    this.thread?.ref();
+    await this.thread?.terminate();
+  }
+  send() {
+    const batch2 = this.current;
+    if (batch2 === void 0 || batch2.paths.length === 0 || this.failure) return;
+    this.current = void 0;
+    this.view = void 0;
+    this.used = 0;
+    const thread = this.started();
+    if (this.inFlight++ === 0) thread.ref();
+    thread.postMessage(batch2, [batch2.buffer]);
+  }
+  started() {
+    if (this.thread !== void 0) return this.thread;
+    const thread = new Worker4(WRITER_SOURCE, { eval: true, workerData: { canChown: this.canChown } });
+    thread.unref();
+    thread.on("message", (reply) => this.settle(reply));
+    thread.on("error", (error) => this.fail(writeFailed(error.message, error)));
+    thread.on("exit", (code) => this.fail(writeFailed(`the file writer exited with code ${code}`)));
+    this.thread = thread;
+    return thread;
+  }
+  settle(reply) {
+    this.inFlight -= 1;
+    if (this.inFlight === 0) this.thread?.unref();
+    if ("error" in reply) {
+      this.fail(systemError(reply.error));
+      return;
+    }
+    const waiting = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiting) {
+      if (this.inFlight <= waiter.until) waiter.resolve();
+      else this.waiters.push(waiter);
+    }
+  }
+  waitUntil(inFlight) {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.inFlight <= inFlight) return Promise.resolve();
+    return new Promise((resolve5, reject) => this.waiters.push({ resolve: resolve5, reject, until: inFlight }));
+  }
+  fail(error) {
+    this.failure ??= error;
+    this.thread?.unref();
+    const waiting = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiting) waiter.reject(this.failure);
+  }
+};
+function systemError(detail2) {
+  const error = new Error(detail2.message);
+  if (detail2.code !== void 0) error.code = detail2.code;
+  if (detail2.path !== void 0) error.path = detail2.path;
+  if (detail2.syscall !== void 0) error.syscall = detail2.syscall;
+  return error;
+}
+function writeFailed(detail2, cause) {
+  return new LookerBackupError(`writing the restored files failed: ${detail2}`, { cause });
+}
+
 // src/archive/staging-sink.ts
 var WRITE_BATCH = 1 << 20;
 var DIRECT_WRITE = 64 * 1024;
@@ -32774,9 +32925,11 @@ var StagingSink = class {
   canChown = process.getuid?.() === 0;
   /** Hashes the bytes of big files off this thread (see hash-thread.ts). */
   hashThread = new HashThread();
-  /** Stops the hash thread, if one was started. */
-  close() {
-    return this.hashThread.close();
+  /** Writes small files off this thread (see small-file-writer.ts). */
+  smallFiles = new SmallFileWriter(this.canChown);
+  /** Stops the hash and writer threads, if they were started; files still queued are not written. */
+  async close() {
+    await Promise.all([this.hashThread.close(), this.smallFiles.close()]);
   }
   /** Where an archive path lands in staging: `home/x` -> `<root>/home/x`. */
   pathOf(archivePath2) {
@@ -32796,9 +32949,11 @@ var StagingSink = class {
         lutimesSync(path, header.mtime, header.mtime);
         return void 0;
       case "hardlink":
+        await this.smallFiles.drain();
         linkSync(this.pathOf(header.linkTarget), path);
         return void 0;
       case "file":
+        if (header.size <= SMALL_FILE_MAX) return this.queueSmallFile(path, header, body);
         return writeFile4(path, body, header, this.canChown, this.hashFor(header));
       default:
         throw new IntegrityError(`refusing member ${header.path}: unsupported type ${header.type}`);
@@ -32806,6 +32961,7 @@ var StagingSink = class {
   }
   /** Owners, modes and times of the directories, deepest first (the files have theirs already). */
   async applyMetadata() {
+    await this.smallFiles.drain();
     const deepestFirst = [...this.directories].sort((a, b) => b.path.length - a.path.length);
     let done = 0;
     for (const { path, header } of deepestFirst) {
@@ -32814,6 +32970,18 @@ var StagingSink = class {
       utimesSync(path, header.mtime, header.mtime);
       if (++done % METADATA_SLICE === 0) await new Promise((resolve5) => setImmediate(resolve5));
     }
+  }
+  /** Copies the body into the writer's batch, hashing it on the way; the writer thread makes the file. */
+  async queueSmallFile(path, header, body) {
+    const { target, offset } = await this.smallFiles.reserve(header.size);
+    const hash = createHash7("sha256");
+    let at = offset;
+    for await (const part of body) {
+      hash.update(part);
+      at += part.copy(target, at);
+    }
+    this.smallFiles.add(path, header, offset);
+    return hash.digest("hex");
   }
   hashFor(header) {
     return header.size >= THREADED_HASH_MIN ? this.hashThread.open() : new InlineFileHash();
@@ -33058,7 +33226,7 @@ function secretEnvPrelude(names) {
 }
 
 // src/remote/known-hosts.ts
-import { createHash as createHash7, createHmac as createHmac2, timingSafeEqual as timingSafeEqual2 } from "node:crypto";
+import { createHash as createHash8, createHmac as createHmac2, timingSafeEqual as timingSafeEqual2 } from "node:crypto";
 function parseKnownHosts(text) {
   const entries = [];
   const malformedLines = [];
@@ -33092,7 +33260,7 @@ function preferredHostKeyAlgorithms(known, host, port2) {
   return [...new Set(types.flatMap(algorithmsForKeyType))];
 }
 function fingerprintSha256(key) {
-  return `SHA256:${createHash7("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
+  return `SHA256:${createHash8("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
 }
 function keyTypeOf(key) {
   if (key.length < 4) return void 0;
@@ -33991,7 +34159,7 @@ import { appendFile, readFile as readFile8, writeFile as writeFile7 } from "node
 import { resolve as resolve3 } from "node:path";
 
 // src/drill/drill.ts
-import { createHash as createHash8 } from "node:crypto";
+import { createHash as createHash9 } from "node:crypto";
 import { createReadStream as createReadStream4 } from "node:fs";
 import { mkdtemp as mkdtemp5, readFile as readFile7, rm as rm9 } from "node:fs/promises";
 import { tmpdir as tmpdir4 } from "node:os";
@@ -34966,12 +35134,17 @@ async function runDrill(request2) {
 }
 async function extractLocally(request2, staging) {
   const sink = new StagingSink(staging);
-  const outcome = await readArchive(
-    createReadStream4(request2.archive, { highWaterMark: 1 << 20 }),
-    request2.keys,
-    sink
-  );
-  await sink.applyMetadata();
+  let outcome;
+  try {
+    outcome = await readArchive(
+      createReadStream4(request2.archive, { highWaterMark: 1 << 20 }),
+      request2.keys,
+      sink
+    );
+    await sink.applyMetadata();
+  } finally {
+    await sink.close();
+  }
   return {
     staging,
     catalog: outcome.catalog,
@@ -34988,7 +35161,7 @@ async function withRestagedFile(catalog, staging, archivePath2) {
   updated.set(archivePath2, {
     ...entry2,
     size: content.length,
-    sha256: createHash8("sha256").update(content).digest("hex")
+    sha256: createHash9("sha256").update(content).digest("hex")
   });
   return updated;
 }

@@ -4,11 +4,14 @@
  * is in place (a directory made read-only too early would stop its own contents from being written, and its mtime
  * changes as entries land).
  *
- * Speed: every filesystem call here is synchronous. Restores write into the page cache, where open, write,
- * chmod and friends take microseconds; routed through the libuv thread pool each costs several times that
- * in CPU (thread hand-offs), and on a 2-core runner that CPU is taken from decryption and decompression.
- * Small parts are still gathered into ~1 MiB writes, since streaming decompressors hand out small chunks.
+ * Speed: small files (most of a Looker home by count) are copied into batches that a writer thread turns into
+ * files (small-file-writer.ts), so their system calls run beside the tar reading and the checks. Everything else
+ * here is synchronous: restores write into the page cache, where open, write, chmod and friends take
+ * microseconds; routed through the libuv thread pool each costs several times that in CPU (thread hand-offs), and
+ * on a 2-core runner that CPU is taken from decryption and decompression. Small parts of big files are still
+ * gathered into ~1 MiB writes, since streaming decompressors hand out small chunks.
  */
+import { createHash } from "node:crypto";
 import {
   chmodSync,
   closeSync,
@@ -29,6 +32,7 @@ import { dirname, join } from "node:path";
 import { IntegrityError } from "../errors.js";
 import type { MemberSink } from "./extract.js";
 import { type FileHash, HashThread, InlineFileHash } from "./hash-thread.js";
+import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
 import type { TarHeader } from "./tar-format.js";
 
 interface PendingMetadata {
@@ -59,12 +63,14 @@ export class StagingSink implements MemberSink {
   private readonly canChown = process.getuid?.() === 0;
   /** Hashes the bytes of big files off this thread (see hash-thread.ts). */
   private readonly hashThread = new HashThread();
+  /** Writes small files off this thread (see small-file-writer.ts). */
+  private readonly smallFiles = new SmallFileWriter(this.canChown);
 
   constructor(private readonly root: string) {}
 
-  /** Stops the hash thread, if one was started. */
-  close(): Promise<void> {
-    return this.hashThread.close();
+  /** Stops the hash and writer threads, if they were started; files still queued are not written. */
+  async close(): Promise<void> {
+    await Promise.all([this.hashThread.close(), this.smallFiles.close()]);
   }
 
   /** Where an archive path lands in staging: `home/x` -> `<root>/home/x`. */
@@ -86,9 +92,11 @@ export class StagingSink implements MemberSink {
         lutimesSync(path, header.mtime, header.mtime);
         return undefined;
       case "hardlink":
+        await this.smallFiles.drain(); // its target may still be queued
         linkSync(this.pathOf(header.linkTarget!), path);
         return undefined;
       case "file":
+        if (header.size <= SMALL_FILE_MAX) return this.queueSmallFile(path, header, body);
         return writeFile(path, body, header, this.canChown, this.hashFor(header));
       default:
         throw new IntegrityError(`refusing member ${header.path}: unsupported type ${header.type}`);
@@ -97,6 +105,7 @@ export class StagingSink implements MemberSink {
 
   /** Owners, modes and times of the directories, deepest first (the files have theirs already). */
   async applyMetadata(): Promise<void> {
+    await this.smallFiles.drain();
     const deepestFirst = [...this.directories].sort((a, b) => b.path.length - a.path.length);
     let done = 0;
     for (const { path, header } of deepestFirst) {
@@ -106,6 +115,24 @@ export class StagingSink implements MemberSink {
       utimesSync(path, header.mtime, header.mtime);
       if (++done % METADATA_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  /** Copies the body into the writer's batch, hashing it on the way; the writer thread makes the file. */
+  private async queueSmallFile(
+    path: string,
+    header: TarHeader,
+    body: AsyncIterable<Buffer>,
+  ): Promise<string> {
+    const { target, offset } = await this.smallFiles.reserve(header.size);
+    const hash = createHash("sha256");
+    let at = offset;
+    // The tar reader yields exactly header.size bytes (or fails on a truncated archive).
+    for await (const part of body) {
+      hash.update(part);
+      at += part.copy(target, at);
+    }
+    this.smallFiles.add(path, header, offset);
+    return hash.digest("hex");
   }
 
   private hashFor(header: TarHeader): FileHash {

@@ -14,6 +14,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, posix } from "node:path";
 import type { CatalogEntry } from "../archive/catalog.js";
+import type { ExtractOutcome } from "../archive/extract.js";
 import { StagingSink } from "../archive/staging-sink.js";
 import { decryptBuffer } from "../crypto/age.js";
 import { type DecryptionKeys, readArchive } from "../engine/restore.js";
@@ -312,12 +313,18 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
 
 async function extractLocally(request: DrillRequest, staging: string): Promise<Extracted> {
   const sink = new StagingSink(staging);
-  const outcome = await readArchive(
-    createReadStream(request.archive, { highWaterMark: 1 << 20 }),
-    request.keys,
-    sink,
-  );
-  await sink.applyMetadata();
+  let outcome: ExtractOutcome;
+  try {
+    outcome = await readArchive(
+      createReadStream(request.archive, { highWaterMark: 1 << 20 }),
+      request.keys,
+      sink,
+    );
+    await sink.applyMetadata();
+  } finally {
+    // Its threads stop before anyone removes the staging directory they write into.
+    await sink.close();
+  }
   return {
     staging,
     catalog: outcome.catalog,

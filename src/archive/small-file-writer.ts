@@ -1,0 +1,208 @@
+/**
+ * Small restored files are written on a thread of their own. Why: a file costs restore six system calls (open,
+ * write, chown, chmod, utimes, close), ~15 us of kernel time that GNU tar spends too; on the main thread they came
+ * on top of reading the tar, the safety checks and hashing, and at 100,000 small files they were half of it. Here
+ * the main thread copies each body into a batch and moves on; the thread makes the files in order.
+ *
+ * Ordering: a file op is posted after its directory exists (the sink makes directories at once, on its own
+ * thread). Whatever must see the files on disk (a hard link to one, directory metadata, the final move) waits for
+ * drain(). A failure is reported by the next reserve() or drain(); the thread stops at its first error.
+ */
+import { Worker } from "node:worker_threads";
+import { LookerBackupError } from "../errors.js";
+import type { TarHeader } from "./tar-format.js";
+
+/** Files up to this size are batched; bigger ones are written by the caller, part by part as they arrive. */
+export const SMALL_FILE_MAX = 256 * 1024;
+/** A batch holds this many bytes of bodies (or one file, whichever is larger) ... */
+const BATCH_BYTES = 1 << 20;
+/** ... or this many files, so that a batch of empty files is not endless either. */
+const BATCH_FILES = 1024;
+/** Batches the thread may lag behind by: each holds up to BATCH_BYTES. */
+const MAX_BATCHES_IN_FLIGHT = 4;
+/** A batch as posted: the bodies, and per file its path and six numbers: offset, length, mode, uid, gid, mtime. */
+interface WriterBatch {
+  readonly id: number;
+  readonly buffer: ArrayBuffer;
+  readonly paths: string[];
+  readonly numbers: number[];
+}
+
+type WriterReply =
+  | { id: number }
+  | { id: number; error: { message: string; code?: string; path?: string; syscall?: string } };
+
+/**
+ * Writes one batch: open (exclusive: staging is fresh, so an existing file means the archive wrote a path twice),
+ * the body, owner, then mode (chown clears setuid/setgid), then times after the last write, close. Self-contained:
+ * its source text is the thread's code (see WRITER_SOURCE).
+ */
+function writeBatch(
+  fs: typeof import("node:fs"),
+  batch: { buffer: ArrayBuffer; paths: string[]; numbers: number[] },
+  canChown: boolean,
+): void {
+  const bytes = new Uint8Array(batch.buffer);
+  const n = batch.numbers;
+  for (let i = 0; i < batch.paths.length; i++) {
+    const offset = n[i * 6] as number;
+    const length = n[i * 6 + 1] as number;
+    const fd = fs.openSync(batch.paths[i] as string, "wx", 0o600);
+    try {
+      let written = 0;
+      while (written < length) written += fs.writeSync(fd, bytes, offset + written, length - written);
+      if (canChown) fs.fchownSync(fd, n[i * 6 + 3] as number, n[i * 6 + 4] as number);
+      fs.fchmodSync(fd, n[i * 6 + 2] as number);
+      fs.futimesSync(fd, n[i * 6 + 5] as number, n[i * 6 + 5] as number);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+
+/**
+ * The thread, a CommonJS script for `new Worker(source, { eval: true })` (as the digest and zstd threads, so it runs
+ * the same from the sources and from the bundle). One message per batch, answered in order with { id } or
+ * { id, error }; after an error it answers every later batch with that error and writes nothing more.
+ */
+const WRITER_SOURCE = `
+"use strict";
+const { parentPort, workerData } = require("node:worker_threads");
+const fs = require("node:fs");
+const writeBatch = ${writeBatch.toString()};
+let failure;
+parentPort.on("message", (batch) => {
+  if (failure === undefined) {
+    try {
+      writeBatch(fs, batch, workerData.canChown);
+    } catch (error) {
+      failure = { message: String((error && error.message) || error), code: error && error.code,
+        path: error && error.path, syscall: error && error.syscall };
+    }
+  }
+  parentPort.postMessage(failure === undefined ? { id: batch.id } : { id: batch.id, error: failure });
+});
+`;
+
+export class SmallFileWriter {
+  private thread: Worker | undefined;
+  private current: WriterBatch | undefined;
+  /** A Buffer over the current batch's bytes, made once per batch rather than once per file. */
+  private view: Buffer | undefined;
+  private used = 0;
+  private nextId = 0;
+  private inFlight = 0;
+  private failure: Error | undefined;
+  private waiters: { resolve: () => void; reject: (error: Error) => void; until: number }[] = [];
+
+  constructor(private readonly canChown: boolean) {}
+
+  /**
+   * Where to copy the body of a file of `size` bytes (at most SMALL_FILE_MAX), then call add(). Waits when the
+   * thread lags too far behind; throws what the thread failed with.
+   */
+  async reserve(size: number): Promise<{ target: Buffer; offset: number }> {
+    if (this.failure) throw this.failure;
+    const batch = this.current;
+    if (
+      batch !== undefined &&
+      (this.used + size > batch.buffer.byteLength || batch.paths.length >= BATCH_FILES)
+    )
+      this.send();
+    if (this.inFlight >= MAX_BATCHES_IN_FLIGHT) await this.waitUntil(MAX_BATCHES_IN_FLIGHT - 1);
+    if (this.current === undefined) {
+      const buffer = new ArrayBuffer(Math.max(BATCH_BYTES, size));
+      this.current = { id: this.nextId++, buffer, paths: [], numbers: [] };
+      this.view = Buffer.from(buffer);
+    }
+    return { target: this.view!, offset: this.used };
+  }
+
+  /** Queues the file whose `size` body bytes were copied at the reserved offset. */
+  add(path: string, header: TarHeader, offset: number): void {
+    const batch = this.current!;
+    batch.paths.push(path);
+    batch.numbers.push(offset, header.size, header.mode, header.uid, header.gid, header.mtime);
+    this.used = offset + header.size;
+  }
+
+  /** Resolves once every file queued so far is on disk; throws what the thread failed with. */
+  drain(): Promise<void> {
+    this.send();
+    return this.waitUntil(0);
+  }
+
+  /** Stops the thread without waiting for what is queued (after a failure, or once drained). */
+  async close(): Promise<void> {
+    this.failure ??= writeFailed("the file writer was closed");
+    this.current = undefined;
+    // Ref'd while it stops: an unref'd thread's exit does not keep the event loop alive, and a caller awaiting
+    // this during a cancelled run would then hang until node quits with exit code 13.
+    this.thread?.ref();
+    await this.thread?.terminate();
+  }
+
+  private send(): void {
+    const batch = this.current;
+    if (batch === undefined || batch.paths.length === 0 || this.failure) return;
+    this.current = undefined;
+    this.view = undefined;
+    this.used = 0;
+    const thread = this.started();
+    if (this.inFlight++ === 0) thread.ref();
+    thread.postMessage(batch, [batch.buffer]);
+  }
+
+  private started(): Worker {
+    if (this.thread !== undefined) return this.thread;
+    const thread = new Worker(WRITER_SOURCE, { eval: true, workerData: { canChown: this.canChown } });
+    thread.unref(); // only a pending batch keeps the process alive (see send)
+    thread.on("message", (reply: WriterReply) => this.settle(reply));
+    thread.on("error", (error) => this.fail(writeFailed(error.message, error)));
+    thread.on("exit", (code) => this.fail(writeFailed(`the file writer exited with code ${code}`)));
+    this.thread = thread;
+    return thread;
+  }
+
+  private settle(reply: WriterReply): void {
+    this.inFlight -= 1;
+    if (this.inFlight === 0) this.thread?.unref();
+    if ("error" in reply) {
+      this.fail(systemError(reply.error));
+      return;
+    }
+    const waiting = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiting) {
+      if (this.inFlight <= waiter.until) waiter.resolve();
+      else this.waiters.push(waiter);
+    }
+  }
+
+  private waitUntil(inFlight: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.inFlight <= inFlight) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject, until: inFlight }));
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error;
+    this.thread?.unref();
+    const waiting = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiting) waiter.reject(this.failure);
+  }
+}
+
+/** The thread's error as the same call on this thread would have thrown it (code, path, syscall kept for hints). */
+function systemError(detail: { message: string; code?: string; path?: string; syscall?: string }): Error {
+  const error = new Error(detail.message) as NodeJS.ErrnoException;
+  if (detail.code !== undefined) error.code = detail.code;
+  if (detail.path !== undefined) error.path = detail.path;
+  if (detail.syscall !== undefined) error.syscall = detail.syscall;
+  return error;
+}
+
+function writeFailed(detail: string, cause?: unknown): LookerBackupError {
+  return new LookerBackupError(`writing the restored files failed: ${detail}`, { cause });
+}

@@ -1,0 +1,89 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { SMALL_FILE_MAX, SmallFileWriter } from "../../src/archive/small-file-writer.js";
+import type { TarHeader } from "../../src/archive/tar-format.js";
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "small-file-writer-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const header = (size: number, mode: number, mtime: number): TarHeader => ({
+  path: "ignored",
+  type: "file",
+  size,
+  mode,
+  uid: process.getuid?.() ?? 0,
+  gid: process.getgid?.() ?? 0,
+  mtime,
+});
+
+async function queue(
+  writer: SmallFileWriter,
+  path: string,
+  body: Buffer,
+  mode = 0o640,
+  mtime = 1_700_000_000.25,
+) {
+  const { target, offset } = await writer.reserve(body.length);
+  body.copy(target, offset);
+  writer.add(path, header(body.length, mode, mtime), offset);
+}
+
+describe("small file writer", () => {
+  it("writes every queued file with its bytes, mode and mtime, across many batches, once drained", async () => {
+    const writer = new SmallFileWriter(false);
+    try {
+      // More than one batch by bytes (1 MiB) and by count (1024 files), and a file of the largest batched size.
+      const bodies = [
+        randomBytes(SMALL_FILE_MAX),
+        Buffer.alloc(0),
+        ...Array.from({ length: 3000 }, (_, i) => randomBytes(i % 2000)),
+      ];
+      for (const [i, body] of bodies.entries())
+        await queue(writer, join(dir, `f${i}`), body, 0o600 | (i % 2 ? 0o44 : 0));
+      await writer.drain();
+      for (const [i, body] of bodies.entries()) {
+        const path = join(dir, `f${i}`);
+        expect(readFileSync(path).equals(body), path).toBe(true);
+        const stats = statSync(path);
+        expect(stats.mode & 0o7777).toBe(0o600 | (i % 2 ? 0o44 : 0));
+        expect(stats.mtimeMs).toBeCloseTo(1_700_000_000_250, 0);
+      }
+    } finally {
+      await writer.close();
+    }
+  });
+
+  it("reports the thread's failure as the system error, and writes nothing after it", async () => {
+    const writer = new SmallFileWriter(false);
+    try {
+      writeFileSync(join(dir, "taken"), "already here");
+      await queue(writer, join(dir, "before"), Buffer.from("a"));
+      await queue(writer, join(dir, "taken"), Buffer.from("b"));
+      await queue(writer, join(dir, "after"), Buffer.from("c"));
+      const failure = await writer.drain().then(
+        () => undefined,
+        (error: NodeJS.ErrnoException) => error,
+      );
+      expect(failure?.code).toBe("EEXIST");
+      expect(failure?.message).toMatch(/EEXIST/);
+      expect(readFileSync(join(dir, "taken"), "utf8")).toBe("already here");
+      expect(() => statSync(join(dir, "after"))).toThrow();
+      await expect(writer.reserve(1)).rejects.toBe(failure);
+    } finally {
+      await writer.close();
+    }
+  });
+
+  it("drains at once when nothing was queued, and refuses work once closed", async () => {
+    const writer = new SmallFileWriter(false);
+    await writer.drain();
+    await writer.close();
+    await expect(writer.reserve(1)).rejects.toThrow(/file writer was closed/);
+  });
+});
