@@ -1,9 +1,11 @@
-// `npm run bench [-- --size 1G] [-- --scaling] [-- --small-files] [-- --rounds N] [-- --restore-dir DIR] [-- --write-results]`
+// `npm run bench [-- --size 1G] [-- --scaling] [-- --small-files] [-- --rounds N] [-- --out-dir DIR] [-- --restore-dir DIR] [-- --write-results]`
 // Times looker-backup against the shell pipeline it replaces, in the same run, on the same deterministic home:
 //   backup:  tar -cf - | zstd -3 -T0 | age -r     vs  looker-backup backup
 //   restore: age -d | zstd -d | tar -x            vs  looker-backup restore (includes catalog verification)
 // and prints MB/s, our/shell ratio, CPU seconds (user + system) of each, compression ratio and our peak RSS.
-// Restores go to --restore-dir (default: the work directory); a tmpfs such as /dev/shm takes the disk out of it.
+// Archives go to --out-dir and restores to --restore-dir (default: the work directory); a tmpfs such as /dev/shm
+// takes the disk out of it. On a disk, ours pays for durability the shell does not: the dir store fsyncs the archive
+// (and its directory) before it reports success, while `> file` leaves the data to the kernel's writeback.
 // A script, never a timed test.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     "small-files": { type: "boolean", default: false },
     "write-results": { type: "boolean", default: false },
     work: { type: "string", default: path.join(os.tmpdir(), "looker-backup-bench") },
+    "out-dir": { type: "string" },
     "restore-dir": { type: "string" },
   },
 });
@@ -101,7 +104,7 @@ function median(list) {
 }
 
 async function benchOne(label, home, keys) {
-  const out = path.join(work, "out");
+  const out = values["out-dir"] ? path.join(values["out-dir"], "out") : path.join(work, "out");
   const rows = {
     shellBackup: [],
     oursBackup: [],
@@ -230,9 +233,10 @@ for (const c of cases) {
   results.push(await benchOne(c.label, home, keys));
 }
 const commit = spawnSync("git", ["rev-parse", "--short", "HEAD"]).stdout.toString().trim();
-const restoreTo = values["restore-dir"]
-  ? `restores into ${values["restore-dir"]}`
-  : "restores into the work directory";
+const restoreTo = [
+  values["out-dir"] ? `archives into ${values["out-dir"]}` : "archives into the work directory",
+  values["restore-dir"] ? `restores into ${values["restore-dir"]}` : "restores into the work directory",
+].join(", ");
 const header = `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${commit}; median of ${rounds} rounds, warm cache; ${restoreTo}.`;
 const report = `${header}\n\n${table(results)}\n`;
 process.stdout.write(report);
