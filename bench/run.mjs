@@ -149,6 +149,9 @@ async function benchOne(label, home, keys) {
     const sr = await shell(
       `age -d -i '${keys.identity}' '${shellFile}' | zstd -dq | tar -x -C '${shellTarget}'`,
     );
+    // Each restore starts from the same free memory: on a tmpfs, a second 2 GB tree beside the first made the later
+    // restore pay for fresh memory pages (its system time doubled, on this VM), whichever pipeline it was.
+    await rm(shellTarget, { recursive: true, force: true });
     const or = await timed(process.execPath, [
       cli,
       "restore",
