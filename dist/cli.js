@@ -27901,7 +27901,22 @@ import { pipeline } from "node:stream/promises";
 
 // src/archive/file-digests.ts
 import { createHash } from "node:crypto";
+
+// src/runtime/eval-worker.ts
 import { Worker } from "node:worker_threads";
+function startEvalWorker(name, source, handlers, workerData) {
+  const thread = new Worker(source, { eval: true, workerData });
+  thread.unref();
+  thread.on("message", (reply) => handlers.onMessage(reply));
+  thread.on("error", (error) => handlers.onFailure(error.message, error));
+  thread.on("exit", (code) => {
+    handlers.onExit?.(code);
+    handlers.onFailure(`${name} exited with code ${code}`);
+  });
+  return thread;
+}
+
+// src/archive/file-digests.ts
 var InlineDigester = class {
   constructor(listener) {
     this.listener = listener;
@@ -28048,13 +28063,11 @@ var WorkerDigester = class {
   }
   startThread() {
     if (this.thread !== void 0) return this.thread;
-    const thread = new Worker(DIGEST_WORKER_SOURCE, { eval: true });
-    thread.unref();
-    thread.on("message", (reply) => this.settle(reply));
-    thread.on("error", (error) => this.fail(digestFailed(error.message, error)));
-    thread.on("exit", (code) => this.fail(digestFailed(`the digest thread exited with code ${code}`)));
-    this.thread = thread;
-    return thread;
+    this.thread = startEvalWorker("the digest thread", DIGEST_WORKER_SOURCE, {
+      onMessage: (reply) => this.settle(reply),
+      onFailure: (detail2, cause) => this.fail(digestFailed(detail2, cause))
+    });
+    return this.thread;
   }
   settle(reply) {
     const blocks = this.inFlight.get(reply.id);
@@ -28890,7 +28903,6 @@ function releaseHandedOver(chunk) {
 }
 
 // src/compress/zstd-engines.ts
-import { Worker as Worker2 } from "node:worker_threads";
 import { constants, zstdCompress } from "node:zlib";
 
 // src/compress/zstd-worker.ts
@@ -29003,18 +29015,17 @@ var PoolWorker = class {
   nextId = 0;
   failed = false;
   constructor(level) {
-    this.thread = new Worker2(ZSTD_WORKER_SOURCE, {
-      eval: true,
-      workerData: { level }
-    });
+    this.thread = startEvalWorker(
+      "zstd worker thread",
+      ZSTD_WORKER_SOURCE,
+      {
+        onMessage: (reply) => this.settle(reply),
+        onFailure: (detail2, cause) => this.failAll(compressionFailed(detail2, cause)),
+        onExit: () => liveWorkerThreads--
+      },
+      { level }
+    );
     liveWorkerThreads++;
-    this.thread.unref();
-    this.thread.on("message", (reply) => this.settle(reply));
-    this.thread.on("error", (error) => this.failAll(compressionFailed(error.message, error)));
-    this.thread.on("exit", (code) => {
-      liveWorkerThreads--;
-      this.failAll(compressionFailed(`zstd worker thread exited with code ${code}`));
-    });
   }
   get queued() {
     return this.pending.size;
@@ -32682,7 +32693,6 @@ import { dirname as dirname2, join as join8 } from "node:path";
 
 // src/archive/hash-thread.ts
 import { createHash as createHash6 } from "node:crypto";
-import { Worker as Worker3 } from "node:worker_threads";
 var InlineFileHash = class {
   hash = createHash6("sha256");
   update(part) {
@@ -32726,20 +32736,19 @@ var HashThread = class {
   }
   started() {
     if (this.thread !== void 0) return this.thread;
-    const thread = new Worker3(DIGEST_WORKER_SOURCE, { eval: true });
-    thread.unref();
-    thread.on("message", (reply) => {
-      if ("error" in reply) {
-        this.fail(hashFailed(reply.error));
-        return;
-      }
-      for (let i = 0; i < reply.digests.length; i += 2)
-        this.settle(reply.digests[i], reply.digests[i + 1]);
+    this.thread = startEvalWorker("the hash thread", DIGEST_WORKER_SOURCE, {
+      onMessage: (reply) => this.receive(reply),
+      onFailure: (detail2, cause) => this.fail(hashFailed(detail2, cause))
     });
-    thread.on("error", (error) => this.fail(hashFailed(error.message, error)));
-    thread.on("exit", (code) => this.fail(hashFailed(`the hash thread exited with code ${code}`)));
-    this.thread = thread;
-    return thread;
+    return this.thread;
+  }
+  receive(reply) {
+    if ("error" in reply) {
+      this.fail(hashFailed(reply.error));
+      return;
+    }
+    for (let i = 0; i < reply.digests.length; i += 2)
+      this.settle(reply.digests[i], reply.digests[i + 1]);
   }
   settle(id, digest) {
     const waiter = this.pending.get(id);
@@ -32759,7 +32768,6 @@ function hashFailed(detail2, cause) {
 }
 
 // src/archive/small-file-writer.ts
-import { Worker as Worker4 } from "node:worker_threads";
 var SMALL_FILE_MAX = 256 * 1024;
 var BATCH_BYTES = 1 << 20;
 var BATCH_FILES = 1024;
@@ -32862,13 +32870,16 @@ var SmallFileWriter = class {
   }
   started() {
     if (this.thread !== void 0) return this.thread;
-    const thread = new Worker4(WRITER_SOURCE, { eval: true, workerData: { canChown: this.canChown } });
-    thread.unref();
-    thread.on("message", (reply) => this.settle(reply));
-    thread.on("error", (error) => this.fail(writeFailed(error.message, error)));
-    thread.on("exit", (code) => this.fail(writeFailed(`the file writer exited with code ${code}`)));
-    this.thread = thread;
-    return thread;
+    this.thread = startEvalWorker(
+      "the file writer",
+      WRITER_SOURCE,
+      {
+        onMessage: (reply) => this.settle(reply),
+        onFailure: (detail2, cause) => this.fail(writeFailed(detail2, cause))
+      },
+      { canChown: this.canChown }
+    );
+    return this.thread;
   }
   settle(reply) {
     this.inFlight -= 1;

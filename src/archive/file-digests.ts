@@ -9,9 +9,10 @@
  *   must follow the stream's order (a file spans blocks), so one thread does it, behind a queue.
  */
 import { createHash, type Hash } from "node:crypto";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import type { BlockMemory, BlockPool } from "../compress/block-pool.js";
 import { LookerBackupError } from "../errors.js";
+import { startEvalWorker } from "../runtime/eval-worker.js";
 
 /** Receives a file's digest (lower-case hex), in the order files end. */
 export type DigestListener = (fileId: number, sha256: string) => void;
@@ -223,13 +224,12 @@ export class WorkerDigester implements FileDigester {
 
   private startThread(): Worker {
     if (this.thread !== undefined) return this.thread;
-    const thread = new Worker(DIGEST_WORKER_SOURCE, { eval: true });
-    thread.unref(); // only a pending batch keeps the process alive (see send)
-    thread.on("message", (reply: DigestReply) => this.settle(reply));
-    thread.on("error", (error) => this.fail(digestFailed(error.message, error)));
-    thread.on("exit", (code) => this.fail(digestFailed(`the digest thread exited with code ${code}`)));
-    this.thread = thread;
-    return thread;
+    // Unref'd: only a pending batch keeps the process alive (see send).
+    this.thread = startEvalWorker<DigestReply>("the digest thread", DIGEST_WORKER_SOURCE, {
+      onMessage: (reply) => this.settle(reply),
+      onFailure: (detail, cause) => this.fail(digestFailed(detail, cause)),
+    });
+    return this.thread;
   }
 
   private settle(reply: DigestReply): void {

@@ -5,8 +5,9 @@
  * moved to the thread; small files stay inline, where a round trip would cost more than the hash.
  */
 import { createHash, type Hash } from "node:crypto";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { LookerBackupError } from "../errors.js";
+import { startEvalWorker } from "../runtime/eval-worker.js";
 import { DIGEST_WORKER_SOURCE } from "./file-digests.js";
 
 /** One file's running digest, fed in order. */
@@ -74,20 +75,21 @@ export class HashThread {
   private started(): Worker {
     if (this.thread !== undefined) return this.thread;
     // The digest thread's code and protocol (file-digests.ts): a part is one segment covering its whole buffer.
-    const thread = new Worker(DIGEST_WORKER_SOURCE, { eval: true });
-    thread.unref(); // only a pending digest keeps the process alive (see finish)
-    thread.on("message", (reply: { digests: (number | string)[] } | { error: string }) => {
-      if ("error" in reply) {
-        this.fail(hashFailed(reply.error));
-        return;
-      }
-      for (let i = 0; i < reply.digests.length; i += 2)
-        this.settle(reply.digests[i] as number, reply.digests[i + 1] as string);
+    // Unref'd: only a pending digest keeps the process alive (see finish).
+    this.thread = startEvalWorker<HashReply>("the hash thread", DIGEST_WORKER_SOURCE, {
+      onMessage: (reply) => this.receive(reply),
+      onFailure: (detail, cause) => this.fail(hashFailed(detail, cause)),
     });
-    thread.on("error", (error) => this.fail(hashFailed(error.message, error)));
-    thread.on("exit", (code) => this.fail(hashFailed(`the hash thread exited with code ${code}`)));
-    this.thread = thread;
-    return thread;
+    return this.thread;
+  }
+
+  private receive(reply: HashReply): void {
+    if ("error" in reply) {
+      this.fail(hashFailed(reply.error));
+      return;
+    }
+    for (let i = 0; i < reply.digests.length; i += 2)
+      this.settle(reply.digests[i] as number, reply.digests[i + 1] as string);
   }
 
   private settle(id: number, digest: string): void {
@@ -104,6 +106,8 @@ export class HashThread {
     this.thread?.unref();
   }
 }
+
+type HashReply = { digests: (number | string)[] } | { error: string };
 
 function hashFailed(detail: string, cause?: unknown): LookerBackupError {
   return new LookerBackupError(`hashing the restored files failed: ${detail}`, { cause });

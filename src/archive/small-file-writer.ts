@@ -8,8 +8,9 @@
  * thread). Whatever must see the files on disk (a hard link to one, directory metadata, the final move) waits for
  * drain(). A failure is reported by the next reserve() or drain(); the thread stops at its first error.
  */
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { LookerBackupError } from "../errors.js";
+import { startEvalWorker } from "../runtime/eval-worker.js";
 import type { TarHeader } from "./tar-format.js";
 
 /** Files up to this size are batched; bigger ones are written by the caller, part by part as they arrive. */
@@ -155,13 +156,17 @@ export class SmallFileWriter {
 
   private started(): Worker {
     if (this.thread !== undefined) return this.thread;
-    const thread = new Worker(WRITER_SOURCE, { eval: true, workerData: { canChown: this.canChown } });
-    thread.unref(); // only a pending batch keeps the process alive (see send)
-    thread.on("message", (reply: WriterReply) => this.settle(reply));
-    thread.on("error", (error) => this.fail(writeFailed(error.message, error)));
-    thread.on("exit", (code) => this.fail(writeFailed(`the file writer exited with code ${code}`)));
-    this.thread = thread;
-    return thread;
+    // Unref'd: only a pending batch keeps the process alive (see send).
+    this.thread = startEvalWorker<WriterReply>(
+      "the file writer",
+      WRITER_SOURCE,
+      {
+        onMessage: (reply) => this.settle(reply),
+        onFailure: (detail, cause) => this.fail(writeFailed(detail, cause)),
+      },
+      { canChown: this.canChown },
+    );
+    return this.thread;
   }
 
   private settle(reply: WriterReply): void {

@@ -8,9 +8,10 @@
  * - WorkerPool: worker_threads running zstdCompressSync, for parallel compression. We do not use the libuv
  *   pool for that because it is shared with fs reads; long compression jobs there would stall the tar reader.
  */
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { constants, type ZstdOptions, zstdCompress } from "node:zlib";
 import { LookerBackupError } from "../errors.js";
+import { startEvalWorker } from "../runtime/eval-worker.js";
 import type { BlockMemory } from "./block-pool.js";
 import { ZSTD_WORKER_SOURCE } from "./zstd-worker.js";
 
@@ -123,20 +124,19 @@ class PoolWorker {
   failed = false;
 
   constructor(level: number) {
-    this.thread = new Worker(ZSTD_WORKER_SOURCE, {
-      eval: true,
-      workerData: { level },
-    });
-    liveWorkerThreads++;
     // An idle worker must never keep the process alive (a caller that forgets to end the stream, or
     // an error path that skips cleanup); a busy one must, or the process could exit mid-compression.
-    this.thread.unref();
-    this.thread.on("message", (reply: WorkerReply) => this.settle(reply));
-    this.thread.on("error", (error) => this.failAll(compressionFailed(error.message, error)));
-    this.thread.on("exit", (code) => {
-      liveWorkerThreads--;
-      this.failAll(compressionFailed(`zstd worker thread exited with code ${code}`));
-    });
+    this.thread = startEvalWorker<WorkerReply>(
+      "zstd worker thread",
+      ZSTD_WORKER_SOURCE,
+      {
+        onMessage: (reply) => this.settle(reply),
+        onFailure: (detail, cause) => this.failAll(compressionFailed(detail, cause)),
+        onExit: () => liveWorkerThreads--,
+      },
+      { level },
+    );
+    liveWorkerThreads++;
   }
 
   get queued(): number {

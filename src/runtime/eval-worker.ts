@@ -1,0 +1,32 @@
+/**
+ * Our worker threads (zstd, file digests, restore's hash thread and small-file writer) run CommonJS source given as
+ * a string (`eval: true`), so they run the same from the sources and from the bundle. They start the same way: the
+ * thread never keeps the process alive by itself (its owner refs it while work is pending, so an idle thread or a
+ * forgotten clean-up cannot hold the process open), and any way it fails (an uncaught error, or an exit) reaches
+ * the owner as one callback.
+ */
+import { Worker } from "node:worker_threads";
+
+export interface EvalWorkerHandlers<Reply> {
+  readonly onMessage: (reply: Reply) => void;
+  /** `detail` reads after the thread's name, e.g. "the digest thread exited with code 1". */
+  readonly onFailure: (detail: string, cause?: unknown) => void;
+  readonly onExit?: (code: number) => void;
+}
+
+export function startEvalWorker<Reply>(
+  name: string,
+  source: string,
+  handlers: EvalWorkerHandlers<Reply>,
+  workerData?: unknown,
+): Worker {
+  const thread = new Worker(source, { eval: true, workerData });
+  thread.unref();
+  thread.on("message", (reply: Reply) => handlers.onMessage(reply));
+  thread.on("error", (error) => handlers.onFailure(error.message, error));
+  thread.on("exit", (code) => {
+    handlers.onExit?.(code);
+    handlers.onFailure(`${name} exited with code ${code}`);
+  });
+  return thread;
+}
