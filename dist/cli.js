@@ -32342,8 +32342,10 @@ var HeaderParser = class {
             await this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"),
             offset
           );
-          for (const [key, value] of pickKnown(records)) local.set(key, value);
-          for (const key of records.keys()) sparse ||= key.startsWith("GNU.sparse.");
+          for (const [key, value] of records) {
+            if (isPaxKey(key)) local.set(key, value);
+            else sparse ||= key.startsWith("GNU.sparse.");
+          }
           break;
         }
         case TypeFlag.paxGlobal:
@@ -32393,7 +32395,8 @@ var HeaderParser = class {
     return body;
   }
   applyGlobals(records) {
-    for (const [key, value] of pickKnown(records)) {
+    for (const [key, value] of records) {
+      if (!isPaxKey(key)) continue;
       if (value === "") this.globals.delete(key);
       else this.globals.set(key, value);
     }
@@ -32403,8 +32406,7 @@ var HeaderParser = class {
       const value = meta.local.has(key) ? meta.local.get(key) : this.globals.get(key);
       return value === "" ? void 0 : value;
     };
-    const ustarPath = ustarPathOf(block, offset);
-    let path = pax("path") ?? meta.longName ?? ustarPath;
+    let path = pax("path") ?? meta.longName ?? ustarPathOf(block, offset);
     const linkField = textField(block, Field.linkname, offset);
     const linkTarget = pax("linkpath") ?? meta.longLink ?? (linkField === "" ? void 0 : linkField);
     let type = entryTypeOf(typeFlag, path);
@@ -32529,9 +32531,9 @@ function parsePaxRecords(body, offset) {
   let position = 0;
   while (position < body.length) {
     const space = body.indexOf(32, position);
-    const lengthText = space === -1 ? "" : body.toString("latin1", position, space);
-    if (!/^[1-9][0-9]{0,8}$/.test(lengthText)) fail("malformed pax record length", offset);
-    const end = position + Number(lengthText);
+    const length = recordLength(body, position, space);
+    if (length === void 0) fail("malformed pax record length", offset);
+    const end = position + length;
     if (end > body.length || end <= space + 1 || body[end - 1] !== 10) fail("malformed pax record", offset);
     const record = body.subarray(space + 1, end - 1);
     const equals = record.indexOf(61);
@@ -32544,8 +32546,18 @@ function parsePaxRecords(body, offset) {
   }
   return records;
 }
-function* pickKnown(records) {
-  for (const entry2 of records) if (PAX_KEYS.has(entry2[0])) yield entry2;
+function recordLength(body, start, space) {
+  if (space === -1 || space === start || space - start > 9 || body[start] === 48) return void 0;
+  let length = 0;
+  for (let i = start; i < space; i++) {
+    const digit = body[i] - 48;
+    if (digit < 0 || digit > 9) return void 0;
+    length = length * 10 + digit;
+  }
+  return length;
+}
+function isPaxKey(key) {
+  return PAX_KEYS.has(key);
 }
 function paxInteger(value, name, offset) {
   if (value === void 0) return void 0;

@@ -297,8 +297,10 @@ class HeaderParser {
             await this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"),
             offset,
           );
-          for (const [key, value] of pickKnown(records)) local.set(key, value);
-          for (const key of records.keys()) sparse ||= key.startsWith("GNU.sparse.");
+          for (const [key, value] of records) {
+            if (isPaxKey(key)) local.set(key, value);
+            else sparse ||= key.startsWith("GNU.sparse.");
+          }
           break;
         }
         case TypeFlag.paxGlobal:
@@ -356,7 +358,8 @@ class HeaderParser {
   }
 
   private applyGlobals(records: Map<string, string>): void {
-    for (const [key, value] of pickKnown(records)) {
+    for (const [key, value] of records) {
+      if (!isPaxKey(key)) continue;
       // An empty value deletes the global (POSIX pax "keyword=" semantics).
       if (value === "") this.globals.delete(key);
       else this.globals.set(key, value);
@@ -374,8 +377,8 @@ class HeaderParser {
       const value = meta.local.has(key) ? meta.local.get(key) : this.globals.get(key);
       return value === "" ? undefined : value;
     };
-    const ustarPath = ustarPathOf(block, offset);
-    let path = pax("path") ?? meta.longName ?? ustarPath;
+    // The ustar name is only decoded when nothing overrides it (most of our members carry a pax path or none).
+    let path = pax("path") ?? meta.longName ?? ustarPathOf(block, offset);
     const linkField = textField(block, Field.linkname, offset);
     const linkTarget = pax("linkpath") ?? meta.longLink ?? (linkField === "" ? undefined : linkField);
     let type = entryTypeOf(typeFlag, path);
@@ -530,9 +533,9 @@ function parsePaxRecords(body: Buffer, offset: number): Map<string, string> {
   let position = 0;
   while (position < body.length) {
     const space = body.indexOf(0x20, position);
-    const lengthText = space === -1 ? "" : body.toString("latin1", position, space);
-    if (!/^[1-9][0-9]{0,8}$/.test(lengthText)) fail("malformed pax record length", offset);
-    const end = position + Number(lengthText);
+    const length = recordLength(body, position, space);
+    if (length === undefined) fail("malformed pax record length", offset);
+    const end = position + length;
     if (end > body.length || end <= space + 1 || body[end - 1] !== 0x0a) fail("malformed pax record", offset);
     const record = body.subarray(space + 1, end - 1);
     const equals = record.indexOf(0x3d);
@@ -546,8 +549,20 @@ function parsePaxRecords(body: Buffer, offset: number): Map<string, string> {
   return records;
 }
 
-function* pickKnown(records: Map<string, string>): Generator<[PaxKey, string]> {
-  for (const entry of records) if (PAX_KEYS.has(entry[0])) yield entry as [PaxKey, string];
+/** The decimal length before a pax record's space: 1-9 digits, no leading zero; undefined otherwise. */
+function recordLength(body: Buffer, start: number, space: number): number | undefined {
+  if (space === -1 || space === start || space - start > 9 || body[start] === 0x30) return undefined;
+  let length = 0;
+  for (let i = start; i < space; i++) {
+    const digit = body[i]! - 0x30;
+    if (digit < 0 || digit > 9) return undefined;
+    length = length * 10 + digit;
+  }
+  return length;
+}
+
+function isPaxKey(key: string): key is PaxKey {
+  return PAX_KEYS.has(key);
 }
 
 function paxInteger(value: string | undefined, name: string, offset: number): number | undefined {

@@ -135,7 +135,15 @@ describe("readTar robustness", () => {
   });
 
   it("rejects malformed pax records", async () => {
-    for (const records of ["12 path=abc", "99 path=abc\n", "x path=abc\n", "8 =abcd\n", "9 pathab\n"]) {
+    const lengths = ["012 path=abc\n", " 12 path=abc\n", "1x path=abc\n", "1234567890 path=abc\n"];
+    for (const records of [
+      "12 path=abc",
+      "99 path=abc\n",
+      "x path=abc\n",
+      "8 =abcd\n",
+      "9 pathab\n",
+      ...lengths,
+    ]) {
       const archive = Buffer.concat([
         metaMember("x", Buffer.from(records)),
         await archiveOf([file("home/a", "a")]),
