@@ -84,6 +84,34 @@ describe("disk full", () => {
     await expectTargetUntouched(parent, target);
   });
 
+  it("while the writer thread makes small files: the same error, target untouched, staging removed", async () => {
+    // 3,000 incompressible 4 KiB files: the space runs out in the thread that writes small files, not here.
+    const manyHome = join(work, "many-home");
+    await generateLookerHome({ root: manyHome, seed: 5, sizeBytes: 256 << 10, smallFiles: 10 });
+    await mkdir(join(manyHome, "looker/many"));
+    for (let i = 0; i < 3000; i++) await writeFile(join(manyHome, `looker/many/f${i}`), randomBytes(4096));
+    const { archive } = await cliJson<{ archive: string }>(
+      ...["backup", "--home", manyHome, "--out", join(work, "many-store"), "--recipient", recipient],
+      ...["--instance", "many"],
+    );
+    const fs = await smallTmpfs("restore-many-fs");
+    const { parent, target } = await preparedTarget(fs);
+    const run = await cli(
+      "restore",
+      "--archive",
+      archive,
+      "--identity",
+      identityFile,
+      "--target",
+      target,
+      "--force",
+    );
+    expect(run.code, run.stderr).not.toBe(0);
+    expect(run.stderr).toMatch(/looker-backup: error: .*no space left on device/i);
+    expect(run.stderr).toContain("hint: the disk is full");
+    await expectTargetUntouched(parent, target);
+  });
+
   it("during a backup: clear error, the older archive byte-identical, no partial file", async () => {
     const out = await smallTmpfs("backup-fs");
     const smallHome = join(work, "small-home");
