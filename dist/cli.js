@@ -27915,6 +27915,13 @@ function startEvalWorker(name, source, handlers, workerData) {
   });
   return thread;
 }
+function errorFromThread(detail2) {
+  const error = new Error(detail2.message);
+  if (detail2.code !== void 0) error.code = detail2.code;
+  if (detail2.path !== void 0) error.path = detail2.path;
+  if (detail2.syscall !== void 0) error.syscall = detail2.syscall;
+  return error;
+}
 
 // src/archive/file-digests.ts
 var InlineDigester = class {
@@ -32897,7 +32904,7 @@ var SmallFileWriter = class {
     this.inFlight -= 1;
     if (this.inFlight === 0) this.thread?.unref();
     if ("error" in reply) {
-      this.fail(systemError(reply.error));
+      this.fail(errorFromThread(reply.error));
       return;
     }
     const waiting = this.waiters;
@@ -32920,13 +32927,6 @@ var SmallFileWriter = class {
     for (const waiter of waiting) waiter.reject(this.failure);
   }
 };
-function systemError(detail2) {
-  const error = new Error(detail2.message);
-  if (detail2.code !== void 0) error.code = detail2.code;
-  if (detail2.path !== void 0) error.path = detail2.path;
-  if (detail2.syscall !== void 0) error.syscall = detail2.syscall;
-  return error;
-}
 function writeFailed(detail2, cause) {
   return new LookerBackupError(`writing the restored files failed: ${detail2}`, { cause });
 }

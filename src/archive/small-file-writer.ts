@@ -10,7 +10,7 @@
  */
 import type { Worker } from "node:worker_threads";
 import { LookerBackupError } from "../errors.js";
-import { startEvalWorker } from "../runtime/eval-worker.js";
+import { errorFromThread, startEvalWorker, type ThreadError } from "../runtime/eval-worker.js";
 import type { TarHeader } from "./tar-format.js";
 
 /** Files up to this size are batched; bigger ones are written by the caller, part by part as they arrive. */
@@ -29,9 +29,7 @@ interface WriterBatch {
   readonly numbers: number[];
 }
 
-type WriterReply =
-  | { id: number }
-  | { id: number; error: { message: string; code?: string; path?: string; syscall?: string } };
+type WriterReply = { id: number } | { id: number; error: ThreadError };
 
 /**
  * Writes one batch: open (exclusive: staging is fresh, so an existing file means the archive wrote a path twice),
@@ -173,7 +171,7 @@ export class SmallFileWriter {
     this.inFlight -= 1;
     if (this.inFlight === 0) this.thread?.unref();
     if ("error" in reply) {
-      this.fail(systemError(reply.error));
+      this.fail(errorFromThread(reply.error));
       return;
     }
     const waiting = this.waiters;
@@ -197,15 +195,6 @@ export class SmallFileWriter {
     this.waiters = [];
     for (const waiter of waiting) waiter.reject(this.failure);
   }
-}
-
-/** The thread's error as the same call on this thread would have thrown it (code, path, syscall kept for hints). */
-function systemError(detail: { message: string; code?: string; path?: string; syscall?: string }): Error {
-  const error = new Error(detail.message) as NodeJS.ErrnoException;
-  if (detail.code !== undefined) error.code = detail.code;
-  if (detail.path !== undefined) error.path = detail.path;
-  if (detail.syscall !== undefined) error.syscall = detail.syscall;
-  return error;
 }
 
 function writeFailed(detail: string, cause?: unknown): LookerBackupError {

@@ -30,3 +30,20 @@ export function startEvalWorker<Reply>(
   });
   return thread;
 }
+
+/** A system error as a thread sends it: what the owner needs to rebuild it (code, path, syscall keep the hints). */
+export interface ThreadError {
+  readonly message: string;
+  readonly code?: string;
+  readonly path?: string;
+  readonly syscall?: string;
+}
+
+/** The thread's error as the same call on the owner's thread would have thrown it. */
+export function errorFromThread(detail: ThreadError): Error {
+  const error = new Error(detail.message) as NodeJS.ErrnoException;
+  if (detail.code !== undefined) error.code = detail.code;
+  if (detail.path !== undefined) error.path = detail.path;
+  if (detail.syscall !== undefined) error.syscall = detail.syscall;
+  return error;
+}
