@@ -32,3 +32,8 @@ export async function cliJson<T = Record<string, unknown>>(...argv: string[]): P
 export function backupArgv(home: string, out: string, recipient: string, instance: string): string[] {
   return ["backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", instance];
 }
+
+/** The plain "restore this archive into this target" command line; callers add flags such as --force. */
+export function restoreArgv(archive: string, identityFile: string, target: string): string[] {
+  return ["restore", "--archive", archive, "--identity", identityFile, "--target", target];
+}

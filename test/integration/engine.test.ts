@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { writeArchive } from "../helpers/archives.js";
-import { backupArgv, cli, cliJson } from "../helpers/cli.js";
+import { backupArgv, cli, cliJson, restoreArgv } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { comparable, mtimeDifferences, snapshotTree } from "../helpers/tree.js";
 
@@ -336,13 +336,7 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
     expect(refused.stderr).toMatch(/not empty/);
     expect(refused.stderr).toMatch(/--force/);
     const done = await cliJson<{ previousContent: string }>(
-      "restore",
-      "--archive",
-      archive,
-      "--identity",
-      identityFile,
-      "--target",
-      target,
+      ...restoreArgv(archive, identityFile, target),
       "--force",
     );
     expect(await readFile(join(done.previousContent, "old.txt"), "utf8")).toBe("old");

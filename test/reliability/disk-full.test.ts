@@ -11,7 +11,7 @@ import { copyFile, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promi
 import { basename, join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
-import { cli, cliJson } from "../helpers/cli.js";
+import { backupArgv, cli, cliJson, restoreArgv } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { expectTargetUntouched, makeKeyPair, preparedTarget, removeWorkspace, workspace } from "./support.js";
 
@@ -65,23 +65,18 @@ afterAll(async () => {
 });
 
 describe("disk full", () => {
-  it("during a restore: clear error, target untouched, staging removed", async () => {
-    const fs = await smallTmpfs("restore-fs");
-    const { parent, target } = await preparedTarget(fs);
-    const run = await cli(
-      "restore",
-      "--archive",
-      bigArchive,
-      "--identity",
-      identityFile,
-      "--target",
-      target,
-      "--force",
-    );
+  /** Restores `archive` onto a full 8 MiB tmpfs: it must fail with the disk-full hint and change nothing. */
+  async function expectDiskFullRestore(archive: string, mountName: string): Promise<void> {
+    const { parent, target } = await preparedTarget(await smallTmpfs(mountName));
+    const run = await cli(...restoreArgv(archive, identityFile, target), "--force");
     expect(run.code, run.stderr).not.toBe(0);
     expect(run.stderr).toMatch(/looker-backup: error: .*no space left on device/i);
     expect(run.stderr).toContain("hint: the disk is full");
     await expectTargetUntouched(parent, target);
+  }
+
+  it("during a restore: clear error, target untouched, staging removed", async () => {
+    await expectDiskFullRestore(bigArchive, "restore-fs");
   });
 
   it("while the writer thread makes small files: the same error, target untouched, staging removed", async () => {
@@ -91,25 +86,9 @@ describe("disk full", () => {
     await mkdir(join(manyHome, "looker/many"));
     for (let i = 0; i < 3000; i++) await writeFile(join(manyHome, `looker/many/f${i}`), randomBytes(4096));
     const { archive } = await cliJson<{ archive: string }>(
-      ...["backup", "--home", manyHome, "--out", join(work, "many-store"), "--recipient", recipient],
-      ...["--instance", "many"],
+      ...backupArgv(manyHome, join(work, "many-store"), recipient, "many"),
     );
-    const fs = await smallTmpfs("restore-many-fs");
-    const { parent, target } = await preparedTarget(fs);
-    const run = await cli(
-      "restore",
-      "--archive",
-      archive,
-      "--identity",
-      identityFile,
-      "--target",
-      target,
-      "--force",
-    );
-    expect(run.code, run.stderr).not.toBe(0);
-    expect(run.stderr).toMatch(/looker-backup: error: .*no space left on device/i);
-    expect(run.stderr).toContain("hint: the disk is full");
-    await expectTargetUntouched(parent, target);
+    await expectDiskFullRestore(archive, "restore-many-fs");
   });
 
   it("during a backup: clear error, the older archive byte-identical, no partial file", async () => {

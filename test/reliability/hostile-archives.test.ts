@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeHeader } from "../../src/archive/tar-format.js";
 import { buildTar, encryptTar, type RawMember } from "../helpers/archives.js";
 import { bundledEntry } from "../helpers/bundle.js";
+import { restoreArgv } from "../helpers/cli.js";
 import {
   expectTargetUntouched,
   makeKeyPair,
@@ -146,17 +147,7 @@ describe("a huge number of members", () => {
   it(`${RESTORE_COUNT} empty members restore completely under a 256 MiB heap, all inside the target`, async () => {
     const archive = await manyMembers(RESTORE_COUNT);
     const { parent, target } = await preparedTarget(work);
-    const run = await boundedCli(
-      "restore",
-      "--archive",
-      archive,
-      "--identity",
-      identityFile,
-      "--target",
-      target,
-      "--force",
-      "--json",
-    );
+    const run = await boundedCli(...restoreArgv(archive, identityFile, target), "--force", "--json");
     expect(run.code, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as { members: number; previousContent: string };
     expect(result.members).toBeGreaterThanOrEqual(RESTORE_COUNT);

@@ -15,7 +15,7 @@ import { InputError } from "../../src/errors.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { runActionEntry } from "../helpers/actions-env.js";
 import { bundledEntry } from "../helpers/bundle.js";
-import { cli } from "../helpers/cli.js";
+import { cli, restoreArgv } from "../helpers/cli.js";
 import { makeKeyPair, removeWorkspace, workspace } from "./support.js";
 
 let work: string;
@@ -171,15 +171,7 @@ describe("restore action inputs (bundled restore-main)", () => {
 describe("CLI flags", () => {
   const missing = "/nonexistent/lb-rel";
   const backup = () => ["backup", "--home", home, "--out", join(work, "out"), "--recipient", recipient];
-  const restore = () => [
-    "restore",
-    "--archive",
-    archive,
-    "--identity",
-    identityFile,
-    "--target",
-    join(work, "t"),
-  ];
+  const restore = () => restoreArgv(archive, identityFile, join(work, "t"));
   const drillIntoDir = () => ["drill", "--archive", archive, "--identity", identityFile, "--target-dir", "d"];
   // [flag named in the message, argv]
   const cases: [string, () => string[]][] = [
