@@ -27915,6 +27915,37 @@ function startEvalWorker(name, source, handlers, workerData) {
   });
   return thread;
 }
+async function stopEvalWorker(thread) {
+  thread?.ref();
+  await thread?.terminate();
+}
+var BacklogWaiters = class {
+  /** @param backlog the owner's current backlog */
+  constructor(backlog) {
+    this.backlog = backlog;
+  }
+  backlog;
+  waiting = [];
+  /** Resolves once the backlog is at most `until`. */
+  until(until) {
+    if (this.backlog() <= until) return Promise.resolve();
+    return new Promise((resolve5, reject) => this.waiting.push({ resolve: resolve5, reject, until }));
+  }
+  /** Resolves the waiters whose bound the backlog has reached. */
+  wake() {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const waiter of waiting) {
+      if (this.backlog() <= waiter.until) waiter.resolve();
+      else this.waiting.push(waiter);
+    }
+  }
+  rejectAll(error) {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const waiter of waiting) waiter.reject(error);
+  }
+};
 function errorFromThread(detail2) {
   const error = new Error(detail2.message);
   if (detail2.code !== void 0) error.code = detail2.code;
@@ -28014,7 +28045,7 @@ var WorkerDigester = class {
   nextId = 0;
   failure;
   closed = false;
-  waiters = [];
+  waiters = new BacklogWaiters(() => this.inFlight.size);
   update(fileId, buffer, start, end) {
     const memory = buffer.buffer;
     if (!(memory instanceof SharedArrayBuffer))
@@ -28044,8 +28075,7 @@ var WorkerDigester = class {
   async close() {
     this.closed = true;
     this.failure ??= digestFailed("the digest thread was closed");
-    this.thread?.ref();
-    await this.thread?.terminate();
+    await stopEvalWorker(this.thread);
   }
   hashHere() {
     const { blocks, segments } = this.takeBatch();
@@ -28087,31 +28117,20 @@ var WorkerDigester = class {
     }
     this.report(reply.digests);
     if (this.inFlight.size === 0) this.thread?.unref();
-    this.wakeWaiters();
+    this.waiters.wake();
   }
   report(digests) {
     for (let i = 0; i < digests.length; i += 2) this.listener(digests[i], digests[i + 1]);
   }
   waitUntil(inFlight) {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.inFlight.size <= inFlight) return Promise.resolve();
-    return new Promise((resolve5, reject) => this.waiters.push({ resolve: resolve5, reject, until: inFlight }));
-  }
-  wakeWaiters() {
-    const waiting = this.waiters;
-    this.waiters = [];
-    for (const waiter of waiting) {
-      if (this.inFlight.size <= waiter.until) waiter.resolve();
-      else this.waiters.push(waiter);
-    }
+    return this.waiters.until(inFlight);
   }
   fail(error) {
     this.failure ??= error;
     this.inFlight.clear();
     this.thread?.unref();
-    const waiting = this.waiters;
-    this.waiters = [];
-    for (const waiter of waiting) waiter.reject(this.failure);
+    this.waiters.rejectAll(this.failure);
   }
 };
 function digestFailed(detail2, cause) {
@@ -29046,8 +29065,7 @@ var PoolWorker = class {
     });
   }
   async terminate() {
-    this.thread.ref();
-    await this.thread.terminate();
+    await stopEvalWorker(this.thread);
   }
   settle(reply) {
     const job = this.pending.get(reply.id);
@@ -32736,8 +32754,7 @@ var HashThread = class {
   }
   async close() {
     this.failure ??= hashFailed("the hash thread was closed");
-    this.thread?.ref();
-    await this.thread?.terminate();
+    await stopEvalWorker(this.thread);
   }
   send(id, part) {
     if (this.failure) throw this.failure;
@@ -32840,7 +32857,7 @@ var SmallFileWriter = class {
   nextId = 0;
   inFlight = 0;
   failure;
-  waiters = [];
+  waiters = new BacklogWaiters(() => this.inFlight);
   /**
    * Where to copy the body of a file of `size` bytes (at most SMALL_FILE_MAX), then call add(). Waits when the
    * thread lags too far behind; throws what the thread failed with.
@@ -32874,8 +32891,7 @@ var SmallFileWriter = class {
   async close() {
     this.failure ??= writeFailed("the file writer was closed");
     this.current = void 0;
-    this.thread?.ref();
-    await this.thread?.terminate();
+    await stopEvalWorker(this.thread);
   }
   send() {
     const batch2 = this.current;
@@ -32907,24 +32923,16 @@ var SmallFileWriter = class {
       this.fail(errorFromThread(reply.error));
       return;
     }
-    const waiting = this.waiters;
-    this.waiters = [];
-    for (const waiter of waiting) {
-      if (this.inFlight <= waiter.until) waiter.resolve();
-      else this.waiters.push(waiter);
-    }
+    this.waiters.wake();
   }
   waitUntil(inFlight) {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.inFlight <= inFlight) return Promise.resolve();
-    return new Promise((resolve5, reject) => this.waiters.push({ resolve: resolve5, reject, until: inFlight }));
+    return this.waiters.until(inFlight);
   }
   fail(error) {
     this.failure ??= error;
     this.thread?.unref();
-    const waiting = this.waiters;
-    this.waiters = [];
-    for (const waiter of waiting) waiter.reject(this.failure);
+    this.waiters.rejectAll(this.failure);
   }
 };
 function writeFailed(detail2, cause) {

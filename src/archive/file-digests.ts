@@ -12,7 +12,7 @@ import { createHash, type Hash } from "node:crypto";
 import type { Worker } from "node:worker_threads";
 import type { BlockMemory, BlockPool } from "../compress/block-pool.js";
 import { LookerBackupError } from "../errors.js";
-import { startEvalWorker } from "../runtime/eval-worker.js";
+import { BacklogWaiters, startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
 
 /** Receives a file's digest (lower-case hex), in the order files end. */
 export type DigestListener = (fileId: number, sha256: string) => void;
@@ -145,7 +145,7 @@ export class WorkerDigester implements FileDigester {
   private nextId = 0;
   private failure: Error | undefined;
   private closed = false;
-  private waiters: { resolve: () => void; reject: (error: Error) => void; until: number }[] = [];
+  private readonly waiters = new BacklogWaiters(() => this.inFlight.size);
 
   /**
    * @param pool the shared pool the packer's chunks come from: each block a batch reads is held until the thread
@@ -192,10 +192,7 @@ export class WorkerDigester implements FileDigester {
   async close(): Promise<void> {
     this.closed = true;
     this.failure ??= digestFailed("the digest thread was closed");
-    // Ref'd while it stops: an unref'd thread's exit does not keep the event loop alive, and a caller awaiting
-    // this (the packer's clean-up during a cancelled backup) would then hang until node quits with exit code 13.
-    this.thread?.ref();
-    await this.thread?.terminate();
+    await stopEvalWorker(this.thread);
   }
 
   private hashHere(): void {
@@ -243,7 +240,7 @@ export class WorkerDigester implements FileDigester {
     }
     this.report(reply.digests);
     if (this.inFlight.size === 0) this.thread?.unref();
-    this.wakeWaiters();
+    this.waiters.wake();
   }
 
   private report(digests: readonly (number | string)[]): void {
@@ -252,26 +249,14 @@ export class WorkerDigester implements FileDigester {
 
   private waitUntil(inFlight: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.inFlight.size <= inFlight) return Promise.resolve();
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject, until: inFlight }));
-  }
-
-  private wakeWaiters(): void {
-    const waiting = this.waiters;
-    this.waiters = [];
-    for (const waiter of waiting) {
-      if (this.inFlight.size <= waiter.until) waiter.resolve();
-      else this.waiters.push(waiter);
-    }
+    return this.waiters.until(inFlight);
   }
 
   private fail(error: Error): void {
     this.failure ??= error;
     this.inFlight.clear();
     this.thread?.unref();
-    const waiting = this.waiters;
-    this.waiters = [];
-    for (const waiter of waiting) waiter.reject(this.failure);
+    this.waiters.rejectAll(this.failure);
   }
 }
 

@@ -7,7 +7,7 @@
 import { createHash, type Hash } from "node:crypto";
 import type { Worker } from "node:worker_threads";
 import { LookerBackupError } from "../errors.js";
-import { startEvalWorker } from "../runtime/eval-worker.js";
+import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
 import { DIGEST_WORKER_SOURCE } from "./file-digests.js";
 
 /** One file's running digest, fed in order. */
@@ -48,10 +48,7 @@ export class HashThread {
 
   async close(): Promise<void> {
     this.failure ??= hashFailed("the hash thread was closed");
-    // Ref'd while it stops: an unref'd thread's exit does not keep the event loop alive, and a caller awaiting
-    // this (a stream's destroy during a cancelled run) would then hang until node quits with exit code 13.
-    this.thread?.ref();
-    await this.thread?.terminate();
+    await stopEvalWorker(this.thread);
   }
 
   private send(id: number, part: Buffer): void {

@@ -10,7 +10,13 @@
  */
 import type { Worker } from "node:worker_threads";
 import { LookerBackupError } from "../errors.js";
-import { errorFromThread, startEvalWorker, type ThreadError } from "../runtime/eval-worker.js";
+import {
+  BacklogWaiters,
+  errorFromThread,
+  startEvalWorker,
+  stopEvalWorker,
+  type ThreadError,
+} from "../runtime/eval-worker.js";
 import type { TarHeader } from "./tar-format.js";
 
 /** Files up to this size are batched; bigger ones are written by the caller, part by part as they arrive. */
@@ -92,7 +98,7 @@ export class SmallFileWriter {
   private nextId = 0;
   private inFlight = 0;
   private failure: Error | undefined;
-  private waiters: { resolve: () => void; reject: (error: Error) => void; until: number }[] = [];
+  private readonly waiters = new BacklogWaiters(() => this.inFlight);
 
   constructor(private readonly canChown: boolean) {}
 
@@ -135,10 +141,7 @@ export class SmallFileWriter {
   async close(): Promise<void> {
     this.failure ??= writeFailed("the file writer was closed");
     this.current = undefined;
-    // Ref'd while it stops: an unref'd thread's exit does not keep the event loop alive, and a caller awaiting
-    // this during a cancelled run would then hang until node quits with exit code 13.
-    this.thread?.ref();
-    await this.thread?.terminate();
+    await stopEvalWorker(this.thread);
   }
 
   private send(): void {
@@ -174,26 +177,18 @@ export class SmallFileWriter {
       this.fail(errorFromThread(reply.error));
       return;
     }
-    const waiting = this.waiters;
-    this.waiters = [];
-    for (const waiter of waiting) {
-      if (this.inFlight <= waiter.until) waiter.resolve();
-      else this.waiters.push(waiter);
-    }
+    this.waiters.wake();
   }
 
   private waitUntil(inFlight: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.inFlight <= inFlight) return Promise.resolve();
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject, until: inFlight }));
+    return this.waiters.until(inFlight);
   }
 
   private fail(error: Error): void {
     this.failure ??= error;
     this.thread?.unref();
-    const waiting = this.waiters;
-    this.waiters = [];
-    for (const waiter of waiting) waiter.reject(this.failure);
+    this.waiters.rejectAll(this.failure);
   }
 }
 

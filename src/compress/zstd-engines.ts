@@ -11,7 +11,7 @@
 import type { Worker } from "node:worker_threads";
 import { constants, type ZstdOptions, zstdCompress } from "node:zlib";
 import { LookerBackupError } from "../errors.js";
-import { startEvalWorker } from "../runtime/eval-worker.js";
+import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
 import type { BlockMemory } from "./block-pool.js";
 import { ZSTD_WORKER_SOURCE } from "./zstd-worker.js";
 
@@ -154,9 +154,7 @@ class PoolWorker {
   }
 
   async terminate(): Promise<void> {
-    // Ref'd while it stops, so that awaiting this keeps the event loop alive until the thread has exited.
-    this.thread.ref();
-    await this.thread.terminate();
+    await stopEvalWorker(this.thread);
   }
 
   private settle(reply: WorkerReply): void {

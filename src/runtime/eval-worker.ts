@@ -3,7 +3,8 @@
  * a string (`eval: true`), so they run the same from the sources and from the bundle. They start the same way: the
  * thread never keeps the process alive by itself (its owner refs it while work is pending, so an idle thread or a
  * forgotten clean-up cannot hold the process open), and any way it fails (an uncaught error, or an exit) reaches
- * the owner as one callback.
+ * the owner as one callback. They stop the same way (stopEvalWorker), and owners that let work pile up to a bound
+ * wait for it the same way (BacklogWaiters).
  */
 import { Worker } from "node:worker_threads";
 
@@ -29,6 +30,49 @@ export function startEvalWorker<Reply>(
     handlers.onFailure(`${name} exited with code ${code}`);
   });
   return thread;
+}
+
+/**
+ * Stops a thread, if one was started. It is ref'd while it stops: an unref'd thread's exit does not keep the event
+ * loop alive, and a caller awaiting this (a clean-up during a cancelled run) would then hang until node quits with
+ * exit code 13.
+ */
+export async function stopEvalWorker(thread: Worker | undefined): Promise<void> {
+  thread?.ref();
+  await thread?.terminate();
+}
+
+/**
+ * Callers waiting for a thread's backlog (work sent, not answered yet) to shrink to a bound. The owner tells it
+ * when the backlog shrank (wake) or the thread failed (rejectAll).
+ */
+export class BacklogWaiters {
+  private waiting: { resolve: () => void; reject: (error: Error) => void; until: number }[] = [];
+
+  /** @param backlog the owner's current backlog */
+  constructor(private readonly backlog: () => number) {}
+
+  /** Resolves once the backlog is at most `until`. */
+  until(until: number): Promise<void> {
+    if (this.backlog() <= until) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject, until }));
+  }
+
+  /** Resolves the waiters whose bound the backlog has reached. */
+  wake(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const waiter of waiting) {
+      if (this.backlog() <= waiter.until) waiter.resolve();
+      else this.waiting.push(waiter);
+    }
+  }
+
+  rejectAll(error: Error): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const waiter of waiting) waiter.reject(error);
+  }
 }
 
 /** A system error as a thread sends it: what the owner needs to rebuild it (code, path, syscall keep the hints). */
