@@ -28913,8 +28913,8 @@ var BlockPool = class {
 // src/compress/release.ts
 function releaseWhole(buffer) {
   const owned = buffer.buffer;
-  if (owned instanceof ArrayBuffer && owned.byteLength > 0 && buffer.byteOffset === 0 && buffer.byteLength === owned.byteLength)
-    owned.transfer?.(0);
+  if (owned.byteLength > 0 && buffer.byteOffset === 0 && buffer.byteLength === owned.byteLength)
+    detach(owned);
 }
 function mayBePoolSlice(view) {
   return view.buffer.byteLength <= Buffer.poolSize && view.byteLength < view.buffer.byteLength;
@@ -28924,8 +28924,11 @@ function handOver(chunk) {
   if (chunk.byteOffset === 0 && !mayBePoolSlice(chunk)) handedOver.add(chunk.buffer);
 }
 function releaseHandedOver(chunk) {
-  const owned = chunk.buffer;
-  if (handedOver.delete(owned) && owned instanceof ArrayBuffer) owned.transfer?.(0);
+  if (handedOver.delete(chunk.buffer)) detach(chunk.buffer);
+}
+function detach(buffer) {
+  const owned = buffer;
+  if (owned instanceof ArrayBuffer) owned.transfer?.(0);
 }
 
 // src/compress/zstd-engines.ts
@@ -29480,7 +29483,7 @@ var ZstdFramesDecompressStream = class extends Transform {
     this.inputLent = false;
     this.consume(chunk).then(
       () => {
-        if (this.releaseInput && !this.inputLent) releaseWhole(chunk);
+        if (this.releaseInput && !this.inputLent) releaseHandedOver(chunk);
         callback();
       },
       (error) => callback(this.asIntegrityError(error, this.frameOffset))
@@ -30029,6 +30032,7 @@ var PAYLOAD_NONCE_LENGTH = 16;
 var PLAINTEXT_CHUNK_SIZE = 64 * 1024;
 var CIPHERTEXT_CHUNK_SIZE = PLAINTEXT_CHUNK_SIZE + AEAD_TAG_LENGTH;
 var CHUNKS_PER_PUSH = 16;
+var OUTPUT_BATCH_SIZE = CHUNKS_PER_PUSH * CIPHERTEXT_CHUNK_SIZE;
 var LAST_CHUNK_FLAG = 1;
 var COUNTER_OFFSET = 5;
 var COUNTER_BYTES = 6;
@@ -30038,13 +30042,10 @@ function payloadKey(fileKey, nonce) {
   return hkdfSha256(fileKey, nonce, "payload");
 }
 var OutputBatcher = class {
-  #batchSize;
-  #buffer;
+  #buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
   #length = 0;
   #emit;
-  constructor(batchSize, emit) {
-    this.#batchSize = batchSize;
-    this.#buffer = Buffer.allocUnsafe(batchSize);
+  constructor(emit) {
     this.#emit = emit;
   }
   /** Room for `size` more bytes, emitting the current batch first if needed; returns the write offset. */
@@ -30060,7 +30061,7 @@ var OutputBatcher = class {
     const batch2 = this.#buffer.subarray(0, this.#length);
     handOver(batch2);
     this.#emit(batch2);
-    this.#buffer = Buffer.allocUnsafe(this.#batchSize);
+    this.#buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
     this.#length = 0;
   }
 };
@@ -30071,11 +30072,10 @@ var ChunkedProcessor = class {
   #counter = 0;
   #nonce = Buffer.alloc(AEAD_NONCE_LENGTH);
   output;
-  /** @param outputUnitSize what one full unit becomes (a unit's size plus or minus the AEAD tag) */
-  constructor(unitSize, outputUnitSize, emit) {
+  constructor(unitSize, emit) {
     this.#unitSize = unitSize;
     this.#assembly = Buffer.allocUnsafe(unitSize);
-    this.output = new OutputBatcher(CHUNKS_PER_PUSH * outputUnitSize, emit);
+    this.output = new OutputBatcher(emit);
   }
   /** Processes what can be processed now; keeps at most one unit back. */
   write(data) {
@@ -30131,7 +30131,7 @@ var ChunkedProcessor = class {
 var PayloadEncryptor = class extends ChunkedProcessor {
   #key;
   constructor(key, emit) {
-    super(PLAINTEXT_CHUNK_SIZE, CIPHERTEXT_CHUNK_SIZE, emit);
+    super(PLAINTEXT_CHUNK_SIZE, emit);
     this.#key = createSecretKey(key);
   }
   processChunk(chunk, last) {
@@ -30153,7 +30153,7 @@ var PayloadEncryptor = class extends ChunkedProcessor {
 var PayloadDecryptor = class extends ChunkedProcessor {
   #key;
   constructor(key, emit) {
-    super(CIPHERTEXT_CHUNK_SIZE, PLAINTEXT_CHUNK_SIZE, emit);
+    super(CIPHERTEXT_CHUNK_SIZE, emit);
     this.#key = createSecretKey(key);
   }
   processChunk(chunk, last) {

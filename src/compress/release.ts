@@ -8,14 +8,9 @@
  * left alone; that includes node's shared small-buffer pool, whose slices never cover the whole pool.
  */
 export function releaseWhole(buffer: Uint8Array): void {
-  const owned = buffer.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-  if (
-    owned instanceof ArrayBuffer &&
-    owned.byteLength > 0 &&
-    buffer.byteOffset === 0 &&
-    buffer.byteLength === owned.byteLength
-  )
-    owned.transfer?.(0);
+  const owned = buffer.buffer;
+  if (owned.byteLength > 0 && buffer.byteOffset === 0 && buffer.byteLength === owned.byteLength)
+    detach(owned);
 }
 
 /**
@@ -41,6 +36,12 @@ export function handOver(chunk: Uint8Array): void {
 
 /** Frees the chunk's ArrayBuffer now if its producer handed it over; otherwise leaves it to the collector. */
 export function releaseHandedOver(chunk: Uint8Array): void {
-  const owned = chunk.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-  if (handedOver.delete(owned) && owned instanceof ArrayBuffer) owned.transfer?.(0);
+  if (handedOver.delete(chunk.buffer)) detach(chunk.buffer);
+}
+
+/** Frees an ArrayBuffer's memory now (never shared memory, which other threads may still read). */
+function detach(buffer: ArrayBufferLike): void {
+  // transfer is ES2024 (node >= 21); the lib we compile against predates it, hence the optional type.
+  const owned = buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+  if (owned instanceof ArrayBuffer) owned.transfer?.(0);
 }

@@ -16,7 +16,7 @@ import { finished } from "node:stream/promises";
 import { createZstdDecompress, type ZstdDecompress, zstdDecompress } from "node:zlib";
 import { InputError, IntegrityError } from "../errors.js";
 import { type BlockMemory, BlockPool } from "./block-pool.js";
-import { handOver, releaseWhole } from "./release.js";
+import { handOver, releaseHandedOver } from "./release.js";
 import { type BlockEngine, InlineEngine, WorkerPool } from "./zstd-engines.js";
 import { ZstdFrameScanner } from "./zstd-frames.js";
 
@@ -65,8 +65,8 @@ export function createZstdCompressStream(options: ZstdCompressOptions = {}): Tra
 
 export interface ZstdDecompressOptions {
   /**
-   * The writer gives up every chunk it writes (our age decryptor's output batches): a chunk whose bytes were all
-   * copied into a gathered frame is freed at once, not at V8's next collection (see releaseWhole).
+   * Free the chunks the writer hands over (our age decryptor's output batches, see handOver) once their bytes were
+   * all copied into a gathered frame, not at V8's next collection.
    */
   releaseInput?: boolean;
 }
@@ -341,7 +341,7 @@ class ZstdFramesDecompressStream extends Transform {
     this.inputLent = false;
     this.consume(chunk).then(
       () => {
-        if (this.releaseInput && !this.inputLent) releaseWhole(chunk);
+        if (this.releaseInput && !this.inputLent) releaseHandedOver(chunk);
         callback();
       },
       (error: unknown) => callback(this.asIntegrityError(error, this.frameOffset)),

@@ -19,6 +19,7 @@ export const PAYLOAD_NONCE_LENGTH = 16;
 export const PLAINTEXT_CHUNK_SIZE = 64 * 1024;
 export const CIPHERTEXT_CHUNK_SIZE = PLAINTEXT_CHUNK_SIZE + AEAD_TAG_LENGTH;
 const CHUNKS_PER_PUSH = 16;
+const OUTPUT_BATCH_SIZE = CHUNKS_PER_PUSH * CIPHERTEXT_CHUNK_SIZE;
 const LAST_CHUNK_FLAG = 0x01;
 /** The counter is 11 bytes; 6 of them (2^48 chunks = 16 EiB) are more than any archive needs. */
 const COUNTER_OFFSET = 5;
@@ -30,20 +31,13 @@ export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
   return hkdfSha256(fileKey, nonce, "payload");
 }
 
-/**
- * Gathers output into large buffers and hands each to `emit` when full (and the remainder on flush). A full batch
- * is exactly its whole buffer, so the consumer can free it at once (see releaseWhole): a batch sized for
- * ciphertext chunks but filled with plaintext ones never was, and 1 MiB of garbage per batch went to the collector.
- */
+/** Gathers output into large buffers and hands each to `emit` when full (and the remainder on flush). */
 class OutputBatcher {
-  readonly #batchSize: number;
-  #buffer: Buffer;
+  #buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
   #length = 0;
   readonly #emit: (data: Buffer) => void;
 
-  constructor(batchSize: number, emit: (data: Buffer) => void) {
-    this.#batchSize = batchSize;
-    this.#buffer = Buffer.allocUnsafe(batchSize);
+  constructor(emit: (data: Buffer) => void) {
     this.#emit = emit;
   }
 
@@ -62,7 +56,7 @@ class OutputBatcher {
     const batch = this.#buffer.subarray(0, this.#length);
     handOver(batch); // ours no more: the last consumer may free it (see releaseHandedOver)
     this.#emit(batch);
-    this.#buffer = Buffer.allocUnsafe(this.#batchSize);
+    this.#buffer = Buffer.allocUnsafe(OUTPUT_BATCH_SIZE);
     this.#length = 0;
   }
 }
@@ -79,11 +73,10 @@ abstract class ChunkedProcessor {
   readonly #nonce = Buffer.alloc(AEAD_NONCE_LENGTH);
   protected readonly output: OutputBatcher;
 
-  /** @param outputUnitSize what one full unit becomes (a unit's size plus or minus the AEAD tag) */
-  constructor(unitSize: number, outputUnitSize: number, emit: (data: Buffer) => void) {
+  constructor(unitSize: number, emit: (data: Buffer) => void) {
     this.#unitSize = unitSize;
     this.#assembly = Buffer.allocUnsafe(unitSize);
-    this.output = new OutputBatcher(CHUNKS_PER_PUSH * outputUnitSize, emit);
+    this.output = new OutputBatcher(emit);
   }
 
   /** Processes what can be processed now; keeps at most one unit back. */
@@ -155,7 +148,7 @@ export class PayloadEncryptor extends ChunkedProcessor {
   readonly #key: KeyObject;
 
   constructor(key: Buffer, emit: (data: Buffer) => void) {
-    super(PLAINTEXT_CHUNK_SIZE, CIPHERTEXT_CHUNK_SIZE, emit);
+    super(PLAINTEXT_CHUNK_SIZE, emit);
     this.#key = createSecretKey(key);
   }
 
@@ -185,7 +178,7 @@ export class PayloadDecryptor extends ChunkedProcessor {
   readonly #key: KeyObject;
 
   constructor(key: Buffer, emit: (data: Buffer) => void) {
-    super(CIPHERTEXT_CHUNK_SIZE, PLAINTEXT_CHUNK_SIZE, emit);
+    super(CIPHERTEXT_CHUNK_SIZE, emit);
     this.#key = createSecretKey(key);
   }
 
