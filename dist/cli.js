@@ -28290,9 +28290,6 @@ function paddingFor(size) {
 function encodeEndOfArchive() {
   return Buffer.alloc(2 * BLOCK_SIZE);
 }
-function encodeHeader(header) {
-  return Buffer.from(encodeHeaderView(header));
-}
 var scratch = Buffer.alloc(4 * BLOCK_SIZE);
 function encodeHeaderView(header) {
   const member = normalizeForWriting(header);
@@ -28730,7 +28727,7 @@ var ArchivePacker = class {
     for (const entry2 of this.catalog) size += Buffer.byteLength(catalogLine(entry2));
     const now = Date.now() / 1e3;
     this.out.write(
-      encodeHeader({ path: CATALOG_PATH, type: "file", size, mode: 384, uid: 0, gid: 0, mtime: now })
+      encodeHeaderView({ path: CATALOG_PATH, type: "file", size, mode: 384, uid: 0, gid: 0, mtime: now })
     );
     for (const entry2 of this.catalog) {
       this.out.write(Buffer.from(catalogLine(entry2)));

@@ -15,13 +15,7 @@ import { InputError } from "../errors.js";
 import type { EntryStats, SelectedEntry } from "../manifest/select.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
 import { type DigestListener, type FileDigester, InlineDigester } from "./file-digests.js";
-import {
-  encodeEndOfArchive,
-  encodeHeader,
-  encodeHeaderView,
-  paddingFor,
-  type TarHeader,
-} from "./tar-format.js";
+import { encodeEndOfArchive, encodeHeaderView, paddingFor, type TarHeader } from "./tar-format.js";
 
 /** A member produced by the caller rather than read from disk (e.g. a database dump spooled during the backup). */
 export interface ExtraMember {
@@ -249,7 +243,7 @@ export class ArchivePacker {
     for (const entry of this.catalog) size += Buffer.byteLength(catalogLine(entry));
     const now = Date.now() / 1000;
     this.out.write(
-      encodeHeader({ path: CATALOG_PATH, type: "file", size, mode: 0o600, uid: 0, gid: 0, mtime: now }),
+      encodeHeaderView({ path: CATALOG_PATH, type: "file", size, mode: 0o600, uid: 0, gid: 0, mtime: now }),
     );
     for (const entry of this.catalog) {
       this.out.write(Buffer.from(catalogLine(entry)));

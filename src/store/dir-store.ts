@@ -17,7 +17,6 @@ import {
 
 const PARTIAL_PREFIX = ".partial-";
 
-/** A local or mounted directory: atomic writes (temp name, fsync, rename, fsync of the directory). */
 /**
  * Frees each chunk whose producer handed it over (the encryptor's 1 MiB batches) as soon as it is on disk, not
  * at V8's next collection: dead batches piling up as external memory were ~20-30 MiB of a backup's peak RSS.
@@ -40,6 +39,7 @@ function freeAfterWrite(stream: WriteStream): WriteStream {
   return stream;
 }
 
+/** A local or mounted directory: atomic writes (temp name, fsync, rename, fsync of the directory). */
 export class DirStore implements Store {
   readonly kind = "dir";
 
