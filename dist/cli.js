@@ -32043,15 +32043,18 @@ var LinkTracker = class {
   cleanParent;
   /** Throws an IntegrityError naming the member and the rule it breaks; records it otherwise. */
   admit(header) {
-    const problem = this.problemWith(header);
+    const key = withoutTrailingSlash(header.path);
+    const parent = parentOf(key);
+    const problem = this.problemWith(header, key, parent);
     if (problem !== void 0) refuse(header.path, problem);
-    this.record(header);
+    this.record(header, key, parent);
   }
   /** True when `path` (an archive path) was restored as a symlink. */
   isSymlink(path) {
     return this.kinds.get(withoutTrailingSlash(path)) === "symlink";
   }
-  problemWith(header) {
+  /** `key` is the path without a trailing "/", `parent` its directory (see parentOf). */
+  problemWith(header, key, parent) {
     switch (header.type) {
       case "character-device":
       case "block-device":
@@ -32065,8 +32068,7 @@ var LinkTracker = class {
     }
     const pathProblemFound = pathProblem(header.path, this.allowedRoots);
     if (pathProblemFound !== void 0) return pathProblemFound;
-    const key = withoutTrailingSlash(header.path);
-    if (parentOf(key) !== this.cleanParent) {
+    if (parent !== this.cleanParent) {
       const throughProblem = this.ancestorProblem(key);
       if (throughProblem !== void 0) return throughProblem;
     }
@@ -32104,9 +32106,7 @@ var LinkTracker = class {
     }
     return void 0;
   }
-  record(header) {
-    const key = withoutTrailingSlash(header.path);
-    const parent = parentOf(key);
+  record(header, key, parent) {
     if (parent !== this.cleanParent) {
       for (const ancestor of ancestorsOf(key)) {
         if (!this.kinds.has(ancestor)) this.kinds.set(ancestor, "directory");

@@ -55,9 +55,11 @@ export class LinkTracker {
 
   /** Throws an IntegrityError naming the member and the rule it breaks; records it otherwise. */
   admit(header: TarHeader): void {
-    const problem = this.problemWith(header);
+    const key = withoutTrailingSlash(header.path);
+    const parent = parentOf(key);
+    const problem = this.problemWith(header, key, parent);
     if (problem !== undefined) refuse(header.path, problem);
-    this.record(header);
+    this.record(header, key, parent);
   }
 
   /** True when `path` (an archive path) was restored as a symlink. */
@@ -65,7 +67,8 @@ export class LinkTracker {
     return this.kinds.get(withoutTrailingSlash(path)) === "symlink";
   }
 
-  private problemWith(header: TarHeader): string | undefined {
+  /** `key` is the path without a trailing "/", `parent` its directory (see parentOf). */
+  private problemWith(header: TarHeader, key: string, parent: string): string | undefined {
     switch (header.type) {
       case "character-device":
       case "block-device":
@@ -79,8 +82,7 @@ export class LinkTracker {
     }
     const pathProblemFound = pathProblem(header.path, this.allowedRoots);
     if (pathProblemFound !== undefined) return pathProblemFound;
-    const key = withoutTrailingSlash(header.path);
-    if (parentOf(key) !== this.cleanParent) {
+    if (parent !== this.cleanParent) {
       const throughProblem = this.ancestorProblem(key);
       if (throughProblem !== undefined) return throughProblem;
     }
@@ -122,9 +124,7 @@ export class LinkTracker {
     return undefined;
   }
 
-  private record(header: TarHeader): void {
-    const key = withoutTrailingSlash(header.path);
-    const parent = parentOf(key);
+  private record(header: TarHeader, key: string, parent: string): void {
     if (parent !== this.cleanParent) {
       for (const ancestor of ancestorsOf(key)) {
         if (!this.kinds.has(ancestor)) this.kinds.set(ancestor, "directory");
