@@ -17522,30 +17522,30 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash = createHash10(this.hashName);
-          hashString(hash, isServer ? this._remoteIdentRaw : this._identRaw);
-          hashString(hash, isServer ? this._identRaw : this._remoteIdentRaw);
-          hashString(hash, isServer ? this._remoteKexinit : this._kexinit);
-          hashString(hash, isServer ? this._kexinit : this._remoteKexinit);
+          const hash3 = createHash10(this.hashName);
+          hashString(hash3, isServer ? this._remoteIdentRaw : this._identRaw);
+          hashString(hash3, isServer ? this._identRaw : this._remoteIdentRaw);
+          hashString(hash3, isServer ? this._remoteKexinit : this._kexinit);
+          hashString(hash3, isServer ? this._kexinit : this._remoteKexinit);
           const serverPublicHostKey = isServer ? this._hostKey.getPublicSSH() : this._hostKey;
-          hashString(hash, serverPublicHostKey);
+          hashString(hash3, serverPublicHostKey);
           if (this.type === "groupex") {
             const params = this.getDHParams();
             const num = Buffer.allocUnsafe(4);
             writeUInt32BE(num, this._minBits, 0);
-            hash.update(num);
+            hash3.update(num);
             writeUInt32BE(num, this._prefBits, 0);
-            hash.update(num);
+            hash3.update(num);
             writeUInt32BE(num, this._maxBits, 0);
-            hash.update(num);
-            hashString(hash, params.prime);
-            hashString(hash, params.generator);
+            hash3.update(num);
+            hashString(hash3, params.prime);
+            hashString(hash3, params.generator);
           }
-          hashString(hash, isServer ? pubKey : this.getPublicKey());
+          hashString(hash3, isServer ? pubKey : this.getPublicKey());
           const serverPublicKey = isServer ? this.getPublicKey() : pubKey;
-          hashString(hash, serverPublicKey);
-          hashString(hash, secret);
-          const exchangeHash = hash.digest();
+          hashString(hash3, serverPublicKey);
+          hashString(hash3, secret);
+          const exchangeHash = hash3.digest();
           if (!isServer) {
             bufferParser.init(this._sig, 0);
             const sigType = bufferParser.readString(true);
@@ -18521,10 +18521,10 @@ var require_kex = __commonJS({
     })();
     var hashString = (() => {
       const LEN = Buffer.allocUnsafe(4);
-      return (hash, buf) => {
+      return (hash3, buf) => {
         writeUInt32BE(LEN, buf.length, 0);
-        hash.update(LEN);
-        hash.update(buf);
+        hash3.update(LEN);
+        hash3.update(buf);
       };
     })();
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
@@ -27979,28 +27979,28 @@ var InlineDigester = class {
   async close() {
   }
   hashOf(fileId) {
-    let hash = this.open.get(fileId);
-    if (hash === void 0) {
-      hash = createHash("sha256");
-      this.open.set(fileId, hash);
+    let hash3 = this.open.get(fileId);
+    if (hash3 === void 0) {
+      hash3 = createHash("sha256");
+      this.open.set(fileId, hash3);
     }
-    return hash;
+    return hash3;
   }
 };
 function hashSegments(views, segments, open3, newHash) {
   const digests = [];
   for (let i = 0; i < segments.length; i += 5) {
     const fileId = segments[i + 1];
-    let hash = open3.get(fileId);
-    if (hash === void 0) {
-      hash = newHash();
-      open3.set(fileId, hash);
+    let hash3 = open3.get(fileId);
+    if (hash3 === void 0) {
+      hash3 = newHash();
+      open3.set(fileId, hash3);
     }
     const start = segments[i + 2];
     const end = segments[i + 3];
-    if (end > start) hash.update(views[segments[i]].subarray(start, end));
+    if (end > start) hash3.update(views[segments[i]].subarray(start, end));
     if (segments[i + 4] === 1) {
-      digests.push(fileId, hash.digest("hex"));
+      digests.push(fileId, hash3.digest("hex"));
       open3.delete(fileId);
     }
   }
@@ -28698,10 +28698,10 @@ var ArchivePacker = class {
       mtime: extra.mtime
     };
     const catalogEntry = this.writeHeader(header);
-    const hash = createHash2("sha256");
+    const hash3 = createHash2("sha256");
     let written = 0;
     for await (const chunk of extra.body()) {
-      hash.update(chunk);
+      hash3.update(chunk);
       written += chunk.length;
       if (written > extra.size) break;
       this.out.write(chunk);
@@ -28714,7 +28714,7 @@ var ArchivePacker = class {
     }
     this.out.write(padding(extra.size));
     this.bytesIn += written;
-    catalogEntry.sha256 = hash.digest("hex");
+    catalogEntry.sha256 = hash3.digest("hex");
     yield* this.out.takeFull();
   }
   /**
@@ -32009,7 +32009,7 @@ import { PassThrough as PassThrough2 } from "node:stream";
 import { pipeline as pipeline3 } from "node:stream/promises";
 
 // src/archive/extract.ts
-import { createHash as createHash5 } from "node:crypto";
+import { createHash as createHash5, hash } from "node:crypto";
 
 // src/archive/member-safety.ts
 var DEFAULT_ALLOWED_ROOTS = ["meta/", "home/", "rootfs/", "mysql/"];
@@ -32146,6 +32146,7 @@ function refuse(path, rule) {
 }
 
 // src/archive/tar-reader.ts
+var NEEDS_INPUT = /* @__PURE__ */ Symbol("needs input");
 var DEFAULT_LIMITS = {
   maxPaxHeaderBytes: 1024 * 1024,
   maxPathBytes: 4096,
@@ -32155,32 +32156,63 @@ var DEFAULT_LIMITS = {
 var INTEGRITY_HINT = "the archive is damaged, truncated or not a tar archive; compare its sha256 with the backup's";
 var EMPTY = Buffer.alloc(0);
 var utf8 = new TextDecoder("utf-8", { fatal: true });
-async function* readTar(source, limits = {}) {
-  const settings = { ...DEFAULT_LIMITS, ...definedOnly(limits) };
-  const reader = new ChunkReader(iteratorOf(source), settings.releaseConsumed);
-  const parser = new HeaderParser(reader, settings);
-  let finished3 = false;
-  try {
-    let entries = 0;
-    for (; ; ) {
-      const member = await parser.next();
-      if (member === void 0) break;
-      entries += 1;
-      if (entries > settings.maxEntries) {
-        fail(`archive has more than ${settings.maxEntries} members`, member.offset);
-      }
-      const body = new BodyCursor(reader, member.header.size, member.header.path);
-      yield { header: member.header, offset: member.offset, body };
-      body.close();
-      const rest = body.remaining + paddingFor(member.header.size);
-      if (!reader.skipBuffered(rest)) await reader.skip(rest, member.header.path);
-    }
-    await reader.drain();
-    finished3 = true;
-  } finally {
-    if (!finished3) await reader.release();
+var TarReader = class {
+  limits;
+  reader;
+  parser;
+  entries = 0;
+  /** The current member's body: whatever of it (and its padding) is left unread is skipped before the next. */
+  body;
+  constructor(source, limits = {}) {
+    this.limits = { ...DEFAULT_LIMITS, ...definedOnly(limits) };
+    this.reader = new ChunkReader(iteratorOf(source), this.limits.releaseConsumed);
+    this.parser = new HeaderParser(this.reader, this.limits);
   }
-}
+  /** The next member, undefined at the end-of-archive marker, or NEEDS_INPUT (nothing consumed): call next(). */
+  nextBuffered() {
+    if (!this.leaveBody()) return NEEDS_INPUT;
+    const member = this.parser.nextBuffered();
+    return member === NEEDS_INPUT || member === void 0 ? member : this.enter(member);
+  }
+  /** The next member, or undefined at the end-of-archive marker. */
+  async next() {
+    const body = this.body;
+    if (body !== void 0 && !this.leaveBody()) {
+      await this.reader.skip(this.unread(body), body.member);
+      this.body = void 0;
+    }
+    const member = await this.parser.next();
+    return member === void 0 ? void 0 : this.enter(member);
+  }
+  /** Reads on after the end marker, so upstream stages (decryption, decompression) see and verify all their input. */
+  finish() {
+    return this.reader.drain();
+  }
+  /** Stops the source early (an error, or the consumer left the loop): streams get destroyed. */
+  release() {
+    return this.reader.release();
+  }
+  enter(member) {
+    this.entries += 1;
+    if (this.entries > this.limits.maxEntries) {
+      fail(`archive has more than ${this.limits.maxEntries} members`, member.offset);
+    }
+    this.body = new BodyCursor(this.reader, member.header.size, member.header.path);
+    return { header: member.header, offset: member.offset, body: this.body };
+  }
+  /** Closes the current body and skips what is left of it if that is buffered; false if it is not. */
+  leaveBody() {
+    const body = this.body;
+    if (body === void 0) return true;
+    body.close();
+    if (!this.reader.skipBuffered(this.unread(body))) return false;
+    this.body = void 0;
+    return true;
+  }
+  unread(body) {
+    return body.remaining + paddingFor(body.size);
+  }
+};
 async function readBody(body, maxBytes) {
   const parts = [];
   let total = 0;
@@ -32217,26 +32249,47 @@ var ChunkReader = class {
   chunk = EMPTY;
   /** The chunk `chunk` is a view of, as the source gave it: freed once consumed when releasing. */
   whole = EMPTY;
+  /** The rest of a source chunk whose start ensure() copied onto the end of `chunk`; read after `chunk`. */
+  pending = EMPTY;
+  pendingWhole = EMPTY;
   ended = false;
-  /**
-   * `length` bytes if they are buffered already, else undefined (then use read). Why: a member takes several reads,
-   * and each await of an async call is a round through the microtask queue; at 100k small files those were
-   * ~1 us apiece.
-   */
+  /** Bytes that can be read now without waiting. */
+  get buffered() {
+    return this.chunk.length;
+  }
+  /** Every byte of the archive is buffered: the source has ended, so a read may come up short. */
+  get exhausted() {
+    return this.ended && this.pending.length === 0;
+  }
+  /** `length` bytes if they are buffered already, else undefined (then use read). */
   readBuffered(length) {
     return this.chunk.length >= length ? this.take(length) : void 0;
   }
-  /** Exactly `length` bytes, or fewer only if the source ends first. Sliced, not copied, when possible. */
-  async read(length) {
-    if (!await this.fill() || this.chunk.length >= length) return this.take(length);
-    const parts = [];
-    let collected = 0;
-    while (collected < length && await this.fill()) {
-      const part = this.take(length - collected);
-      parts.push(this.releaseConsumed ? Buffer.from(part) : part);
-      collected += part.length;
+  /** Where reading stands, to go back to if a parse finds its bytes incomplete (see HeaderParser.nextBuffered). */
+  mark() {
+    return { chunk: this.chunk, offset: this.offset };
+  }
+  reset(mark) {
+    this.chunk = mark.chunk;
+    this.offset = mark.offset;
+  }
+  /**
+   * Makes `length` bytes readable without waiting, unless the source ends first: a header group that straddles
+   * two source chunks is copied into one buffer (its bytes and a little more of the next chunk, never all of it).
+   */
+  async ensure(length) {
+    while (this.chunk.length < length) {
+      if (this.pending.length === 0 && !await this.pull()) return;
+      if (this.chunk.length === 0) {
+        this.takePending();
+        continue;
+      }
+      const taken = Math.min(this.pending.length, Math.max(length - this.chunk.length, MIN_JOIN));
+      const joined = Buffer.concat([this.chunk, this.pending.subarray(0, taken)]);
+      this.replaceWhole(joined, joined);
+      this.pending = this.pending.subarray(taken);
+      if (this.pending.length === 0) this.dropPending();
     }
-    return Buffer.concat(parts, collected);
   }
   /** Up to `maxLength` bytes from the current chunk (a slice); throws if the source has ended. */
   async readSome(maxLength, member) {
@@ -32268,49 +32321,81 @@ var ChunkReader = class {
   truncated(member) {
     fail(`unexpected end of archive inside member ${JSON.stringify(member)}`, this.offset);
   }
-  /** Makes sure some bytes are buffered; false once the source is exhausted. */
-  async fill() {
-    while (this.chunk.length === 0) {
-      if (this.releaseConsumed) {
-        releaseHandedOver(this.whole);
-        this.whole = EMPTY;
-      }
-      if (this.ended) return false;
-      const next = await this.source.next();
-      if (next.done) {
-        this.ended = true;
-        return false;
-      }
-      this.chunk = asBuffer(next.value);
-      this.whole = this.chunk;
-    }
-    return true;
-  }
   take(length) {
     const part = length >= this.chunk.length ? this.chunk : this.chunk.subarray(0, length);
     this.chunk = part === this.chunk ? EMPTY : this.chunk.subarray(length);
     this.offset += part.length;
     return part;
   }
+  /** Makes sure some bytes are buffered; false once the source is exhausted. */
+  async fill() {
+    while (this.chunk.length === 0) {
+      if (this.pending.length === 0 && !await this.pull()) {
+        this.replaceWhole(EMPTY, EMPTY);
+        return false;
+      }
+      this.takePending();
+    }
+    return true;
+  }
+  /** Reads on from the pending chunk, uncopied. */
+  takePending() {
+    this.replaceWhole(this.pending, this.pendingWhole);
+    this.pending = EMPTY;
+    this.pendingWhole = EMPTY;
+  }
+  /** Takes the source's next chunk as `pending`; false once the source has ended. */
+  async pull() {
+    if (this.ended) return false;
+    const next = await this.source.next();
+    if (next.done) {
+      this.ended = true;
+      return false;
+    }
+    this.pending = asBuffer(next.value);
+    this.pendingWhole = this.pending;
+    return true;
+  }
+  /** Reads from `chunk` (a view of `whole`) from now on; the old chunk's bytes are done with. */
+  replaceWhole(chunk, whole) {
+    if (this.releaseConsumed && whole !== this.whole) releaseHandedOver(this.whole);
+    this.chunk = chunk;
+    this.whole = whole;
+  }
+  dropPending() {
+    if (this.releaseConsumed) releaseHandedOver(this.pendingWhole);
+    this.pending = EMPTY;
+    this.pendingWhole = EMPTY;
+  }
 };
+var MIN_JOIN = 64 * 1024;
 function asBuffer(value) {
   if (Buffer.isBuffer(value)) return value;
   if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   throw new LookerBackupError("tar reader needs a byte stream, got text or objects (is an encoding set?)");
 }
 var BodyCursor = class {
-  constructor(reader, remaining, member) {
+  constructor(reader, size, member) {
     this.reader = reader;
-    this.remaining = remaining;
+    this.size = size;
     this.member = member;
+    this.remaining = size;
   }
   reader;
-  remaining;
+  size;
   member;
   open = true;
   started = false;
+  /** Body bytes not read yet. */
+  remaining;
   close() {
     this.open = false;
+  }
+  takeBuffered() {
+    if (this.started || !this.open || this.reader.buffered < this.remaining) return void 0;
+    this.started = true;
+    this.remaining = 0;
+    return this.reader.take(this.size);
   }
   async *[Symbol.asyncIterator]() {
     if (this.started) throw new LookerBackupError(`body of tar member ${this.member} was already read`);
@@ -32325,6 +32410,7 @@ var BodyCursor = class {
     }
   }
 };
+var INCOMPLETE = /* @__PURE__ */ Symbol("incomplete header");
 var PAX_KEYS = /* @__PURE__ */ new Set([
   "path",
   "linkpath",
@@ -32342,9 +32428,38 @@ var HeaderParser = class {
   }
   reader;
   limits;
+  /** pax global values; replaced, never changed in place, so a parse attempt can be undone (nextBuffered). */
   globals = /* @__PURE__ */ new Map();
+  /** Bytes from where the last incomplete attempt started that it needed. */
+  needed = 0;
+  attemptStart = 0;
   /** The next member, or undefined at the end-of-archive marker. */
   async next() {
+    for (; ; ) {
+      const member = this.nextBuffered();
+      if (member !== NEEDS_INPUT) return member;
+      await this.reader.ensure(this.needed);
+    }
+  }
+  /**
+   * The next member if all its header blocks are buffered; otherwise NEEDS_INPUT, with nothing consumed and
+   * `needed` set to how many bytes the attempt wanted. Parsing is the same either way: next() makes the bytes
+   * readable and tries again.
+   */
+  nextBuffered() {
+    const mark = this.reader.mark();
+    const globals = this.globals;
+    this.attemptStart = mark.offset;
+    try {
+      return this.parse();
+    } catch (error) {
+      if (error !== INCOMPLETE) throw error;
+      this.reader.reset(mark);
+      this.globals = globals;
+      return NEEDS_INPUT;
+    }
+  }
+  parse() {
     const start = this.reader.offset;
     const local = /* @__PURE__ */ new Map();
     let sparse = false;
@@ -32352,7 +32467,7 @@ var HeaderParser = class {
     let longLink;
     for (; ; ) {
       const offset = this.reader.offset;
-      const block = await this.readHeaderBlock();
+      const block = this.readHeaderBlock();
       if (block === void 0) {
         if (offset !== start) fail("end-of-archive marker right after an extended header", offset);
         return void 0;
@@ -32360,10 +32475,7 @@ var HeaderParser = class {
       const typeFlag = String.fromCharCode(block[Field.typeflag[0]]);
       switch (typeFlag) {
         case TypeFlag.paxExtended: {
-          const records = parsePaxRecords(
-            await this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"),
-            offset
-          );
+          const records = parsePaxRecords(this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset);
           for (const [key, value] of records) {
             if (isPaxKey(key)) local.set(key, value);
             else sparse ||= key.startsWith("GNU.sparse.");
@@ -32372,14 +32484,14 @@ var HeaderParser = class {
         }
         case TypeFlag.paxGlobal:
           this.applyGlobals(
-            parsePaxRecords(await this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset)
+            parsePaxRecords(this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset)
           );
           break;
         case TypeFlag.gnuLongName:
-          longName = cString(await this.readMeta(block, this.limits.maxPathBytes + 1, "long name"), offset);
+          longName = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long name"), offset);
           break;
         case TypeFlag.gnuLongLink:
-          longLink = cString(await this.readMeta(block, this.limits.maxPathBytes + 1, "long link"), offset);
+          longLink = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long link"), offset);
           break;
         default: {
           const header = this.buildHeader(block, typeFlag, { local, longName, longLink, sparse }, offset);
@@ -32388,14 +32500,25 @@ var HeaderParser = class {
       }
     }
   }
+  /**
+   * `length` bytes, or fewer once the archive has ended (the callers say what is missing). Throws INCOMPLETE when
+   * they have not arrived yet, noting how many bytes from the attempt's start would do.
+   */
+  read(length) {
+    const bytes = this.reader.readBuffered(length);
+    if (bytes !== void 0) return bytes;
+    if (this.reader.exhausted) return this.reader.take(length);
+    this.needed = this.reader.offset - this.attemptStart + length;
+    throw INCOMPLETE;
+  }
   /** A checksummed header block; undefined at the end-of-archive marker. */
-  async readHeaderBlock() {
+  readHeaderBlock() {
     const offset = this.reader.offset;
-    const block = this.reader.readBuffered(BLOCK_SIZE) ?? await this.reader.read(BLOCK_SIZE);
+    const block = this.read(BLOCK_SIZE);
     if (block.length === 0) fail("archive ends without an end-of-archive marker", offset);
     if (block.length < BLOCK_SIZE) fail("archive ends inside a header block", offset);
     if (isZeroBlock(block)) {
-      const second = await this.reader.read(BLOCK_SIZE);
+      const second = this.read(BLOCK_SIZE);
       if (isZeroBlock(second)) return void 0;
       fail("zero block followed by data", offset);
     }
@@ -32406,17 +32529,17 @@ var HeaderParser = class {
     return block;
   }
   /** The body of a meta header (pax records or a GNU long name), under a size limit. */
-  async readMeta(block, maxBytes, what) {
+  readMeta(block, maxBytes, what) {
     const offset = this.reader.offset - BLOCK_SIZE;
     const size = parseNumber(block, Field.size, "size", offset);
     if (size > maxBytes) fail(`${what} header of ${size} bytes exceeds the limit of ${maxBytes}`, offset);
-    const body = this.reader.readBuffered(size) ?? await this.reader.read(size);
-    if (body.length < size) this.reader.truncated(`${what} header`);
+    const body = this.read(size);
     const padding2 = paddingFor(size);
-    if (!this.reader.skipBuffered(padding2)) await this.reader.skip(padding2, `${what} header`);
+    if (body.length < size || this.read(padding2).length < padding2) this.reader.truncated(`${what} header`);
     return body;
   }
   applyGlobals(records) {
+    this.globals = new Map(this.globals);
     for (const [key, value] of records) {
       if (!isPaxKey(key)) continue;
       if (value === "") this.globals.delete(key);
@@ -32604,31 +32727,41 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
   let meta;
   let catalog;
   let bytes = 0;
-  for await (const { header, body } of readTar(plaintext, { releaseConsumed: options.releaseConsumed })) {
-    if (catalog !== void 0) {
-      throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
+  const tar = new TarReader(plaintext, { releaseConsumed: options.releaseConsumed });
+  let finished3 = false;
+  try {
+    for (let entry2 = await nextEntry(tar); entry2 !== void 0; entry2 = await nextEntry(tar)) {
+      const { header, body } = entry2;
+      if (catalog !== void 0) {
+        throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
+      }
+      tracker.admit(header);
+      if (header.path === CATALOG_PATH) {
+        catalog = await parseCatalogBody(body, header.size, (listed) => inOrder.offer(listed));
+        continue;
+      }
+      let sha256;
+      if (header.path === BACKUP_META_PATH) {
+        const content = await readBody(body, MAX_META_BYTES);
+        meta = parseMeta(content);
+        sha256 = createHash5("sha256").update(content).digest("hex");
+      } else {
+        const digest = sink.member(header, body);
+        sha256 = typeof digest === "object" ? await digest : digest;
+      }
+      if (header.type === "file" && sha256 !== void 0) fileDigests?.set(header.path, sha256);
+      if (header.type === "hardlink" && header.linkTarget !== void 0) {
+        fileDigests ??= digestsByPath(observed);
+        sha256 = fileDigests.get(header.linkTarget);
+      }
+      observed.push(observation(header, sha256));
+      bytes += header.size;
+      onProgress?.({ bytes, members: observed.length });
     }
-    tracker.admit(header);
-    if (header.path === CATALOG_PATH) {
-      catalog = await parseCatalogBody(body, header.size, (entry2) => inOrder.offer(entry2));
-      continue;
-    }
-    let sha256;
-    if (header.path === BACKUP_META_PATH) {
-      const content = await readBody(body, MAX_META_BYTES);
-      meta = parseMeta(content);
-      sha256 = createHash5("sha256").update(content).digest("hex");
-    } else {
-      sha256 = await sink.member(header, body);
-    }
-    if (header.type === "file" && sha256 !== void 0) fileDigests?.set(header.path, sha256);
-    if (header.type === "hardlink" && header.linkTarget !== void 0) {
-      fileDigests ??= digestsByPath(observed);
-      sha256 = fileDigests.get(header.linkTarget);
-    }
-    observed.push(observation(header, sha256));
-    bytes += header.size;
-    onProgress?.({ bytes, members: observed.length });
+    await tar.finish();
+    finished3 = true;
+  } finally {
+    if (!finished3) await tar.release();
   }
   if (meta === void 0) throw new IntegrityError(`the archive has no ${BACKUP_META_PATH}`, NOT_OURS_HINT);
   if (catalog === void 0) {
@@ -32639,6 +32772,10 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
   }
   compareWithCatalog(catalog, inOrder.rest(), inOrder.matched);
   return { meta, catalog, members: observed.length, bytes };
+}
+function nextEntry(tar) {
+  const entry2 = tar.nextBuffered();
+  return entry2 === NEEDS_INPUT ? tar.next() : entry2;
 }
 async function parseCatalogBody(body, size, onEntry) {
   if (size > MAX_CATALOG_BYTES) throw new IntegrityError(`member body exceeds ${MAX_CATALOG_BYTES} bytes`);
@@ -32697,16 +32834,20 @@ function observation(header, sha256) {
   return member;
 }
 var VerifySink = class {
-  async member(header, body) {
+  member(header, body) {
     if (header.type !== "file") return void 0;
-    const hash = createHash5("sha256");
-    for await (const chunk of body) hash.update(chunk);
-    return hash.digest("hex");
+    const whole = body.takeBuffered();
+    return whole !== void 0 ? hash("sha256", whole, "hex") : hashParts(body);
   }
 };
+async function hashParts(body) {
+  const digest = createHash5("sha256");
+  for await (const part of body) digest.update(part);
+  return digest.digest("hex");
+}
 
 // src/archive/staging-sink.ts
-import { createHash as createHash7 } from "node:crypto";
+import { createHash as createHash7, hash as hash2 } from "node:crypto";
 import {
   chmodSync,
   closeSync as closeSync2,
@@ -32860,12 +33001,20 @@ var SmallFileWriter = class {
    * thread lags too far behind; throws what the thread failed with.
    */
   async reserve(size) {
+    for (; ; ) {
+      const place = this.reserveNow(size);
+      if (place !== void 0) return place;
+      await this.waitUntil(MAX_BATCHES_IN_FLIGHT2 - 1);
+    }
+  }
+  /** As reserve, without waiting: undefined when the thread lags too far behind (then use reserve). */
+  reserveNow(size) {
     if (this.failure) throw this.failure;
     const batch2 = this.current;
     if (batch2 !== void 0 && (this.used + size > batch2.buffer.byteLength || batch2.paths.length >= BATCH_FILES))
       this.send();
-    if (this.inFlight >= MAX_BATCHES_IN_FLIGHT2) await this.waitUntil(MAX_BATCHES_IN_FLIGHT2 - 1);
     if (this.current === void 0) {
+      if (this.inFlight >= MAX_BATCHES_IN_FLIGHT2) return void 0;
       const buffer = new ArrayBuffer(Math.max(BATCH_BYTES, size));
       this.current = { id: this.nextId++, buffer, paths: [], numbers: [] };
       this.view = Buffer.from(buffer);
@@ -32963,7 +33112,7 @@ var StagingSink = class {
   pathOf(archivePath2) {
     return join8(this.root, archivePath2);
   }
-  async member(header, body) {
+  member(header, body) {
     const path = this.pathOf(header.path);
     this.ensureDir(dirname2(path));
     switch (header.type) {
@@ -32977,9 +33126,7 @@ var StagingSink = class {
         lutimesSync(path, header.mtime, header.mtime);
         return void 0;
       case "hardlink":
-        await this.smallFiles.drain();
-        linkSync(this.pathOf(header.linkTarget), path);
-        return void 0;
+        return this.hardLink(header, path);
       case "file":
         if (header.size <= SMALL_FILE_MAX) return this.queueSmallFile(path, header, body);
         return writeFile4(path, body, header, this.canChown, this.hashFor(header));
@@ -32999,17 +33146,34 @@ var StagingSink = class {
       if (++done % METADATA_SLICE === 0) await new Promise((resolve5) => setImmediate(resolve5));
     }
   }
-  /** Copies the body into the writer's batch, hashing it on the way; the writer thread makes the file. */
-  async queueSmallFile(path, header, body) {
+  async hardLink(header, path) {
+    await this.smallFiles.drain();
+    linkSync(this.pathOf(header.linkTarget), path);
+    return void 0;
+  }
+  /**
+   * Copies the body into the writer's batch and hashes it; the writer thread makes the file. Without an await
+   * when the body has arrived whole and the writer keeps up, as it nearly always does.
+   */
+  queueSmallFile(path, header, body) {
+    const whole = body.takeBuffered();
+    const place = whole && this.smallFiles.reserveNow(header.size);
+    if (whole === void 0 || place === void 0)
+      return this.queueSmallFileWaiting(path, header, whole ?? body);
+    whole.copy(place.target, place.offset);
+    this.smallFiles.add(path, header, place.offset);
+    return hash2("sha256", whole, "hex");
+  }
+  async queueSmallFileWaiting(path, header, body) {
     const { target, offset } = await this.smallFiles.reserve(header.size);
-    const hash = createHash7("sha256");
+    const digest = createHash7("sha256");
     let at = offset;
-    for await (const part of body) {
-      hash.update(part);
+    for await (const part of Buffer.isBuffer(body) ? [body] : body) {
+      digest.update(part);
       at += part.copy(target, at);
     }
     this.smallFiles.add(path, header, offset);
-    return hash.digest("hex");
+    return digest.digest("hex");
   }
   hashFor(header) {
     return header.size >= THREADED_HASH_MIN ? this.hashThread.open() : new InlineFileHash();
@@ -33020,7 +33184,7 @@ var StagingSink = class {
     this.createdDirs.add(path);
   }
 };
-async function writeFile4(path, body, header, canChown, hash) {
+async function writeFile4(path, body, header, canChown, hash3) {
   const fd = openSync2(path, "wx", 384);
   try {
     let batched = 0;
@@ -33029,16 +33193,16 @@ async function writeFile4(path, body, header, canChown, hash) {
         if (batched > 0) writeAll(fd, batch.subarray(0, batched));
         batched = 0;
         if (part.length < OVERLAPPED_WRITE) {
-          hash.update(part);
+          hash3.update(part);
           writeAll(fd, part);
           continue;
         }
         const writing = writeAllOnPool(fd, part);
-        hash.update(part);
+        hash3.update(part);
         await writing;
         continue;
       }
-      hash.update(part);
+      hash3.update(part);
       if (batched + part.length > batch.length) {
         writeAll(fd, batch.subarray(0, batched));
         batched = 0;
@@ -33052,7 +33216,7 @@ async function writeFile4(path, body, header, canChown, hash) {
   } finally {
     closeSync2(fd);
   }
-  return hash.digest();
+  return hash3.digest();
 }
 function writeAllOnPool(fd, data) {
   return new Promise((resolve5, reject) => {
@@ -33338,10 +33502,10 @@ function hostFieldMatches(field, name) {
   return matched;
 }
 function hashedNameMatches(field, name) {
-  const [, version, salt, hash] = field.split("|");
-  if (version !== "1" || salt === void 0 || hash === void 0) return false;
-  if (!BASE64.test(salt) || !BASE64.test(hash)) return false;
-  const expected = Buffer.from(hash, "base64");
+  const [, version, salt, hash3] = field.split("|");
+  if (version !== "1" || salt === void 0 || hash3 === void 0) return false;
+  if (!BASE64.test(salt) || !BASE64.test(hash3)) return false;
+  const expected = Buffer.from(hash3, "base64");
   const actual = hashHostName(name, Buffer.from(salt, "base64"));
   return expected.length === actual.length && timingSafeEqual2(expected, actual);
 }

@@ -4,7 +4,7 @@
  * At the end every member is checked against the catalog (the last member), so a restore either reproduces exactly
  * what was backed up or fails.
  */
-import { createHash } from "node:crypto";
+import { createHash, hash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { IntegrityError } from "../errors.js";
 import {
@@ -18,14 +18,15 @@ import {
 } from "./catalog.js";
 import { LinkTracker } from "./member-safety.js";
 import type { TarHeader } from "./tar-format.js";
-import { readBody, readTar } from "./tar-reader.js";
+import { NEEDS_INPUT, readBody, type TarBody, type TarReadEntry, TarReader } from "./tar-reader.js";
 
 export interface MemberSink {
   /**
-   * Receives a safe member; returns the sha256 of a regular file's body. A body part must not be kept once the
-   * next one is asked for (with releaseConsumed, its memory is freed then).
+   * Receives a safe member; gives the sha256 of a regular file's body, at once when it can (see NEEDS_INPUT), or
+   * a promise of it. A body part must not be kept once the next one is asked for (with releaseConsumed, its memory
+   * is freed then).
    */
-  member(header: TarHeader, body: AsyncIterable<Buffer>): Promise<string | undefined>;
+  member(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined>;
 }
 
 export interface ExtractProgress {
@@ -64,31 +65,41 @@ export async function extractMembers(
   let meta: Record<string, unknown> | undefined;
   let catalog: Map<string, CatalogEntry> | undefined;
   let bytes = 0;
-  for await (const { header, body } of readTar(plaintext, { releaseConsumed: options.releaseConsumed })) {
-    if (catalog !== undefined) {
-      throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
+  const tar = new TarReader(plaintext, { releaseConsumed: options.releaseConsumed });
+  let finished = false;
+  try {
+    for (let entry = await nextEntry(tar); entry !== undefined; entry = await nextEntry(tar)) {
+      const { header, body } = entry;
+      if (catalog !== undefined) {
+        throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
+      }
+      tracker.admit(header);
+      if (header.path === CATALOG_PATH) {
+        catalog = await parseCatalogBody(body, header.size, (listed) => inOrder.offer(listed));
+        continue;
+      }
+      let sha256: string | undefined;
+      if (header.path === BACKUP_META_PATH) {
+        const content = await readBody(body, MAX_META_BYTES);
+        meta = parseMeta(content);
+        sha256 = createHash("sha256").update(content).digest("hex");
+      } else {
+        const digest = sink.member(header, body);
+        sha256 = typeof digest === "object" ? await digest : digest;
+      }
+      if (header.type === "file" && sha256 !== undefined) fileDigests?.set(header.path, sha256);
+      if (header.type === "hardlink" && header.linkTarget !== undefined) {
+        fileDigests ??= digestsByPath(observed);
+        sha256 = fileDigests.get(header.linkTarget);
+      }
+      observed.push(observation(header, sha256));
+      bytes += header.size;
+      onProgress?.({ bytes, members: observed.length });
     }
-    tracker.admit(header);
-    if (header.path === CATALOG_PATH) {
-      catalog = await parseCatalogBody(body, header.size, (entry) => inOrder.offer(entry));
-      continue;
-    }
-    let sha256: string | undefined;
-    if (header.path === BACKUP_META_PATH) {
-      const content = await readBody(body, MAX_META_BYTES);
-      meta = parseMeta(content);
-      sha256 = createHash("sha256").update(content).digest("hex");
-    } else {
-      sha256 = await sink.member(header, body);
-    }
-    if (header.type === "file" && sha256 !== undefined) fileDigests?.set(header.path, sha256);
-    if (header.type === "hardlink" && header.linkTarget !== undefined) {
-      fileDigests ??= digestsByPath(observed);
-      sha256 = fileDigests.get(header.linkTarget);
-    }
-    observed.push(observation(header, sha256));
-    bytes += header.size;
-    onProgress?.({ bytes, members: observed.length });
+    await tar.finish();
+    finished = true;
+  } finally {
+    if (!finished) await tar.release();
   }
   if (meta === undefined) throw new IntegrityError(`the archive has no ${BACKUP_META_PATH}`, NOT_OURS_HINT);
   if (catalog === undefined) {
@@ -99,6 +110,12 @@ export async function extractMembers(
   }
   compareWithCatalog(catalog, inOrder.rest(), inOrder.matched);
   return { meta, catalog, members: observed.length, bytes };
+}
+
+/** The next member; it waits only when the stream's bytes are not at hand (see NEEDS_INPUT). */
+function nextEntry(tar: TarReader): TarReadEntry | undefined | Promise<TarReadEntry | undefined> {
+  const entry = tar.nextBuffered();
+  return entry === NEEDS_INPUT ? tar.next() : entry;
 }
 
 async function parseCatalogBody(
@@ -177,10 +194,15 @@ function observation(header: TarHeader, sha256: string | undefined): ObservedMem
 
 /** Hashes bodies without writing anything: `verify`. */
 export class VerifySink implements MemberSink {
-  async member(header: TarHeader, body: AsyncIterable<Buffer>): Promise<string | undefined> {
+  member(header: TarHeader, body: TarBody): string | undefined | Promise<string> {
     if (header.type !== "file") return undefined;
-    const hash = createHash("sha256");
-    for await (const chunk of body) hash.update(chunk);
-    return hash.digest("hex");
+    const whole = body.takeBuffered();
+    return whole !== undefined ? hash("sha256", whole, "hex") : hashParts(body);
   }
+}
+
+async function hashParts(body: AsyncIterable<Buffer>): Promise<string> {
+  const digest = createHash("sha256");
+  for await (const part of body) digest.update(part);
+  return digest.digest("hex");
 }

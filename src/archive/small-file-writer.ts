@@ -107,6 +107,15 @@ export class SmallFileWriter {
    * thread lags too far behind; throws what the thread failed with.
    */
   async reserve(size: number): Promise<{ target: Buffer; offset: number }> {
+    for (;;) {
+      const place = this.reserveNow(size);
+      if (place !== undefined) return place;
+      await this.waitUntil(MAX_BATCHES_IN_FLIGHT - 1);
+    }
+  }
+
+  /** As reserve, without waiting: undefined when the thread lags too far behind (then use reserve). */
+  reserveNow(size: number): { target: Buffer; offset: number } | undefined {
     if (this.failure) throw this.failure;
     const batch = this.current;
     if (
@@ -114,8 +123,8 @@ export class SmallFileWriter {
       (this.used + size > batch.buffer.byteLength || batch.paths.length >= BATCH_FILES)
     )
       this.send();
-    if (this.inFlight >= MAX_BATCHES_IN_FLIGHT) await this.waitUntil(MAX_BATCHES_IN_FLIGHT - 1);
     if (this.current === undefined) {
+      if (this.inFlight >= MAX_BATCHES_IN_FLIGHT) return undefined;
       const buffer = new ArrayBuffer(Math.max(BATCH_BYTES, size));
       this.current = { id: this.nextId++, buffer, paths: [], numbers: [] };
       this.view = Buffer.from(buffer);

@@ -11,7 +11,7 @@
  * on a 2-core runner that CPU is taken from decryption and decompression. Small parts of big files are still
  * gathered into ~1 MiB writes, since streaming decompressors hand out small chunks.
  */
-import { createHash } from "node:crypto";
+import { createHash, hash } from "node:crypto";
 import {
   chmodSync,
   closeSync,
@@ -34,6 +34,7 @@ import type { MemberSink } from "./extract.js";
 import { type FileHash, HashThread, InlineFileHash } from "./hash-thread.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
 import type { TarHeader } from "./tar-format.js";
+import type { TarBody } from "./tar-reader.js";
 
 interface PendingMetadata {
   readonly path: string;
@@ -78,7 +79,7 @@ export class StagingSink implements MemberSink {
     return join(this.root, archivePath);
   }
 
-  async member(header: TarHeader, body: AsyncIterable<Buffer>): Promise<string | undefined> {
+  member(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined> {
     const path = this.pathOf(header.path);
     this.ensureDir(dirname(path));
     switch (header.type) {
@@ -92,9 +93,7 @@ export class StagingSink implements MemberSink {
         lutimesSync(path, header.mtime, header.mtime);
         return undefined;
       case "hardlink":
-        await this.smallFiles.drain(); // its target may still be queued
-        linkSync(this.pathOf(header.linkTarget!), path);
-        return undefined;
+        return this.hardLink(header, path);
       case "file":
         if (header.size <= SMALL_FILE_MAX) return this.queueSmallFile(path, header, body);
         return writeFile(path, body, header, this.canChown, this.hashFor(header));
@@ -117,22 +116,41 @@ export class StagingSink implements MemberSink {
     }
   }
 
-  /** Copies the body into the writer's batch, hashing it on the way; the writer thread makes the file. */
-  private async queueSmallFile(
+  private async hardLink(header: TarHeader, path: string): Promise<undefined> {
+    await this.smallFiles.drain(); // its target may still be queued
+    linkSync(this.pathOf(header.linkTarget!), path);
+    return undefined;
+  }
+
+  /**
+   * Copies the body into the writer's batch and hashes it; the writer thread makes the file. Without an await
+   * when the body has arrived whole and the writer keeps up, as it nearly always does.
+   */
+  private queueSmallFile(path: string, header: TarHeader, body: TarBody): string | Promise<string> {
+    const whole = body.takeBuffered();
+    const place = whole && this.smallFiles.reserveNow(header.size);
+    if (whole === undefined || place === undefined)
+      return this.queueSmallFileWaiting(path, header, whole ?? body);
+    whole.copy(place.target, place.offset);
+    this.smallFiles.add(path, header, place.offset);
+    return hash("sha256", whole, "hex");
+  }
+
+  private async queueSmallFileWaiting(
     path: string,
     header: TarHeader,
-    body: AsyncIterable<Buffer>,
+    body: Buffer | AsyncIterable<Buffer>,
   ): Promise<string> {
     const { target, offset } = await this.smallFiles.reserve(header.size);
-    const hash = createHash("sha256");
+    const digest = createHash("sha256");
     let at = offset;
     // The tar reader yields exactly header.size bytes (or fails on a truncated archive).
-    for await (const part of body) {
-      hash.update(part);
+    for await (const part of Buffer.isBuffer(body) ? [body] : body) {
+      digest.update(part);
       at += part.copy(target, at);
     }
     this.smallFiles.add(path, header, offset);
-    return hash.digest("hex");
+    return digest.digest("hex");
   }
 
   private hashFor(header: TarHeader): FileHash {

@@ -42,8 +42,21 @@ export interface TarReadEntry {
    * whatever is left unread then is skipped, and the iterable can no longer be used. With releaseConsumed,
    * a part is valid only until the next part (or entry) is asked for.
    */
-  body: AsyncIterable<Buffer>;
+  body: TarBody;
 }
+
+/** A member's body: read it part by part, or, when it has arrived whole already, take it in one slice. */
+export interface TarBody extends AsyncIterable<Buffer> {
+  /** The whole body as one slice if every byte of it is buffered already (no await); else undefined. */
+  takeBuffered(): Buffer | undefined;
+}
+
+/**
+ * What the non-waiting calls return when the bytes they need have not arrived yet (nothing was consumed): then
+ * make the waiting call. Why both: at 100,000 small members, each await was a round through the microtask queue
+ * and a few allocations, and the restore's main thread spent about a third of its time on them.
+ */
+export const NEEDS_INPUT: unique symbol = Symbol("needs input");
 
 const DEFAULT_LIMITS = {
   maxPaxHeaderBytes: 1024 * 1024,
@@ -61,30 +74,87 @@ export async function* readTar(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Readable,
   limits: TarReadLimits = {},
 ): AsyncGenerator<TarReadEntry, void, undefined> {
-  const settings = { ...DEFAULT_LIMITS, ...definedOnly(limits) };
-  const reader = new ChunkReader(iteratorOf(source), settings.releaseConsumed);
-  const parser = new HeaderParser(reader, settings);
+  const tar = new TarReader(source, limits);
   let finished = false;
   try {
-    let entries = 0;
-    for (;;) {
-      const member = await parser.next();
-      if (member === undefined) break;
-      entries += 1;
-      if (entries > settings.maxEntries) {
-        fail(`archive has more than ${settings.maxEntries} members`, member.offset);
-      }
-      const body = new BodyCursor(reader, member.header.size, member.header.path);
-      yield { header: member.header, offset: member.offset, body };
-      body.close();
-      const rest = body.remaining + paddingFor(member.header.size);
-      if (!reader.skipBuffered(rest)) await reader.skip(rest, member.header.path);
-    }
-    // Read to the end so upstream stages (decryption, decompression) see and verify all of their input.
-    await reader.drain();
+    for (let entry = await tar.next(); entry !== undefined; entry = await tar.next()) yield entry;
+    await tar.finish();
     finished = true;
   } finally {
-    if (!finished) await reader.release();
+    if (!finished) await tar.release();
+  }
+}
+
+/**
+ * The members of a tar stream, pulled one at a time: nextBuffered() without waiting while the stream's bytes are
+ * at hand (nearly always), next() when they are not. readTar is the same as an async generator.
+ */
+export class TarReader {
+  private readonly limits: typeof DEFAULT_LIMITS;
+  private readonly reader: ChunkReader;
+  private readonly parser: HeaderParser;
+  private entries = 0;
+  /** The current member's body: whatever of it (and its padding) is left unread is skipped before the next. */
+  private body: BodyCursor | undefined;
+
+  constructor(
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Readable,
+    limits: TarReadLimits = {},
+  ) {
+    this.limits = { ...DEFAULT_LIMITS, ...definedOnly(limits) };
+    this.reader = new ChunkReader(iteratorOf(source), this.limits.releaseConsumed);
+    this.parser = new HeaderParser(this.reader, this.limits);
+  }
+
+  /** The next member, undefined at the end-of-archive marker, or NEEDS_INPUT (nothing consumed): call next(). */
+  nextBuffered(): TarReadEntry | undefined | typeof NEEDS_INPUT {
+    if (!this.leaveBody()) return NEEDS_INPUT;
+    const member = this.parser.nextBuffered();
+    return member === NEEDS_INPUT || member === undefined ? member : this.enter(member);
+  }
+
+  /** The next member, or undefined at the end-of-archive marker. */
+  async next(): Promise<TarReadEntry | undefined> {
+    const body = this.body;
+    if (body !== undefined && !this.leaveBody()) {
+      await this.reader.skip(this.unread(body), body.member);
+      this.body = undefined;
+    }
+    const member = await this.parser.next();
+    return member === undefined ? undefined : this.enter(member);
+  }
+
+  /** Reads on after the end marker, so upstream stages (decryption, decompression) see and verify all their input. */
+  finish(): Promise<void> {
+    return this.reader.drain();
+  }
+
+  /** Stops the source early (an error, or the consumer left the loop): streams get destroyed. */
+  release(): Promise<void> {
+    return this.reader.release();
+  }
+
+  private enter(member: ParsedMember): TarReadEntry {
+    this.entries += 1;
+    if (this.entries > this.limits.maxEntries) {
+      fail(`archive has more than ${this.limits.maxEntries} members`, member.offset);
+    }
+    this.body = new BodyCursor(this.reader, member.header.size, member.header.path);
+    return { header: member.header, offset: member.offset, body: this.body };
+  }
+
+  /** Closes the current body and skips what is left of it if that is buffered; false if it is not. */
+  private leaveBody(): boolean {
+    const body = this.body;
+    if (body === undefined) return true;
+    body.close();
+    if (!this.reader.skipBuffered(this.unread(body))) return false;
+    this.body = undefined;
+    return true;
+  }
+
+  private unread(body: BodyCursor): number {
+    return body.remaining + paddingFor(body.size);
   }
 }
 
@@ -125,6 +195,9 @@ class ChunkReader {
   private chunk: Buffer = EMPTY;
   /** The chunk `chunk` is a view of, as the source gave it: freed once consumed when releasing. */
   private whole: Buffer = EMPTY;
+  /** The rest of a source chunk whose start ensure() copied onto the end of `chunk`; read after `chunk`. */
+  private pending: Buffer = EMPTY;
+  private pendingWhole: Buffer = EMPTY;
   private ended = false;
 
   constructor(
@@ -132,27 +205,48 @@ class ChunkReader {
     private readonly releaseConsumed: boolean,
   ) {}
 
-  /**
-   * `length` bytes if they are buffered already, else undefined (then use read). Why: a member takes several reads,
-   * and each await of an async call is a round through the microtask queue; at 100k small files those were
-   * ~1 us apiece.
-   */
+  /** Bytes that can be read now without waiting. */
+  get buffered(): number {
+    return this.chunk.length;
+  }
+
+  /** Every byte of the archive is buffered: the source has ended, so a read may come up short. */
+  get exhausted(): boolean {
+    return this.ended && this.pending.length === 0;
+  }
+
+  /** `length` bytes if they are buffered already, else undefined (then use read). */
   readBuffered(length: number): Buffer | undefined {
     return this.chunk.length >= length ? this.take(length) : undefined;
   }
 
-  /** Exactly `length` bytes, or fewer only if the source ends first. Sliced, not copied, when possible. */
-  async read(length: number): Promise<Buffer> {
-    if (!(await this.fill()) || this.chunk.length >= length) return this.take(length);
-    const parts: Buffer[] = [];
-    let collected = 0;
-    while (collected < length && (await this.fill())) {
-      const part = this.take(length - collected);
-      // Copied: the next fill() may free the chunk this part is a view of.
-      parts.push(this.releaseConsumed ? Buffer.from(part) : part);
-      collected += part.length;
+  /** Where reading stands, to go back to if a parse finds its bytes incomplete (see HeaderParser.nextBuffered). */
+  mark(): ReaderMark {
+    return { chunk: this.chunk, offset: this.offset };
+  }
+
+  reset(mark: ReaderMark): void {
+    this.chunk = mark.chunk;
+    this.offset = mark.offset;
+  }
+
+  /**
+   * Makes `length` bytes readable without waiting, unless the source ends first: a header group that straddles
+   * two source chunks is copied into one buffer (its bytes and a little more of the next chunk, never all of it).
+   */
+  async ensure(length: number): Promise<void> {
+    while (this.chunk.length < length) {
+      if (this.pending.length === 0 && !(await this.pull())) return;
+      if (this.chunk.length === 0) {
+        this.takePending();
+        continue;
+      }
+      const taken = Math.min(this.pending.length, Math.max(length - this.chunk.length, MIN_JOIN));
+      const joined = Buffer.concat([this.chunk, this.pending.subarray(0, taken)]);
+      this.replaceWhole(joined, joined);
+      this.pending = this.pending.subarray(taken);
+      if (this.pending.length === 0) this.dropPending();
     }
-    return Buffer.concat(parts, collected);
   }
 
   /** Up to `maxLength` bytes from the current chunk (a slice); throws if the source has ended. */
@@ -191,33 +285,67 @@ class ChunkReader {
     fail(`unexpected end of archive inside member ${JSON.stringify(member)}`, this.offset);
   }
 
-  /** Makes sure some bytes are buffered; false once the source is exhausted. */
-  private async fill(): Promise<boolean> {
-    while (this.chunk.length === 0) {
-      if (this.releaseConsumed) {
-        // Every view of it handed out is done with: parsed headers, copied metadata, body parts written.
-        releaseHandedOver(this.whole);
-        this.whole = EMPTY;
-      }
-      if (this.ended) return false;
-      const next = await this.source.next();
-      if (next.done) {
-        this.ended = true;
-        return false;
-      }
-      this.chunk = asBuffer(next.value);
-      this.whole = this.chunk;
-    }
-    return true;
-  }
-
-  private take(length: number): Buffer {
+  take(length: number): Buffer {
     const part = length >= this.chunk.length ? this.chunk : this.chunk.subarray(0, length);
     this.chunk = part === this.chunk ? EMPTY : this.chunk.subarray(length);
     this.offset += part.length;
     return part;
   }
+
+  /** Makes sure some bytes are buffered; false once the source is exhausted. */
+  private async fill(): Promise<boolean> {
+    while (this.chunk.length === 0) {
+      if (this.pending.length === 0 && !(await this.pull())) {
+        this.replaceWhole(EMPTY, EMPTY);
+        return false;
+      }
+      this.takePending();
+    }
+    return true;
+  }
+
+  /** Reads on from the pending chunk, uncopied. */
+  private takePending(): void {
+    this.replaceWhole(this.pending, this.pendingWhole);
+    this.pending = EMPTY;
+    this.pendingWhole = EMPTY;
+  }
+
+  /** Takes the source's next chunk as `pending`; false once the source has ended. */
+  private async pull(): Promise<boolean> {
+    if (this.ended) return false;
+    const next = await this.source.next();
+    if (next.done) {
+      this.ended = true;
+      return false;
+    }
+    this.pending = asBuffer(next.value);
+    this.pendingWhole = this.pending;
+    return true;
+  }
+
+  /** Reads from `chunk` (a view of `whole`) from now on; the old chunk's bytes are done with. */
+  private replaceWhole(chunk: Buffer, whole: Buffer): void {
+    // Every view of the old one handed out is done with: parsed headers, copied metadata, body parts written.
+    if (this.releaseConsumed && whole !== this.whole) releaseHandedOver(this.whole);
+    this.chunk = chunk;
+    this.whole = whole;
+  }
+
+  private dropPending(): void {
+    if (this.releaseConsumed) releaseHandedOver(this.pendingWhole);
+    this.pending = EMPTY;
+    this.pendingWhole = EMPTY;
+  }
 }
+
+interface ReaderMark {
+  readonly chunk: Buffer;
+  readonly offset: number;
+}
+
+/** A straddling header group takes at least this much of the next chunk, so the next few need no copy either. */
+const MIN_JOIN = 64 * 1024;
 
 function asBuffer(value: unknown): Buffer {
   if (Buffer.isBuffer(value)) return value;
@@ -226,18 +354,29 @@ function asBuffer(value: unknown): Buffer {
 }
 
 /** One member's body, readable once, only while it is the current entry. */
-class BodyCursor implements AsyncIterable<Buffer> {
+class BodyCursor implements TarBody {
   private open = true;
   private started = false;
+  /** Body bytes not read yet. */
+  remaining: number;
 
   constructor(
     private readonly reader: ChunkReader,
-    public remaining: number,
-    private readonly member: string,
-  ) {}
+    readonly size: number,
+    readonly member: string,
+  ) {
+    this.remaining = size;
+  }
 
   close(): void {
     this.open = false;
+  }
+
+  takeBuffered(): Buffer | undefined {
+    if (this.started || !this.open || this.reader.buffered < this.remaining) return undefined;
+    this.started = true;
+    this.remaining = 0;
+    return this.reader.take(this.size);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
@@ -254,6 +393,15 @@ class BodyCursor implements AsyncIterable<Buffer> {
   }
 }
 
+interface ParsedMember {
+  readonly header: TarHeader;
+  /** Byte offset of the member's first header block. */
+  readonly offset: number;
+}
+
+/** Thrown inside a parse attempt whose bytes have not all arrived; never leaves HeaderParser. */
+const INCOMPLETE = Symbol("incomplete header");
+
 /** pax keys we honour; everything else (atime, SCHILY.*, LIBARCHIVE.*) is ignored. */
 type PaxKey = "path" | "linkpath" | "size" | "uid" | "gid" | "mtime" | "uname" | "gname";
 const PAX_KEYS: ReadonlySet<string> = new Set<PaxKey>([
@@ -269,7 +417,11 @@ const PAX_KEYS: ReadonlySet<string> = new Set<PaxKey>([
 
 /** Reads header blocks, folding pax and GNU meta headers into the member they describe. */
 class HeaderParser {
-  private readonly globals = new Map<PaxKey, string>();
+  /** pax global values; replaced, never changed in place, so a parse attempt can be undone (nextBuffered). */
+  private globals = new Map<PaxKey, string>();
+  /** Bytes from where the last incomplete attempt started that it needed. */
+  private needed = 0;
+  private attemptStart = 0;
 
   constructor(
     private readonly reader: ChunkReader,
@@ -277,7 +429,34 @@ class HeaderParser {
   ) {}
 
   /** The next member, or undefined at the end-of-archive marker. */
-  async next(): Promise<{ header: TarHeader; offset: number } | undefined> {
+  async next(): Promise<ParsedMember | undefined> {
+    for (;;) {
+      const member = this.nextBuffered();
+      if (member !== NEEDS_INPUT) return member;
+      await this.reader.ensure(this.needed);
+    }
+  }
+
+  /**
+   * The next member if all its header blocks are buffered; otherwise NEEDS_INPUT, with nothing consumed and
+   * `needed` set to how many bytes the attempt wanted. Parsing is the same either way: next() makes the bytes
+   * readable and tries again.
+   */
+  nextBuffered(): ParsedMember | undefined | typeof NEEDS_INPUT {
+    const mark = this.reader.mark();
+    const globals = this.globals;
+    this.attemptStart = mark.offset;
+    try {
+      return this.parse();
+    } catch (error) {
+      if (error !== INCOMPLETE) throw error;
+      this.reader.reset(mark);
+      this.globals = globals;
+      return NEEDS_INPUT;
+    }
+  }
+
+  private parse(): ParsedMember | undefined {
     const start = this.reader.offset;
     const local = new Map<PaxKey, string>();
     let sparse = false;
@@ -285,7 +464,7 @@ class HeaderParser {
     let longLink: string | undefined;
     for (;;) {
       const offset = this.reader.offset;
-      const block = await this.readHeaderBlock();
+      const block = this.readHeaderBlock();
       if (block === undefined) {
         if (offset !== start) fail("end-of-archive marker right after an extended header", offset);
         return undefined;
@@ -293,10 +472,7 @@ class HeaderParser {
       const typeFlag = String.fromCharCode(block[Field.typeflag[0]]!);
       switch (typeFlag) {
         case TypeFlag.paxExtended: {
-          const records = parsePaxRecords(
-            await this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"),
-            offset,
-          );
+          const records = parsePaxRecords(this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset);
           for (const [key, value] of records) {
             if (isPaxKey(key)) local.set(key, value);
             else sparse ||= key.startsWith("GNU.sparse.");
@@ -305,14 +481,14 @@ class HeaderParser {
         }
         case TypeFlag.paxGlobal:
           this.applyGlobals(
-            parsePaxRecords(await this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset),
+            parsePaxRecords(this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset),
           );
           break;
         case TypeFlag.gnuLongName:
-          longName = cString(await this.readMeta(block, this.limits.maxPathBytes + 1, "long name"), offset);
+          longName = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long name"), offset);
           break;
         case TypeFlag.gnuLongLink:
-          longLink = cString(await this.readMeta(block, this.limits.maxPathBytes + 1, "long link"), offset);
+          longLink = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long link"), offset);
           break;
         default: {
           const header = this.buildHeader(block, typeFlag, { local, longName, longLink, sparse }, offset);
@@ -322,16 +498,28 @@ class HeaderParser {
     }
   }
 
+  /**
+   * `length` bytes, or fewer once the archive has ended (the callers say what is missing). Throws INCOMPLETE when
+   * they have not arrived yet, noting how many bytes from the attempt's start would do.
+   */
+  private read(length: number): Buffer {
+    const bytes = this.reader.readBuffered(length);
+    if (bytes !== undefined) return bytes;
+    if (this.reader.exhausted) return this.reader.take(length);
+    this.needed = this.reader.offset - this.attemptStart + length;
+    throw INCOMPLETE;
+  }
+
   /** A checksummed header block; undefined at the end-of-archive marker. */
-  private async readHeaderBlock(): Promise<Buffer | undefined> {
+  private readHeaderBlock(): Buffer | undefined {
     const offset = this.reader.offset;
-    const block = this.reader.readBuffered(BLOCK_SIZE) ?? (await this.reader.read(BLOCK_SIZE));
+    const block = this.read(BLOCK_SIZE);
     if (block.length === 0) fail("archive ends without an end-of-archive marker", offset);
     if (block.length < BLOCK_SIZE) fail("archive ends inside a header block", offset);
     if (isZeroBlock(block)) {
       // Two zero blocks end the archive. A lone one right before the end is tolerated (as GNU tar does),
       // but data after a lone zero block means a damaged archive, not an end.
-      const second = await this.reader.read(BLOCK_SIZE);
+      const second = this.read(BLOCK_SIZE);
       if (isZeroBlock(second)) return undefined;
       fail("zero block followed by data", offset);
     }
@@ -346,18 +534,18 @@ class HeaderParser {
   }
 
   /** The body of a meta header (pax records or a GNU long name), under a size limit. */
-  private async readMeta(block: Buffer, maxBytes: number, what: string): Promise<Buffer> {
+  private readMeta(block: Buffer, maxBytes: number, what: string): Buffer {
     const offset = this.reader.offset - BLOCK_SIZE;
     const size = parseNumber(block, Field.size, "size", offset);
     if (size > maxBytes) fail(`${what} header of ${size} bytes exceeds the limit of ${maxBytes}`, offset);
-    const body = this.reader.readBuffered(size) ?? (await this.reader.read(size));
-    if (body.length < size) this.reader.truncated(`${what} header`);
+    const body = this.read(size);
     const padding = paddingFor(size);
-    if (!this.reader.skipBuffered(padding)) await this.reader.skip(padding, `${what} header`);
+    if (body.length < size || this.read(padding).length < padding) this.reader.truncated(`${what} header`);
     return body;
   }
 
   private applyGlobals(records: Map<string, string>): void {
+    this.globals = new Map(this.globals);
     for (const [key, value] of records) {
       if (!isPaxKey(key)) continue;
       // An empty value deletes the global (POSIX pax "keyword=" semantics).

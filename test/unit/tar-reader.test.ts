@@ -7,8 +7,15 @@ import {
   headerChecksum,
   type TarHeader,
 } from "../../src/archive/tar-format.js";
-import { readBody, readTar, type TarReadLimits } from "../../src/archive/tar-reader.js";
+import {
+  NEEDS_INPUT,
+  readBody,
+  readTar,
+  TarReader,
+  type TarReadLimits,
+} from "../../src/archive/tar-reader.js";
 import { type TarWriteEntry, writeTar } from "../../src/archive/tar-writer.js";
+import { handOver } from "../../src/compress/release.js";
 import { IntegrityError, LookerBackupError } from "../../src/errors.js";
 
 const base = { mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000 };
@@ -244,6 +251,94 @@ describe("readTar body handling", () => {
       ["home/dir/", 0, ""],
       ["home/dir/f", 4, "data"],
     ]);
+  });
+});
+
+/** Every member of every format this reader knows, with global pax values and bodies across several blocks. */
+async function mixedArchive(): Promise<Buffer> {
+  return Buffer.concat([
+    metaMember("g", Buffer.from("14 uid=424242\n"), "pax_global_header"),
+    metaMember("L", Buffer.from(`home/${"n".repeat(300)}\0`)),
+    (await archiveOf([file("home/short", "long-named")])).subarray(0, 1024),
+    (await archiveOf(sample)).subarray(0, -1024),
+    await archiveOf([file("home/last", "z".repeat(1500))]),
+  ]);
+}
+
+/** The archive cut into pieces of `size` bytes, each in an ArrayBuffer of its own, as our decompressor hands them out. */
+function piecesOf(archive: Buffer, size: number, handedOver = false): Buffer[] {
+  const pieces: Buffer[] = [];
+  for (let at = 0; at < archive.length; at += size) {
+    const piece = Buffer.allocUnsafeSlow(Math.min(size, archive.length - at));
+    archive.copy(piece, 0, at, at + piece.length);
+    if (handedOver) handOver(piece);
+    pieces.push(piece);
+  }
+  return pieces;
+}
+
+describe("readTar chunk boundaries", () => {
+  it("reads the same members however the stream is cut, headers and pax records included", async () => {
+    const archive = await mixedArchive();
+    const whole = await readAll([archive]);
+    expect(whole.map((m) => m.header.path)).toEqual([
+      `home/${"n".repeat(300)}`,
+      "home/a.txt",
+      `home/${"long/".repeat(40)}b.txt`,
+      "home/link",
+      "home/ü.txt",
+      "home/last",
+    ]);
+    for (const size of [1, 3, 100, 511, 512, 513, 1000, 1024, 1536, 4096]) {
+      await expect(readAll(piecesOf(archive, size)), `pieces of ${size}`).resolves.toEqual(whole);
+    }
+    for (let cut = 1; cut < archive.length; cut += 37) {
+      const halves = [archive.subarray(0, cut), archive.subarray(cut)];
+      await expect(readAll(halves), `cut at ${cut}`).resolves.toEqual(whole);
+    }
+  });
+
+  it("frees handed-over pieces only once read, also when headers are copied across them", async () => {
+    // Big pieces too: a straddling header copies only the start of the next piece, whose rest is read later.
+    const many = await archiveOf(
+      Array.from({ length: 600 }, (_, i) => file(`home/f${i}`, `${i}`.repeat(100 + (i % 7) * 50))),
+    );
+    for (const archive of [await mixedArchive(), many]) {
+      const whole = await readAll([archive]);
+      for (const size of [100, 700, 2048, 70_001, 100_000]) {
+        // A piece freed while still being read shows as an empty or short read: a corrupt-archive error.
+        const read = await readAll(piecesOf(archive, size, true), { releaseConsumed: true });
+        expect(read, `pieces of ${size}`).toEqual(whole);
+      }
+    }
+  });
+});
+
+describe("TarReader without waiting", () => {
+  it("gives members and whole bodies while they are buffered, and NEEDS_INPUT (consuming nothing) when not", async () => {
+    const archive = await archiveOf([file("home/1", "one"), file("home/2", "two".repeat(400))]);
+    const tar = new TarReader([archive.subarray(0, 1600), archive.subarray(1600)]);
+    expect(tar.nextBuffered()).toBe(NEEDS_INPUT); // nothing has been read from the source yet
+    const first = await tar.next();
+    expect(first?.header.path).toBe("home/1");
+    expect(first?.body.takeBuffered()?.toString()).toBe("one");
+    expect(first?.body.takeBuffered()).toBeUndefined(); // taken once
+    const second = tar.nextBuffered();
+    expect(second).not.toBe(NEEDS_INPUT);
+    const entry = second as Exclude<typeof second, typeof NEEDS_INPUT | undefined>;
+    expect(entry.header.path).toBe("home/2");
+    expect(entry.body.takeBuffered()).toBeUndefined(); // its 1200 bytes straddle the two chunks
+    expect((await readBody(entry.body, 2000)).toString()).toBe("two".repeat(400));
+    expect(tar.nextBuffered()).toBeUndefined(); // the end marker came with the second chunk
+    await tar.finish();
+  });
+
+  it("skips a body left unread before giving the next member", async () => {
+    const archive = await archiveOf([file("home/1", "x".repeat(5000)), file("home/2", "two")]);
+    const tar = new TarReader([archive]);
+    expect((await tar.next())?.header.path).toBe("home/1");
+    const next = tar.nextBuffered();
+    expect(next !== NEEDS_INPUT && next?.header.path).toBe("home/2");
   });
 });
 
