@@ -20398,7 +20398,7 @@ var require_SFTP = __commonJS({
     "use strict";
     var EventEmitter = __require("events");
     var fs = __require("fs");
-    var { constants: constants2 } = fs;
+    var { constants: constants3 } = fs;
     var {
       Readable: ReadableStream,
       Writable: WritableStream
@@ -22253,25 +22253,25 @@ var require_SFTP = __commonJS({
         this.extended = initial && initial.extended;
       }
       isDirectory() {
-        return (this.mode & constants2.S_IFMT) === constants2.S_IFDIR;
+        return (this.mode & constants3.S_IFMT) === constants3.S_IFDIR;
       }
       isFile() {
-        return (this.mode & constants2.S_IFMT) === constants2.S_IFREG;
+        return (this.mode & constants3.S_IFMT) === constants3.S_IFREG;
       }
       isBlockDevice() {
-        return (this.mode & constants2.S_IFMT) === constants2.S_IFBLK;
+        return (this.mode & constants3.S_IFMT) === constants3.S_IFBLK;
       }
       isCharacterDevice() {
-        return (this.mode & constants2.S_IFMT) === constants2.S_IFCHR;
+        return (this.mode & constants3.S_IFMT) === constants3.S_IFCHR;
       }
       isSymbolicLink() {
-        return (this.mode & constants2.S_IFMT) === constants2.S_IFLNK;
+        return (this.mode & constants3.S_IFMT) === constants3.S_IFLNK;
       }
       isFIFO() {
-        return (this.mode & constants2.S_IFMT) === constants2.S_IFIFO;
+        return (this.mode & constants3.S_IFMT) === constants3.S_IFIFO;
       }
       isSocket() {
-        return (this.mode & constants2.S_IFMT) === constants2.S_IFSOCK;
+        return (this.mode & constants3.S_IFMT) === constants3.S_IFSOCK;
       }
     };
     function attrsToBytes(attrs) {
@@ -28139,13 +28139,18 @@ function digestFailed(detail2, cause) {
 
 // src/archive/pack.ts
 import { createHash as createHash2 } from "node:crypto";
-import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 
 // src/archive/catalog.ts
 var CATALOG_PATH = "meta/catalog.jsonl";
 var BACKUP_META_PATH = "meta/backup.json";
 function catalogLine(entry2) {
-  return `${JSON.stringify(entry2)}
+  const { path, type, size, mode, uid, gid, mtime, linkTarget, sha256, warning } = entry2;
+  let line = `{"path":${JSON.stringify(path)},"type":"${type}","size":${size},"mode":${mode},"uid":${uid},"gid":${gid},"mtime":${mtime}`;
+  if (linkTarget !== void 0) line += `,"linkTarget":${JSON.stringify(linkTarget)}`;
+  if (sha256 !== void 0) line += `,"sha256":"${sha256}"`;
+  if (warning !== void 0) line += `,"warning":${JSON.stringify(warning)}`;
+  return `${line}}
 `;
 }
 var TYPES = ["file", "directory", "symlink", "hardlink"];
@@ -28554,6 +28559,7 @@ function alignedHeaderChecksum(block) {
 // src/archive/pack.ts
 var DEFAULT_PACK_CHUNK_SIZE = 1 << 20;
 var ZEROS = Buffer.alloc(64 * 1024);
+var OPEN_FILE = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 var ArchivePacker = class {
   constructor(options) {
     this.options = options;
@@ -28634,7 +28640,7 @@ var ArchivePacker = class {
     return this.hardLinks.get(`${entry2.stats.dev}:${entry2.stats.ino}`);
   }
   *fileMember(entry2) {
-    const fd = this.attempt(entry2, () => openSync(entry2.sourcePath, "r"));
+    const fd = this.attempt(entry2, () => openSync(entry2.sourcePath, OPEN_FILE));
     if (fd === void 0) return;
     try {
       yield* this.fileBody(entry2, fd);
@@ -28642,11 +28648,16 @@ var ArchivePacker = class {
       closeSync(fd);
     }
   }
-  /** Yields full chunks as it goes, so a big file never holds more than a chunk of it here. */
+  /**
+   * Yields full chunks as it goes, so a big file never holds more than a chunk of it here. The header, written
+   * before the body, carries what the selection saw (lstat); we read exactly that size, and the open file's fstat
+   * afterwards tells whether the file is still that one, unchanged. A file that changed in between (another size
+   * or time, or another inode) is archived as read, with a warning, as GNU tar does. One fstat a file, not two:
+   * at 100,000 small files each stat call was ~0.1 s of the busiest thread.
+   */
   *fileBody(entry2, fd) {
-    const before = fstatSync(fd);
-    const size = before.size;
-    const catalogEntry = this.writeHeader(headerOf(entry2.archivePath, "file", before, size));
+    const { size } = entry2.stats;
+    const catalogEntry = this.writeHeader(headerOf(entry2.archivePath, "file", entry2.stats, size));
     const fileId = this.catalog.length - 1;
     if (entry2.stats.nlink > 1) this.hardLinks.set(`${entry2.stats.dev}:${entry2.stats.ino}`, catalogEntry);
     let offset = 0;
@@ -28666,7 +28677,7 @@ var ArchivePacker = class {
     if (offset < size) this.writeZeros(size - offset, fileId);
     this.digester.end(fileId);
     this.out.write(padding(size));
-    const changed = offset < size || changedWhileRead(before, fstatSync(fd));
+    const changed = offset < size || changedWhileRead(entry2.stats, fstatSync(fd));
     if (changed) this.warn(catalogEntry, `${entry2.archivePath} changed while it was read`);
   }
   writeZeros(length, fileId) {
@@ -28774,6 +28785,12 @@ var ArchivePacker = class {
       this.warnings.push(`${entry2.archivePath} vanished before it could be read`);
       return void 0;
     }
+    if (code === "ELOOP") {
+      this.warnings.push(
+        `${entry2.archivePath} became a symlink before it could be read; not followed, not archived`
+      );
+      return void 0;
+    }
     const message = `cannot read ${entry2.sourcePath}: ${error.message}`;
     if (entry2.required) throw new InputError(message, "run the backup as root or as the looker user");
     this.warnings.push(message);
@@ -28844,8 +28861,8 @@ function headerOf(path, type, stats, size = 0) {
     mtime: stats.mtimeMs / 1e3
   };
 }
-function changedWhileRead(before, after) {
-  return before.size !== after.size || before.mtimeMs !== after.mtimeMs;
+function changedWhileRead(seen, after) {
+  return seen.size !== after.size || seen.mtimeMs !== after.mtimeMs || seen.ctimeMs !== after.ctimeMs || seen.ino !== after.ino || seen.dev !== after.dev;
 }
 function padding(size) {
   return ZEROS.subarray(0, paddingFor(size));
@@ -28929,7 +28946,7 @@ function detach(buffer) {
 }
 
 // src/compress/zstd-engines.ts
-import { constants, zstdCompress } from "node:zlib";
+import { constants as constants2, zstdCompress } from "node:zlib";
 
 // src/compress/zstd-worker.ts
 var ZSTD_WORKER_SOURCE = `
@@ -28980,9 +28997,9 @@ function outputChunkSize(length) {
 function frameOptions(level, length) {
   return {
     params: {
-      [constants.ZSTD_c_compressionLevel]: level,
-      [constants.ZSTD_c_checksumFlag]: 1,
-      [constants.ZSTD_c_contentSizeFlag]: 1
+      [constants2.ZSTD_c_compressionLevel]: level,
+      [constants2.ZSTD_c_checksumFlag]: 1,
+      [constants2.ZSTD_c_contentSizeFlag]: 1
     },
     pledgedSrcSize: length,
     chunkSize: outputChunkSize(length)
@@ -30747,12 +30764,12 @@ function lstatOrError(path) {
   }
 }
 function entry(archivePath2, sourcePath, type, stats, ruleId, required) {
-  const { size, mode, uid, gid, mtimeMs, dev, ino, nlink } = stats;
+  const { size, mode, uid, gid, mtimeMs, ctimeMs, dev, ino, nlink } = stats;
   return {
     archivePath: archivePath2,
     sourcePath,
     type,
-    stats: { size, mode, uid, gid, mtimeMs, dev, ino, nlink },
+    stats: { size, mode, uid, gid, mtimeMs, ctimeMs, dev, ino, nlink },
     ruleId,
     required
   };

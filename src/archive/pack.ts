@@ -10,7 +10,7 @@
  * run beside this thread). Measured on 20,000 small files: 0.2 s sync vs 1.0 s async (16 in flight).
  */
 import { createHash } from "node:crypto";
-import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { InputError } from "../errors.js";
 import type { EntryStats, SelectedEntry } from "../manifest/select.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
@@ -57,6 +57,11 @@ export interface PackResult {
 /** Output chunk size when the caller gives no allocator; also the largest single read then. */
 export const DEFAULT_PACK_CHUNK_SIZE = 1 << 20;
 const ZEROS = Buffer.alloc(64 * 1024);
+/**
+ * How a selected file is opened. O_NOFOLLOW: a path the selection saw as a file and that is a symlink by now is
+ * not followed out of the home. O_NONBLOCK: one that is a FIFO by now cannot hang the backup (no effect on files).
+ */
+const OPEN_FILE = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 export class ArchivePacker {
   readonly catalog: CatalogEntry[] = [];
@@ -143,7 +148,7 @@ export class ArchivePacker {
   }
 
   private *fileMember(entry: SelectedEntry): Generator<Buffer> {
-    const fd = this.attempt(entry, () => openSync(entry.sourcePath, "r"));
+    const fd = this.attempt(entry, () => openSync(entry.sourcePath, OPEN_FILE));
     if (fd === undefined) return;
     try {
       yield* this.fileBody(entry, fd);
@@ -152,12 +157,16 @@ export class ArchivePacker {
     }
   }
 
-  /** Yields full chunks as it goes, so a big file never holds more than a chunk of it here. */
+  /**
+   * Yields full chunks as it goes, so a big file never holds more than a chunk of it here. The header, written
+   * before the body, carries what the selection saw (lstat); we read exactly that size, and the open file's fstat
+   * afterwards tells whether the file is still that one, unchanged. A file that changed in between (another size
+   * or time, or another inode) is archived as read, with a warning, as GNU tar does. One fstat a file, not two:
+   * at 100,000 small files each stat call was ~0.1 s of the busiest thread.
+   */
   private *fileBody(entry: SelectedEntry, fd: number): Generator<Buffer> {
-    const before = fstatSync(fd);
-    const size = before.size;
-    // The header must carry the size before the body: we commit to the size seen at open and read exactly that.
-    const catalogEntry = this.writeHeader(headerOf(entry.archivePath, "file", before, size));
+    const { size } = entry.stats;
+    const catalogEntry = this.writeHeader(headerOf(entry.archivePath, "file", entry.stats, size));
     const fileId = this.catalog.length - 1;
     if (entry.stats.nlink > 1) this.hardLinks.set(`${entry.stats.dev}:${entry.stats.ino}`, catalogEntry);
     let offset = 0;
@@ -178,7 +187,7 @@ export class ArchivePacker {
     if (offset < size) this.writeZeros(size - offset, fileId);
     this.digester.end(fileId);
     this.out.write(padding(size));
-    const changed = offset < size || changedWhileRead(before, fstatSync(fd));
+    const changed = offset < size || changedWhileRead(entry.stats, fstatSync(fd));
     if (changed) this.warn(catalogEntry, `${entry.archivePath} changed while it was read`);
   }
 
@@ -295,6 +304,12 @@ export class ArchivePacker {
       this.warnings.push(`${entry.archivePath} vanished before it could be read`);
       return undefined;
     }
+    if (code === "ELOOP") {
+      this.warnings.push(
+        `${entry.archivePath} became a symlink before it could be read; not followed, not archived`,
+      );
+      return undefined;
+    }
     const message = `cannot read ${entry.sourcePath}: ${error.message}`;
     if (entry.required) throw new InputError(message, "run the backup as root or as the looker user");
     this.warnings.push(message);
@@ -378,8 +393,14 @@ function headerOf(path: string, type: TarHeader["type"], stats: EntryStats, size
   };
 }
 
-function changedWhileRead(before: EntryStats, after: EntryStats): boolean {
-  return before.size !== after.size || before.mtimeMs !== after.mtimeMs;
+function changedWhileRead(seen: EntryStats, after: EntryStats): boolean {
+  return (
+    seen.size !== after.size ||
+    seen.mtimeMs !== after.mtimeMs ||
+    seen.ctimeMs !== after.ctimeMs ||
+    seen.ino !== after.ino ||
+    seen.dev !== after.dev
+  );
 }
 
 function padding(size: number): Buffer {

@@ -14,7 +14,10 @@ import {
 
 export type EntryType = "file" | "directory" | "symlink";
 
-/** A path chosen for the archive, with the metadata seen when it was chosen (pack compares it after reading). */
+/**
+ * A path chosen for the archive, with the metadata seen when it was chosen: a file's header is written from it, and
+ * pack compares it with the open file's after reading.
+ */
 export interface SelectedEntry {
   /** `home/<relative>` (the home itself is `home/`) or `rootfs/<absolute path without the leading slash>`. */
   readonly archivePath: string;
@@ -36,6 +39,8 @@ export interface EntryStats {
   readonly uid: number;
   readonly gid: number;
   readonly mtimeMs: number;
+  /** Changes with any change to the file, its metadata included: the backup tells by it that a file changed. */
+  readonly ctimeMs: number;
   readonly dev: number;
   readonly ino: number;
   readonly nlink: number;
@@ -378,12 +383,12 @@ function entry(
   ruleId: string,
   required: boolean,
 ): SelectedEntry {
-  const { size, mode, uid, gid, mtimeMs, dev, ino, nlink } = stats;
+  const { size, mode, uid, gid, mtimeMs, ctimeMs, dev, ino, nlink } = stats;
   return {
     archivePath,
     sourcePath,
     type,
-    stats: { size, mode, uid, gid, mtimeMs, dev, ino, nlink },
+    stats: { size, mode, uid, gid, mtimeMs, ctimeMs, dev, ino, nlink },
     ruleId,
     required,
   };

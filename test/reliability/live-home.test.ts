@@ -112,6 +112,57 @@ describe("a file that vanishes between selection and read", () => {
   });
 });
 
+describe("a file replaced between selection and read", () => {
+  /**
+   * Backs up a home with `zzz-swapped.txt` in it, running `replace` once the selection has seen that file: after the
+   * first member is read (the small home is listed in one batch before that), long before the file is read.
+   */
+  async function backupReplacing(name: string, replace: (home: string) => void) {
+    const home = await smallHome(name);
+    await writeFile(join(home, "zzz-swapped.txt"), "here at selection time");
+    let replaced = false;
+    const result = await runBackup({
+      home,
+      instance: "live",
+      recipients: [recipient],
+      store: new DirStore(join(work, `${name}-store`)),
+      onProgress: () => {
+        if (replaced) return;
+        replaced = true;
+        replace(home);
+      },
+    });
+    expect(replaced).toBe(true);
+    return result;
+  }
+
+  it("by a symlink -> not followed: a warning, exit 3, nothing of the link's target archived", async () => {
+    const secret = join(work, "outside-the-home.txt");
+    await writeFile(secret, "not for the archive");
+    const result = await backupReplacing("swapped-link", (home) =>
+      execFileSync("ln", ["-sfn", secret, join(home, "zzz-swapped.txt")]),
+    );
+    expect(result.exitCode).toBe(3);
+    expect(result.warnings).toEqual([
+      "home/zzz-swapped.txt became a symlink before it could be read; not followed, not archived",
+    ]);
+    expect(result.catalog.some((e) => e.path === "home/zzz-swapped.txt")).toBe(false);
+  });
+
+  it("by another file (renamed over it) -> archived as read, with a warning, exit 3", async () => {
+    // As long as the original, and on the same filesystem (a rename): the size cannot tell them apart.
+    const replacement = join(work, "replacement.tmp");
+    await writeFile(replacement, "HERE AT SELECTION TIME");
+    const result = await backupReplacing("swapped-file", (home) =>
+      execFileSync("mv", [replacement, join(home, "zzz-swapped.txt")]),
+    );
+    expect(result.exitCode).toBe(3);
+    expect(result.warnings).toContain("home/zzz-swapped.txt changed while it was read");
+    const entry = result.catalog.find((e) => e.path === "home/zzz-swapped.txt");
+    expect(entry?.warning).toBe("home/zzz-swapped.txt changed while it was read");
+  });
+});
+
 describe("run as an unprivileged user", () => {
   let cliCopy: string;
   let nobodyOut: string;

@@ -46,6 +46,20 @@ function parse(parts: Buffer[]): Map<string, CatalogEntry> {
   return parser.end();
 }
 
+describe("catalog lines", () => {
+  it("are the JSON of the entry, whatever its strings hold", () => {
+    const awkward: CatalogEntry[] = [
+      ...entries,
+      { ...entries[2]!, path: 'home/"quoted"\\back\nline\u0001\u2028.txt', warning: 'it "changed"\n' },
+      { ...entries[3]!, type: "hardlink", linkTarget: "home/ü\t", sha256: "c".repeat(64), mtime: -1.25e-7 },
+    ];
+    for (const entry of awkward) {
+      expect(catalogLine(entry)).toMatch(/^\{[^\n]*\}\n$/); // one line
+      expect(JSON.parse(catalogLine(entry))).toEqual(entry);
+    }
+  });
+});
+
 describe("catalog parser", () => {
   it("gives the same entries wherever the bytes are cut into parts, multi-byte characters included", () => {
     const whole = parse([bytes]);
