@@ -32959,26 +32959,38 @@ function hashFailed(detail2, cause) {
 }
 
 // src/archive/small-file-writer.ts
+import { readFileSync } from "node:fs";
 var SMALL_FILE_MAX = 256 * 1024;
 var BATCH_BYTES = 1 << 20;
 var BATCH_FILES = 1024;
 var MAX_BATCHES_IN_FLIGHT2 = 4;
-function writeBatch(fs, batch2, canChown) {
+function writeBatch(fs, batch2, settings) {
   const bytes = new Uint8Array(batch2.buffer);
   const n = batch2.numbers;
+  const keeps = settings.umask === -1 ? 0 : ~(settings.umask | 3584);
   for (let i = 0; i < batch2.paths.length; i++) {
     const offset = n[i * 6];
     const length = n[i * 6 + 1];
-    const fd = fs.openSync(batch2.paths[i], "wx", 384);
+    const mode = n[i * 6 + 2];
+    const createdExact = (mode & keeps) === mode;
+    const fd = fs.openSync(batch2.paths[i], "wx", createdExact ? mode : 384);
     try {
       let written = 0;
       while (written < length) written += fs.writeSync(fd, bytes, offset + written, length - written);
-      if (canChown) fs.fchownSync(fd, n[i * 6 + 3], n[i * 6 + 4]);
-      fs.fchmodSync(fd, n[i * 6 + 2]);
+      if (settings.canChown) fs.fchownSync(fd, n[i * 6 + 3], n[i * 6 + 4]);
+      if (!createdExact) fs.fchmodSync(fd, mode);
       fs.futimesSync(fd, n[i * 6 + 5], n[i * 6 + 5]);
     } finally {
       fs.closeSync(fd);
     }
+  }
+}
+function currentUmask() {
+  try {
+    const match = /^Umask:\s*([0-7]+)$/m.exec(readFileSync("/proc/self/status", "utf8"));
+    return match ? Number.parseInt(match[1], 8) : -1;
+  } catch {
+    return -1;
   }
 }
 var WRITER_SOURCE = `
@@ -32990,7 +33002,7 @@ let failure;
 parentPort.on("message", (batch) => {
   if (failure === undefined) {
     try {
-      writeBatch(fs, batch, workerData.canChown);
+      writeBatch(fs, batch, workerData);
     } catch (error) {
       failure = { message: String((error && error.message) || error), code: error && error.code,
         path: error && error.path, syscall: error && error.syscall };
@@ -33075,7 +33087,7 @@ var SmallFileWriter = class {
         onMessage: (reply) => this.settle(reply),
         onFailure: (detail2, cause) => this.fail(writeFailed(detail2, cause))
       },
-      { canChown: this.canChown }
+      { canChown: this.canChown, umask: currentUmask() }
     );
     return this.thread;
   }
@@ -35881,7 +35893,7 @@ function humanSummary(report) {
 }
 
 // src/cli/looker-options.ts
-import { readFileSync } from "node:fs";
+import { readFileSync as readFileSync2 } from "node:fs";
 
 // src/config/inputs.ts
 import { isAbsolute as isAbsolute2 } from "node:path";
@@ -36226,7 +36238,7 @@ function fileContent(values, flag) {
   const file = optionalString(values, flag);
   if (file === void 0) return "";
   try {
-    return readFileSync(file, "utf8");
+    return readFileSync2(file, "utf8");
   } catch (error) {
     throw new InputError(`--${flag}: cannot read ${file}: ${error.message}`, "check the path");
   }

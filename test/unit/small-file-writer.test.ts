@@ -35,6 +35,20 @@ async function queue(
 }
 
 describe("small file writer", () => {
+  it("gives every file its exact mode, whatever the umask takes away (group-writable, setuid, none)", async () => {
+    const modes = [0o644, 0o600, 0o755, 0o664, 0o666, 0o4755, 0o2750, 0o1777, 0o000, 0o777];
+    const previous = process.umask(0o027); // stricter than the usual 022: it takes bits from half of these
+    const writer = new SmallFileWriter(false);
+    try {
+      for (const mode of modes) await queue(writer, join(dir, mode.toString(8)), Buffer.from("x"), mode);
+      await writer.drain();
+      for (const mode of modes) expect(statSync(join(dir, mode.toString(8))).mode & 0o7777).toBe(mode);
+    } finally {
+      process.umask(previous);
+      await writer.close();
+    }
+  });
+
   it("writes every queued file with its bytes, mode and mtime, across many batches, once drained", async () => {
     const writer = new SmallFileWriter(false);
     try {
