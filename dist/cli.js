@@ -27904,14 +27904,24 @@ import { createHash } from "node:crypto";
 
 // src/runtime/eval-worker.ts
 import { Worker } from "node:worker_threads";
-function startEvalWorker(name, source, handlers, workerData) {
-  const thread = new Worker(source, { eval: true, workerData });
+var BACKGROUND_NICE = 10;
+var LOWER_PRIORITY = `
+try {
+  const tid = Number(require("node:fs").readlinkSync("/proc/thread-self").split("/").pop());
+  const os = require("node:os");
+  os.setPriority(tid, Math.min(19, os.getPriority(tid) + ${BACKGROUND_NICE}));
+} catch {}
+`;
+function startEvalWorker(name, source, handlers, workerData, options = {}) {
+  const code = options.background ? `${source}
+${LOWER_PRIORITY}` : source;
+  const thread = new Worker(code, { eval: true, workerData });
   thread.unref();
   thread.on("message", (reply) => handlers.onMessage(reply));
   thread.on("error", (error) => handlers.onFailure(error.message, error));
-  thread.on("exit", (code) => {
-    handlers.onExit?.(code);
-    handlers.onFailure(`${name} exited with code ${code}`);
+  thread.on("exit", (code2) => {
+    handlers.onExit?.(code2);
+    handlers.onFailure(`${name} exited with code ${code2}`);
   });
   return thread;
 }
@@ -29066,7 +29076,9 @@ var PoolWorker = class {
         onFailure: (detail2, cause) => this.failAll(compressionFailed(detail2, cause)),
         onExit: () => liveWorkerThreads--
       },
-      { level }
+      { level },
+      { background: true }
+      // the thread that fills the blocks comes first (see eval-worker.ts)
     );
     liveWorkerThreads++;
   }

@@ -135,6 +135,7 @@ class PoolWorker {
         onExit: () => liveWorkerThreads--,
       },
       { level },
+      { background: true }, // the thread that fills the blocks comes first (see eval-worker.ts)
     );
     liveWorkerThreads++;
   }
