@@ -17522,30 +17522,30 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash3 = createHash10(this.hashName);
-          hashString(hash3, isServer ? this._remoteIdentRaw : this._identRaw);
-          hashString(hash3, isServer ? this._identRaw : this._remoteIdentRaw);
-          hashString(hash3, isServer ? this._remoteKexinit : this._kexinit);
-          hashString(hash3, isServer ? this._kexinit : this._remoteKexinit);
+          const hash4 = createHash10(this.hashName);
+          hashString(hash4, isServer ? this._remoteIdentRaw : this._identRaw);
+          hashString(hash4, isServer ? this._identRaw : this._remoteIdentRaw);
+          hashString(hash4, isServer ? this._remoteKexinit : this._kexinit);
+          hashString(hash4, isServer ? this._kexinit : this._remoteKexinit);
           const serverPublicHostKey = isServer ? this._hostKey.getPublicSSH() : this._hostKey;
-          hashString(hash3, serverPublicHostKey);
+          hashString(hash4, serverPublicHostKey);
           if (this.type === "groupex") {
             const params = this.getDHParams();
             const num = Buffer.allocUnsafe(4);
             writeUInt32BE(num, this._minBits, 0);
-            hash3.update(num);
+            hash4.update(num);
             writeUInt32BE(num, this._prefBits, 0);
-            hash3.update(num);
+            hash4.update(num);
             writeUInt32BE(num, this._maxBits, 0);
-            hash3.update(num);
-            hashString(hash3, params.prime);
-            hashString(hash3, params.generator);
+            hash4.update(num);
+            hashString(hash4, params.prime);
+            hashString(hash4, params.generator);
           }
-          hashString(hash3, isServer ? pubKey : this.getPublicKey());
+          hashString(hash4, isServer ? pubKey : this.getPublicKey());
           const serverPublicKey = isServer ? this.getPublicKey() : pubKey;
-          hashString(hash3, serverPublicKey);
-          hashString(hash3, secret);
-          const exchangeHash = hash3.digest();
+          hashString(hash4, serverPublicKey);
+          hashString(hash4, secret);
+          const exchangeHash = hash4.digest();
           if (!isServer) {
             bufferParser.init(this._sig, 0);
             const sigType = bufferParser.readString(true);
@@ -18521,10 +18521,10 @@ var require_kex = __commonJS({
     })();
     var hashString = (() => {
       const LEN = Buffer.allocUnsafe(4);
-      return (hash3, buf) => {
+      return (hash4, buf) => {
         writeUInt32BE(LEN, buf.length, 0);
-        hash3.update(LEN);
-        hash3.update(buf);
+        hash4.update(LEN);
+        hash4.update(buf);
       };
     })();
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
@@ -27900,7 +27900,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 // src/archive/file-digests.ts
-import { createHash } from "node:crypto";
+import { createHash, hash } from "node:crypto";
 
 // src/runtime/eval-worker.ts
 import { Worker } from "node:worker_threads";
@@ -27989,28 +27989,33 @@ var InlineDigester = class {
   async close() {
   }
   hashOf(fileId) {
-    let hash3 = this.open.get(fileId);
-    if (hash3 === void 0) {
-      hash3 = createHash("sha256");
-      this.open.set(fileId, hash3);
+    let hash4 = this.open.get(fileId);
+    if (hash4 === void 0) {
+      hash4 = createHash("sha256");
+      this.open.set(fileId, hash4);
     }
-    return hash3;
+    return hash4;
   }
 };
-function hashSegments(views, segments, open3, newHash) {
+function hashSegments(views, segments, open3, newHash, hashWhole) {
   const digests = [];
   for (let i = 0; i < segments.length; i += 5) {
     const fileId = segments[i + 1];
-    let hash3 = open3.get(fileId);
-    if (hash3 === void 0) {
-      hash3 = newHash();
-      open3.set(fileId, hash3);
+    if (segments[i + 4] === 1 && segments[i] !== -1 && !open3.has(fileId)) {
+      const view = views[segments[i]];
+      digests.push(fileId, hashWhole(view.subarray(segments[i + 2], segments[i + 3])));
+      continue;
+    }
+    let hash4 = open3.get(fileId);
+    if (hash4 === void 0) {
+      hash4 = newHash();
+      open3.set(fileId, hash4);
     }
     const start = segments[i + 2];
     const end = segments[i + 3];
-    if (end > start) hash3.update(views[segments[i]].subarray(start, end));
+    if (end > start) hash4.update(views[segments[i]].subarray(start, end));
     if (segments[i + 4] === 1) {
-      digests.push(fileId, hash3.digest("hex"));
+      digests.push(fileId, hash4.digest("hex"));
       open3.delete(fileId);
     }
   }
@@ -28019,13 +28024,14 @@ function hashSegments(views, segments, open3, newHash) {
 var DIGEST_WORKER_SOURCE = `
 "use strict";
 const { parentPort } = require("node:worker_threads");
-const { createHash } = require("node:crypto");
+const { createHash, hash } = require("node:crypto");
 const hashSegments = ${hashSegments.toString()};
+const hashWhole = (bytes) => hash("sha256", bytes, "hex");
 const open = new Map();
 parentPort.on("message", ({ id, blocks, segments }) => {
   try {
     const views = blocks.map((block) => Buffer.from(block));
-    parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256")) });
+    parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256"), hashWhole) });
     for (const block of blocks) {
       if (block instanceof ArrayBuffer && typeof block.transfer === "function") block.transfer(0);
     }
@@ -28034,6 +28040,9 @@ parentPort.on("message", ({ id, blocks, segments }) => {
   }
 });
 `;
+function sha256Hex(bytes) {
+  return hash("sha256", bytes, "hex");
+}
 var MAX_BATCH_SEGMENTS = 4096 * 5;
 var MAX_BATCHES_IN_FLIGHT = 6;
 var WorkerDigester = class {
@@ -28090,7 +28099,7 @@ var WorkerDigester = class {
   hashHere() {
     const { blocks, segments } = this.takeBatch();
     const views = blocks.map((block) => Buffer.from(block));
-    const digests = hashSegments(views, segments, /* @__PURE__ */ new Map(), () => createHash("sha256"));
+    const digests = hashSegments(views, segments, /* @__PURE__ */ new Map(), () => createHash("sha256"), sha256Hex);
     this.report(digests);
   }
   takeBatch() {
@@ -28719,10 +28728,10 @@ var ArchivePacker = class {
       mtime: extra.mtime
     };
     const catalogEntry = this.writeHeader(header);
-    const hash3 = createHash2("sha256");
+    const hash4 = createHash2("sha256");
     let written = 0;
     for await (const chunk of extra.body()) {
-      hash3.update(chunk);
+      hash4.update(chunk);
       written += chunk.length;
       if (written > extra.size) break;
       this.out.write(chunk);
@@ -28735,7 +28744,7 @@ var ArchivePacker = class {
     }
     this.out.write(padding(extra.size));
     this.bytesIn += written;
-    catalogEntry.sha256 = hash3.digest("hex");
+    catalogEntry.sha256 = hash4.digest("hex");
     yield* this.out.takeFull();
   }
   /**
@@ -32038,7 +32047,7 @@ import { PassThrough as PassThrough2 } from "node:stream";
 import { pipeline as pipeline3 } from "node:stream/promises";
 
 // src/archive/extract.ts
-import { createHash as createHash5, hash } from "node:crypto";
+import { createHash as createHash5, hash as hash2 } from "node:crypto";
 
 // src/archive/member-safety.ts
 var DEFAULT_ALLOWED_ROOTS = ["meta/", "home/", "rootfs/", "mysql/"];
@@ -32866,7 +32875,7 @@ var VerifySink = class {
   member(header, body) {
     if (header.type !== "file") return void 0;
     const whole = body.takeBuffered();
-    return whole !== void 0 ? hash("sha256", whole, "hex") : hashParts(body);
+    return whole !== void 0 ? hash2("sha256", whole, "hex") : hashParts(body);
   }
 };
 async function hashParts(body) {
@@ -32876,7 +32885,7 @@ async function hashParts(body) {
 }
 
 // src/archive/staging-sink.ts
-import { createHash as createHash7, hash as hash2 } from "node:crypto";
+import { createHash as createHash7, hash as hash3 } from "node:crypto";
 import {
   chmodSync,
   closeSync as closeSync2,
@@ -33203,7 +33212,7 @@ var StagingSink = class {
       return this.queueSmallFileWaiting(path, header, whole ?? body);
     whole.copy(place.target, place.offset);
     this.smallFiles.add(path, header, place.offset);
-    return hash2("sha256", whole, "hex");
+    return hash3("sha256", whole, "hex");
   }
   async queueSmallFileWaiting(path, header, body) {
     const { target, offset } = await this.smallFiles.reserve(header.size);
@@ -33225,7 +33234,7 @@ var StagingSink = class {
     this.createdDirs.add(path);
   }
 };
-async function writeFile4(path, body, header, canChown, hash3) {
+async function writeFile4(path, body, header, canChown, hash4) {
   const fd = openSync2(path, "wx", 384);
   try {
     let batched = 0;
@@ -33234,16 +33243,16 @@ async function writeFile4(path, body, header, canChown, hash3) {
         if (batched > 0) writeAll(fd, batch.subarray(0, batched));
         batched = 0;
         if (part.length < OVERLAPPED_WRITE) {
-          hash3.update(part);
+          hash4.update(part);
           writeAll(fd, part);
           continue;
         }
         const writing = writeAllOnPool(fd, part);
-        hash3.update(part);
+        hash4.update(part);
         await writing;
         continue;
       }
-      hash3.update(part);
+      hash4.update(part);
       if (batched + part.length > batch.length) {
         writeAll(fd, batch.subarray(0, batched));
         batched = 0;
@@ -33257,7 +33266,7 @@ async function writeFile4(path, body, header, canChown, hash3) {
   } finally {
     closeSync2(fd);
   }
-  return hash3.digest();
+  return hash4.digest();
 }
 function writeAllOnPool(fd, data) {
   return new Promise((resolve5, reject) => {
@@ -33543,10 +33552,10 @@ function hostFieldMatches(field, name) {
   return matched;
 }
 function hashedNameMatches(field, name) {
-  const [, version, salt, hash3] = field.split("|");
-  if (version !== "1" || salt === void 0 || hash3 === void 0) return false;
-  if (!BASE64.test(salt) || !BASE64.test(hash3)) return false;
-  const expected = Buffer.from(hash3, "base64");
+  const [, version, salt, hash4] = field.split("|");
+  if (version !== "1" || salt === void 0 || hash4 === void 0) return false;
+  if (!BASE64.test(salt) || !BASE64.test(hash4)) return false;
+  const expected = Buffer.from(hash4, "base64");
   const actual = hashHostName(name, Buffer.from(salt, "base64"));
   return expected.length === actual.length && timingSafeEqual2(expected, actual);
 }

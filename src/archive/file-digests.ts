@@ -8,7 +8,7 @@
  *   threads wait for blocks; sha256 was its largest single cost, ~0.3 s of ~2.5 s at 512 MB / 20k files. Hashing
  *   must follow the stream's order (a file spans blocks), so one thread does it, behind a queue.
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash, type Hash, hash } from "node:crypto";
 import type { Worker } from "node:worker_threads";
 import type { BlockMemory, BlockPool } from "../compress/block-pool.js";
 import { LookerBackupError } from "../errors.js";
@@ -76,10 +76,17 @@ function hashSegments(
   segments: readonly number[],
   open: Map<number, Hash>,
   newHash: () => Hash,
+  hashWhole: (bytes: Buffer) => string,
 ): (number | string)[] {
   const digests: (number | string)[] = [];
   for (let i = 0; i < segments.length; i += 5) {
     const fileId = segments[i + 1] as number;
+    // Most files of a home lie whole in one segment: one call, no Hash object (a tenth of this thread at 100k files).
+    if (segments[i + 4] === 1 && segments[i] !== -1 && !open.has(fileId)) {
+      const view = views[segments[i] as number] as Buffer;
+      digests.push(fileId, hashWhole(view.subarray(segments[i + 2] as number, segments[i + 3] as number)));
+      continue;
+    }
     let hash = open.get(fileId);
     if (hash === undefined) {
       hash = newHash();
@@ -107,13 +114,14 @@ function hashSegments(
 export const DIGEST_WORKER_SOURCE = `
 "use strict";
 const { parentPort } = require("node:worker_threads");
-const { createHash } = require("node:crypto");
+const { createHash, hash } = require("node:crypto");
 const hashSegments = ${hashSegments.toString()};
+const hashWhole = (bytes) => hash("sha256", bytes, "hex");
 const open = new Map();
 parentPort.on("message", ({ id, blocks, segments }) => {
   try {
     const views = blocks.map((block) => Buffer.from(block));
-    parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256")) });
+    parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256"), hashWhole) });
     for (const block of blocks) {
       if (block instanceof ArrayBuffer && typeof block.transfer === "function") block.transfer(0);
     }
@@ -122,6 +130,10 @@ parentPort.on("message", ({ id, blocks, segments }) => {
   }
 });
 `;
+
+function sha256Hex(bytes: Buffer): string {
+  return hash("sha256", bytes, "hex");
+}
 
 /** Segments gathered before a batch is sent even if no buffer was handed over (many tiny files in one block). */
 const MAX_BATCH_SEGMENTS = 4096 * 5;
@@ -198,7 +210,7 @@ export class WorkerDigester implements FileDigester {
   private hashHere(): void {
     const { blocks, segments } = this.takeBatch();
     const views = blocks.map((block) => Buffer.from(block));
-    const digests = hashSegments(views, segments, new Map(), () => createHash("sha256"));
+    const digests = hashSegments(views, segments, new Map(), () => createHash("sha256"), sha256Hex);
     this.report(digests);
   }
 
