@@ -13876,7 +13876,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv: createDecipheriv3,
       createECDH,
-      createHash: createHash10,
+      createHash: createHash9,
       createHmac: createHmac3,
       createSign,
       createVerify,
@@ -14564,11 +14564,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash10("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash9("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash10("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash9("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -14733,8 +14733,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash10("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash10("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash9("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash9("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -14774,7 +14774,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac3(
           "sha1",
-          createHash10("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash9("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -17096,7 +17096,7 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash10,
+      createHash: createHash9,
       createPublicKey: createPublicKey2,
       diffieHellman: diffieHellman2,
       generateKeyPairSync: generateKeyPairSync2,
@@ -17522,7 +17522,7 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash4 = createHash10(this.hashName);
+          const hash4 = createHash9(this.hashName);
           hashString(hash4, isServer ? this._remoteIdentRaw : this._identRaw);
           hashString(hash4, isServer ? this._identRaw : this._remoteIdentRaw);
           hashString(hash4, isServer ? this._remoteKexinit : this._kexinit);
@@ -18530,9 +18530,9 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash10(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest = createHash9(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest.length < len) {
-          const chunk = createHash10(hashName).update(secret).update(exchangeHash).update(digest).digest();
+          const chunk = createHash9(hashName).update(secret).update(exchangeHash).update(digest).digest();
           const extended = Buffer.allocUnsafe(digest.length + chunk.length);
           extended.set(digest, 0);
           extended.set(chunk, digest.length);
@@ -23967,7 +23967,7 @@ var require_client = __commonJS({
   "node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash10,
+      createHash: createHash9,
       getHashes,
       randomFillSync
     } = __require("crypto");
@@ -24189,7 +24189,7 @@ var require_client = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash10(hashAlgo).update(key).digest("hex");
+              key = createHash9(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -28032,9 +28032,6 @@ parentPort.on("message", ({ id, blocks, segments }) => {
   try {
     const views = blocks.map((block) => Buffer.from(block));
     parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256"), hashWhole) });
-    for (const block of blocks) {
-      if (block instanceof ArrayBuffer && typeof block.transfer === "function") block.transfer(0);
-    }
   } catch (error) {
     parentPort.postMessage({ id, error: String((error && error.message) || error) });
   }
@@ -28954,7 +28951,14 @@ function mayBePoolSlice(view) {
 }
 var handedOver = /* @__PURE__ */ new WeakSet();
 function handOver(chunk) {
-  if (chunk.byteOffset === 0 && !mayBePoolSlice(chunk)) handedOver.add(chunk.buffer);
+  if (chunk.byteOffset !== 0 || mayBePoolSlice(chunk)) return;
+  handedOver.add(chunk.buffer);
+  handedOverChunks.add(chunk);
+}
+var handedOverChunks = /* @__PURE__ */ new WeakSet();
+function takeOwnership(chunk) {
+  if (!handedOverChunks.delete(chunk) || !handedOver.delete(chunk.buffer)) return void 0;
+  return chunk.buffer;
 }
 function releaseHandedOver(chunk) {
   if (handedOver.delete(chunk.buffer)) detach(chunk.buffer);
@@ -32885,7 +32889,7 @@ async function hashParts(body) {
 }
 
 // src/archive/staging-sink.ts
-import { createHash as createHash7, hash as hash3 } from "node:crypto";
+import { createHash as createHash6, hash as hash3 } from "node:crypto";
 import {
   chmodSync,
   closeSync as closeSync2,
@@ -32899,84 +32903,155 @@ import {
   openSync as openSync2,
   symlinkSync,
   utimesSync,
-  write,
   writeSync
 } from "node:fs";
 import { dirname as dirname2, join as join8 } from "node:path";
 
-// src/archive/hash-thread.ts
-import { createHash as createHash6 } from "node:crypto";
-var InlineFileHash = class {
-  hash = createHash6("sha256");
-  update(part) {
-    this.hash.update(part);
+// src/archive/big-file-writer.ts
+var MAX_PARTS_IN_FLIGHT = 4;
+function handleMessage(fs, createHash9, files, message) {
+  const failed = (error) => {
+    const e = error;
+    const detail2 = { message: String(e?.message ?? e), code: e?.code, path: e?.path, syscall: e?.syscall };
+    return { op: "failed", file: message.file, error: detail2 };
+  };
+  if (message.op === "open") {
+    const state2 = { hash: createHash9("sha256"), position: 0 };
+    try {
+      state2.fd = fs.openSync(message.path, "wx", 384);
+    } catch (error) {
+      state2.error = error;
+    }
+    files.set(message.file, state2);
+    return void 0;
   }
-  async digest() {
-    return this.hash.digest("hex");
+  const state = files.get(message.file);
+  if (state === void 0) throw new Error(`file ${message.file} was not opened`);
+  if (message.op === "part") {
+    const bytes = new Uint8Array(message.buffer, 0, message.length);
+    if (state.fd !== void 0 && state.error === void 0) {
+      try {
+        for (let done = 0; done < bytes.length; )
+          done += fs.writeSync(state.fd, bytes, done, bytes.length - done, state.position + done);
+        state.hash.update(bytes);
+        state.position += bytes.length;
+      } catch (error) {
+        state.error = error;
+      }
+    }
+    message.buffer.transfer?.(0);
+    return { op: "part", file: message.file };
   }
-};
-var HashThread = class {
+  files.delete(message.file);
+  if (state.fd === void 0) return message.op === "abandon" ? void 0 : failed(state.error);
+  if (message.op === "finish" && state.error === void 0) {
+    try {
+      if (message.owner !== void 0) fs.fchownSync(state.fd, message.owner[0], message.owner[1]);
+      fs.fchmodSync(state.fd, message.mode);
+      fs.futimesSync(state.fd, message.mtime, message.mtime);
+    } catch (error) {
+      state.error = error;
+    }
+  }
+  try {
+    fs.closeSync(state.fd);
+  } catch (error) {
+    state.error ??= error;
+  }
+  if (message.op === "abandon") return void 0;
+  if (state.error !== void 0) return failed(state.error);
+  return { op: "finish", file: message.file, digest: state.hash.digest("hex") };
+}
+var WRITER_SOURCE = `
+"use strict";
+const { parentPort } = require("node:worker_threads");
+const fs = require("node:fs");
+const { createHash } = require("node:crypto");
+const handleMessage = ${handleMessage.toString()};
+const files = new Map();
+parentPort.on("message", (message) => {
+  const reply = handleMessage(fs, createHash, files, message);
+  if (reply !== undefined) parentPort.postMessage(reply);
+});
+`;
+var BigFileWriter = class {
   thread;
-  nextId = 0;
-  pending = /* @__PURE__ */ new Map();
+  nextFile = 0;
+  partsInFlight = 0;
   failure;
-  /** A digest for one file, hashed on the thread (started at the first use). */
-  open() {
-    const id = this.nextId++;
+  waiters = new BacklogWaiters(() => this.partsInFlight);
+  finishing = /* @__PURE__ */ new Map();
+  /** Creates the file at `path` (it must not exist yet) on the thread; failing that is reported by finish(). */
+  open(path) {
+    if (this.failure) throw this.failure;
+    const file = this.nextFile++;
+    this.post({ op: "open", file, path });
     return {
-      update: (part) => this.send(id, part),
-      digest: () => this.finish(id)
+      add: (part) => this.add(file, part),
+      finish: (header, canChown) => this.finish(file, header, canChown),
+      abandon: () => {
+        if (this.failure === void 0) this.post({ op: "abandon", file });
+      }
     };
   }
+  /** Stops the thread, if it was started; files not finished are not. */
   async close() {
-    this.failure ??= hashFailed("the hash thread was closed");
+    this.fail(writeFailed("the file writer was closed"));
     await stopEvalWorker(this.thread);
   }
-  send(id, part) {
+  add(file, part) {
     if (this.failure) throw this.failure;
-    const data = part.buffer.slice(part.byteOffset, part.byteOffset + part.length);
-    this.started().postMessage({ id, blocks: [data], segments: [0, id, 0, data.byteLength, 0] }, [data]);
+    const buffer = takeOwnership(part) ?? part.buffer.slice(part.byteOffset, part.byteOffset + part.length);
+    if (this.partsInFlight++ === 0) this.started().ref();
+    this.post({ op: "part", file, buffer, length: part.length }, [buffer]);
+    return this.partsInFlight >= MAX_PARTS_IN_FLIGHT ? this.waitUntil(MAX_PARTS_IN_FLIGHT - 1) : void 0;
   }
-  finish(id) {
+  finish(file, header, canChown) {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve5, reject) => {
-      this.pending.set(id, { resolve: resolve5, reject });
-      const thread = this.started();
-      thread.ref();
-      thread.postMessage({ id, blocks: [], segments: [-1, id, 0, 0, 1] });
+      this.finishing.set(file, { resolve: resolve5, reject });
+      this.started().ref();
+      const owner = canChown ? [header.uid, header.gid] : void 0;
+      this.post({ op: "finish", file, owner, mode: header.mode, mtime: header.mtime });
     });
+  }
+  post(message, transfer = []) {
+    this.started().postMessage(message, transfer);
   }
   started() {
     if (this.thread !== void 0) return this.thread;
-    this.thread = startEvalWorker("the hash thread", DIGEST_WORKER_SOURCE, {
+    this.thread = startEvalWorker("the big-file writer", WRITER_SOURCE, {
       onMessage: (reply) => this.receive(reply),
-      onFailure: (detail2, cause) => this.fail(hashFailed(detail2, cause))
+      onFailure: (detail2, cause) => this.fail(writeFailed(detail2, cause))
     });
     return this.thread;
   }
   receive(reply) {
-    if ("error" in reply) {
-      this.fail(hashFailed(reply.error));
-      return;
+    if (reply.op === "part") {
+      this.partsInFlight -= 1;
+      this.waiters.wake();
+    } else {
+      const waiter = this.finishing.get(reply.file);
+      this.finishing.delete(reply.file);
+      if (reply.op === "finish") waiter?.resolve(reply.digest);
+      else waiter?.reject(errorFromThread(reply.error));
     }
-    for (let i = 0; i < reply.digests.length; i += 2)
-      this.settle(reply.digests[i], reply.digests[i + 1]);
+    if (this.partsInFlight === 0 && this.finishing.size === 0) this.thread?.unref();
   }
-  settle(id, digest) {
-    const waiter = this.pending.get(id);
-    this.pending.delete(id);
-    if (this.pending.size === 0) this.thread?.unref();
-    waiter?.resolve(digest);
+  waitUntil(inFlight) {
+    if (this.failure) return Promise.reject(this.failure);
+    return this.waiters.until(inFlight);
   }
   fail(error) {
     this.failure ??= error;
-    for (const waiter of this.pending.values()) waiter.reject(this.failure);
-    this.pending.clear();
+    this.waiters.rejectAll(this.failure);
+    for (const waiter of this.finishing.values()) waiter.reject(this.failure);
+    this.finishing.clear();
     this.thread?.unref();
   }
 };
-function hashFailed(detail2, cause) {
-  return new LookerBackupError(`hashing the restored files failed: ${detail2}`, { cause });
+function writeFailed(detail2, cause) {
+  return new LookerBackupError(`writing the restored files failed: ${detail2}`, { cause });
 }
 
 // src/archive/small-file-writer.ts
@@ -33014,7 +33089,7 @@ function currentUmask() {
     return -1;
   }
 }
-var WRITER_SOURCE = `
+var WRITER_SOURCE2 = `
 "use strict";
 const { parentPort, workerData } = require("node:worker_threads");
 const fs = require("node:fs");
@@ -33085,7 +33160,7 @@ var SmallFileWriter = class {
   }
   /** Stops the thread without waiting for what is queued (after a failure, or once drained). */
   async close() {
-    this.failure ??= writeFailed("the file writer was closed");
+    this.failure ??= writeFailed2("the file writer was closed");
     this.current = void 0;
     await stopEvalWorker(this.thread);
   }
@@ -33103,10 +33178,10 @@ var SmallFileWriter = class {
     if (this.thread !== void 0) return this.thread;
     this.thread = startEvalWorker(
       "the file writer",
-      WRITER_SOURCE,
+      WRITER_SOURCE2,
       {
         onMessage: (reply) => this.settle(reply),
-        onFailure: (detail2, cause) => this.fail(writeFailed(detail2, cause))
+        onFailure: (detail2, cause) => this.fail(writeFailed2(detail2, cause))
       },
       { canChown: this.canChown, umask: currentUmask() }
     );
@@ -33131,16 +33206,15 @@ var SmallFileWriter = class {
     this.waiters.rejectAll(this.failure);
   }
 };
-function writeFailed(detail2, cause) {
+function writeFailed2(detail2, cause) {
   return new LookerBackupError(`writing the restored files failed: ${detail2}`, { cause });
 }
 
 // src/archive/staging-sink.ts
 var WRITE_BATCH = 1 << 20;
 var DIRECT_WRITE = 64 * 1024;
-var OVERLAPPED_WRITE = 1 << 20;
 var batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
-var THREADED_HASH_MIN = 1 << 20;
+var THREADED_WRITE_MIN = 1 << 20;
 var METADATA_SLICE = 4096;
 var StagingSink = class {
   constructor(root) {
@@ -33150,13 +33224,13 @@ var StagingSink = class {
   directories = [];
   createdDirs = /* @__PURE__ */ new Set();
   canChown = process.getuid?.() === 0;
-  /** Hashes the bytes of big files off this thread (see hash-thread.ts). */
-  hashThread = new HashThread();
+  /** Writes and hashes big files off this thread (see big-file-writer.ts). */
+  bigFiles = new BigFileWriter();
   /** Writes small files off this thread (see small-file-writer.ts). */
   smallFiles = new SmallFileWriter(this.canChown);
   /** Stops the hash and writer threads, if they were started; files still queued are not written. */
   async close() {
-    await Promise.all([this.hashThread.close(), this.smallFiles.close()]);
+    await Promise.all([this.bigFiles.close(), this.smallFiles.close()]);
   }
   /** Where an archive path lands in staging: `home/x` -> `<root>/home/x`. */
   pathOf(archivePath2) {
@@ -33179,7 +33253,8 @@ var StagingSink = class {
         return this.hardLink(header, path);
       case "file":
         if (header.size <= SMALL_FILE_MAX) return this.queueSmallFile(path, header, body);
-        return writeFile4(path, body, header, this.canChown, this.hashFor(header));
+        if (header.size >= THREADED_WRITE_MIN) return this.writeBigFile(path, header, body);
+        return writeFile4(path, body, header, this.canChown);
       default:
         throw new IntegrityError(`refusing member ${header.path}: unsupported type ${header.type}`);
     }
@@ -33216,7 +33291,7 @@ var StagingSink = class {
   }
   async queueSmallFileWaiting(path, header, body) {
     const { target, offset } = await this.smallFiles.reserve(header.size);
-    const digest = createHash7("sha256");
+    const digest = createHash6("sha256");
     let at = offset;
     for await (const part of Buffer.isBuffer(body) ? [body] : body) {
       digest.update(part);
@@ -33225,8 +33300,19 @@ var StagingSink = class {
     this.smallFiles.add(path, header, offset);
     return digest.digest("hex");
   }
-  hashFor(header) {
-    return header.size >= THREADED_HASH_MIN ? this.hashThread.open() : new InlineFileHash();
+  /** Hands every part to the big-file writer, which owns the file from its opening (see big-file-writer.ts). */
+  async writeBigFile(path, header, body) {
+    const file = this.bigFiles.open(path);
+    try {
+      for await (const part of body) {
+        const waiting = file.add(part);
+        if (waiting !== void 0) await waiting;
+      }
+    } catch (error) {
+      file.abandon();
+      throw error;
+    }
+    return file.finish(header, this.canChown);
   }
   ensureDir(path) {
     if (this.createdDirs.has(path)) return;
@@ -33234,25 +33320,19 @@ var StagingSink = class {
     this.createdDirs.add(path);
   }
 };
-async function writeFile4(path, body, header, canChown, hash4) {
+async function writeFile4(path, body, header, canChown) {
   const fd = openSync2(path, "wx", 384);
+  const hash4 = createHash6("sha256");
   try {
     let batched = 0;
     for await (const part of body) {
+      hash4.update(part);
       if (part.length >= DIRECT_WRITE) {
         if (batched > 0) writeAll(fd, batch.subarray(0, batched));
         batched = 0;
-        if (part.length < OVERLAPPED_WRITE) {
-          hash4.update(part);
-          writeAll(fd, part);
-          continue;
-        }
-        const writing = writeAllOnPool(fd, part);
-        hash4.update(part);
-        await writing;
+        writeAll(fd, part);
         continue;
       }
-      hash4.update(part);
       if (batched + part.length > batch.length) {
         writeAll(fd, batch.subarray(0, batched));
         batched = 0;
@@ -33266,26 +33346,7 @@ async function writeFile4(path, body, header, canChown, hash4) {
   } finally {
     closeSync2(fd);
   }
-  return hash4.digest();
-}
-function writeAllOnPool(fd, data) {
-  return new Promise((resolve5, reject) => {
-    const next = (offset) => {
-      if (offset >= data.length) {
-        resolve5();
-        return;
-      }
-      write(
-        fd,
-        data,
-        offset,
-        data.length - offset,
-        null,
-        (error, written) => error ? reject(error) : next(offset + written)
-      );
-    };
-    next(0);
-  });
+  return hash4.digest("hex");
 }
 function writeAll(fd, data) {
   let written = 0;
@@ -33468,7 +33529,7 @@ function secretEnvPrelude(names) {
 }
 
 // src/remote/known-hosts.ts
-import { createHash as createHash8, createHmac as createHmac2, timingSafeEqual as timingSafeEqual2 } from "node:crypto";
+import { createHash as createHash7, createHmac as createHmac2, timingSafeEqual as timingSafeEqual2 } from "node:crypto";
 function parseKnownHosts(text) {
   const entries = [];
   const malformedLines = [];
@@ -33502,7 +33563,7 @@ function preferredHostKeyAlgorithms(known, host, port2) {
   return [...new Set(types.flatMap(algorithmsForKeyType))];
 }
 function fingerprintSha256(key) {
-  return `SHA256:${createHash8("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
+  return `SHA256:${createHash7("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
 }
 function keyTypeOf(key) {
   if (key.length < 4) return void 0;
@@ -34288,8 +34349,8 @@ function namesToPrune(archives, policy, now) {
 // src/store/dir-store.ts
 var PARTIAL_PREFIX = ".partial-";
 function freeAfterWrite(stream) {
-  const write2 = stream._write.bind(stream);
-  stream._write = (chunk, encoding, callback) => write2(chunk, encoding, (error) => {
+  const write = stream._write.bind(stream);
+  stream._write = (chunk, encoding, callback) => write(chunk, encoding, (error) => {
     releaseHandedOver(chunk);
     callback(error);
   });
@@ -34401,7 +34462,7 @@ import { appendFile, readFile as readFile8, writeFile as writeFile7 } from "node
 import { resolve as resolve3 } from "node:path";
 
 // src/drill/drill.ts
-import { createHash as createHash9 } from "node:crypto";
+import { createHash as createHash8 } from "node:crypto";
 import { createReadStream as createReadStream4 } from "node:fs";
 import { mkdtemp as mkdtemp5, readFile as readFile7, rm as rm9 } from "node:fs/promises";
 import { tmpdir as tmpdir4 } from "node:os";
@@ -35403,7 +35464,7 @@ async function withRestagedFile(catalog, staging, archivePath2) {
   updated.set(archivePath2, {
     ...entry2,
     size: content.length,
-    sha256: createHash9("sha256").update(content).digest("hex")
+    sha256: createHash8("sha256").update(content).digest("hex")
   });
   return updated;
 }

@@ -105,13 +105,11 @@ function hashSegments(
 
 /**
  * The digest thread, a CommonJS script for `new Worker(source, { eval: true })` (as the zstd worker, so it runs
- * the same from the sources and from the bundle). Backup and restore (hash-thread.ts) both use it. One message per
- * batch, answered in order:
- *   in:  { id, blocks: (SharedArrayBuffer | ArrayBuffer)[], segments: number[] } (see hashSegments); a plain
- *        ArrayBuffer was moved here and is freed once hashed (V8 would otherwise let ~64 MiB of them pile up)
+ * the same from the sources and from the bundle). One message per batch, answered in order:
+ *   in:  { id, blocks: SharedArrayBuffer[], segments: number[] } (see hashSegments)
  *   out: { id, digests: (number | string)[] } as file id, hex digest pairs; or { id, error }
  */
-export const DIGEST_WORKER_SOURCE = `
+const DIGEST_WORKER_SOURCE = `
 "use strict";
 const { parentPort } = require("node:worker_threads");
 const { createHash, hash } = require("node:crypto");
@@ -122,9 +120,6 @@ parentPort.on("message", ({ id, blocks, segments }) => {
   try {
     const views = blocks.map((block) => Buffer.from(block));
     parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256"), hashWhole) });
-    for (const block of blocks) {
-      if (block instanceof ArrayBuffer && typeof block.transfer === "function") block.transfer(0);
-    }
   } catch (error) {
     parentPort.postMessage({ id, error: String((error && error.message) || error) });
   }

@@ -5,11 +5,12 @@
  * changes as entries land).
  *
  * Speed: small files (most of a Looker home by count) are copied into batches that a writer thread turns into
- * files (small-file-writer.ts), so their system calls run beside the tar reading and the checks. Everything else
- * here is synchronous: restores write into the page cache, where open, write, chmod and friends take
- * microseconds; routed through the libuv thread pool each costs several times that in CPU (thread hand-offs), and
- * on a 2-core runner that CPU is taken from decryption and decompression. Small parts of big files are still
- * gathered into ~1 MiB writes, since streaming decompressors hand out small chunks.
+ * files (small-file-writer.ts), so their system calls run beside the tar reading and the checks; big files (most of
+ * it by bytes) are written and hashed by a thread of their own (big-file-writer.ts). Everything else here is
+ * synchronous: restores write into the page cache, where open, write, chmod and friends take microseconds; routed
+ * through the libuv thread pool each costs several times that in CPU (thread hand-offs), and on a 2-core runner that
+ * CPU is taken from decryption and decompression. Small parts of mid-sized files are gathered into ~1 MiB writes,
+ * since streaming decompressors hand out small chunks.
  */
 import { createHash, hash } from "node:crypto";
 import {
@@ -25,13 +26,12 @@ import {
   openSync,
   symlinkSync,
   utimesSync,
-  write,
   writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
 import { IntegrityError } from "../errors.js";
+import { BigFileWriter } from "./big-file-writer.js";
 import type { MemberSink } from "./extract.js";
-import { type FileHash, HashThread, InlineFileHash } from "./hash-thread.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
 import type { TarHeader } from "./tar-format.js";
 import type { TarBody } from "./tar-reader.js";
@@ -45,16 +45,10 @@ interface PendingMetadata {
 const WRITE_BATCH = 1 << 20;
 /** Parts at least this large are written directly (our own frames come as 4 MiB parts, or a file's share of one). */
 const DIRECT_WRITE = 64 * 1024;
-/**
- * Parts at least this large are written on the libuv pool while the main thread hashes them: most of a large
- * file's bytes come as whole 4 MiB frame outputs, and writing 485 MB of them synchronously was ~0.4 s of the
- * main thread. Smaller parts stay synchronous, where the hand-off would cost more than it saves.
- */
-const OVERLAPPED_WRITE = 1 << 20;
 /** Reused for every file: writes are synchronous, so it is free again when writeFile returns. */
 const batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
-/** Files at least this large are hashed on the hash thread; smaller ones here, where a round trip costs more. */
-const THREADED_HASH_MIN = 1 << 20;
+/** Files at least this large are written and hashed on their own thread; smaller ones here, where a round trip costs more. */
+const THREADED_WRITE_MIN = 1 << 20;
 /** Metadata calls between yields to the event loop (keeps timers and signals responsive on huge trees). */
 const METADATA_SLICE = 4096;
 
@@ -62,8 +56,8 @@ export class StagingSink implements MemberSink {
   private readonly directories: PendingMetadata[] = [];
   private readonly createdDirs = new Set<string>();
   private readonly canChown = process.getuid?.() === 0;
-  /** Hashes the bytes of big files off this thread (see hash-thread.ts). */
-  private readonly hashThread = new HashThread();
+  /** Writes and hashes big files off this thread (see big-file-writer.ts). */
+  private readonly bigFiles = new BigFileWriter();
   /** Writes small files off this thread (see small-file-writer.ts). */
   private readonly smallFiles = new SmallFileWriter(this.canChown);
 
@@ -71,7 +65,7 @@ export class StagingSink implements MemberSink {
 
   /** Stops the hash and writer threads, if they were started; files still queued are not written. */
   async close(): Promise<void> {
-    await Promise.all([this.hashThread.close(), this.smallFiles.close()]);
+    await Promise.all([this.bigFiles.close(), this.smallFiles.close()]);
   }
 
   /** Where an archive path lands in staging: `home/x` -> `<root>/home/x`. */
@@ -96,7 +90,8 @@ export class StagingSink implements MemberSink {
         return this.hardLink(header, path);
       case "file":
         if (header.size <= SMALL_FILE_MAX) return this.queueSmallFile(path, header, body);
-        return writeFile(path, body, header, this.canChown, this.hashFor(header));
+        if (header.size >= THREADED_WRITE_MIN) return this.writeBigFile(path, header, body);
+        return writeFile(path, body, header, this.canChown);
       default:
         throw new IntegrityError(`refusing member ${header.path}: unsupported type ${header.type}`);
     }
@@ -153,8 +148,19 @@ export class StagingSink implements MemberSink {
     return digest.digest("hex");
   }
 
-  private hashFor(header: TarHeader): FileHash {
-    return header.size >= THREADED_HASH_MIN ? this.hashThread.open() : new InlineFileHash();
+  /** Hands every part to the big-file writer, which owns the file from its opening (see big-file-writer.ts). */
+  private async writeBigFile(path: string, header: TarHeader, body: TarBody): Promise<string> {
+    const file = this.bigFiles.open(path);
+    try {
+      for await (const part of body) {
+        const waiting = file.add(part);
+        if (waiting !== undefined) await waiting;
+      }
+    } catch (error) {
+      file.abandon();
+      throw error;
+    }
+    return file.finish(header, this.canChown);
   }
 
   private ensureDir(path: string): void {
@@ -174,31 +180,22 @@ async function writeFile(
   body: AsyncIterable<Buffer>,
   header: TarHeader,
   canChown: boolean,
-  hash: FileHash,
 ): Promise<string> {
   // 'wx': staging is fresh and private, so an existing file here means the archive tried to write twice.
   const fd = openSync(path, "wx", 0o600);
+  const hash = createHash("sha256");
   try {
     // Parts are not kept past the next one (the reader may free them then): large ones are written as they
     // come, small ones are copied into one reused batch buffer.
     let batched = 0;
     for await (const part of body) {
+      hash.update(part);
       if (part.length >= DIRECT_WRITE) {
         if (batched > 0) writeAll(fd, batch.subarray(0, batched));
         batched = 0;
-        if (part.length < OVERLAPPED_WRITE) {
-          hash.update(part);
-          writeAll(fd, part);
-          continue;
-        }
-        // The write runs on the thread pool while this thread hashes the same bytes; both only read them, and
-        // the part is not released before the write is done (we do not ask for the next one until then).
-        const writing = writeAllOnPool(fd, part);
-        hash.update(part);
-        await writing;
+        writeAll(fd, part);
         continue;
       }
-      hash.update(part);
       if (batched + part.length > batch.length) {
         writeAll(fd, batch.subarray(0, batched));
         batched = 0;
@@ -213,22 +210,7 @@ async function writeFile(
   } finally {
     closeSync(fd);
   }
-  return hash.digest();
-}
-
-function writeAllOnPool(fd: number, data: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const next = (offset: number): void => {
-      if (offset >= data.length) {
-        resolve();
-        return;
-      }
-      write(fd, data, offset, data.length - offset, null, (error, written) =>
-        error ? reject(error) : next(offset + written),
-      );
-    };
-    next(0);
-  });
+  return hash.digest("hex");
 }
 
 /** write until every byte is written (a short write is legal, if rare on regular files). */

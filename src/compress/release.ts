@@ -31,7 +31,22 @@ const handedOver = new WeakSet<ArrayBufferLike>();
  * starts its own (non-pooled) ArrayBuffer is marked.
  */
 export function handOver(chunk: Uint8Array): void {
-  if (chunk.byteOffset === 0 && !mayBePoolSlice(chunk)) handedOver.add(chunk.buffer);
+  if (chunk.byteOffset !== 0 || mayBePoolSlice(chunk)) return;
+  handedOver.add(chunk.buffer);
+  handedOverChunks.add(chunk);
+}
+
+/** The chunks themselves as handed over (see takeOwnership). */
+const handedOverChunks = new WeakSet<Uint8Array>();
+
+/**
+ * The ArrayBuffer under a chunk its producer handed over, if `chunk` is that very chunk (not a part of it): the
+ * caller then owns all of it and may move it to another thread; releaseHandedOver will not touch it any more. Bytes
+ * beyond the chunk's view are the producer's slack (zlib's unused output space). Undefined otherwise.
+ */
+export function takeOwnership(chunk: Uint8Array): ArrayBuffer | undefined {
+  if (!handedOverChunks.delete(chunk) || !handedOver.delete(chunk.buffer)) return undefined;
+  return chunk.buffer as ArrayBuffer;
 }
 
 /** Frees the chunk's ArrayBuffer now if its producer handed it over; otherwise leaves it to the collector. */
