@@ -1,35 +1,12 @@
 import { createHash, randomBytes } from "node:crypto";
-import {
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { BigFileWriter } from "../../src/archive/big-file-writer.js";
-import type { TarHeader } from "../../src/archive/tar-format.js";
 import { handOver } from "../../src/compress/release.js";
+import { fileHeader, freshDirectoryPerTest } from "../helpers/file-writers.js";
 
-let dir: string;
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), "big-file-writer-"));
-});
-afterEach(() => rmSync(dir, { recursive: true, force: true }));
-
-const header = (size: number, mode: number, mtime: number): TarHeader => ({
-  path: "ignored",
-  type: "file",
-  size,
-  mode,
-  uid: process.getuid?.() ?? 0,
-  gid: process.getgid?.() ?? 0,
-  mtime,
-});
+const work = freshDirectoryPerTest("big-file-writer-");
 
 /** A chunk as our decompressor hands it out: its own ArrayBuffer (with slack after it), given up. */
 function handedOverChunk(bytes: Buffer): Buffer {
@@ -62,10 +39,10 @@ describe("big-file writer", () => {
         handedOverChunk(content.subarray((4 << 20) + 100, (8 << 20) + 100)),
         backing.subarray((8 << 20) + 100), // the rest, a view
       ];
-      const path = join(dir, "big.db");
+      const path = join(work.path, "big.db");
       const file = writer.open(path);
       for (const part of parts) await file.add(part);
-      const digest = await file.finish(header(content.length, 0o640, 1_700_000_000.5), false);
+      const digest = await file.finish(fileHeader(content.length, 0o640, 1_700_000_000.5), false);
       expect(digest).toBe(createHash("sha256").update(content).digest("hex"));
       expect(readFileSync(path).equals(content)).toBe(true);
       const stats = statSync(path);
@@ -82,17 +59,17 @@ describe("big-file writer", () => {
     const writer = new BigFileWriter();
     try {
       const contents = [randomBytes(3 << 20), randomBytes(5 << 20)];
-      const files = contents.map((_, i) => writer.open(join(dir, `f${i}`)));
+      const files = contents.map((_, i) => writer.open(join(work.path, `f${i}`)));
       // Interleaved, 20 parts of 256 KiB at a time: more than the thread may lag behind by.
       for (let offset = 0; offset < 5 << 20; offset += 256 << 10) {
         for (const [i, content] of contents.entries()) {
           if (offset < content.length) await files[i]!.add(content.subarray(offset, offset + (256 << 10)));
         }
       }
-      const digests = await Promise.all(files.map((f) => f.finish(header(0, 0o600, 1), false)));
+      const digests = await Promise.all(files.map((f) => f.finish(fileHeader(0, 0o600, 1), false)));
       expect(digests).toEqual(contents.map((c) => createHash("sha256").update(c).digest("hex")));
       for (const [i, content] of contents.entries())
-        expect(readFileSync(join(dir, `f${i}`)).equals(content)).toBe(true);
+        expect(readFileSync(join(work.path, `f${i}`)).equals(content)).toBe(true);
     } finally {
       await writer.close();
     }
@@ -101,11 +78,13 @@ describe("big-file writer", () => {
   it("reports a file it cannot create as the system error it is, taking its parts without hanging", async () => {
     const writer = new BigFileWriter();
     try {
-      const path = join(dir, "exists");
+      const path = join(work.path, "exists");
       writeFileSync(path, "already here"); // staging is fresh: a second member of one path is refused
       const file = writer.open(path);
       for (let i = 0; i < 10; i++) await file.add(Buffer.alloc(1 << 20));
-      await expect(file.finish(header(10 << 20, 0o600, 1), false)).rejects.toMatchObject({ code: "EEXIST" });
+      await expect(file.finish(fileHeader(10 << 20, 0o600, 1), false)).rejects.toMatchObject({
+        code: "EEXIST",
+      });
       expect(readFileSync(path, "utf8")).toBe("already here");
     } finally {
       await writer.close();
@@ -115,16 +94,16 @@ describe("big-file writer", () => {
   it("closes an abandoned file once the writes handed over before are done", async () => {
     const writer = new BigFileWriter();
     try {
-      const path = join(dir, "abandoned");
+      const path = join(work.path, "abandoned");
       const file = writer.open(path);
       await file.add(Buffer.alloc(2 << 20, 7));
       await new Promise((resolve) => setTimeout(resolve, 50));
       expect(isOpen(path)).toBe(true); // the thread holds it while the restore goes on
       file.abandon();
       // A finished file after it proves the thread took the abandon (messages are handled in order).
-      const next = writer.open(join(dir, "next"));
+      const next = writer.open(join(work.path, "next"));
       await next.add(Buffer.from("x"));
-      await next.finish(header(1, 0o600, 1), false);
+      await next.finish(fileHeader(1, 0o600, 1), false);
       expect(isOpen(path)).toBe(false);
       expect(statSync(path).size).toBe(2 << 20);
     } finally {

@@ -1,26 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { SMALL_FILE_MAX, SmallFileWriter } from "../../src/archive/small-file-writer.js";
-import type { TarHeader } from "../../src/archive/tar-format.js";
+import { fileHeader, freshDirectoryPerTest } from "../helpers/file-writers.js";
 
-let dir: string;
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), "small-file-writer-"));
-});
-afterEach(() => rmSync(dir, { recursive: true, force: true }));
-
-const header = (size: number, mode: number, mtime: number): TarHeader => ({
-  path: "ignored",
-  type: "file",
-  size,
-  mode,
-  uid: process.getuid?.() ?? 0,
-  gid: process.getgid?.() ?? 0,
-  mtime,
-});
+const work = freshDirectoryPerTest("small-file-writer-");
 
 async function queue(
   writer: SmallFileWriter,
@@ -31,7 +16,7 @@ async function queue(
 ) {
   const { target, offset } = await writer.reserve(body.length);
   body.copy(target, offset);
-  writer.add(path, header(body.length, mode, mtime), offset);
+  writer.add(path, fileHeader(body.length, mode, mtime), offset);
 }
 
 describe("small file writer", () => {
@@ -40,9 +25,10 @@ describe("small file writer", () => {
     const previous = process.umask(0o027); // stricter than the usual 022: it takes bits from half of these
     const writer = new SmallFileWriter(false);
     try {
-      for (const mode of modes) await queue(writer, join(dir, mode.toString(8)), Buffer.from("x"), mode);
+      for (const mode of modes)
+        await queue(writer, join(work.path, mode.toString(8)), Buffer.from("x"), mode);
       await writer.drain();
-      for (const mode of modes) expect(statSync(join(dir, mode.toString(8))).mode & 0o7777).toBe(mode);
+      for (const mode of modes) expect(statSync(join(work.path, mode.toString(8))).mode & 0o7777).toBe(mode);
     } finally {
       process.umask(previous);
       await writer.close();
@@ -59,10 +45,10 @@ describe("small file writer", () => {
         ...Array.from({ length: 3000 }, (_, i) => randomBytes(i % 2000)),
       ];
       for (const [i, body] of bodies.entries())
-        await queue(writer, join(dir, `f${i}`), body, 0o600 | (i % 2 ? 0o44 : 0));
+        await queue(writer, join(work.path, `f${i}`), body, 0o600 | (i % 2 ? 0o44 : 0));
       await writer.drain();
       for (const [i, body] of bodies.entries()) {
-        const path = join(dir, `f${i}`);
+        const path = join(work.path, `f${i}`);
         expect(readFileSync(path).equals(body), path).toBe(true);
         const stats = statSync(path);
         expect(stats.mode & 0o7777).toBe(0o600 | (i % 2 ? 0o44 : 0));
@@ -76,18 +62,18 @@ describe("small file writer", () => {
   it("reports the thread's failure as the system error, and writes nothing after it", async () => {
     const writer = new SmallFileWriter(false);
     try {
-      writeFileSync(join(dir, "taken"), "already here");
-      await queue(writer, join(dir, "before"), Buffer.from("a"));
-      await queue(writer, join(dir, "taken"), Buffer.from("b"));
-      await queue(writer, join(dir, "after"), Buffer.from("c"));
+      writeFileSync(join(work.path, "taken"), "already here");
+      await queue(writer, join(work.path, "before"), Buffer.from("a"));
+      await queue(writer, join(work.path, "taken"), Buffer.from("b"));
+      await queue(writer, join(work.path, "after"), Buffer.from("c"));
       const failure = await writer.drain().then(
         () => undefined,
         (error: NodeJS.ErrnoException) => error,
       );
       expect(failure?.code).toBe("EEXIST");
       expect(failure?.message).toMatch(/EEXIST/);
-      expect(readFileSync(join(dir, "taken"), "utf8")).toBe("already here");
-      expect(() => statSync(join(dir, "after"))).toThrow();
+      expect(readFileSync(join(work.path, "taken"), "utf8")).toBe("already here");
+      expect(() => statSync(join(work.path, "after"))).toThrow();
       await expect(writer.reserve(1)).rejects.toBe(failure);
     } finally {
       await writer.close();
