@@ -1,5 +1,5 @@
 /**
- * Our worker threads (zstd, file digests, restore's hash thread and small-file writer) run CommonJS source given as
+ * Our worker threads (zstd, file digests, restore's big-file and small-file writers) run CommonJS source given as
  * a string (`eval: true`), so they run the same from the sources and from the bundle. They start the same way: the
  * thread never keeps the process alive by itself (its owner refs it while work is pending, so an idle thread or a
  * forgotten clean-up cannot hold the process open), and any way it fails (an uncaught error, or an exit) reaches
