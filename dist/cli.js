@@ -28162,7 +28162,8 @@ var CATALOG_PATH = "meta/catalog.jsonl";
 var BACKUP_META_PATH = "meta/backup.json";
 function catalogLine(entry2) {
   const { path, type, size, mode, uid, gid, mtime, linkTarget, sha256, warning } = entry2;
-  let line = `{"path":${JSON.stringify(path)},"type":"${type}","size":${size},"mode":${mode},"uid":${uid},"gid":${gid},"mtime":${mtime}`;
+  const head = `{"path":${JSON.stringify(path)},"type":"${type}","size":${size},"mode":${mode}`;
+  let line = `${head},"uid":${uid},"gid":${gid},"mtime":${mtime}`;
   if (linkTarget !== void 0) line += `,"linkTarget":${JSON.stringify(linkTarget)}`;
   if (sha256 !== void 0) line += `,"sha256":"${sha256}"`;
   if (warning !== void 0) line += `,"warning":${JSON.stringify(warning)}`;
@@ -33228,7 +33229,7 @@ var StagingSink = class {
   bigFiles = new BigFileWriter();
   /** Writes small files off this thread (see small-file-writer.ts). */
   smallFiles = new SmallFileWriter(this.canChown);
-  /** Stops the hash and writer threads, if they were started; files still queued are not written. */
+  /** Stops the writer threads, if they were started; files still queued are not written. */
   async close() {
     await Promise.all([this.bigFiles.close(), this.smallFiles.close()]);
   }

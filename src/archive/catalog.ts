@@ -31,7 +31,8 @@ export interface CatalogEntry {
  */
 export function catalogLine(entry: CatalogEntry): string {
   const { path, type, size, mode, uid, gid, mtime, linkTarget, sha256, warning } = entry;
-  let line = `{"path":${JSON.stringify(path)},"type":"${type}","size":${size},"mode":${mode},"uid":${uid},"gid":${gid},"mtime":${mtime}`;
+  const head = `{"path":${JSON.stringify(path)},"type":"${type}","size":${size},"mode":${mode}`;
+  let line = `${head},"uid":${uid},"gid":${gid},"mtime":${mtime}`;
   if (linkTarget !== undefined) line += `,"linkTarget":${JSON.stringify(linkTarget)}`;
   if (sha256 !== undefined) line += `,"sha256":"${sha256}"`;
   if (warning !== undefined) line += `,"warning":${JSON.stringify(warning)}`;

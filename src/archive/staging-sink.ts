@@ -47,7 +47,7 @@ const WRITE_BATCH = 1 << 20;
 const DIRECT_WRITE = 64 * 1024;
 /** Reused for every file: writes are synchronous, so it is free again when writeFile returns. */
 const batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
-/** Files at least this large are written and hashed on their own thread; smaller ones here, where a round trip costs more. */
+/** Files at least this large are written and hashed on a thread of their own; smaller ones here (cheaper). */
 const THREADED_WRITE_MIN = 1 << 20;
 /** Metadata calls between yields to the event loop (keeps timers and signals responsive on huge trees). */
 const METADATA_SLICE = 4096;
@@ -63,7 +63,7 @@ export class StagingSink implements MemberSink {
 
   constructor(private readonly root: string) {}
 
-  /** Stops the hash and writer threads, if they were started; files still queued are not written. */
+  /** Stops the writer threads, if they were started; files still queued are not written. */
   async close(): Promise<void> {
     await Promise.all([this.bigFiles.close(), this.smallFiles.close()]);
   }
