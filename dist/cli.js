@@ -13876,7 +13876,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv: createDecipheriv3,
       createECDH,
-      createHash: createHash9,
+      createHash: createHash8,
       createHmac: createHmac3,
       createSign,
       createVerify,
@@ -14564,11 +14564,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash9("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash8("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash9("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash8("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -14733,8 +14733,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash9("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash9("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash8("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash8("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -14774,7 +14774,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac3(
           "sha1",
-          createHash9("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash8("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -17096,7 +17096,7 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash9,
+      createHash: createHash8,
       createPublicKey: createPublicKey2,
       diffieHellman: diffieHellman2,
       generateKeyPairSync: generateKeyPairSync2,
@@ -17522,30 +17522,30 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash4 = createHash9(this.hashName);
-          hashString(hash4, isServer ? this._remoteIdentRaw : this._identRaw);
-          hashString(hash4, isServer ? this._identRaw : this._remoteIdentRaw);
-          hashString(hash4, isServer ? this._remoteKexinit : this._kexinit);
-          hashString(hash4, isServer ? this._kexinit : this._remoteKexinit);
+          const hash2 = createHash8(this.hashName);
+          hashString(hash2, isServer ? this._remoteIdentRaw : this._identRaw);
+          hashString(hash2, isServer ? this._identRaw : this._remoteIdentRaw);
+          hashString(hash2, isServer ? this._remoteKexinit : this._kexinit);
+          hashString(hash2, isServer ? this._kexinit : this._remoteKexinit);
           const serverPublicHostKey = isServer ? this._hostKey.getPublicSSH() : this._hostKey;
-          hashString(hash4, serverPublicHostKey);
+          hashString(hash2, serverPublicHostKey);
           if (this.type === "groupex") {
             const params = this.getDHParams();
             const num = Buffer.allocUnsafe(4);
             writeUInt32BE(num, this._minBits, 0);
-            hash4.update(num);
+            hash2.update(num);
             writeUInt32BE(num, this._prefBits, 0);
-            hash4.update(num);
+            hash2.update(num);
             writeUInt32BE(num, this._maxBits, 0);
-            hash4.update(num);
-            hashString(hash4, params.prime);
-            hashString(hash4, params.generator);
+            hash2.update(num);
+            hashString(hash2, params.prime);
+            hashString(hash2, params.generator);
           }
-          hashString(hash4, isServer ? pubKey : this.getPublicKey());
+          hashString(hash2, isServer ? pubKey : this.getPublicKey());
           const serverPublicKey = isServer ? this.getPublicKey() : pubKey;
-          hashString(hash4, serverPublicKey);
-          hashString(hash4, secret);
-          const exchangeHash = hash4.digest();
+          hashString(hash2, serverPublicKey);
+          hashString(hash2, secret);
+          const exchangeHash = hash2.digest();
           if (!isServer) {
             bufferParser.init(this._sig, 0);
             const sigType = bufferParser.readString(true);
@@ -18521,18 +18521,18 @@ var require_kex = __commonJS({
     })();
     var hashString = (() => {
       const LEN = Buffer.allocUnsafe(4);
-      return (hash4, buf) => {
+      return (hash2, buf) => {
         writeUInt32BE(LEN, buf.length, 0);
-        hash4.update(LEN);
-        hash4.update(buf);
+        hash2.update(LEN);
+        hash2.update(buf);
       };
     })();
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash9(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest = createHash8(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest.length < len) {
-          const chunk = createHash9(hashName).update(secret).update(exchangeHash).update(digest).digest();
+          const chunk = createHash8(hashName).update(secret).update(exchangeHash).update(digest).digest();
           const extended = Buffer.allocUnsafe(digest.length + chunk.length);
           extended.set(digest, 0);
           extended.set(chunk, digest.length);
@@ -23967,7 +23967,7 @@ var require_client = __commonJS({
   "node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash9,
+      createHash: createHash8,
       getHashes,
       randomFillSync
     } = __require("crypto");
@@ -24189,7 +24189,7 @@ var require_client = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash9(hashAlgo).update(key).digest("hex");
+              key = createHash8(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -27900,7 +27900,41 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 // src/archive/file-digests.ts
+import { createHash as createHash2 } from "node:crypto";
+
+// src/crypto/digest.ts
 import { createHash, hash } from "node:crypto";
+import { PassThrough } from "node:stream";
+var FILE_READ_SIZE = 4 * 1024 * 1024;
+function sha256Hex(data) {
+  return hash("sha256", data, "hex");
+}
+var Sha256PassThrough = class extends PassThrough {
+  #hash = createHash("sha256");
+  #hex;
+  #bytes = 0;
+  _transform(chunk, encoding, callback) {
+    this.#hash.update(chunk);
+    this.#bytes += chunk.length;
+    super._transform(chunk, encoding, callback);
+  }
+  _flush(callback) {
+    this.#hex = this.#hash.digest("hex");
+    callback();
+  }
+  /** The lower-case hex sha256 of everything that passed; throws if the stream has not ended yet. */
+  digest() {
+    if (this.#hex === void 0) throw new Error("sha256 digest requested before the stream ended");
+    return this.#hex;
+  }
+  /** How many bytes have passed so far. */
+  get bytes() {
+    return this.#bytes;
+  }
+};
+function createSha256PassThrough() {
+  return new Sha256PassThrough();
+}
 
 // src/runtime/eval-worker.ts
 import { Worker } from "node:worker_threads";
@@ -27989,12 +28023,12 @@ var InlineDigester = class {
   async close() {
   }
   hashOf(fileId) {
-    let hash4 = this.open.get(fileId);
-    if (hash4 === void 0) {
-      hash4 = createHash("sha256");
-      this.open.set(fileId, hash4);
+    let hash2 = this.open.get(fileId);
+    if (hash2 === void 0) {
+      hash2 = createHash2("sha256");
+      this.open.set(fileId, hash2);
     }
-    return hash4;
+    return hash2;
   }
 };
 function hashSegments(views, segments, open3, newHash, hashWhole) {
@@ -28006,16 +28040,16 @@ function hashSegments(views, segments, open3, newHash, hashWhole) {
       digests.push(fileId, hashWhole(view.subarray(segments[i + 2], segments[i + 3])));
       continue;
     }
-    let hash4 = open3.get(fileId);
-    if (hash4 === void 0) {
-      hash4 = newHash();
-      open3.set(fileId, hash4);
+    let hash2 = open3.get(fileId);
+    if (hash2 === void 0) {
+      hash2 = newHash();
+      open3.set(fileId, hash2);
     }
     const start = segments[i + 2];
     const end = segments[i + 3];
-    if (end > start) hash4.update(views[segments[i]].subarray(start, end));
+    if (end > start) hash2.update(views[segments[i]].subarray(start, end));
     if (segments[i + 4] === 1) {
-      digests.push(fileId, hash4.digest("hex"));
+      digests.push(fileId, hash2.digest("hex"));
       open3.delete(fileId);
     }
   }
@@ -28037,9 +28071,6 @@ parentPort.on("message", ({ id, blocks, segments }) => {
   }
 });
 `;
-function sha256Hex(bytes) {
-  return hash("sha256", bytes, "hex");
-}
 var MAX_BATCH_SEGMENTS = 4096 * 5;
 var MAX_BATCHES_IN_FLIGHT = 6;
 var WorkerDigester = class {
@@ -28096,7 +28127,7 @@ var WorkerDigester = class {
   hashHere() {
     const { blocks, segments } = this.takeBatch();
     const views = blocks.map((block) => Buffer.from(block));
-    const digests = hashSegments(views, segments, /* @__PURE__ */ new Map(), () => createHash("sha256"), sha256Hex);
+    const digests = hashSegments(views, segments, /* @__PURE__ */ new Map(), () => createHash2("sha256"), sha256Hex);
     this.report(digests);
   }
   takeBatch() {
@@ -28154,7 +28185,7 @@ function digestFailed(detail2, cause) {
 }
 
 // src/archive/pack.ts
-import { createHash as createHash2 } from "node:crypto";
+import { createHash as createHash3 } from "node:crypto";
 import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 
 // src/archive/catalog.ts
@@ -28711,7 +28742,7 @@ var ArchivePacker = class {
     const now = Date.now() / 1e3;
     const header = { path, type: "file", size: content.length, mode, uid: 0, gid: 0, mtime: now };
     const catalogEntry = this.writeHeader(header);
-    catalogEntry.sha256 = createHash2("sha256").update(content).digest("hex");
+    catalogEntry.sha256 = sha256Hex(content);
     this.out.write(content);
     this.out.write(padding(content.length));
   }
@@ -28726,10 +28757,10 @@ var ArchivePacker = class {
       mtime: extra.mtime
     };
     const catalogEntry = this.writeHeader(header);
-    const hash4 = createHash2("sha256");
+    const hash2 = createHash3("sha256");
     let written = 0;
     for await (const chunk of extra.body()) {
-      hash4.update(chunk);
+      hash2.update(chunk);
       written += chunk.length;
       if (written > extra.size) break;
       this.out.write(chunk);
@@ -28742,7 +28773,7 @@ var ArchivePacker = class {
     }
     this.out.write(padding(extra.size));
     this.bytesIn += written;
-    catalogEntry.sha256 = hash4.digest("hex");
+    catalogEntry.sha256 = hash2.digest("hex");
     yield* this.out.takeFull();
   }
   /**
@@ -30385,37 +30416,6 @@ function decryptBuffer(ciphertext, options) {
   return runThrough(createAgeDecryptStream(options), ciphertext);
 }
 
-// src/crypto/digest.ts
-import { createHash as createHash3 } from "node:crypto";
-import { PassThrough } from "node:stream";
-var FILE_READ_SIZE = 4 * 1024 * 1024;
-var Sha256PassThrough = class extends PassThrough {
-  #hash = createHash3("sha256");
-  #hex;
-  #bytes = 0;
-  _transform(chunk, encoding, callback) {
-    this.#hash.update(chunk);
-    this.#bytes += chunk.length;
-    super._transform(chunk, encoding, callback);
-  }
-  _flush(callback) {
-    this.#hex = this.#hash.digest("hex");
-    callback();
-  }
-  /** The lower-case hex sha256 of everything that passed; throws if the stream has not ended yet. */
-  digest() {
-    if (this.#hex === void 0) throw new Error("sha256 digest requested before the stream ended");
-    return this.#hex;
-  }
-  /** How many bytes have passed so far. */
-  get bytes() {
-    return this.#bytes;
-  }
-};
-function createSha256PassThrough() {
-  return new Sha256PassThrough();
-}
-
 // src/manifest/default-manifest.ts
 var INIT_SCRIPT_PATH = "/etc/init.d/looker";
 var MYSQL_BACKEND_MARKER = "looker/looker-db.yml";
@@ -32052,7 +32052,7 @@ import { PassThrough as PassThrough2 } from "node:stream";
 import { pipeline as pipeline3 } from "node:stream/promises";
 
 // src/archive/extract.ts
-import { createHash as createHash5, hash as hash2 } from "node:crypto";
+import { createHash as createHash5 } from "node:crypto";
 
 // src/archive/member-safety.ts
 var DEFAULT_ALLOWED_ROOTS = ["meta/", "home/", "rootfs/", "mysql/"];
@@ -32787,7 +32787,7 @@ async function extractMembers(plaintext, sink, onProgress, options = {}) {
       if (header.path === BACKUP_META_PATH) {
         const content = await readBody(body, MAX_META_BYTES);
         meta = parseMeta(content);
-        sha256 = createHash5("sha256").update(content).digest("hex");
+        sha256 = sha256Hex(content);
       } else {
         const digest = sink.member(header, body);
         sha256 = typeof digest === "object" ? await digest : digest;
@@ -32880,7 +32880,7 @@ var VerifySink = class {
   member(header, body) {
     if (header.type !== "file") return void 0;
     const whole = body.takeBuffered();
-    return whole !== void 0 ? hash2("sha256", whole, "hex") : hashParts(body);
+    return whole !== void 0 ? sha256Hex(whole) : hashParts(body);
   }
 };
 async function hashParts(body) {
@@ -32890,7 +32890,7 @@ async function hashParts(body) {
 }
 
 // src/archive/staging-sink.ts
-import { createHash as createHash6, hash as hash3 } from "node:crypto";
+import { createHash as createHash6 } from "node:crypto";
 import {
   chmodSync,
   closeSync as closeSync2,
@@ -32910,14 +32910,14 @@ import { dirname as dirname2, join as join8 } from "node:path";
 
 // src/archive/big-file-writer.ts
 var MAX_PARTS_IN_FLIGHT = 4;
-function handleMessage(fs, createHash9, files, message) {
+function handleMessage(fs, createHash8, files, message) {
   const failed = (error) => {
     const e = error;
     const detail2 = { message: String(e?.message ?? e), code: e?.code, path: e?.path, syscall: e?.syscall };
     return { op: "failed", file: message.file, error: detail2 };
   };
   if (message.op === "open") {
-    const state2 = { hash: createHash9("sha256"), position: 0 };
+    const state2 = { hash: createHash8("sha256"), position: 0 };
     try {
       state2.fd = fs.openSync(message.path, "wx", 384);
     } catch (error) {
@@ -33288,7 +33288,7 @@ var StagingSink = class {
       return this.queueSmallFileWaiting(path, header, whole ?? body);
     whole.copy(place.target, place.offset);
     this.smallFiles.add(path, header, place.offset);
-    return hash3("sha256", whole, "hex");
+    return sha256Hex(whole);
   }
   async queueSmallFileWaiting(path, header, body) {
     const { target, offset } = await this.smallFiles.reserve(header.size);
@@ -33323,11 +33323,11 @@ var StagingSink = class {
 };
 async function writeFile4(path, body, header, canChown) {
   const fd = openSync2(path, "wx", 384);
-  const hash4 = createHash6("sha256");
+  const hash2 = createHash6("sha256");
   try {
     let batched = 0;
     for await (const part of body) {
-      hash4.update(part);
+      hash2.update(part);
       if (part.length >= DIRECT_WRITE) {
         if (batched > 0) writeAll(fd, batch.subarray(0, batched));
         batched = 0;
@@ -33347,7 +33347,7 @@ async function writeFile4(path, body, header, canChown) {
   } finally {
     closeSync2(fd);
   }
-  return hash4.digest("hex");
+  return hash2.digest("hex");
 }
 function writeAll(fd, data) {
   let written = 0;
@@ -33614,10 +33614,10 @@ function hostFieldMatches(field, name) {
   return matched;
 }
 function hashedNameMatches(field, name) {
-  const [, version, salt, hash4] = field.split("|");
-  if (version !== "1" || salt === void 0 || hash4 === void 0) return false;
-  if (!BASE64.test(salt) || !BASE64.test(hash4)) return false;
-  const expected = Buffer.from(hash4, "base64");
+  const [, version, salt, hash2] = field.split("|");
+  if (version !== "1" || salt === void 0 || hash2 === void 0) return false;
+  if (!BASE64.test(salt) || !BASE64.test(hash2)) return false;
+  const expected = Buffer.from(hash2, "base64");
   const actual = hashHostName(name, Buffer.from(salt, "base64"));
   return expected.length === actual.length && timingSafeEqual2(expected, actual);
 }
@@ -34463,7 +34463,6 @@ import { appendFile, readFile as readFile8, writeFile as writeFile7 } from "node
 import { resolve as resolve3 } from "node:path";
 
 // src/drill/drill.ts
-import { createHash as createHash8 } from "node:crypto";
 import { createReadStream as createReadStream4 } from "node:fs";
 import { mkdtemp as mkdtemp5, readFile as readFile7, rm as rm9 } from "node:fs/promises";
 import { tmpdir as tmpdir4 } from "node:os";
@@ -35465,7 +35464,7 @@ async function withRestagedFile(catalog, staging, archivePath2) {
   updated.set(archivePath2, {
     ...entry2,
     size: content.length,
-    sha256: createHash8("sha256").update(content).digest("hex")
+    sha256: sha256Hex(content)
   });
   return updated;
 }

@@ -4,8 +4,9 @@
  * At the end every member is checked against the catalog (the last member), so a restore either reproduces exactly
  * what was backed up or fails.
  */
-import { createHash, hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
+import { sha256Hex } from "../crypto/digest.js";
 import { IntegrityError } from "../errors.js";
 import {
   BACKUP_META_PATH,
@@ -82,7 +83,7 @@ export async function extractMembers(
       if (header.path === BACKUP_META_PATH) {
         const content = await readBody(body, MAX_META_BYTES);
         meta = parseMeta(content);
-        sha256 = createHash("sha256").update(content).digest("hex");
+        sha256 = sha256Hex(content);
       } else {
         const digest = sink.member(header, body);
         sha256 = typeof digest === "object" ? await digest : digest;
@@ -197,7 +198,7 @@ export class VerifySink implements MemberSink {
   member(header: TarHeader, body: TarBody): string | undefined | Promise<string> {
     if (header.type !== "file") return undefined;
     const whole = body.takeBuffered();
-    return whole !== undefined ? hash("sha256", whole, "hex") : hashParts(body);
+    return whole !== undefined ? sha256Hex(whole) : hashParts(body);
   }
 }
 

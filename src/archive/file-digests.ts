@@ -8,9 +8,10 @@
  *   threads wait for blocks; sha256 was its largest single cost, ~0.3 s of ~2.5 s at 512 MB / 20k files. Hashing
  *   must follow the stream's order (a file spans blocks), so one thread does it, behind a queue.
  */
-import { createHash, type Hash, hash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import type { Worker } from "node:worker_threads";
 import type { BlockMemory, BlockPool } from "../compress/block-pool.js";
+import { sha256Hex } from "../crypto/digest.js";
 import { LookerBackupError } from "../errors.js";
 import { BacklogWaiters, startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
 
@@ -125,10 +126,6 @@ parentPort.on("message", ({ id, blocks, segments }) => {
   }
 });
 `;
-
-function sha256Hex(bytes: Buffer): string {
-  return hash("sha256", bytes, "hex");
-}
 
 /** Segments gathered before a batch is sent even if no buffer was handed over (many tiny files in one block). */
 const MAX_BATCH_SEGMENTS = 4096 * 5;

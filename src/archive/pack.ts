@@ -11,6 +11,7 @@
  */
 import { createHash } from "node:crypto";
 import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
+import { sha256Hex } from "../crypto/digest.js";
 import { InputError } from "../errors.js";
 import type { EntryStats, SelectedEntry } from "../manifest/select.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
@@ -206,7 +207,7 @@ export class ArchivePacker {
     const now = Date.now() / 1000;
     const header: TarHeader = { path, type: "file", size: content.length, mode, uid: 0, gid: 0, mtime: now };
     const catalogEntry = this.writeHeader(header);
-    catalogEntry.sha256 = createHash("sha256").update(content).digest("hex");
+    catalogEntry.sha256 = sha256Hex(content);
     this.out.write(content);
     this.out.write(padding(content.length));
   }

@@ -12,7 +12,7 @@
  * CPU is taken from decryption and decompression. Small parts of mid-sized files are gathered into ~1 MiB writes,
  * since streaming decompressors hand out small chunks.
  */
-import { createHash, hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import {
   chmodSync,
   closeSync,
@@ -29,6 +29,7 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
+import { sha256Hex } from "../crypto/digest.js";
 import { IntegrityError } from "../errors.js";
 import { BigFileWriter } from "./big-file-writer.js";
 import type { MemberSink } from "./extract.js";
@@ -128,7 +129,7 @@ export class StagingSink implements MemberSink {
       return this.queueSmallFileWaiting(path, header, whole ?? body);
     whole.copy(place.target, place.offset);
     this.smallFiles.add(path, header, place.offset);
-    return hash("sha256", whole, "hex");
+    return sha256Hex(whole);
   }
 
   private async queueSmallFileWaiting(

@@ -2,14 +2,15 @@
  * SHA-256 helpers: of a buffer, of whatever flows through a stream, and of a file read in large blocks
  * (small reads, not hashing, are what makes file digests slow).
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash, type Hash, hash } from "node:crypto";
 import { open } from "node:fs/promises";
 import { PassThrough, type TransformCallback } from "node:stream";
 
 const FILE_READ_SIZE = 4 * 1024 * 1024;
 
+/** One call, no Hash object: restore and the digest thread run it once per small file. */
 export function sha256Hex(data: Uint8Array | string): string {
-  return createHash("sha256").update(data).digest("hex");
+  return hash("sha256", data, "hex");
 }
 
 /** A PassThrough that hashes the bytes flowing through it; `digest()` is available once it has ended. */

@@ -8,7 +8,6 @@
  *   -> teardown, always.
  * Every step is timed into the report; runDrill never throws, its report carries the verdict and exit code.
  */
-import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -17,6 +16,7 @@ import type { CatalogEntry } from "../archive/catalog.js";
 import type { ExtractOutcome } from "../archive/extract.js";
 import { StagingSink } from "../archive/staging-sink.js";
 import { decryptBuffer } from "../crypto/age.js";
+import { sha256Hex } from "../crypto/digest.js";
 import { type DecryptionKeys, readArchive } from "../engine/restore.js";
 import {
   describeError,
@@ -347,7 +347,7 @@ async function withRestagedFile(
   updated.set(archivePath, {
     ...entry,
     size: content.length,
-    sha256: createHash("sha256").update(content).digest("hex"),
+    sha256: sha256Hex(content),
   });
   return updated;
 }
