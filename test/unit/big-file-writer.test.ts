@@ -97,13 +97,16 @@ describe("big-file writer", () => {
       const path = join(work.path, "abandoned");
       const file = writer.open(path);
       await file.add(Buffer.alloc(2 << 20, 7));
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      // A file finished after another proves the thread has handled every message before (they go in order).
+      const finishAnother = async (name: string) => {
+        const other = writer.open(join(work.path, name));
+        await other.add(Buffer.from("x"));
+        await other.finish(fileHeader(1, 0o600, 1), false);
+      };
+      await finishAnother("before");
       expect(isOpen(path)).toBe(true); // the thread holds it while the restore goes on
       file.abandon();
-      // A finished file after it proves the thread took the abandon (messages are handled in order).
-      const next = writer.open(join(work.path, "next"));
-      await next.add(Buffer.from("x"));
-      await next.finish(fileHeader(1, 0o600, 1), false);
+      await finishAnother("after");
       expect(isOpen(path)).toBe(false);
       expect(statSync(path).size).toBe(2 << 20);
     } finally {
