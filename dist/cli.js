@@ -27990,6 +27990,10 @@ var BacklogWaiters = class {
     for (const waiter of waiting) waiter.reject(error);
   }
 };
+function threadErrorOf(error) {
+  const e = error;
+  return { message: String(e?.message ?? e), code: e?.code, path: e?.path, syscall: e?.syscall };
+}
 function errorFromThread(detail2) {
   const error = new Error(detail2.message);
   if (detail2.code !== void 0) error.code = detail2.code;
@@ -32908,14 +32912,24 @@ import {
 } from "node:fs";
 import { dirname as dirname2, join as join8 } from "node:path";
 
+// src/archive/restored-file.ts
+function finishRestoredFile(fs, fd, owner, mode, mtime) {
+  if (owner !== void 0) fs.fchownSync(fd, owner[0], owner[1]);
+  if (mode !== void 0) fs.fchmodSync(fd, mode);
+  fs.futimesSync(fd, mtime, mtime);
+}
+function writeFailed(detail2, cause) {
+  return new LookerBackupError(`writing the restored files failed: ${detail2}`, { cause });
+}
+
 // src/archive/big-file-writer.ts
 var MAX_PARTS_IN_FLIGHT = 4;
-function handleMessage(fs, createHash8, files, message) {
-  const failed = (error) => {
-    const e = error;
-    const detail2 = { message: String(e?.message ?? e), code: e?.code, path: e?.path, syscall: e?.syscall };
-    return { op: "failed", file: message.file, error: detail2 };
-  };
+function handleMessage(fs, createHash8, finish, errorOf, files, message) {
+  const failed = (error) => ({
+    op: "failed",
+    file: message.file,
+    error: errorOf(error)
+  });
   if (message.op === "open") {
     const state2 = { hash: createHash8("sha256"), position: 0 };
     try {
@@ -32947,9 +32961,7 @@ function handleMessage(fs, createHash8, files, message) {
   if (state.fd === void 0) return message.op === "abandon" ? void 0 : failed(state.error);
   if (message.op === "finish" && state.error === void 0) {
     try {
-      if (message.owner !== void 0) fs.fchownSync(state.fd, message.owner[0], message.owner[1]);
-      fs.fchmodSync(state.fd, message.mode);
-      fs.futimesSync(state.fd, message.mtime, message.mtime);
+      finish(fs, state.fd, message.owner, message.mode, message.mtime);
     } catch (error) {
       state.error = error;
     }
@@ -32968,10 +32980,12 @@ var WRITER_SOURCE = `
 const { parentPort } = require("node:worker_threads");
 const fs = require("node:fs");
 const { createHash } = require("node:crypto");
+const finishRestoredFile = ${finishRestoredFile.toString()};
+const threadErrorOf = ${threadErrorOf.toString()};
 const handleMessage = ${handleMessage.toString()};
 const files = new Map();
 parentPort.on("message", (message) => {
-  const reply = handleMessage(fs, createHash, files, message);
+  const reply = handleMessage(fs, createHash, finishRestoredFile, threadErrorOf, files, message);
   if (reply !== undefined) parentPort.postMessage(reply);
 });
 `;
@@ -33051,9 +33065,6 @@ var BigFileWriter = class {
     this.thread?.unref();
   }
 };
-function writeFailed(detail2, cause) {
-  return new LookerBackupError(`writing the restored files failed: ${detail2}`, { cause });
-}
 
 // src/archive/small-file-writer.ts
 import { readFileSync } from "node:fs";
@@ -33061,7 +33072,7 @@ var SMALL_FILE_MAX = 256 * 1024;
 var BATCH_BYTES = 1 << 20;
 var BATCH_FILES = 1024;
 var MAX_BATCHES_IN_FLIGHT2 = 4;
-function writeBatch(fs, batch2, settings) {
+function writeBatch(fs, finish, batch2, settings) {
   const bytes = new Uint8Array(batch2.buffer);
   const n = batch2.numbers;
   const keeps = settings.umask === -1 ? 0 : ~(settings.umask | 3584);
@@ -33074,9 +33085,8 @@ function writeBatch(fs, batch2, settings) {
     try {
       let written = 0;
       while (written < length) written += fs.writeSync(fd, bytes, offset + written, length - written);
-      if (settings.canChown) fs.fchownSync(fd, n[i * 6 + 3], n[i * 6 + 4]);
-      if (!createdExact) fs.fchmodSync(fd, mode);
-      fs.futimesSync(fd, n[i * 6 + 5], n[i * 6 + 5]);
+      const owner = settings.canChown ? [n[i * 6 + 3], n[i * 6 + 4]] : void 0;
+      finish(fs, fd, owner, createdExact ? void 0 : mode, n[i * 6 + 5]);
     } finally {
       fs.closeSync(fd);
     }
@@ -33094,15 +33104,16 @@ var WRITER_SOURCE2 = `
 "use strict";
 const { parentPort, workerData } = require("node:worker_threads");
 const fs = require("node:fs");
+const finishRestoredFile = ${finishRestoredFile.toString()};
+const threadErrorOf = ${threadErrorOf.toString()};
 const writeBatch = ${writeBatch.toString()};
 let failure;
 parentPort.on("message", (batch) => {
   if (failure === undefined) {
     try {
-      writeBatch(fs, batch, workerData);
+      writeBatch(fs, finishRestoredFile, batch, workerData);
     } catch (error) {
-      failure = { message: String((error && error.message) || error), code: error && error.code,
-        path: error && error.path, syscall: error && error.syscall };
+      failure = threadErrorOf(error);
     }
   }
   parentPort.postMessage(failure === undefined ? { id: batch.id } : { id: batch.id, error: failure });
@@ -33161,7 +33172,7 @@ var SmallFileWriter = class {
   }
   /** Stops the thread without waiting for what is queued (after a failure, or once drained). */
   async close() {
-    this.failure ??= writeFailed2("the file writer was closed");
+    this.failure ??= writeFailed("the file writer was closed");
     this.current = void 0;
     await stopEvalWorker(this.thread);
   }
@@ -33182,7 +33193,7 @@ var SmallFileWriter = class {
       WRITER_SOURCE2,
       {
         onMessage: (reply) => this.settle(reply),
-        onFailure: (detail2, cause) => this.fail(writeFailed2(detail2, cause))
+        onFailure: (detail2, cause) => this.fail(writeFailed(detail2, cause))
       },
       { canChown: this.canChown, umask: currentUmask() }
     );
@@ -33207,15 +33218,13 @@ var SmallFileWriter = class {
     this.waiters.rejectAll(this.failure);
   }
 };
-function writeFailed2(detail2, cause) {
-  return new LookerBackupError(`writing the restored files failed: ${detail2}`, { cause });
-}
 
 // src/archive/staging-sink.ts
 var WRITE_BATCH = 1 << 20;
 var DIRECT_WRITE = 64 * 1024;
 var batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
 var THREADED_WRITE_MIN = 1 << 20;
+var METADATA_CALLS = { fchownSync, fchmodSync, futimesSync };
 var METADATA_SLICE = 4096;
 var StagingSink = class {
   constructor(root) {
@@ -33341,9 +33350,8 @@ async function writeFile4(path, body, header, canChown) {
       batched += part.copy(batch, batched);
     }
     if (batched > 0) writeAll(fd, batch.subarray(0, batched));
-    if (canChown) fchownSync(fd, header.uid, header.gid);
-    fchmodSync(fd, header.mode);
-    futimesSync(fd, header.mtime, header.mtime);
+    const owner = canChown ? [header.uid, header.gid] : void 0;
+    finishRestoredFile(METADATA_CALLS, fd, owner, header.mode, header.mtime);
   } finally {
     closeSync2(fd);
   }

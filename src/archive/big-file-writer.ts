@@ -16,14 +16,15 @@
 import type { Hash } from "node:crypto";
 import type { Worker } from "node:worker_threads";
 import { takeOwnership } from "../compress/release.js";
-import { LookerBackupError } from "../errors.js";
 import {
   BacklogWaiters,
   errorFromThread,
   startEvalWorker,
   stopEvalWorker,
   type ThreadError,
+  threadErrorOf,
 } from "../runtime/eval-worker.js";
+import { finishRestoredFile, writeFailed } from "./restored-file.js";
 import type { TarHeader } from "./tar-format.js";
 
 /** Parts the thread may lag behind by (each up to a 4 MiB frame) before a file's writer waits. */
@@ -57,14 +58,16 @@ interface FileState {
 function handleMessage(
   fs: typeof import("node:fs"),
   createHash: typeof import("node:crypto").createHash,
+  finish: typeof finishRestoredFile,
+  errorOf: typeof threadErrorOf,
   files: Map<number, FileState>,
   message: WriterMessage,
 ): WriterReply | undefined {
-  const failed = (error: unknown): WriterReply => {
-    const e = error as NodeJS.ErrnoException;
-    const detail = { message: String(e?.message ?? e), code: e?.code, path: e?.path, syscall: e?.syscall };
-    return { op: "failed", file: message.file, error: detail };
-  };
+  const failed = (error: unknown): WriterReply => ({
+    op: "failed",
+    file: message.file,
+    error: errorOf(error),
+  });
   if (message.op === "open") {
     const state: FileState = { hash: createHash("sha256"), position: 0 };
     try {
@@ -98,10 +101,7 @@ function handleMessage(
   if (state.fd === undefined) return message.op === "abandon" ? undefined : failed(state.error);
   if (message.op === "finish" && state.error === undefined) {
     try {
-      if (message.owner !== undefined) fs.fchownSync(state.fd, message.owner[0], message.owner[1]);
-      // chmod after chown: chown clears setuid/setgid bits. The mtime after the last write.
-      fs.fchmodSync(state.fd, message.mode);
-      fs.futimesSync(state.fd, message.mtime, message.mtime);
+      finish(fs, state.fd, message.owner, message.mode, message.mtime);
     } catch (error) {
       state.error = error;
     }
@@ -125,10 +125,12 @@ const WRITER_SOURCE = `
 const { parentPort } = require("node:worker_threads");
 const fs = require("node:fs");
 const { createHash } = require("node:crypto");
+const finishRestoredFile = ${finishRestoredFile.toString()};
+const threadErrorOf = ${threadErrorOf.toString()};
 const handleMessage = ${handleMessage.toString()};
 const files = new Map();
 parentPort.on("message", (message) => {
-  const reply = handleMessage(fs, createHash, files, message);
+  const reply = handleMessage(fs, createHash, finishRestoredFile, threadErrorOf, files, message);
   if (reply !== undefined) parentPort.postMessage(reply);
 });
 `;
@@ -235,8 +237,4 @@ export class BigFileWriter {
     this.finishing.clear();
     this.thread?.unref();
   }
-}
-
-function writeFailed(detail: string, cause?: unknown): LookerBackupError {
-  return new LookerBackupError(`writing the restored files failed: ${detail}`, { cause });
 }

@@ -10,14 +10,15 @@
  */
 import { readFileSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
-import { LookerBackupError } from "../errors.js";
 import {
   BacklogWaiters,
   errorFromThread,
   startEvalWorker,
   stopEvalWorker,
   type ThreadError,
+  threadErrorOf,
 } from "../runtime/eval-worker.js";
+import { finishRestoredFile, writeFailed } from "./restored-file.js";
 import type { TarHeader } from "./tar-format.js";
 
 /** Files up to this size are batched; bigger ones are written by the caller, part by part as they arrive. */
@@ -55,6 +56,7 @@ interface WriterSettings {
  */
 function writeBatch(
   fs: typeof import("node:fs"),
+  finish: typeof finishRestoredFile,
   batch: { buffer: ArrayBuffer; paths: string[]; numbers: number[] },
   settings: WriterSettings,
 ): void {
@@ -70,9 +72,10 @@ function writeBatch(
     try {
       let written = 0;
       while (written < length) written += fs.writeSync(fd, bytes, offset + written, length - written);
-      if (settings.canChown) fs.fchownSync(fd, n[i * 6 + 3] as number, n[i * 6 + 4] as number);
-      if (!createdExact) fs.fchmodSync(fd, mode);
-      fs.futimesSync(fd, n[i * 6 + 5] as number, n[i * 6 + 5] as number);
+      const owner = settings.canChown
+        ? ([n[i * 6 + 3] as number, n[i * 6 + 4] as number] as const)
+        : undefined;
+      finish(fs, fd, owner, createdExact ? undefined : mode, n[i * 6 + 5] as number);
     } finally {
       fs.closeSync(fd);
     }
@@ -101,15 +104,16 @@ const WRITER_SOURCE = `
 "use strict";
 const { parentPort, workerData } = require("node:worker_threads");
 const fs = require("node:fs");
+const finishRestoredFile = ${finishRestoredFile.toString()};
+const threadErrorOf = ${threadErrorOf.toString()};
 const writeBatch = ${writeBatch.toString()};
 let failure;
 parentPort.on("message", (batch) => {
   if (failure === undefined) {
     try {
-      writeBatch(fs, batch, workerData);
+      writeBatch(fs, finishRestoredFile, batch, workerData);
     } catch (error) {
-      failure = { message: String((error && error.message) || error), code: error && error.code,
-        path: error && error.path, syscall: error && error.syscall };
+      failure = threadErrorOf(error);
     }
   }
   parentPort.postMessage(failure === undefined ? { id: batch.id } : { id: batch.id, error: failure });
@@ -226,8 +230,4 @@ export class SmallFileWriter {
     this.thread?.unref();
     this.waiters.rejectAll(this.failure);
   }
-}
-
-function writeFailed(detail: string, cause?: unknown): LookerBackupError {
-  return new LookerBackupError(`writing the restored files failed: ${detail}`, { cause });
 }

@@ -33,6 +33,7 @@ import { sha256Hex } from "../crypto/digest.js";
 import { IntegrityError } from "../errors.js";
 import { BigFileWriter } from "./big-file-writer.js";
 import type { MemberSink } from "./extract.js";
+import { finishRestoredFile } from "./restored-file.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
 import type { TarHeader } from "./tar-format.js";
 import type { TarBody } from "./tar-reader.js";
@@ -50,6 +51,8 @@ const DIRECT_WRITE = 64 * 1024;
 const batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
 /** Files at least this large are written and hashed on a thread of their own; smaller ones here (cheaper). */
 const THREADED_WRITE_MIN = 1 << 20;
+/** What finishRestoredFile calls, from here. */
+const METADATA_CALLS = { fchownSync, fchmodSync, futimesSync };
 /** Metadata calls between yields to the event loop (keeps timers and signals responsive on huge trees). */
 const METADATA_SLICE = 4096;
 
@@ -204,10 +207,8 @@ async function writeFile(
       batched += part.copy(batch, batched);
     }
     if (batched > 0) writeAll(fd, batch.subarray(0, batched));
-    if (canChown) fchownSync(fd, header.uid, header.gid);
-    // chmod after chown: chown clears setuid/setgid bits. The mtime after the last write.
-    fchmodSync(fd, header.mode);
-    futimesSync(fd, header.mtime, header.mtime);
+    const owner = canChown ? ([header.uid, header.gid] as const) : undefined;
+    finishRestoredFile(METADATA_CALLS, fd, owner, header.mode, header.mtime);
   } finally {
     closeSync(fd);
   }

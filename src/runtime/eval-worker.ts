@@ -114,6 +114,15 @@ export interface ThreadError {
   readonly syscall?: string;
 }
 
+/**
+ * A thread's caught error as it posts it (self-contained: a thread's code embeds its source text). Anything thrown
+ * reads as its message; a system error keeps its code, path and syscall.
+ */
+export function threadErrorOf(error: unknown): ThreadError {
+  const e = error as NodeJS.ErrnoException | undefined;
+  return { message: String(e?.message ?? e), code: e?.code, path: e?.path, syscall: e?.syscall };
+}
+
 /** The thread's error as the same call on the owner's thread would have thrown it. */
 export function errorFromThread(detail: ThreadError): Error {
   const error = new Error(detail.message) as NodeJS.ErrnoException;
