@@ -28985,15 +28985,13 @@ function releaseWhole(buffer) {
 function mayBePoolSlice(view) {
   return view.buffer.byteLength <= Buffer.poolSize && view.byteLength < view.buffer.byteLength;
 }
-var handedOver = /* @__PURE__ */ new WeakSet();
+var handedOver = /* @__PURE__ */ new WeakMap();
 function handOver(chunk) {
-  if (chunk.byteOffset !== 0 || mayBePoolSlice(chunk)) return;
-  handedOver.add(chunk.buffer);
-  handedOverChunks.add(chunk);
+  if (chunk.byteOffset === 0 && !mayBePoolSlice(chunk)) handedOver.set(chunk.buffer, chunk);
 }
-var handedOverChunks = /* @__PURE__ */ new WeakSet();
 function takeOwnership(chunk) {
-  if (!handedOverChunks.delete(chunk) || !handedOver.delete(chunk.buffer)) return void 0;
+  if (handedOver.get(chunk.buffer) !== chunk) return void 0;
+  handedOver.delete(chunk.buffer);
   return chunk.buffer;
 }
 function releaseHandedOver(chunk) {

@@ -22,8 +22,11 @@ function mayBePoolSlice(view: Uint8Array): boolean {
   return view.buffer.byteLength <= Buffer.poolSize && view.byteLength < view.buffer.byteLength;
 }
 
-/** ArrayBuffers whose producer gave them up (see handOver). Weak: a buffer never released is still collected. */
-const handedOver = new WeakSet<ArrayBufferLike>();
+/**
+ * ArrayBuffers whose producer gave them up, each with the chunk as it was handed over (see handOver and
+ * takeOwnership). Weak: a buffer never released is still collected.
+ */
+const handedOver = new WeakMap<ArrayBufferLike, Uint8Array>();
 
 /**
  * Marks a chunk's whole ArrayBuffer as given up by its producer, which keeps no view of it: the consumer that sees
@@ -31,13 +34,8 @@ const handedOver = new WeakSet<ArrayBufferLike>();
  * starts its own (non-pooled) ArrayBuffer is marked.
  */
 export function handOver(chunk: Uint8Array): void {
-  if (chunk.byteOffset !== 0 || mayBePoolSlice(chunk)) return;
-  handedOver.add(chunk.buffer);
-  handedOverChunks.add(chunk);
+  if (chunk.byteOffset === 0 && !mayBePoolSlice(chunk)) handedOver.set(chunk.buffer, chunk);
 }
-
-/** The chunks themselves as handed over (see takeOwnership). */
-const handedOverChunks = new WeakSet<Uint8Array>();
 
 /**
  * The ArrayBuffer under a chunk its producer handed over, if `chunk` is that very chunk (not a part of it): the
@@ -45,7 +43,8 @@ const handedOverChunks = new WeakSet<Uint8Array>();
  * beyond the chunk's view are the producer's slack (zlib's unused output space). Undefined otherwise.
  */
 export function takeOwnership(chunk: Uint8Array): ArrayBuffer | undefined {
-  if (!handedOverChunks.delete(chunk) || !handedOver.delete(chunk.buffer)) return undefined;
+  if (handedOver.get(chunk.buffer) !== chunk) return undefined;
+  handedOver.delete(chunk.buffer);
   return chunk.buffer as ArrayBuffer;
 }
 
