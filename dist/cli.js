@@ -33386,6 +33386,16 @@ async function readArchive(source, keys, sink, onProgress) {
     throw await rootCause(decoding, error);
   }
 }
+async function extractToStaging(source, keys, staging, onProgress) {
+  const sink = new StagingSink(staging);
+  try {
+    const outcome = await readArchive(source, keys, sink, onProgress);
+    await sink.applyMetadata();
+    return outcome;
+  } finally {
+    await sink.close();
+  }
+}
 async function rootCause(decoding, error) {
   if (error instanceof LookerBackupError) return error;
   const upstream = await decoding.then(
@@ -33410,14 +33420,7 @@ async function restoreArchive(request2) {
   await mkdir2(dirname3(target), { recursive: true });
   const staging = await mkdtemp4(join9(dirname3(target), `.${basename(target)}.restore-`));
   try {
-    const sink = new StagingSink(staging);
-    let outcome;
-    try {
-      outcome = await readArchive(request2.source, request2.keys, sink, request2.onProgress);
-      await sink.applyMetadata();
-    } finally {
-      await sink.close();
-    }
+    const outcome = await extractToStaging(request2.source, request2.keys, staging, request2.onProgress);
     const stagedHome = join9(staging, "home");
     await mkdir2(stagedHome, { recursive: true });
     const rootfsFiles2 = request2.rootfs ? await placeRootfs(join9(staging, "rootfs"), resolve(request2.rootfs)) : [];
@@ -35442,18 +35445,8 @@ async function runDrill(request2) {
   }
 }
 async function extractLocally(request2, staging) {
-  const sink = new StagingSink(staging);
-  let outcome;
-  try {
-    outcome = await readArchive(
-      createReadStream4(request2.archive, { highWaterMark: 1 << 20 }),
-      request2.keys,
-      sink
-    );
-    await sink.applyMetadata();
-  } finally {
-    await sink.close();
-  }
+  const source = createReadStream4(request2.archive, { highWaterMark: 1 << 20 });
+  const outcome = await extractToStaging(source, request2.keys, staging);
   return {
     staging,
     catalog: outcome.catalog,

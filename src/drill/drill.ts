@@ -13,11 +13,9 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, posix } from "node:path";
 import type { CatalogEntry } from "../archive/catalog.js";
-import type { ExtractOutcome } from "../archive/extract.js";
-import { StagingSink } from "../archive/staging-sink.js";
 import { decryptBuffer } from "../crypto/age.js";
 import { sha256Hex } from "../crypto/digest.js";
-import { type DecryptionKeys, readArchive } from "../engine/restore.js";
+import { type DecryptionKeys, extractToStaging } from "../engine/restore.js";
 import {
   describeError,
   ExitCode,
@@ -312,19 +310,8 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
 }
 
 async function extractLocally(request: DrillRequest, staging: string): Promise<Extracted> {
-  const sink = new StagingSink(staging);
-  let outcome: ExtractOutcome;
-  try {
-    outcome = await readArchive(
-      createReadStream(request.archive, { highWaterMark: 1 << 20 }),
-      request.keys,
-      sink,
-    );
-    await sink.applyMetadata();
-  } finally {
-    // Its threads stop before anyone removes the staging directory they write into.
-    await sink.close();
-  }
+  const source = createReadStream(request.archive, { highWaterMark: 1 << 20 });
+  const outcome = await extractToStaging(source, request.keys, staging);
   return {
     staging,
     catalog: outcome.catalog,

@@ -83,6 +83,26 @@ export async function readArchive(
 }
 
 /**
+ * Reads the archive into `staging` (see StagingSink), owners, modes and times included. Its writer threads have
+ * stopped when this returns or throws, so the caller may move or remove the staging directory at once.
+ */
+export async function extractToStaging(
+  source: Readable,
+  keys: DecryptionKeys,
+  staging: string,
+  onProgress?: (progress: ExtractProgress) => void,
+): Promise<ExtractOutcome> {
+  const sink = new StagingSink(staging);
+  try {
+    const outcome = await readArchive(source, keys, sink, onProgress);
+    await sink.applyMetadata();
+    return outcome;
+  } finally {
+    await sink.close();
+  }
+}
+
+/**
  * When decryption or decompression failed, the tar reader only saw its input end early; the upstream error is the
  * true cause (e.g. "no identity matched"). A typed error from the extractor itself is already the cause.
  */
@@ -116,14 +136,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
   await mkdir(dirname(target), { recursive: true });
   const staging = await mkdtemp(join(dirname(target), `.${basename(target)}.restore-`));
   try {
-    const sink = new StagingSink(staging);
-    let outcome: ExtractOutcome;
-    try {
-      outcome = await readArchive(request.source, request.keys, sink, request.onProgress);
-      await sink.applyMetadata();
-    } finally {
-      await sink.close();
-    }
+    const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress);
     const stagedHome = join(staging, "home");
     await mkdir(stagedHome, { recursive: true });
     const rootfsFiles = request.rootfs
