@@ -32306,7 +32306,7 @@ var ChunkReader = class {
   get exhausted() {
     return this.ended && this.pending.length === 0;
   }
-  /** `length` bytes if they are buffered already, else undefined (then use read). */
+  /** `length` bytes if they are buffered already, else undefined (nothing consumed; ensure() makes them so). */
   readBuffered(length) {
     return this.chunk.length >= length ? this.take(length) : void 0;
   }

@@ -215,7 +215,7 @@ class ChunkReader {
     return this.ended && this.pending.length === 0;
   }
 
-  /** `length` bytes if they are buffered already, else undefined (then use read). */
+  /** `length` bytes if they are buffered already, else undefined (nothing consumed; ensure() makes them so). */
   readBuffered(length: number): Buffer | undefined {
     return this.chunk.length >= length ? this.take(length) : undefined;
   }
