@@ -28091,6 +28091,11 @@ var WorkerDigester = class {
   pool;
   thread;
   batch = { blocks: [], segments: [] };
+  /**
+   * Files waiting for bytes read later (see later), with what came after those bytes, in order. Each block in
+   * here is retained, so the pool cannot hand it out again before it is hashed.
+   */
+  waiting = /* @__PURE__ */ new Map();
   /** Batches sent and not answered yet, with the blocks each holds. */
   inFlight = /* @__PURE__ */ new Map();
   nextId = 0;
@@ -28101,14 +28106,66 @@ var WorkerDigester = class {
     const memory = buffer.buffer;
     if (!(memory instanceof SharedArrayBuffer))
       throw new Error("WorkerDigester hashes shared blocks only (take chunks from the shared pool)");
-    const offset = buffer.byteOffset;
-    let index = this.batch.blocks.indexOf(memory);
-    if (index < 0) index = this.batch.blocks.push(memory) - 1;
-    this.batch.segments.push(index, fileId, offset + start, offset + end, 0);
+    const bytes = { memory, start: buffer.byteOffset + start, end: buffer.byteOffset + end };
+    const waiting = this.waiting.get(fileId);
+    if (waiting === void 0) this.addSegment(fileId, bytes);
+    else {
+      this.pool.retain(memory);
+      waiting.push({ bytes });
+    }
   }
   end(fileId) {
+    const waiting = this.waiting.get(fileId);
+    if (waiting !== void 0) {
+      waiting.push({ end: true });
+      return;
+    }
     this.batch.segments.push(-1, fileId, 0, 0, 1);
     if (this.batch.segments.length >= MAX_BATCH_SEGMENTS) this.send();
+  }
+  later(fileId) {
+    const slot = {};
+    let waiting = this.waiting.get(fileId);
+    if (waiting === void 0) {
+      waiting = [];
+      this.waiting.set(fileId, waiting);
+    }
+    waiting.push(slot);
+    return (bytes) => {
+      if (bytes === void 0 || !(bytes.buffer instanceof SharedArrayBuffer) || this.closed) {
+        this.forget(fileId);
+        return;
+      }
+      this.pool.retain(bytes.buffer);
+      slot.bytes = { memory: bytes.buffer, start: bytes.byteOffset, end: bytes.byteOffset + bytes.length };
+      this.release(fileId);
+    };
+  }
+  /** Moves a waiting file's segments into the batch, in order, up to the next bytes not read yet. */
+  release(fileId) {
+    const waiting = this.waiting.get(fileId);
+    if (waiting === void 0) return;
+    const held = [];
+    while (waiting.length > 0 && (waiting[0].bytes !== void 0 || waiting[0].end)) {
+      const { bytes } = waiting.shift();
+      if (bytes === void 0) this.batch.segments.push(-1, fileId, 0, 0, 1);
+      else {
+        this.addSegment(fileId, bytes);
+        held.push(bytes.memory);
+      }
+    }
+    if (waiting.length === 0) this.waiting.delete(fileId);
+    this.send();
+    for (const memory of held) this.pool.give(memory);
+  }
+  forget(fileId) {
+    for (const { bytes } of this.waiting.get(fileId) ?? []) if (bytes) this.pool.give(bytes.memory);
+    this.waiting.delete(fileId);
+  }
+  addSegment(fileId, { memory, start, end }) {
+    let index = this.batch.blocks.indexOf(memory);
+    if (index < 0) index = this.batch.blocks.push(memory) - 1;
+    this.batch.segments.push(index, fileId, start, end, 0);
   }
   handOver() {
     this.send();
@@ -28119,12 +28176,15 @@ var WorkerDigester = class {
     return this.waitUntil(MAX_BATCHES_IN_FLIGHT / 2);
   }
   drain() {
+    if (this.waiting.size > 0)
+      return Promise.reject(digestFailed(`${this.waiting.size} files still wait for bytes read later`));
     if (this.thread === void 0 && !this.closed) this.hashHere();
     else this.send();
     return this.waitUntil(0);
   }
   async close() {
     this.closed = true;
+    for (const fileId of [...this.waiting.keys()]) this.forget(fileId);
     this.failure ??= digestFailed("the digest thread was closed");
     await stopEvalWorker(this.thread);
   }
@@ -28619,6 +28679,8 @@ var ArchivePacker = class {
       this.catalog[fileId].sha256 = sha256;
     };
     this.digester = options.createDigester?.(listener) ?? new InlineDigester(listener);
+    if (options.fileBlockSize !== void 0 && this.digester.later === void 0)
+      throw new Error("file blocks need a digester that can wait for them (FileDigester.later)");
     this.out = new ChunkAssembler(
       options.allocateChunk ?? (() => Buffer.allocUnsafeSlow(DEFAULT_PACK_CHUNK_SIZE)),
       (chunk) => this.digester.handOver(chunk)
@@ -28634,6 +28696,9 @@ var ArchivePacker = class {
   linkDigests = [];
   out;
   digester;
+  /** Files whose FileBlocks are not all read yet; the catalog waits for them (their digests, their warnings). */
+  filesBeingRead = new BacklogWaiters(() => this.openFileCount);
+  openFileCount = 0;
   result() {
     return { catalog: this.catalog, warnings: this.warnings, bytesIn: this.bytesIn };
   }
@@ -28662,6 +28727,7 @@ var ArchivePacker = class {
       }
     }
     for (const extra of await this.options.extraMembers?.() ?? []) yield* this.extraMember(extra);
+    await this.filesBeingRead.until(0);
     await this.digester.drain();
     for (const { link: link2, first } of this.linkDigests) {
       if (first.sha256 !== void 0) link2.sha256 = first.sha256;
@@ -28694,10 +28760,15 @@ var ArchivePacker = class {
   *fileMember(entry2) {
     const fd = this.attempt(entry2, () => openSync(entry2.sourcePath, OPEN_FILE));
     if (fd === void 0) return;
+    this.openFileCount++;
+    const file = new FileBeingRead(fd, () => {
+      this.openFileCount--;
+      this.filesBeingRead.wake();
+    });
     try {
-      yield* this.fileBody(entry2, fd);
+      yield* this.fileBody(entry2, file);
     } finally {
-      closeSync(fd);
+      file.abandon();
     }
   }
   /**
@@ -28707,15 +28778,24 @@ var ArchivePacker = class {
    * or time, or another inode) is archived as read, with a warning, as GNU tar does. One fstat a file, not two:
    * at 100,000 small files each stat call was ~0.1 s of the busiest thread.
    */
-  *fileBody(entry2, fd) {
+  *fileBody(entry2, file) {
     const { size } = entry2.stats;
     const catalogEntry = this.writeHeader(headerOf(entry2.archivePath, "file", entry2.stats, size));
     const fileId = this.catalog.length - 1;
     if (entry2.stats.nlink > 1) this.hardLinks.set(`${entry2.stats.dev}:${entry2.stats.ino}`, catalogEntry);
+    const blockSize = this.options.fileBlockSize;
     let offset = 0;
     while (offset < size) {
+      if (blockSize !== void 0 && this.out.atChunkStart && size - offset >= blockSize) {
+        this.out.push(file.block(offset, blockSize, this.digester.later(fileId)));
+        offset += blockSize;
+        this.bytesIn += blockSize;
+        yield* this.out.takeFull();
+        this.options.signal?.throwIfAborted();
+        continue;
+      }
       const { buffer, start, room } = this.out.space();
-      const bytesRead = readSync(fd, buffer, start, Math.min(room, size - offset), offset);
+      const bytesRead = readSync(file.fd, buffer, start, Math.min(room, size - offset), offset);
       if (bytesRead === 0) break;
       this.digester.update(fileId, buffer, start, start + bytesRead);
       this.out.commit(bytesRead);
@@ -28726,11 +28806,14 @@ var ArchivePacker = class {
         this.options.signal?.throwIfAborted();
       }
     }
-    if (offset < size) this.writeZeros(size - offset, fileId);
+    const shrank = offset < size;
+    if (shrank) this.writeZeros(size - offset, fileId);
     this.digester.end(fileId);
     this.out.write(padding(size));
-    const changed = offset < size || changedWhileRead(entry2.stats, fstatSync(fd));
-    if (changed) this.warn(catalogEntry, `${entry2.archivePath} changed while it was read`);
+    file.finish((blockShrank) => {
+      const changed = shrank || blockShrank || changedWhileRead(entry2.stats, fstatSync(file.fd));
+      if (changed) this.warn(catalogEntry, `${entry2.archivePath} changed while it was read`);
+    });
   }
   writeZeros(length, fileId) {
     for (let left = length; left > 0; ) {
@@ -28863,6 +28946,15 @@ var ChunkAssembler = class {
   get isFull() {
     return this.full.length > 0;
   }
+  /** Nothing is written into the current chunk yet: what comes next starts a chunk. */
+  get atChunkStart() {
+    return this.filled === 0;
+  }
+  /** A whole chunk that downstream reads itself; only at a chunk start. */
+  push(block) {
+    if (this.filled !== 0) throw new Error("a file block must start a chunk");
+    this.full.push(block);
+  }
   /** The free space of the current chunk (at least one byte). */
   space() {
     this.chunk ??= this.allocate();
@@ -28887,7 +28979,7 @@ var ChunkAssembler = class {
   *takeFull() {
     while (this.full.length > 0) {
       const chunk = this.full.shift();
-      this.handOver(chunk);
+      if (Buffer.isBuffer(chunk)) this.handOver(chunk);
       yield chunk;
     }
   }
@@ -28899,6 +28991,63 @@ var ChunkAssembler = class {
     if (rest === void 0 || rest.length === 0) return void 0;
     this.handOver(rest);
     return rest;
+  }
+};
+var FileBeingRead = class {
+  constructor(fd, onClosed) {
+    this.fd = fd;
+    this.onClosed = onClosed;
+  }
+  fd;
+  onClosed;
+  /** The packer, until finish or abandon, and each FileBlock until it is filled or dropped. */
+  holders = 1;
+  packerDone = false;
+  blockShrank = false;
+  check;
+  /** A whole block of the file, read by the compressor; `fill` gets its bytes (the digest). */
+  block(position, length, fill) {
+    this.holders++;
+    let settled = false;
+    const settle2 = (bytes, bytesRead) => {
+      if (settled) return;
+      settled = true;
+      if (bytesRead < length) this.blockShrank = true;
+      try {
+        fill(bytes);
+      } finally {
+        this.release();
+      }
+    };
+    return {
+      fd: this.fd,
+      position,
+      length,
+      filled: (memory, bytesRead) => settle2(Buffer.from(memory, 0, length), bytesRead),
+      dropped: () => settle2(void 0, length)
+    };
+  }
+  /** All of the file was written or handed on: `check` runs once every block is read too. */
+  finish(check) {
+    if (this.packerDone) return;
+    this.packerDone = true;
+    this.check = check;
+    this.release();
+  }
+  /** The packer stopped (an error, a cancel): close without checking, once no block is being read. */
+  abandon() {
+    if (this.packerDone) return;
+    this.packerDone = true;
+    this.release();
+  }
+  release() {
+    if (--this.holders > 0) return;
+    try {
+      this.check?.(this.blockShrank);
+    } finally {
+      closeSync(this.fd);
+      this.onClosed();
+    }
   }
 };
 function headerOf(path, type, stats, size = 0) {
@@ -28976,6 +29125,21 @@ var BlockPool = class {
   }
 };
 
+// src/compress/file-block.ts
+function isFileBlock(chunk) {
+  return typeof chunk === "object" && chunk !== null && !Buffer.isBuffer(chunk) && "fd" in chunk;
+}
+function readFileBlock(readSync3, fd, view, position, length) {
+  let done = 0;
+  while (done < length) {
+    const bytesRead = readSync3(fd, view, done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  view.fill(0, done, length);
+  return done;
+}
+
 // src/compress/release.ts
 function releaseWhole(buffer) {
   const owned = buffer.buffer;
@@ -29003,6 +29167,7 @@ function detach(buffer) {
 }
 
 // src/compress/zstd-engines.ts
+import { readSync as readSync2 } from "node:fs";
 import { constants as constants2, zstdCompress } from "node:zlib";
 
 // src/compress/zstd-worker.ts
@@ -29010,6 +29175,8 @@ var ZSTD_WORKER_SOURCE = `
 "use strict";
 const { parentPort, workerData } = require("node:worker_threads");
 const { zstdCompressSync, constants } = require("node:zlib");
+const { readSync } = require("node:fs");
+const readFileBlock = ${readFileBlock.toString()};
 
 const params = {
   [constants.ZSTD_c_compressionLevel]: workerData.level,
@@ -29027,10 +29194,12 @@ function lent(input) {
   return input instanceof SharedArrayBuffer ? [] : [input];
 }
 
-parentPort.on("message", ({ id, input, length }) => {
+parentPort.on("message", ({ id, input, length, read }) => {
   let frame;
   let frameLength;
+  let bytesRead;
   try {
+    if (read) bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
     const chunkSize = outputChunkSize(length);
     const output = zstdCompressSync(Buffer.from(input, 0, length), { params, pledgedSrcSize: length, chunkSize });
     frameLength = output.byteLength;
@@ -29043,7 +29212,7 @@ parentPort.on("message", ({ id, input, length }) => {
     parentPort.postMessage({ id, input, error: String((error && error.message) || error) }, lent(input));
     return;
   }
-  parentPort.postMessage({ id, input, frame, frameLength }, [...lent(input), frame]);
+  parentPort.postMessage({ id, input, frame, frameLength, bytesRead }, [...lent(input), frame]);
 });
 `;
 
@@ -29067,11 +29236,25 @@ var InlineEngine = class {
     this.level = level;
   }
   level;
-  compress(input, length) {
+  compress(input, length, read) {
     return new Promise((resolve5, reject) => {
+      let bytesRead;
+      try {
+        if (read)
+          bytesRead = readFileBlock(
+            readSync2,
+            read.fd,
+            new Uint8Array(input, 0, length),
+            read.position,
+            length
+          );
+      } catch (error) {
+        reject(compressionFailed(error.message, error));
+        return;
+      }
       zstdCompress(Buffer.from(input, 0, length), frameOptions(this.level, length), (error, frame) => {
         if (error) reject(compressionFailed(error.message, error));
-        else resolve5({ frame, input });
+        else resolve5({ frame, input, bytesRead });
       });
     });
   }
@@ -29088,9 +29271,9 @@ var WorkerPool = class {
   level;
   workers = [];
   closed = false;
-  compress(input, length) {
+  compress(input, length, read) {
     if (this.closed) return Promise.reject(compressionFailed("the zstd worker pool is closed"));
-    return this.pickWorker().run(input, length);
+    return this.pickWorker().run(input, length, read);
   }
   async close() {
     this.closed = true;
@@ -29132,12 +29315,12 @@ var PoolWorker = class {
   get queued() {
     return this.pending.size;
   }
-  run(input, length) {
+  run(input, length, read) {
     const id = this.nextId++;
     return new Promise((resolve5, reject) => {
       if (this.pending.size === 0) this.thread.ref();
       this.pending.set(id, { resolve: resolve5, reject, input });
-      this.thread.postMessage({ id, input, length }, input instanceof SharedArrayBuffer ? [] : [input]);
+      this.thread.postMessage({ id, input, length, read }, input instanceof SharedArrayBuffer ? [] : [input]);
     });
   }
   async terminate() {
@@ -29151,7 +29334,11 @@ var PoolWorker = class {
     if ("error" in reply) job.reject(compressionFailed(reply.error));
     else {
       const input = job.input instanceof SharedArrayBuffer ? job.input : reply.input;
-      job.resolve({ frame: Buffer.from(reply.frame, 0, reply.frameLength), input });
+      job.resolve({
+        frame: Buffer.from(reply.frame, 0, reply.frameLength),
+        input,
+        bytesRead: reply.bytesRead
+      });
     }
   }
   failAll(error) {
@@ -29340,6 +29527,9 @@ var DEFAULT_ZSTD_LEVEL = 3;
 var DEFAULT_ZSTD_BLOCK_SIZE = 4 * 1024 * 1024;
 var DEFAULT_MAX_WORKERS = 8;
 var MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+var MAX_WAITING_FRAMES_IN_BLOCKS = 0.5;
+var FILE_BLOCKS_AHEAD_PER_THREAD = 2;
+var MAX_QUEUED_FILE_BLOCKS = 256;
 var MIN_BLOCK_SIZE = 64 * 1024;
 var MAX_BLOCK_SIZE2 = 256 * 1024 * 1024;
 var MAX_WORKERS = 64;
@@ -29362,7 +29552,7 @@ function resolveCompressOptions(options) {
       "give the pool the block size, or leave blockSize out"
     );
   }
-  return { level, workers, blockSize, pool: options.pool };
+  return { level, workers, blockSize, pool: options.pool, fileBlocks: options.fileBlocks ?? false };
 }
 function requireInteger(what, value, min, max, hint) {
   if (!Number.isInteger(value) || value < min || value > max) {
@@ -29373,8 +29563,8 @@ var ZstdBlockCompressStream = class extends Transform {
   options;
   /** Threads that can have work at once, within the memory cap. */
   threads;
-  /** Most blocks held at once: about two per thread, so each has its next block queued. */
-  maxBlocksHeld;
+  /** Most written blocks at the threads at once: one queued beyond the busy threads keeps them fed. */
+  maxBlocksInFlight;
   engine;
   block;
   filled = 0;
@@ -29384,27 +29574,34 @@ var ZstdBlockCompressStream = class extends Transform {
   adoptWholeBlocks;
   nextSequence = 0;
   nextToPush = 0;
-  /**
-   * Blocks dispatched whose frames are not pushed yet: compressing, or done but waiting for an earlier
-   * one. Counting until the push (not until the worker answers) is what bounds memory when one worker is
-   * slow, e.g. still starting, while the others race ahead.
-   */
-  blocksHeld = 0;
-  /** Frames finished out of order, waiting for their predecessors. */
+  /** Written blocks given to the engine and not answered yet (each holds a block of memory). */
+  blocksInFlight = 0;
+  /** Compressions at the engine, file blocks included: file blocks go only to an idle thread. */
+  jobsAtEngine = 0;
+  /** File blocks in stream order, not given to a thread yet. */
+  queuedFileBlocks = [];
+  /** Frames finished out of order, waiting for their predecessors, and their bytes. */
   readyFrames = /* @__PURE__ */ new Map();
+  waitingFrameBytes = 0;
+  maxWaitingFrameBytes;
+  /** Frames pushed and not yet read by our reader up to which file blocks still start: about one frame. */
+  maxUnreadForFileBlocks;
   failure;
   wake;
   constructor(options) {
-    super();
+    super(options.fileBlocks ? { writableObjectMode: true, writableHighWaterMark: 1 } : {});
     this.options = options;
     const byMemory = Math.max(2, Math.floor(MAX_IN_FLIGHT_BYTES / options.blockSize));
     this.threads = Math.min(options.workers, byMemory);
-    this.maxBlocksHeld = this.threads === 1 ? 1 : Math.min(this.threads + 1, byMemory);
+    this.maxBlocksInFlight = this.threads === 1 ? 1 : Math.min(this.threads + 1, byMemory);
+    this.maxWaitingFrameBytes = MAX_WAITING_FRAMES_IN_BLOCKS * options.blockSize;
+    this.maxUnreadForFileBlocks = wholeFrameBound(options.blockSize) + this.readableHighWaterMark;
     this.adoptWholeBlocks = options.pool !== void 0;
-    this.pool = options.pool ?? new BlockPool(options.blockSize, { maxSpare: this.maxBlocksHeld + 1 });
+    this.pool = options.pool ?? new BlockPool(options.blockSize, { maxSpare: this.maxBlocksInFlight + 1 });
   }
   _transform(chunk, _encoding, callback) {
-    this.consume(chunk).then(() => callback(), callback);
+    const work = isFileBlock(chunk) ? this.queueFileBlock(chunk) : this.consume(chunk);
+    work.then(() => callback(), callback);
   }
   _flush(callback) {
     this.finish().then(() => callback(), callback);
@@ -29413,8 +29610,20 @@ var ZstdBlockCompressStream = class extends Transform {
     this.notify();
     super._read(size);
   }
+  /**
+   * Every way of reading (a pipe's flow, an async iterator, read() itself) comes through here, and only here has
+   * the chunk left the buffer: _read runs before that, and not again until the next push. Queued file blocks are
+   * started from here, so a reader that takes the whole buffer at once does not leave them waiting for a push
+   * that no running compression will make.
+   */
+  read(size) {
+    const chunk = super.read(size);
+    if (this.queuedFileBlocks.length > 0) this.startFileBlocks();
+    return chunk;
+  }
   _destroy(error, callback) {
     this.failure ??= error ?? new Error("zstd compress stream destroyed");
+    for (const { block } of this.queuedFileBlocks.splice(0)) block.dropped();
     this.notify();
     const engine = this.engine;
     if (engine === void 0) {
@@ -29446,12 +29655,28 @@ var ZstdBlockCompressStream = class extends Transform {
       }
     }
   }
+  async queueFileBlock(block) {
+    if (!this.options.fileBlocks || this.filled !== 0 || block.length !== this.options.blockSize) {
+      block.dropped();
+      throw new Error(
+        "a file block must be a whole block at a block boundary, on a stream made with fileBlocks: true"
+      );
+    }
+    try {
+      await this.waitUntil(() => this.queuedFileBlocks.length < MAX_QUEUED_FILE_BLOCKS);
+    } catch (error) {
+      block.dropped();
+      throw error;
+    }
+    this.queuedFileBlocks.push({ sequence: this.nextSequence++, block });
+    this.startFileBlocks();
+  }
   async finish() {
     if (this.filled > 0 || this.nextSequence === 0) {
       await this.waitForRoom();
       this.dispatch(true);
     }
-    await this.waitUntil(() => this.blocksHeld === 0);
+    await this.waitUntil(() => this.nextToPush === this.nextSequence);
     await this.engine?.close();
   }
   dispatch(lastBlock) {
@@ -29460,15 +29685,50 @@ var ZstdBlockCompressStream = class extends Transform {
     const length = this.filled;
     this.block = void 0;
     this.filled = 0;
-    this.blocksHeld++;
-    this.engineFor(lastBlock).compress(input, length).then(
-      ({ frame, input: returned }) => {
-        this.pool.give(returned);
+    this.blocksInFlight++;
+    this.jobsAtEngine++;
+    this.track(sequence, this.engineFor(lastBlock).compress(input, length), () => this.blocksInFlight--);
+  }
+  /**
+   * File blocks go to the engine only while a thread is idle, so the written blocks (which hold memory) go first
+   * (letting each thread queue one more file block measured no faster, and ~30 MiB higher peak RSS); only while
+   * our reader keeps up, within a frame (compressed ahead of it, their frames piled up here: 150 MB at the end of a
+   * 1 GB home, once the reader was the slower); and only a few blocks past the frame the output waits for, which
+   * bounds the frames waiting for it (a thread still starting let the other race ahead). That frame always goes.
+   */
+  startFileBlocks() {
+    for (; ; ) {
+      const next = this.queuedFileBlocks[0];
+      if (next === void 0 || this.jobsAtEngine >= this.threads || this.failure) return;
+      if (this.readableLength > this.maxUnreadForFileBlocks) return;
+      if (next.sequence >= this.nextToPush + FILE_BLOCKS_AHEAD_PER_THREAD * this.threads) return;
+      this.queuedFileBlocks.shift();
+      const { sequence, block } = next;
+      this.jobsAtEngine++;
+      const read = { fd: block.fd, position: block.position };
+      const compressed = this.engineFor(false).compress(this.pool.take().buffer, block.length, read);
+      compressed.then(
+        ({ input, bytesRead }) => block.filled(input, bytesRead ?? 0),
+        () => block.dropped()
+      ).catch((error) => this.destroy(error));
+      this.track(sequence, compressed);
+    }
+  }
+  track(sequence, compressed, settled) {
+    compressed.then(
+      ({ frame, input }) => {
+        settled?.();
+        this.jobsAtEngine--;
+        this.pool.give(input);
         this.readyFrames.set(sequence, frame);
+        this.waitingFrameBytes += frame.length;
         this.pushReadyFrames();
+        this.startFileBlocks();
         this.notify();
       },
       (error) => {
+        settled?.();
+        this.jobsAtEngine--;
         this.failure ??= error;
         this.notify();
         this.destroy(error);
@@ -29488,20 +29748,22 @@ var ZstdBlockCompressStream = class extends Transform {
     for (let frame = this.readyFrames.get(this.nextToPush); frame !== void 0; ) {
       this.readyFrames.delete(this.nextToPush);
       this.nextToPush++;
-      this.blocksHeld--;
+      this.waitingFrameBytes -= frame.length;
       handOver(frame);
       this.push(frame);
       frame = this.readyFrames.get(this.nextToPush);
     }
   }
   /**
-   * Backpressure: a free compression slot, and our reader has taken the frames already pushed. Transform
-   * alone does not give the second: it only holds back input when a transform call pushed synchronously,
-   * and our frames are pushed later, when the workers finish.
+   * Backpressure: a free compression slot, room among the frames waiting for an earlier one, and our reader has
+   * taken the frames already pushed. Transform alone does not give the last: it only holds back input when a
+   * transform call pushed synchronously, and our frames are pushed later, when the workers finish. Counting the
+   * waiting frames is what bounds memory when one thread is slow (e.g. still starting) while the others race
+   * ahead, or when file blocks ahead of the written ones are still queued.
    */
   waitForRoom() {
     return this.waitUntil(
-      () => this.blocksHeld < this.maxBlocksHeld && this.readableLength < this.readableHighWaterMark
+      () => this.blocksInFlight < this.maxBlocksInFlight && this.waitingFrameBytes < this.maxWaitingFrameBytes && this.readableLength < this.readableHighWaterMark
     );
   }
   async waitUntil(condition) {
@@ -31101,14 +31363,16 @@ async function runBackup(request2) {
     onProgress: request2.onProgress && ((p) => request2.onProgress?.({ ...p, bytesTotal: listing.bytes })),
     signal: request2.signal,
     allocateChunk: () => blocks.take(),
-    createDigester: (listener) => new WorkerDigester(listener, blocks)
+    createDigester: (listener) => new WorkerDigester(listener, blocks),
+    fileBlockSize: blocks.blockSize
+    // big files' whole blocks are read by the zstd threads (file-block.ts)
   });
   const pending = await request2.store.create(name);
   const measure = createSha256PassThrough();
   try {
     const piping = pipeline(
-      Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 }),
-      createZstdCompressStream({ level: request2.compressionLevel ?? 3, pool: blocks }),
+      Readable.from(packer.stream(), { objectMode: true, highWaterMark: 1 }),
+      createZstdCompressStream({ level: request2.compressionLevel ?? 3, pool: blocks, fileBlocks: true }),
       createAgeEncryptStream({
         recipients: [...request2.recipients],
         passphrase: request2.passphrase,

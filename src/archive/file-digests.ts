@@ -23,6 +23,12 @@ export interface FileDigester {
   update(fileId: number, buffer: Buffer, start: number, end: number): void;
   /** File `fileId` has no more bytes; its digest will be reported. */
   end(fileId: number): void;
+  /**
+   * The next bytes of file `fileId` are read later, by someone else (a FileBlock the compressor reads): call the
+   * function returned with them once they are (undefined: they never will be). Later bytes of that file wait for
+   * them; other files do not. Only digesters that can hold their input while it waits have this.
+   */
+  later?(fileId: number): (bytes: Buffer | undefined) => void;
   /** The buffer leaves the packer (downstream may reuse it once the digester gives it back). */
   handOver(buffer: Buffer): void;
   /** Undefined when more bytes may come now; otherwise a promise to wait for (the hashing lags behind). */
@@ -137,6 +143,19 @@ interface Batch {
   readonly segments: number[];
 }
 
+/** Bytes of a file where they lie in a block. */
+interface Bytes {
+  readonly memory: BlockMemory;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** What a waiting file has next: bytes (undefined while they are still to be read), or its end. */
+interface Waiting {
+  bytes?: Bytes;
+  readonly end?: true;
+}
+
 /**
  * Hashes on a thread of its own, started when the first chunk leaves the packer; an archive that ends within its
  * first chunk (tests, tiny homes) is hashed here at drain and never starts a thread.
@@ -144,6 +163,11 @@ interface Batch {
 export class WorkerDigester implements FileDigester {
   private thread: Worker | undefined;
   private batch: Batch = { blocks: [], segments: [] };
+  /**
+   * Files waiting for bytes read later (see later), with what came after those bytes, in order. Each block in
+   * here is retained, so the pool cannot hand it out again before it is hashed.
+   */
+  private readonly waiting = new Map<number, Waiting[]>();
   /** Batches sent and not answered yet, with the blocks each holds. */
   private readonly inFlight = new Map<number, BlockMemory[]>();
   private nextId = 0;
@@ -166,15 +190,71 @@ export class WorkerDigester implements FileDigester {
     const memory = buffer.buffer;
     if (!(memory instanceof SharedArrayBuffer))
       throw new Error("WorkerDigester hashes shared blocks only (take chunks from the shared pool)");
-    const offset = buffer.byteOffset;
-    let index = this.batch.blocks.indexOf(memory);
-    if (index < 0) index = this.batch.blocks.push(memory) - 1;
-    this.batch.segments.push(index, fileId, offset + start, offset + end, 0);
+    const bytes = { memory, start: buffer.byteOffset + start, end: buffer.byteOffset + end };
+    const waiting = this.waiting.get(fileId);
+    if (waiting === undefined) this.addSegment(fileId, bytes);
+    else {
+      this.pool.retain(memory);
+      waiting.push({ bytes });
+    }
   }
 
   end(fileId: number): void {
+    const waiting = this.waiting.get(fileId);
+    if (waiting !== undefined) {
+      waiting.push({ end: true });
+      return;
+    }
     this.batch.segments.push(-1, fileId, 0, 0, 1);
     if (this.batch.segments.length >= MAX_BATCH_SEGMENTS) this.send();
+  }
+
+  later(fileId: number): (bytes: Buffer | undefined) => void {
+    const slot: Waiting = {};
+    let waiting = this.waiting.get(fileId);
+    if (waiting === undefined) {
+      waiting = [];
+      this.waiting.set(fileId, waiting);
+    }
+    waiting.push(slot);
+    return (bytes) => {
+      if (bytes === undefined || !(bytes.buffer instanceof SharedArrayBuffer) || this.closed) {
+        this.forget(fileId); // the stream failed: no digest of this file will be needed
+        return;
+      }
+      this.pool.retain(bytes.buffer);
+      slot.bytes = { memory: bytes.buffer, start: bytes.byteOffset, end: bytes.byteOffset + bytes.length };
+      this.release(fileId);
+    };
+  }
+
+  /** Moves a waiting file's segments into the batch, in order, up to the next bytes not read yet. */
+  private release(fileId: number): void {
+    const waiting = this.waiting.get(fileId);
+    if (waiting === undefined) return;
+    const held: BlockMemory[] = [];
+    while (waiting.length > 0 && (waiting[0]!.bytes !== undefined || waiting[0]!.end)) {
+      const { bytes } = waiting.shift()!;
+      if (bytes === undefined) this.batch.segments.push(-1, fileId, 0, 0, 1);
+      else {
+        this.addSegment(fileId, bytes);
+        held.push(bytes.memory);
+      }
+    }
+    if (waiting.length === 0) this.waiting.delete(fileId);
+    this.send(); // the batch retains its blocks: the holds taken while they waited can go
+    for (const memory of held) this.pool.give(memory);
+  }
+
+  private forget(fileId: number): void {
+    for (const { bytes } of this.waiting.get(fileId) ?? []) if (bytes) this.pool.give(bytes.memory);
+    this.waiting.delete(fileId);
+  }
+
+  private addSegment(fileId: number, { memory, start, end }: Bytes): void {
+    let index = this.batch.blocks.indexOf(memory);
+    if (index < 0) index = this.batch.blocks.push(memory) - 1;
+    this.batch.segments.push(index, fileId, start, end, 0);
   }
 
   handOver(): void {
@@ -188,6 +268,8 @@ export class WorkerDigester implements FileDigester {
   }
 
   drain(): Promise<void> {
+    if (this.waiting.size > 0)
+      return Promise.reject(digestFailed(`${this.waiting.size} files still wait for bytes read later`));
     if (this.thread === undefined && !this.closed) this.hashHere();
     else this.send();
     return this.waitUntil(0);
@@ -195,6 +277,7 @@ export class WorkerDigester implements FileDigester {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const fileId of [...this.waiting.keys()]) this.forget(fileId);
     this.failure ??= digestFailed("the digest thread was closed");
     await stopEvalWorker(this.thread);
   }

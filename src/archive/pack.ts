@@ -8,12 +8,16 @@
  * home, a sync open/fstat/read/close costs a few microseconds, while the same calls through the libuv thread
  * pool cost 4-5x more CPU in thread hand-offs, and CPU is what a 2-core runner lacks (compression workers
  * run beside this thread). Measured on 20,000 small files: 0.2 s sync vs 1.0 s async (16 in flight).
+ * A big file's whole chunks are not read here at all when the caller allows it (fileBlockSize): they go downstream
+ * as FileBlocks, which the zstd threads read, and this thread goes on to the next files (see file-block.ts).
  */
 import { createHash } from "node:crypto";
 import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
+import type { FileBlock } from "../compress/file-block.js";
 import { sha256Hex } from "../crypto/digest.js";
 import { InputError } from "../errors.js";
 import type { EntryStats, SelectedEntry } from "../manifest/select.js";
+import { BacklogWaiters } from "../runtime/eval-worker.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
 import { type DigestListener, type FileDigester, InlineDigester } from "./file-digests.js";
 import { encodeEndOfArchive, encodeHeaderView, paddingFor, type TarHeader } from "./tar-format.js";
@@ -47,7 +51,16 @@ export interface PackOptions {
   readonly allocateChunk?: () => Buffer;
   /** Hashes the files' bytes where they lie in the chunks (see file-digests.ts). Default: on this thread. */
   readonly createDigester?: (listener: DigestListener) => FileDigester;
+  /**
+   * The chunk size, to hand a file's whole chunks downstream as FileBlocks instead of reading them (see
+   * file-block.ts): the stream then yields those between its buffers, for a compressor made with fileBlocks.
+   * Each starts where a chunk would, so every chunk must be this size. Needs a digester with `later`.
+   */
+  readonly fileBlockSize?: number;
 }
+
+/** What the stream yields: bytes, and with fileBlockSize whole chunks for downstream to read (FileBlock). */
+export type StreamPiece = Buffer | FileBlock;
 
 export interface PackResult {
   readonly catalog: CatalogEntry[];
@@ -74,12 +87,17 @@ export class ArchivePacker {
   private readonly linkDigests: { link: CatalogEntry; first: CatalogEntry }[] = [];
   private readonly out: ChunkAssembler;
   private readonly digester: FileDigester;
+  /** Files whose FileBlocks are not all read yet; the catalog waits for them (their digests, their warnings). */
+  private readonly filesBeingRead = new BacklogWaiters(() => this.openFileCount);
+  private openFileCount = 0;
 
   constructor(private readonly options: PackOptions) {
     const listener: DigestListener = (fileId, sha256) => {
       this.catalog[fileId]!.sha256 = sha256;
     };
     this.digester = options.createDigester?.(listener) ?? new InlineDigester(listener);
+    if (options.fileBlockSize !== undefined && this.digester.later === undefined)
+      throw new Error("file blocks need a digester that can wait for them (FileDigester.later)");
     this.out = new ChunkAssembler(
       options.allocateChunk ?? (() => Buffer.allocUnsafeSlow(DEFAULT_PACK_CHUNK_SIZE)),
       (chunk) => this.digester.handOver(chunk),
@@ -90,7 +108,7 @@ export class ArchivePacker {
     return { catalog: this.catalog, warnings: this.warnings, bytesIn: this.bytesIn };
   }
 
-  async *stream(): AsyncGenerator<Buffer> {
+  async *stream(): AsyncGenerator<StreamPiece> {
     try {
       yield* this.members();
     } finally {
@@ -98,7 +116,7 @@ export class ArchivePacker {
     }
   }
 
-  private async *members(): AsyncGenerator<Buffer> {
+  private async *members(): AsyncGenerator<StreamPiece> {
     const { entries, meta } = this.options;
     this.bufferMember(BACKUP_META_PATH, Buffer.from(`${JSON.stringify(meta, null, 2)}\n`), 0o600);
     yield* this.out.takeFull();
@@ -116,6 +134,7 @@ export class ArchivePacker {
       }
     }
     for (const extra of (await this.options.extraMembers?.()) ?? []) yield* this.extraMember(extra);
+    await this.filesBeingRead.until(0);
     await this.digester.drain();
     for (const { link, first } of this.linkDigests) {
       if (first.sha256 !== undefined) link.sha256 = first.sha256;
@@ -148,13 +167,18 @@ export class ArchivePacker {
     return this.hardLinks.get(`${entry.stats.dev}:${entry.stats.ino}`);
   }
 
-  private *fileMember(entry: SelectedEntry): Generator<Buffer> {
+  private *fileMember(entry: SelectedEntry): Generator<StreamPiece> {
     const fd = this.attempt(entry, () => openSync(entry.sourcePath, OPEN_FILE));
     if (fd === undefined) return;
+    this.openFileCount++;
+    const file = new FileBeingRead(fd, () => {
+      this.openFileCount--;
+      this.filesBeingRead.wake();
+    });
     try {
-      yield* this.fileBody(entry, fd);
+      yield* this.fileBody(entry, file);
     } finally {
-      closeSync(fd);
+      file.abandon(); // no-op once fileBody got to finish()
     }
   }
 
@@ -165,15 +189,24 @@ export class ArchivePacker {
    * or time, or another inode) is archived as read, with a warning, as GNU tar does. One fstat a file, not two:
    * at 100,000 small files each stat call was ~0.1 s of the busiest thread.
    */
-  private *fileBody(entry: SelectedEntry, fd: number): Generator<Buffer> {
+  private *fileBody(entry: SelectedEntry, file: FileBeingRead): Generator<StreamPiece> {
     const { size } = entry.stats;
     const catalogEntry = this.writeHeader(headerOf(entry.archivePath, "file", entry.stats, size));
     const fileId = this.catalog.length - 1;
     if (entry.stats.nlink > 1) this.hardLinks.set(`${entry.stats.dev}:${entry.stats.ino}`, catalogEntry);
+    const blockSize = this.options.fileBlockSize;
     let offset = 0;
     while (offset < size) {
+      if (blockSize !== undefined && this.out.atChunkStart && size - offset >= blockSize) {
+        this.out.push(file.block(offset, blockSize, this.digester.later!(fileId)));
+        offset += blockSize;
+        this.bytesIn += blockSize;
+        yield* this.out.takeFull();
+        this.options.signal?.throwIfAborted();
+        continue;
+      }
       const { buffer, start, room } = this.out.space();
-      const bytesRead = readSync(fd, buffer, start, Math.min(room, size - offset), offset);
+      const bytesRead = readSync(file.fd, buffer, start, Math.min(room, size - offset), offset);
       if (bytesRead === 0) break;
       this.digester.update(fileId, buffer, start, start + bytesRead);
       this.out.commit(bytesRead);
@@ -185,11 +218,15 @@ export class ArchivePacker {
       }
     }
     // The file shrank under us: pad with zeros so the archive stays well-formed, and say so.
-    if (offset < size) this.writeZeros(size - offset, fileId);
+    const shrank = offset < size;
+    if (shrank) this.writeZeros(size - offset, fileId);
     this.digester.end(fileId);
     this.out.write(padding(size));
-    const changed = offset < size || changedWhileRead(entry.stats, fstatSync(fd));
-    if (changed) this.warn(catalogEntry, `${entry.archivePath} changed while it was read`);
+    // Once its blocks are read too (now, unless the compressor still has some to read).
+    file.finish((blockShrank) => {
+      const changed = shrank || blockShrank || changedWhileRead(entry.stats, fstatSync(file.fd));
+      if (changed) this.warn(catalogEntry, `${entry.archivePath} changed while it was read`);
+    });
   }
 
   private writeZeros(length: number, fileId: number): void {
@@ -212,7 +249,7 @@ export class ArchivePacker {
     this.out.write(padding(content.length));
   }
 
-  private async *extraMember(extra: ExtraMember): AsyncGenerator<Buffer> {
+  private async *extraMember(extra: ExtraMember): AsyncGenerator<StreamPiece> {
     const header: TarHeader = {
       path: extra.path,
       type: "file",
@@ -248,7 +285,7 @@ export class ArchivePacker {
    * is ~24 MB: encoding it whole first, then holding it in chunks until the end, raised the backup's peak RSS
    * by ~30 MiB at its very end. The size for the header comes from a first pass over the lines.
    */
-  private *catalogMember(): Generator<Buffer> {
+  private *catalogMember(): Generator<StreamPiece> {
     let size = 0;
     for (const entry of this.catalog) size += Buffer.byteLength(catalogLine(entry));
     const now = Date.now() / 1000;
@@ -326,7 +363,7 @@ export class ArchivePacker {
 class ChunkAssembler {
   private chunk: Buffer | undefined;
   private filled = 0;
-  private readonly full: Buffer[] = [];
+  private readonly full: StreamPiece[] = [];
 
   /** @param handOver told of each chunk just before it leaves (the digester may still be reading it) */
   constructor(
@@ -336,6 +373,17 @@ class ChunkAssembler {
 
   get isFull(): boolean {
     return this.full.length > 0;
+  }
+
+  /** Nothing is written into the current chunk yet: what comes next starts a chunk. */
+  get atChunkStart(): boolean {
+    return this.filled === 0;
+  }
+
+  /** A whole chunk that downstream reads itself; only at a chunk start. */
+  push(block: FileBlock): void {
+    if (this.filled !== 0) throw new Error("a file block must start a chunk");
+    this.full.push(block);
   }
 
   /** The free space of the current chunk (at least one byte). */
@@ -362,10 +410,10 @@ class ChunkAssembler {
     }
   }
 
-  *takeFull(): Generator<Buffer> {
+  *takeFull(): Generator<StreamPiece> {
     while (this.full.length > 0) {
       const chunk = this.full.shift()!;
-      this.handOver(chunk);
+      if (Buffer.isBuffer(chunk)) this.handOver(chunk);
       yield chunk;
     }
   }
@@ -378,6 +426,71 @@ class ChunkAssembler {
     if (rest === undefined || rest.length === 0) return undefined;
     this.handOver(rest);
     return rest;
+  }
+}
+
+/**
+ * An open file being archived. Its descriptor is closed once the packer and every FileBlock of it are done with
+ * it; the check whether the file changed while it was read runs just before, when all of its bytes are read.
+ */
+class FileBeingRead {
+  /** The packer, until finish or abandon, and each FileBlock until it is filled or dropped. */
+  private holders = 1;
+  private packerDone = false;
+  private blockShrank = false;
+  private check: ((blockShrank: boolean) => void) | undefined;
+
+  constructor(
+    readonly fd: number,
+    private readonly onClosed: () => void,
+  ) {}
+
+  /** A whole block of the file, read by the compressor; `fill` gets its bytes (the digest). */
+  block(position: number, length: number, fill: (bytes: Buffer | undefined) => void): FileBlock {
+    this.holders++;
+    let settled = false;
+    const settle = (bytes: Buffer | undefined, bytesRead: number) => {
+      if (settled) return; // called once; a second call must not close the descriptor twice
+      settled = true;
+      if (bytesRead < length) this.blockShrank = true;
+      try {
+        fill(bytes);
+      } finally {
+        this.release();
+      }
+    };
+    return {
+      fd: this.fd,
+      position,
+      length,
+      filled: (memory, bytesRead) => settle(Buffer.from(memory, 0, length), bytesRead),
+      dropped: () => settle(undefined, length),
+    };
+  }
+
+  /** All of the file was written or handed on: `check` runs once every block is read too. */
+  finish(check: (blockShrank: boolean) => void): void {
+    if (this.packerDone) return;
+    this.packerDone = true;
+    this.check = check;
+    this.release();
+  }
+
+  /** The packer stopped (an error, a cancel): close without checking, once no block is being read. */
+  abandon(): void {
+    if (this.packerDone) return;
+    this.packerDone = true;
+    this.release();
+  }
+
+  private release(): void {
+    if (--this.holders > 0) return;
+    try {
+      this.check?.(this.blockShrank);
+    } finally {
+      closeSync(this.fd);
+      this.onClosed();
+    }
   }
 }
 

@@ -8,11 +8,13 @@
  * - WorkerPool: worker_threads running zstdCompressSync, for parallel compression. We do not use the libuv
  *   pool for that because it is shared with fs reads; long compression jobs there would stall the tar reader.
  */
+import { readSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
 import { constants, type ZstdOptions, zstdCompress } from "node:zlib";
 import { LookerBackupError } from "../errors.js";
 import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
 import type { BlockMemory } from "./block-pool.js";
+import { readFileBlock } from "./file-block.js";
 import { ZSTD_WORKER_SOURCE } from "./zstd-worker.js";
 
 export interface CompressedBlock {
@@ -20,11 +22,22 @@ export interface CompressedBlock {
   readonly frame: Buffer;
   /** The input buffer, handed back so the caller can reuse it for a later block (the caller's own object). */
   readonly input: BlockMemory;
+  /** With a FileRead: the bytes the file gave (the rest of the block is zeros). */
+  readonly bytesRead?: number;
+}
+
+/** Where to fill a block from before compressing it (see file-block.ts). */
+export interface FileRead {
+  readonly fd: number;
+  readonly position: number;
 }
 
 export interface BlockEngine {
-  /** Compresses input[0, length) into one frame. `input` is lent to the engine until the promise settles. */
-  compress(input: BlockMemory, length: number): Promise<CompressedBlock>;
+  /**
+   * Compresses input[0, length) into one frame, after filling it from `read` when given. `input` is lent to the
+   * engine until the promise settles.
+   */
+  compress(input: BlockMemory, length: number, read?: FileRead): Promise<CompressedBlock>;
   /** Stops any threads; pending compressions reject. Safe to call more than once. */
   close(): Promise<void>;
 }
@@ -53,11 +66,26 @@ function frameOptions(level: number, length: number): ZstdOptions {
 export class InlineEngine implements BlockEngine {
   constructor(private readonly level: number) {}
 
-  compress(input: BlockMemory, length: number): Promise<CompressedBlock> {
+  compress(input: BlockMemory, length: number, read?: FileRead): Promise<CompressedBlock> {
     return new Promise((resolve, reject) => {
+      let bytesRead: number | undefined;
+      try {
+        // One thread here: the read is the caller's, synchronous like the packer's own reads.
+        if (read)
+          bytesRead = readFileBlock(
+            readSync,
+            read.fd,
+            new Uint8Array(input, 0, length),
+            read.position,
+            length,
+          );
+      } catch (error) {
+        reject(compressionFailed((error as Error).message, error));
+        return;
+      }
       zstdCompress(Buffer.from(input, 0, length), frameOptions(this.level, length), (error, frame) => {
         if (error) reject(compressionFailed(error.message, error));
-        else resolve({ frame, input });
+        else resolve({ frame, input, bytesRead });
       });
     });
   }
@@ -82,9 +110,9 @@ export class WorkerPool implements BlockEngine {
     private readonly level: number,
   ) {}
 
-  compress(input: BlockMemory, length: number): Promise<CompressedBlock> {
+  compress(input: BlockMemory, length: number, read?: FileRead): Promise<CompressedBlock> {
     if (this.closed) return Promise.reject(compressionFailed("the zstd worker pool is closed"));
-    return this.pickWorker().run(input, length);
+    return this.pickWorker().run(input, length, read);
   }
 
   async close(): Promise<void> {
@@ -114,7 +142,7 @@ interface PendingJob {
 }
 
 type WorkerReply =
-  | { id: number; input: BlockMemory; frame: ArrayBuffer; frameLength: number }
+  | { id: number; input: BlockMemory; frame: ArrayBuffer; frameLength: number; bytesRead?: number }
   | { id: number; input: BlockMemory; error: string };
 
 class PoolWorker {
@@ -144,13 +172,13 @@ class PoolWorker {
     return this.pending.size;
   }
 
-  run(input: BlockMemory, length: number): Promise<CompressedBlock> {
+  run(input: BlockMemory, length: number, read: FileRead | undefined): Promise<CompressedBlock> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       if (this.pending.size === 0) this.thread.ref();
       this.pending.set(id, { resolve, reject, input });
       // Shared memory is lent, not moved: the thread reads the same bytes and the caller keeps its object.
-      this.thread.postMessage({ id, input, length }, input instanceof SharedArrayBuffer ? [] : [input]);
+      this.thread.postMessage({ id, input, length, read }, input instanceof SharedArrayBuffer ? [] : [input]);
     });
   }
 
@@ -166,7 +194,11 @@ class PoolWorker {
     if ("error" in reply) job.reject(compressionFailed(reply.error));
     else {
       const input = job.input instanceof SharedArrayBuffer ? job.input : reply.input;
-      job.resolve({ frame: Buffer.from(reply.frame, 0, reply.frameLength), input });
+      job.resolve({
+        frame: Buffer.from(reply.frame, 0, reply.frameLength),
+        input,
+        bytesRead: reply.bytesRead,
+      });
     }
   }
 

@@ -1,3 +1,5 @@
+import { readFileBlock } from "./file-block.js";
+
 /**
  * The code each zstd worker thread runs, kept as a string for `new Worker(source, { eval: true })`.
  *
@@ -6,10 +8,13 @@
  * script that only requires node builtins works from both without any path logic.
  *
  * Protocol (one message per block, answered in the order received):
- *   in:  { id, input: ArrayBuffer (transferred) or SharedArrayBuffer, length }
- *                                                                -> compress input[0, length) as one frame
- *   out: { id, input, frame: ArrayBuffer, frameLength }          -> the frame is frame[0, frameLength);
- *                                                                   both buffers transferred, input for reuse
+ *   in:  { id, input: ArrayBuffer (transferred) or SharedArrayBuffer, length, read? }
+ *                                                                -> compress input[0, length) as one frame;
+ *                                                                   with read: { fd, position }, first fill
+ *                                                                   input[0, length) from that file (file-block.ts)
+ *   out: { id, input, frame: ArrayBuffer, frameLength, bytesRead } -> the frame is frame[0, frameLength);
+ *                                                                   both buffers transferred, input for reuse;
+ *                                                                   bytesRead: of the file, when read was given
  *        { id, input, error: string }                            -> compression failed
  * workerData: { level }.
  *
@@ -21,6 +26,8 @@ export const ZSTD_WORKER_SOURCE = `
 "use strict";
 const { parentPort, workerData } = require("node:worker_threads");
 const { zstdCompressSync, constants } = require("node:zlib");
+const { readSync } = require("node:fs");
+const readFileBlock = ${readFileBlock.toString()};
 
 const params = {
   [constants.ZSTD_c_compressionLevel]: workerData.level,
@@ -38,10 +45,12 @@ function lent(input) {
   return input instanceof SharedArrayBuffer ? [] : [input];
 }
 
-parentPort.on("message", ({ id, input, length }) => {
+parentPort.on("message", ({ id, input, length, read }) => {
   let frame;
   let frameLength;
+  let bytesRead;
   try {
+    if (read) bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
     const chunkSize = outputChunkSize(length);
     const output = zstdCompressSync(Buffer.from(input, 0, length), { params, pledgedSrcSize: length, chunkSize });
     frameLength = output.byteLength;
@@ -54,6 +63,6 @@ parentPort.on("message", ({ id, input, length }) => {
     parentPort.postMessage({ id, input, error: String((error && error.message) || error) }, lent(input));
     return;
   }
-  parentPort.postMessage({ id, input, frame, frameLength }, [...lent(input), frame]);
+  parentPort.postMessage({ id, input, frame, frameLength, bytesRead }, [...lent(input), frame]);
 });
 `;

@@ -108,14 +108,15 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     signal: request.signal,
     allocateChunk: () => blocks.take(),
     createDigester: (listener) => new WorkerDigester(listener, blocks),
+    fileBlockSize: blocks.blockSize, // big files' whole blocks are read by the zstd threads (file-block.ts)
   });
   const pending = await request.store.create(name);
   // The ciphertext as it leaves for the store: its digest and size are what the user later checks a download by.
   const measure = createSha256PassThrough();
   try {
     const piping = pipeline(
-      Readable.from(packer.stream(), { objectMode: false, highWaterMark: 1 }),
-      createZstdCompressStream({ level: request.compressionLevel ?? 3, pool: blocks }),
+      Readable.from(packer.stream(), { objectMode: true, highWaterMark: 1 }),
+      createZstdCompressStream({ level: request.compressionLevel ?? 3, pool: blocks, fileBlocks: true }),
       createAgeEncryptStream({
         recipients: [...request.recipients],
         passphrase: request.passphrase,

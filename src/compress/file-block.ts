@@ -1,0 +1,51 @@
+/**
+ * A block of the backup's stream that is a stretch of one open file, read by the zstd thread that compresses it.
+ *
+ * Why: a home is a few big files (the internal database, the jars) and tens of thousands of small ones. Reading a
+ * big file's blocks costs the packer's thread little, but it then waited for the zstd threads, which had the
+ * whole big-file phase to themselves; then the small files kept the packer busy while the zstd threads waited.
+ * With a big file's whole blocks left to the compressor, the packer lists them without reading (a few bytes each)
+ * and goes on to the small files while the zstd threads are still on the big ones. The two phases overlap.
+ */
+import type { BlockMemory } from "./block-pool.js";
+
+export interface FileBlock {
+  /** Open for reading by whoever made the block, and kept open until `filled` or `dropped` was called. */
+  readonly fd: number;
+  readonly position: number;
+  /** Always one whole block of the compressor's block size. */
+  readonly length: number;
+  /**
+   * The block was read and compressed: `memory[0, length)` holds what went into the frame, zeros after
+   * `bytesRead` when the file ended early (it shrank). The memory goes back to the pool when this returns, unless
+   * the callee retained it.
+   */
+  filled(memory: BlockMemory, bytesRead: number): void;
+  /** The block will not be read: the stream failed or was destroyed first. */
+  dropped(): void;
+}
+
+export function isFileBlock(chunk: unknown): chunk is FileBlock {
+  return typeof chunk === "object" && chunk !== null && !Buffer.isBuffer(chunk) && "fd" in chunk;
+}
+
+/**
+ * Reads `length` bytes at `position` into view[0, length) and zero-fills what the file no longer has; returns the
+ * bytes read. Self-contained on purpose: its source text is also part of the zstd thread's code.
+ */
+export function readFileBlock(
+  readSync: (fd: number, view: Uint8Array, offset: number, length: number, position: number) => number,
+  fd: number,
+  view: Uint8Array,
+  position: number,
+  length: number,
+): number {
+  let done = 0;
+  while (done < length) {
+    const bytesRead = readSync(fd, view, done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  view.fill(0, done, length);
+  return done;
+}
