@@ -44,8 +44,8 @@ var require_tunnel = __commonJS({
     "use strict";
     var net = __require("net");
     var tls = __require("tls");
-    var http2 = __require("http");
-    var https2 = __require("https");
+    var http = __require("http");
+    var https = __require("https");
     var events = __require("events");
     var assert = __require("assert");
     var util = __require("util");
@@ -55,24 +55,24 @@ var require_tunnel = __commonJS({
     exports.httpsOverHttps = httpsOverHttps2;
     function httpOverHttp2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = http2.request;
+      agent.request = http.request;
       return agent;
     }
     function httpsOverHttp2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = http2.request;
+      agent.request = http.request;
       agent.createSocket = createSecureSocket;
       agent.defaultPort = 443;
       return agent;
     }
     function httpOverHttps2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = https2.request;
+      agent.request = https.request;
       return agent;
     }
     function httpsOverHttps2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = https2.request;
+      agent.request = https.request;
       agent.createSocket = createSecureSocket;
       agent.defaultPort = 443;
       return agent;
@@ -81,7 +81,7 @@ var require_tunnel = __commonJS({
       var self2 = this;
       self2.options = options || {};
       self2.proxyOptions = self2.options.proxy || {};
-      self2.maxSockets = self2.options.maxSockets || http2.Agent.defaultMaxSockets;
+      self2.maxSockets = self2.options.maxSockets || http.Agent.defaultMaxSockets;
       self2.requests = [];
       self2.sockets = [];
       self2.on("free", function onFree(socket, host, port, localAddress) {
@@ -7625,7 +7625,7 @@ var require_client = __commonJS({
     "use strict";
     var assert = __require("node:assert");
     var net = __require("node:net");
-    var http2 = __require("node:http");
+    var http = __require("node:http");
     var util = require_util();
     var { channels } = require_diagnostics();
     var Request = require_request();
@@ -7814,7 +7814,7 @@ var require_client = __commonJS({
         this[kUrl] = util.parseOrigin(url);
         this[kConnector] = connect2;
         this[kPipelining] = pipelining != null ? pipelining : 1;
-        this[kMaxHeadersSize] = maxHeaderSize || http2.maxHeaderSize;
+        this[kMaxHeadersSize] = maxHeaderSize || http.maxHeaderSize;
         this[kKeepAliveDefaultTimeout] = keepAliveTimeout == null ? 4e3 : keepAliveTimeout;
         this[kKeepAliveMaxTimeout] = keepAliveMaxTimeout == null ? 6e5 : keepAliveMaxTimeout;
         this[kKeepAliveTimeoutThreshold] = keepAliveTimeoutThreshold == null ? 2e3 : keepAliveTimeoutThreshold;
@@ -40327,7 +40327,6 @@ function runProcess(command, args, options = {}) {
 }
 
 // src/remote/ssh-host.ts
-var import_ssh2 = __toESM(require_lib2(), 1);
 import { randomBytes as randomBytes2 } from "node:crypto";
 import { constants as osConstants } from "node:os";
 import { posix } from "node:path";
@@ -40487,9 +40486,10 @@ var SshHost = class _SshHost {
   /** close() was called: later commands fail with that, not with "lost". */
   closing = false;
   static async connect(options) {
-    const settings = validateConnectOptions(options);
+    const ssh2 = await loadSsh2();
+    const settings = validateConnectOptions(ssh2, options);
     const known = parseKnownHosts(options.knownHosts);
-    const client = new import_ssh2.default.Client();
+    const client = new ssh2.Client();
     const verifier = hostKeyVerifier(settings, known, options);
     const config = {
       host: settings.host,
@@ -40766,7 +40766,10 @@ function lineSplitter(stream, onLine) {
     }
   };
 }
-function validateConnectOptions(options) {
+async function loadSsh2() {
+  return (await Promise.resolve().then(() => __toESM(require_lib2(), 1))).default;
+}
+function validateConnectOptions(ssh2, options) {
   const port = options.port ?? DEFAULT_PORT;
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new InputError(`invalid ssh port ${port}`, "give a port between 1 and 65535");
@@ -40778,7 +40781,7 @@ function validateConnectOptions(options) {
   if (policy !== "strict" && policy !== "accept-new") {
     throw new InputError(`invalid host key policy '${policy}'`, "use 'strict' or 'accept-new'");
   }
-  assertUsablePrivateKey(options.privateKey, name);
+  assertUsablePrivateKey(ssh2, options.privateKey, name);
   return {
     host: options.host,
     port,
@@ -40789,8 +40792,8 @@ function validateConnectOptions(options) {
     name
   };
 }
-function assertUsablePrivateKey(privateKey, name) {
-  const parsed = import_ssh2.default.utils.parseKey(privateKey);
+function assertUsablePrivateKey(ssh2, privateKey, name) {
+  const parsed = ssh2.utils.parseKey(privateKey);
   const hint = "give the full text of an unencrypted OpenSSH private key (from -----BEGIN to -----END), whose public key is in the user's authorized_keys";
   if (parsed instanceof Error) {
     throw new InputError(`the ssh private key for ${name} is not usable: ${parsed.message}`, hint);
@@ -40908,9 +40911,14 @@ function assertMode(mode) {
 // src/looker/control.ts
 import { posix as posix2 } from "node:path";
 
+// src/runtime/http-request.ts
+async function requestLooker(scheme, options) {
+  if (scheme === "https")
+    return (await import("node:https")).request({ ...options, rejectUnauthorized: false });
+  return (await import("node:http")).request(options);
+}
+
 // src/looker/alive.ts
-import http from "node:http";
-import https from "node:https";
 async function probeAlive(target, timeoutMs = 3e3) {
   const schemes = target.scheme ? [target.scheme] : ["https", "http"];
   for (const scheme of schemes) {
@@ -40929,19 +40937,10 @@ async function waitForAlive(target, options) {
   }
   return false;
 }
-function getStatus(scheme, target, timeoutMs) {
+async function getStatus(scheme, target, timeoutMs) {
+  const options = { host: target.host, port: target.port, path: "/alive", method: "GET", timeout: timeoutMs };
+  const request = await requestLooker(scheme, options);
   return new Promise((resolve, reject) => {
-    const options = {
-      host: target.host,
-      port: target.port,
-      path: "/alive",
-      method: "GET",
-      timeout: timeoutMs
-    };
-    const request = scheme === "https" ? (
-      // Looker's default certificate is self-signed; /alive carries no secret, so the check does not verify it.
-      https.request({ ...options, rejectUnauthorized: false })
-    ) : http.request(options);
     request.on("response", (response) => {
       response.resume();
       resolve(response.statusCode ?? 0);

@@ -33780,7 +33780,6 @@ import { stat as stat2 } from "node:fs/promises";
 import { join as join10 } from "node:path";
 
 // src/remote/ssh-host.ts
-var import_ssh2 = __toESM(require_lib2(), 1);
 import { randomBytes as randomBytes6 } from "node:crypto";
 import { constants as osConstants } from "node:os";
 import { posix as posix2 } from "node:path";
@@ -33940,9 +33939,10 @@ var SshHost = class _SshHost {
   /** close() was called: later commands fail with that, not with "lost". */
   closing = false;
   static async connect(options) {
-    const settings = validateConnectOptions(options);
+    const ssh2 = await loadSsh2();
+    const settings = validateConnectOptions(ssh2, options);
     const known = parseKnownHosts(options.knownHosts);
-    const client = new import_ssh2.default.Client();
+    const client = new ssh2.Client();
     const verifier = hostKeyVerifier(settings, known, options);
     const config = {
       host: settings.host,
@@ -34219,7 +34219,10 @@ function lineSplitter(stream, onLine) {
     }
   };
 }
-function validateConnectOptions(options) {
+async function loadSsh2() {
+  return (await Promise.resolve().then(() => __toESM(require_lib2(), 1))).default;
+}
+function validateConnectOptions(ssh2, options) {
   const port2 = options.port ?? DEFAULT_PORT;
   if (!Number.isInteger(port2) || port2 < 1 || port2 > 65535) {
     throw new InputError(`invalid ssh port ${port2}`, "give a port between 1 and 65535");
@@ -34231,7 +34234,7 @@ function validateConnectOptions(options) {
   if (policy !== "strict" && policy !== "accept-new") {
     throw new InputError(`invalid host key policy '${policy}'`, "use 'strict' or 'accept-new'");
   }
-  assertUsablePrivateKey(options.privateKey, name);
+  assertUsablePrivateKey(ssh2, options.privateKey, name);
   return {
     host: options.host,
     port: port2,
@@ -34242,8 +34245,8 @@ function validateConnectOptions(options) {
     name
   };
 }
-function assertUsablePrivateKey(privateKey, name) {
-  const parsed = import_ssh2.default.utils.parseKey(privateKey);
+function assertUsablePrivateKey(ssh2, privateKey, name) {
+  const parsed = ssh2.utils.parseKey(privateKey);
   const hint = "give the full text of an unencrypted OpenSSH private key (from -----BEGIN to -----END), whose public key is in the user's authorized_keys";
   if (parsed instanceof Error) {
     throw new InputError(`the ssh private key for ${name} is not usable: ${parsed.message}`, hint);
@@ -34361,9 +34364,14 @@ function assertMode(mode) {
 // src/looker/control.ts
 import { posix as posix3 } from "node:path";
 
+// src/runtime/http-request.ts
+async function requestLooker(scheme, options) {
+  if (scheme === "https")
+    return (await import("node:https")).request({ ...options, rejectUnauthorized: false });
+  return (await import("node:http")).request(options);
+}
+
 // src/looker/alive.ts
-import http from "node:http";
-import https from "node:https";
 async function probeAlive(target, timeoutMs = 3e3) {
   const schemes = target.scheme ? [target.scheme] : ["https", "http"];
   for (const scheme of schemes) {
@@ -34382,19 +34390,10 @@ async function waitForAlive(target, options) {
   }
   return false;
 }
-function getStatus(scheme, target, timeoutMs) {
+async function getStatus(scheme, target, timeoutMs) {
+  const options = { host: target.host, port: target.port, path: "/alive", method: "GET", timeout: timeoutMs };
+  const request2 = await requestLooker(scheme, options);
   return new Promise((resolve5, reject) => {
-    const options = {
-      host: target.host,
-      port: target.port,
-      path: "/alive",
-      method: "GET",
-      timeout: timeoutMs
-    };
-    const request2 = scheme === "https" ? (
-      // Looker's default certificate is self-signed; /alive carries no secret, so the check does not verify it.
-      https.request({ ...options, rejectUnauthorized: false })
-    ) : http.request(options);
     request2.on("response", (response) => {
       response.resume();
       resolve5(response.statusCode ?? 0);
@@ -34982,8 +34981,6 @@ function pickDump(dumps, productionDatabase) {
 }
 
 // src/drill/http-checks.ts
-import http2 from "node:http";
-import https2 from "node:https";
 var REQUEST_TIMEOUT_MS = 15e3;
 var MAX_BODY_BYTES = 1 << 20;
 async function checkApiLogin(target, clientId, clientSecret) {
@@ -35045,21 +35042,14 @@ function isNotTls(error) {
   const message = error.message ?? "";
   return code.startsWith("ERR_SSL") || code === "EPROTO" || code === "ECONNRESET" || /wrong version number|packet length/i.test(message);
 }
-function send(scheme, target, method, path, options) {
+async function send(scheme, target, method, path, options) {
+  const headers = {
+    ...options.headers,
+    ...options.body === void 0 ? {} : { "content-length": Buffer.byteLength(options.body) }
+  };
+  const common = { host: target.host, port: target.port, path, method, headers, timeout: REQUEST_TIMEOUT_MS };
+  const req = await requestLooker(scheme, common);
   return new Promise((resolve5, reject) => {
-    const headers = {
-      ...options.headers,
-      ...options.body === void 0 ? {} : { "content-length": Buffer.byteLength(options.body) }
-    };
-    const common = {
-      host: target.host,
-      port: target.port,
-      path,
-      method,
-      headers,
-      timeout: REQUEST_TIMEOUT_MS
-    };
-    const req = scheme === "https" ? https2.request({ ...common, rejectUnauthorized: false }) : http2.request(common);
     req.on("response", (response) => {
       const chunks = [];
       let size = 0;

@@ -3,9 +3,8 @@
  * user's own URL checks. Like /alive, HTTPS is tried first (real Looker's certificate is self-signed on a drill
  * host, so it is not verified) and plain HTTP is used when the port does not speak TLS (the simulator, a proxy).
  */
-import http from "node:http";
-import https from "node:https";
 import { LookerError } from "../errors.js";
+import { requestLooker } from "../runtime/http-request.js";
 
 export interface HttpTarget {
   readonly host: string;
@@ -106,28 +105,20 @@ function isNotTls(error: unknown): boolean {
   );
 }
 
-function send(
+async function send(
   scheme: "http" | "https",
   target: HttpTarget,
   method: string,
   path: string,
   options: { body?: string; headers?: Record<string, string> },
 ): Promise<HttpAnswer> {
+  const headers = {
+    ...options.headers,
+    ...(options.body === undefined ? {} : { "content-length": Buffer.byteLength(options.body) }),
+  };
+  const common = { host: target.host, port: target.port, path, method, headers, timeout: REQUEST_TIMEOUT_MS };
+  const req = await requestLooker(scheme, common);
   return new Promise((resolve, reject) => {
-    const headers = {
-      ...options.headers,
-      ...(options.body === undefined ? {} : { "content-length": Buffer.byteLength(options.body) }),
-    };
-    const common = {
-      host: target.host,
-      port: target.port,
-      path,
-      method,
-      headers,
-      timeout: REQUEST_TIMEOUT_MS,
-    };
-    const req =
-      scheme === "https" ? https.request({ ...common, rejectUnauthorized: false }) : http.request(common);
     req.on("response", (response) => {
       const chunks: Buffer[] = [];
       let size = 0;

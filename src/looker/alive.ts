@@ -3,8 +3,7 @@
  * with a self-signed certificate by default; a plain-HTTP front (or the simulator) answers HTTP. We probe HTTPS first
  * and fall back to HTTP when the port does not speak TLS, so one setting fits both.
  */
-import http from "node:http";
-import https from "node:https";
+import { requestLooker } from "../runtime/http-request.js";
 
 export interface AliveTarget {
   readonly host: string;
@@ -37,20 +36,11 @@ export async function waitForAlive(
   return false;
 }
 
-function getStatus(scheme: "http" | "https", target: AliveTarget, timeoutMs: number): Promise<number> {
+async function getStatus(scheme: "http" | "https", target: AliveTarget, timeoutMs: number): Promise<number> {
+  // /alive carries no secret: an unverified certificate (Looker's default is self-signed) is fine here.
+  const options = { host: target.host, port: target.port, path: "/alive", method: "GET", timeout: timeoutMs };
+  const request = await requestLooker(scheme, options);
   return new Promise((resolve, reject) => {
-    const options = {
-      host: target.host,
-      port: target.port,
-      path: "/alive",
-      method: "GET",
-      timeout: timeoutMs,
-    };
-    const request =
-      scheme === "https"
-        ? // Looker's default certificate is self-signed; /alive carries no secret, so the check does not verify it.
-          https.request({ ...options, rejectUnauthorized: false })
-        : http.request(options);
     request.on("response", (response) => {
       response.resume();
       resolve(response.statusCode ?? 0);

@@ -10,7 +10,6 @@ import { posix } from "node:path";
 import type { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import type { Client, ClientChannel, ConnectConfig, ServerHostKeyAlgorithm } from "ssh2";
-import ssh2 from "ssh2";
 import { InputError, LookerBackupError } from "../errors.js";
 import {
   assertEnvName,
@@ -109,7 +108,8 @@ export class SshHost implements Host {
   }
 
   static async connect(options: SshConnectOptions): Promise<SshHost> {
-    const settings = validateConnectOptions(options);
+    const ssh2 = await loadSsh2();
+    const settings = validateConnectOptions(ssh2, options);
     const known = parseKnownHosts(options.knownHosts);
     const client = new ssh2.Client();
     const verifier = hostKeyVerifier(settings, known, options);
@@ -462,7 +462,17 @@ interface ConnectSettings {
   name: string;
 }
 
-function validateConnectOptions(options: SshConnectOptions): ConnectSettings {
+/**
+ * ssh2 is loaded on first use: only the drill and cluster runs connect anywhere, and evaluating it (with the node
+ * modules it pulls in) cost every command ~25 ms of start-up, a few per cent of a small backup or restore.
+ */
+async function loadSsh2(): Promise<Ssh2> {
+  return (await import("ssh2")).default;
+}
+
+type Ssh2 = typeof import("ssh2");
+
+function validateConnectOptions(ssh2: Ssh2, options: SshConnectOptions): ConnectSettings {
   const port = options.port ?? DEFAULT_PORT;
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new InputError(`invalid ssh port ${port}`, "give a port between 1 and 65535");
@@ -474,7 +484,7 @@ function validateConnectOptions(options: SshConnectOptions): ConnectSettings {
   if (policy !== "strict" && policy !== "accept-new") {
     throw new InputError(`invalid host key policy '${policy as string}'`, "use 'strict' or 'accept-new'");
   }
-  assertUsablePrivateKey(options.privateKey, name);
+  assertUsablePrivateKey(ssh2, options.privateKey, name);
   return {
     host: options.host,
     port,
@@ -487,7 +497,7 @@ function validateConnectOptions(options: SshConnectOptions): ConnectSettings {
 }
 
 /** Parses the key up front so a bad secret gets a clear message (never one that quotes the key). */
-function assertUsablePrivateKey(privateKey: string | Buffer, name: string): void {
+function assertUsablePrivateKey(ssh2: Ssh2, privateKey: string | Buffer, name: string): void {
   const parsed = ssh2.utils.parseKey(privateKey);
   const hint =
     "give the full text of an unencrypted OpenSSH private key (from -----BEGIN to -----END), " +
