@@ -28669,6 +28669,7 @@ function alignedHeaderChecksum(block) {
 }
 
 // src/archive/pack.ts
+var MAX_FILES_BEING_READ = 64;
 var DEFAULT_PACK_CHUNK_SIZE = 1 << 20;
 var ZEROS = Buffer.alloc(64 * 1024);
 var OPEN_FILE = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
@@ -28723,6 +28724,8 @@ var ArchivePacker = class {
         if (this.out.isFull) yield* this.out.takeFull();
         const hashing = this.digester.whenReady();
         if (hashing !== void 0) await hashing;
+        if (this.openFileCount >= MAX_FILES_BEING_READ)
+          await this.filesBeingRead.until(MAX_FILES_BEING_READ - 1);
         this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
       }
     }

@@ -68,6 +68,8 @@ export interface PackResult {
   readonly bytesIn: number;
 }
 
+/** Files kept open at once for FileBlocks not read yet (the default soft limit of descriptors is often 1024). */
+const MAX_FILES_BEING_READ = 64;
 /** Output chunk size when the caller gives no allocator; also the largest single read then. */
 export const DEFAULT_PACK_CHUNK_SIZE = 1 << 20;
 const ZEROS = Buffer.alloc(64 * 1024);
@@ -130,6 +132,10 @@ export class ArchivePacker {
         if (this.out.isFull) yield* this.out.takeFull();
         const hashing = this.digester.whenReady();
         if (hashing !== undefined) await hashing;
+        // A file stays open until the compressor has read its blocks: a home of many 4-8 MiB files must not run
+        // the process out of descriptors while they wait.
+        if (this.openFileCount >= MAX_FILES_BEING_READ)
+          await this.filesBeingRead.until(MAX_FILES_BEING_READ - 1);
         this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
       }
     }

@@ -78,7 +78,8 @@ const MAX_WAITING_FRAMES_IN_BLOCKS = 0.5;
 const FILE_BLOCKS_AHEAD_PER_THREAD = 2;
 /**
  * File blocks queued and not yet given to a thread: how far (in blocks) the writer may run ahead of the threads
- * (1 GiB of big files). They cost no memory, but each file among them stays open: at most this many descriptors.
+ * (1 GiB of big files). They cost no memory; the files they come from stay open until read (the backup's packer
+ * keeps at most 64 of those open).
  */
 const MAX_QUEUED_FILE_BLOCKS = 256;
 const MIN_BLOCK_SIZE = 64 * 1024;

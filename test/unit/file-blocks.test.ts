@@ -3,8 +3,8 @@
  * packer can go on to the next files. The archive must come out byte for byte as if the packer had read them.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, fstatSync, openSync, readdirSync, readSync, truncateSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { closeSync, fstatSync, openSync, readdirSync, readlinkSync, readSync, truncateSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
@@ -12,7 +12,7 @@ import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { CatalogEntry } from "../../src/archive/catalog.js";
-import { WorkerDigester } from "../../src/archive/file-digests.js";
+import { type FileDigester, WorkerDigester } from "../../src/archive/file-digests.js";
 import { ArchivePacker, type StreamPiece } from "../../src/archive/pack.js";
 import { readBody, readTar } from "../../src/archive/tar-reader.js";
 import { BlockPool } from "../../src/compress/block-pool.js";
@@ -42,6 +42,30 @@ function patterned(size: number, seed: number): Buffer {
 function openFileDescriptors(): number {
   return readdirSync("/proc/self/fd").length;
 }
+
+/** Descriptors of this process open on files in `dir` (threads starting meanwhile open others). */
+function openFilesUnder(dir: string): number {
+  let count = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)) count++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return count;
+}
+
+/** A digester that keeps no pace of its own (for what the packer alone does); its digests are not looked at. */
+const digestingNothing: FileDigester = {
+  update: () => {},
+  end: () => {},
+  handOver: () => {},
+  whenReady: () => undefined,
+  later: () => () => {},
+  drain: async () => {},
+  close: async () => {},
+};
 
 /** A file block as a compressor sees it, counting how it was settled. */
 function fileBlock(fd: number, position: number, settled: { filled: number[]; dropped: number }): FileBlock {
@@ -209,13 +233,15 @@ describe("the packer with file blocks", () => {
     /** Read every block only once the packer has gone as far as it can (past the rest of its file, at least). */
     allLate?: boolean;
     beforeFill?: (block: FileBlock) => void;
+    /** Default: the digest thread. */
+    digester?: FileDigester;
   }) {
     const pool = new BlockPool(BLOCK, { shared: true });
     const packer = new ArchivePacker({
       entries: streamSelection({ home, manifest }).batches,
       meta: { test: true },
       allocateChunk: () => pool.take(),
-      createDigester: (listener) => new WorkerDigester(listener, pool),
+      createDigester: (listener) => options.digester ?? new WorkerDigester(listener, pool),
       fileBlockSize: options.fileBlocks ? BLOCK : undefined,
     });
     const parts: Buffer[] = [];
@@ -304,6 +330,31 @@ describe("the packer with file blocks", () => {
       expect(entry.warning).toBe("home/looker/big-4.bin changed while it was read");
     } finally {
       await writeFile(victim, original);
+    }
+  });
+
+  it("keeps at most 64 files open for blocks not read yet, however many big files come in a row", async () => {
+    const many = join(home, "looker/many");
+    await mkdir(many);
+    try {
+      // 100 files of two blocks: each holds at least one whole chunk, whatever its offset in the stream.
+      await Promise.all(
+        Array.from({ length: 100 }, (_, i) => writeFile(join(many, `f${i}.bin`), patterned(2 * BLOCK, i))),
+      );
+      let mostOpen = 0;
+      const result = await pack({
+        fileBlocks: true,
+        allLate: true, // nothing is read while the packer can go on: only its own bound may stop it
+        beforeFill: () => {
+          mostOpen = Math.max(mostOpen, openFilesUnder(home));
+        },
+        digester: digestingNothing, // the digest thread's backpressure would stop it first
+      });
+      expect(result.fileBlocks).toBeGreaterThanOrEqual(100);
+      expect(mostOpen).toBe(64);
+      expect(result.warnings).toEqual([]);
+    } finally {
+      await rm(many, { recursive: true, force: true });
     }
   });
 
