@@ -2,11 +2,13 @@
  * Promise: a cancelled backup cleans up (aborts its pending archive) and settles as cancelled even when a stage of
  * the pipeline never finishes closing. The stage here is the store's stream, standing in for an upload that hangs.
  */
+import { readdirSync, readlinkSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { liveZstdWorkerThreads } from "../../src/compress/zstd.js";
 import { runBackup } from "../../src/engine/backup.js";
 import type { Store } from "../../src/store/store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
@@ -72,4 +74,36 @@ describe("a cancelled backup", () => {
     await expect(running).rejects.toThrow(/abort/i);
     expect(events).toContain("abort");
   });
+
+  it("closes every file of the home it held open, big files' blocks queued for compression included", async () => {
+    const events: string[] = [];
+    const controller = new AbortController();
+    const running = runBackup({
+      home,
+      instance: "cancel",
+      recipients: [RECIPIENT],
+      store: hangingStore(events),
+      signal: controller.signal,
+    });
+    // The store stops taking data after two writes: the pipeline stalls with the home's big files open for blocks
+    // the zstd threads have not read yet.
+    await vi.waitFor(() => expect(openFilesUnder(home)).toBeGreaterThan(0), { timeout: 10_000 });
+    controller.abort();
+    await expect(running).rejects.toThrow(/abort/i);
+    await vi.waitFor(() => expect(openFilesUnder(home)).toBe(0), { timeout: 10_000 });
+    await vi.waitFor(() => expect(liveZstdWorkerThreads()).toBe(0), { timeout: 10_000 });
+  });
 });
+
+/** Descriptors of this process open on files below `dir`. */
+function openFilesUnder(dir: string): number {
+  let count = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)) count++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return count;
+}
