@@ -28700,6 +28700,17 @@ var ArchivePacker = class {
   /** Files whose FileBlocks are not all read yet; the catalog waits for them (their digests, their warnings). */
   filesBeingRead = new BacklogWaiters(() => this.openFileCount);
   openFileCount = 0;
+  /** What a FileBeingRead tells the packer: one object for all files (a home has 100,000 of them). */
+  fileEvents = {
+    read: (file, catalogEntry) => {
+      if (file.shrank || changedWhileRead(file.entry.stats, fstatSync(file.fd)))
+        this.warn(catalogEntry, `${file.entry.archivePath} changed while it was read`);
+    },
+    closed: () => {
+      this.openFileCount--;
+      this.filesBeingRead.wake();
+    }
+  };
   result() {
     return { catalog: this.catalog, warnings: this.warnings, bytesIn: this.bytesIn };
   }
@@ -28764,10 +28775,7 @@ var ArchivePacker = class {
     const fd = this.attempt(entry2, () => openSync(entry2.sourcePath, OPEN_FILE));
     if (fd === void 0) return;
     this.openFileCount++;
-    const file = new FileBeingRead(fd, () => {
-      this.openFileCount--;
-      this.filesBeingRead.wake();
-    });
+    const file = new FileBeingRead(fd, entry2, this.fileEvents);
     try {
       yield* this.fileBody(entry2, file);
     } finally {
@@ -28809,14 +28817,13 @@ var ArchivePacker = class {
         this.options.signal?.throwIfAborted();
       }
     }
-    const shrank = offset < size;
-    if (shrank) this.writeZeros(size - offset, fileId);
+    if (offset < size) {
+      file.shrank = true;
+      this.writeZeros(size - offset, fileId);
+    }
     this.digester.end(fileId);
     this.out.write(padding(size));
-    file.finish((blockShrank) => {
-      const changed = shrank || blockShrank || changedWhileRead(entry2.stats, fstatSync(file.fd));
-      if (changed) this.warn(catalogEntry, `${entry2.archivePath} changed while it was read`);
-    });
+    file.finish(catalogEntry);
   }
   writeZeros(length, fileId) {
     for (let left = length; left > 0; ) {
@@ -28879,7 +28886,7 @@ var ArchivePacker = class {
       encodeHeaderView({ path: CATALOG_PATH, type: "file", size, mode: 384, uid: 0, gid: 0, mtime: now })
     );
     for (const entry2 of this.catalog) {
-      this.out.write(Buffer.from(catalogLine(entry2)));
+      this.out.writeString(catalogLine(entry2));
       if (this.out.isFull) yield* this.out.takeFull();
     }
     this.out.write(padding(size));
@@ -28979,6 +28986,12 @@ var ChunkAssembler = class {
       this.commit(copied);
     }
   }
+  /** UTF-8 text, encoded straight into the chunk when it surely fits (no buffer of its own). */
+  writeString(text) {
+    const { buffer, start, room } = this.space();
+    if (text.length * 3 <= room) this.commit(buffer.write(text, start));
+    else this.write(Buffer.from(text));
+  }
   *takeFull() {
     while (this.full.length > 0) {
       const chunk = this.full.shift();
@@ -28997,17 +29010,21 @@ var ChunkAssembler = class {
   }
 };
 var FileBeingRead = class {
-  constructor(fd, onClosed) {
+  constructor(fd, entry2, events) {
     this.fd = fd;
-    this.onClosed = onClosed;
+    this.entry = entry2;
+    this.events = events;
   }
   fd;
-  onClosed;
+  entry;
+  events;
   /** The packer, until finish or abandon, and each FileBlock until it is filled or dropped. */
   holders = 1;
   packerDone = false;
-  blockShrank = false;
-  check;
+  /** Fewer bytes than the selection saw: read by the packer, or by a block. */
+  shrank = false;
+  /** Set by finish: the file is to be checked once read (not when abandoned). */
+  catalogEntry;
   /** A whole block of the file, read by the compressor; `fill` gets its bytes (the digest). */
   block(position, length, fill) {
     this.holders++;
@@ -29015,7 +29032,7 @@ var FileBeingRead = class {
     const settle2 = (bytes, bytesRead) => {
       if (settled) return;
       settled = true;
-      if (bytesRead < length) this.blockShrank = true;
+      if (bytesRead < length) this.shrank = true;
       try {
         fill(bytes);
       } finally {
@@ -29030,11 +29047,11 @@ var FileBeingRead = class {
       dropped: () => settle2(void 0, length)
     };
   }
-  /** All of the file was written or handed on: `check` runs once every block is read too. */
-  finish(check) {
+  /** All of the file was written or handed on: it is checked once every block is read too. */
+  finish(catalogEntry) {
     if (this.packerDone) return;
     this.packerDone = true;
-    this.check = check;
+    this.catalogEntry = catalogEntry;
     this.release();
   }
   /** The packer stopped (an error, a cancel): close without checking, once no block is being read. */
@@ -29046,10 +29063,10 @@ var FileBeingRead = class {
   release() {
     if (--this.holders > 0) return;
     try {
-      this.check?.(this.blockShrank);
+      if (this.catalogEntry !== void 0) this.events.read(this, this.catalogEntry);
     } finally {
       closeSync(this.fd);
-      this.onClosed();
+      this.events.closed();
     }
   }
 };

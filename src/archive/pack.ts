@@ -92,6 +92,17 @@ export class ArchivePacker {
   /** Files whose FileBlocks are not all read yet; the catalog waits for them (their digests, their warnings). */
   private readonly filesBeingRead = new BacklogWaiters(() => this.openFileCount);
   private openFileCount = 0;
+  /** What a FileBeingRead tells the packer: one object for all files (a home has 100,000 of them). */
+  private readonly fileEvents: FileEvents = {
+    read: (file, catalogEntry) => {
+      if (file.shrank || changedWhileRead(file.entry.stats, fstatSync(file.fd)))
+        this.warn(catalogEntry, `${file.entry.archivePath} changed while it was read`);
+    },
+    closed: () => {
+      this.openFileCount--;
+      this.filesBeingRead.wake();
+    },
+  };
 
   constructor(private readonly options: PackOptions) {
     const listener: DigestListener = (fileId, sha256) => {
@@ -177,10 +188,7 @@ export class ArchivePacker {
     const fd = this.attempt(entry, () => openSync(entry.sourcePath, OPEN_FILE));
     if (fd === undefined) return;
     this.openFileCount++;
-    const file = new FileBeingRead(fd, () => {
-      this.openFileCount--;
-      this.filesBeingRead.wake();
-    });
+    const file = new FileBeingRead(fd, entry, this.fileEvents);
     try {
       yield* this.fileBody(entry, file);
     } finally {
@@ -224,15 +232,13 @@ export class ArchivePacker {
       }
     }
     // The file shrank under us: pad with zeros so the archive stays well-formed, and say so.
-    const shrank = offset < size;
-    if (shrank) this.writeZeros(size - offset, fileId);
+    if (offset < size) {
+      file.shrank = true;
+      this.writeZeros(size - offset, fileId);
+    }
     this.digester.end(fileId);
     this.out.write(padding(size));
-    // Once its blocks are read too (now, unless the compressor still has some to read).
-    file.finish((blockShrank) => {
-      const changed = shrank || blockShrank || changedWhileRead(entry.stats, fstatSync(file.fd));
-      if (changed) this.warn(catalogEntry, `${entry.archivePath} changed while it was read`);
-    });
+    file.finish(catalogEntry); // checked once its blocks are read too: now, unless the compressor has some left
   }
 
   private writeZeros(length: number, fileId: number): void {
@@ -299,7 +305,7 @@ export class ArchivePacker {
       encodeHeaderView({ path: CATALOG_PATH, type: "file", size, mode: 0o600, uid: 0, gid: 0, mtime: now }),
     );
     for (const entry of this.catalog) {
-      this.out.write(Buffer.from(catalogLine(entry)));
+      this.out.writeString(catalogLine(entry));
       if (this.out.isFull) yield* this.out.takeFull();
     }
     this.out.write(padding(size));
@@ -416,6 +422,13 @@ class ChunkAssembler {
     }
   }
 
+  /** UTF-8 text, encoded straight into the chunk when it surely fits (no buffer of its own). */
+  writeString(text: string): void {
+    const { buffer, start, room } = this.space();
+    if (text.length * 3 <= room) this.commit(buffer.write(text, start));
+    else this.write(Buffer.from(text));
+  }
+
   *takeFull(): Generator<StreamPiece> {
     while (this.full.length > 0) {
       const chunk = this.full.shift()!;
@@ -435,6 +448,13 @@ class ChunkAssembler {
   }
 }
 
+/** How a FileBeingRead reports to its packer. */
+interface FileEvents {
+  /** All of the file is read (its blocks too): check whether it changed meanwhile. */
+  read(file: FileBeingRead, catalogEntry: CatalogEntry): void;
+  closed(): void;
+}
+
 /**
  * An open file being archived. Its descriptor is closed once the packer and every FileBlock of it are done with
  * it; the check whether the file changed while it was read runs just before, when all of its bytes are read.
@@ -443,12 +463,15 @@ class FileBeingRead {
   /** The packer, until finish or abandon, and each FileBlock until it is filled or dropped. */
   private holders = 1;
   private packerDone = false;
-  private blockShrank = false;
-  private check: ((blockShrank: boolean) => void) | undefined;
+  /** Fewer bytes than the selection saw: read by the packer, or by a block. */
+  shrank = false;
+  /** Set by finish: the file is to be checked once read (not when abandoned). */
+  private catalogEntry: CatalogEntry | undefined;
 
   constructor(
     readonly fd: number,
-    private readonly onClosed: () => void,
+    readonly entry: SelectedEntry,
+    private readonly events: FileEvents,
   ) {}
 
   /** A whole block of the file, read by the compressor; `fill` gets its bytes (the digest). */
@@ -458,7 +481,7 @@ class FileBeingRead {
     const settle = (bytes: Buffer | undefined, bytesRead: number) => {
       if (settled) return; // called once; a second call must not close the descriptor twice
       settled = true;
-      if (bytesRead < length) this.blockShrank = true;
+      if (bytesRead < length) this.shrank = true;
       try {
         fill(bytes);
       } finally {
@@ -474,11 +497,11 @@ class FileBeingRead {
     };
   }
 
-  /** All of the file was written or handed on: `check` runs once every block is read too. */
-  finish(check: (blockShrank: boolean) => void): void {
+  /** All of the file was written or handed on: it is checked once every block is read too. */
+  finish(catalogEntry: CatalogEntry): void {
     if (this.packerDone) return;
     this.packerDone = true;
-    this.check = check;
+    this.catalogEntry = catalogEntry;
     this.release();
   }
 
@@ -492,10 +515,10 @@ class FileBeingRead {
   private release(): void {
     if (--this.holders > 0) return;
     try {
-      this.check?.(this.blockShrank);
+      if (this.catalogEntry !== undefined) this.events.read(this, this.catalogEntry);
     } finally {
       closeSync(this.fd);
-      this.onClosed();
+      this.events.closed();
     }
   }
 }
