@@ -29041,6 +29041,7 @@ var FileBeingRead = class {
     };
     return {
       fd: this.fd,
+      path: this.entry.sourcePath,
       position,
       length,
       filled: (memory, bytesRead) => settle2(Buffer.from(memory, 0, length), bytesRead),
@@ -29146,6 +29147,13 @@ var BlockPool = class {
 };
 
 // src/compress/file-block.ts
+var READ_FAILED = "read failed: ";
+function fileBlockReadError(block, detail2, cause) {
+  return new LookerBackupError(`cannot read ${block.path}: ${detail2}`, {
+    hint: "check the disk and the file; the previous archives are left as they were",
+    cause
+  });
+}
 function isFileBlock(chunk) {
   return typeof chunk === "object" && chunk !== null && !Buffer.isBuffer(chunk) && "fd" in chunk;
 }
@@ -29197,6 +29205,7 @@ const { parentPort, workerData } = require("node:worker_threads");
 const { zstdCompressSync, constants } = require("node:zlib");
 const { readSync } = require("node:fs");
 const readFileBlock = ${readFileBlock.toString()};
+const READ_FAILED = ${JSON.stringify(READ_FAILED)};
 
 const params = {
   [constants.ZSTD_c_compressionLevel]: workerData.level,
@@ -29219,7 +29228,13 @@ parentPort.on("message", ({ id, input, length, read }) => {
   let frameLength;
   let bytesRead;
   try {
-    if (read) bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
+    if (read) {
+      try {
+        bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
+      } catch (error) {
+        throw new Error(READ_FAILED + String((error && error.message) || error));
+      }
+    }
     const chunkSize = outputChunkSize(length);
     const output = zstdCompressSync(Buffer.from(input, 0, length), { params, pledgedSrcSize: length, chunkSize });
     frameLength = output.byteLength;
@@ -29269,7 +29284,7 @@ var InlineEngine = class {
             length
           );
       } catch (error) {
-        reject(compressionFailed(error.message, error));
+        reject(compressionFailed(`${READ_FAILED}${error.message}`, error));
         return;
       }
       zstdCompress(Buffer.from(input, 0, length), frameOptions(this.level, length), (error, frame) => {
@@ -29368,8 +29383,15 @@ var PoolWorker = class {
   }
 };
 function compressionFailed(detail2, cause) {
-  return new LookerBackupError(`zstd compression failed: ${detail2}`, { cause });
+  return new CompressionError(detail2, cause);
 }
+var CompressionError = class extends LookerBackupError {
+  constructor(detail2, cause) {
+    super(`zstd compression failed: ${detail2}`, { cause });
+    this.detail = detail2;
+  }
+  detail;
+};
 
 // src/compress/zstd-frames.ts
 var ZSTD_MAGIC = 4247762216;
@@ -29726,7 +29748,10 @@ var ZstdBlockCompressStream = class extends Transform {
       const { sequence, block } = next;
       this.jobsAtEngine++;
       const read = { fd: block.fd, position: block.position };
-      const compressed = this.engineFor(false).compress(this.pool.take().buffer, block.length, read);
+      const compressed = this.engineFor(false).compress(this.pool.take().buffer, block.length, read).catch((error) => {
+        const readFailed = error instanceof CompressionError && error.detail.startsWith(READ_FAILED);
+        throw readFailed ? fileBlockReadError(block, error.detail.slice(READ_FAILED.length), error) : error;
+      });
       compressed.then(
         ({ input, bytesRead }) => block.filled(input, bytesRead ?? 0),
         () => block.dropped()

@@ -490,6 +490,7 @@ class FileBeingRead {
     };
     return {
       fd: this.fd,
+      path: this.entry.sourcePath,
       position,
       length,
       filled: (memory, bytesRead) => settle(Buffer.from(memory, 0, length), bytesRead),

@@ -7,11 +7,14 @@
  * With a big file's whole blocks left to the compressor, the packer lists them without reading (a few bytes each)
  * and goes on to the small files while the zstd threads are still on the big ones. The two phases overlap.
  */
+import { LookerBackupError } from "../errors.js";
 import type { BlockMemory } from "./block-pool.js";
 
 export interface FileBlock {
   /** Open for reading by whoever made the block, and kept open until `filled` or `dropped` was called. */
   readonly fd: number;
+  /** The file's path, for a message if it cannot be read. */
+  readonly path: string;
   readonly position: number;
   /** Always one whole block of the compressor's block size. */
   readonly length: number;
@@ -23,6 +26,17 @@ export interface FileBlock {
   filled(memory: BlockMemory, bytesRead: number): void;
   /** The block will not be read: the stream failed or was destroyed first. */
   dropped(): void;
+}
+
+/** Reading a block failed (not compressing it): the message a thread sends back, marked as such. */
+export const READ_FAILED = "read failed: ";
+
+/** A read that failed in a compressing thread, said as a read of the file: a failing disk must name the file. */
+export function fileBlockReadError(block: FileBlock, detail: string, cause?: unknown): LookerBackupError {
+  return new LookerBackupError(`cannot read ${block.path}: ${detail}`, {
+    hint: "check the disk and the file; the previous archives are left as they were",
+    cause,
+  });
 }
 
 export function isFileBlock(chunk: unknown): chunk is FileBlock {

@@ -14,7 +14,7 @@ import { constants, type ZstdOptions, zstdCompress } from "node:zlib";
 import { LookerBackupError } from "../errors.js";
 import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
 import type { BlockMemory } from "./block-pool.js";
-import { readFileBlock } from "./file-block.js";
+import { READ_FAILED, readFileBlock } from "./file-block.js";
 import { ZSTD_WORKER_SOURCE } from "./zstd-worker.js";
 
 export interface CompressedBlock {
@@ -80,7 +80,7 @@ export class InlineEngine implements BlockEngine {
             length,
           );
       } catch (error) {
-        reject(compressionFailed((error as Error).message, error));
+        reject(compressionFailed(`${READ_FAILED}${(error as Error).message}`, error));
         return;
       }
       zstdCompress(Buffer.from(input, 0, length), frameOptions(this.level, length), (error, frame) => {
@@ -210,5 +210,15 @@ class PoolWorker {
 }
 
 function compressionFailed(detail: string, cause?: unknown): LookerBackupError {
-  return new LookerBackupError(`zstd compression failed: ${detail}`, { cause });
+  return new CompressionError(detail, cause);
+}
+
+/** Compressing a block failed; `detail` is the thread's own message (READ_FAILED first when the read failed). */
+export class CompressionError extends LookerBackupError {
+  constructor(
+    readonly detail: string,
+    cause?: unknown,
+  ) {
+    super(`zstd compression failed: ${detail}`, { cause });
+  }
 }

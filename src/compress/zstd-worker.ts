@@ -1,4 +1,4 @@
-import { readFileBlock } from "./file-block.js";
+import { READ_FAILED, readFileBlock } from "./file-block.js";
 
 /**
  * The code each zstd worker thread runs, kept as a string for `new Worker(source, { eval: true })`.
@@ -15,7 +15,8 @@ import { readFileBlock } from "./file-block.js";
  *   out: { id, input, frame: ArrayBuffer, frameLength, bytesRead } -> the frame is frame[0, frameLength);
  *                                                                   both buffers transferred, input for reuse;
  *                                                                   bytesRead: of the file, when read was given
- *        { id, input, error: string }                            -> compression failed
+ *        { id, input, error: string }                            -> compression failed, or the read
+ *                                                                   (then the error starts with READ_FAILED)
  * workerData: { level }.
  *
  * Memory: zlib writes into an output chunk we size to hold the whole frame, and that chunk's ArrayBuffer is
@@ -28,6 +29,7 @@ const { parentPort, workerData } = require("node:worker_threads");
 const { zstdCompressSync, constants } = require("node:zlib");
 const { readSync } = require("node:fs");
 const readFileBlock = ${readFileBlock.toString()};
+const READ_FAILED = ${JSON.stringify(READ_FAILED)};
 
 const params = {
   [constants.ZSTD_c_compressionLevel]: workerData.level,
@@ -50,7 +52,13 @@ parentPort.on("message", ({ id, input, length, read }) => {
   let frameLength;
   let bytesRead;
   try {
-    if (read) bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
+    if (read) {
+      try {
+        bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
+      } catch (error) {
+        throw new Error(READ_FAILED + String((error && error.message) || error));
+      }
+    }
     const chunkSize = outputChunkSize(length);
     const output = zstdCompressSync(Buffer.from(input, 0, length), { params, pledgedSrcSize: length, chunkSize });
     frameLength = output.byteLength;

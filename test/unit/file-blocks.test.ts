@@ -68,9 +68,15 @@ const digestingNothing: FileDigester = {
 };
 
 /** A file block as a compressor sees it, counting how it was settled. */
-function fileBlock(fd: number, position: number, settled: { filled: number[]; dropped: number }): FileBlock {
+function fileBlock(
+  fd: number,
+  position: number,
+  settled: { filled: number[]; dropped: number },
+  path = `fd ${fd}`,
+): FileBlock {
   return {
     fd,
+    path,
     position,
     length: BLOCK,
     filled: (_memory, bytesRead) => settled.filled.push(bytesRead),
@@ -146,6 +152,29 @@ describe("a compressor given file blocks", () => {
       closeSync(fd);
     }
   });
+
+  for (const workers of [1, 2]) {
+    it(`names the file when a block cannot be read (${workers} thread(s))`, async () => {
+      const fd = openSync(work, "r"); // a directory: reading it fails with EISDIR, as a failing disk fails with EIO
+      const settled = { filled: [] as number[], dropped: 0 };
+      try {
+        const run = pipeline(
+          Readable.from(
+            [Buffer.alloc(BLOCK), fileBlock(fd, 0, settled, "/home/looker/looker/.db/looker.data")],
+            {
+              objectMode: true,
+            },
+          ),
+          createZstdCompressStream({ blockSize: BLOCK, workers, fileBlocks: true }),
+          new Writable({ write: (_chunk, _encoding, done) => done() }),
+        );
+        await expect(run).rejects.toThrow(/^cannot read \/home\/looker\/looker\/\.db\/looker\.data: EISDIR/);
+        expect(settled).toEqual({ filled: [], dropped: 1 });
+      } finally {
+        closeSync(fd);
+      }
+    });
+  }
 
   it("refuses a file block that does not start a block, and lets it go", async () => {
     const settled = { filled: [] as number[], dropped: 0 };
