@@ -2,7 +2,6 @@
  * Promise: a cancelled backup cleans up (aborts its pending archive) and settles as cancelled even when a stage of
  * the pipeline never finishes closing. The stage here is the store's stream, standing in for an upload that hangs.
  */
-import { readdirSync, readlinkSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +11,7 @@ import { liveZstdWorkerThreads } from "../../src/compress/zstd.js";
 import { runBackup } from "../../src/engine/backup.js";
 import type { Store } from "../../src/store/store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
+import { openFilesUnder } from "../helpers/open-files.js";
 
 let work: string;
 let home: string;
@@ -58,17 +58,23 @@ function hangingStore(events: string[]): Store {
   };
 }
 
+/** A backup into a hangingStore, with the means to cancel it. */
+function cancellableBackup() {
+  const events: string[] = [];
+  const controller = new AbortController();
+  const running = runBackup({
+    home,
+    instance: "cancel",
+    recipients: [RECIPIENT],
+    store: hangingStore(events),
+    signal: controller.signal,
+  });
+  return { events, controller, running };
+}
+
 describe("a cancelled backup", () => {
   it("aborts its pending archive and settles even when the store's stream never closes", async () => {
-    const events: string[] = [];
-    const controller = new AbortController();
-    const running = runBackup({
-      home,
-      instance: "cancel",
-      recipients: [RECIPIENT],
-      store: hangingStore(events),
-      signal: controller.signal,
-    });
+    const { events, controller, running } = cancellableBackup();
     while (!events.includes("write")) await new Promise((r) => setTimeout(r, 5));
     controller.abort();
     await expect(running).rejects.toThrow(/abort/i);
@@ -76,15 +82,7 @@ describe("a cancelled backup", () => {
   });
 
   it("closes every file of the home it held open, big files' blocks queued for compression included", async () => {
-    const events: string[] = [];
-    const controller = new AbortController();
-    const running = runBackup({
-      home,
-      instance: "cancel",
-      recipients: [RECIPIENT],
-      store: hangingStore(events),
-      signal: controller.signal,
-    });
+    const { controller, running } = cancellableBackup();
     // The store stops taking data after two writes: the pipeline stalls with the home's big files open for blocks
     // the zstd threads have not read yet.
     await vi.waitFor(() => expect(openFilesUnder(home)).toBeGreaterThan(0), { timeout: 10_000 });
@@ -94,16 +92,3 @@ describe("a cancelled backup", () => {
     await vi.waitFor(() => expect(liveZstdWorkerThreads()).toBe(0), { timeout: 10_000 });
   });
 });
-
-/** Descriptors of this process open on files below `dir`. */
-function openFilesUnder(dir: string): number {
-  let count = 0;
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)) count++;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return count;
-}

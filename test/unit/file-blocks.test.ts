@@ -3,7 +3,7 @@
  * packer can go on to the next files. The archive must come out byte for byte as if the packer had read them.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, fstatSync, openSync, readdirSync, readlinkSync, readSync, truncateSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, truncateSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +21,7 @@ import { createZstdCompressStream, createZstdDecompressStream } from "../../src/
 import { resolveManifest } from "../../src/engine/backup.js";
 import { streamSelection } from "../../src/manifest/select.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
+import { openFileDescriptors, openFilesUnder } from "../helpers/open-files.js";
 
 const BLOCK = 64 * 1024;
 
@@ -37,23 +38,6 @@ function patterned(size: number, seed: number): Buffer {
   const out = Buffer.alloc(size);
   for (let i = 0; i + 4 <= size; i += 4) out.writeUInt32LE((i * 2654435761 + seed) >>> 0, i);
   return out;
-}
-
-function openFileDescriptors(): number {
-  return readdirSync("/proc/self/fd").length;
-}
-
-/** Descriptors of this process open on files in `dir` (threads starting meanwhile open others). */
-function openFilesUnder(dir: string): number {
-  let count = 0;
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)) count++;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return count;
 }
 
 /** A digester that keeps no pace of its own (for what the packer alone does); its digests are not looked at. */
