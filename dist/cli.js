@@ -29147,9 +29147,8 @@ var BlockPool = class {
 };
 
 // src/compress/file-block.ts
-var READ_FAILED = "read failed: ";
-function fileBlockReadError(block, detail2, cause) {
-  return new LookerBackupError(`cannot read ${block.path}: ${detail2}`, {
+function fileReadFailed(path, detail2, cause) {
+  return new LookerBackupError(`cannot read ${path}: ${detail2}`, {
     hint: "check the disk and the file; the previous archives are left as they were",
     cause
   });
@@ -29205,7 +29204,6 @@ const { parentPort, workerData } = require("node:worker_threads");
 const { zstdCompressSync, constants } = require("node:zlib");
 const { readSync } = require("node:fs");
 const readFileBlock = ${readFileBlock.toString()};
-const READ_FAILED = ${JSON.stringify(READ_FAILED)};
 
 const params = {
   [constants.ZSTD_c_compressionLevel]: workerData.level,
@@ -29227,13 +29225,12 @@ parentPort.on("message", ({ id, input, length, read }) => {
   let frame;
   let frameLength;
   let bytesRead;
+  let readFailed = false;
   try {
     if (read) {
-      try {
-        bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
-      } catch (error) {
-        throw new Error(READ_FAILED + String((error && error.message) || error));
-      }
+      readFailed = true;
+      bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
+      readFailed = false;
     }
     const chunkSize = outputChunkSize(length);
     const output = zstdCompressSync(Buffer.from(input, 0, length), { params, pledgedSrcSize: length, chunkSize });
@@ -29244,7 +29241,7 @@ parentPort.on("message", ({ id, input, length, read }) => {
         ? output.buffer
         : output.buffer.slice(output.byteOffset, output.byteOffset + frameLength);
   } catch (error) {
-    parentPort.postMessage({ id, input, error: String((error && error.message) || error) }, lent(input));
+    parentPort.postMessage({ id, input, error: String((error && error.message) || error), readFailed }, lent(input));
     return;
   }
   parentPort.postMessage({ id, input, frame, frameLength, bytesRead }, [...lent(input), frame]);
@@ -29274,8 +29271,8 @@ var InlineEngine = class {
   compress(input, length, read) {
     return new Promise((resolve5, reject) => {
       let bytesRead;
-      try {
-        if (read)
+      if (read) {
+        try {
           bytesRead = readFileBlock(
             readSync2,
             read.fd,
@@ -29283,9 +29280,10 @@ var InlineEngine = class {
             read.position,
             length
           );
-      } catch (error) {
-        reject(compressionFailed(`${READ_FAILED}${error.message}`, error));
-        return;
+        } catch (error) {
+          reject(fileReadFailed(read.path, error.message, error));
+          return;
+        }
       }
       zstdCompress(Buffer.from(input, 0, length), frameOptions(this.level, length), (error, frame) => {
         if (error) reject(compressionFailed(error.message, error));
@@ -29354,8 +29352,9 @@ var PoolWorker = class {
     const id = this.nextId++;
     return new Promise((resolve5, reject) => {
       if (this.pending.size === 0) this.thread.ref();
-      this.pending.set(id, { resolve: resolve5, reject, input });
-      this.thread.postMessage({ id, input, length, read }, input instanceof SharedArrayBuffer ? [] : [input]);
+      this.pending.set(id, { resolve: resolve5, reject, input, read });
+      const message = { id, input, length, read: read && { fd: read.fd, position: read.position } };
+      this.thread.postMessage(message, input instanceof SharedArrayBuffer ? [] : [input]);
     });
   }
   async terminate() {
@@ -29366,8 +29365,12 @@ var PoolWorker = class {
     if (job === void 0) return;
     this.pending.delete(reply.id);
     if (this.pending.size === 0) this.thread.unref();
-    if ("error" in reply) job.reject(compressionFailed(reply.error));
-    else {
+    if ("error" in reply) {
+      const { read } = job;
+      job.reject(
+        read && reply.readFailed ? fileReadFailed(read.path, reply.error) : compressionFailed(reply.error)
+      );
+    } else {
       const input = job.input instanceof SharedArrayBuffer ? job.input : reply.input;
       job.resolve({
         frame: Buffer.from(reply.frame, 0, reply.frameLength),
@@ -29383,15 +29386,8 @@ var PoolWorker = class {
   }
 };
 function compressionFailed(detail2, cause) {
-  return new CompressionError(detail2, cause);
+  return new LookerBackupError(`zstd compression failed: ${detail2}`, { cause });
 }
-var CompressionError = class extends LookerBackupError {
-  constructor(detail2, cause) {
-    super(`zstd compression failed: ${detail2}`, { cause });
-    this.detail = detail2;
-  }
-  detail;
-};
 
 // src/compress/zstd-frames.ts
 var ZSTD_MAGIC = 4247762216;
@@ -29747,11 +29743,8 @@ var ZstdBlockCompressStream = class extends Transform {
       this.queuedFileBlocks.shift();
       const { sequence, block } = next;
       this.jobsAtEngine++;
-      const read = { fd: block.fd, position: block.position };
-      const compressed = this.engineFor(false).compress(this.pool.take().buffer, block.length, read).catch((error) => {
-        const readFailed = error instanceof CompressionError && error.detail.startsWith(READ_FAILED);
-        throw readFailed ? fileBlockReadError(block, error.detail.slice(READ_FAILED.length), error) : error;
-      });
+      const read = { fd: block.fd, position: block.position, path: block.path };
+      const compressed = this.engineFor(false).compress(this.pool.take().buffer, block.length, read);
       compressed.then(
         ({ input, bytesRead }) => block.filled(input, bytesRead ?? 0),
         () => block.dropped()

@@ -28,12 +28,9 @@ export interface FileBlock {
   dropped(): void;
 }
 
-/** Reading a block failed (not compressing it): the message a thread sends back, marked as such. */
-export const READ_FAILED = "read failed: ";
-
-/** A read that failed in a compressing thread, said as a read of the file: a failing disk must name the file. */
-export function fileBlockReadError(block: FileBlock, detail: string, cause?: unknown): LookerBackupError {
-  return new LookerBackupError(`cannot read ${block.path}: ${detail}`, {
+/** A block's read failed in the thread compressing it, said as a read of the file: a failing disk must name it. */
+export function fileReadFailed(path: string, detail: string, cause?: unknown): LookerBackupError {
+  return new LookerBackupError(`cannot read ${path}: ${detail}`, {
     hint: "check the disk and the file; the previous archives are left as they were",
     cause,
   });

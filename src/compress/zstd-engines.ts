@@ -14,7 +14,7 @@ import { constants, type ZstdOptions, zstdCompress } from "node:zlib";
 import { LookerBackupError } from "../errors.js";
 import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
 import type { BlockMemory } from "./block-pool.js";
-import { READ_FAILED, readFileBlock } from "./file-block.js";
+import { fileReadFailed, readFileBlock } from "./file-block.js";
 import { ZSTD_WORKER_SOURCE } from "./zstd-worker.js";
 
 export interface CompressedBlock {
@@ -26,10 +26,11 @@ export interface CompressedBlock {
   readonly bytesRead?: number;
 }
 
-/** Where to fill a block from before compressing it (see file-block.ts). */
+/** Where to fill a block from before compressing it (see file-block.ts); the path names it if that fails. */
 export interface FileRead {
   readonly fd: number;
   readonly position: number;
+  readonly path: string;
 }
 
 export interface BlockEngine {
@@ -69,9 +70,9 @@ export class InlineEngine implements BlockEngine {
   compress(input: BlockMemory, length: number, read?: FileRead): Promise<CompressedBlock> {
     return new Promise((resolve, reject) => {
       let bytesRead: number | undefined;
-      try {
-        // One thread here: the read is the caller's, synchronous like the packer's own reads.
-        if (read)
+      // One thread here: the read is the caller's, synchronous like the packer's own reads.
+      if (read) {
+        try {
           bytesRead = readFileBlock(
             readSync,
             read.fd,
@@ -79,9 +80,10 @@ export class InlineEngine implements BlockEngine {
             read.position,
             length,
           );
-      } catch (error) {
-        reject(compressionFailed(`${READ_FAILED}${(error as Error).message}`, error));
-        return;
+        } catch (error) {
+          reject(fileReadFailed(read.path, (error as Error).message, error));
+          return;
+        }
       }
       zstdCompress(Buffer.from(input, 0, length), frameOptions(this.level, length), (error, frame) => {
         if (error) reject(compressionFailed(error.message, error));
@@ -139,11 +141,12 @@ interface PendingJob {
   reject: (error: Error) => void;
   /** What the caller lent; a shared block comes back from the thread as another object of the same memory. */
   input: BlockMemory;
+  read: FileRead | undefined;
 }
 
 type WorkerReply =
   | { id: number; input: BlockMemory; frame: ArrayBuffer; frameLength: number; bytesRead?: number }
-  | { id: number; input: BlockMemory; error: string };
+  | { id: number; input: BlockMemory; error: string; readFailed: boolean };
 
 class PoolWorker {
   private readonly thread: Worker;
@@ -176,9 +179,10 @@ class PoolWorker {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       if (this.pending.size === 0) this.thread.ref();
-      this.pending.set(id, { resolve, reject, input });
+      this.pending.set(id, { resolve, reject, input, read });
       // Shared memory is lent, not moved: the thread reads the same bytes and the caller keeps its object.
-      this.thread.postMessage({ id, input, length, read }, input instanceof SharedArrayBuffer ? [] : [input]);
+      const message = { id, input, length, read: read && { fd: read.fd, position: read.position } };
+      this.thread.postMessage(message, input instanceof SharedArrayBuffer ? [] : [input]);
     });
   }
 
@@ -191,8 +195,12 @@ class PoolWorker {
     if (job === undefined) return;
     this.pending.delete(reply.id);
     if (this.pending.size === 0) this.thread.unref();
-    if ("error" in reply) job.reject(compressionFailed(reply.error));
-    else {
+    if ("error" in reply) {
+      const { read } = job;
+      job.reject(
+        read && reply.readFailed ? fileReadFailed(read.path, reply.error) : compressionFailed(reply.error),
+      );
+    } else {
       const input = job.input instanceof SharedArrayBuffer ? job.input : reply.input;
       job.resolve({
         frame: Buffer.from(reply.frame, 0, reply.frameLength),
@@ -210,15 +218,5 @@ class PoolWorker {
 }
 
 function compressionFailed(detail: string, cause?: unknown): LookerBackupError {
-  return new CompressionError(detail, cause);
-}
-
-/** Compressing a block failed; `detail` is the thread's own message (READ_FAILED first when the read failed). */
-export class CompressionError extends LookerBackupError {
-  constructor(
-    readonly detail: string,
-    cause?: unknown,
-  ) {
-    super(`zstd compression failed: ${detail}`, { cause });
-  }
+  return new LookerBackupError(`zstd compression failed: ${detail}`, { cause });
 }

@@ -1,4 +1,4 @@
-import { READ_FAILED, readFileBlock } from "./file-block.js";
+import { readFileBlock } from "./file-block.js";
 
 /**
  * The code each zstd worker thread runs, kept as a string for `new Worker(source, { eval: true })`.
@@ -15,8 +15,8 @@ import { READ_FAILED, readFileBlock } from "./file-block.js";
  *   out: { id, input, frame: ArrayBuffer, frameLength, bytesRead } -> the frame is frame[0, frameLength);
  *                                                                   both buffers transferred, input for reuse;
  *                                                                   bytesRead: of the file, when read was given
- *        { id, input, error: string }                            -> compression failed, or the read
- *                                                                   (then the error starts with READ_FAILED)
+ *        { id, input, error: string, readFailed? }               -> compression failed, or (readFailed) the
+ *                                                                   read of the file before it
  * workerData: { level }.
  *
  * Memory: zlib writes into an output chunk we size to hold the whole frame, and that chunk's ArrayBuffer is
@@ -29,7 +29,6 @@ const { parentPort, workerData } = require("node:worker_threads");
 const { zstdCompressSync, constants } = require("node:zlib");
 const { readSync } = require("node:fs");
 const readFileBlock = ${readFileBlock.toString()};
-const READ_FAILED = ${JSON.stringify(READ_FAILED)};
 
 const params = {
   [constants.ZSTD_c_compressionLevel]: workerData.level,
@@ -51,13 +50,12 @@ parentPort.on("message", ({ id, input, length, read }) => {
   let frame;
   let frameLength;
   let bytesRead;
+  let readFailed = false;
   try {
     if (read) {
-      try {
-        bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
-      } catch (error) {
-        throw new Error(READ_FAILED + String((error && error.message) || error));
-      }
+      readFailed = true;
+      bytesRead = readFileBlock(readSync, read.fd, new Uint8Array(input, 0, length), read.position, length);
+      readFailed = false;
     }
     const chunkSize = outputChunkSize(length);
     const output = zstdCompressSync(Buffer.from(input, 0, length), { params, pledgedSrcSize: length, chunkSize });
@@ -68,7 +66,7 @@ parentPort.on("message", ({ id, input, length, read }) => {
         ? output.buffer
         : output.buffer.slice(output.byteOffset, output.byteOffset + frameLength);
   } catch (error) {
-    parentPort.postMessage({ id, input, error: String((error && error.message) || error) }, lent(input));
+    parentPort.postMessage({ id, input, error: String((error && error.message) || error), readFailed }, lent(input));
     return;
   }
   parentPort.postMessage({ id, input, frame, frameLength, bytesRead }, [...lent(input), frame]);

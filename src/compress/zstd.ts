@@ -16,15 +16,9 @@ import { finished } from "node:stream/promises";
 import { createZstdDecompress, type ZstdDecompress, zstdDecompress } from "node:zlib";
 import { InputError, IntegrityError } from "../errors.js";
 import { type BlockMemory, BlockPool } from "./block-pool.js";
-import { type FileBlock, fileBlockReadError, isFileBlock, READ_FAILED } from "./file-block.js";
+import { type FileBlock, isFileBlock } from "./file-block.js";
 import { handOver, releaseHandedOver } from "./release.js";
-import {
-  type BlockEngine,
-  type CompressedBlock,
-  CompressionError,
-  InlineEngine,
-  WorkerPool,
-} from "./zstd-engines.js";
+import { type BlockEngine, type CompressedBlock, InlineEngine, WorkerPool } from "./zstd-engines.js";
 import { ZstdFrameScanner } from "./zstd-frames.js";
 
 export { type BlockMemory, BlockPool } from "./block-pool.js";
@@ -306,13 +300,8 @@ class ZstdBlockCompressStream extends Transform {
       this.queuedFileBlocks.shift();
       const { sequence, block } = next;
       this.jobsAtEngine++;
-      const read = { fd: block.fd, position: block.position };
-      const compressed = this.engineFor(false)
-        .compress(this.pool.take().buffer, block.length, read)
-        .catch((error: unknown) => {
-          const readFailed = error instanceof CompressionError && error.detail.startsWith(READ_FAILED);
-          throw readFailed ? fileBlockReadError(block, error.detail.slice(READ_FAILED.length), error) : error;
-        });
+      const read = { fd: block.fd, position: block.position, path: block.path };
+      const compressed = this.engineFor(false).compress(this.pool.take().buffer, block.length, read);
       // Told before the pool gets the memory back: the digest thread retains it to hash the file's bytes.
       compressed
         .then(
