@@ -79,6 +79,12 @@ export const lookerOptionSpecs: OptionSpecs = {
     placeholder: "CMD",
     help: "shell command before the backup (failure aborts)",
   },
+  "looker-env": {
+    type: "string",
+    multiple: true,
+    placeholder: "NAME[=VALUE]",
+    help: "environment for Looker's commands and the pre/post commands (repeatable)",
+  },
   "post-command": {
     type: "string",
     placeholder: "CMD",
@@ -113,6 +119,7 @@ export type LookerSettings = Pick<
   | "forceOutsideWindow"
   | "preCommand"
   | "postCommand"
+  | "lookerEnv"
 >;
 
 /** Reads the Looker options through the action's validator; errors name the flag, not the input. */
@@ -143,6 +150,8 @@ export function lookerSettingsFrom(
         return stringList(values, "keyfile-recipient").join("\n");
       case Inputs.Nodes:
         return stringList(values, "node").join("\n");
+      case Inputs.LookerEnv:
+        return stringList(values, "looker-env").join("\n");
       case Inputs.SshKey:
       case Inputs.KnownHosts:
         return fileContent(values, name);

@@ -9,6 +9,7 @@ import { InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
 import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
 import type { MysqlConnection } from "../mysql/connection.js";
+import { parseLookerEnv } from "../runtime/child-env.js";
 import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
 
 export const Inputs = {
@@ -46,6 +47,7 @@ export const Inputs = {
   CompressionLevel: "compression-level",
   SkipIfUnchanged: "skip-if-unchanged",
   Passphrase: "passphrase",
+  LookerEnv: "looker-env",
 } as const;
 
 export const Outputs = {
@@ -106,6 +108,8 @@ export interface BackupSettings {
   readonly store: StoreSettings;
   readonly compressionLevel: number;
   readonly skipIfUnchanged: boolean;
+  /** Extra environment for Looker's commands and the pre/post commands (runtime/child-env.ts). */
+  readonly lookerEnv: Readonly<Record<string, string>>;
 }
 
 export type InputReader = (name: string) => string;
@@ -178,6 +182,14 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     store: storeOf(get),
     compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
     skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
+    // One variable per line: a value may hold commas.
+    lookerEnv: parseLookerEnv(
+      read(Inputs.LookerEnv)
+        .split(/\r?\n/)
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !l.startsWith("#")),
+      `input '${Inputs.LookerEnv}'`,
+    ),
   };
 }
 

@@ -288,6 +288,7 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
             address ?? (request.target.kind === "ssh" ? (request.target.host ?? "") : request.target.dir),
           LOOKER_DRILL_RESULT: failure === undefined ? "passed" : "failed",
         },
+        jobEnvironment: true,
         timeoutMs: HOOK_TIMEOUT_MS,
         onLine: (line) => log(`teardown> ${line}`),
       }).catch((e: unknown) => ({ code: -1, stdout: "", stderr: messageOf(e) }));
@@ -390,7 +391,10 @@ async function restoreDrBackup(
 }
 
 async function provision(command: string): Promise<string> {
-  const result = await runProcess("/bin/sh", ["-c", command], { timeoutMs: HOOK_TIMEOUT_MS });
+  const result = await runProcess("/bin/sh", ["-c", command], {
+    jobEnvironment: true,
+    timeoutMs: HOOK_TIMEOUT_MS,
+  });
   if (result.code !== 0) {
     throw new LookerBackupError(`provision command exited ${result.code}: ${lastLine(result.stderr)}`, {
       hint: "run the command by hand; it must print the new host's address as its last line",

@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { PassThrough, type Readable } from "node:stream";
 import { LookerBackupError } from "../errors.js";
+import { childEnvironment } from "../runtime/child-env.js";
 
 export interface TarProducer {
   readonly stream: Readable;
@@ -19,6 +20,7 @@ export function createTarStream(dir: string, options: { listFile?: string } = {}
   const members = options.listFile ? ["--no-recursion", "--null", "-T", options.listFile] : ["."];
   const child = spawn("tar", ["-C", dir, "--numeric-owner", "-cf", "-", ...members], {
     stdio: ["ignore", "pipe", "pipe"],
+    env: childEnvironment(),
   });
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => {

@@ -35,6 +35,8 @@ export interface LookerJobRequest
   readonly forceOutsideWindow?: boolean;
   readonly preCommand?: string;
   readonly postCommand?: string;
+  /** Extra environment for the pre/post commands (the `looker-env` input). */
+  readonly lookerEnv?: Readonly<Record<string, string>>;
   /** Explicit MySQL settings; merged over looker/looker-db.yml. */
   readonly mysql?: Partial<MysqlConnection>;
   readonly lockDirectory?: string;
@@ -61,14 +63,14 @@ export async function runLookerBackup(request: LookerJobRequest): Promise<Looker
   if (lock.tookOverStale)
     log(`took over a stale lock of pid ${lock.tookOverStale.pid} (${lock.tookOverStale.startedAt})`);
   try {
-    if (request.preCommand) await runHook("pre-command", request.preCommand, log, true);
+    if (request.preCommand) await runHook("pre-command", request.preCommand, request.lookerEnv, log, true);
     let result: LookerJobResult | undefined;
     try {
       result = await backupAroundLooker(request, log);
     } finally {
       // After a failure too: a post-command typically resumes what the pre-command paused (e.g. schedules).
       if (request.postCommand) {
-        const ok = await runHook("post-command", request.postCommand, log, false);
+        const ok = await runHook("post-command", request.postCommand, request.lookerEnv, log, false);
         if (!ok) result?.warnings.push("post-command failed; see the log");
       }
     }
@@ -220,11 +222,15 @@ async function copyDatabaseDirectory(home: string, scratch: string): Promise<str
 async function runHook(
   name: string,
   script: string,
+  env: Readonly<Record<string, string>> | undefined,
   log: (line: string) => void,
   mustSucceed: boolean,
 ): Promise<boolean> {
   log(`${name}: ${script}`);
-  const result = await runProcess("/bin/sh", ["-c", script], { onLine: (line) => log(`${name}> ${line}`) });
+  const result = await runProcess("/bin/sh", ["-c", script], {
+    ...(env ? { env } : {}),
+    onLine: (line) => log(`${name}> ${line}`),
+  });
   if (result.code === 0) return true;
   if (mustSucceed) {
     throw new LookerBackupError(`${name} failed with exit ${result.code}`, {

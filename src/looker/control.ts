@@ -16,6 +16,8 @@ export interface LookerNodeConfig {
   /** Where /alive answers, as seen from this runner. */
   readonly alive: AliveTarget;
   readonly masterKey?: MasterKey;
+  /** Extra environment for every Looker command (the `looker-env` input); the CMK never travels here. */
+  readonly env?: Readonly<Record<string, string>>;
   /** How long `start` may take until /alive answers (Looker needs minutes on big instances). */
   readonly bootTimeoutMs?: number;
   readonly commandTimeoutMs?: number;
@@ -88,8 +90,12 @@ export class LookerNode {
   }
 
   private looker(args: string[], options: RunOptions = {}): Promise<CommandResult> {
-    return this.config.host.run(["./looker", ...args], {
+    // Looker's script starts with `cd $HOME/looker`: HOME, not the working directory, picks the instance. runuser
+    // resets HOME to the user's passwd entry, so it is set by `env` right before the script, as the last word.
+    const home = posix.dirname(this.config.lookerDir);
+    return this.config.host.run(["env", `HOME=${home}`, "./looker", ...args], {
       ...options,
+      env: { ...this.config.env, ...options.env },
       cwd: this.config.lookerDir,
       timeoutMs: this.config.commandTimeoutMs ?? 600_000,
     });

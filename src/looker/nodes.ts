@@ -21,6 +21,8 @@ export interface NodeSettings {
   readonly sshKey?: string;
   readonly knownHosts: string;
   readonly acceptNewHostKeys: boolean;
+  /** Extra environment for every Looker command, on every node. */
+  readonly lookerEnv?: Readonly<Record<string, string>>;
   /** Looker directory on the SSH nodes (default /home/<user>/looker). */
   readonly remoteLookerDir?: string;
 }
@@ -67,6 +69,7 @@ function nodeOn(host: Host, lookerDir: string, aliveHost: string, settings: Node
     lookerDir,
     alive: { host: aliveHost, port: settings.webPort },
     bootTimeoutMs: settings.bootTimeoutMs,
+    ...(settings.lookerEnv ? { env: settings.lookerEnv } : {}),
     ...(settings.masterKey ? { masterKey: settings.masterKey } : {}),
   });
 }

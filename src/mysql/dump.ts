@@ -17,6 +17,7 @@ import { pipeline } from "node:stream/promises";
 import { createAgeDecryptStream, createAgeEncryptStream } from "../crypto/age.js";
 import { generateIdentity } from "../crypto/age-keys.js";
 import { CancelledError, LookerBackupError } from "../errors.js";
+import { childEnvironment } from "../runtime/child-env.js";
 import {
   describeMysqlConnection,
   type MysqlConnection,
@@ -131,6 +132,7 @@ async function runDump(
     [defaultsFileArgument(defaultsFile), ...MYSQLDUMP_ARGS, conn.database],
     {
       stdio: ["ignore", "pipe", "pipe"],
+      env: childEnvironment(),
     },
   );
   const exited = exitOf(child);

@@ -12,6 +12,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { isMap, isScalar, parseDocument } from "yaml";
 import { CancelledError, InputError, LookerBackupError } from "../errors.js";
+import { childEnvironment } from "../runtime/child-env.js";
 import {
   describeMysqlConnection,
   LOOKER_DB_YML_KEYS,
@@ -179,6 +180,7 @@ async function runClient(
   if (client.signal?.aborted) throw new CancelledError(`mysql on ${client.target.host} cancelled`);
   const child = spawn(client.command ?? "mysql", [defaultsFileArgument(client.defaultsFile), ...args], {
     stdio: ["pipe", "pipe", "pipe"],
+    env: childEnvironment(),
   });
   const exited = exitOf(child);
   const stdout: Buffer[] = [];

@@ -19,6 +19,12 @@ export interface RunOptions {
    * them in the child's environment, SshHost sends them over the channel's stdin to a wrapper that exports them.
    */
   readonly secretEnv?: Readonly<Record<string, string>>;
+  /**
+   * LocalHost only: start from the job's environment less the step's inputs and state (runtime/child-env.ts
+   * jobEnvironment) instead of the allow-list. For the drill's provision/teardown commands, which need cloud
+   * credentials earlier steps exported and end with the step.
+   */
+  readonly jobEnvironment?: boolean;
   /** Kill the command and fail after this long (default: no limit). */
   readonly timeoutMs?: number;
   /** Called with each line of output as it arrives (pre/post commands are logged live). */

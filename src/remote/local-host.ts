@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { childEnvironment, jobEnvironment } from "../runtime/child-env.js";
 import type { CommandResult, Host, RunOptions } from "./host.js";
 
 /**
@@ -59,7 +60,11 @@ export function runProcess(
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       cwd: options.cwd,
-      env: { ...process.env, ...options.env, ...options.secretEnv },
+      // Never our whole environment: it carries the job's secrets and RUNNER_TRACKING_ID (runtime/child-env.ts).
+      env: (options.jobEnvironment ? jobEnvironment : childEnvironment)({
+        ...options.env,
+        ...options.secretEnv,
+      }),
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
