@@ -4,7 +4,7 @@
 import * as core from "@actions/core";
 import { type BackupSettings, Outputs, readBackupSettings } from "../config/inputs.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
-import { describeError, ExitCode, exitCodeOf, LookerError } from "../errors.js";
+import { CancelledError, describeError, ExitCode, exitCodeOf, LookerError } from "../errors.js";
 import { connectNodes } from "../looker/nodes.js";
 import {
   type CatalogSnapshot,
@@ -22,12 +22,30 @@ import { catalogCacheAvailable, restorePreviousSnapshot, savePreviousSnapshot } 
 import { maskSecretInputs } from "./secrets.js";
 import { saveStopRecord } from "./state.js";
 
+/**
+ * How long main may take to wind down after SIGINT/SIGTERM. The runner sends SIGTERM 7.5 s after SIGINT and kills
+ * the process tree 2.5 s after that (actions/runner, ProcessInvoker): what is still in flight after this (a `looker
+ * stop` that takes its 20 s, say) is abandoned, and the post step starts every node the stop record names.
+ */
+const CANCEL_GRACE_MS = 2000;
+
 export async function runBackupAction(): Promise<void> {
   maskSecretInputs();
   const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const onSignal = () => {
+    if (controller.signal.aborted) return;
+    core.info("cancel received: stopping the backup; the post step starts what this run stopped");
+    controller.abort(new CancelledError("cancelled"));
+    setTimeout(() => {
+      core.setFailed(
+        `cancelled; gave up waiting after ${CANCEL_GRACE_MS} ms: the post step starts every Looker node this run stopped`,
+      );
+      process.exit(ExitCode.Cancelled);
+    }, CANCEL_GRACE_MS).unref();
+  };
+  // `on`, not `once`: the runner's SIGTERM follows its SIGINT, and must not kill the step before it winds down.
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   try {
     const settings = readBackupSettings((name) => core.getInput(name));
     const exitCode = await backup(settings, controller.signal);
@@ -67,6 +85,7 @@ async function backup(settings: BackupSettings, signal: AbortSignal): Promise<nu
             ? { keepLast: settings.store.keepLast }
             : undefined,
         onStopRecord: saveStopRecord,
+        leaveStoppedOnCancel: true,
         onProgress: (p) => progress.update(p.bytesRead, p.bytesTotal),
         log: (line) => core.info(line),
         signal,
@@ -146,7 +165,7 @@ function reportFailure(error: unknown, aborted: boolean): void {
   const cancelled = aborted && !(error instanceof LookerError);
   const code = cancelled ? ExitCode.Cancelled : exitCodeOf(error);
   core.setFailed(
-    cancelled ? "cancelled; every Looker node this run stopped was started again" : describeError(error),
+    cancelled ? "cancelled; the post step starts every Looker node this run stopped" : describeError(error),
   );
   if (error instanceof LookerError && error.logTail) {
     core.startGroup("Looker log (last lines)");

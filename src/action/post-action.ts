@@ -4,11 +4,17 @@
  */
 import * as core from "@actions/core";
 import { readBackupSettings } from "../config/inputs.js";
-import { describeError, exitCodeOf } from "../errors.js";
+import { describeError, exitCodeOf, LookerError } from "../errors.js";
 import { Cluster } from "../looker/cluster.js";
 import { connectNodes } from "../looker/nodes.js";
 import { maskSecretInputs } from "./secrets.js";
 import { loadStopRecord, saveStopRecord } from "./state.js";
+
+/**
+ * A cancelled job has about five minutes in all, post steps included (GitHub's docs on cancelling workflows): the
+ * post step must finish, and say which nodes it could not bring back, before the runner gives up on it.
+ */
+const POST_BUDGET_MS = 4 * 60_000;
 
 export async function runPostAction(): Promise<void> {
   maskSecretInputs();
@@ -26,13 +32,18 @@ export async function runPostAction(): Promise<void> {
       core.warning(
         `the main step ended with ${record.stoppedByUs.length} Looker node(s) stopped; starting them now`,
       );
-      await cluster.restartStopped();
+      await cluster.startRecordedWithin(POST_BUDGET_MS);
       core.info("Looker is running again on every node this run stopped");
     } finally {
       await connected.close();
     }
   } catch (error) {
     core.setFailed(`could not restart Looker: ${describeError(error)}`);
+    if (error instanceof LookerError && error.logTail) {
+      core.startGroup("Looker log (last lines)");
+      core.info(error.logTail);
+      core.endGroup();
+    }
     process.exitCode = exitCodeOf(error);
   }
 }

@@ -41,6 +41,12 @@ export interface LookerJobRequest
   readonly mysql?: Partial<MysqlConnection>;
   readonly lockDirectory?: string;
   readonly log?: (line: string) => void;
+  /**
+   * On cancel, leave the nodes this run stopped to the Actions post step instead of starting them here. The runner
+   * sends SIGTERM 7.5 s after SIGINT and kills the process tree 2.5 s later: a boot of minutes cannot finish in the
+   * main step, while the post step runs in the time a cancelled job has left. The CLI has no post step: it restarts.
+   */
+  readonly leaveStoppedOnCancel?: boolean;
   /** Persists which nodes this run stopped (the Actions post step restarts them if this process dies). */
   readonly onStopRecord?: (record: StopRecord) => void;
 }
@@ -139,7 +145,11 @@ async function backupAroundLooker(
     };
   } finally {
     // Whatever happened above, Looker comes back up. A failure to start outranks any other error: exit 5.
-    if (cluster.anyStoppedByUs) await cluster.restartStopped();
+    if (cluster.anyStoppedByUs) {
+      if (request.signal?.aborted && request.leaveStoppedOnCancel)
+        log(`cancelled: the post step starts Looker on ${cluster.stoppedNames.join(", ")}`);
+      else await cluster.restartStopped();
+    }
     dumpAbort.abort();
     await dump?.done.catch(() => undefined);
     await spooled?.dispose();

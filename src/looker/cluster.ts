@@ -73,6 +73,54 @@ export class Cluster {
     }
   }
 
+  /**
+   * The Actions post step: brings back every node the record names within `budgetMs` in all (a cancelled job has
+   * about five minutes, post steps included). A node already running again (a start of the main step still under
+   * way, or an admin's) is only waited for; a stopped one is started. Fails naming every node left down.
+   */
+  async startRecordedWithin(budgetMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = Date.now() + budgetMs;
+    const down: string[] = [];
+    let firstError: unknown;
+    for (const index of [...this.stoppedByUs]) {
+      const node = this.nodes[index]!;
+      try {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new LookerError(`no time left to start Looker on ${node.name}`);
+        if (await node.isRunning()) {
+          this.log(`Looker on ${node.name} is running again; waiting for /alive`);
+          await node.waitUntilAlive(Math.max(0, deadline - Date.now()), signal);
+        } else {
+          this.log(`starting Looker on ${node.name}`);
+          await node.start(signal, Math.max(1, deadline - Date.now()));
+        }
+        this.log(`Looker on ${node.name} is up (/alive answers)`);
+        this.stoppedByUs = this.stoppedByUs.filter((i) => i !== index);
+        this.onRecord({ stoppedByUs: this.stoppedByUs });
+      } catch (error) {
+        down.push(node.name);
+        firstError ??= error;
+      }
+    }
+    if (this.stoppedAtMs !== undefined) this.downtimeMs = Date.now() - this.stoppedAtMs;
+    if (down.length > 0) {
+      const cause = firstError as Error;
+      throw new LookerError(
+        `Looker is still down on ${down.join(", ")} after ${Math.round(budgetMs / 1000)} s: ${cause.message}`,
+        {
+          hint: `start it by hand (cd ~/looker && ./looker start) and check its log`,
+          cause,
+          ...(cause instanceof LookerError && cause.logTail ? { logTail: cause.logTail } : {}),
+        },
+      );
+    }
+  }
+
+  /** Names of the nodes this run stopped and has not started again. */
+  get stoppedNames(): string[] {
+    return this.stoppedByUs.map((i) => this.nodes[i]!.name);
+  }
+
   /** For the post step: adopt the record the main step persisted. */
   adopt(record: StopRecord): void {
     this.stoppedByUs = record.stoppedByUs.filter((i) => i >= 0 && i < this.nodes.length);

@@ -46,18 +46,31 @@ export class LookerNode {
       throw await this.failure("Looker did not stop", result);
   }
 
-  /** Starts Looker and waits until /alive answers 200. */
-  async start(signal?: AbortSignal): Promise<void> {
-    const result = await this.looker(["start"], masterKeyEnvironment(this.config.masterKey));
-    if (result.code !== 0) throw await this.failure("Looker failed to start", result);
-    const up = await waitForAlive(this.config.alive, {
-      timeoutMs: this.config.bootTimeoutMs ?? 300_000,
-      signal,
+  /**
+   * Starts Looker and waits until /alive answers 200. `timeoutMs` (default the boot timeout) bounds the start
+   * command and the wait together: the Actions post step has only what is left of a cancelled job's minutes.
+   */
+  async start(signal?: AbortSignal, timeoutMs = this.config.bootTimeoutMs ?? 300_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const result = await this.looker(["start"], {
+      ...masterKeyEnvironment(this.config.masterKey),
+      timeoutMs: Math.min(this.config.commandTimeoutMs ?? 600_000, timeoutMs),
     });
+    if (result.code !== 0) throw await this.failure("Looker failed to start", result);
+    await this.waitUntilAlive(Math.max(0, deadline - Date.now()), signal, result);
+  }
+
+  /** Waits for /alive to answer 200 (a start already under way); fails with the log when it does not in time. */
+  async waitUntilAlive(
+    timeoutMs: number,
+    signal?: AbortSignal,
+    startResult: CommandResult = { code: 0, stdout: "", stderr: "" },
+  ): Promise<void> {
+    const up = await waitForAlive(this.config.alive, { timeoutMs, signal });
     if (!up) {
       throw await this.failure(
         `Looker started but /alive on ${this.config.alive.host}:${this.config.alive.port} did not answer 200 in time`,
-        result,
+        startResult,
       );
     }
   }
@@ -97,7 +110,7 @@ export class LookerNode {
       ...options,
       env: { ...this.config.env, ...options.env },
       cwd: this.config.lookerDir,
-      timeoutMs: this.config.commandTimeoutMs ?? 600_000,
+      timeoutMs: options.timeoutMs ?? this.config.commandTimeoutMs ?? 600_000,
     });
   }
 
