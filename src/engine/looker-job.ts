@@ -14,7 +14,7 @@ import { Cluster, type StopRecord } from "../looker/cluster.js";
 import type { LookerNode } from "../looker/control.js";
 import { acquireInstanceLock } from "../looker/instance-lock.js";
 import { assertMayStopLooker, type QuietWindow } from "../looker/quiet-window.js";
-import { type MysqlConnection, readLookerDbYml, resolveMysqlConnection } from "../mysql/connection.js";
+import { lookerMysqlConnection, type MysqlConnection } from "../mysql/connection.js";
 import type { MysqlDumpHandle } from "../mysql/dump.js";
 import { dumpMemberPath, type SpooledDump, startMysqlDump } from "../mysql/dump.js";
 import { runProcess } from "../remote/local-host.js";
@@ -108,7 +108,7 @@ async function backupAroundLooker(
   try {
     if (stops) await cluster.stopAll();
     const keyfile = request.keystoreIndependent ? await makeKeyfile(request.nodes[0]!) : undefined;
-    const mysql = mysqlBackend ? await mysqlConnectionFor(request) : undefined;
+    const mysql = mysqlBackend ? await lookerMysqlConnection(request.home, request.mysql) : undefined;
     if (mysql) {
       dump = startMysqlDump(mysql, { spoolDir: scratch, signal: dumpSignal });
       dump.done.catch(() => undefined); // awaited as an extra member below; a failure there fails the backup
@@ -191,16 +191,6 @@ function parseBackupUid(keyfile: Buffer): string {
     // reported below
   }
   throw new LookerError("generate_keyfile_for_backup wrote a key file without backup_uid and dbmk");
-}
-
-async function mysqlConnectionFor(request: LookerJobRequest): Promise<MysqlConnection> {
-  const fromFile = await readLookerDbYml(join(request.home, "looker", "looker-db.yml")).catch(
-    (error: unknown) => {
-      if (request.mysql?.host && request.mysql.database) return undefined;
-      throw error;
-    },
-  );
-  return resolveMysqlConnection(fromFile, request.mysql);
 }
 
 function dumpMember(dump: SpooledDump): ExtraMember {

@@ -4,6 +4,7 @@
  * like `0123` or `yes` must not turn into a number or a boolean on the way.
  */
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml";
 import { InputError } from "../errors.js";
 
@@ -187,4 +188,19 @@ function topLevelStrings(doc: Document, where: string, lineCounter: LineCounter)
 function printable(value: string): string {
   const escaped = JSON.stringify(value).slice(1, -1);
   return escaped.length > 80 ? `${escaped.slice(0, 77)}...` : escaped;
+}
+
+/**
+ * The backend connection of the Looker home at `home`: its looker/looker-db.yml with `explicit` settings laid over
+ * it. The file may be missing or unreadable when the explicit settings name the host and the database.
+ */
+export async function lookerMysqlConnection(
+  home: string,
+  explicit: Partial<MysqlConnection> = {},
+): Promise<MysqlConnection> {
+  const fromFile = await readLookerDbYml(join(home, "looker", "looker-db.yml")).catch((error: unknown) => {
+    if (explicit.host && explicit.database) return undefined;
+    throw error;
+  });
+  return resolveMysqlConnection(fromFile, explicit);
 }

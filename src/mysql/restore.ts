@@ -281,3 +281,27 @@ function setTopLevelValue(text: string, key: string, yamlValue: string, where: s
   }
   return updated;
 }
+
+/**
+ * Connects to the backend database and runs `SELECT 1` (the backup's preflight): a wrong password or an
+ * unreachable server fails here, before Looker is stopped, not in the middle of the dump.
+ */
+export async function pingMysql(conn: MysqlConnection, opts: { command?: string } = {}): Promise<void> {
+  const target = validateMysqlConnection(conn);
+  await withDefaultsFile(target, async (defaultsFile) => {
+    const client = { ...opts, defaultsFile, target };
+    const result = await runClient(
+      client,
+      [...QUERY_ARGS, "--connect-timeout=10", target.database],
+      Readable.from([Buffer.from("SELECT 1;\n")]),
+    );
+    if (result.code !== 0 || result.stdout.trim() !== "1") {
+      throw new LookerBackupError(
+        `cannot reach the MySQL backend (${describeMysqlConnection(target)}): ${result.reason}${said(result, target)}`,
+        {
+          hint: "check the mysql-* inputs or looker/looker-db.yml, the password secret, and that this runner may connect to the server",
+        },
+      );
+    }
+  });
+}

@@ -3,6 +3,7 @@
  * Looker was down, what changed since the last backup, and the exact commands to restore it with and without this
  * tool. Plain Markdown, so the same text serves the Actions summary and a file for the CLI.
  */
+import type { PreflightCheck } from "../engine/preflight.js";
 import type { RuleTally } from "../manifest/select.js";
 import type { ChangeReport } from "./change-report.js";
 import { formatBytes, formatDuration, formatRate } from "./format.js";
@@ -25,14 +26,18 @@ export interface BackupSummaryInput {
   readonly changes?: ChangeReport;
   readonly skipped?: boolean;
   readonly mysqlDatabase?: string;
+  /** The checks made before Looker was touched: the summary's first table. */
+  readonly preflight?: readonly PreflightCheck[];
 }
 
-const MAX_WARNINGS = 20;
+// Every warning past the ten annotations GitHub shows is listed here; a bound keeps the summary under its 1 MiB limit.
+const MAX_WARNINGS = 200;
 
 export function backupSummaryMarkdown(s: BackupSummaryInput): string {
   if (s.skipped) return skippedSummary(s);
   const out: string[] = [];
   out.push(`## Looker backup: ${s.instance}`, "");
+  if (s.preflight) out.push(...preflightTable(s.preflight));
   out.push("| | |", "|---|---|");
   out.push(`| Archive | \`${s.archiveName}\`${s.location ? ` (${escapeCell(s.location)})` : ""} |`);
   out.push(`| sha256 | \`${s.sha256}\` |`);
@@ -75,10 +80,24 @@ function skippedSummary(s: BackupSummaryInput): string {
   return [
     `## Looker backup: ${s.instance} (skipped: nothing changed)`,
     "",
+    ...(s.preflight ? preflightTable(s.preflight) : []),
     `Nothing changed since \`${previous ?? "the previous backup"}\` (${s.files} members, ${formatBytes(s.bytesIn)} compared); no new archive was stored.`,
     `Restore from \`${previous ?? "the previous backup"}\`.`,
     "",
   ].join("\n");
+}
+
+/** What was checked before Looker was touched; the rows after a failure say "not run". */
+export function preflightTable(checks: readonly PreflightCheck[]): string[] {
+  const mark = { ok: "ok", failed: "**failed**", "not run": "not run" } as const;
+  return [
+    "### Preflight",
+    "",
+    "| Check | Result | Detail |",
+    "|---|---|---|",
+    ...checks.map((c) => `| ${c.check} | ${mark[c.status]} | ${escapeCell(c.detail)} |`),
+    "",
+  ];
 }
 
 function changeSection(c: ChangeReport): string[] {

@@ -1,0 +1,204 @@
+/**
+ * The preflight: each check fails for its real cause (a missing artifact service, a GHES server, an unwritable or
+ * too small store, a quiet window, a missing looker script, an unreachable MySQL), before Looker is touched, with
+ * the rows after the failure marked as not run.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type PreflightCheck,
+  PreflightError,
+  type PreflightRequest,
+  runPreflight,
+} from "../../src/engine/preflight.js";
+import { ExitCode } from "../../src/errors.js";
+import { type ConnectedNodes, connectNodes } from "../../src/looker/nodes.js";
+import { parseQuietWindow } from "../../src/looker/quiet-window.js";
+import { generateLookerHome } from "../fixtures/home-generator.js";
+import { freePort } from "../helpers/free-port.js";
+
+let scratch: string;
+let home: string;
+let connected: ConnectedNodes | undefined;
+
+const ARTIFACT_ENV = {
+  GITHUB_SERVER_URL: "https://github.com",
+  ACTIONS_RUNTIME_TOKEN: "token",
+  ACTIONS_RESULTS_URL: "http://127.0.0.1:1/",
+};
+
+beforeAll(async () => {
+  scratch = await mkdtemp(join(tmpdir(), "preflight-"));
+  home = join(scratch, "home");
+  await generateLookerHome({ root: home, seed: 5, sizeBytes: 64 << 10, smallFiles: 4 });
+});
+
+afterAll(async () => {
+  await connected?.close();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+function request(overrides: Partial<PreflightRequest> = {}): PreflightRequest {
+  return {
+    inputs: "1 recipient(s)",
+    stopsLooker: true,
+    store: { kind: "dir", directory: join(scratch, "store"), instance: "pre" },
+    connectNodes: async () => {
+      connected ??= await connectNodes({
+        home,
+        webPort: 9999,
+        bootTimeoutMs: 1000,
+        nodes: [],
+        knownHosts: "",
+        acceptNewHostKeys: false,
+      });
+      return connected.nodes;
+    },
+    home,
+    mysql: {},
+    mysqlBackend: async () => false,
+    env: ARTIFACT_ENV,
+    ...overrides,
+  };
+}
+
+async function failure(req: PreflightRequest): Promise<PreflightError> {
+  try {
+    await runPreflight(req);
+  } catch (error) {
+    expect(error).toBeInstanceOf(PreflightError);
+    return error as PreflightError;
+  }
+  throw new Error("the preflight passed");
+}
+
+function statuses(checks: readonly PreflightCheck[]): string[] {
+  return checks.map((c) => `${c.check}: ${c.status}`);
+}
+
+describe("preflight", () => {
+  it("passes a dir store, a local node with its looker script and the internal database", async () => {
+    const checks = await runPreflight(request());
+    expect(statuses(checks)).toEqual([
+      "inputs: ok",
+      "quiet window: ok",
+      "store: ok",
+      "Looker nodes: ok",
+      "database: ok",
+    ]);
+    expect(checks[2]!.detail).toMatch(/writable, .* free \(no earlier archive to estimate from\)/);
+    expect(checks[3]!.detail).toMatch(/^local.*: reachable, looker script present$/);
+  });
+
+  it("refuses store artifact without the runtime variables, with exit 2 and a hint naming store: dir", async () => {
+    const error = await failure(
+      request({ store: { kind: "artifact" }, env: { GITHUB_SERVER_URL: "https://github.com" } }),
+    );
+    expect(error.exitCode).toBe(ExitCode.BadInput);
+    expect(error.message).toMatch(/ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL are not set/);
+    expect(error.hint).toMatch(/store: dir/);
+    expect(statuses(error.checks)).toEqual([
+      "inputs: ok",
+      "quiet window: ok",
+      "store: failed",
+      "Looker nodes: not run",
+      "database: not run",
+    ]);
+  });
+
+  it("refuses store artifact on GitHub Enterprise Server, where @actions/artifact v2+ cannot upload", async () => {
+    const error = await failure(
+      request({
+        store: { kind: "artifact" },
+        env: { ...ARTIFACT_ENV, GITHUB_SERVER_URL: "https://ghes.example.com" },
+      }),
+    );
+    expect(error.exitCode).toBe(ExitCode.BadInput);
+    expect(error.message).toMatch(
+      /not available on GitHub Enterprise Server \(https:\/\/ghes\.example\.com\)/,
+    );
+    expect(error.hint).toMatch(/store: dir/);
+  });
+
+  it("accepts store artifact on GHE.com (data residency), which the client supports", async () => {
+    const checks = await runPreflight(
+      request({
+        store: { kind: "artifact" },
+        env: { ...ARTIFACT_ENV, GITHUB_SERVER_URL: "https://acme.ghe.com" },
+      }),
+    );
+    expect(checks[2]).toEqual({ check: "store", status: "ok", detail: "GitHub artifact service available" });
+  });
+
+  it("refuses a store-dir that cannot be written", async () => {
+    const file = join(scratch, "a-file");
+    await writeFile(file, "");
+    const error = await failure(
+      request({ store: { kind: "dir", directory: join(file, "store"), instance: "pre" } }),
+    );
+    expect(error.exitCode).toBe(ExitCode.BadInput);
+    expect(error.message).toMatch(/cannot write to store-dir .*a-file\/store/);
+  });
+
+  it("refuses a store-dir without room for about the last archive's size", async () => {
+    const directory = join(scratch, "small-store");
+    await mkdir(directory);
+    // A sparse 15 TiB "last archive" stands for one larger than any free space here.
+    execFileSync("truncate", ["-s", "15T", join(directory, "pre-20240101T000000Z.tar.zst.age")]);
+    const error = await failure(request({ store: { kind: "dir", directory, instance: "pre" } }));
+    expect(error.exitCode).toBe(ExitCode.BadInput);
+    expect(error.message).toMatch(
+      /has .* free, but the last archive of pre was 15\.0 TiB \(needs about 18\.8 TiB\)/,
+    );
+  });
+
+  it("refuses to go on outside the quiet window when Looker would be stopped, but not for a live backup", async () => {
+    const now = new Date("2024-05-01T12:00:00Z");
+    const quietWindow = parseQuietWindow("01:00-05:00", "UTC", "quiet-window", "quiet-window-time-zone");
+    const error = await failure(request({ quietWindow, now }));
+    expect(error.message).toMatch(/outside the quiet window 01:00-05:00/);
+    expect(statuses(error.checks).slice(0, 3)).toEqual([
+      "inputs: ok",
+      "quiet window: failed",
+      "store: not run",
+    ]);
+    const live = await runPreflight(request({ quietWindow, now, stopsLooker: false }));
+    expect(live[1]!.detail).toBe("live backup: Looker is not stopped");
+  });
+
+  it("refuses a node without an executable looker script", async () => {
+    const bare = join(scratch, "bare-home");
+    await mkdir(join(bare, "looker"), { recursive: true });
+    const nodes = await connectNodes({
+      home: bare,
+      webPort: 9999,
+      bootTimeoutMs: 1000,
+      nodes: [],
+      knownHosts: "",
+      acceptNewHostKeys: false,
+    });
+    try {
+      const error = await failure(request({ connectNodes: async () => nodes.nodes }));
+      expect(error.message).toMatch(/bare-home\/looker\/looker is missing or not executable/);
+      expect(statuses(error.checks).slice(3)).toEqual(["Looker nodes: failed", "database: not run"]);
+    } finally {
+      await nodes.close();
+    }
+  });
+
+  it("refuses a MySQL backend that does not answer, before anything is stopped", async () => {
+    const port = await freePort(); // nothing listens there
+    const error = await failure(
+      request({
+        mysqlBackend: async () => true,
+        mysql: { host: "127.0.0.1", port, user: "looker", password: "pw", database: "looker" },
+      }),
+    );
+    expect(error.message).toMatch(/cannot reach the MySQL backend \(looker@127\.0\.0\.1:\d+\/looker\)/);
+    expect(error.message).not.toContain("pw");
+    expect(error.checks.at(-1)!.status).toBe("failed");
+  });
+});
