@@ -1,25 +1,32 @@
 /**
  * The backup action's main step: inputs -> settings -> run -> report (outputs, job summary, exit code).
  */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import * as core from "@actions/core";
 import { type BackupSettings, Outputs, readBackupSettings } from "../config/inputs.js";
+import { resolveManifest } from "../engine/backup.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
+import { type PreflightCheck, PreflightError, runPreflight } from "../engine/preflight.js";
 import { CancelledError, describeError, ExitCode, exitCodeOf, LookerError } from "../errors.js";
-import { connectNodes } from "../looker/nodes.js";
+import { type ConnectedNodes, connectNodes } from "../looker/nodes.js";
 import {
   type CatalogSnapshot,
   type ChangeReport,
   compareSnapshots,
+  type StoredReference,
   snapshotOf,
 } from "../report/change-report.js";
 import { ProgressReporter } from "../report/progress.js";
-import { backupSummaryMarkdown } from "../report/summary.js";
+import { backupSummaryMarkdown, preflightTable } from "../report/summary.js";
 import { keyfileNameFor } from "../store/archive-name.js";
+import { artifactStillExists } from "../store/artifact-exists.js";
 import { ArtifactStore } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
 import type { Store } from "../store/store.js";
 import { catalogCacheAvailable, restorePreviousSnapshot, savePreviousSnapshot } from "./catalog-cache.js";
 import { maskSecretInputs } from "./secrets.js";
+import { skipVerdict } from "./skip-policy.js";
 import { saveStopRecord } from "./state.js";
 
 /**
@@ -30,6 +37,8 @@ import { saveStopRecord } from "./state.js";
 const CANCEL_GRACE_MS = 2000;
 
 export async function runBackupAction(): Promise<void> {
+  // duration-ms covers the whole run: preflight, connecting, the backup, the summary.
+  const startedAt = performance.now();
   maskSecretInputs();
   const controller = new AbortController();
   const onSignal = () => {
@@ -48,8 +57,7 @@ export async function runBackupAction(): Promise<void> {
   process.on("SIGTERM", onSignal);
   try {
     const settings = readBackupSettings((name) => core.getInput(name));
-    const exitCode = await backup(settings, controller.signal);
-    process.exitCode = exitCode;
+    process.exitCode = await backup(settings, controller.signal, startedAt);
   } catch (error) {
     reportFailure(error, controller.signal.aborted);
   } finally {
@@ -58,8 +66,44 @@ export async function runBackupAction(): Promise<void> {
   }
 }
 
-async function backup(settings: BackupSettings, signal: AbortSignal): Promise<number> {
+async function backup(settings: BackupSettings, signal: AbortSignal, startedAt: number): Promise<number> {
   const store = storeFor(settings);
+  let connected: ConnectedNodes | undefined;
+  try {
+    const preflight = await core.group("Preflight", () =>
+      runPreflight({
+        inputs: describeInputs(settings),
+        stopsLooker: settings.consistency !== "live" || settings.keystoreIndependent,
+        ...(settings.quietWindow ? { quietWindow: settings.quietWindow } : {}),
+        forceOutsideWindow: settings.forceOutsideWindow,
+        store:
+          settings.store.kind === "dir"
+            ? { kind: "dir", directory: settings.store.directory, instance: settings.instance }
+            : { kind: "artifact" },
+        connectNodes: async () => {
+          connected = await connectNodes(settings, (l) => core.info(l));
+          return connected.nodes;
+        },
+        home: settings.home,
+        mysql: settings.mysql,
+        mysqlBackend: async () => (await resolveManifest(settings)).mysqlBackend,
+      }),
+    );
+    for (const row of preflight) core.info(`preflight: ${row.check}: ${row.detail}`);
+    return await backupAfterPreflight(settings, store, connected!, preflight, signal, startedAt);
+  } finally {
+    await connected?.close();
+  }
+}
+
+async function backupAfterPreflight(
+  settings: BackupSettings,
+  store: Store,
+  connected: ConnectedNodes,
+  preflight: readonly PreflightCheck[],
+  signal: AbortSignal,
+  startedAt: number,
+): Promise<number> {
   const cacheAvailable = catalogCacheAvailable();
   if (settings.skipIfUnchanged && !cacheAvailable) {
     core.warning(
@@ -69,45 +113,102 @@ async function backup(settings: BackupSettings, signal: AbortSignal): Promise<nu
   const previous = await restorePreviousSnapshot(settings.instance);
   let changes: ChangeReport | undefined;
   let snapshot: CatalogSnapshot | undefined;
-  const connected = await core.group("Connecting to Looker nodes", () =>
-    connectNodes(settings, (l) => core.info(l)),
-  );
+  let notSkippedBecause: string | undefined;
   const progress = new ProgressReporter("backup", (line) => core.info(line));
-  let result: LookerJobResult;
-  try {
-    result = await core.group("Backup", () =>
-      runLookerBackup({
-        ...settings,
-        store,
-        nodes: connected.nodes,
-        retention:
-          settings.store.kind === "dir" && settings.store.keepLast
-            ? { keepLast: settings.store.keepLast }
-            : undefined,
-        onStopRecord: saveStopRecord,
-        leaveStoppedOnCancel: true,
-        onProgress: (p) => progress.update(p.bytesRead, p.bytesTotal),
-        log: (line) => core.info(line),
-        signal,
-        shouldCommit: async (catalog, name) => {
-          snapshot = snapshotOf(name, new Date(), catalog);
-          if (!cacheAvailable) return true;
-          changes = compareSnapshots(previous, snapshot);
-          return !(settings.skipIfUnchanged && changes.unchanged);
-        },
-      }),
-    );
-  } finally {
-    await connected.close();
+  const result = await core.group("Backup", () =>
+    runLookerBackup({
+      ...settings,
+      store,
+      nodes: connected.nodes,
+      retention:
+        settings.store.kind === "dir" && settings.store.keepLast
+          ? { keepLast: settings.store.keepLast }
+          : undefined,
+      onStopRecord: saveStopRecord,
+      leaveStoppedOnCancel: true,
+      onProgress: (p) => progress.update(p.bytesRead, p.bytesTotal),
+      log: (line) => core.info(line),
+      signal,
+      shouldCommit: async (catalog, name) => {
+        snapshot = snapshotOf(name, new Date(), catalog);
+        if (!cacheAvailable) return true;
+        changes = compareSnapshots(previous, snapshot);
+        if (!settings.skipIfUnchanged) return true;
+        const verdict = await skipVerdict(previous, changes, {
+          now: new Date(),
+          retentionDays:
+            settings.store.kind === "artifact" ? retentionOf(settings.store.retentionDays) : undefined,
+          stillStored: (stored) => stillStored(stored, settings),
+        });
+        notSkippedBecause = verdict.reason;
+        return !verdict.skip;
+      },
+    }),
+  );
+  if (snapshot && result.archive) {
+    const stored = storedReference(store, result.archive.name);
+    await savePreviousSnapshot(settings.instance, stored ? { ...snapshot, stored } : snapshot);
   }
-  if (snapshot && result.archive) await savePreviousSnapshot(settings.instance, snapshot);
-  setOutputs(settings, result, store);
-  await writeSummary(settings, result, changes);
-  for (const warning of result.warnings.slice(0, 50)) core.warning(warning);
+  if (notSkippedBecause) core.notice(`nothing changed, but backing up anyway: ${notSkippedBecause}`);
+  const durationMs = Math.round(performance.now() - startedAt);
+  setOutputs(settings, result, store, durationMs);
+  await writeSummary(settings, result, changes, preflight, durationMs);
+  annotateWarnings(result.warnings, settings.onWarnings);
   if (!result.archive)
     core.notice(`nothing changed since ${changes?.previousArchive}; no new backup was uploaded`);
-  // Warnings (files changing under a live backup) do not fail a scheduled job; they are annotated and counted.
+  if (result.warnings.length > 0 && settings.onWarnings === "error") {
+    core.setFailed(
+      `the backup was made, with ${result.warnings.length} warning(s), and on-warnings is error (see the job summary)`,
+    );
+    return ExitCode.Warnings;
+  }
   return ExitCode.Ok;
+}
+
+/** The repository default (0) counts as GitHub's 90 days, the default of a new repository. */
+function retentionOf(days: number): number {
+  return days === 0 ? 90 : days;
+}
+
+function storedReference(store: Store, name: string): StoredReference | undefined {
+  if (store instanceof ArtifactStore) {
+    const artifactId = store.artifactIdOf(name);
+    return artifactId === undefined
+      ? undefined
+      : {
+          kind: "artifact",
+          artifactId,
+          ...(process.env.GITHUB_REPOSITORY ? { repository: process.env.GITHUB_REPOSITORY } : {}),
+        };
+  }
+  if (store instanceof DirStore) return { kind: "dir", location: join(store.directory, name) };
+  return undefined;
+}
+
+/** Whether the archive a skip would rely on is still there; without a token an artifact cannot be confirmed. */
+async function stillStored(stored: StoredReference, settings: BackupSettings): Promise<boolean> {
+  if (stored.kind === "dir") return existsSync(stored.location);
+  if (!settings.githubToken) return false;
+  return artifactStillExists(stored, settings.githubToken);
+}
+
+/**
+ * GitHub shows at most 10 warning annotations per step: the first nine are shown as they are, and one more says how
+ * many others the job summary lists.
+ */
+const ANNOTATED_WARNINGS = 10;
+
+function annotateWarnings(warnings: readonly string[], mode: BackupSettings["onWarnings"]): void {
+  if (mode === "ignore") return;
+  const shown = warnings.length > ANNOTATED_WARNINGS ? warnings.slice(0, ANNOTATED_WARNINGS - 1) : warnings;
+  for (const warning of shown) core.warning(warning);
+  if (warnings.length > shown.length)
+    core.warning(`${warnings.length - shown.length} more warnings are listed in the job summary`);
+}
+
+function describeInputs(settings: BackupSettings): string {
+  const keys = settings.passphrase ? "passphrase" : `${settings.recipients.length} recipient(s)`;
+  return `${keys}; consistency ${settings.consistency}${settings.keystoreIndependent ? ", keystore-independent" : ""}; ${settings.nodes.length + 1} node(s)`;
 }
 
 function storeFor(settings: BackupSettings): Store {
@@ -115,7 +216,12 @@ function storeFor(settings: BackupSettings): Store {
   return new ArtifactStore({ retentionDays: settings.store.retentionDays });
 }
 
-function setOutputs(settings: BackupSettings, result: LookerJobResult, store: Store): void {
+function setOutputs(
+  settings: BackupSettings,
+  result: LookerJobResult,
+  store: Store,
+  durationMs: number,
+): void {
   const uploaded = result.archive;
   core.setOutput(Outputs.Skipped, String(uploaded === undefined));
   // A skipped run stored nothing: no name or digest a later step could mistake for an archive it can download.
@@ -124,29 +230,46 @@ function setOutputs(settings: BackupSettings, result: LookerJobResult, store: St
   core.setOutput(Outputs.Bytes, uploaded ? String(result.bytesOut) : "0");
   core.setOutput(Outputs.BytesIn, String(result.bytesIn));
   core.setOutput(Outputs.Files, String(result.files));
-  core.setOutput(Outputs.DurationMs, String(result.durationMs));
+  core.setOutput(Outputs.DurationMs, String(durationMs));
   core.setOutput(Outputs.DowntimeMs, String(result.downtimeMs));
   core.setOutput(Outputs.Warnings, String(result.warnings.length));
-  if (store instanceof ArtifactStore && uploaded)
-    core.setOutput(Outputs.ArtifactId, String(store.artifactIdOf(uploaded.name) ?? ""));
+  if (store instanceof ArtifactStore && uploaded) {
+    const id = store.artifactIdOf(uploaded.name);
+    core.setOutput(Outputs.ArtifactId, String(id ?? ""));
+    core.setOutput(Outputs.ArtifactUrl, id === undefined ? "" : (artifactUrl(id) ?? ""));
+  }
   if (settings.keystoreIndependent && uploaded)
     core.setOutput(Outputs.KeyfileArtifactName, keyfileNameFor(result.archiveName));
+}
+
+/** The artifact's page, as actions/upload-artifact builds its `artifact-url` output. */
+function artifactUrl(id: number): string | undefined {
+  const { GITHUB_SERVER_URL: server, GITHUB_REPOSITORY: repository, GITHUB_RUN_ID: runId } = process.env;
+  if (!repository || !runId) return undefined;
+  return `${(server || "https://github.com").replace(/\/+$/, "")}/${repository}/actions/runs/${runId}/artifacts/${id}`;
 }
 
 async function writeSummary(
   settings: BackupSettings,
   result: LookerJobResult,
   changes: ChangeReport | undefined,
+  preflight: readonly PreflightCheck[],
+  durationMs: number,
 ) {
+  const id = result.archive ? artifactIdIn(result.archive.location) : undefined;
+  const url = id === undefined ? undefined : artifactUrl(id);
   const markdown = backupSummaryMarkdown({
     instance: settings.instance,
     archiveName: result.archiveName,
-    ...(result.archive ? { location: result.archive.location } : {}),
+    ...(result.archive
+      ? { location: url ? `[${result.archive.location}](${url})` : result.archive.location }
+      : {}),
+    preflight,
     sha256: result.sha256,
     bytesIn: result.bytesIn,
     bytesOut: result.bytesOut,
     files: result.files,
-    durationMs: result.durationMs,
+    durationMs,
     downtimeMs: result.downtimeMs,
     consistency: result.consistency,
     keystoreIndependent: settings.keystoreIndependent,
@@ -158,6 +281,12 @@ async function writeSummary(
     ...(result.mysqlDatabase ? { mysqlDatabase: result.mysqlDatabase } : {}),
   });
   await core.summary.addRaw(markdown).write();
+}
+
+/** ArtifactStore's location is `artifact <id>`. */
+function artifactIdIn(location: string): number | undefined {
+  const match = /^artifact (\d+)$/.exec(location);
+  return match ? Number(match[1]) : undefined;
 }
 
 function reportFailure(error: unknown, aborted: boolean): void {
@@ -175,7 +304,15 @@ function reportFailure(error: unknown, aborted: boolean): void {
   process.exitCode = code;
   void core.summary
     .addRaw(
-      `## Looker backup failed\n\n${describeError(error).replace(/\n/g, "  \n")}\n\nExit code ${code}.\n`,
+      [
+        "## Looker backup failed",
+        "",
+        ...(error instanceof PreflightError ? preflightTable(error.checks) : []),
+        describeError(error).replace(/\n/g, "  \n"),
+        "",
+        `Exit code ${code}.`,
+        "",
+      ].join("\n"),
     )
     .write()
     .catch(() => undefined);

@@ -48,6 +48,8 @@ export const Inputs = {
   SkipIfUnchanged: "skip-if-unchanged",
   Passphrase: "passphrase",
   LookerEnv: "looker-env",
+  OnWarnings: "on-warnings",
+  GithubToken: "github-token",
 } as const;
 
 export const Outputs = {
@@ -62,6 +64,7 @@ export const Outputs = {
   Warnings: "warnings",
   KeyfileArtifactName: "keyfile-artifact-name",
   Skipped: "skipped",
+  ArtifactUrl: "artifact-url",
 } as const;
 
 /** Inputs whose values are secrets: masked in logs before anything else happens. */
@@ -70,6 +73,7 @@ export const SECRET_INPUTS = [
   Inputs.SshKey,
   Inputs.MysqlPassword,
   Inputs.Passphrase,
+  Inputs.GithubToken,
 ] as const;
 
 export interface SshNodeSpec {
@@ -108,6 +112,10 @@ export interface BackupSettings {
   readonly store: StoreSettings;
   readonly compressionLevel: number;
   readonly skipIfUnchanged: boolean;
+  /** What warnings do to the run: nothing, annotations (exit 0), or exit 3. */
+  readonly onWarnings: "ignore" | "warn" | "error";
+  /** For checking that the artifact a skipped run relies on still exists (actions: read). */
+  readonly githubToken?: string;
   /** Extra environment for Looker's commands and the pre/post commands (runtime/child-env.ts). */
   readonly lookerEnv: Readonly<Record<string, string>>;
 }
@@ -118,6 +126,14 @@ export function readBackupSettings(read: InputReader): BackupSettings {
   const get = (name: string) => read(name).trim();
   const optional = (name: string) => get(name) || undefined;
   const passphrase = optional(Inputs.Passphrase);
+  // age allows a passphrase (scrypt) recipient only alone: silently dropping the other recipients would lock
+  // their holders out of every archive.
+  if (passphrase && get(Inputs.Recipients)) {
+    throw new InputError(
+      `set only one of '${Inputs.Recipients}' and '${Inputs.Passphrase}'`,
+      "age encrypts to a passphrase only alone: keep the recipients, or use the passphrase for break-glass backups",
+    );
+  }
   const recipients = passphrase ? [] : recipientList(get(Inputs.Recipients), Inputs.Recipients, true);
   const keystoreIndependent = bool(get(Inputs.KeystoreIndependent), Inputs.KeystoreIndependent);
   const masterKey = masterKeyOf(optional(Inputs.MasterKey), optional(Inputs.MasterKeyFile));
@@ -182,6 +198,12 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     store: storeOf(get),
     compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
     skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
+    onWarnings: oneOf(
+      get(Inputs.OnWarnings) || "warn",
+      ["ignore", "warn", "error"] as const,
+      Inputs.OnWarnings,
+    ),
+    ...(optional(Inputs.GithubToken) ? { githubToken: get(Inputs.GithubToken) } : {}),
     // One variable per line: a value may hold commas.
     lookerEnv: parseLookerEnv(
       read(Inputs.LookerEnv)
@@ -293,9 +315,10 @@ function storeOf(get: (name: string) => string): StoreSettings {
   if (kind === "artifact")
     // GitHub allows up to 90 days in public repositories and 400 in private ones; the artifact client lowers a
     // longer request to the repository's own limit (GITHUB_RETENTION_DAYS) with a warning.
+    // 0: the repository's default retention (the client sends none).
     return {
       kind,
-      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, MAX_RETENTION_DAYS),
+      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 0, MAX_RETENTION_DAYS),
     };
   const directory = get(Inputs.StoreDir);
   if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);

@@ -12,7 +12,14 @@ export interface CatalogSnapshot {
   readonly archive: string;
   readonly createdAt: string;
   readonly members: Record<string, { size: number; fingerprint: Fingerprint }>;
+  /** Where the archive was stored, so a later run can check it is still there before skipping. */
+  readonly stored?: StoredReference;
 }
+
+/** An artifact (by id, in a repository) or a file in a directory store. */
+export type StoredReference =
+  | { readonly kind: "artifact"; readonly artifactId: number; readonly repository?: string }
+  | { readonly kind: "dir"; readonly location: string };
 
 export interface ChangeReport {
   readonly previousArchive?: string;

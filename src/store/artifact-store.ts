@@ -37,7 +37,10 @@ export interface RetryOptions {
 }
 
 export interface ArtifactStoreOptions {
-  /** Days GitHub keeps each artifact; GitHub's retention is this store's pruning. Default 30. */
+  /**
+   * Days GitHub keeps each artifact; GitHub's retention is this store's pruning. Default 30; 0 means the
+   * repository's own default (the client then sends no retention at all).
+   */
   readonly retentionDays?: number;
   /** Read (list/open) the artifacts of another run instead of the current one; such a store cannot upload. */
   readonly findBy?: ArtifactFindBy;
@@ -76,9 +79,9 @@ export class ArtifactStore implements Store {
   constructor(private readonly options: ArtifactStoreOptions = {}) {
     this.client = options.client ?? new DefaultArtifactClient();
     this.retentionDays = options.retentionDays ?? DEFAULT_RETENTION_DAYS;
-    if (!Number.isInteger(this.retentionDays) || this.retentionDays < 1 || this.retentionDays > 400) {
+    if (!Number.isInteger(this.retentionDays) || this.retentionDays < 0 || this.retentionDays > 400) {
       throw new InputError(
-        `retention-days: ${this.retentionDays} is not a whole number of days from 1 to 400`,
+        `retention-days: ${this.retentionDays} is not a whole number of days from 0 (the repository's default) to 400`,
         "GitHub keeps artifacts 1-90 days in public repositories, up to 400 in private ones (the repository's limit caps it)",
       );
     }
@@ -111,7 +114,7 @@ export class ArtifactStore implements Store {
             `upload of artifact ${name}`,
             () =>
               this.client.uploadArtifact(name, [path], dir, {
-                retentionDays: this.retentionDays,
+                ...(this.retentionDays > 0 ? { retentionDays: this.retentionDays } : {}),
                 skipArchive: true,
               }),
             this.options.retry,

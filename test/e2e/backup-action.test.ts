@@ -1,4 +1,6 @@
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -39,6 +41,13 @@ function baseInputs(store: string): Record<string, string> {
     "web-port": String(sim.webPort),
     "boot-timeout": "60",
   };
+}
+
+/** How many times the simulator has shut down so far, from its own log. */
+function lookerStops(): number {
+  return readFileSync(join(sim.lookerDir, "log", "looker.log"), "utf8")
+    .split("\n")
+    .filter((line) => line.endsWith(" looker stopped")).length;
 }
 
 /** Every file under `dir`, recursively, as text, so a test can look for leaked secrets. */
@@ -154,6 +163,68 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     expect(post.code, post.stdout + post.stderr).toBe(0);
     expect(post.stdout).toContain("starting Looker on local");
     expect(sim.isRunning(), run.stdout + run.stderr).toBe(true);
+  });
+
+  it("fails the preflight before Looker is stopped when store artifact has no artifact service", async () => {
+    const stopsBefore = lookerStops();
+    const run = await runActionEntry(await bundledEntry("backup-main"), {
+      inputs: {
+        ...baseInputs(join(work, "never")),
+        store: "artifact",
+        consistency: "stopped",
+        "master-key": sim.cmk,
+      },
+    });
+    expect(run.code, run.stdout).toBe(2);
+    expect(run.stdout).toMatch(
+      /::error::preflight failed: store: artifact needs the Actions artifact service/,
+    );
+    expect(run.stdout).toContain("hint: run as a step of a GitHub Actions job, or use `store: dir`");
+    expect(lookerStops()).toBe(stopsBefore);
+    expect(sim.isRunning()).toBe(true);
+    // The preflight is the summary's first table; the rows after the failing one did not run.
+    expect(run.summary).toMatch(/## Looker backup failed\n\n### Preflight\n/);
+    expect(run.summary).toContain("| store | **failed** |");
+    expect(run.summary).toContain("| Looker nodes | not run |");
+  });
+
+  it("shows nine warnings and one that counts the rest, lists all in the summary, and exits 3 with on-warnings: error", async () => {
+    // Named pipes are skipped with a warning each: twelve warnings, whatever else the live home does.
+    const fifos = join(sim.home, "fifos");
+    await mkdir(fifos);
+    try {
+      for (let i = 0; i < 12; i++) execFileSync("mkfifo", [join(fifos, `pipe-${i}`)]);
+      const warn = await runActionEntry(await bundledEntry("backup-main"), {
+        inputs: baseInputs(join(work, "store-warn")),
+      });
+      expect(warn.code, warn.stdout).toBe(0);
+      const total = Number(warn.outputs.warnings);
+      expect(total).toBeGreaterThanOrEqual(12);
+      const annotations = warn.stdout.split("\n").filter((line) => line.startsWith("::warning"));
+      expect(annotations).toHaveLength(10);
+      expect(annotations.at(-1)).toBe(`::warning::${total - 9} more warnings are listed in the job summary`);
+      expect(warn.summary).toContain("### Warnings");
+      for (let i = 0; i < 12; i++) expect(warn.summary).toContain(`fifos/pipe-${i}`);
+      expect(Number(warn.outputs["duration-ms"])).toBeGreaterThan(0);
+
+      const error = await runActionEntry(await bundledEntry("backup-main"), {
+        inputs: { ...baseInputs(join(work, "store-warn")), "on-warnings": "error" },
+      });
+      expect(error.code, error.stdout).toBe(3);
+      expect(error.outputs["archive-name"]).toMatch(/\.tar\.zst\.age$/);
+      expect(error.stdout).toMatch(
+        /::error::the backup was made, with \d+ warning\(s\), and on-warnings is error/,
+      );
+
+      const ignore = await runActionEntry(await bundledEntry("backup-main"), {
+        inputs: { ...baseInputs(join(work, "store-warn")), "on-warnings": "ignore" },
+      });
+      expect(ignore.code, ignore.stdout).toBe(0);
+      expect(ignore.stdout).not.toMatch(/^::warning/m);
+      expect(ignore.summary).toContain("fifos/pipe-11");
+    } finally {
+      await rm(fifos, { recursive: true, force: true });
+    }
   });
 
   it("exits 5 with Looker's log when Looker cannot start again after the backup", async () => {

@@ -72,6 +72,8 @@ describe("backup action inputs (readBackupSettings)", () => {
     [Inputs.KeepLast, "-1", { [Inputs.Store]: "dir", [Inputs.StoreDir]: "/backups" }],
     [Inputs.CompressionLevel, "20", {}],
     [Inputs.SkipIfUnchanged, "sure", {}],
+    [Inputs.OnWarnings, "complain", {}],
+    [Inputs.LookerEnv, "RUNNER_TRACKING_ID", {}],
   ];
   const freeForm: Record<string, string> = {
     [Inputs.Manifest]: "a file; validated when loaded (see the CLI --manifest case below)",
@@ -84,6 +86,7 @@ describe("backup action inputs (readBackupSettings)", () => {
     [Inputs.PreCommand]: "a shell command",
     [Inputs.PostCommand]: "a shell command",
     [Inputs.Passphrase]: "a secret",
+    [Inputs.GithubToken]: "a secret",
   };
 
   function reader(values: Record<string, string>) {
@@ -93,6 +96,17 @@ describe("backup action inputs (readBackupSettings)", () => {
 
   it("accepts the defaults with one recipient (control)", () => {
     expect(readBackupSettings(reader({})).recipients).toEqual([recipient]);
+  });
+
+  it("needs no recipients with a passphrase, and refuses both together (age allows a passphrase only alone)", () => {
+    const alone = readBackupSettings(
+      reader({ [Inputs.Recipients]: "", [Inputs.Passphrase]: "correct horse" }),
+    );
+    expect(alone.recipients).toEqual([]);
+    expect(alone.passphrase).toBe("correct horse");
+    expect(() => readBackupSettings(reader({ [Inputs.Passphrase]: "correct horse" }))).toThrow(
+      /set only one of 'recipients' and 'passphrase'/,
+    );
   });
 
   it.each(invalid)("%s = %j -> InputError naming it", (input, value, needs) => {
