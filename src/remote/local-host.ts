@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { LookerBackupError } from "../errors.js";
 import { childEnvironment, jobEnvironment } from "../runtime/child-env.js";
 import type { CommandResult, Host, RunOptions } from "./host.js";
 
@@ -40,15 +41,30 @@ export class LocalHost implements Host {
     await rm(path, { recursive: true, force: true });
   }
 
-  makeTempDir(prefix: string): Promise<string> {
-    return mkdtemp(join(tmpdir(), prefix));
+  /**
+   * A private (0700) directory owned by the user commands run as: Looker's `generate_keyfile_for_backup`, run as
+   * the looker user, must be able to write its key file there, and nobody else may read it.
+   */
+  async makeTempDir(prefix: string): Promise<string> {
+    if (!this.switchesUser) return mkdtemp(join(tmpdir(), prefix));
+    const result = await this.run(["mktemp", "-d", "-t", `${prefix}XXXXXX`]);
+    const dir = result.stdout.trim();
+    if (result.code !== 0 || !dir.startsWith("/")) {
+      throw new LookerBackupError(`could not create a temp dir as ${this.user}: ${result.stderr.trim()}`, {
+        hint: "check that the looker user can write to its TMPDIR (or /tmp)",
+      });
+    }
+    return dir;
   }
 
   async close(): Promise<void> {}
 
+  private get switchesUser(): boolean {
+    return this.user !== undefined && process.getuid?.() === 0 && this.user !== "root";
+  }
+
   private asUser(argv: readonly string[]): string[] {
-    const needsSwitch = this.user !== undefined && process.getuid?.() === 0 && this.user !== "root";
-    return needsSwitch ? ["runuser", "-u", this.user!, "--", ...argv] : [...argv];
+    return this.switchesUser ? ["runuser", "-u", this.user!, "--", ...argv] : [...argv];
   }
 }
 

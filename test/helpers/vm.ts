@@ -637,7 +637,8 @@ function listOurNamespaces(): string[] {
 // ---------------------------------------------------------------------------------------------------
 // the looker account and small utilities
 
-function ensureLookerUser(): LookerAccount {
+/** The `looker` account (created once per machine), as the VMs and the tests of a looker-owned home need it. */
+export function ensureLookerUser(): LookerAccount {
   for (let attempt = 0; attempt < 50; attempt++) {
     const entry = passwdEntry("looker");
     if (entry !== undefined) {
