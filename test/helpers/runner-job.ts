@@ -58,6 +58,17 @@ export interface NodeAction {
   post?: string;
 }
 
+/** An action from its action.yml, its entries resolved against the action's directory as the runner does. */
+export function nodeAction(actionYml: string): NodeAction {
+  const manifest = readActionManifest(actionYml);
+  const dir = dirname(actionYml);
+  return {
+    manifest,
+    main: resolve(dir, manifest.main),
+    ...(manifest.post ? { post: resolve(dir, manifest.post) } : {}),
+  };
+}
+
 /**
  * The repository's own action (`backup`: action.yml at the root, `restore`: restore/action.yml) with the entries it
  * names under dist/ bundled from the current sources (test/helpers/bundle.ts), so a test runs what would ship.
