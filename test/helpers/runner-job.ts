@@ -167,6 +167,11 @@ export interface StepResult {
   runnerErrors: string[];
 }
 
+export interface CompleteOptions {
+  /** Called after the post steps, before the orphan clean-up: to look at what the steps left running. */
+  beforeOrphanCleanup?: () => unknown;
+}
+
 export interface JobCompletion {
   posts: StepResult[];
   /** The processes "Complete job" killed: pid and name. */
@@ -352,7 +357,7 @@ export class RunnerJob {
    * "Complete job": the post steps (reverse order, each under its post-if), then the orphan process clean-up, then
    * RUNNER_TEMP emptied and the harness's directories removed.
    */
-  async complete(): Promise<JobCompletion> {
+  async complete(options: CompleteOptions = {}): Promise<JobCompletion> {
     if (this.done) throw new Error("the job is complete");
     const posts: StepResult[] = [];
     for (const post of [...this.posts].reverse()) {
@@ -362,6 +367,7 @@ export class RunnerJob {
           : this.record(skipped(post.action, "post")),
       );
     }
+    await options.beforeOrphanCleanup?.();
     const orphans = killJobProcesses(this.id, this.existingProcesses);
     await waitUntilGone(orphans);
     await this.finish();
