@@ -1,19 +1,19 @@
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { decryptBuffer } from "../../src/crypto/age.js";
 import { probeAlive } from "../../src/looker/alive.js";
-import { runActionEntry } from "../helpers/actions-env.js";
-import { bundledEntry } from "../helpers/bundle.js";
 import { cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { bundledAction, cleanUpRunnerJobs, type NodeAction, startRunnerJob } from "../helpers/runner-job.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 
 let work: string;
 let sim: SimulatedLooker;
 let identityFile: string;
 let recipient: string;
+let backup: NodeAction;
 
 beforeAll(async () => {
   requireCommands(["age", "zstd", "tar"]);
@@ -22,9 +22,21 @@ beforeAll(async () => {
   sim.start();
   identityFile = join(work, "identity.txt");
   recipient = (await cliJson<{ recipient: string }>("keygen", "--output", identityFile)).recipient;
+  backup = await bundledAction("backup");
+});
+
+// Each test starts from a running Looker. Whether Looker survives a job's "Complete job" (the runner's orphan
+// process clean-up) is what test/e2e/runner-job.test.ts checks.
+beforeEach(() => {
+  if (!sim.isRunning()) sim.start();
+});
+
+afterEach(async () => {
+  await cleanUpRunnerJobs();
 });
 
 afterAll(async () => {
+  await cleanUpRunnerJobs();
   sim?.stopQuietly();
   await rm(work, { recursive: true, force: true });
 });
@@ -53,8 +65,9 @@ async function allFileContents(dir: string): Promise<string> {
 describe("backup action (bundled dist entry, dir store, running simulator)", () => {
   it("makes a keystore-independent brief-stop backup, restarts Looker and never leaks the secrets", async () => {
     const store = join(work, "store");
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: {
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: {
         ...baseInputs(store),
         consistency: "brief-stop",
         "keystore-independent": "true",
@@ -101,7 +114,7 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       run.summary,
       JSON.stringify(run.outputs),
       JSON.stringify(run.state),
-      await allFileContents(run.files.runnerTemp),
+      await allFileContents(job.runnerTemp),
       await allFileContents(store),
     ];
     const names = ["stdout", "stderr", "summary", "outputs", "state", "runner temp files", "store files"];
@@ -109,50 +122,47 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       expect(names.filter((_, i) => written[i]!.includes(secret))).toEqual([]);
     }
 
-    const post = await runActionEntry(await bundledEntry("backup-post"), {
-      inputs: baseInputs(store),
-      state: run.state,
-    });
+    // The post step: its own process, the main step's state as STATE_*, then "Complete job".
+    const { posts } = await job.complete();
+    expect(posts).toHaveLength(1);
+    const post = posts[0]!;
+    expect(post.environment["STATE_stop-record"]).toBe(run.state["stop-record"]);
     expect(post.code, post.stderr).toBe(0);
     expect(post.stdout).toContain("nothing to restart");
   });
 
   it("fails before touching anything when an input is invalid, naming the input", async () => {
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: { ...baseInputs(join(work, "never")), consistency: "sometimes" },
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: { ...baseInputs(join(work, "never")), consistency: "sometimes" },
     });
     expect(run.code).toBe(2);
     expect(run.stdout).toContain("input 'consistency' must be one of live, brief-stop, stopped");
     expect(sim.isRunning()).toBe(true);
+    await job.complete();
   });
 
   it("restarts Looker and leaves no partial archive when cancelled mid-backup", async () => {
     const store = join(work, "store-cancel");
-    let stoppedSeen = false;
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: { ...baseInputs(store), consistency: "stopped", "master-key": sim.cmk },
-      onSpawn: (child) => {
-        const poll = setInterval(() => {
-          if (!sim.isRunning()) {
-            stoppedSeen = true;
-            clearInterval(poll);
-            child.kill("SIGTERM");
-          }
-        }, 20);
-        child.on("close", () => clearInterval(poll));
-      },
+    const job = await startRunnerJob();
+    // Cancelled as the runner cancels a step (SIGINT, then SIGTERM, then SIGKILL) once Looker is seen stopped.
+    const run = await job.run(backup, {
+      with: { ...baseInputs(store), consistency: "stopped", "master-key": sim.cmk },
+      cancelWhen: (step) => step.until(() => !sim.isRunning(), 20),
     });
-    expect(stoppedSeen, run.stdout).toBe(true);
+    expect(run.cancelSignals, run.stdout).not.toEqual([]);
     expect(run.code, run.stdout).toBe(130);
     expect(sim.isRunning(), run.stdout + run.stderr).toBe(true);
     expect(await readdir(store).catch(() => [])).toEqual([]);
+    await job.complete();
   });
 
   it("exits 5 with Looker's log when Looker cannot start again after the backup", async () => {
     const store = join(work, "store-no-cmk");
     // Without the CMK a keystore-protected Looker refuses to boot, as the real one does.
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: { ...baseInputs(store), consistency: "stopped" },
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: { ...baseInputs(store), consistency: "stopped" },
     });
     try {
       expect(run.code, run.stdout).toBe(5);
@@ -161,6 +171,7 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       expect(run.summary).toContain("Exit code 5");
       expect(sim.isRunning()).toBe(false);
     } finally {
+      await job.complete();
       sim.start();
     }
   });

@@ -267,8 +267,11 @@ export class RunnerJob {
     this.workspace = join(root, "_work", "looker-backup", "looker-backup");
     this.fileCommandDir = join(this.runnerTemp, "_runner_file_commands");
     this.token = options.token ?? `ghs_${randomBytes(18).toString("base64url")}`;
-    for (const name of Object.keys(options.env ?? {})) {
-      if (RUNNER_OWNED.includes(name)) throw new Error(`${name} is set by the runner, not by the job's env`);
+    for (const [name, value] of Object.entries(options.env ?? {})) {
+      // GITHUB_ACTIONS=true is harmless (ProcessInvoker sets it anyway); the others would defeat the harness.
+      if (RUNNER_OWNED.includes(name) && !(name === "GITHUB_ACTIONS" && value === "true")) {
+        throw new Error(`${name} is set by the runner, not by the job's env`);
+      }
     }
     const runId = String(1_000_000 + Math.floor(Math.random() * 1_000_000));
     this.jobEnv = {
