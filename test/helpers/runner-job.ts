@@ -347,8 +347,10 @@ export class RunnerJob {
       return this.record(skipped(action, "main"));
     }
     // ActionRunner.RunAsync registers the post step before the main step runs: it runs even if main is cancelled.
+    // The post step gets the same `with:` and `env:`; cancelWhen belongs to this main step only.
+    const { cancelWhen: _mainOnly, ...postOptions } = options;
     const post: PostStep | undefined = action.post
-      ? { action, options, state: {}, condition: action.manifest.postIf }
+      ? { action, options: postOptions, state: {}, condition: action.manifest.postIf }
       : undefined;
     if (post) this.posts.push(post);
     const result = await this.runStep(action, action.main, "main", options, {});
