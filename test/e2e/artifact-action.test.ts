@@ -13,12 +13,17 @@ import { createHash } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ActionRun, runActionEntry } from "../helpers/actions-env.js";
-import { bundledEntry } from "../helpers/bundle.js";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { type ResultsService, type RunHandle, startResultsService } from "../helpers/results-service.js";
+import {
+  bundledAction,
+  cleanUpRunnerJobs,
+  type NodeAction,
+  type StepResult,
+  startRunnerJob,
+} from "../helpers/runner-job.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 
 const INSTANCE = "e2e-art";
@@ -30,6 +35,8 @@ let service: ResultsService;
 let sim: SimulatedLooker;
 let identity: string;
 let recipient: string;
+let backupAction: NodeAction;
+let restoreAction: NodeAction;
 /** Drill targets that may hold a running restored Looker, stopped in afterAll whatever happened. */
 const drillTargets: string[] = [];
 
@@ -46,9 +53,16 @@ beforeAll(async () => {
   const identityFile = join(work, "identity.txt");
   recipient = (await cliJson<{ recipient: string }>("keygen", "--output", identityFile)).recipient;
   identity = await readFile(identityFile, "utf8");
+  backupAction = await bundledAction("backup");
+  restoreAction = await bundledAction("restore");
+});
+
+afterEach(async () => {
+  await cleanUpRunnerJobs();
 });
 
 afterAll(async () => {
+  await cleanUpRunnerJobs();
   sim?.stopQuietly();
   for (const target of drillTargets) stopLookerIn(target);
   await service?.stop();
@@ -73,8 +87,24 @@ function backupEnv(run: RunHandle): Record<string, string> {
     ...run.env,
     GITHUB_WORKFLOW_REF: `${service.owner}/${service.repo}/.github/workflows/backup.yml@refs/heads/main`,
     GITHUB_RUN_ATTEMPT: "1",
-    RUNNER_TEMP: runnerTemp,
   };
+}
+
+/**
+ * One job of the runner with one step of `action`, completed (post steps, orphan clean-up, RUNNER_TEMP emptied)
+ * after `beforeComplete` has looked at what the step left in RUNNER_TEMP.
+ */
+async function runJob(
+  action: NodeAction,
+  inputs: Record<string, string>,
+  env: Record<string, string>,
+  beforeComplete?: (main: StepResult) => Promise<void>,
+): Promise<StepResult> {
+  const job = await startRunnerJob({ env, runnerTemp });
+  const main = await job.run(action, { with: inputs });
+  await beforeComplete?.(main);
+  await job.complete();
+  return main;
 }
 
 function backupInputs(extra: Record<string, string> = {}): Record<string, string> {
@@ -88,11 +118,8 @@ function backupInputs(extra: Record<string, string> = {}): Record<string, string
   };
 }
 
-async function runBackup(run: RunHandle, inputs: Record<string, string>): Promise<ActionRun> {
-  const result = await runActionEntry(await bundledEntry("backup-main"), {
-    inputs,
-    env: backupEnv(run),
-  });
+async function runBackup(run: RunHandle, inputs: Record<string, string>): Promise<StepResult> {
+  const result = await runJob(backupAction, inputs, backupEnv(run));
   expect(result.code, result.stdout + result.stderr).toBe(0);
   return result;
 }
@@ -127,7 +154,6 @@ function drillEnv(): Record<string, string> {
   return {
     ...run.env,
     GITHUB_WORKFLOW_REF: `${service.owner}/${service.repo}/.github/workflows/restore-drill.yml@refs/heads/main`,
-    RUNNER_TEMP: runnerTemp,
   };
 }
 
@@ -205,7 +231,8 @@ describe("bundled actions with the artifact store (real artifact and cache clien
 
     expect(result.summary).toContain(`## Looker backup: ${INSTANCE}`);
     expect(result.summary).toContain("No earlier backup of this instance was found.");
-    expect(sim.isRunning()).toBe(true);
+    // Checked after the whole job: the restarted Looker must also survive Complete job's orphan process clean-up.
+    expect(sim.isRunning(), "Looker is not running after the job").toBe(true);
   });
 
   it("reports the changes since the previous run's catalog, kept in the Actions cache", async () => {
@@ -259,9 +286,10 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     const target = join(work, "drill-newest");
     drillTargets.push(target);
     const downloadsBefore = service.callsTo("downloadArtifact").length;
-    const result = await runActionEntry(await bundledEntry("restore-main"), {
-      inputs: restoreInputs(target),
-      env: drillEnv(),
+    let report: { result?: string } = {};
+    // The JSON report lives in RUNNER_TEMP, which the runner empties at the end of the job.
+    const result = await runJob(restoreAction, restoreInputs(target), drillEnv(), async (main) => {
+      report = JSON.parse(await readFile(main.outputs.report!, "utf8"));
     });
     expect(result.code, result.stdout + result.stderr).toBe(0);
     expect(result.outputs.result).toBe("passed");
@@ -270,7 +298,6 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     expect(Number(result.outputs["rpo-ms"])).toBeGreaterThanOrEqual(0);
     expect(Number(result.outputs["files-verified"])).toBeGreaterThan(60);
     expect(result.stdout).toContain(`from run ${newest.run.runId}`);
-    const report = JSON.parse(await readFile(result.outputs.report!, "utf8"));
     expect(report.result).toBe("passed");
     // Fetched through the REST API of another run (the drill is not the backup run), then restored byte for byte.
     expect(service.callsTo("downloadArtifact").length).toBeGreaterThan(downloadsBefore);
@@ -283,10 +310,11 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     const first = runs[0]!;
     const target = join(work, "drill-keyfile");
     drillTargets.push(target);
-    const result = await runActionEntry(await bundledEntry("restore-main"), {
-      inputs: restoreInputs(target, { "run-id": String(first.run.runId) }),
-      env: drillEnv(),
-    });
+    const result = await runJob(
+      restoreAction,
+      restoreInputs(target, { "run-id": String(first.run.runId) }),
+      drillEnv(),
+    );
     expect(result.code, result.stdout + result.stderr).toBe(0);
     expect(result.outputs.result).toBe("passed");
     expect(result.outputs["archive-name"]).toBe(first.outputs["archive-name"]);
@@ -305,10 +333,7 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     altered[altered.length - 100] = altered[altered.length - 100]! ^ 0x01;
     await service.tamper(name, altered, newest.run.runId);
     const target = join(work, "drill-tampered");
-    const result = await runActionEntry(await bundledEntry("restore-main"), {
-      inputs: restoreInputs(target),
-      env: drillEnv(),
-    });
+    const result = await runJob(restoreAction, restoreInputs(target), drillEnv());
     expect(result.code, result.stdout + result.stderr).toBe(4);
     expect(result.stdout).toContain(`artifact ${name}`);
     expect(result.stdout).toContain("was altered after upload");

@@ -1,21 +1,21 @@
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { decryptBuffer } from "../../src/crypto/age.js";
 import { probeAlive } from "../../src/looker/alive.js";
-import { runActionEntry } from "../helpers/actions-env.js";
-import { bundledEntry } from "../helpers/bundle.js";
 import { cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { bundledAction, cleanUpRunnerJobs, type NodeAction, startRunnerJob } from "../helpers/runner-job.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 
 let work: string;
 let sim: SimulatedLooker;
 let identityFile: string;
 let recipient: string;
+let backup: NodeAction;
 
 beforeAll(async () => {
   requireCommands(["age", "zstd", "tar"]);
@@ -24,12 +24,33 @@ beforeAll(async () => {
   sim.start();
   identityFile = join(work, "identity.txt");
   recipient = (await cliJson<{ recipient: string }>("keygen", "--output", identityFile)).recipient;
+  backup = await bundledAction("backup");
+});
+
+// Each test starts from a running Looker. Whether Looker survives a job's "Complete job" (the runner's orphan
+// process clean-up) is what test/e2e/runner-job.test.ts checks.
+beforeEach(() => {
+  if (!sim.isRunning()) sim.start();
+});
+
+afterEach(async () => {
+  await cleanUpRunnerJobs();
 });
 
 afterAll(async () => {
+  await cleanUpRunnerJobs();
   sim?.stopQuietly();
   await rm(work, { recursive: true, force: true });
 });
+
+/** Whether a backup is writing its archive into `store` right now (the dir store's partial file). */
+function writingArchive(store: string): boolean {
+  try {
+    return readdirSync(store).some((name) => name.startsWith(".partial-"));
+  } catch {
+    return false; // the store directory is made when the archive is
+  }
+}
 
 function baseInputs(store: string): Record<string, string> {
   return {
@@ -62,8 +83,9 @@ async function allFileContents(dir: string): Promise<string> {
 describe("backup action (bundled dist entry, dir store, running simulator)", () => {
   it("makes a keystore-independent brief-stop backup, restarts Looker and never leaks the secrets", async () => {
     const store = join(work, "store");
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: {
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: {
         ...baseInputs(store),
         consistency: "brief-stop",
         "keystore-independent": "true",
@@ -110,7 +132,7 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       run.summary,
       JSON.stringify(run.outputs),
       JSON.stringify(run.state),
-      await allFileContents(run.files.runnerTemp),
+      await allFileContents(job.runnerTemp),
       await allFileContents(store),
     ];
     const names = ["stdout", "stderr", "summary", "outputs", "state", "runner temp files", "store files"];
@@ -118,63 +140,66 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       expect(names.filter((_, i) => written[i]!.includes(secret))).toEqual([]);
     }
 
-    const post = await runActionEntry(await bundledEntry("backup-post"), {
-      inputs: baseInputs(store),
-      state: run.state,
-    });
+    // The post step: its own process, the main step's state as STATE_*, then "Complete job".
+    const { posts } = await job.complete();
+    expect(posts).toHaveLength(1);
+    const post = posts[0]!;
+    expect(post.environment["STATE_stop-record"]).toBe(run.state["stop-record"]);
     expect(post.code, post.stderr).toBe(0);
     expect(post.stdout).toContain("nothing to restart");
   });
 
   it("fails before touching anything when an input is invalid, naming the input", async () => {
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: { ...baseInputs(join(work, "never")), consistency: "sometimes" },
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: { ...baseInputs(join(work, "never")), consistency: "sometimes" },
     });
     expect(run.code).toBe(2);
     expect(run.stdout).toContain("input 'consistency' must be one of live, brief-stop, stopped");
     expect(sim.isRunning()).toBe(true);
+    await job.complete();
   });
 
   it("restarts Looker and leaves no partial archive when cancelled mid-backup", async () => {
     const store = join(work, "store-cancel");
-    let stoppedSeen = false;
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: { ...baseInputs(store), consistency: "stopped", "master-key": sim.cmk },
-      onSpawn: (child) => {
-        const poll = setInterval(() => {
-          if (!sim.isRunning()) {
-            stoppedSeen = true;
-            clearInterval(poll);
-            child.kill("SIGTERM");
-          }
-        }, 20);
-        child.on("close", () => clearInterval(poll));
-      },
+    const job = await startRunnerJob();
+    // Cancelled as the runner cancels a step (SIGINT, then SIGTERM, then SIGKILL) once Looker is seen stopped.
+    const run = await job.run(backup, {
+      with: { ...baseInputs(store), consistency: "stopped", "master-key": sim.cmk },
+      // Mid-backup: the archive is being written (a partial file in the store) while Looker is down. Polling
+      // `looker status` alone could first see Looker down during the restart, after the archive was stored.
+      cancelWhen: (step) => step.until(() => writingArchive(store) && !sim.isRunning(), 20),
     });
-    expect(stoppedSeen, run.stdout).toBe(true);
+    expect(run.cancelSignals, run.stdout).not.toEqual([]);
     expect(run.code, run.stdout).toBe(130);
     expect(await readdir(store).catch(() => [])).toEqual([]);
-    // Main leaves the restart to the post step, which the runner runs after a cancel too.
-    expect(JSON.parse(run.state["stop-record"]!).stoppedByUs).toEqual([0]);
-    const post = await runActionEntry(await bundledEntry("backup-post"), {
-      inputs: { ...baseInputs(store), consistency: "stopped", "master-key": sim.cmk },
-      state: run.state,
+    // Looker runs again once the post step (which the runner runs after a cancel too) is done, whichever step
+    // restarted it. That it also survives Complete job's orphan clean-up is test/e2e/runner-job.test.ts's concern.
+    let runningAfterPost = false;
+    const { posts } = await job.complete({
+      beforeOrphanCleanup: () => {
+        runningAfterPost = sim.isRunning();
+      },
     });
-    expect(post.code, post.stdout + post.stderr).toBe(0);
-    expect(post.stdout).toContain("starting Looker on local");
-    expect(sim.isRunning(), run.stdout + run.stderr).toBe(true);
+    // Main leaves the restart to the post step: it records what it stopped and does not wait for a boot.
+    expect(JSON.parse(run.state["stop-record"]!).stoppedByUs).toEqual([0]);
+    expect(posts[0]!.code, posts[0]!.stdout + posts[0]!.stderr).toBe(0);
+    expect(posts[0]!.stdout).toContain("starting Looker on local");
+    expect(runningAfterPost, run.stdout + run.stderr).toBe(true);
   });
 
   it("fails the preflight before Looker is stopped when store artifact has no artifact service", async () => {
     const stopsBefore = lookerStops();
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: {
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: {
         ...baseInputs(join(work, "never")),
         store: "artifact",
         consistency: "stopped",
         "master-key": sim.cmk,
       },
     });
+    await job.complete();
     expect(run.code, run.stdout).toBe(2);
     expect(run.stdout).toMatch(
       /::error::preflight failed: store: artifact needs the Actions artifact service/,
@@ -194,9 +219,8 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     await mkdir(fifos);
     try {
       for (let i = 0; i < 12; i++) execFileSync("mkfifo", [join(fifos, `pipe-${i}`)]);
-      const warn = await runActionEntry(await bundledEntry("backup-main"), {
-        inputs: baseInputs(join(work, "store-warn")),
-      });
+      const job = await startRunnerJob();
+      const warn = await job.run(backup, { with: baseInputs(join(work, "store-warn")) });
       expect(warn.code, warn.stdout).toBe(0);
       const total = Number(warn.outputs.warnings);
       expect(total).toBeGreaterThanOrEqual(12);
@@ -207,8 +231,9 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       for (let i = 0; i < 12; i++) expect(warn.summary).toContain(`fifos/pipe-${i}`);
       expect(Number(warn.outputs["duration-ms"])).toBeGreaterThan(0);
 
-      const error = await runActionEntry(await bundledEntry("backup-main"), {
-        inputs: { ...baseInputs(join(work, "store-warn")), "on-warnings": "error" },
+      const error = await job.run(backup, {
+        with: { ...baseInputs(join(work, "store-warn")), "on-warnings": "error" },
+        if: "always()",
       });
       expect(error.code, error.stdout).toBe(3);
       expect(error.outputs["archive-name"]).toMatch(/\.tar\.zst\.age$/);
@@ -216,12 +241,14 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
         /::error::the backup was made, with \d+ warning\(s\), and on-warnings is error/,
       );
 
-      const ignore = await runActionEntry(await bundledEntry("backup-main"), {
-        inputs: { ...baseInputs(join(work, "store-warn")), "on-warnings": "ignore" },
+      const ignore = await job.run(backup, {
+        with: { ...baseInputs(join(work, "store-warn")), "on-warnings": "ignore" },
+        if: "always()",
       });
       expect(ignore.code, ignore.stdout).toBe(0);
       expect(ignore.stdout).not.toMatch(/^::warning/m);
       expect(ignore.summary).toContain("fifos/pipe-11");
+      await job.complete();
     } finally {
       await rm(fifos, { recursive: true, force: true });
     }
@@ -230,8 +257,9 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
   it("exits 5 with Looker's log when Looker cannot start again after the backup", async () => {
     const store = join(work, "store-no-cmk");
     // Without the CMK a keystore-protected Looker refuses to boot, as the real one does.
-    const run = await runActionEntry(await bundledEntry("backup-main"), {
-      inputs: { ...baseInputs(store), consistency: "stopped" },
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: { ...baseInputs(store), consistency: "stopped" },
     });
     try {
       expect(run.code, run.stdout).toBe(5);
@@ -240,6 +268,7 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       expect(run.summary).toContain("Exit code 5");
       expect(sim.isRunning()).toBe(false);
     } finally {
+      await job.complete();
       sim.start();
     }
   });
