@@ -48,6 +48,18 @@ export class LookerError extends LookerBackupError {
   }
 }
 
+/**
+ * GitHub's API refused for now because a rate limit is used up, not for want of permission. Exit 1: nothing to fix
+ * in the inputs, only to wait (until `resetAt`, when GitHub said).
+ */
+export class RateLimitError extends LookerBackupError {
+  readonly resetAt: Date | undefined;
+  constructor(message: string, options: { resetAt?: Date | undefined; hint?: string; cause?: unknown } = {}) {
+    super(message, { exitCode: ExitCode.Failed, hint: options.hint, cause: options.cause });
+    this.resetAt = options.resetAt;
+  }
+}
+
 /** The run was interrupted by SIGINT/SIGTERM or a cancelled workflow. Exit 130. */
 export class CancelledError extends LookerBackupError {
   constructor(message = "cancelled") {
