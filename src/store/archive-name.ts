@@ -51,7 +51,8 @@ export function parseArchiveName(name: string): ParsedArchiveName | undefined {
   return Number.isNaN(createdAt.getTime()) ? undefined : { instance: match[1]!, createdAt };
 }
 
-function compactUtc(at: Date): string {
+/** `yyyymmddThhmmssZ`: sorts as text, and carries no characters artifact or file names refuse. */
+export function compactUtc(at: Date): string {
   return at
     .toISOString()
     .replace(/\.\d{3}Z$/, "Z")

@@ -1,5 +1,5 @@
 /**
- * The GitHub Actions artifact store (DESIGN.md section 7), on the real @actions/artifact client.
+ * The GitHub Actions artifact store, on the real @actions/artifact client.
  * Each object is one artifact holding one file as-is (`skipArchive`: no zip, no re-compression of ciphertext).
  * Uploads go through a private temp file because the client uploads files, not streams; downloads land in a private
  * temp dir and are checked against the sha256 the service recorded at upload before a single byte is handed on.
@@ -64,6 +64,22 @@ export const DEFAULT_RETENTION_DAYS = 30;
 export const ACCESS_HINT =
   "the token needs `actions: read` on the repository (workflow `permissions: actions: read`, or a token with access to " +
   "the repository's Actions); also check the owner, repository, workflow and run id";
+
+/**
+ * Why this runner cannot upload artifacts, or undefined when it can: the client needs ACTIONS_RUNTIME_TOKEN and
+ * ACTIONS_RESULTS_URL (set by the runner for each job), and refuses GitHub Enterprise Server, whose artifact service
+ * it does not speak (the same host test as @actions/artifact's isGhes).
+ */
+export function artifactServiceUnavailable(): string | undefined {
+  if (!process.env["ACTIONS_RUNTIME_TOKEN"] || !process.env["ACTIONS_RESULTS_URL"]) {
+    return "ACTIONS_RUNTIME_TOKEN or ACTIONS_RESULTS_URL is not set (not a GitHub Actions job step)";
+  }
+  const host = new URL(process.env["GITHUB_SERVER_URL"] || "https://github.com").hostname.toUpperCase();
+  if (host !== "GITHUB.COM" && !host.endsWith(".GHE.COM") && !host.endsWith(".LOCALHOST")) {
+    return `${host.toLowerCase()} is GitHub Enterprise Server, whose artifact service @actions/artifact does not support`;
+  }
+  return undefined;
+}
 
 export class ArtifactStore implements Store {
   readonly kind = "artifact";
