@@ -9,9 +9,10 @@ import { readFileSync } from "node:fs";
 import { getOctokit } from "@actions/github";
 import { retry } from "@octokit/plugin-retry";
 import { throttling } from "@octokit/plugin-throttling";
-import { InputError, LookerBackupError, RateLimitError } from "../errors.js";
+import { InputError, LookerBackupError } from "../errors.js";
 import { parseArchiveName } from "./archive-name.js";
 import { ACCESS_HINT, normalizeDigest } from "./artifact-store.js";
+import { rateLimitErrorOf } from "./rate-limit.js";
 
 /** How the REST client retries; the defaults suit a job, tests shrink the waits. */
 export interface ApiRetryOptions {
@@ -325,7 +326,6 @@ function eventDefaultBranch(owner: string, repo: string): string | undefined {
 interface OctokitError {
   status?: unknown;
   message?: unknown;
-  response?: { headers?: Record<string, string | number | undefined> };
 }
 
 /**
@@ -335,19 +335,16 @@ interface OctokitError {
  */
 function apiError(error: unknown, what: string, request: RepositoryRequest): Error {
   if (error instanceof LookerBackupError) return error;
-  const { status, message, response } = (error ?? {}) as OctokitError;
+  const { status, message } = (error ?? {}) as OctokitError;
   if (typeof status !== "number") {
     return new LookerBackupError(`github api request ${what} failed: ${String(message ?? error)}`, {
       cause: error,
     });
   }
-  const headers = response?.headers ?? {};
   const text = String(message ?? "").replace(/ - https:\/\/docs\.github\.com\S*$/, "");
   const answered = `github api answered ${status} to ${what} for ${request.owner}/${request.repo}: ${text}`;
-  if (status === 403 || status === 429) {
-    const limited = rateLimitOf(headers, text);
-    if (limited) return limited(answered, error);
-  }
+  const limited = rateLimitErrorOf(error, answered);
+  if (limited) return limited;
   if (status === 401) {
     return new InputError(
       `${answered} (the token was rejected)`,
@@ -363,42 +360,6 @@ function apiError(error: unknown, what: string, request: RepositoryRequest): Err
         ? "GitHub's API did not answer after retries; re-run the job, and check https://www.githubstatus.com"
         : undefined,
   });
-}
-
-function rateLimitOf(
-  headers: Record<string, string | number | undefined>,
-  text: string,
-): ((answered: string, cause: unknown) => RateLimitError) | undefined {
-  const now = Date.now();
-  if (/\bsecondary rate limit\b/i.test(text)) {
-    const retryAfter = Number(headers["retry-after"]);
-    const resetAt =
-      Number.isFinite(retryAfter) && retryAfter > 0 ? new Date(now + retryAfter * 1000) : undefined;
-    return (answered, cause) =>
-      new RateLimitError(
-        `${answered} (a secondary rate limit${resetAt ? `; it lifts at ${resetAt.toISOString()}` : ""})`,
-        {
-          resetAt,
-          hint: "too many requests in a short time: wait a few minutes and re-run the job; do not start drills or restores in parallel",
-          cause,
-        },
-      );
-  }
-  if (String(headers["x-ratelimit-remaining"]) === "0") {
-    const reset = Number(headers["x-ratelimit-reset"]);
-    const resetAt = Number.isFinite(reset) && reset > 0 ? new Date(reset * 1000) : undefined;
-    const limit = headers["x-ratelimit-limit"];
-    return (answered, cause) =>
-      new RateLimitError(
-        `${answered} (the rate limit${limit === undefined ? "" : ` of ${limit} requests per hour`} is used up${resetAt ? `; it resets at ${resetAt.toISOString()}` : ""})`,
-        {
-          resetAt,
-          hint: "re-run the job after the reset; the limit belongs to the token, so other jobs using it count too",
-          cause,
-        },
-      );
-  }
-  return undefined;
 }
 
 function describeWanted(request: FindBackupArtifactRequest): string {

@@ -24,6 +24,7 @@ import {
 import { sha256File } from "../crypto/digest.js";
 import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
 import { parseArchiveName } from "./archive-name.js";
+import { rateLimitErrorOf } from "./rate-limit.js";
 import type { PendingObject, Store, StoredObject } from "./store.js";
 
 /** Another workflow run to read from (GitHub REST API; the token needs `actions: read`). */
@@ -346,6 +347,9 @@ export async function withRetry<T>(
       return await operation();
     } catch (error) {
       if (error instanceof LookerBackupError || isArtifactNotFound(error)) throw error;
+      // Checked before the permission statuses: a rate limit is a 403 too, and waiting, not access, fixes it.
+      const limited = rateLimitErrorOf(error, `${what} failed: ${firstLine(error)}`);
+      if (limited) throw limited;
       const status = httpStatusOf(error);
       if (status === 401 || status === 403 || status === 404) {
         throw new InputError(`${what} failed: ${firstLine(error)}`, ACCESS_HINT, error);

@@ -579,6 +579,21 @@ describe("findNewestBackupArtifact across runs", () => {
     expect(refused).toBeInstanceOf(InputError);
     expect((refused as InputError).hint).toContain("actions: read");
 
+    // A rate limit on the artifact client's own requests is a rate limit too, not the actions: read hint.
+    const resetAt = new Date(Math.ceil(Date.now() / 1000) * 1000 + 1800_000);
+    const listsBefore = service.callsTo("listRunArtifacts").length;
+    // The artifact client asks 6 times in all: it puts `retries: 5` into its request options, which plugin-retry
+    // applies to any failure, a 403 included.
+    service.failNext("listRunArtifacts", primaryRateLimitFault(resetAt), 6);
+    const limited = await store.open(found.name).catch((e: unknown) => e);
+    expect(service.callsTo("listRunArtifacts").length - listsBefore).toBe(6);
+    expect(limited).toBeInstanceOf(RateLimitError);
+    expect((limited as Error).message).toMatch(
+      /^lookup of artifact looker-prod-20250103T000000Z\.tar\.zst\.age failed: /,
+    );
+    expect((limited as Error).message).toContain(`it resets at ${resetAt.toISOString()}`);
+    expect((limited as RateLimitError).hint).not.toContain("actions: read");
+
     await service.tamper(found.name, randomBytes(expected.bytes.length), found.runId);
     await expect(store.open(found.name)).rejects.toBeInstanceOf(IntegrityError);
     expect(await fs.readdir(tempRoot)).toEqual([]);
