@@ -9,6 +9,7 @@
  * are set before the process starts; a test that sets process.env must do so before importing this module.
  */
 
+import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import { mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import os from "node:os";
@@ -116,6 +117,11 @@ export class ArtifactStore implements Store {
     const stream = createWriteStream(path, { flags: "wx", mode: 0o600, highWaterMark: 1 << 20 });
     let settled = false;
     const removeTemp = () => rm(dir, { recursive: true, force: true });
+    // The file exists (0600) once create() resolves, and a file that cannot be made fails here, not mid-backup.
+    await once(stream, "open").catch(async (error: unknown) => {
+      await removeTemp();
+      throw error;
+    });
     return {
       stream,
       commit: async () => {
