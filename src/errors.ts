@@ -1,5 +1,5 @@
 /**
- * One place for exit codes and the typed errors that carry them (DESIGN.md section 9).
+ * One place for exit codes and the typed errors that carry them.
  * Messages are lower-case and say what went wrong; the hint says how to fix it (the age CLI's style).
  */
 export const ExitCode = {

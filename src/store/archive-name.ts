@@ -1,5 +1,5 @@
 /**
- * Archive names: `<instance>-<UTC yyyymmddThhmmssZ>.tar.zst.age` (DESIGN.md section 4). The timestamp in the name is
+ * Archive names: `<instance>-<UTC yyyymmddThhmmssZ>.tar.zst.age`. The timestamp in the name is
  * what restore and pruning sort by, so it must survive copies that lose file times.
  */
 import { hostname } from "node:os";
