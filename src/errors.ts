@@ -1,5 +1,5 @@
 /**
- * One place for exit codes and the typed errors that carry them (DESIGN.md section 9).
+ * One place for exit codes and the typed errors that carry them.
  * Messages are lower-case and say what went wrong; the hint says how to fix it (the age CLI's style).
  */
 export const ExitCode = {
@@ -45,6 +45,18 @@ export class LookerError extends LookerBackupError {
   constructor(message: string, options: { hint?: string; logTail?: string; cause?: unknown } = {}) {
     super(message, { exitCode: ExitCode.LookerFailed, hint: options.hint, cause: options.cause });
     this.logTail = options.logTail;
+  }
+}
+
+/**
+ * GitHub's API refused for now because a rate limit is used up, not for want of permission. Exit 1: nothing to fix
+ * in the inputs, only to wait (until `resetAt`, when GitHub said).
+ */
+export class RateLimitError extends LookerBackupError {
+  readonly resetAt: Date | undefined;
+  constructor(message: string, options: { resetAt?: Date | undefined; hint?: string; cause?: unknown } = {}) {
+    super(message, { exitCode: ExitCode.Failed, hint: options.hint, cause: options.cause });
+    this.resetAt = options.resetAt;
   }
 }
 

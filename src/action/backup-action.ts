@@ -20,7 +20,7 @@ import {
 import { ProgressReporter } from "../report/progress.js";
 import { backupSummaryMarkdown, preflightTable } from "../report/summary.js";
 import { keyfileNameFor } from "../store/archive-name.js";
-import { artifactStillExists } from "../store/artifact-exists.js";
+import { artifactStillExists } from "../store/artifact-find.js";
 import { ArtifactStore } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
 import type { Store } from "../store/store.js";
@@ -188,8 +188,9 @@ function storedReference(store: Store, name: string): StoredReference | undefine
 /** Whether the archive a skip would rely on is still there; without a token an artifact cannot be confirmed. */
 async function stillStored(stored: StoredReference, settings: BackupSettings): Promise<boolean> {
   if (stored.kind === "dir") return existsSync(stored.location);
-  if (!settings.githubToken) return false;
-  return artifactStillExists(stored, settings.githubToken);
+  const [owner, repo] = (stored.repository ?? process.env.GITHUB_REPOSITORY ?? "").split("/");
+  if (!settings.githubToken || !owner || !repo) return false;
+  return artifactStillExists({ token: settings.githubToken, owner, repo, artifactId: stored.artifactId });
 }
 
 /**

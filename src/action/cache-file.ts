@@ -1,6 +1,7 @@
 /**
- * One small JSON document kept between workflow runs in the Actions cache (the previous backup's catalog, the drill
- * history). The cache is an optimisation for reporting: when it is unavailable the caller goes on with a warning.
+ * One small JSON document kept between workflow runs in the Actions cache (the previous backup's catalog). The cache
+ * is an optimisation for reporting: when it is unavailable the caller goes on with a warning. Entries unused for 7
+ * days are evicted and entries are scoped by branch, so nothing that must last (the drill history) lives here.
  *
  * Why a fixed path: @actions/cache versions an entry by the exact path strings it holds and extracts it back to the
  * same place, so a file under a fresh mkdtemp() directory would never be found again by the next run. The file lives

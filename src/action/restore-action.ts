@@ -10,13 +10,13 @@ import { pipeline } from "node:stream/promises";
 import * as core from "@actions/core";
 import { absolutePath, checkedMasterKey, integer, lines } from "../config/inputs.js";
 import { type DrillRequest, runDrill } from "../drill/drill.js";
-import { type DrillReport, drillSummaryMarkdown, isDrillReport } from "../drill/report.js";
+import { type DrillReport, drillSummaryMarkdown } from "../drill/report.js";
 import { describeError, exitCodeOf, InputError } from "../errors.js";
 import { keyfileNameFor } from "../store/archive-name.js";
 import { findNewestBackupArtifact } from "../store/artifact-find.js";
 import { ArtifactStore } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
-import { restoreCachedJson, saveCachedJson } from "./cache-file.js";
+import { keepDrillHistory } from "./drill-history.js";
 import { maskValue } from "./secrets.js";
 
 const SECRETS = [
@@ -27,8 +27,6 @@ const SECRETS = [
   "api-client-secret",
   "drill-mysql-password",
 ];
-const HISTORY_LENGTH = 8;
-const HISTORY_FILE = "drills.json";
 
 export async function runRestoreAction(): Promise<void> {
   for (const name of SECRETS) maskValue(core.getInput(name));
@@ -40,7 +38,7 @@ export async function runRestoreAction(): Promise<void> {
     const source = await fetchBackup(get, scratch);
     const request = drillRequest(get, source);
     const report = await runDrill({ ...request, log: (line) => core.info(line) });
-    await publish(report, get("instance") || String(report.backup.instance ?? "looker"));
+    await publish(report, get("instance") || String(report.backup.instance ?? "looker"), get("github-token"));
     if (report.result !== "passed") core.setFailed(`drill failed: ${report.error ?? "see the report"}`);
     process.exitCode = report.exitCode;
   } catch (error) {
@@ -68,21 +66,23 @@ async function fetchBackup(get: (name: string) => string, scratch: string): Prom
       );
     return { archive: newest.location };
   }
-  const [owner, repo] = (process.env.GITHUB_REPOSITORY ?? "/").split("/");
+  const runId = get("run-id") ? integer(get("run-id"), "run-id", 1, Number.MAX_SAFE_INTEGER) : undefined;
+  const { owner, repo } = repositoryOf(get("repository") || process.env.GITHUB_REPOSITORY || "");
   const token = get("github-token");
-  const runId = get("run-id");
   const found = await findNewestBackupArtifact({
     token,
-    owner: owner ?? "",
-    repo: repo ?? "",
+    owner,
+    repo,
     workflow: get("workflow") || undefined,
-    ...(runId ? { runId: integer(runId, "run-id", 1, Number.MAX_SAFE_INTEGER) } : {}),
+    ...(get("branch") ? { branch: get("branch") } : {}),
+    ...(runId === undefined ? {} : { runId }),
     ...(get("artifact-name") ? { artifactName: get("artifact-name") } : {}),
     ...(instance ? { instance } : {}),
+    log: (line) => core.info(line),
   });
-  core.info(`restoring artifact ${found.name} (id ${found.id}) from run ${found.runId}`);
+  core.info(`restoring artifact ${found.name} (id ${found.id}) from run ${found.runId} of ${owner}/${repo}`);
   const store = new ArtifactStore({
-    findBy: { token, workflowRunId: found.runId, repositoryOwner: owner ?? "", repositoryName: repo ?? "" },
+    findBy: { token, workflowRunId: found.runId, repositoryOwner: owner, repositoryName: repo },
   });
   const archive = join(scratch, found.name);
   await pipeline(await store.open(found.name), createWriteStream(archive, { mode: 0o600 }));
@@ -93,6 +93,18 @@ async function fetchBackup(get: (name: string) => string, scratch: string): Prom
   const keyfile = join(scratch, keyfileName);
   await pipeline(await store.open(keyfileName), createWriteStream(keyfile, { mode: 0o600 }));
   return { archive, keyfile };
+}
+
+/** `owner/name` of the repository whose backups are restored (a drill may restore another repository's). */
+function repositoryOf(value: string): { owner: string; repo: string } {
+  const match = /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(value.trim());
+  if (!match) {
+    throw new InputError(
+      `repository: '${value}' is not owner/name`,
+      "set repository to the repository that runs the backups, e.g. acme/looker-ops (default: this repository)",
+    );
+  }
+  return { owner: match[1]!, repo: match[2]! };
 }
 
 function drillRequest(get: (name: string) => string, source: FetchedBackup): DrillRequest {
@@ -148,8 +160,8 @@ function drillRequest(get: (name: string) => string, source: FetchedBackup): Dri
   };
 }
 
-/** Outputs, the JSON report, and a summary with a short history of earlier drills kept in the Actions cache. */
-async function publish(report: DrillReport, instance: string): Promise<void> {
+/** Outputs, the JSON report, and a summary with the last drills of the instance (kept as artifacts). */
+async function publish(report: DrillReport, instance: string, token: string): Promise<void> {
   const reportPath = join(process.env.RUNNER_TEMP || tmpdir(), `looker-drill-report-${Date.now()}.json`);
   await writeFile(reportPath, `${JSON.stringify(report, null, 2)}\n`);
   core.setOutput("result", report.result);
@@ -158,19 +170,8 @@ async function publish(report: DrillReport, instance: string): Promise<void> {
   core.setOutput("archive-name", report.archive.split("/").pop() ?? "");
   core.setOutput("files-verified", String(report.filesVerified));
   core.setOutput("report", reportPath);
-  const history = await drillHistory(instance, report);
+  // The history lives in this repository (where this drill runs), whichever repository the backup came from.
+  const [owner = "", repo = ""] = (process.env.GITHUB_REPOSITORY ?? "/").split("/");
+  const history = await keepDrillHistory(report, { instance, token, owner, repo });
   await core.summary.addRaw(drillSummaryMarkdown(report, history)).write();
-}
-
-async function drillHistory(instance: string, report: DrillReport): Promise<DrillReport[]> {
-  const prefix = `looker-backup-drills-${instance}-`;
-  const parsed = await restoreCachedJson(prefix, HISTORY_FILE, "the drill history");
-  const history = Array.isArray(parsed) ? parsed.filter(isDrillReport) : [];
-  await saveCachedJson(
-    prefix,
-    HISTORY_FILE,
-    [report, ...history].slice(0, HISTORY_LENGTH),
-    "the drill history",
-  );
-  return history;
 }

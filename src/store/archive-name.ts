@@ -1,5 +1,5 @@
 /**
- * Archive names: `<instance>-<UTC yyyymmddThhmmssZ>.tar.zst.age` (DESIGN.md section 4). The timestamp in the name is
+ * Archive names: `<instance>-<UTC yyyymmddThhmmssZ>.tar.zst.age`. The timestamp in the name is
  * what restore and pruning sort by, so it must survive copies that lose file times.
  */
 import { hostname } from "node:os";
@@ -51,7 +51,8 @@ export function parseArchiveName(name: string): ParsedArchiveName | undefined {
   return Number.isNaN(createdAt.getTime()) ? undefined : { instance: match[1]!, createdAt };
 }
 
-function compactUtc(at: Date): string {
+/** `yyyymmddThhmmssZ`: sorts as text, and carries no characters artifact or file names refuse. */
+export function compactUtc(at: Date): string {
   return at
     .toISOString()
     .replace(/\.\d{3}Z$/, "Z")

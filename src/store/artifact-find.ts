@@ -1,33 +1,66 @@
 /**
- * Finds the newest backup artifact across workflow runs (restore and drills run in another workflow than the
- * backup). Plain fetch against GITHUB_API_URL, read at call time: @actions/artifact's `findBy` only looks inside a
- * run it is told about, and @actions/github is not a dependency of ours (only of @actions/artifact).
- * Needs a token with `actions: read`.
+ * Finds artifacts across workflow runs through GitHub's REST API: the newest backup (restore and drills run in
+ * another workflow than the backup), and a repository's artifacts by name (the drill history). @actions/artifact's
+ * `findBy` only looks inside a run it is told about, so the runs are found here, with the ecosystem's client:
+ * @actions/github's Octokit (proxy settings, GITHUB_API_URL), its `Link`-header pagination, plugin-retry for 5xx and
+ * dropped connections, and plugin-throttling for GitHub's rate limits. Needs a token with `actions: read`.
  */
+import { readFileSync } from "node:fs";
+import { getOctokit } from "@actions/github";
+import { retry } from "@octokit/plugin-retry";
+import { throttling } from "@octokit/plugin-throttling";
 import { InputError, LookerBackupError } from "../errors.js";
 import { parseArchiveName } from "./archive-name.js";
-import { ACCESS_HINT, normalizeDigest, type RetryOptions, withRetry } from "./artifact-store.js";
+import { ACCESS_HINT, normalizeDigest } from "./artifact-store.js";
+import { rateLimitErrorOf } from "./rate-limit.js";
 
-export interface FindBackupArtifactRequest {
+/** How the REST client retries; the defaults suit a job, tests shrink the waits. */
+export interface ApiRetryOptions {
+  /** Retries after a 5xx answer or a dropped connection (plugin-retry). Default 3. */
+  readonly retries?: number;
+  /**
+   * Milliseconds per unit of waiting. plugin-retry waits (attempt)² units before a retry, plugin-throttling waits the
+   * seconds GitHub asks for (retry-after, x-ratelimit-reset) in units. Default 1000: the units are seconds.
+   */
+  readonly unitMs?: number;
+  /**
+   * A rate limit that lifts within this many seconds is waited for (once); a later one fails at once, saying when it
+   * resets: a job should not sit for up to an hour holding a runner. Default 60.
+   */
+  readonly maxRateLimitWaitSeconds?: number;
+}
+
+/** One repository on one GitHub API. */
+export interface RepositoryRequest {
   readonly token: string;
   readonly owner: string;
   readonly repo: string;
+  /** Default: GITHUB_API_URL, else https://api.github.com. */
+  readonly apiUrl?: string;
+  readonly retry?: ApiRetryOptions;
+  /** Where the client says it waits for a rate limit. */
+  readonly log?: (line: string) => void;
+}
+
+export interface FindBackupArtifactRequest extends RepositoryRequest {
   /** The backup workflow: file name (`backup.yml`) or numeric id. Without it, successful runs of any workflow. */
   readonly workflow?: string;
-  /** Look only in this run (then `workflow` is ignored). */
+  /**
+   * Only runs of this branch. Default: the repository's default branch (from the event payload when it describes
+   * this repository, else from the API): a run dispatched on a feature branch is not the production backup.
+   */
+  readonly branch?: string;
+  /** Look only in this run (then `workflow` and `branch` are ignored). */
   readonly runId?: number;
   /** Exactly this artifact name (e.g. to restore a named backup). */
   readonly artifactName?: string;
   /** Only archives of this instance (`<instance>-<UTC time>.tar.zst.age`). */
   readonly instance?: string;
-  /** Default: GITHUB_API_URL, else https://api.github.com. */
-  readonly apiUrl?: string;
   /** How many of the newest successful runs to search. Default 200. */
   readonly maxRuns?: number;
-  readonly retry?: RetryOptions;
 }
 
-export interface FoundBackupArtifact {
+export interface FoundArtifact {
   readonly id: number;
   readonly name: string;
   readonly runId: number;
@@ -37,10 +70,8 @@ export interface FoundBackupArtifact {
   readonly digest?: string;
 }
 
-interface RestRun {
-  id: number;
-  created_at: string;
-}
+/** Kept for callers that name what they look for. */
+export type FoundBackupArtifact = FoundArtifact;
 
 interface RestArtifact {
   id: number;
@@ -49,45 +80,79 @@ interface RestArtifact {
   expired?: boolean;
   created_at?: string | null;
   digest?: string | null;
+  workflow_run?: { id?: number | null } | null;
 }
 
+/** GitHub's largest page; fewer requests against the rate limit. */
 const PAGE_SIZE = 100;
 const DEFAULT_MAX_RUNS = 200;
+const DEFAULT_MAX_ARTIFACTS = 2000;
+
 /** The newest matching backup artifact of the newest successful run that has one; InputError when there is none. */
-export async function findNewestBackupArtifact(
-  request: FindBackupArtifactRequest,
-): Promise<FoundBackupArtifact> {
-  if (!request.token) {
-    throw new InputError(
-      "a github token is needed to find backups made by other workflow runs",
-      "pass github-token (e.g. secrets.GITHUB_TOKEN) and grant `permissions: actions: read`",
-    );
-  }
+export async function findNewestBackupArtifact(request: FindBackupArtifactRequest): Promise<FoundArtifact> {
   const api = new GitHubApi(request);
+  const branch = request.runId === undefined ? (request.branch ?? (await api.defaultBranch())) : undefined;
   const runIds =
     request.runId === undefined
-      ? api.successfulRunIds(request.workflow, request.maxRuns)
+      ? api.successfulRunIds(request.workflow, branch, request.maxRuns)
       : single(request.runId);
   for await (const runId of runIds) {
     const newest = (await api.runArtifacts(runId))
       .filter((artifact) => !artifact.expired && matches(artifact.name, request))
       .sort((a, b) => backupTime(b) - backupTime(a) || b.id - a.id)[0];
-    if (newest) {
-      const digest = normalizeDigest(newest.digest);
-      return {
-        id: newest.id,
-        name: newest.name,
-        runId,
-        createdAt: new Date(backupTime(newest)),
-        size: newest.size_in_bytes,
-        ...(digest === undefined ? {} : { digest }),
-      };
-    }
+    if (newest) return foundOf(newest, runId, new Date(backupTime(newest)));
   }
   throw new InputError(
-    `no backup artifact ${describeWanted(request)} found in ${describeWhere(request)}`,
-    noneHint(request),
+    `no backup artifact ${describeWanted(request)} found in ${describeWhere(request, branch)}`,
+    noneHint(request, branch),
   );
+}
+
+/**
+ * The repository's unexpired artifacts whose names pass `wanted`, newest first by `timeOf(name)` (else upload time).
+ * Looks at no more than `maxArtifacts` of them (default 2000), as the API lists them.
+ */
+export async function findRepositoryArtifacts(
+  request: RepositoryRequest & {
+    readonly wanted: (name: string) => boolean;
+    readonly timeOf?: (name: string) => Date | undefined;
+    readonly maxArtifacts?: number;
+  },
+): Promise<FoundArtifact[]> {
+  const api = new GitHubApi(request);
+  const found: FoundArtifact[] = [];
+  for await (const artifact of api.repositoryArtifacts(request.maxArtifacts ?? DEFAULT_MAX_ARTIFACTS)) {
+    const runId = artifact.workflow_run?.id;
+    if (artifact.expired || typeof runId !== "number" || !request.wanted(artifact.name)) continue;
+    const at = request.timeOf?.(artifact.name) ?? new Date(Date.parse(artifact.created_at ?? "") || 0);
+    found.push(foundOf(artifact, runId, at));
+  }
+  return found.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || b.id - a.id);
+}
+
+/**
+ * Whether an artifact can still be downloaded: `GET /repos/{owner}/{repo}/actions/artifacts/{artifact_id}` answers
+ * 404 once it was deleted and `expired: true` once its retention ran out. Rejects when GitHub cannot tell (rate
+ * limit, permissions), so a caller relying on the artifact does not guess.
+ */
+export async function artifactStillExists(
+  request: RepositoryRequest & { readonly artifactId: number },
+): Promise<boolean> {
+  const api = new GitHubApi(request);
+  const artifact = await api.artifact(request.artifactId);
+  return artifact !== undefined && !artifact.expired;
+}
+
+function foundOf(artifact: RestArtifact, runId: number, createdAt: Date): FoundArtifact {
+  const digest = normalizeDigest(artifact.digest);
+  return {
+    id: artifact.id,
+    name: artifact.name,
+    runId,
+    createdAt,
+    size: artifact.size_in_bytes,
+    ...(digest === undefined ? {} : { digest }),
+  };
 }
 
 function matches(name: string, request: FindBackupArtifactRequest): boolean {
@@ -106,100 +171,223 @@ async function* single(runId: number): AsyncGenerator<number> {
   yield runId;
 }
 
-class GitHubApi {
-  private readonly base: string;
+type Octokit = ReturnType<typeof getOctokit>;
 
-  constructor(private readonly request: FindBackupArtifactRequest) {
-    this.base = (request.apiUrl ?? process.env["GITHUB_API_URL"] ?? "https://api.github.com").replace(
-      /\/+$/,
-      "",
+class GitHubApi {
+  private readonly octokit: Octokit;
+
+  constructor(private readonly request: RepositoryRequest) {
+    if (!request.token) {
+      throw new InputError(
+        "a github token is needed to find artifacts made by other workflow runs",
+        "pass github-token (e.g. secrets.GITHUB_TOKEN) and grant `permissions: actions: read`",
+      );
+    }
+    const unitMs = request.retry?.unitMs ?? 1000;
+    const maxWait = request.retry?.maxRateLimitWaitSeconds ?? 60;
+    const log = request.log ?? (() => {});
+    // One wait per request, and only a short one: retrying at once after a rate limit only extends it (GitHub's
+    // REST docs, "Rate limits for the REST API": wait for x-ratelimit-reset, or retry-after for a secondary limit).
+    const onLimit =
+      (kind: string) =>
+      (retryAfter: number, options: { method: string; url: string }, _: unknown, retryCount: number) => {
+        if (retryCount > 0 || retryAfter > maxWait) return false;
+        log(`github api ${kind} rate limit on ${options.method} ${options.url}; waiting ${retryAfter} s`);
+        return true;
+      };
+    this.octokit = getOctokit(
+      request.token,
+      {
+        baseUrl: (request.apiUrl ?? process.env["GITHUB_API_URL"] ?? "https://api.github.com").replace(
+          /\/+$/,
+          "",
+        ),
+        userAgent: "looker-backup",
+        log: { debug: () => {}, info: () => {}, warn: log, error: log },
+        retry: {
+          retries: request.retry?.retries ?? 3,
+          retryAfterBaseValue: unitMs,
+          // plugin-retry's own list, plus 429: a rate limit is plugin-throttling's to wait for (or not).
+          doNotRetry: [400, 401, 403, 404, 410, 422, 429, 451],
+        },
+        throttle: {
+          retryAfterBaseValue: unitMs,
+          onRateLimit: onLimit("primary"),
+          onSecondaryRateLimit: onLimit("secondary"),
+        },
+      },
+      retry,
+      throttling,
     );
   }
 
-  /** Ids of successful runs, newest first (of one workflow when given). */
-  async *successfulRunIds(workflow: string | undefined, maxRuns = DEFAULT_MAX_RUNS): AsyncGenerator<number> {
-    const path =
+  /** The repository's default branch: from the event payload when it is about this repository, else the API. */
+  async defaultBranch(): Promise<string> {
+    const fromEvent = eventDefaultBranch(this.request.owner, this.request.repo);
+    if (fromEvent !== undefined) return fromEvent;
+    const { data } = await this.call("GET /repos/{owner}/{repo}", () =>
+      this.octokit.rest.repos.get({ owner: this.request.owner, repo: this.request.repo }),
+    );
+    return data.default_branch;
+  }
+
+  /** Ids of successful runs (of one workflow when given, of one branch when given), newest first. */
+  async *successfulRunIds(
+    workflow: string | undefined,
+    branch: string | undefined,
+    maxRuns = DEFAULT_MAX_RUNS,
+  ): AsyncGenerator<number> {
+    const common = {
+      owner: this.request.owner,
+      repo: this.request.repo,
+      status: "success" as const,
+      per_page: PAGE_SIZE,
+      ...(branch === undefined ? {} : { branch }),
+    };
+    const pages =
       workflow === undefined
-        ? this.repoPath("/actions/runs")
-        : this.repoPath(`/actions/workflows/${encodeURIComponent(workflow)}/runs`);
+        ? this.octokit.paginate.iterator(this.octokit.rest.actions.listWorkflowRunsForRepo, common)
+        : this.octokit.paginate.iterator(this.octokit.rest.actions.listWorkflowRuns, {
+            ...common,
+            workflow_id: workflow,
+          });
+    const what =
+      workflow === undefined
+        ? "GET /repos/{owner}/{repo}/actions/runs"
+        : "GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs";
     let seen = 0;
-    for (let page = 1; seen < maxRuns; page++) {
-      const body = await this.get<{ workflow_runs?: RestRun[] }>(path, {
-        status: "success",
-        per_page: PAGE_SIZE,
-        page,
-      });
-      const runs = [...(body.workflow_runs ?? [])].sort(
-        (a, b) => Date.parse(b.created_at) - Date.parse(a.created_at),
-      );
-      for (const run of runs) {
+    for await (const page of this.pages(what, pages)) {
+      for (const run of page) {
         if (seen++ >= maxRuns) return;
         yield run.id;
       }
-      if (runs.length < PAGE_SIZE) return;
     }
   }
 
   async runArtifacts(runId: number): Promise<RestArtifact[]> {
-    const path = this.repoPath(`/actions/runs/${runId}/artifacts`);
     const all: RestArtifact[] = [];
-    for (let page = 1; ; page++) {
-      const body = await this.get<{ artifacts?: RestArtifact[] }>(path, { per_page: PAGE_SIZE, page });
-      const artifacts = body.artifacts ?? [];
-      all.push(...artifacts);
-      if (artifacts.length < PAGE_SIZE) return all;
+    const pages = this.octokit.paginate.iterator(this.octokit.rest.actions.listWorkflowRunArtifacts, {
+      owner: this.request.owner,
+      repo: this.request.repo,
+      run_id: runId,
+      per_page: PAGE_SIZE,
+    });
+    for await (const page of this.pages("GET /repos/{owner}/{repo}/actions/runs/{run_id}/artifacts", pages)) {
+      all.push(...page);
+    }
+    return all;
+  }
+
+  async *repositoryArtifacts(maxArtifacts: number): AsyncGenerator<RestArtifact> {
+    const pages = this.octokit.paginate.iterator(this.octokit.rest.actions.listArtifactsForRepo, {
+      owner: this.request.owner,
+      repo: this.request.repo,
+      per_page: PAGE_SIZE,
+    });
+    let seen = 0;
+    for await (const page of this.pages("GET /repos/{owner}/{repo}/actions/artifacts", pages)) {
+      for (const artifact of page) {
+        if (seen++ >= maxArtifacts) return;
+        yield artifact;
+      }
     }
   }
 
-  private repoPath(suffix: string): string {
-    return `/repos/${encodeURIComponent(this.request.owner)}/${encodeURIComponent(this.request.repo)}${suffix}`;
+  /** One artifact by id; undefined when GitHub has none (deleted). */
+  async artifact(artifactId: number): Promise<RestArtifact | undefined> {
+    try {
+      const { data } = await this.octokit.rest.actions.getArtifact({
+        owner: this.request.owner,
+        repo: this.request.repo,
+        artifact_id: artifactId,
+      });
+      return data;
+    } catch (error) {
+      if ((error as OctokitError | undefined)?.status === 404) return undefined;
+      throw apiError(error, "GET /repos/{owner}/{repo}/actions/artifacts/{artifact_id}", this.request);
+    }
   }
 
-  private async get<T>(path: string, query: Record<string, string | number>): Promise<T> {
-    const url = new URL(this.base + path);
-    for (const [key, value] of Object.entries(query)) url.searchParams.set(key, String(value));
-    return withRetry(
-      `GET ${path}`,
-      async () => {
-        const response = await fetch(url, {
-          headers: {
-            accept: "application/vnd.github+json",
-            authorization: `Bearer ${this.request.token}`,
-            "x-github-api-version": "2022-11-28",
-            "user-agent": "looker-backup",
-          },
-        });
-        if (response.ok) return (await response.json()) as T;
-        throw await apiError(response, path);
-      },
-      this.request.retry,
-    );
+  /** The items of each page, with the client's errors turned into ours. */
+  private async *pages<T>(what: string, pages: AsyncIterable<{ data: T[] }>): AsyncGenerator<T[]> {
+    const iterator = pages[Symbol.asyncIterator]();
+    for (;;) {
+      const next = await this.call(what, () => iterator.next());
+      if (next.done) return;
+      yield next.value.data;
+    }
+  }
+
+  private async call<T>(what: string, operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      throw apiError(error, what, this.request);
+    }
   }
 }
 
-/** 401/403/404 are the caller's to fix (InputError, not retried); 5xx/429 stay plain errors that withRetry retries. */
-async function apiError(response: Response, path: string): Promise<Error> {
-  const message = await response.text().then(
-    (text) => {
-      try {
-        return String((JSON.parse(text) as { message?: unknown }).message ?? text);
-      } catch {
-        return text;
-      }
-    },
-    () => "",
-  );
-  const what = `github api answered ${response.status} to GET ${path}${message ? `: ${message}` : ""}`;
-  if (response.status === 401) {
+/** `repository.default_branch` of the triggering event (GITHUB_EVENT_PATH) when that event is about owner/repo. */
+function eventDefaultBranch(owner: string, repo: string): string | undefined {
+  const path = process.env["GITHUB_EVENT_PATH"];
+  if (!path) return undefined;
+  try {
+    const event = JSON.parse(readFileSync(path, "utf8")) as {
+      repository?: { full_name?: unknown; default_branch?: unknown };
+    };
+    const repository = event.repository;
+    if (
+      typeof repository?.full_name !== "string" ||
+      repository.full_name.toLowerCase() !== `${owner}/${repo}`.toLowerCase() ||
+      typeof repository.default_branch !== "string" ||
+      repository.default_branch === ""
+    ) {
+      return undefined;
+    }
+    return repository.default_branch;
+  } catch {
+    // An unreadable payload costs one API call, nothing more.
+    return undefined;
+  }
+}
+
+interface OctokitError {
+  status?: unknown;
+  message?: unknown;
+}
+
+/**
+ * What a failed request means for the user. A rate limit (403 or 429 with x-ratelimit-remaining 0, or a secondary
+ * limit's message, as GitHub's REST docs describe them) is said to be one, with when it lifts: it is not a permission
+ * problem. Other 401/403/404 are the caller's to fix; what is left already went through plugin-retry.
+ */
+function apiError(error: unknown, what: string, request: RepositoryRequest): Error {
+  if (error instanceof LookerBackupError) return error;
+  const { status, message } = (error ?? {}) as OctokitError;
+  if (typeof status !== "number") {
+    return new LookerBackupError(`github api request ${what} failed: ${String(message ?? error)}`, {
+      cause: error,
+    });
+  }
+  const text = String(message ?? "").replace(/ - https:\/\/docs\.github\.com\S*$/, "");
+  const answered = `github api answered ${status} to ${what} for ${request.owner}/${request.repo}: ${text}`;
+  const limited = rateLimitErrorOf(error, answered);
+  if (limited) return limited;
+  if (status === 401) {
     return new InputError(
-      `${what} (the token was rejected)`,
+      `${answered} (the token was rejected)`,
       "pass a valid github-token (e.g. secrets.GITHUB_TOKEN)",
+      error,
     );
   }
-  if (response.status === 403 || response.status === 404) return new InputError(what, ACCESS_HINT);
-  if (response.status >= 500 || response.status === 429)
-    return Object.assign(new Error(what), { status: response.status });
-  return new LookerBackupError(what);
+  if (status === 403 || status === 404) return new InputError(answered, ACCESS_HINT, error);
+  return new LookerBackupError(answered, {
+    cause: error,
+    hint:
+      status >= 500
+        ? "GitHub's API did not answer after retries; re-run the job, and check https://www.githubstatus.com"
+        : undefined,
+  });
 }
 
 function describeWanted(request: FindBackupArtifactRequest): string {
@@ -207,16 +395,19 @@ function describeWanted(request: FindBackupArtifactRequest): string {
   return request.instance === undefined ? "(any instance)" : `of instance ${request.instance}`;
 }
 
-function describeWhere(request: FindBackupArtifactRequest): string {
+function describeWhere(request: FindBackupArtifactRequest, branch: string | undefined): string {
   const repo = `${request.owner}/${request.repo}`;
   if (request.runId !== undefined) return `run ${request.runId} of ${repo}`;
-  return request.workflow === undefined
-    ? `successful workflow runs of ${repo}`
-    : `successful runs of workflow ${request.workflow} in ${repo}`;
+  const runs =
+    request.workflow === undefined
+      ? "successful workflow runs"
+      : `successful runs of workflow ${request.workflow}`;
+  return `${runs} on branch ${branch} of ${repo}`;
 }
 
-function noneHint(request: FindBackupArtifactRequest): string {
+function noneHint(request: FindBackupArtifactRequest, branch: string | undefined): string {
   return request.runId === undefined
-    ? "check the instance and workflow names, and that a backup run succeeded within the artifact retention period"
+    ? `check the instance and workflow names, that a backup run on branch ${branch} succeeded within the artifact ` +
+        "retention period (the branch input picks another branch)"
     : "check the run id and that its artifacts have not expired";
 }

@@ -1,5 +1,5 @@
 /**
- * The GitHub Actions artifact store (DESIGN.md section 7), on the real @actions/artifact client.
+ * The GitHub Actions artifact store, on the real @actions/artifact client.
  * Each object is one artifact holding one file as-is (`skipArchive`: no zip, no re-compression of ciphertext).
  * Uploads go through a private temp file because the client uploads files, not streams; downloads land in a private
  * temp dir and are checked against the sha256 the service recorded at upload before a single byte is handed on.
@@ -9,6 +9,7 @@
  * are set before the process starts; a test that sets process.env must do so before importing this module.
  */
 
+import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import { mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import os from "node:os";
@@ -24,6 +25,7 @@ import {
 import { sha256File } from "../crypto/digest.js";
 import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
 import { parseArchiveName } from "./archive-name.js";
+import { rateLimitErrorOf } from "./rate-limit.js";
 import type { PendingObject, Store, StoredObject } from "./store.js";
 
 /** Another workflow run to read from (GitHub REST API; the token needs `actions: read`). */
@@ -68,6 +70,22 @@ export const ACCESS_HINT =
   "the token needs `actions: read` on the repository (workflow `permissions: actions: read`, or a token with access to " +
   "the repository's Actions); also check the owner, repository, workflow and run id";
 
+/**
+ * Why this runner cannot upload artifacts, or undefined when it can: the client needs ACTIONS_RUNTIME_TOKEN and
+ * ACTIONS_RESULTS_URL (set by the runner for each job), and refuses GitHub Enterprise Server, whose artifact service
+ * it does not speak (the same host test as @actions/artifact's isGhes).
+ */
+export function artifactServiceUnavailable(): string | undefined {
+  if (!process.env["ACTIONS_RUNTIME_TOKEN"] || !process.env["ACTIONS_RESULTS_URL"]) {
+    return "ACTIONS_RUNTIME_TOKEN or ACTIONS_RESULTS_URL is not set (not a GitHub Actions job step)";
+  }
+  const host = new URL(process.env["GITHUB_SERVER_URL"] || "https://github.com").hostname.toUpperCase();
+  if (host !== "GITHUB.COM" && !host.endsWith(".GHE.COM") && !host.endsWith(".LOCALHOST")) {
+    return `${host.toLowerCase()} is GitHub Enterprise Server, whose artifact service @actions/artifact does not support`;
+  }
+  return undefined;
+}
+
 export class ArtifactStore implements Store {
   readonly kind = "artifact";
   /** The most recent successful upload of this store (the pipeline's outputs: id, name, size, digest). */
@@ -102,6 +120,11 @@ export class ArtifactStore implements Store {
     const stream = createWriteStream(path, { flags: "wx", mode: 0o600, highWaterMark: 1 << 20 });
     let settled = false;
     const removeTemp = () => rm(dir, { recursive: true, force: true });
+    // The file exists (0600) once create() resolves, and a file that cannot be made fails here, not mid-backup.
+    await once(stream, "open").catch(async (error: unknown) => {
+      await removeTemp();
+      throw error;
+    });
     return {
       stream,
       commit: async () => {
@@ -333,6 +356,9 @@ export async function withRetry<T>(
       return await operation();
     } catch (error) {
       if (error instanceof LookerBackupError || isArtifactNotFound(error)) throw error;
+      // Checked before the permission statuses: a rate limit is a 403 too, and waiting, not access, fixes it.
+      const limited = rateLimitErrorOf(error, `${what} failed: ${firstLine(error)}`);
+      if (limited) throw limited;
       const status = httpStatusOf(error);
       if (status === 401 || status === 403 || status === 404) {
         throw new InputError(`${what} failed: ${firstLine(error)}`, ACCESS_HINT, error);

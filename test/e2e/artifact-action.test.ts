@@ -2,8 +2,8 @@
  * The bundled actions end to end with the default store (artifact), on the real @actions/artifact and @actions/cache
  * clients talking to a local results service whose blobs live in a real Azurite (test/helpers/results-service.ts):
  * backup runs of a "backup.yml" workflow upload the archive and the key file, keep the catalog in the Actions cache
- * for the next run's change report, and a drill run finds the newest backup across runs, checks its digest and
- * boots Looker from it.
+ * for the next run's change report, and a drill run finds the newest backup of the default branch across runs, checks
+ * its digest, boots Looker from it, and keeps its report as an artifact that the next drill shows as history.
  *
  * Every backup run uses the same RUNNER_TEMP: the backups run on the one self-hosted runner next to Looker, and the
  * Actions cache versions an entry by the paths it holds.
@@ -149,8 +149,11 @@ function listArchive(blob: Buffer): string[] {
 }
 
 /** A drill run of its own workflow (in progress while it runs), on the same runner as the backups. */
-function drillEnv(): Record<string, string> {
-  const run = service.addRun({ workflow: "restore-drill.yml", conclusion: null });
+function drillRun(): RunHandle {
+  return service.addRun({ workflow: "restore-drill.yml", conclusion: null });
+}
+
+function drillEnv(run = drillRun()): Record<string, string> {
   return {
     ...run.env,
     GITHUB_WORKFLOW_REF: `${service.owner}/${service.repo}/.github/workflows/restore-drill.yml@refs/heads/main`,
@@ -181,9 +184,17 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
+/** The drill report artifacts a drill run uploaded. */
+function drillArtifactsOf(run: RunHandle) {
+  return artifactsOf(run.runId).filter((a) => a.name.startsWith(`looker-drill-${INSTANCE}-`));
+}
+
 describe("bundled actions with the artifact store (real artifact and cache clients, Azurite)", () => {
   const runs: { run: RunHandle; outputs: Record<string, string> }[] = [];
   let changedLookml = "";
+  /** The first drill's report, which the next drill must show as history. */
+  let firstDrill: { startedAt: string } | undefined;
+  let cacheCallsBeforeDrills = 0;
 
   it("uploads the archive as one artifact and the key file as another, with retention and outputs", async () => {
     const run = backupRun();
@@ -266,8 +277,14 @@ describe("bundled actions with the artifact store (real artifact and cache clien
 
   it("skips the upload when nothing changed and skip-if-unchanged is set", async () => {
     const run = backupRun();
-    const result = await runBackup(run, backupInputs({ "skip-if-unchanged": "true" }));
+    const lookupsBefore = service.callsTo("getArtifact").length;
+    const result = await runBackup(
+      run,
+      backupInputs({ "skip-if-unchanged": "true", "github-token": service.token }),
+    );
     expect(result.outputs.skipped, result.stdout).toBe("true");
+    // Only after GitHub confirmed that the archive standing in for this run is still there.
+    expect(service.callsTo("getArtifact").length).toBe(lookupsBefore + 1);
     expect(createCallsOf(run)).toEqual([]);
     expect(artifactsOf(run.runId)).toEqual([]);
     expect(result.outputs["artifact-id"] ?? "").toBe("");
@@ -281,14 +298,57 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     expect(result.stdout).toContain(`nothing changed since ${runs.at(-1)!.outputs["archive-name"]}`);
   });
 
-  it("drills the newest backup of the workflow: download, digest check, restore, boot", async () => {
+  it("backs up anyway when nothing changed but the last archive expired, or cannot be looked up", async () => {
+    const last = runs.at(-1)!;
+    // Without a token the artifact cannot be confirmed: no skip.
+    const unconfirmed = backupRun();
+    const first = await runBackup(
+      unconfirmed,
+      backupInputs({ "skip-if-unchanged": "true", "github-token": "" }),
+    );
+    expect(first.outputs.skipped, first.stdout).toBe("false");
+    expect(first.stdout).toContain(
+      `::notice::nothing changed, but backing up anyway: ${last.outputs["archive-name"]} can no longer be found`,
+    );
+    runs.push({ run: unconfirmed, outputs: first.outputs });
+
+    // The archive just stored runs out of retention: the next unchanged run must replace it.
+    service.expire(first.outputs["archive-name"]!, unconfirmed.runId);
+    const run = backupRun();
+    const result = await runBackup(
+      run,
+      backupInputs({ "skip-if-unchanged": "true", "github-token": service.token }),
+    );
+    expect(result.outputs.skipped, result.stdout).toBe("false");
+    expect(result.stdout).toContain(`${first.outputs["archive-name"]} can no longer be found`);
+    expect(artifactsOf(run.runId).map((a) => a.name)).toEqual([result.outputs["archive-name"]]);
+    runs.push({ run, outputs: result.outputs });
+  });
+
+  it("drills the newest backup of the default branch: download, digest check, restore, boot, report kept", async () => {
     const newest = runs.at(-1)!;
+    // A newer successful run of the backup workflow, dispatched on a feature branch, with a newer "backup" of the
+    // instance (that would not even decrypt): the drill must not take it.
+    const feature = service.addRun({ workflow: "backup.yml", branch: "feature/try-things" });
+    const featureName = `${INSTANCE}-${new Date(Date.now() + DAY_MS)
+      .toISOString()
+      .replace(/\.\d{3}Z$/, "Z")
+      .replace(/[-:]/g, "")}.tar.zst.age`;
+    await service.seedArtifact(
+      feature.runId,
+      featureName,
+      Buffer.from("age-encryption.org/v1\nnot a backup\n"),
+    );
     const target = join(work, "drill-newest");
     drillTargets.push(target);
     const downloadsBefore = service.callsTo("downloadArtifact").length;
-    let report: { result?: string } = {};
+    cacheCallsBeforeDrills = service.calls.filter((c) => c.service === "CacheService").length;
+    const run = drillRun();
+    let report: { result?: string; startedAt: string } = { startedAt: "" };
     // The JSON report lives in RUNNER_TEMP, which the runner empties at the end of the job.
-    const result = await runJob(restoreAction, restoreInputs(target), drillEnv(), async (main) => {
+    // A private repository whose artifact retention is set to GitHub's maximum (the runner passes the setting).
+    const env = { ...drillEnv(run), GITHUB_RETENTION_DAYS: "400" };
+    const result = await runJob(restoreAction, restoreInputs(target), env, async (main) => {
       report = JSON.parse(await readFile(main.outputs.report!, "utf8"));
     });
     expect(result.code, result.stdout + result.stderr).toBe(0);
@@ -304,25 +364,81 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     expect(await readFile(join(target, "looker", "models-user-1", changedLookml), "utf8")).toContain(
       "# changed by the e2e test",
     );
+    expect(result.stdout).not.toContain(featureName);
+    expect(service.callsTo("listWorkflowRuns").at(-1)?.body["branch"]).toBe(service.defaultBranch);
+
+    // The report is kept as an artifact of the drill run, named by the drill's start, for up to 400 days.
+    const kept = drillArtifactsOf(run);
+    expect(kept.map((a) => a.name)).toEqual([
+      `looker-drill-${INSTANCE}-${report.startedAt.replace(/\.\d{3}Z$/, "Z").replace(/[-:]/g, "")}.json`,
+    ]);
+    const days = (Date.parse(kept[0]!.expiresAt!) - kept[0]!.createdAt.getTime()) / DAY_MS;
+    expect(days).toBeGreaterThan(399.9);
+    expect(days).toBeLessThan(400.1);
+    expect(JSON.parse((await service.readBlob(kept[0]!.name, run.runId)).toString("utf8"))).toEqual(report);
+    expect(result.summary).not.toContain("### Previous drills");
+    firstDrill = report;
   });
 
   it("drills a keystore-independent backup of a given run with its key file artifact", async () => {
     const first = runs[0]!;
+    // Beside the first drill's report: an older damaged one, and a newer one of another instance whose name starts
+    // with this instance's prefix.
+    const other = service.addRun({ workflow: "restore-drill.yml" });
+    await service.seedArtifact(
+      other.runId,
+      `looker-drill-${INSTANCE}-20200101T000000Z.json`,
+      Buffer.from("{ not json"),
+    );
+    await service.seedArtifact(
+      other.runId,
+      `looker-drill-${INSTANCE}-eu-20300101T000000Z.json`,
+      Buffer.from(JSON.stringify({ ...firstDrill, startedAt: "2030-01-01T00:00:00.000Z" })),
+    );
     const target = join(work, "drill-keyfile");
     drillTargets.push(target);
+    const run = drillRun();
     const result = await runJob(
       restoreAction,
       restoreInputs(target, { "run-id": String(first.run.runId) }),
-      drillEnv(),
+      drillEnv(run),
     );
     expect(result.code, result.stdout + result.stderr).toBe(0);
     expect(result.outputs.result).toBe("passed");
     expect(result.outputs["archive-name"]).toBe(first.outputs["archive-name"]);
     expect(result.stdout).toContain(`restoring the key file ${first.outputs["keyfile-artifact-name"]}`);
     expect(result.stdout).toMatch(/ok +restore_dr_backup/);
-    // The first drill's report came back from the Actions cache as this one's history.
+    // The first drill's report came back from its artifact as this one's history; the damaged one cost a warning.
+    expect(firstDrill).toBeDefined();
     expect(result.summary).toContain("### Previous drills");
-    expect(result.summary).toMatch(/\| passed \|/);
+    expect(result.summary).toContain(`| ${firstDrill!.startedAt} | passed |`);
+    expect(result.summary).not.toContain("2030-01-01");
+    expect(result.stdout).toMatch(
+      new RegExp(
+        `::warning::earlier drill looker-drill-${INSTANCE}-20200101T000000Z\\.json \\(run ${other.runId}\\) left out`,
+      ),
+    );
+    expect(drillArtifactsOf(run)).toHaveLength(1);
+    // Neither drill touched the Actions cache.
+    expect(service.calls.filter((c) => c.service === "CacheService").length).toBe(cacheCallsBeforeDrills);
+  });
+
+  it("drills without the artifact service, warning that the drill history is not kept", async () => {
+    const target = join(work, "drill-no-service");
+    drillTargets.push(target);
+    const run = drillRun();
+    const listsBefore = service.callsTo("listRepoArtifacts").length;
+    // A step the runner gave no artifact service: the backup still comes through the REST API.
+    const result = await runJob(restoreAction, restoreInputs(target), {
+      ...drillEnv(run),
+      ACTIONS_RUNTIME_TOKEN: "",
+    });
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(result.outputs.result).toBe("passed");
+    expect(result.stdout).toContain("::warning::the drill history is not kept: ACTIONS_RUNTIME_TOKEN");
+    expect(result.summary).not.toContain("### Previous drills");
+    expect(drillArtifactsOf(run)).toEqual([]);
+    expect(service.callsTo("listRepoArtifacts").length).toBe(listsBefore);
   });
 
   it("refuses a tampered artifact with exit 4 and leaves the target absent", async () => {

@@ -3,8 +3,11 @@
  * unmodified in tests (in-process after setting process.env, or in a child process given `env`):
  * - the Twirp JSON results service at ACTIONS_RESULTS_URL (`/twirp/github.actions.results.api.v1.ArtifactService/*`
  *   and `.../CacheService/*`, the v2 cache service),
- * - the few REST endpoints the cross-run lookup uses at GITHUB_API_URL (`/api/repos/...`: list workflow runs, list a
- *   run's artifacts, the artifact download redirect),
+ * - the REST endpoints the cross-run lookups use at GITHUB_API_URL (`/api/repos/...`: get a repository, list workflow
+ *   runs with their `branch` and `status` filters, list a run's and a repository's artifacts, the artifact download
+ *   redirect), paginated with `Link` headers, counted against a rate limit and answering with GitHub's
+ *   `x-ratelimit-*` headers (docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api and
+ *   .../rate-limits-for-the-rest-api), for any number of repositories,
  * - blobs in a real Azurite server, reached through real SAS URLs signed with Azurite's development account key.
  * Everything listens on 127.0.0.1 with kernel-picked ports. Requests are recorded so tests can assert what a client
  * sent (e.g. the retention's expires_at), and faults can be injected per method.
@@ -24,6 +27,12 @@ const SAS_LIFETIME_MS = 60 * 60 * 1000;
 export interface RunOptions {
   /** Workflow file name (`backup.yml`); runs of the same file share a workflow id. Default `backup.yml`. */
   workflow?: string;
+  /** The run's `head_branch`. Default the repository's default branch. */
+  branch?: string;
+  /** The triggering event. Default `workflow_dispatch`. */
+  event?: string;
+  /** `owner/name` of a repository added with addRepository. Default the service's own repository. */
+  repository?: string;
   /** `success` (default), `failure`, ...; `null` leaves the run in progress. */
   conclusion?: string | null;
   createdAt?: Date;
@@ -48,8 +57,48 @@ export interface ReceivedCall {
   readonly body: Record<string, unknown>;
 }
 
-/** A reset drops the connection without a response (a network error to the client); a status answers with it. */
-export type Fault = "reset" | { status: number; message?: string };
+/**
+ * A reset drops the connection without a response (a network error to the client); a status answers with it, with
+ * these headers added (on REST, over the usual rate-limit headers).
+ */
+export type Fault = "reset" | { status: number; message?: string; headers?: Record<string, string> };
+
+/** GITHUB_TOKEN's primary limit: 1,000 REST requests per hour per repository (GitHub's REST rate-limit docs). */
+export const REST_RATE_LIMIT = 1000;
+
+/**
+ * A used-up primary rate limit as GitHub answers it: 403 (or 429) with `x-ratelimit-remaining: 0` and the reset time in
+ * UTC epoch seconds in `x-ratelimit-reset` ("Exceeding the primary rate limit").
+ */
+export function primaryRateLimitFault(resetAt: Date, status: 403 | 429 = 403): Fault {
+  return {
+    status,
+    message: "API rate limit exceeded for installation ID 4242.",
+    headers: {
+      "x-ratelimit-limit": String(REST_RATE_LIMIT),
+      "x-ratelimit-remaining": "0",
+      "x-ratelimit-used": String(REST_RATE_LIMIT),
+      "x-ratelimit-reset": String(Math.ceil(resetAt.getTime() / 1000)),
+      "x-ratelimit-resource": "core",
+    },
+  };
+}
+
+/**
+ * A secondary rate limit as GitHub answers it: 403 (or 429) whose message says so, with `retry-after` in seconds when
+ * GitHub sends one; the primary limit's headers still show requests left ("Exceeding the secondary rate limits").
+ */
+export function secondaryRateLimitFault(
+  retryAfterSeconds: number | undefined,
+  status: 403 | 429 = 403,
+): Fault {
+  return {
+    status,
+    message:
+      "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 0000:1111:2222:3333:4444.",
+    headers: retryAfterSeconds === undefined ? {} : { "retry-after": String(retryAfterSeconds) },
+  };
+}
 
 export interface ArtifactRecord {
   readonly id: number;
@@ -70,13 +119,17 @@ export interface ResultsService {
   readonly currentRun: RunHandle;
   readonly owner: string;
   readonly repo: string;
-  /** A REST token with `actions: read`. */
+  /** The service repository's default branch (`main` unless started with another). */
+  readonly defaultBranch: string;
+  /** A REST token with `actions: read` (on every repository of the service, like a token of an org-wide app). */
   readonly token: string;
   /** A REST token the API knows but refuses with 403 (a GITHUB_TOKEN without `actions: read`). */
   readonly forbiddenToken: string;
   /** Every Twirp and REST call received, in order. */
   readonly calls: readonly ReceivedCall[];
   callsTo(method: string): ReceivedCall[];
+  /** Another repository (`owner/name`) the REST API knows, whose runs addRun can create. */
+  addRepository(fullName: string, options?: { defaultBranch?: string }): void;
   /** A completed (by default successful) run of a workflow, for cross-run lookups. */
   addRun(options?: RunOptions): RunHandle;
   /** Stores bytes as a finalized artifact of a run directly (no client), with the digest the service would record. */
@@ -94,13 +147,25 @@ export interface ResultsService {
   readBlob(name: string, runId?: number): Promise<Buffer>;
   /** Overwrites the stored bytes of the newest artifact called `name`, keeping its recorded digest. */
   tamper(name: string, bytes: Buffer, runId?: number): Promise<void>;
+  /** Lets the retention of the newest artifact called `name` run out: the REST API then reports it `expired`. */
+  expire(name: string, runId?: number): void;
   /** The next `times` calls of `method` (Twirp method or REST operation name) get `fault` instead of an answer. */
   failNext(method: string, fault: Fault, times?: number): void;
   stop(): Promise<void>;
 }
 
+interface Repository {
+  id: number;
+  owner: string;
+  name: string;
+  defaultBranch: string;
+}
+
 interface Run {
   id: number;
+  repository: Repository;
+  branch: string;
+  event: string;
   workflowId: number;
   workflowFile: string;
   backendId: string;
@@ -157,19 +222,29 @@ const TWIRP_CODES: Record<number, string> = {
 };
 
 export async function startResultsService(
-  options: { owner?: string; repo?: string } = {},
+  options: { owner?: string; repo?: string; defaultBranch?: string } = {},
 ): Promise<ResultsService> {
   const azurite = await startAzurite();
   try {
     await azurite.service.getContainerClient(CONTAINER).createIfNotExists();
-    return await startHttp(azurite, options.owner ?? "acme", options.repo ?? "looker-ops");
+    return await startHttp(
+      azurite,
+      options.owner ?? "acme",
+      options.repo ?? "looker-ops",
+      options.defaultBranch ?? "main",
+    );
   } catch (error) {
     await azurite.stop();
     throw error;
   }
 }
 
-async function startHttp(azurite: Azurite, owner: string, repo: string): Promise<ResultsService> {
+async function startHttp(
+  azurite: Azurite,
+  owner: string,
+  repo: string,
+  defaultBranch: string,
+): Promise<ResultsService> {
   const token = `ghs_${randomUUID().replaceAll("-", "")}`;
   const forbiddenToken = `ghs_${randomUUID().replaceAll("-", "")}`;
   const runs: Run[] = [];
@@ -181,6 +256,23 @@ async function startHttp(azurite: Azurite, owner: string, repo: string): Promise
   let nextRunId = 7_000_000_001;
   let nextArtifactId = 900_001;
   let nextCacheId = 501;
+  const repositories = new Map<string, Repository>();
+  const addRepository = (fullName: string, branch = "main"): Repository => {
+    const [repoOwner, repoName, ...extra] = fullName.split("/");
+    if (!repoOwner || !repoName || extra.length > 0)
+      throw new Error(`results service: bad repository ${fullName}`);
+    const repository = {
+      id: 80_000_001 + repositories.size,
+      owner: repoOwner,
+      name: repoName,
+      defaultBranch: branch,
+    };
+    repositories.set(fullName.toLowerCase(), repository);
+    return repository;
+  };
+  const mainRepository = addRepository(`${owner}/${repo}`, defaultBranch);
+  // The primary rate limit, per token and hour as GitHub counts it.
+  const rateWindows = new Map<string, { resetAt: number; used: number }>();
   const container = azurite.service.getContainerClient(CONTAINER);
 
   const workflowIdOf = (file: string) => {
@@ -229,8 +321,14 @@ async function startHttp(azurite: Azurite, owner: string, repo: string): Promise
     const backendId = randomUUID();
     const jobBackendId = randomUUID();
     const conclusion = opts.conclusion === undefined ? "success" : opts.conclusion;
+    const repository =
+      opts.repository === undefined ? mainRepository : repositories.get(opts.repository.toLowerCase());
+    if (!repository) throw new Error(`results service: no repository ${opts.repository}`);
     const run: Run = {
       id: nextRunId++,
+      repository,
+      branch: opts.branch ?? repository.defaultBranch,
+      event: opts.event ?? "workflow_dispatch",
       workflowId: workflowIdOf(workflowFile),
       workflowFile,
       backendId,
@@ -414,19 +512,26 @@ async function startHttp(azurite: Azurite, owner: string, repo: string): Promise
 
   // ---- REST (GITHUB_API_URL) --------------------------------------------------------------------------------------
 
+  const repoUrl = (r: Repository, apiUrl: string) => `${apiUrl}/repos/${r.owner}/${r.name}`;
+
   const restArtifact = (a: StoredArtifact, apiUrl: string) => ({
     id: a.id,
     node_id: `MDg6QXJ0aWZhY3Q${a.id}`,
     name: a.name,
     size_in_bytes: a.size,
-    url: `${apiUrl}/repos/${owner}/${repo}/actions/artifacts/${a.id}`,
-    archive_download_url: `${apiUrl}/repos/${owner}/${repo}/actions/artifacts/${a.id}/zip`,
+    url: `${repoUrl(a.run.repository, apiUrl)}/actions/artifacts/${a.id}`,
+    archive_download_url: `${repoUrl(a.run.repository, apiUrl)}/actions/artifacts/${a.id}/zip`,
     expired: a.expiresAt !== undefined && Date.parse(a.expiresAt) < Date.now(),
     created_at: a.createdAt.toISOString(),
     updated_at: a.createdAt.toISOString(),
     expires_at: a.expiresAt ?? null,
     digest: a.digest ?? null,
-    workflow_run: { id: a.run.id, head_branch: "main" },
+    workflow_run: {
+      id: a.run.id,
+      repository_id: a.run.repository.id,
+      head_repository_id: a.run.repository.id,
+      head_branch: a.run.branch,
+    },
   });
 
   const restRun = (r: Run) => ({
@@ -436,12 +541,23 @@ async function startHttp(azurite: Azurite, owner: string, repo: string): Promise
     workflow_id: r.workflowId,
     run_number: r.id - 7_000_000_000,
     run_attempt: 1,
-    event: "workflow_dispatch",
-    head_branch: "main",
+    event: r.event,
+    head_branch: r.branch,
     status: r.status,
     conclusion: r.conclusion,
     created_at: r.createdAt.toISOString(),
     updated_at: r.createdAt.toISOString(),
+  });
+
+  const restRepository = (r: Repository, apiUrl: string) => ({
+    id: r.id,
+    node_id: `R_kgDO${r.id}`,
+    name: r.name,
+    full_name: `${r.owner}/${r.name}`,
+    owner: { login: r.owner, type: "Organization" },
+    private: true,
+    url: repoUrl(r, apiUrl),
+    default_branch: r.defaultBranch,
   });
 
   const runMatchesStatus = (r: Run, status: string | null) => {
@@ -450,72 +566,152 @@ async function startHttp(azurite: Azurite, owner: string, repo: string): Promise
     return r.conclusion === status;
   };
 
-  const handleRest = (
-    req: http.IncomingMessage,
-    url: URL,
-    apiUrl: string,
-  ): { status: number; body?: unknown; location?: string } => {
-    const authorization = /^(?:token|Bearer) (.+)$/i.exec(req.headers.authorization ?? "")?.[1];
-    if (authorization === forbiddenToken) {
-      throw new ServiceError(403, "forbidden", "Resource not accessible by integration");
-    }
-    if (authorization !== token) throw new ServiceError(401, "unauthenticated", "Bad credentials");
+  /**
+   * One page of a list, and its `Link` header as GitHub sends it: absolute URLs of the same query with another
+   * `page`, `prev`/`first` left out on the first page and `next`/`last` on the last ("Using pagination in the REST
+   * API"). per_page is capped at 100 as GitHub caps it.
+   */
+  const paginate = <T>(items: T[], url: URL, apiUrl: string): { page: T[]; link: string | undefined } => {
+    const page = Math.max(1, Math.trunc(Number(url.searchParams.get("page") ?? 1)) || 1);
+    const perPage = Math.min(
+      100,
+      Math.max(1, Math.trunc(Number(url.searchParams.get("per_page") ?? 30)) || 30),
+    );
+    const last = Math.max(1, Math.ceil(items.length / perPage));
+    const pageUrl = (n: number) => {
+      const target = new URL(`${apiUrl}${url.pathname.slice(API_PREFIX.length)}`);
+      for (const [key, value] of url.searchParams) if (key !== "page") target.searchParams.set(key, value);
+      target.searchParams.set("page", String(n));
+      return target.toString();
+    };
+    const links: string[] = [];
+    if (page > 1) links.push(`<${pageUrl(Math.min(page - 1, last))}>; rel="prev"`);
+    if (page < last) links.push(`<${pageUrl(page + 1)}>; rel="next"`, `<${pageUrl(last)}>; rel="last"`);
+    if (page > 1) links.push(`<${pageUrl(1)}>; rel="first"`);
+    return {
+      page: items.slice((page - 1) * perPage, page * perPage),
+      link: links.length === 0 ? undefined : links.join(", "),
+    };
+  };
+
+  type RestAnswer = { status: number; body?: unknown; location?: string; link?: string | undefined };
+
+  const handleRest = (url: URL, apiUrl: string): RestAnswer => {
     const route = url.pathname.slice(API_PREFIX.length);
-    const repoMatch = /^\/repos\/([^/]+)\/([^/]+)(\/.*)$/.exec(route);
-    if (!repoMatch || repoMatch[1] !== owner || repoMatch[2] !== repo)
-      throw new ServiceError(404, "not_found", "Not Found");
-    const rest = repoMatch[3]!;
-    const page = Math.max(1, Number(url.searchParams.get("page") ?? 1));
-    const perPage = Math.min(100, Math.max(1, Number(url.searchParams.get("per_page") ?? 30)));
-    const paginate = <T>(items: T[]) => items.slice((page - 1) * perPage, page * perPage);
+    const repoMatch = /^\/repos\/([^/]+)\/([^/]+)(\/.*)?$/.exec(route);
+    // Owner and repository names are case-insensitive on GitHub.
+    const repository = repoMatch
+      ? repositories.get(
+          `${decodeURIComponent(repoMatch[1]!)}/${decodeURIComponent(repoMatch[2]!)}`.toLowerCase(),
+        )
+      : undefined;
+    if (!repoMatch || !repository) throw new ServiceError(404, "not_found", "Not Found");
+    const rest = repoMatch[3] ?? "";
+    const runsOfRepo = runs.filter((r) => r.repository === repository);
+
+    if (rest === "") return { status: 200, body: restRepository(repository, apiUrl) };
 
     let match = /^\/actions\/(?:workflows\/([^/]+)\/)?runs$/.exec(rest);
     if (match) {
       const workflow = match[1] === undefined ? undefined : decodeURIComponent(match[1]);
-      if (
-        workflow !== undefined &&
-        !runs.some((r) => r.workflowFile === workflow || String(r.workflowId) === workflow)
-      ) {
+      const ofWorkflow = (r: Run) =>
+        workflow === undefined || r.workflowFile === workflow || String(r.workflowId) === workflow;
+      if (workflow !== undefined && !runsOfRepo.some(ofWorkflow)) {
         throw new ServiceError(404, "not_found", "Not Found");
       }
-      const listed = runs
-        .filter(
-          (r) => workflow === undefined || r.workflowFile === workflow || String(r.workflowId) === workflow,
-        )
+      const branch = url.searchParams.get("branch");
+      const listed = runsOfRepo
+        .filter(ofWorkflow)
+        .filter((r) => branch === null || r.branch === branch)
         .filter((r) => runMatchesStatus(r, url.searchParams.get("status")))
         .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || b.id - a.id);
-      return {
-        status: 200,
-        body: { total_count: listed.length, workflow_runs: paginate(listed).map(restRun) },
-      };
+      const { page, link } = paginate(listed, url, apiUrl);
+      return { status: 200, link, body: { total_count: listed.length, workflow_runs: page.map(restRun) } };
     }
     match = /^\/actions\/runs\/(\d+)\/artifacts$/.exec(rest);
     if (match) {
       const runId = Number(match[1]);
-      if (!runs.some((r) => r.id === runId)) throw new ServiceError(404, "not_found", "Not Found");
-      const name = url.searchParams.get("name");
-      const listed = artifacts
-        .filter((a) => a.run.id === runId && a.finalized && (name === null || a.name === name))
-        .sort((a, b) => b.id - a.id);
-      return {
-        status: 200,
-        body: { total_count: listed.length, artifacts: paginate(listed).map((a) => restArtifact(a, apiUrl)) },
-      };
+      if (!runsOfRepo.some((r) => r.id === runId)) throw new ServiceError(404, "not_found", "Not Found");
+      return artifactList(
+        artifacts.filter((a) => a.run.id === runId),
+        url,
+        apiUrl,
+      );
+    }
+    if (rest === "/actions/artifacts") {
+      return artifactList(
+        artifacts.filter((a) => a.run.repository === repository),
+        url,
+        apiUrl,
+      );
+    }
+    // "Get an artifact": an expired one is still described (expired: true) until it is deleted.
+    match = /^\/actions\/artifacts\/(\d+)$/.exec(rest);
+    if (match) {
+      const artifact = artifacts.find(
+        (a) => a.id === Number(match?.[1]) && a.finalized && a.run.repository === repository,
+      );
+      if (!artifact) throw new ServiceError(404, "not_found", "Not Found");
+      return { status: 200, body: restArtifact(artifact, apiUrl) };
     }
     match = /^\/actions\/artifacts\/(\d+)\/zip$/.exec(rest);
     if (match) {
-      const artifact = artifacts.find((a) => a.id === Number(match?.[1]) && a.finalized);
+      const artifact = artifacts.find(
+        (a) => a.id === Number(match?.[1]) && a.finalized && a.run.repository === repository,
+      );
       if (!artifact) throw new ServiceError(404, "not_found", "Not Found");
       return { status: 302, location: signedUrl(artifact.blobName, "r", artifact.name) };
     }
     throw new ServiceError(404, "not_found", "Not Found");
   };
 
+  /** Finalized artifacts, newest first, optionally of one exact `name`. */
+  const artifactList = (candidates: StoredArtifact[], url: URL, apiUrl: string): RestAnswer => {
+    const name = url.searchParams.get("name");
+    const listed = candidates
+      .filter((a) => a.finalized && (name === null || a.name === name))
+      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || b.id - a.id);
+    const { page, link } = paginate(listed, url, apiUrl);
+    return {
+      status: 200,
+      link,
+      body: { total_count: listed.length, artifacts: page.map((a) => restArtifact(a, apiUrl)) },
+    };
+  };
+
   const restOperationOf = (pathname: string) => {
     if (/\/runs$/.test(pathname)) return "listWorkflowRuns";
-    if (/\/artifacts$/.test(pathname)) return "listRunArtifacts";
+    if (/\/runs\/\d+\/artifacts$/.test(pathname)) return "listRunArtifacts";
+    if (/\/actions\/artifacts$/.test(pathname)) return "listRepoArtifacts";
     if (/\/zip$/.test(pathname)) return "downloadArtifact";
+    if (/\/actions\/artifacts\/\d+$/.test(pathname)) return "getArtifact";
+    if (/^\/api\/repos\/[^/]+\/[^/]+$/.test(pathname)) return "getRepository";
     return "rest";
+  };
+
+  /**
+   * The token's primary rate limit for this request, as GitHub reports it on every answer; `exceeded` once the hour's
+   * requests are used up (then GitHub answers 403 with x-ratelimit-remaining 0 until x-ratelimit-reset).
+   */
+  const countRequest = (bearer: string): { headers: Record<string, string>; exceeded: boolean } => {
+    const now = Date.now();
+    let window = rateWindows.get(bearer);
+    if (!window || window.resetAt <= now) {
+      window = { resetAt: now + 60 * 60 * 1000, used: 0 };
+      rateWindows.set(bearer, window);
+    }
+    const exceeded = window.used >= REST_RATE_LIMIT;
+    if (!exceeded) window.used++;
+    return {
+      exceeded,
+      headers: {
+        "x-ratelimit-limit": String(REST_RATE_LIMIT),
+        "x-ratelimit-remaining": String(REST_RATE_LIMIT - window.used),
+        "x-ratelimit-used": String(window.used),
+        "x-ratelimit-reset": String(Math.ceil(window.resetAt / 1000)),
+        "x-ratelimit-resource": "core",
+      },
+    };
   };
 
   // ---- HTTP plumbing -------------------------------------------------------------------------------------------
@@ -569,21 +765,34 @@ async function startHttp(azurite: Azurite, owner: string, repo: string): Promise
       calls.push({ service: "rest", method: operation, body: Object.fromEntries(url.searchParams) });
       const fault = takeFault(operation);
       if (fault === "reset") return void req.socket.destroy();
-      if (fault) return sendJson(res, fault.status, { message: fault.message ?? "injected fault" });
+      const bearer = /^(?:token|Bearer) (.+)$/i.exec(req.headers.authorization ?? "")?.[1];
+      const restError = (status: number, message: string, headers: Record<string, string> = {}) =>
+        sendJson(res, status, { message, documentation_url: "https://docs.github.com/rest" }, { ...headers });
+      // Unauthenticated requests have their own limit on GitHub; here they are simply refused before counting.
+      if (bearer !== token && bearer !== forbiddenToken) return restError(401, "Bad credentials");
+      const rate = countRequest(bearer);
+      if (fault)
+        return restError(fault.status, fault.message ?? "injected fault", {
+          ...rate.headers,
+          ...fault.headers,
+        });
+      if (rate.exceeded) {
+        return restError(403, "API rate limit exceeded for installation ID 4242.", rate.headers);
+      }
+      if (bearer === forbiddenToken)
+        return restError(403, "Resource not accessible by integration", rate.headers);
       try {
-        const answer = handleRest(req, url, apiUrl);
+        const answer = handleRest(url, apiUrl);
         if (answer.location !== undefined) {
-          res.writeHead(answer.status, { location: answer.location, "content-length": "0" });
+          res.writeHead(answer.status, { ...rate.headers, location: answer.location, "content-length": "0" });
           return void res.end();
         }
-        return sendJson(res, answer.status, answer.body);
+        return sendJson(res, answer.status, answer.body, {
+          ...rate.headers,
+          ...(answer.link === undefined ? {} : { link: answer.link }),
+        });
       } catch (error) {
-        if (error instanceof ServiceError) {
-          return sendJson(res, error.status, {
-            message: error.message,
-            documentation_url: "https://docs.github.com/rest",
-          });
-        }
+        if (error instanceof ServiceError) return restError(error.status, error.message, rate.headers);
         throw error;
       }
     }
@@ -634,10 +843,12 @@ async function startHttp(azurite: Azurite, owner: string, repo: string): Promise
     currentRun,
     owner,
     repo,
+    defaultBranch,
     token,
     forbiddenToken,
     calls,
     callsTo: (method) => calls.filter((c) => c.method === method),
+    addRepository: (fullName, opts = {}) => void addRepository(fullName, opts.defaultBranch),
     addRun: (opts = {}) => handleOf(createRun(opts), baseEnv),
     seedArtifact: async (runId, name, bytes, opts = {}) => {
       const run = runs.find((r) => r.id === runId);
@@ -665,6 +876,9 @@ async function startHttp(azurite: Azurite, owner: string, repo: string): Promise
       container.getBlobClient(newestArtifact(name, runId).blobName).downloadToBuffer(),
     tamper: async (name, bytes, runId) => {
       await container.getBlockBlobClient(newestArtifact(name, runId).blobName).upload(bytes, bytes.length);
+    },
+    expire: (name, runId) => {
+      newestArtifact(name, runId).expiresAt = new Date(Date.now() - 1000).toISOString();
     },
     failNext: (method, fault, times = 1) => {
       faults.set(method, [...(faults.get(method) ?? []), ...Array.from({ length: times }, () => fault)]);
@@ -713,8 +927,17 @@ async function readBody(req: http.IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+function sendJson(
+  res: http.ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body ?? {});
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.writeHead(status, {
+    ...headers,
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+  });
   res.end(text);
 }

@@ -2,7 +2,8 @@
  * The artifact store and the cross-run lookup on the real @actions/artifact and @actions/cache clients, against a
  * local results service (test/helpers/results-service.ts) whose blobs live in a real Azurite server.
  * The clients run in this process: the service's env is set before the modules under test are imported, because
- * @actions/github fixes its API base URL (GITHUB_API_URL) at import time.
+ * @actions/github fixes its API base URL (GITHUB_API_URL) at import time. GITHUB_EVENT_PATH is unset unless a test
+ * sets it: then the default branch comes from the API.
  */
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
@@ -10,9 +11,13 @@ import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExitCode, InputError, IntegrityError, LookerBackupError } from "../../src/errors.js";
+import { ExitCode, InputError, IntegrityError, LookerBackupError, RateLimitError } from "../../src/errors.js";
 import type { ResultsService } from "../helpers/results-service.js";
-import { startResultsService } from "../helpers/results-service.js";
+import {
+  primaryRateLimitFault,
+  secondaryRateLimitFault,
+  startResultsService,
+} from "../helpers/results-service.js";
 
 type StoreModule = typeof import("../../src/store/artifact-store.js");
 type FindModule = typeof import("../../src/store/artifact-find.js");
@@ -32,6 +37,7 @@ beforeAll(async () => {
   await fs.mkdir(workspace);
   Object.assign(process.env, service.env, { RUNNER_TEMP: runnerTemp, GITHUB_WORKSPACE: workspace });
   delete process.env["GITHUB_RETENTION_DAYS"];
+  delete process.env["GITHUB_EVENT_PATH"];
   storeModule = await import("../../src/store/artifact-store.js");
   findModule = await import("../../src/store/artifact-find.js");
 });
@@ -271,16 +277,27 @@ describe("findNewestBackupArtifact across runs", () => {
       "looker-staging-20250106T000000Z.tar.zst.age",
       randomBytes(100),
     );
+    // The newest successful run of the workflow, with the newest backup, but dispatched on a feature branch: not the
+    // production backup a restore should take.
+    const feature = service.addRun({
+      branch: "feature/faster-restore",
+      createdAt: new Date(now - 0.5 * day),
+    });
+    await service.seedArtifact(feature.runId, "looker-prod-20250110T000000Z.tar.zst.age", randomBytes(100));
+    featureRunId = feature.runId;
   });
+  let featureRunId: number;
 
   const base = () => ({
     token: service.token,
     owner: service.owner,
     repo: service.repo,
-    retry: { baseDelayMs: 10 },
+    retry: { unitMs: 1 },
   });
 
-  it("picks the newest backup of the instance from successful runs of the workflow", async () => {
+  it("picks the newest backup of the instance from successful runs of the workflow on the default branch", async () => {
+    const reposBefore = service.callsTo("getRepository").length;
+    const runsBefore = service.callsTo("listWorkflowRuns").length;
     const found = await findModule.findNewestBackupArtifact({
       ...base(),
       workflow: "backup.yml",
@@ -293,6 +310,13 @@ describe("findNewestBackupArtifact across runs", () => {
       createdAt: new Date("2025-01-03T00:00:00Z"),
       size: expected.bytes.length,
       digest: sha256(expected.bytes),
+    });
+    // The default branch came from the API and went into the runs query, as GitHub's `branch` filter.
+    expect(service.callsTo("getRepository").length - reposBefore).toBe(1);
+    expect(service.callsTo("listWorkflowRuns").slice(runsBefore)[0]?.body).toMatchObject({
+      branch: "main",
+      status: "success",
+      per_page: "100",
     });
     const byId = await findModule.findNewestBackupArtifact({
       ...base(),
@@ -333,8 +357,156 @@ describe("findNewestBackupArtifact across runs", () => {
     expect(error).toBeInstanceOf(InputError);
     expect((error as InputError).exitCode).toBe(ExitCode.BadInput);
     expect((error as Error).message).toBe(
-      `no backup artifact of instance looker-dev found in successful runs of workflow backup.yml in ${service.owner}/${service.repo}`,
+      `no backup artifact of instance looker-dev found in successful runs of workflow backup.yml on branch main of ${service.owner}/${service.repo}`,
     );
+  });
+
+  it("takes another branch when told, or the default branch from the event payload of this repository", async () => {
+    const feature = await findModule.findNewestBackupArtifact({
+      ...base(),
+      workflow: "backup.yml",
+      instance: "looker-prod",
+      branch: "feature/faster-restore",
+    });
+    expect([feature.name, feature.runId]).toEqual(["looker-prod-20250110T000000Z.tar.zst.age", featureRunId]);
+
+    const eventFile = path.join(await privateDir("event"), "event.json");
+    const findWithEvent = async (repository: object) => {
+      await fs.writeFile(eventFile, JSON.stringify({ repository }));
+      process.env["GITHUB_EVENT_PATH"] = eventFile;
+      try {
+        const before = service.callsTo("getRepository").length;
+        const found = await findModule.findNewestBackupArtifact({
+          ...base(),
+          workflow: "backup.yml",
+          instance: "looker-prod",
+        });
+        return { name: found.name, apiCalls: service.callsTo("getRepository").length - before };
+      } finally {
+        delete process.env["GITHUB_EVENT_PATH"];
+      }
+    };
+    // A repository whose default branch is the feature branch, as the payload says: no API call needed.
+    expect(
+      await findWithEvent({
+        full_name: `${service.owner}/${service.repo}`,
+        default_branch: "feature/faster-restore",
+      }),
+    ).toEqual({ name: "looker-prod-20250110T000000Z.tar.zst.age", apiCalls: 0 });
+    // The payload of another repository says nothing about this one's default branch.
+    expect(
+      await findWithEvent({
+        full_name: `${service.owner}/elsewhere`,
+        default_branch: "feature/faster-restore",
+      }),
+    ).toEqual({ name: expected.name, apiCalls: 1 });
+  });
+
+  it("finds backups in another repository, and opens them there", async () => {
+    service.addRepository(`${service.owner}/looker-dr`, { defaultBranch: "trunk" });
+    const run = service.addRun({ repository: `${service.owner}/looker-dr` });
+    const bytes = randomBytes(512);
+    const seeded = await service.seedArtifact(run.runId, "looker-prod-20250120T000000Z.tar.zst.age", bytes);
+    const found = await findModule.findNewestBackupArtifact({
+      ...base(),
+      repo: "looker-dr",
+      workflow: "backup.yml",
+      instance: "looker-prod",
+    });
+    expect([found.id, found.runId]).toEqual([seeded.id, run.runId]);
+    expect(service.callsTo("listWorkflowRuns").at(-1)?.body["branch"]).toBe("trunk");
+    const store = new storeModule.ArtifactStore({
+      tempRoot: await privateDir("other-repo"),
+      findBy: {
+        token: service.token,
+        workflowRunId: found.runId,
+        repositoryOwner: service.owner,
+        repositoryName: "looker-dr",
+      },
+    });
+    expect((await readAll(await store.open(found.name))).equals(bytes)).toBe(true);
+    // This repository's search does not see the other's backups.
+    const here = await findModule.findNewestBackupArtifact({
+      ...base(),
+      workflow: "backup.yml",
+      instance: "looker-prod",
+    });
+    expect(here.id).toBe(expected.id);
+  });
+
+  it("follows Link pages of runs and of a run's artifacts", async () => {
+    const start = now - 30 * day;
+    const oldest = service.addRun({ workflow: "paged.yml", createdAt: new Date(start) });
+    const target = await service.seedArtifact(
+      oldest.runId,
+      "looker-paged-20250101T000000Z.tar.zst.age",
+      randomBytes(64),
+      { createdAt: new Date(start) },
+    );
+    // 100 newer artifacts in the same run push the backup to the second page of that run's artifacts...
+    for (let i = 0; i < 100; i++) {
+      await service.seedArtifact(oldest.runId, `notes-${i}.txt`, Buffer.from(String(i)), {
+        createdAt: new Date(start + 1000 + i),
+      });
+    }
+    // ...and 100 newer successful runs without a backup push its run to the second page of runs.
+    for (let i = 0; i < 100; i++)
+      service.addRun({ workflow: "paged.yml", createdAt: new Date(start + day + i) });
+    const callsBefore = service.calls.length;
+    const found = await findModule.findNewestBackupArtifact({
+      ...base(),
+      workflow: "paged.yml",
+      instance: "looker-paged",
+    });
+    expect([found.id, found.runId]).toEqual([target.id, oldest.runId]);
+    const calls = service.calls.slice(callsBefore);
+    const pagesOf = (method: string) =>
+      calls.filter((c) => c.method === method).map((c) => c.body["page"] ?? "1");
+    expect(pagesOf("listWorkflowRuns")).toEqual(["1", "2"]);
+    // One page for each empty run, two for the run holding the backup.
+    expect(pagesOf("listRunArtifacts").filter((page) => page === "2")).toHaveLength(1);
+    expect(pagesOf("listRunArtifacts")).toHaveLength(102);
+  });
+
+  it("says a used-up rate limit is a rate limit, with its reset time, and does not wait an hour for it", async () => {
+    for (const status of [403, 429] as const) {
+      const resetAt = new Date(Math.ceil(Date.now() / 1000) * 1000 + 3600_000);
+      const before = service.callsTo("listWorkflowRuns").length;
+      service.failNext("listWorkflowRuns", primaryRateLimitFault(resetAt, status));
+      const error = await findModule
+        .findNewestBackupArtifact({ ...base(), workflow: "backup.yml", instance: "looker-prod" })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(RateLimitError);
+      expect((error as Error).message).toContain(String(status));
+      expect((error as Error).message).toContain("rate limit");
+      expect((error as Error).message).toContain(`it resets at ${resetAt.toISOString()}`);
+      expect((error as RateLimitError).resetAt).toEqual(resetAt);
+      expect((error as RateLimitError).hint).not.toContain("actions: read");
+      expect(service.callsTo("listWorkflowRuns").length - before).toBe(1);
+    }
+  });
+
+  it("waits out a short secondary rate limit, and reports a long one as a rate limit", async () => {
+    let before = service.callsTo("listWorkflowRuns").length;
+    service.failNext("listWorkflowRuns", secondaryRateLimitFault(2));
+    const found = await findModule.findNewestBackupArtifact({
+      ...base(),
+      workflow: "backup.yml",
+      instance: "looker-prod",
+    });
+    expect(found.id).toBe(expected.id);
+    expect(service.callsTo("listWorkflowRuns").length - before).toBe(2);
+
+    before = service.callsTo("listWorkflowRuns").length;
+    service.failNext("listWorkflowRuns", secondaryRateLimitFault(900, 429));
+    const error = await findModule
+      .findNewestBackupArtifact({ ...base(), workflow: "backup.yml", instance: "looker-prod" })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RateLimitError);
+    expect((error as Error).message).toContain("secondary rate limit");
+    expect((error as Error).message).toMatch(/it lifts at \d{4}-\d\d-\d\dT/);
+    expect((error as RateLimitError).hint).not.toContain("actions: read");
+    expect(service.callsTo("listWorkflowRuns").length - before).toBe(1);
   });
 
   it("turns 403 and 404 into an InputError with the actions: read hint", async () => {
@@ -406,6 +578,21 @@ describe("findNewestBackupArtifact across runs", () => {
     const refused = await denied.list("looker-prod").catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(InputError);
     expect((refused as InputError).hint).toContain("actions: read");
+
+    // A rate limit on the artifact client's own requests is a rate limit too, not the actions: read hint.
+    const resetAt = new Date(Math.ceil(Date.now() / 1000) * 1000 + 1800_000);
+    const listsBefore = service.callsTo("listRunArtifacts").length;
+    // The artifact client asks 6 times in all: it puts `retries: 5` into its request options, which plugin-retry
+    // applies to any failure, a 403 included.
+    service.failNext("listRunArtifacts", primaryRateLimitFault(resetAt), 6);
+    const limited = await store.open(found.name).catch((e: unknown) => e);
+    expect(service.callsTo("listRunArtifacts").length - listsBefore).toBe(6);
+    expect(limited).toBeInstanceOf(RateLimitError);
+    expect((limited as Error).message).toMatch(
+      /^lookup of artifact looker-prod-20250103T000000Z\.tar\.zst\.age failed: /,
+    );
+    expect((limited as Error).message).toContain(`it resets at ${resetAt.toISOString()}`);
+    expect((limited as RateLimitError).hint).not.toContain("actions: read");
 
     await service.tamper(found.name, randomBytes(expected.bytes.length), found.runId);
     await expect(store.open(found.name)).rejects.toBeInstanceOf(IntegrityError);

@@ -132,6 +132,7 @@ describe("restore action inputs (bundled restore-main)", () => {
     ["identity", "", {}],
     ["store-dir", "relative/store", {}],
     ["run-id", "abc", { "store-dir": "" }],
+    ["repository", "no-owner-part", { "store-dir": "" }],
     ["target-port", "x", { "target-dir": "", "target-host": "vm", "ssh-key": "k", "known-hosts": "kh" }],
     ["target-dir", "relative/dir", {}],
     ["web-port", "99999", {}],
@@ -144,6 +145,7 @@ describe("restore action inputs (bundled restore-main)", () => {
   const freeForm: Record<string, string> = {
     "keyfile-identity": "a secret (parsed by the drill)",
     workflow: "a workflow file name",
+    branch: "a branch name (checked by the API)",
     "artifact-name": "a name",
     instance: "a filter",
     "github-token": "a secret",
