@@ -10,6 +10,7 @@ import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { type PreflightCheck, PreflightError, runPreflight } from "../engine/preflight.js";
 import { CancelledError, describeError, ExitCode, exitCodeOf, LookerError } from "../errors.js";
 import { type ConnectedNodes, connectNodes } from "../looker/nodes.js";
+import { type LookerStartOptions, readStartOptions } from "../looker/start-config.js";
 import {
   type CatalogSnapshot,
   type ChangeReport,
@@ -69,6 +70,7 @@ export async function runBackupAction(): Promise<void> {
 async function backup(settings: BackupSettings, signal: AbortSignal, startedAt: number): Promise<number> {
   const store = storeFor(settings);
   let connected: ConnectedNodes | undefined;
+  let startOptions: LookerStartOptions | undefined;
   try {
     const preflight = await core.group("Preflight", () =>
       runPreflight({
@@ -82,15 +84,31 @@ async function backup(settings: BackupSettings, signal: AbortSignal, startedAt: 
             : { kind: "artifact" },
         connectNodes: async () => {
           connected = await connectNodes(settings, (l) => core.info(l));
+          startOptions = await readStartOptions(connected.nodes[0]!);
           return connected.nodes;
         },
         home: settings.home,
         mysql: settings.mysql,
-        mysqlBackend: async () => (await resolveManifest(settings)).mysqlBackend,
+        mysqlBackend: async () => {
+          const dbConfigFile = startOptions?.dbConfigFile;
+          const { mysqlBackend } = await resolveManifest({
+            ...settings,
+            ...(dbConfigFile ? { dbConfigFile } : {}),
+          });
+          return mysqlBackend ? (dbConfigFile ? { dbConfigFile } : {}) : undefined;
+        },
       }),
     );
     for (const row of preflight) core.info(`preflight: ${row.check}: ${row.detail}`);
-    return await backupAfterPreflight(settings, store, connected!, preflight, signal, startedAt);
+    return await backupAfterPreflight(
+      settings,
+      store,
+      connected!,
+      startOptions,
+      preflight,
+      signal,
+      startedAt,
+    );
   } finally {
     await connected?.close();
   }
@@ -100,6 +118,7 @@ async function backupAfterPreflight(
   settings: BackupSettings,
   store: Store,
   connected: ConnectedNodes,
+  startOptions: LookerStartOptions | undefined,
   preflight: readonly PreflightCheck[],
   signal: AbortSignal,
   startedAt: number,
@@ -120,6 +139,7 @@ async function backupAfterPreflight(
       ...settings,
       store,
       nodes: connected.nodes,
+      ...(startOptions ? { startOptions } : {}),
       retention:
         settings.store.kind === "dir" && settings.store.keepLast
           ? { keepLast: settings.store.keepLast }
@@ -156,6 +176,13 @@ async function backupAfterPreflight(
   annotateWarnings(result.warnings, settings.onWarnings);
   if (!result.archive)
     core.notice(`nothing changed since ${changes?.previousArchive}; no new backup was uploaded`);
+  // Not a warning like the others: the archive's internal database may not restore. Whatever on-warnings says.
+  if (result.databaseChanged) {
+    core.setFailed(
+      "looker/.db changed while this live backup read it, so the internal database in the archive may not restore\nhint: use consistency: brief-stop (Looker stops for the seconds it takes to copy looker/.db), or stopped; live is only safe with the MySQL backend",
+    );
+    return ExitCode.Warnings;
+  }
   if (result.warnings.length > 0 && settings.onWarnings === "error") {
     core.setFailed(
       `the backup was made, with ${result.warnings.length} warning(s), and on-warnings is error (see the job summary)`,

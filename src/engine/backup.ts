@@ -31,6 +31,10 @@ export interface BackupRequest {
   readonly manifestFile?: string;
   readonly sslFiles?: readonly string[];
   readonly backend?: BackendChoice;
+  /** From Looker's start options (lookerstart.cfg): a cluster's shared storage, backed up as a required path. */
+  readonly sharedStorageDir?: string;
+  /** From Looker's start options: `-d F` names the MySQL backend's connection file, so the backend is MySQL. */
+  readonly dbConfigFile?: string;
   readonly compressionLevel?: number;
   readonly store: Store;
   readonly retention?: RetentionPolicy;
@@ -81,12 +85,20 @@ export async function resolveManifest(request: {
   manifestFile?: string;
   sslFiles?: readonly string[];
   backend?: BackendChoice;
+  sharedStorageDir?: string;
+  dbConfigFile?: string;
 }): Promise<{ manifest: Manifest; mysqlBackend: boolean }> {
   const user = request.manifestFile ? await loadUserManifest(request.manifestFile) : undefined;
   const choice = request.backend && request.backend !== "auto" ? request.backend : (user?.backend ?? "auto");
   const mysqlBackend =
-    choice === "auto" ? existsSync(join(request.home, MYSQL_BACKEND_MARKER)) : choice === "mysql";
-  const defaults = defaultManifest({ mysqlBackend, sslFiles: request.sslFiles ?? [] });
+    choice === "auto"
+      ? request.dbConfigFile !== undefined || existsSync(join(request.home, MYSQL_BACKEND_MARKER))
+      : choice === "mysql";
+  const defaults = defaultManifest({
+    mysqlBackend,
+    sslFiles: request.sslFiles ?? [],
+    ...(request.sharedStorageDir ? { sharedStorageDir: request.sharedStorageDir } : {}),
+  });
   return { manifest: applyUserManifest(defaults, user), mysqlBackend };
 }
 

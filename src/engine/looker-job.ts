@@ -4,16 +4,18 @@
  * snapshot] -> [brief-stop: copy looker/.db, restart] -> archive -> restart nodes -> post-command.
  * Every node this run stopped is started again on every path out of here; that promise outranks the backup itself.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { lstat, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import type { ExtraMember } from "../archive/pack.js";
 import { encryptBuffer } from "../crypto/age.js";
-import { LookerBackupError, LookerError } from "../errors.js";
+import { ExitCode, LookerBackupError, LookerError } from "../errors.js";
 import { Cluster, type StopRecord } from "../looker/cluster.js";
 import type { LookerNode } from "../looker/control.js";
 import { acquireInstanceLock } from "../looker/instance-lock.js";
 import { assertMayStopLooker, type QuietWindow } from "../looker/quiet-window.js";
+import { type LookerStartOptions, readStartOptions } from "../looker/start-config.js";
 import { lookerMysqlConnection, type MysqlConnection } from "../mysql/connection.js";
 import type { MysqlDumpHandle } from "../mysql/dump.js";
 import { dumpMemberPath, type SpooledDump, startMysqlDump } from "../mysql/dump.js";
@@ -37,6 +39,8 @@ export interface LookerJobRequest
   readonly postCommand?: string;
   /** Extra environment for the pre/post commands (the `looker-env` input). */
   readonly lookerEnv?: Readonly<Record<string, string>>;
+  /** Looker's start options of the first node, when the caller already read them (preflight); else read here. */
+  readonly startOptions?: LookerStartOptions;
   /** Explicit MySQL settings; merged over looker/looker-db.yml. */
   readonly mysql?: Partial<MysqlConnection>;
   readonly lockDirectory?: string;
@@ -57,6 +61,11 @@ export interface LookerJobResult extends BackupResult {
   readonly keyfile?: string;
   readonly backupUid?: string;
   readonly mysqlDatabase?: string;
+  /**
+   * A live backup of the internal database saw looker/.db change between the start and the end of the archive: its
+   * files may not fit together (HSQLDB writes .script, .log and .data while Looker runs). Exit 3.
+   */
+  readonly databaseChanged: boolean;
 }
 
 export async function runLookerBackup(request: LookerJobRequest): Promise<LookerJobResult> {
@@ -97,7 +106,22 @@ async function backupAroundLooker(
       hint: "configure the node (looker home on this host, or --node user@host)",
     });
   }
-  const { mysqlBackend } = await resolveManifest(request);
+  const startOptions =
+    request.startOptions ?? (request.nodes[0] ? await readStartOptions(request.nodes[0]) : undefined);
+  const fromStart = {
+    ...(startOptions?.sharedStorageDir ? { sharedStorageDir: startOptions.sharedStorageDir } : {}),
+    ...(startOptions?.dbConfigFile ? { dbConfigFile: startOptions.dbConfigFile } : {}),
+  };
+  const { mysqlBackend } = await resolveManifest({ ...request, ...fromStart });
+  const earlyWarnings: string[] = [];
+  if (existsSync(join(request.home, "looker", ".deploying"))) {
+    earlyWarnings.push(
+      "looker/.deploying exists: a deploy is in progress, so the backup may hold a half-deployed instance (and Looker's start script refuses to start while the file exists)",
+    );
+  }
+  // A live copy of the internal database is consistent only if nothing in looker/.db changed while it was read.
+  const watchDatabase = request.consistency === "live" && !request.keystoreIndependent && !mysqlBackend;
+  const databaseBefore = watchDatabase ? await databaseFingerprint(request.home) : undefined;
   const cluster = new Cluster(request.nodes, request.onStopRecord, log);
   const scratch = await mkdtemp(join(tmpdir(), "looker-backup-"));
   let dump: MysqlDumpHandle | undefined;
@@ -108,7 +132,9 @@ async function backupAroundLooker(
   try {
     if (stops) await cluster.stopAll();
     const keyfile = request.keystoreIndependent ? await makeKeyfile(request.nodes[0]!) : undefined;
-    const mysql = mysqlBackend ? await lookerMysqlConnection(request.home, request.mysql) : undefined;
+    const mysql = mysqlBackend
+      ? await lookerMysqlConnection(request.home, request.mysql, fromStart.dbConfigFile)
+      : undefined;
     if (mysql) {
       dump = startMysqlDump(mysql, { spoolDir: scratch, signal: dumpSignal });
       dump.done.catch(() => undefined); // awaited as an extra member below; a failure there fails the backup
@@ -123,6 +149,7 @@ async function backupAroundLooker(
     }
     const result = await runBackup({
       ...request,
+      ...fromStart,
       substitutes,
       lookerMeta: {
         consistency: request.consistency,
@@ -135,8 +162,19 @@ async function backupAroundLooker(
         : undefined,
     });
     if (cluster.anyStoppedByUs) await cluster.restartStopped(request.signal);
+    const databaseChanged =
+      databaseBefore !== undefined && databaseBefore !== (await databaseFingerprint(request.home));
+    if (databaseChanged) {
+      result.warnings.push(
+        "looker/.db changed while this live backup read it: the internal database in the archive may not restore (use consistency: brief-stop)",
+      );
+    }
+    result.warnings.unshift(...earlyWarnings);
     return {
       ...result,
+      // Warnings found around the archive (a torn database, a deploy in progress) count like the archive's own.
+      exitCode: result.warnings.length > 0 ? ExitCode.Warnings : result.exitCode,
+      databaseChanged,
       downtimeMs: cluster.downtimeMs,
       consistency: request.consistency,
       ...(result.companions[0] ? { keyfile: result.companions[0].location } : {}),
@@ -201,6 +239,24 @@ function dumpMember(dump: SpooledDump): ExtraMember {
     mtime: Date.now() / 1000,
     body: () => dump.open(),
   };
+}
+
+/**
+ * Name, size, mtime and inode of every file in looker/.db (the lock file aside): equal before and after a live backup
+ * only if HSQLDB wrote nothing meanwhile. Per-file "changed while read" checks miss a file that changed after it was
+ * read while another was still being read, which tears the set just the same.
+ */
+async function databaseFingerprint(home: string): Promise<string> {
+  const dir = join(home, "looker", ".db");
+  const names = (await readdir(dir).catch(() => [] as string[]))
+    .filter((name) => name !== "looker.lck")
+    .sort();
+  const parts: string[] = [];
+  for (const name of names) {
+    const info = await lstat(join(dir, name)).catch(() => undefined);
+    parts.push(info ? `${name}:${info.size}:${info.mtimeMs}:${info.ino}` : `${name}:gone`);
+  }
+  return parts.join("\n");
 }
 
 /** `cp -a` keeps owners, modes, times and hard links: the copy is archived as if it were the original. */

@@ -12,6 +12,7 @@ import { assertMayStopLooker, isInsideWindow, type QuietWindow } from "../looker
 import { lookerMysqlConnection, type MysqlConnection } from "../mysql/connection.js";
 import { pingMysql } from "../mysql/restore.js";
 import { formatBytes } from "../report/format.js";
+import { artifactServiceUnavailable } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
 
 export interface PreflightCheck {
@@ -36,7 +37,8 @@ export interface PreflightRequest {
   readonly home: string;
   /** Explicit MySQL settings, merged over looker/looker-db.yml when the backend is MySQL. */
   readonly mysql: Partial<MysqlConnection>;
-  readonly mysqlBackend: () => Promise<boolean>;
+  /** The MySQL backend and its connection file (`-d F` in Looker's start options), or undefined: internal database. */
+  readonly mysqlBackend: () => Promise<{ readonly dbConfigFile?: string } | undefined>;
   readonly now?: Date;
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -62,7 +64,7 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
     ["inputs", () => request.inputs],
     ["quiet window", () => quietWindow(request)],
     ["store", () => (request.store.kind === "artifact" ? artifactService(env) : dirStore(request.store))],
-    ["Looker nodes", async () => lookerNodes(await request.connectNodes())],
+    ["Looker nodes", async () => lookerNodes(await request.connectNodes(), request.stopsLooker)],
     ["database", () => database(request)],
   ];
   const checks: PreflightCheck[] = [];
@@ -90,32 +92,13 @@ function quietWindow(request: PreflightRequest): string {
     : `outside ${window.text} (${window.timeZone}), forced`;
 }
 
-/**
- * @actions/artifact v2+ needs the results service (ACTIONS_RUNTIME_TOKEN, ACTIONS_RESULTS_URL) and refuses GHES at
- * upload (its GHESNotSupportedError). The host test is the client's own isGhes(): github.com, *.ghe.com and
- * *.localhost are GitHub's cloud; any other server is GHES.
- */
+/** The artifact service this job step would upload to (artifact-store.ts says what it needs). */
 function artifactService(env: NodeJS.ProcessEnv): string {
-  const hint =
-    "use `store: dir` with `store-dir` (a local or mounted directory), or run on GitHub.com / GHE.com where artifacts work";
-  const server = env.GITHUB_SERVER_URL || "https://github.com";
-  let host: string;
-  try {
-    host = new URL(server).hostname.toLowerCase();
-  } catch {
-    host = server;
-  }
-  if (host !== "github.com" && !host.endsWith(".ghe.com") && !host.endsWith(".localhost")) {
+  const unavailable = artifactServiceUnavailable(env);
+  if (unavailable !== undefined) {
     throw new InputError(
-      `store: artifact is not available on GitHub Enterprise Server (${server}): @actions/artifact v2+ does not support it`,
-      hint,
-    );
-  }
-  const missing = ["ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL"].filter((name) => !env[name]);
-  if (missing.length > 0) {
-    throw new InputError(
-      `store: artifact needs the Actions artifact service, but ${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"} not set`,
-      `run as a step of a GitHub Actions job, or ${hint}`,
+      `store: artifact cannot upload here: ${unavailable}`,
+      "use `store: dir` with `store-dir` (a local or mounted directory); artifacts need a job step on GitHub.com or GHE.com",
     );
   }
   return "GitHub artifact service available";
@@ -156,8 +139,11 @@ async function dirStore(store: { directory: string; instance: string }): Promise
   return `${store.directory} writable, ${formatBytes(free)} free for about ${formatBytes(needed)}`;
 }
 
-/** The `looker` script must be there to stop and start each node (SSH host keys were checked on connect). */
-async function lookerNodes(nodes: readonly LookerNode[]): Promise<string> {
+/**
+ * The `looker` script must be there to stop and start each node (SSH host keys were checked on connect), and a
+ * backup that stops Looker must be able to start it again: the script refuses every start while `.deploying` exists.
+ */
+async function lookerNodes(nodes: readonly LookerNode[], stopsLooker: boolean): Promise<string> {
   if (nodes.length === 0) return "none configured";
   const names: string[] = [];
   for (const node of nodes) {
@@ -168,14 +154,25 @@ async function lookerNodes(nodes: readonly LookerNode[]): Promise<string> {
         hint: "check the home input (or the node's looker user) and that Looker is installed there",
       });
     }
+    const deploying = posix.join(node.config.lookerDir, ".deploying");
+    if (
+      stopsLooker &&
+      (await node.config.host.run(["test", "-e", deploying], { timeoutMs: 30_000 })).code === 0
+    ) {
+      throw new LookerBackupError(
+        `${node.name}: ${deploying} exists, and Looker's start script refuses to start while it does: a stopped Looker would stay down`,
+        { hint: "let the deploy finish (it removes the file), or use consistency: live for this run" },
+      );
+    }
     names.push(node.name);
   }
   return `${names.join(", ")}: reachable, looker script present`;
 }
 
 async function database(request: PreflightRequest): Promise<string> {
-  if (!(await request.mysqlBackend())) return "internal database (looker/.db)";
-  const connection = await lookerMysqlConnection(request.home, request.mysql);
+  const backend = await request.mysqlBackend();
+  if (backend === undefined) return "internal database (looker/.db)";
+  const connection = await lookerMysqlConnection(request.home, request.mysql, backend.dbConfigFile);
   await pingMysql(connection);
   return `MySQL ${connection.database} at ${connection.host}:${connection.port} answers`;
 }

@@ -9,13 +9,18 @@ export interface DefaultManifestOptions {
   readonly mysqlBackend: boolean;
   /** CA-signed certificate and key files kept outside the home, named by the user. */
   readonly sslFiles?: readonly string[];
+  /** A cluster's `--shared-storage-dir` (from lookerstart.cfg): shared files every node reads, outside the home. */
+  readonly sharedStorageDir?: string;
 }
 
 export const INIT_SCRIPT_PATH = "/etc/init.d/looker";
 export const MYSQL_BACKEND_MARKER = "looker/looker-db.yml";
 
 export function defaultManifest(options: DefaultManifestOptions): Manifest {
-  return { rules: defaultRules(options.mysqlBackend), outside: defaultOutside(options.sslFiles ?? []) };
+  return {
+    rules: defaultRules(options.mysqlBackend),
+    outside: defaultOutside(options.sslFiles ?? [], options.sharedStorageDir),
+  };
 }
 
 function defaultRules(mysqlBackend: boolean): ManifestRule[] {
@@ -62,6 +67,18 @@ function defaultRules(mysqlBackend: boolean): ManifestRule[] {
     ),
     include("looker/models-user-*", false, "each developer's LookML models (development mode)"),
     include("looker/.ssl", false, "certificates: self-signed ones are regenerated, CA-signed ones are not"),
+    // Runtime files of Looker's startup script: a restored copy carrying them would suppress or confuse a start on
+    // the new host (`.starting` holds the pid of a start in progress; the token belongs to the server that wrote it).
+    exclude(
+      "looker/.starting",
+      "pid of a `looker start` in progress; a restored copy must not carry it",
+      true,
+    ),
+    exclude(
+      "looker/.status_server_token",
+      "the running server's stop token; Looker on the restored host writes its own",
+      true,
+    ),
     exclude("looker/log", "logs are not needed to restore; include them in a manifest if retention requires"),
     exclude("looker/.cache", "temporary data Looker rebuilds"),
     exclude("looker/.tmp", "temporary data Looker rebuilds"),
@@ -70,7 +87,7 @@ function defaultRules(mysqlBackend: boolean): ManifestRule[] {
   ];
 }
 
-function defaultOutside(sslFiles: readonly string[]): OutsidePath[] {
+function defaultOutside(sslFiles: readonly string[], sharedStorageDir: string | undefined): OutsidePath[] {
   const initScript: OutsidePath = {
     id: `default:${INIT_SCRIPT_PATH}`,
     path: INIT_SCRIPT_PATH,
@@ -87,5 +104,17 @@ function defaultOutside(sslFiles: readonly string[]): OutsidePath[] {
       origin: "default",
     }),
   );
-  return [initScript, ...ssl];
+  const shared: OutsidePath[] = sharedStorageDir
+    ? [
+        {
+          id: "default:shared-storage-dir",
+          path: sharedStorageDir,
+          required: true,
+          reason:
+            "the cluster's shared storage (--shared-storage-dir in lookerstart.cfg): files every node reads",
+          origin: "default",
+        },
+      ]
+    : [];
+  return [initScript, ...ssl, ...shared];
 }

@@ -191,14 +191,16 @@ function printable(value: string): string {
 }
 
 /**
- * The backend connection of the Looker home at `home`: its looker/looker-db.yml with `explicit` settings laid over
- * it. The file may be missing or unreadable when the explicit settings name the host and the database.
+ * The backend connection of the Looker home at `home`: its connection file (`-d F` in Looker's start options, else
+ * looker/looker-db.yml) with `explicit` settings laid over it. The file may be missing or unreadable when the
+ * explicit settings name the host and the database.
  */
 export async function lookerMysqlConnection(
   home: string,
   explicit: Partial<MysqlConnection> = {},
+  dbConfigFile = join(home, "looker", "looker-db.yml"),
 ): Promise<MysqlConnection> {
-  const fromFile = await readLookerDbYml(join(home, "looker", "looker-db.yml")).catch((error: unknown) => {
+  const fromFile = await readLookerDbYml(dbConfigFile).catch((error: unknown) => {
     if (explicit.host && explicit.database) return undefined;
     throw error;
   });

@@ -75,13 +75,19 @@ export const ACCESS_HINT =
  * ACTIONS_RESULTS_URL (set by the runner for each job), and refuses GitHub Enterprise Server, whose artifact service
  * it does not speak (the same host test as @actions/artifact's isGhes).
  */
-export function artifactServiceUnavailable(): string | undefined {
-  if (!process.env["ACTIONS_RUNTIME_TOKEN"] || !process.env["ACTIONS_RESULTS_URL"]) {
-    return "ACTIONS_RUNTIME_TOKEN or ACTIONS_RESULTS_URL is not set (not a GitHub Actions job step)";
+export function artifactServiceUnavailable(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const server = env["GITHUB_SERVER_URL"] || "https://github.com";
+  let host: string;
+  try {
+    host = new URL(server).hostname.toUpperCase();
+  } catch {
+    host = server.toUpperCase();
   }
-  const host = new URL(process.env["GITHUB_SERVER_URL"] || "https://github.com").hostname.toUpperCase();
   if (host !== "GITHUB.COM" && !host.endsWith(".GHE.COM") && !host.endsWith(".LOCALHOST")) {
     return `${host.toLowerCase()} is GitHub Enterprise Server, whose artifact service @actions/artifact does not support`;
+  }
+  if (!env["ACTIONS_RUNTIME_TOKEN"] || !env["ACTIONS_RESULTS_URL"]) {
+    return "ACTIONS_RUNTIME_TOKEN or ACTIONS_RESULTS_URL is not set (not a GitHub Actions job step)";
   }
   return undefined;
 }
@@ -162,6 +168,9 @@ export class ArtifactStore implements Store {
       abort: async () => {
         if (settled) return;
         settled = true;
+        // A write still in flight fails with ERR_STREAM_DESTROYED once the stream is gone; the bytes are being
+        // thrown away, so that error is expected and must not surface as an uncaught exception.
+        stream.on("error", () => {});
         stream.destroy();
         await removeTemp();
       },

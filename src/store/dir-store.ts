@@ -69,6 +69,9 @@ export class DirStore implements Store {
       abort: async () => {
         if (settled) return;
         settled = true;
+        // A write still in flight fails with ERR_STREAM_DESTROYED once the stream is gone; the bytes are being
+        // thrown away, so that error is expected and must not surface as an uncaught exception.
+        stream.on("error", () => {});
         stream.destroy();
         await rm(partialPath, { force: true });
       },

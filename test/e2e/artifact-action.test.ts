@@ -213,6 +213,10 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     expect(outputs["keyfile-artifact-name"]).toBe(name.replace(/\.tar\.zst\.age$/, ".keyfile.age"));
     const archive = stored.find((a) => a.name === name)!;
     expect(outputs["artifact-id"]).toBe(String(archive.id));
+    // The artifact's page, as actions/upload-artifact reports it, and linked from the summary.
+    const url = `https://github.com/${service.owner}/${service.repo}/actions/runs/${run.runId}/artifacts/${archive.id}`;
+    expect(outputs["artifact-url"]).toBe(url);
+    expect(result.summary).toContain(`](${url})`);
     expect(archive.digest).toBe(`sha256:${outputs.sha256}`);
 
     // No zip around it: the blob is the age file itself, byte for byte what the outputs describe.

@@ -202,9 +202,9 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     await job.complete();
     expect(run.code, run.stdout).toBe(2);
     expect(run.stdout).toMatch(
-      /::error::preflight failed: store: artifact needs the Actions artifact service/,
+      /::error::preflight failed: store: artifact cannot upload here: ACTIONS_RUNTIME_TOKEN/,
     );
-    expect(run.stdout).toContain("hint: run as a step of a GitHub Actions job, or use `store: dir`");
+    expect(run.stdout).toContain("hint: use `store: dir` with `store-dir`");
     expect(lookerStops()).toBe(stopsBefore);
     expect(sim.isRunning()).toBe(true);
     // The preflight is the summary's first table; the rows after the failing one did not run.
@@ -214,7 +214,9 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
   });
 
   it("shows nine warnings and one that counts the rest, lists all in the summary, and exits 3 with on-warnings: error", async () => {
-    // Named pipes are skipped with a warning each: twelve warnings, whatever else the live home does.
+    // Named pipes are skipped with a warning each: twelve warnings. Looker is stopped, so its internal database
+    // holds still and the run's outcome is the warnings' alone (a running Looker's .db fails a live backup).
+    sim.stopQuietly();
     const fifos = join(sim.home, "fifos");
     await mkdir(fifos);
     try {
@@ -252,6 +254,20 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     } finally {
       await rm(fifos, { recursive: true, force: true });
     }
+  });
+
+  it("exits 3 naming brief-stop when a live backup sees the running Looker's internal database change", async () => {
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: { ...baseInputs(join(work, "store-live")), "on-warnings": "ignore" },
+    });
+    await job.complete();
+    expect(run.code, run.stdout).toBe(3);
+    expect(run.stdout).toMatch(/::error::looker\/\.db changed while this live backup read it/);
+    expect(run.stdout).toContain("hint: use consistency: brief-stop");
+    // The archive is still stored: it holds everything else, and it is the newest copy there is.
+    expect(run.outputs["archive-name"]).toMatch(/\.tar\.zst\.age$/);
+    expect(sim.isRunning()).toBe(true);
   });
 
   it("exits 5 with Looker's log when Looker cannot start again after the backup", async () => {

@@ -130,6 +130,20 @@ describe("ArtifactStore on the current run", () => {
     expect(create?.body["mime_type"]).toBe("application/octet-stream");
   });
 
+  it("sends no expiry with retention-days 0, so the repository's default retention applies", async () => {
+    const store = new storeModule.ArtifactStore({
+      tempRoot: await privateDir("retention-default"),
+      retentionDays: 0,
+    });
+    const name = "retention-default-20250103T000000Z.tar.zst.age";
+    const pending = await store.create(name);
+    await write(pending, Buffer.from("ciphertext"));
+    await pending.commit();
+    const create = service.callsTo("CreateArtifact").find((c) => c.body["name"] === name);
+    expect(create).toBeDefined();
+    expect(create?.body["expires_at"]).toBeUndefined();
+  });
+
   it("rejects an artifact altered after upload with an IntegrityError", async () => {
     const tempRoot = await privateDir("tamper");
     const store = new storeModule.ArtifactStore({ tempRoot });

@@ -59,7 +59,7 @@ function request(overrides: Partial<PreflightRequest> = {}): PreflightRequest {
     },
     home,
     mysql: {},
-    mysqlBackend: async () => false,
+    mysqlBackend: async () => undefined,
     env: ARTIFACT_ENV,
     ...overrides,
   };
@@ -98,7 +98,9 @@ describe("preflight", () => {
       request({ store: { kind: "artifact" }, env: { GITHUB_SERVER_URL: "https://github.com" } }),
     );
     expect(error.exitCode).toBe(ExitCode.BadInput);
-    expect(error.message).toMatch(/ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL are not set/);
+    expect(error.message).toMatch(
+      /^preflight failed: store: artifact cannot upload here: ACTIONS_RUNTIME_TOKEN or ACTIONS_RESULTS_URL is not set/,
+    );
     expect(error.hint).toMatch(/store: dir/);
     expect(statuses(error.checks)).toEqual([
       "inputs: ok",
@@ -117,9 +119,7 @@ describe("preflight", () => {
       }),
     );
     expect(error.exitCode).toBe(ExitCode.BadInput);
-    expect(error.message).toMatch(
-      /not available on GitHub Enterprise Server \(https:\/\/ghes\.example\.com\)/,
-    );
+    expect(error.message).toMatch(/ghes\.example\.com is GitHub Enterprise Server/);
     expect(error.hint).toMatch(/store: dir/);
   });
 
@@ -189,11 +189,27 @@ describe("preflight", () => {
     }
   });
 
+  it("refuses to stop Looker while .deploying exists (the script would refuse to start it again)", async () => {
+    const deploying = join(home, "looker", ".deploying");
+    await writeFile(deploying, "");
+    try {
+      const error = await failure(request());
+      expect(error.message).toMatch(
+        /\.deploying exists, and Looker's start script refuses to start while it does/,
+      );
+      expect(statuses(error.checks).slice(3)).toEqual(["Looker nodes: failed", "database: not run"]);
+      // A live backup does not stop Looker: the job warns instead.
+      expect((await runPreflight(request({ stopsLooker: false })))[3]!.status).toBe("ok");
+    } finally {
+      await rm(deploying, { force: true });
+    }
+  });
+
   it("refuses a MySQL backend that does not answer, before anything is stopped", async () => {
     const port = await freePort(); // nothing listens there
     const error = await failure(
       request({
-        mysqlBackend: async () => true,
+        mysqlBackend: async () => ({}),
         mysql: { host: "127.0.0.1", port, user: "looker", password: "pw", database: "looker" },
       }),
     );

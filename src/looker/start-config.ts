@@ -1,0 +1,82 @@
+/**
+ * What Looker is started with: `LOOKERARGS` and `LOOKERPORT` as Looker's own startup script sees them. The script
+ * (looker-open-source/customer-scripts, startup_scripts/looker) sets `LOOKERARGS="--force-gcm-encryption"`, then
+ * sources `./lookerstart.cfg` from `$HOME/looker` when it is readable, and passes `${LOOKERARGS}` unquoted (split on
+ * white space) to `java -jar looker.jar start`. So the file is read the same way here: sourced by /bin/sh as the
+ * looker user in the Looker directory, on the node itself (over SSH too), and the result split on white space. It is
+ * the admin's own configuration, which Looker's script runs on every start.
+ */
+import { posix } from "node:path";
+import { LookerError } from "../errors.js";
+import type { LookerNode } from "./control.js";
+
+export interface LookerStartOptions {
+  /** LOOKERARGS, split as the script's unquoted expansion splits it. */
+  readonly args: readonly string[];
+  /** LOOKERPORT (default 9999): the web port every health request of the script goes to. */
+  readonly port: number;
+  /** `--shared-storage-dir D` of a cluster: shared files every node reads, outside the home. */
+  readonly sharedStorageDir?: string;
+  /** `-d F`: the MySQL backend's connection file, relative to the Looker directory unless absolute. */
+  readonly dbConfigFile?: string;
+  readonly clustered: boolean;
+  /** `--no-ssl`: the web port speaks plain http (the script's own test is a substring match). */
+  readonly noSsl: boolean;
+}
+
+const DEFAULT_LOOKERARGS = "--force-gcm-encryption";
+const DEFAULT_PORT = 9999;
+
+// The variables the script sets before it sources the file, so `LOOKERARGS="$LOOKERARGS -d looker-db.yml"` works.
+const READ_SCRIPT = [
+  'cd "$1" || exit 90',
+  'JAVAARGS=""',
+  `LOOKERARGS="${DEFAULT_LOOKERARGS}"`,
+  "if [ -r ./lookerstart.cfg ]; then . ./lookerstart.cfg </dev/null >/dev/null 2>&1; fi",
+  `printf '%s\\n%s\\n' "$LOOKERARGS" "\${LOOKERPORT:-${DEFAULT_PORT}}"`,
+].join("\n");
+
+/** Reads the node's start options by sourcing its lookerstart.cfg as the script does. */
+export async function readStartOptions(node: LookerNode): Promise<LookerStartOptions> {
+  const { lookerDir } = node.config;
+  const result = await node.config.host.run(["/bin/sh", "-c", READ_SCRIPT, "read-start-options", lookerDir], {
+    timeoutMs: 30_000,
+  });
+  const [args = "", port = ""] = result.stdout.split("\n");
+  if (result.code !== 0) {
+    throw new LookerError(
+      `could not read Looker's start options (lookerstart.cfg) in ${lookerDir} on ${node.name} (exit ${result.code})${result.stderr.trim() ? `: ${result.stderr.trim()}` : ""}`,
+      { hint: "check that the Looker directory exists and the looker user can read lookerstart.cfg" },
+    );
+  }
+  return parseStartOptions(args, port, lookerDir);
+}
+
+/** LOOKERARGS and LOOKERPORT as text -> the options the backup and the drill need. */
+export function parseStartOptions(
+  lookerArgs: string,
+  lookerPort: string,
+  lookerDir: string,
+): LookerStartOptions {
+  const args = lookerArgs.split(/\s+/).filter(Boolean);
+  const port = /^\d{1,5}$/.test(lookerPort.trim()) ? Number(lookerPort.trim()) : DEFAULT_PORT;
+  const valueOf = (long: string, short?: string): string | undefined => {
+    for (let i = 0; i < args.length; i++) {
+      const arg = args[i]!;
+      if (arg === long || (short !== undefined && arg === short)) return args[i + 1];
+      if (arg.startsWith(`${long}=`)) return arg.slice(long.length + 1);
+    }
+    return undefined;
+  };
+  const resolve = (path: string) => (posix.isAbsolute(path) ? path : posix.join(lookerDir, path));
+  const shared = valueOf("--shared-storage-dir");
+  const dbConfig = valueOf("-d");
+  return {
+    args,
+    port,
+    ...(shared ? { sharedStorageDir: resolve(shared) } : {}),
+    ...(dbConfig ? { dbConfigFile: resolve(dbConfig) } : {}),
+    clustered: args.includes("--clustered"),
+    noSsl: lookerArgs.includes("--no-ssl"),
+  };
+}
