@@ -5,12 +5,11 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as core from "@actions/core";
 import { type BackupSettings, Outputs, readBackupSettings } from "../config/inputs.js";
-import { resolveManifest } from "../engine/backup.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
-import { type PreflightCheck, PreflightError, runPreflight } from "../engine/preflight.js";
+import { type PreflightCheck, PreflightError, runBackupPreflight } from "../engine/preflight.js";
 import { CancelledError, describeError, ExitCode, exitCodeOf, LookerError } from "../errors.js";
-import { type ConnectedNodes, connectNodes } from "../looker/nodes.js";
-import { type LookerStartOptions, readStartOptions } from "../looker/start-config.js";
+import type { ConnectedNodes } from "../looker/nodes.js";
+import type { LookerStartOptions } from "../looker/start-config.js";
 import {
   type CatalogSnapshot,
   type ChangeReport,
@@ -69,48 +68,23 @@ export async function runBackupAction(): Promise<void> {
 
 async function backup(settings: BackupSettings, signal: AbortSignal, startedAt: number): Promise<number> {
   const store = storeFor(settings);
-  let connected: ConnectedNodes | undefined;
-  let startOptions: LookerStartOptions | undefined;
+  const { checks, connected, startOptions } = await core.group("Preflight", () =>
+    runBackupPreflight({
+      ...settings,
+      inputs: describeInputs(settings),
+      store:
+        settings.store.kind === "dir"
+          ? { kind: "dir", directory: settings.store.directory, instance: settings.instance }
+          : { kind: "artifact" },
+      nodes: settings,
+      log: (l) => core.info(l),
+    }),
+  );
   try {
-    const preflight = await core.group("Preflight", () =>
-      runPreflight({
-        inputs: describeInputs(settings),
-        stopsLooker: settings.consistency !== "live" || settings.keystoreIndependent,
-        ...(settings.quietWindow ? { quietWindow: settings.quietWindow } : {}),
-        forceOutsideWindow: settings.forceOutsideWindow,
-        store:
-          settings.store.kind === "dir"
-            ? { kind: "dir", directory: settings.store.directory, instance: settings.instance }
-            : { kind: "artifact" },
-        connectNodes: async () => {
-          connected = await connectNodes(settings, (l) => core.info(l));
-          startOptions = await readStartOptions(connected.nodes[0]!);
-          return connected.nodes;
-        },
-        home: settings.home,
-        mysql: settings.mysql,
-        mysqlBackend: async () => {
-          const dbConfigFile = startOptions?.dbConfigFile;
-          const { mysqlBackend } = await resolveManifest({
-            ...settings,
-            ...(dbConfigFile ? { dbConfigFile } : {}),
-          });
-          return mysqlBackend ? (dbConfigFile ? { dbConfigFile } : {}) : undefined;
-        },
-      }),
-    );
-    for (const row of preflight) core.info(`preflight: ${row.check}: ${row.detail}`);
-    return await backupAfterPreflight(
-      settings,
-      store,
-      connected!,
-      startOptions,
-      preflight,
-      signal,
-      startedAt,
-    );
+    for (const row of checks) core.info(`preflight: ${row.check}: ${row.detail}`);
+    return await backupAfterPreflight(settings, store, connected, startOptions, checks, signal, startedAt);
   } finally {
-    await connected?.close();
+    await connected.close();
   }
 }
 
@@ -118,7 +92,7 @@ async function backupAfterPreflight(
   settings: BackupSettings,
   store: Store,
   connected: ConnectedNodes,
-  startOptions: LookerStartOptions | undefined,
+  startOptions: LookerStartOptions,
   preflight: readonly PreflightCheck[],
   signal: AbortSignal,
   startedAt: number,
@@ -139,7 +113,7 @@ async function backupAfterPreflight(
       ...settings,
       store,
       nodes: connected.nodes,
-      ...(startOptions ? { startOptions } : {}),
+      startOptions,
       retention:
         settings.store.kind === "dir" && settings.store.keepLast
           ? { keepLast: settings.store.keepLast }

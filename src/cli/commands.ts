@@ -9,9 +9,9 @@ import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
 import { resolveManifest } from "../engine/backup.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
+import { runBackupPreflight } from "../engine/preflight.js";
 import { restoreArchive, verifyArchive } from "../engine/restore.js";
 import { ExitCode, InputError } from "../errors.js";
-import { connectNodes } from "../looker/nodes.js";
 import { selectFiles } from "../manifest/select.js";
 import type { BackendChoice } from "../manifest/user-manifest.js";
 import { formatBytes, formatDuration } from "../report/format.js";
@@ -152,7 +152,23 @@ export const backupCommand: Command = {
     const looker = lookerSettingsFrom(values, home, recipients);
     const progress = progressFor("backup", values, context);
     const log = values.quiet || values.json ? undefined : (line: string) => context.stderr(`${line}\n`);
-    const connected = await connectNodes({ home, ...looker }, log);
+    const level = integerOption(values, "level", command, { min: 1, max: 19 }) ?? 3;
+    const manifestFile = optionalString(values, "manifest");
+    const sslFiles = stringList(values, "ssl-file");
+    const backend = backendOf(values, command);
+    // The action's preflight: nothing that can fail cheaply fails after Looker was stopped.
+    const { checks, connected, startOptions } = await runBackupPreflight({
+      ...looker,
+      inputs: `${recipients.length > 0 ? `${recipients.length} recipient(s)` : "passphrase"}; consistency ${looker.consistency}`,
+      home,
+      store: { kind: "dir", directory: out, instance },
+      ...(manifestFile ? { manifestFile } : {}),
+      sslFiles,
+      backend,
+      nodes: { home, ...looker },
+      ...(log ? { log } : {}),
+    });
+    for (const row of checks) log?.(`preflight: ${row.check}: ${row.detail}`);
     let result: LookerJobResult;
     try {
       result = await runLookerBackup({
@@ -161,10 +177,11 @@ export const backupCommand: Command = {
         instance,
         recipients,
         passphrase,
-        manifestFile: optionalString(values, "manifest"),
-        sslFiles: stringList(values, "ssl-file"),
-        backend: backendOf(values, command),
-        compressionLevel: integerOption(values, "level", command, { min: 1, max: 19 }) ?? 3,
+        manifestFile,
+        sslFiles,
+        backend,
+        startOptions,
+        compressionLevel: level,
         store: new DirStore(out),
         nodes: connected.nodes,
         retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },

@@ -10,7 +10,11 @@ import { InputError } from "../errors.js";
 import { type OptionSpecs, optionalString, type ParsedOptions, stringList } from "./args.js";
 
 export const lookerOptionSpecs: OptionSpecs = {
-  consistency: { type: "string", placeholder: "MODE", help: "live (default), brief-stop or stopped" },
+  consistency: {
+    type: "string",
+    placeholder: "MODE",
+    help: "auto (default: brief-stop for the internal database, live for MySQL), live, brief-stop or stopped",
+  },
   "keystore-independent": {
     type: "boolean",
     help: "keystore-independent backup (stops every node; needs the CMK)",

@@ -4,7 +4,7 @@
  */
 import { isAbsolute } from "node:path";
 import { parseRecipient } from "../crypto/age-keys.js";
-import type { Consistency } from "../engine/looker-job.js";
+import type { ConsistencyChoice } from "../engine/looker-job.js";
 import { InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
 import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
@@ -93,7 +93,7 @@ export interface BackupSettings {
   readonly sslFiles: string[];
   readonly recipients: string[];
   readonly passphrase?: string;
-  readonly consistency: Consistency;
+  readonly consistency: ConsistencyChoice;
   readonly keystoreIndependent: boolean;
   readonly masterKey?: MasterKey;
   readonly keyfileRecipients?: string[];
@@ -165,8 +165,8 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     recipients,
     ...(passphrase ? { passphrase } : {}),
     consistency: oneOf(
-      get(Inputs.Consistency) || "live",
-      ["live", "brief-stop", "stopped"] as const,
+      get(Inputs.Consistency) || "auto",
+      ["auto", "live", "brief-stop", "stopped"] as const,
       Inputs.Consistency,
     ),
     keystoreIndependent,

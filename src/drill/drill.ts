@@ -31,6 +31,7 @@ import { runProcess } from "../remote/local-host.js";
 import { keyfileNameFor } from "../store/archive-name.js";
 import { LOOKER_DB_YML, restoreIntoDrillDatabase, stagedDumps } from "./drill-database.js";
 import { checkApiLogin, runUrlChecks, type UrlCheck } from "./http-checks.js";
+import { assertPortsFree, type DrillPort, portsStillOpen } from "./port-guard.js";
 import type { DrillBackupInfo, DrillReport, DrillStep } from "./report.js";
 import { type DrillTarget, LocalDirTarget, localStagingParent, SshTarget } from "./targets.js";
 import { waitForSsh } from "./wait-for-ssh.js";
@@ -138,6 +139,7 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
   let started = false;
   let staging: string | undefined;
   let address: string | undefined;
+  let ports: DrillPort[] = [];
 
   try {
     const stagingParent = request.target.kind === "dir" ? localStagingParent(request.target.dir) : tmpdir();
@@ -148,6 +150,14 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
       (x) => `${x.members} members, ${x.bytes} bytes, all match the catalog`,
     );
     backup = backupInfo(extracted.meta);
+    // The drill host's CMK comes only from the drill's own settings: never inherited from the runner (where it
+    // would be production's), so a keystore-independent backup without one cannot be proven and is bad input.
+    if (backup.keystoreIndependent && request.masterKey === undefined) {
+      throw new InputError(
+        "this backup is keystore-independent, and the drill has no CMK of its own for restore_dr_backup and the start",
+        "pass the drill host's CMK (master-key / --master-key-env, or master-key-file): a new key, never production's",
+      );
+    }
     rpoMs = backup.startedAt ? Math.max(0, startedAt.getTime() - Date.parse(backup.startedAt)) : undefined;
     const dumps = await stagedDumps(extracted.staging);
     if (dumps.length > 0 && request.drillMysql === undefined) {
@@ -213,6 +223,15 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
       ...(request.masterKey ? { masterKey: request.masterKey } : {}),
       bootTimeoutMs: request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS,
     });
+    ports = [
+      { name: "web", host: target.address, port: request.webPort ?? DEFAULT_WEB_PORT },
+      { name: "API", host: target.address, port: request.apiPort ?? DEFAULT_API_PORT },
+    ];
+    await steps.run(
+      "ports free",
+      () => assertPortsFree(ports),
+      (detail) => detail,
+    );
     const drFailure =
       keyfile === undefined ? undefined : await restoreDrBackup(steps, target, looker, keyfile);
     try {
@@ -277,6 +296,12 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
     const problems: string[] = [];
     if (looker && started && !request.keepRunning) {
       await looker.stop().catch((e: unknown) => problems.push(`stop looker: ${messageOf(e)}`));
+      // Proof that the drill's own Looker was the one answering, and that nothing of it is left running.
+      for (const open of await portsStillOpen(ports)) {
+        problems.push(
+          `${open.name} port ${open.host}:${open.port} still answers after the drill stopped Looker`,
+        );
+      }
     }
     await target?.close().catch((e: unknown) => problems.push(`close: ${messageOf(e)}`));
     if (staging)

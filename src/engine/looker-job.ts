@@ -25,10 +25,26 @@ import type { BackupRequest, BackupResult } from "./backup.js";
 import { resolveManifest, runBackup } from "./backup.js";
 
 export type Consistency = "live" | "brief-stop" | "stopped";
+/** What the user asks for; `auto` (the default) is resolved once the backend is known. */
+export type ConsistencyChoice = Consistency | "auto";
+
+/**
+ * `auto`: live for a MySQL backend (mysqldump takes a consistent snapshot while Looker runs), brief-stop for the
+ * internal database, whose HSQLDB files Looker writes while it runs: a live copy of them can tear, and a backup that
+ * does not restore is worse than the seconds it takes to copy looker/.db with Looker stopped.
+ */
+export function resolveConsistency(choice: ConsistencyChoice, mysqlBackend: boolean): Consistency {
+  if (choice !== "auto") return choice;
+  return mysqlBackend ? "live" : "brief-stop";
+}
+
+export function stopsLooker(consistency: Consistency, keystoreIndependent: boolean): boolean {
+  return consistency !== "live" || keystoreIndependent;
+}
 
 export interface LookerJobRequest
   extends Omit<BackupRequest, "extraMembers" | "substitutes" | "companions" | "lookerMeta"> {
-  readonly consistency: Consistency;
+  readonly consistency: ConsistencyChoice;
   readonly keystoreIndependent: boolean;
   /** Who can decrypt the key file; default: the archive's recipients. */
   readonly keyfileRecipients?: readonly string[];
@@ -99,13 +115,6 @@ async function backupAroundLooker(
   request: LookerJobRequest,
   log: (line: string) => void,
 ): Promise<LookerJobResult> {
-  const stops = request.consistency !== "live" || request.keystoreIndependent;
-  if (stops) assertMayStopLooker(request.quietWindow, new Date(), request.forceOutsideWindow ?? false);
-  if (stops && request.nodes.length === 0) {
-    throw new LookerBackupError("this backup must stop Looker but no Looker node is configured", {
-      hint: "configure the node (looker home on this host, or --node user@host)",
-    });
-  }
   const startOptions =
     request.startOptions ?? (request.nodes[0] ? await readStartOptions(request.nodes[0]) : undefined);
   const fromStart = {
@@ -113,6 +122,16 @@ async function backupAroundLooker(
     ...(startOptions?.dbConfigFile ? { dbConfigFile: startOptions.dbConfigFile } : {}),
   };
   const { mysqlBackend } = await resolveManifest({ ...request, ...fromStart });
+  const consistency = resolveConsistency(request.consistency, mysqlBackend);
+  if (request.consistency === "auto")
+    log(`consistency auto: ${consistency} (${mysqlBackend ? "MySQL backend" : "internal database"})`);
+  const stops = stopsLooker(consistency, request.keystoreIndependent);
+  if (stops) assertMayStopLooker(request.quietWindow, new Date(), request.forceOutsideWindow ?? false);
+  if (stops && request.nodes.length === 0) {
+    throw new LookerBackupError("this backup must stop Looker but no Looker node is configured", {
+      hint: "configure the node (looker home on this host, or --node user@host)",
+    });
+  }
   const earlyWarnings: string[] = [];
   if (existsSync(join(request.home, "looker", ".deploying"))) {
     earlyWarnings.push(
@@ -120,7 +139,7 @@ async function backupAroundLooker(
     );
   }
   // A live copy of the internal database is consistent only if nothing in looker/.db changed while it was read.
-  const watchDatabase = request.consistency === "live" && !request.keystoreIndependent && !mysqlBackend;
+  const watchDatabase = !stops && !mysqlBackend;
   const databaseBefore = watchDatabase ? await databaseFingerprint(request.home) : undefined;
   const cluster = new Cluster(request.nodes, request.onStopRecord, log);
   const scratch = await mkdtemp(join(tmpdir(), "looker-backup-"));
@@ -142,7 +161,7 @@ async function backupAroundLooker(
       log(`mysql: consistent snapshot of ${mysql.database} taken`);
     }
     const substitutes = new Map<string, string>();
-    if (request.consistency === "brief-stop") {
+    if (consistency === "brief-stop") {
       if (!mysqlBackend) substitutes.set("looker/.db", await copyDatabaseDirectory(request.home, scratch));
       await cluster.restartStopped(request.signal);
       log(`brief stop: Looker was down ${cluster.downtimeMs} ms`);
@@ -152,7 +171,7 @@ async function backupAroundLooker(
       ...fromStart,
       substitutes,
       lookerMeta: {
-        consistency: request.consistency,
+        consistency,
         keystoreIndependent: request.keystoreIndependent,
         ...(keyfile ? { backupUid: keyfile.backupUid } : {}),
       },
@@ -176,7 +195,7 @@ async function backupAroundLooker(
       exitCode: result.warnings.length > 0 ? ExitCode.Warnings : result.exitCode,
       databaseChanged,
       downtimeMs: cluster.downtimeMs,
-      consistency: request.consistency,
+      consistency,
       ...(result.companions[0] ? { keyfile: result.companions[0].location } : {}),
       ...(keyfile ? { backupUid: keyfile.backupUid } : {}),
       ...(mysql ? { mysqlDatabase: mysql.database } : {}),

@@ -4,16 +4,22 @@
  * failure ends the preflight with its own error (and exit code), the rows after it marked as not run.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, rm, statfs, writeFile } from "node:fs/promises";
+import { lstat, mkdir, rm, statfs, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { describeError, InputError, LookerBackupError } from "../errors.js";
 import type { LookerNode } from "../looker/control.js";
+import { type ConnectedNodes, connectNodes, type NodeSettings } from "../looker/nodes.js";
 import { assertMayStopLooker, isInsideWindow, type QuietWindow } from "../looker/quiet-window.js";
+import { type LookerStartOptions, readStartOptions } from "../looker/start-config.js";
+import type { Manifest } from "../manifest/rules.js";
+import type { BackendChoice } from "../manifest/user-manifest.js";
 import { lookerMysqlConnection, type MysqlConnection } from "../mysql/connection.js";
 import { pingMysql } from "../mysql/restore.js";
 import { formatBytes } from "../report/format.js";
 import { artifactServiceUnavailable } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
+import { resolveManifest } from "./backup.js";
+import { type ConsistencyChoice, resolveConsistency, stopsLooker } from "./looker-job.js";
 
 export interface PreflightCheck {
   readonly check: string;
@@ -28,7 +34,8 @@ export type PreflightStore =
 export interface PreflightRequest {
   /** What the inputs came to (already validated), for the first row. */
   readonly inputs: string;
-  readonly stopsLooker: boolean;
+  readonly consistency: ConsistencyChoice;
+  readonly keystoreIndependent: boolean;
   readonly quietWindow?: QuietWindow;
   readonly forceOutsideWindow?: boolean;
   readonly store: PreflightStore;
@@ -37,10 +44,17 @@ export interface PreflightRequest {
   readonly home: string;
   /** Explicit MySQL settings, merged over looker/looker-db.yml when the backend is MySQL. */
   readonly mysql: Partial<MysqlConnection>;
-  /** The MySQL backend and its connection file (`-d F` in Looker's start options), or undefined: internal database. */
-  readonly mysqlBackend: () => Promise<{ readonly dbConfigFile?: string } | undefined>;
+  /** What the backup will select (after the nodes are connected: Looker's start options feed it). */
+  readonly selection: () => Promise<PreflightSelection>;
   readonly now?: Date;
   readonly env?: NodeJS.ProcessEnv;
+}
+
+export interface PreflightSelection {
+  readonly manifest: Manifest;
+  readonly mysqlBackend: boolean;
+  /** The MySQL backend's connection file from Looker's start options (`-d F`); default looker/looker-db.yml. */
+  readonly dbConfigFile?: string;
 }
 
 /** Thrown by runPreflight: the failing check's own error, with every row for the summary. */
@@ -60,12 +74,28 @@ export class PreflightError extends LookerBackupError {
 /** Runs the checks in order; resolves with every row when all pass. */
 export async function runPreflight(request: PreflightRequest): Promise<PreflightCheck[]> {
   const env = request.env ?? process.env;
+  // Whether Looker is stopped depends on the backend (consistency auto), so that check comes last.
+  let nodes: readonly LookerNode[] = [];
+  let selection: PreflightSelection | undefined;
   const steps: [string, () => Promise<string> | string][] = [
     ["inputs", () => request.inputs],
-    ["quiet window", () => quietWindow(request)],
     ["store", () => (request.store.kind === "artifact" ? artifactService(env) : dirStore(request.store))],
-    ["Looker nodes", async () => lookerNodes(await request.connectNodes(), request.stopsLooker)],
-    ["database", () => database(request)],
+    [
+      "Looker nodes",
+      async () => {
+        nodes = await request.connectNodes();
+        return lookerNodes(nodes);
+      },
+    ],
+    [
+      "required files",
+      async () => {
+        selection = await request.selection();
+        return requiredPaths(request.home, selection.manifest);
+      },
+    ],
+    ["database", () => database(request, selection!)],
+    ["stopping Looker", () => stoppingLooker(request, nodes, selection!.mysqlBackend)],
   ];
   const checks: PreflightCheck[] = [];
   for (const [index, [check, run]] of steps.entries()) {
@@ -81,15 +111,34 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
   return checks;
 }
 
-function quietWindow(request: PreflightRequest): string {
-  if (!request.stopsLooker) return "live backup: Looker is not stopped";
+/**
+ * A backup that stops Looker must be allowed to now (the quiet window) and able to start it again: Looker's script
+ * refuses every start while `.deploying` exists, so a stopped Looker would stay down.
+ */
+async function stoppingLooker(
+  request: PreflightRequest,
+  nodes: readonly LookerNode[],
+  mysqlBackend: boolean,
+): Promise<string> {
+  const consistency = resolveConsistency(request.consistency, mysqlBackend);
+  const mode = request.consistency === "auto" ? `${consistency} (auto)` : consistency;
+  if (!stopsLooker(consistency, request.keystoreIndependent)) return `${mode}: Looker is not stopped`;
+  for (const node of nodes) {
+    const deploying = posix.join(node.config.lookerDir, ".deploying");
+    if ((await node.config.host.run(["test", "-e", deploying], { timeoutMs: 30_000 })).code === 0) {
+      throw new LookerBackupError(
+        `${node.name}: ${deploying} exists, and Looker's start script refuses to start while it does: a stopped Looker would stay down`,
+        { hint: "let the deploy finish (it removes the file), or use consistency: live for this run" },
+      );
+    }
+  }
   const window = request.quietWindow;
-  if (window === undefined) return "no quiet window set: Looker may be stopped at any time";
+  if (window === undefined) return `${mode}: no quiet window set, Looker may be stopped at any time`;
   const now = request.now ?? new Date();
   assertMayStopLooker(window, now, request.forceOutsideWindow ?? false);
   return isInsideWindow(window, now)
-    ? `inside ${window.text} (${window.timeZone})`
-    : `outside ${window.text} (${window.timeZone}), forced`;
+    ? `${mode}: inside the quiet window ${window.text} (${window.timeZone})`
+    : `${mode}: outside the quiet window ${window.text} (${window.timeZone}), forced`;
 }
 
 /** The artifact service this job step would upload to (artifact-store.ts says what it needs). */
@@ -116,8 +165,8 @@ async function dirStore(store: { directory: string; instance: string }): Promise
     await writeFile(probe, "", { flag: "wx", mode: 0o600 });
   } catch (error) {
     throw new InputError(
-      `cannot write to store-dir ${store.directory}: ${(error as Error).message}`,
-      "create the directory and make it writable by the runner's user, or choose another store-dir",
+      `cannot write to the store directory ${store.directory}: ${(error as Error).message}`,
+      "create the directory and make it writable by this user, or choose another one",
       error,
     );
   } finally {
@@ -132,18 +181,15 @@ async function dirStore(store: { directory: string; instance: string }): Promise
   const needed = Math.ceil(previous.size * 1.25);
   if (free < needed) {
     throw new InputError(
-      `store-dir ${store.directory} has ${formatBytes(free)} free, but the last archive of ${store.instance} was ${formatBytes(previous.size)} (needs about ${formatBytes(needed)})`,
-      "free space there (keep-last prunes after a successful backup), or choose another store-dir",
+      `the store directory ${store.directory} has ${formatBytes(free)} free, but the last archive of ${store.instance} was ${formatBytes(previous.size)} (needs about ${formatBytes(needed)})`,
+      "free space there (keep-last prunes after a successful backup), or choose another directory",
     );
   }
   return `${store.directory} writable, ${formatBytes(free)} free for about ${formatBytes(needed)}`;
 }
 
-/**
- * The `looker` script must be there to stop and start each node (SSH host keys were checked on connect), and a
- * backup that stops Looker must be able to start it again: the script refuses every start while `.deploying` exists.
- */
-async function lookerNodes(nodes: readonly LookerNode[], stopsLooker: boolean): Promise<string> {
+/** The `looker` script must be there to stop and start each node (SSH host keys were checked on connect). */
+async function lookerNodes(nodes: readonly LookerNode[]): Promise<string> {
   if (nodes.length === 0) return "none configured";
   const names: string[] = [];
   for (const node of nodes) {
@@ -154,25 +200,103 @@ async function lookerNodes(nodes: readonly LookerNode[], stopsLooker: boolean): 
         hint: "check the home input (or the node's looker user) and that Looker is installed there",
       });
     }
-    const deploying = posix.join(node.config.lookerDir, ".deploying");
-    if (
-      stopsLooker &&
-      (await node.config.host.run(["test", "-e", deploying], { timeoutMs: 30_000 })).code === 0
-    ) {
-      throw new LookerBackupError(
-        `${node.name}: ${deploying} exists, and Looker's start script refuses to start while it does: a stopped Looker would stay down`,
-        { hint: "let the deploy finish (it removes the file), or use consistency: live for this run" },
-      );
-    }
     names.push(node.name);
   }
   return `${names.join(", ")}: reachable, looker script present`;
 }
 
-async function database(request: PreflightRequest): Promise<string> {
-  const backend = await request.mysqlBackend();
-  if (backend === undefined) return "internal database (looker/.db)";
-  const connection = await lookerMysqlConnection(request.home, request.mysql, backend.dbConfigFile);
+/**
+ * Required paths that are plain paths (no glob) must exist: a missing SSL file or shared storage directory fails
+ * here, not after Looker was stopped. Globs and readability are the selection's to check as it walks.
+ */
+async function requiredPaths(home: string, manifest: Manifest): Promise<string> {
+  const paths = [
+    ...manifest.rules
+      .filter((rule) => rule.action === "include" && rule.required && !/[*?[]/.test(rule.pattern))
+      .map((rule) => ({ id: rule.id, path: join(home, rule.pattern) })),
+    ...manifest.outside.filter((outside) => outside.required).map(({ id, path }) => ({ id, path })),
+  ];
+  for (const { id, path } of paths) {
+    await lstat(path).catch((error: NodeJS.ErrnoException) => {
+      throw new InputError(
+        `required path ${path} (${id}) cannot be read: ${error.code ?? error.message}`,
+        "restore it, or mark it optional in the manifest if this instance has none",
+      );
+    });
+  }
+  return `${paths.length} required path(s) present`;
+}
+
+async function database(request: PreflightRequest, selection: PreflightSelection): Promise<string> {
+  if (!selection.mysqlBackend) return "internal database (looker/.db)";
+  const connection = await lookerMysqlConnection(request.home, request.mysql, selection.dbConfigFile);
   await pingMysql(connection);
   return `MySQL ${connection.database} at ${connection.host}:${connection.port} answers`;
+}
+
+export interface BackupPreflightOptions {
+  readonly inputs: string;
+  readonly home: string;
+  readonly consistency: ConsistencyChoice;
+  readonly keystoreIndependent: boolean;
+  readonly quietWindow?: QuietWindow | undefined;
+  readonly forceOutsideWindow?: boolean;
+  readonly store: PreflightStore;
+  readonly manifestFile?: string | undefined;
+  readonly sslFiles?: readonly string[];
+  readonly backend?: BackendChoice;
+  readonly mysql: Partial<MysqlConnection>;
+  /** How to reach the nodes (connectNodes). */
+  readonly nodes: NodeSettings;
+  readonly log?: (line: string) => void;
+}
+
+export interface BackupPreflight {
+  readonly checks: PreflightCheck[];
+  /** The connections the backup goes on with; the caller closes them. */
+  readonly connected: ConnectedNodes;
+  readonly startOptions: LookerStartOptions;
+}
+
+/**
+ * The preflight of a backup, the same for the action and the CLI: connects to the nodes, reads Looker's start options
+ * (which can make the backend MySQL or add a cluster's shared storage) and resolves the selection from them. On a
+ * failure the connections are closed and a PreflightError names every check.
+ */
+export async function runBackupPreflight(options: BackupPreflightOptions): Promise<BackupPreflight> {
+  let connected: ConnectedNodes | undefined;
+  let startOptions: LookerStartOptions | undefined;
+  try {
+    const checks = await runPreflight({
+      inputs: options.inputs,
+      consistency: options.consistency,
+      keystoreIndependent: options.keystoreIndependent,
+      ...(options.quietWindow ? { quietWindow: options.quietWindow } : {}),
+      ...(options.forceOutsideWindow ? { forceOutsideWindow: true } : {}),
+      store: options.store,
+      connectNodes: async () => {
+        connected = await connectNodes(options.nodes, options.log);
+        startOptions = await readStartOptions(connected.nodes[0]!);
+        return connected.nodes;
+      },
+      home: options.home,
+      mysql: options.mysql,
+      selection: async () => {
+        const dbConfigFile = startOptions?.dbConfigFile;
+        const resolved = await resolveManifest({
+          home: options.home,
+          ...(options.manifestFile ? { manifestFile: options.manifestFile } : {}),
+          ...(options.sslFiles ? { sslFiles: options.sslFiles } : {}),
+          ...(options.backend ? { backend: options.backend } : {}),
+          ...(startOptions?.sharedStorageDir ? { sharedStorageDir: startOptions.sharedStorageDir } : {}),
+          ...(dbConfigFile ? { dbConfigFile } : {}),
+        });
+        return { ...resolved, ...(dbConfigFile ? { dbConfigFile } : {}) };
+      },
+    });
+    return { checks, connected: connected!, startOptions: startOptions! };
+  } catch (error) {
+    await connected?.close();
+    throw error;
+  }
 }

@@ -17,7 +17,10 @@ export interface LookerStartOptions {
   readonly port: number;
   /** `--shared-storage-dir D` of a cluster: shared files every node reads, outside the home. */
   readonly sharedStorageDir?: string;
-  /** `-d F`: the MySQL backend's connection file, relative to the Looker directory unless absolute. */
+  /**
+   * `-d F` / `--internal-db-creds=F` (Looker's "Startup options"): the YAML file with the backend database's
+   * credentials, so the backend is MySQL; relative to the Looker directory unless absolute.
+   */
   readonly dbConfigFile?: string;
   readonly clustered: boolean;
   /** `--no-ssl`: the web port speaks plain http (the script's own test is a substring match). */
@@ -60,7 +63,7 @@ export function parseStartOptions(
 ): LookerStartOptions {
   const args = lookerArgs.split(/\s+/).filter(Boolean);
   const port = /^\d{1,5}$/.test(lookerPort.trim()) ? Number(lookerPort.trim()) : DEFAULT_PORT;
-  const valueOf = (long: string, short?: string): string | undefined => {
+  const flagValue = (long: string, short?: string): string | undefined => {
     for (let i = 0; i < args.length; i++) {
       const arg = args[i]!;
       if (arg === long || (short !== undefined && arg === short)) return args[i + 1];
@@ -69,8 +72,8 @@ export function parseStartOptions(
     return undefined;
   };
   const resolve = (path: string) => (posix.isAbsolute(path) ? path : posix.join(lookerDir, path));
-  const shared = valueOf("--shared-storage-dir");
-  const dbConfig = valueOf("-d");
+  const shared = flagValue("--shared-storage-dir");
+  const dbConfig = flagValue("--internal-db-creds", "-d");
   return {
     args,
     port,

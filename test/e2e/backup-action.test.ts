@@ -155,7 +155,7 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       with: { ...baseInputs(join(work, "never")), consistency: "sometimes" },
     });
     expect(run.code).toBe(2);
-    expect(run.stdout).toContain("input 'consistency' must be one of live, brief-stop, stopped");
+    expect(run.stdout).toContain("input 'consistency' must be one of auto, live, brief-stop, stopped");
     expect(sim.isRunning()).toBe(true);
     await job.complete();
   });
@@ -259,7 +259,7 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
   it("exits 3 naming brief-stop when a live backup sees the running Looker's internal database change", async () => {
     const job = await startRunnerJob();
     const run = await job.run(backup, {
-      with: { ...baseInputs(join(work, "store-live")), "on-warnings": "ignore" },
+      with: { ...baseInputs(join(work, "store-live")), consistency: "live", "on-warnings": "ignore" },
     });
     await job.complete();
     expect(run.code, run.stdout).toBe(3);

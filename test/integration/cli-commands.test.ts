@@ -153,7 +153,7 @@ describe("backup's Looker options (the same meaning as the action's inputs)", ()
   });
 
   it.each([
-    [["--consistency", "sometimes"], /--consistency must be one of live, brief-stop, stopped/],
+    [["--consistency", "sometimes"], /--consistency must be one of auto, live, brief-stop, stopped/],
     [["--keystore-independent"], /--keystore-independent needs the CMK/],
     [
       ["--master-key-env", "LB_TEST_UNSET_VARIABLE"],

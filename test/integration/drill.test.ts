@@ -17,6 +17,7 @@ import {
   stat,
   writeFile,
 } from "node:fs/promises";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -198,6 +199,7 @@ describe("drill over SSH into a fresh VM", () => {
       "looker user",
       "place home",
       "verify on target",
+      "ports free",
       "restore_dr_backup",
       "start looker",
       "api login",
@@ -519,5 +521,69 @@ describe("drill into a local directory", () => {
     expect(report.filesVerified).toBeGreaterThan(40);
     expect(existsSync(join(target, "looker", "looker.jar"))).toBe(true);
     expect(await probeAlive({ host: "127.0.0.1", port: backup.home.webPort, scheme: "http" })).toBe(false);
+    expect(report.steps.find((s) => s.name === "ports free")?.ok).toBe(true);
+  });
+
+  /** A local directory target for a drill, reachable by the looker user. */
+  async function emptyTarget(): Promise<string> {
+    const parent = await mkdtemp(join(scratch, "local-target-"));
+    await chmod(parent, 0o755);
+    const target = join(parent, "home");
+    await mkdir(target);
+    return target;
+  }
+
+  it("refuses with exit 2 when something already answers on the drill's web port, and starts nothing", async () => {
+    const backup = await keystoreIndependentBackup("local-busy", {
+      webPort: await freePort(),
+      apiPort: await freePort(),
+    });
+    // Another instance (production, say) answering /alive where the drill would look for its own Looker.
+    const other = createServer((_request, response) => response.writeHead(200).end());
+    await new Promise<void>((resolve) => other.listen(backup.home.webPort, "127.0.0.1", resolve));
+    try {
+      const target = await emptyTarget();
+      const report = await runDrill({
+        archive: backup.archive,
+        keys: { identities: [backup.identity] },
+        target: { kind: "dir", dir: target },
+        masterKey: { kind: "env", value: newCmk() },
+        bootTimeoutMs: BOOT_TIMEOUT_MS,
+        webPort: backup.home.webPort,
+        apiPort: backup.home.apiPort,
+      });
+      expect(report.exitCode).toBe(2);
+      expect(report.error).toMatch(
+        new RegExp(
+          `web port 127\\.0\\.0\\.1:${backup.home.webPort} already answers \\(something that answers /alive with 200`,
+        ),
+      );
+      expect(report.steps.map((s) => s.name)).not.toContain("start looker");
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+    }
+  });
+
+  it("refuses a keystore-independent backup without a drill CMK (exit 2), and never takes the runner's", async () => {
+    const backup = await keystoreIndependentBackup("local-no-cmk", {
+      webPort: await freePort(),
+      apiPort: await freePort(),
+    });
+    // Production's CMK in the runner's environment must not reach the drill.
+    process.env.LKR_MASTER_KEY_ENV = backup.cmk;
+    try {
+      const report = await runDrill({
+        archive: backup.archive,
+        keys: { identities: [backup.identity] },
+        target: { kind: "dir", dir: await emptyTarget() },
+        bootTimeoutMs: BOOT_TIMEOUT_MS,
+        webPort: backup.home.webPort,
+        apiPort: backup.home.apiPort,
+      });
+      expect(report.exitCode).toBe(2);
+      expect(report.error).toMatch(/keystore-independent, and the drill has no CMK of its own/);
+    } finally {
+      delete process.env.LKR_MASTER_KEY_ENV;
+    }
   });
 });

@@ -17,6 +17,7 @@ import {
 import { ExitCode } from "../../src/errors.js";
 import { type ConnectedNodes, connectNodes } from "../../src/looker/nodes.js";
 import { parseQuietWindow } from "../../src/looker/quiet-window.js";
+import { defaultManifest } from "../../src/manifest/default-manifest.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { freePort } from "../helpers/free-port.js";
 
@@ -44,7 +45,8 @@ afterAll(async () => {
 function request(overrides: Partial<PreflightRequest> = {}): PreflightRequest {
   return {
     inputs: "1 recipient(s)",
-    stopsLooker: true,
+    consistency: "stopped",
+    keystoreIndependent: false,
     store: { kind: "dir", directory: join(scratch, "store"), instance: "pre" },
     connectNodes: async () => {
       connected ??= await connectNodes({
@@ -59,7 +61,7 @@ function request(overrides: Partial<PreflightRequest> = {}): PreflightRequest {
     },
     home,
     mysql: {},
-    mysqlBackend: async () => undefined,
+    selection: async () => ({ manifest: defaultManifest({ mysqlBackend: false }), mysqlBackend: false }),
     env: ARTIFACT_ENV,
     ...overrides,
   };
@@ -84,13 +86,15 @@ describe("preflight", () => {
     const checks = await runPreflight(request());
     expect(statuses(checks)).toEqual([
       "inputs: ok",
-      "quiet window: ok",
       "store: ok",
       "Looker nodes: ok",
+      "required files: ok",
       "database: ok",
+      "stopping Looker: ok",
     ]);
-    expect(checks[2]!.detail).toMatch(/writable, .* free \(no earlier archive to estimate from\)/);
-    expect(checks[3]!.detail).toMatch(/^local.*: reachable, looker script present$/);
+    expect(checks[1]!.detail).toMatch(/writable, .* free \(no earlier archive to estimate from\)/);
+    expect(checks[2]!.detail).toMatch(/^local.*: reachable, looker script present$/);
+    expect(checks[5]!.detail).toBe("stopped: no quiet window set, Looker may be stopped at any time");
   });
 
   it("refuses store artifact without the runtime variables, with exit 2 and a hint naming store: dir", async () => {
@@ -104,10 +108,11 @@ describe("preflight", () => {
     expect(error.hint).toMatch(/store: dir/);
     expect(statuses(error.checks)).toEqual([
       "inputs: ok",
-      "quiet window: ok",
       "store: failed",
       "Looker nodes: not run",
+      "required files: not run",
       "database: not run",
+      "stopping Looker: not run",
     ]);
   });
 
@@ -130,20 +135,20 @@ describe("preflight", () => {
         env: { ...ARTIFACT_ENV, GITHUB_SERVER_URL: "https://acme.ghe.com" },
       }),
     );
-    expect(checks[2]).toEqual({ check: "store", status: "ok", detail: "GitHub artifact service available" });
+    expect(checks[1]).toEqual({ check: "store", status: "ok", detail: "GitHub artifact service available" });
   });
 
-  it("refuses a store-dir that cannot be written", async () => {
+  it("refuses a store directory that cannot be written", async () => {
     const file = join(scratch, "a-file");
     await writeFile(file, "");
     const error = await failure(
       request({ store: { kind: "dir", directory: join(file, "store"), instance: "pre" } }),
     );
     expect(error.exitCode).toBe(ExitCode.BadInput);
-    expect(error.message).toMatch(/cannot write to store-dir .*a-file\/store/);
+    expect(error.message).toMatch(/cannot write to the store directory .*a-file\/store/);
   });
 
-  it("refuses a store-dir without room for about the last archive's size", async () => {
+  it("refuses a store directory without room for about the last archive's size", async () => {
     const directory = join(scratch, "small-store");
     await mkdir(directory);
     // A sparse 15 TiB "last archive" stands for one larger than any free space here.
@@ -160,13 +165,9 @@ describe("preflight", () => {
     const quietWindow = parseQuietWindow("01:00-05:00", "UTC", "quiet-window", "quiet-window-time-zone");
     const error = await failure(request({ quietWindow, now }));
     expect(error.message).toMatch(/outside the quiet window 01:00-05:00/);
-    expect(statuses(error.checks).slice(0, 3)).toEqual([
-      "inputs: ok",
-      "quiet window: failed",
-      "store: not run",
-    ]);
-    const live = await runPreflight(request({ quietWindow, now, stopsLooker: false }));
-    expect(live[1]!.detail).toBe("live backup: Looker is not stopped");
+    expect(error.checks.at(-1)).toMatchObject({ check: "stopping Looker", status: "failed" });
+    const live = await runPreflight(request({ quietWindow, now, consistency: "live" }));
+    expect(live.at(-1)!.detail).toBe("live: Looker is not stopped");
   });
 
   it("refuses a node without an executable looker script", async () => {
@@ -183,7 +184,12 @@ describe("preflight", () => {
     try {
       const error = await failure(request({ connectNodes: async () => nodes.nodes }));
       expect(error.message).toMatch(/bare-home\/looker\/looker is missing or not executable/);
-      expect(statuses(error.checks).slice(3)).toEqual(["Looker nodes: failed", "database: not run"]);
+      expect(statuses(error.checks).slice(2)).toEqual([
+        "Looker nodes: failed",
+        "required files: not run",
+        "database: not run",
+        "stopping Looker: not run",
+      ]);
     } finally {
       await nodes.close();
     }
@@ -197,24 +203,55 @@ describe("preflight", () => {
       expect(error.message).toMatch(
         /\.deploying exists, and Looker's start script refuses to start while it does/,
       );
-      expect(statuses(error.checks).slice(3)).toEqual(["Looker nodes: failed", "database: not run"]);
+      expect(error.checks.at(-1)).toMatchObject({ check: "stopping Looker", status: "failed" });
       // A live backup does not stop Looker: the job warns instead.
-      expect((await runPreflight(request({ stopsLooker: false })))[3]!.status).toBe("ok");
+      expect((await runPreflight(request({ consistency: "live" }))).at(-1)!.status).toBe("ok");
     } finally {
       await rm(deploying, { force: true });
     }
+  });
+
+  it("resolves consistency auto by the backend: brief-stop for the internal database, live for MySQL", async () => {
+    const internal = await runPreflight(request({ consistency: "auto" }));
+    expect(internal.at(-1)!.detail).toBe(
+      "brief-stop (auto): no quiet window set, Looker may be stopped at any time",
+    );
+    // auto with the internal database stops Looker, so the quiet window applies to it.
+    const now = new Date("2024-05-01T12:00:00Z");
+    const quietWindow = parseQuietWindow("01:00-05:00", "UTC", "quiet-window", "quiet-window-time-zone");
+    const error = await failure(request({ consistency: "auto", quietWindow, now }));
+    expect(error.message).toMatch(/outside the quiet window/);
+  });
+
+  it("refuses a required file that is missing (an SSL file, say) before anything is stopped", async () => {
+    const missing = join(scratch, "no-such-cert.pem");
+    const error = await failure(
+      request({
+        selection: async () => ({
+          manifest: defaultManifest({ mysqlBackend: false, sslFiles: [missing] }),
+          mysqlBackend: false,
+        }),
+      }),
+    );
+    expect(error.exitCode).toBe(ExitCode.BadInput);
+    expect(error.message).toContain(`required path ${missing} (ssl:${missing}) cannot be read: ENOENT`);
+    expect(statuses(error.checks).slice(3)).toEqual([
+      "required files: failed",
+      "database: not run",
+      "stopping Looker: not run",
+    ]);
   });
 
   it("refuses a MySQL backend that does not answer, before anything is stopped", async () => {
     const port = await freePort(); // nothing listens there
     const error = await failure(
       request({
-        mysqlBackend: async () => ({}),
+        selection: async () => ({ manifest: defaultManifest({ mysqlBackend: true }), mysqlBackend: true }),
         mysql: { host: "127.0.0.1", port, user: "looker", password: "pw", database: "looker" },
       }),
     );
     expect(error.message).toMatch(/cannot reach the MySQL backend \(looker@127\.0\.0\.1:\d+\/looker\)/);
     expect(error.message).not.toContain("pw");
-    expect(error.checks.at(-1)!.status).toBe("failed");
+    expect(statuses(error.checks).slice(4)).toEqual(["database: failed", "stopping Looker: not run"]);
   });
 });

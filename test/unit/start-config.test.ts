@@ -34,6 +34,9 @@ describe("parseStartOptions", () => {
 
   it("takes --flag=value, resolves relative paths in the Looker directory, and sees --no-ssl", () => {
     const options = parseStartOptions("--no-ssl --shared-storage-dir=shared", "", "/srv/looker/looker");
+    expect(parseStartOptions("--internal-db-creds=/etc/looker/db.yml", "", "/x").dbConfigFile).toBe(
+      "/etc/looker/db.yml",
+    );
     expect(options.sharedStorageDir).toBe("/srv/looker/looker/shared");
     expect(options.noSsl).toBe(true);
     expect(options.port).toBe(9999);
