@@ -518,6 +518,6 @@ describe("drill into a local directory", () => {
     expect(report.result).toBe("passed");
     expect(report.filesVerified).toBeGreaterThan(40);
     expect(existsSync(join(target, "looker", "looker.jar"))).toBe(true);
-    expect(await probeAlive({ host: "127.0.0.1", port: backup.home.webPort, scheme: "http" })).toBe(false);
+    expect(await probeAlive({ host: "127.0.0.1", port: backup.home.webPort, scheme: "https" })).toBe(false);
   });
 });

@@ -125,8 +125,7 @@ describe("keystore-independent backup of a running simulator", () => {
   let backupUid: string;
 
   beforeAll(async () => {
-    // 0.0.0.0: the restored copy keeps this lookerstart.cfg, and the runner must reach it in the drill VM.
-    const started = await startedSimulator("keystore", { bind: "0.0.0.0" });
+    const started = await startedSimulator("keystore", {});
     sim = started.sim;
     const request = jobRequest("keystore", sim, started.connected, { keystoreIndependent: true });
     const result = await runLookerBackup(request);
@@ -200,7 +199,7 @@ describe("keystore-independent backup of a running simulator", () => {
     expect(report.result).toBe("failed");
     expect(report.exitCode).toBe(5);
     expect(report.logTail).toMatch(/boot refused: cannot decrypt the KEK/);
-    expect(await probeAlive({ host: target.address, port: sim.webPort, scheme: "http" })).toBe(false);
+    expect(await probeAlive({ host: target.address, port: sim.webPort, scheme: "https" })).toBe(false);
   });
 });
 
@@ -288,7 +287,7 @@ describe("MySQL backend (simulator home in a private MariaDB)", () => {
     expect(request.lines).toContain(`stopping Looker on ${connected.nodes[0]!.name}`);
     expect(await storeContents(request.storeDir)).toEqual([]);
     expect(sim.isRunning()).toBe(true);
-    expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort, scheme: "http" })).toBe(true);
+    expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort, scheme: "https" })).toBe(true);
   });
 
   it("a dump whose connection is killed part-way fails the run: no archive in the store, Looker running", async () => {
@@ -307,7 +306,7 @@ describe("MySQL backend (simulator home in a private MariaDB)", () => {
       locker.stdin.end();
     }
     expect(simulatorPid(sim.lookerDir)).toBe(before);
-    expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort, scheme: "http" })).toBe(true);
+    expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort, scheme: "https" })).toBe(true);
   });
 });
 
