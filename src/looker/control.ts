@@ -72,8 +72,8 @@ export class LookerNode {
   }
 
   /**
-   * Starts Looker and proves it serves: /alive answers 200 AND the process in this home's .tmp/looker.pid is alive
-   * with its working directory in this home (another instance on the port does not count). `./looker start` says
+   * Starts Looker and proves it serves: /alive answers 200 AND the process in this home's .tmp/looker.pid is alive,
+   * runs in this home and holds the web port's listening socket (another server on the port does not count). `./looker start` says
    * nothing by exit 0 (Looker daemonizes and the script ends with `exit 0`); exit 1 is the script's refusal.
    * `timeoutMs` (default the boot timeout) bounds the start command and the wait together: the Actions post step has
    * only what is left of a cancelled job's minutes.
@@ -139,12 +139,15 @@ export class LookerNode {
    */
   private async jar(args: string[], what: string): Promise<void> {
     const home = posix.dirname(this.config.lookerDir);
-    const result = await this.config.host.run(["env", `HOME=${home}`, "java", "-jar", "looker.jar", ...args], {
-      ...masterKeyEnvironment(this.config.masterKey),
-      env: { ...this.config.env, ...masterKeyEnvironment(this.config.masterKey).env },
-      cwd: this.config.lookerDir,
-      timeoutMs: this.config.commandTimeoutMs ?? 600_000,
-    });
+    const result = await this.config.host.run(
+      ["env", `HOME=${home}`, "java", "-jar", "looker.jar", ...args],
+      {
+        ...masterKeyEnvironment(this.config.masterKey),
+        env: { ...this.config.env, ...masterKeyEnvironment(this.config.masterKey).env },
+        cwd: this.config.lookerDir,
+        timeoutMs: this.config.commandTimeoutMs ?? 600_000,
+      },
+    );
     if (result.code !== 0) throw await this.failure(what, result);
   }
 
@@ -168,12 +171,20 @@ export class LookerNode {
       if (await probeAlive(this.config.alive, 3000)) {
         if (pid === undefined) why = `/alive answers but ${PID_FILE} holds no pid`;
         else if (!pidAlive) why = `/alive answers but process ${pid} from ${PID_FILE} is not running`;
-        else if (!(await this.runsInThisHome(pid))) {
-          why = `/alive answers but process ${pid} from ${PID_FILE} does not run in ${this.config.lookerDir}`;
-        } else return;
+        else {
+          const served = await this.servedBy(pid);
+          if (served === "yes") return;
+          why =
+            served === "elsewhere"
+              ? `/alive answers but process ${pid} from ${PID_FILE} does not run in ${this.config.lookerDir}`
+              : `/alive answers but process ${pid} from ${PID_FILE} does not listen on port ${this.config.alive.port}`;
+        }
       }
       if (Date.now() >= deadline) {
-        throw await this.failure(`Looker did not come up on ${this.name} (${where}): ${why} in time`, startResult);
+        throw await this.failure(
+          `Looker did not come up on ${this.name} (${where}): ${why} in time`,
+          startResult,
+        );
       }
       await sleep(PROOF_INTERVAL_MS);
     }
@@ -189,23 +200,47 @@ export class LookerNode {
 
   /** `kill -0` as the looker user, on the host Looker runs on. */
   private async processAlive(pid: number): Promise<boolean> {
-    const result = await this.config.host.run(["/bin/sh", "-c", 'kill -0 "$1" 2>/dev/null', "sh", String(pid)]);
-    return result.code === 0;
-  }
-
-  /** The process's working directory (/proc/<pid>/cwd) is this node's Looker directory, or below it. */
-  private async runsInThisHome(pid: number): Promise<boolean> {
     const result = await this.config.host.run([
       "/bin/sh",
       "-c",
-      'readlink -f "/proc/$1/cwd" && readlink -f "$2"',
+      'kill -0 "$1" 2>/dev/null',
+      "sh",
+      String(pid),
+    ]);
+    return result.code === 0;
+  }
+
+  /**
+   * Whether `pid` is this node's Looker serving the web port: its working directory (/proc/<pid>/cwd) is this node's
+   * Looker directory or below it, and it holds the listening socket of the port (/proc/<pid>/net/tcp{,6}, in its own
+   * network namespace, matched to its fds). Otherwise another process answering /alive on the port would pass for
+   * it while our Looker is still booting or about to fail. Read through the Host, as the looker user, so over SSH too.
+   */
+  private async servedBy(pid: number): Promise<"yes" | "elsewhere" | "not-listening"> {
+    const script = [
+      'pid="$1"; dir="$2"; port="$3"',
+      'cwd=$(readlink -f "/proc/$pid/cwd") || exit 3',
+      'dir=$(readlink -f "$dir") || exit 3',
+      'case "$cwd/" in "$dir"/*) ;; *) exit 4 ;; esac',
+      'hex=$(printf "%04X" "$port")',
+      // Column 2 is local address:port in hex, column 4 the state (0A = LISTEN), column 10 the socket inode.
+      `inodes=$(awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null)`,
+      "for inode in $inodes; do",
+      '  for fd in /proc/"$pid"/fd/*; do [ "$(readlink "$fd")" = "socket:[$inode]" ] && exit 0; done',
+      "done",
+      "exit 5",
+    ].join("\n");
+    const result = await this.config.host.run([
+      "/bin/sh",
+      "-c",
+      script,
       "sh",
       String(pid),
       this.config.lookerDir,
+      String(this.config.alive.port),
     ]);
-    if (result.code !== 0) return false;
-    const [cwd, dir] = result.stdout.split("\n");
-    return cwd !== undefined && dir !== undefined && dir !== "" && (cwd === dir || cwd.startsWith(`${dir}/`));
+    if (result.code === 0) return "yes";
+    return result.code === 5 ? "not-listening" : "elsewhere";
   }
 
   private async failure(what: string, result: CommandResult): Promise<LookerError> {

@@ -26,10 +26,12 @@ export async function simulatedLooker(
   root: string,
   options: Omit<Parameters<typeof generateLookerHome>[0], "root" | "webPort" | "apiPort"> = {},
 ): Promise<SimulatedLooker> {
+  // Without lookerstart.cfg Looker runs on its default ports; otherwise free ones keep parallel tests apart.
+  const defaults = options.lookerstartCfg === false;
   const generated = await generateLookerHome({
     root,
-    webPort: await freePort(),
-    apiPort: await freePort(),
+    webPort: defaults ? 9999 : await freePort(),
+    apiPort: defaults ? 19999 : await freePort(),
     ...options,
   });
   const looker = (args: string[], cmk = generated.cmk) => {

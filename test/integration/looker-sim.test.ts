@@ -247,16 +247,6 @@ describe("looker script: as Looker ships it", () => {
     expect((await stat(path.join(home.lookerDir, ".status_server_token"))).mode & 0o777).toBe(0o600);
   });
 
-  it("works without lookerstart.cfg: Looker's defaults, port 9999 over https", async () => {
-    const home = await makeHome({ lookerstartCfg: false, webPort: 9999, apiPort: 19999 });
-    expect(existsSync(path.join(home.lookerDir, "lookerstart.cfg"))).toBe(false);
-    await startOk(home);
-    expect((await request("https", 9999, "/alive")).status).toBe(200);
-    expect((await formLogin(home, home.clientId, home.clientSecret)).status).toBe(200);
-    await looker(home, ["stop"]);
-    expect((await looker(home, ["status"])).code).toBe(7);
-  });
-
   it("serves plain http with --no-ssl, and the script's health requests follow", async () => {
     const home = await makeHome({ extraLookerArgs: "--no-ssl" });
     await startOk(home);
