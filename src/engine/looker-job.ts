@@ -200,7 +200,9 @@ export function parseBackupUid(keyfile: Buffer): string {
   }
   const dbmk = typeof parsed?.dbmk === "string" ? parsed.dbmk.trim() : "";
   if (!/^[A-Za-z0-9+/]{43}=$/.test(dbmk) || Buffer.from(dbmk, "base64").length !== 32) {
-    throw new LookerError("generate_keyfile_for_backup wrote a key file whose dbmk is not base64 of 256 bits");
+    throw new LookerError(
+      "generate_keyfile_for_backup wrote a key file whose dbmk is not base64 of 256 bits",
+    );
   }
   return uid;
 }

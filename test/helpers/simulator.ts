@@ -50,7 +50,10 @@ export async function simulatedLooker(
   };
   const pid = () => {
     try {
-      const value = Number.parseInt(readFileSync(join(generated.lookerDir, ".tmp", "looker.pid"), "utf8"), 10);
+      const value = Number.parseInt(
+        readFileSync(join(generated.lookerDir, ".tmp", "looker.pid"), "utf8"),
+        10,
+      );
       return Number.isInteger(value) && value > 0 ? value : undefined;
     } catch {
       return undefined;
@@ -61,14 +64,19 @@ export async function simulatedLooker(
     looker,
     start: () => {
       const result = looker(["start"]);
-      if (result.code !== 0) throw new Error(`./looker start exited ${result.code}: ${result.stdout}${result.stderr}`);
+      if (result.code !== 0)
+        throw new Error(`./looker start exited ${result.code}: ${result.stdout}${result.stderr}`);
       const deadline = Date.now() + START_WAIT_MS;
       while (Date.now() < deadline) {
         if (isRunning()) return;
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
       }
-      const log = readFileSync(join(generated.lookerDir, "log", "looker.log"), "utf8").split("\n").slice(-8);
-      throw new Error(`simulated Looker did not answer /alive within ${START_WAIT_MS} ms:\n${log.join("\n")}`);
+      const log = readFileSync(join(generated.lookerDir, "log", "looker.log"), "utf8")
+        .split("\n")
+        .slice(-8);
+      throw new Error(
+        `simulated Looker did not answer /alive within ${START_WAIT_MS} ms:\n${log.join("\n")}`,
+      );
     },
     isRunning,
     stopQuietly: () => {

@@ -67,14 +67,20 @@ function newCmk(): string {
   return randomBytes(32).toString("base64");
 }
 
-/** Runs `./looker <args>` in a generated home with the CMK as a secret environment variable. */
+/**
+ * Runs a key command of Looker in a generated home as its script would (`java -jar looker.jar <args>` in ~/looker),
+ * directly so the jar's exit status counts (the script's own is always 0), with the CMK as a secret variable.
+ */
 async function looker(home: GeneratedLookerHome, cmk: string, ...args: string[]): Promise<string> {
-  const result = await new LocalHost().run(["./looker", ...args], {
-    cwd: home.lookerDir,
-    secretEnv: { LKR_MASTER_KEY_ENV: cmk },
-  });
+  const result = await new LocalHost().run(
+    ["env", `HOME=${home.home}`, "java", "-jar", "looker.jar", ...args],
+    {
+      cwd: home.lookerDir,
+      secretEnv: { LKR_MASTER_KEY_ENV: cmk },
+    },
+  );
   if (result.code !== 0)
-    throw new Error(`./looker ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
+    throw new Error(`java -jar looker.jar ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
   return result.stdout;
 }
 
