@@ -1,5 +1,5 @@
 /**
- * The whole backup job around the engine, in the order Looker's guide asks for (DESIGN.md section 1):
+ * The whole backup job around the engine, in the order Looker's backup guide asks for:
  * lock -> pre-command -> [quiet-window guard] -> [stop nodes] -> [keystore-independent recrypt] -> [MySQL dump
  * snapshot] -> [brief-stop: copy looker/.db, restart] -> archive -> restart nodes -> post-command.
  * Every node this run stopped is started again on every path out of here; that promise outranks the backup itself.

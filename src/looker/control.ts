@@ -65,7 +65,7 @@ export class LookerNode {
       if (refused && gone) return;
       if (Date.now() >= deadline) {
         const why = refused ? `its process ${pid} is still there` : "/alive still answers";
-        throw await this.failure(`Looker did not stop (${why})`, result);
+        throw await this.failure("Looker did not stop", result, why);
       }
       await sleep(PROOF_INTERVAL_MS);
     }
@@ -85,7 +85,13 @@ export class LookerNode {
       ...masterKeyEnvironment(this.config.masterKey),
       timeoutMs: Math.min(this.config.commandTimeoutMs ?? 600_000, timeoutMs),
     });
-    if (result.code !== 0) throw await this.failure("Looker refused to start", result);
+    if (result.code !== 0) {
+      throw await this.failure(
+        "Looker failed to start",
+        result,
+        "its startup script refused (e.g. .deploying)",
+      );
+    }
     await this.waitUntilServing(Math.max(0, deadline - Date.now()), signal, result, before);
   }
 
@@ -166,7 +172,11 @@ export class LookerNode {
       const pidAlive = pid !== undefined && (await this.processAlive(pid));
       // A new pid whose process already ended: that boot failed; its reason is in the log.
       if (pid !== undefined && pid !== pidBefore && !pidAlive) {
-        throw await this.failure(`Looker's process ${pid} ended during boot`, startResult);
+        throw await this.failure(
+          "Looker failed to start",
+          startResult,
+          `its process ${pid} ended during boot`,
+        );
       }
       if (await probeAlive(this.config.alive, 3000)) {
         if (pid === undefined) why = `/alive answers but ${PID_FILE} holds no pid`;
@@ -181,10 +191,7 @@ export class LookerNode {
         }
       }
       if (Date.now() >= deadline) {
-        throw await this.failure(
-          `Looker did not come up on ${this.name} (${where}): ${why} in time`,
-          startResult,
-        );
+        throw await this.failure("Looker failed to start", startResult, `${why} in time (${where})`);
       }
       await sleep(PROOF_INTERVAL_MS);
     }
@@ -243,12 +250,17 @@ export class LookerNode {
     return result.code === 5 ? "not-listening" : "elsewhere";
   }
 
-  private async failure(what: string, result: CommandResult): Promise<LookerError> {
+  /** "<what> on <node>[: <detail>] (exit N): <last lines of output>", with Looker's log tail. */
+  private async failure(what: string, result: CommandResult, detail?: string): Promise<LookerError> {
     const output = `${result.stderr}${result.stdout}`.trim().split("\n").slice(-5).join("\n");
     const logTail = await this.logTail().catch(() => "");
-    return new LookerError(`${what} on ${this.name} (exit ${result.code})${output ? `: ${output}` : ""}`, {
-      hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
-      logTail,
-    });
+    const why = detail ? `: ${detail}` : "";
+    return new LookerError(
+      `${what} on ${this.name}${why} (exit ${result.code})${output ? `: ${output}` : ""}`,
+      {
+        hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
+        logTail,
+      },
+    );
   }
 }

@@ -118,7 +118,7 @@ async function keystoreIndependentBackup(
   const clear = await readFile(keyfilePath);
   const backupUid = (JSON.parse(clear.toString("utf8")) as { backup_uid: string }).backup_uid;
   const { identity, recipient } = generateIdentity();
-  // A certificate outside the home (DESIGN.md section 3): it travels as rootfs/ and lands at its absolute path.
+  // A certificate outside the home: it travels as rootfs/ and lands at its absolute path.
   const sslFile = join(base, "ssl", "looker.example.com.pem");
   await mkdir(join(base, "ssl"));
   await writeFile(
