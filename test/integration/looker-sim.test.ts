@@ -185,6 +185,11 @@ async function writeKeyFile(home: GeneratedLookerHome, name: string): Promise<st
   return file;
 }
 
+/** A key file written while Looker runs (generate_keyfile_for_backup does not need it stopped). */
+async function writeKeyFileWhileRunning(home: GeneratedLookerHome): Promise<string> {
+  return writeKeyFile(home, "running.key");
+}
+
 /** Polls `probe` until it returns true; the assertion is on the change, not on how long it took. */
 async function eventually(probe: () => Promise<boolean>, what: string, limitMs = 30_000): Promise<void> {
   const deadline = Date.now() + limitMs;
@@ -286,6 +291,12 @@ describe("looker script: as Looker ships it", () => {
     await eventually(async () => (await looker(home, ["status"])).code === 0, "/alive answers");
     const pid = await pidFile(home);
     expect(processAlive(pid)).toBe(true);
+    // The foreground server is Looker as much as a daemon is: key commands refuse to run beside it.
+    const recrypt = await jar(home, ["keystore_independent_recrypt", "/nonexistent/key.json"], withCmk(home));
+    expect(recrypt.stderr).toMatch(/bad key file/);
+    const keyFile = await writeKeyFileWhileRunning(home);
+    const beside = await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home));
+    expect(beside.stderr).toMatch(/needs Looker stopped/);
     await looker(home, ["stop"]);
     expect((await foreground).code).toBe(0);
   });
