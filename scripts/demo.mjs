@@ -1,4 +1,5 @@
-// `npm run demo`: the main job end to end on the bundled Looker simulator, with Node only (no system packages).
+// `npm run demo`: the main job end to end on the bundled Looker simulator, with Node, curl and openssl only (Looker's
+// startup script asks /alive with curl; the simulated Looker makes its self-signed certificate with openssl).
 //  1. generates a Looker home and starts the simulator (Looker with a customer master key),
 //  2. runs the bundled backup action exactly as the Actions runner would (INPUT_* variables, GITHUB_OUTPUT,
 //     GITHUB_STATE, GITHUB_STEP_SUMMARY), keystore-independent, brief-stop, into a directory store, then its post step,
@@ -10,7 +11,7 @@ import { chmod, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generateLookerHome } from "../test/fixtures/home-generator.ts";
+import { generateLookerHome, JAVA_STAND_IN_DIR } from "../test/fixtures/home-generator.ts";
 import { parseCommandFile } from "../test/helpers/actions-env.ts";
 import { bundle } from "./bundle.mjs";
 
@@ -46,12 +47,28 @@ function run(args, options = {}) {
   });
 }
 
+// Looker's script runs `java -jar looker.jar`: this machine's "JDK" is the simulator's java stand-in, first on PATH
+// for everything the demo starts (the action passes its PATH on to Looker's commands).
+process.env.PATH = `${JAVA_STAND_IN_DIR}:${process.env.PATH}`;
+
+/** `./looker <args>` as an admin runs it: Looker's script picks the instance by HOME. */
 function looker(home, args, cmk) {
   return spawnSync("./looker", args, {
     cwd: join(home, "looker"),
-    env: { ...process.env, LKR_MASTER_KEY_ENV: cmk },
+    env: { ...process.env, HOME: home, LKR_MASTER_KEY_ENV: cmk },
     encoding: "utf8",
   });
+}
+
+/** `./looker start` returns while Looker boots (it daemonizes); up is when `status` exits 0. */
+async function startAndWait(home, cmk) {
+  const started = looker(home, ["start"], cmk);
+  if (started.status !== 0) return started;
+  for (let i = 0; i < 600; i++) {
+    if (looker(home, ["status"], cmk).status === 0) return started;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { ...started, status: 1, stderr: `${started.stderr}Looker did not answer /alive within 60 s` };
 }
 
 function fail(what, result) {
@@ -75,13 +92,12 @@ const generated = await generateLookerHome({
   cmk,
   webPort,
   apiPort,
-  bind: "127.0.0.1",
 });
 say(`home ${home}: ${generated.files} files, ${(generated.bytes / 2 ** 20).toFixed(0)} MiB`);
-const started = looker(home, ["start"], cmk);
+const started = await startAndWait(home, cmk);
 if (started.status !== 0)
   fail("starting the simulator", { code: started.status, stdout: started.stdout, stderr: started.stderr });
-say(`Looker simulator running: http://127.0.0.1:${webPort}/alive`);
+say(`Looker simulator running: https://127.0.0.1:${webPort}/alive (self-signed certificate)`);
 
 const identity = join(work, "identity.txt");
 const keygen = await run([join(dist, "cli.js"), "keygen", "--output", identity, "--json"]);

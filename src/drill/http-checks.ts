@@ -1,7 +1,7 @@
 /**
  * Boot checks beyond /alive: an API login (proves the restored keystore decrypts the API credentials) and the
  * user's own URL checks. Like /alive, HTTPS is tried first (real Looker's certificate is self-signed on a drill
- * host, so it is not verified) and plain HTTP is used when the port does not speak TLS (the simulator, a proxy).
+ * host, so it is not verified) and plain HTTP is used when the port does not speak TLS (--no-ssl, a proxy).
  */
 import { LookerError } from "../errors.js";
 import { requestLooker } from "../runtime/http-request.js";

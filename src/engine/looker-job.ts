@@ -1,5 +1,5 @@
 /**
- * The whole backup job around the engine, in the order Looker's guide asks for (DESIGN.md section 1):
+ * The whole backup job around the engine, in the order Looker's backup guide asks for:
  * lock -> pre-command -> [quiet-window guard] -> [stop nodes] -> [keystore-independent recrypt] -> [MySQL dump
  * snapshot] -> [brief-stop: copy looker/.db, restart] -> archive -> restart nodes -> post-command.
  * Every node this run stopped is started again on every path out of here; that promise outranks the backup itself.
@@ -240,14 +240,28 @@ async function backupAroundLooker(
   }
 }
 
-function parseBackupUid(keyfile: Buffer): string {
+/**
+ * The key file as Looker documents it: {"dbmk":"<base64 of 256 bits>\n","backup_uid":"<base64>"} (the newline is
+ * inside the string). Proves generate_keyfile_for_backup wrote a usable file; returns the backup_uid for the meta.
+ */
+export function parseBackupUid(keyfile: Buffer): string {
+  let parsed: { backup_uid?: unknown; dbmk?: unknown } | undefined;
   try {
-    const parsed = JSON.parse(keyfile.toString("utf8")) as { backup_uid?: unknown; dbmk?: unknown };
-    if (typeof parsed.backup_uid === "string" && typeof parsed.dbmk === "string") return parsed.backup_uid;
+    parsed = JSON.parse(keyfile.toString("utf8")) as { backup_uid?: unknown; dbmk?: unknown };
   } catch {
     // reported below
   }
-  throw new LookerError("generate_keyfile_for_backup wrote a key file without backup_uid and dbmk");
+  const uid = parsed?.backup_uid;
+  if (typeof uid !== "string" || !/^[A-Za-z0-9+/=._-]{1,128}$/.test(uid)) {
+    throw new LookerError("generate_keyfile_for_backup wrote a key file without a usable backup_uid");
+  }
+  const dbmk = typeof parsed?.dbmk === "string" ? parsed.dbmk.trim() : "";
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(dbmk) || Buffer.from(dbmk, "base64").length !== 32) {
+    throw new LookerError(
+      "generate_keyfile_for_backup wrote a key file whose dbmk is not base64 of 256 bits",
+    );
+  }
+  return uid;
 }
 
 function dumpMember(dump: SpooledDump): ExtraMember {

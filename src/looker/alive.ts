@@ -1,7 +1,7 @@
 /**
  * Looker's health check: GET /alive on the web port answers 200 once the instance serves. Real Looker speaks HTTPS
- * with a self-signed certificate by default; a plain-HTTP front (or the simulator) answers HTTP. We probe HTTPS first
- * and fall back to HTTP when the port does not speak TLS, so one setting fits both.
+ * with a self-signed certificate by default; started with --no-ssl (or behind a plain-HTTP front) it answers HTTP.
+ * We probe HTTPS first and fall back to HTTP when the port does not speak TLS, so one setting fits both.
  */
 import { requestLooker } from "../runtime/http-request.js";
 

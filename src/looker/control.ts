@@ -1,12 +1,13 @@
 /**
- * One Looker node: its `looker` script run as the looker user in `~/looker`, per Looker's CLI contract
- * (DESIGN.md section 6), plus the health check. Errors carry the tail of Looker's log so a failed start at 3 a.m.
- * explains itself.
+ * One Looker node: its `looker` script run as the looker user in `~/looker`, plus the health check. Looker's script
+ * (customer-scripts, startup_scripts/looker) ends with `exit 0`, so nothing but `status` (7 stopped, 0 answering) and
+ * start's refusal (1) speaks through the exit code: every step is proven by its effect instead. Errors carry the
+ * tail of Looker's log so a failed start at 3 a.m. explains itself.
  */
 import { posix } from "node:path";
 import { LookerError } from "../errors.js";
 import type { CommandResult, Host, RunOptions } from "../remote/host.js";
-import { type AliveTarget, waitForAlive } from "./alive.js";
+import { type AliveTarget, probeAlive } from "./alive.js";
 import { type MasterKey, masterKeyEnvironment } from "./master-key.js";
 
 export interface LookerNodeConfig {
@@ -24,6 +25,13 @@ export interface LookerNodeConfig {
 }
 
 const LOG_TAIL_LINES = 40;
+/** Where Looker keeps its pid, relative to ~/looker (the systemd unit's PIDFile). */
+const PID_FILE = ".tmp/looker.pid";
+/** The script's stop waits up to 30 tries of /alive; the process may take a little longer to end. */
+const STOP_PROOF_TIMEOUT_MS = 90_000;
+const PROOF_INTERVAL_MS = 250;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class LookerNode {
   constructor(readonly config: LookerNodeConfig) {}
@@ -32,68 +40,84 @@ export class LookerNode {
     return this.config.host.name;
   }
 
+  /**
+   * `./looker status` asks /alive with curl: exit 7 (connection refused) means stopped, exit 0 means something answered
+   * (not that Looker is healthy). Looker's script uses no other code, so any other is an error we cannot read.
+   */
   async isRunning(): Promise<boolean> {
     const result = await this.looker(["status"]);
-    // LSB: 0 running, 3 not running; anything else is an answer we cannot trust either way.
     if (result.code === 0) return true;
-    if (result.code === 3) return false;
+    if (result.code === 7) return false;
     throw await this.failure("could not ask Looker for its status", result);
   }
 
-  async stop(): Promise<void> {
+  /**
+   * `./looker stop`, proven by its effect: the script exits 0 whatever happened, so stopped means /alive refuses
+   * connections AND the process named in .tmp/looker.pid is gone.
+   */
+  async stop(timeoutMs = STOP_PROOF_TIMEOUT_MS): Promise<void> {
+    const pid = await this.pidFromFile();
     const result = await this.looker(["stop"]);
-    if (result.code !== 0 || (await this.isRunning()))
-      throw await this.failure("Looker did not stop", result);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const refused = !(await this.isRunning());
+      const gone = pid === undefined || !(await this.processAlive(pid));
+      if (refused && gone) return;
+      if (Date.now() >= deadline) {
+        const why = refused ? `its process ${pid} is still there` : "/alive still answers";
+        throw await this.failure("Looker did not stop", result, why);
+      }
+      await sleep(PROOF_INTERVAL_MS);
+    }
   }
 
   /**
-   * Starts Looker and waits until /alive answers 200. `timeoutMs` (default the boot timeout) bounds the start
-   * command and the wait together: the Actions post step has only what is left of a cancelled job's minutes.
+   * Starts Looker and proves it serves: /alive answers 200 AND the process in this home's .tmp/looker.pid is alive,
+   * runs in this home and holds the web port's listening socket (another server on the port does not count). `./looker start` says
+   * nothing by exit 0 (Looker daemonizes and the script ends with `exit 0`); exit 1 is the script's refusal.
+   * `timeoutMs` (default the boot timeout) bounds the start command and the wait together: the Actions post step has
+   * only what is left of a cancelled job's minutes.
    */
   async start(signal?: AbortSignal, timeoutMs = this.config.bootTimeoutMs ?? 300_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    const before = await this.pidFromFile();
     const result = await this.looker(["start"], {
       ...masterKeyEnvironment(this.config.masterKey),
       timeoutMs: Math.min(this.config.commandTimeoutMs ?? 600_000, timeoutMs),
     });
-    if (result.code !== 0) throw await this.failure("Looker failed to start", result);
-    await this.waitUntilAlive(Math.max(0, deadline - Date.now()), signal, result);
+    if (result.code !== 0) {
+      throw await this.failure(
+        "Looker failed to start",
+        result,
+        "its startup script refused (e.g. .deploying)",
+      );
+    }
+    await this.waitUntilServing(Math.max(0, deadline - Date.now()), signal, result, before);
   }
 
-  /** Waits for /alive to answer 200 (a start already under way); fails with the log when it does not in time. */
+  /** Waits for a start already under way to serve (proven as in start); fails with the log when it does not in time. */
   async waitUntilAlive(
     timeoutMs: number,
     signal?: AbortSignal,
     startResult: CommandResult = { code: 0, stdout: "", stderr: "" },
   ): Promise<void> {
-    const up = await waitForAlive(this.config.alive, { timeoutMs, signal });
-    if (!up) {
-      throw await this.failure(
-        `Looker started but /alive on ${this.config.alive.host}:${this.config.alive.port} did not answer 200 in time`,
-        startResult,
-      );
-    }
+    await this.waitUntilServing(timeoutMs, signal, startResult, undefined);
   }
 
+  /**
+   * generate_keyfile_for_backup, run as the script runs it (`java -jar looker.jar ...` in ~/looker) but directly, so
+   * the jar's exit status counts. Whether Looker reads the CMK here is not documented: it gets it, to be safe.
+   */
   async generateKeyfile(path: string): Promise<void> {
-    const result = await this.looker(["generate_keyfile_for_backup", path]);
-    if (result.code !== 0) throw await this.failure("generate_keyfile_for_backup failed", result);
+    await this.jar(["generate_keyfile_for_backup", path], "generate_keyfile_for_backup failed");
   }
 
   async keystoreIndependentRecrypt(keyfilePath: string): Promise<void> {
-    const result = await this.looker(
-      ["keystore_independent_recrypt", keyfilePath],
-      masterKeyEnvironment(this.config.masterKey),
-    );
-    if (result.code !== 0) throw await this.failure("keystore_independent_recrypt failed", result);
+    await this.jar(["keystore_independent_recrypt", keyfilePath], "keystore_independent_recrypt failed");
   }
 
   async restoreDrBackup(keyfilePath: string): Promise<void> {
-    const result = await this.looker(
-      ["restore_dr_backup", keyfilePath],
-      masterKeyEnvironment(this.config.masterKey),
-    );
-    if (result.code !== 0) throw await this.failure("restore_dr_backup failed", result);
+    await this.jar(["restore_dr_backup", keyfilePath], "restore_dr_backup failed");
   }
 
   async logTail(lines = LOG_TAIL_LINES): Promise<string> {
@@ -114,12 +138,129 @@ export class LookerNode {
     });
   }
 
-  private async failure(what: string, result: CommandResult): Promise<LookerError> {
+  /**
+   * What Looker's script runs for every command but start/stop/status: `java -jar looker.jar <args>` in ~/looker,
+   * without JAVAARGS or LOOKERARGS. Run directly because the script's `exit 0` would hide the jar's failure. `java` is
+   * the looker user's own (its PATH, or the PATH in looker-env).
+   */
+  private async jar(args: string[], what: string): Promise<void> {
+    const home = posix.dirname(this.config.lookerDir);
+    const result = await this.config.host.run(
+      ["env", `HOME=${home}`, "java", "-jar", "looker.jar", ...args],
+      {
+        ...masterKeyEnvironment(this.config.masterKey),
+        env: { ...this.config.env, ...masterKeyEnvironment(this.config.masterKey).env },
+        cwd: this.config.lookerDir,
+        timeoutMs: this.config.commandTimeoutMs ?? 600_000,
+      },
+    );
+    if (result.code !== 0) throw await this.failure(what, result);
+  }
+
+  private async waitUntilServing(
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+    startResult: CommandResult,
+    pidBefore: number | undefined,
+  ): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const where = `${this.config.alive.host}:${this.config.alive.port}`;
+    let why = "/alive did not answer 200";
+    for (;;) {
+      signal?.throwIfAborted();
+      const pid = await this.pidFromFile();
+      const pidAlive = pid !== undefined && (await this.processAlive(pid));
+      // A new pid whose process already ended: that boot failed; its reason is in the log.
+      if (pid !== undefined && pid !== pidBefore && !pidAlive) {
+        throw await this.failure(
+          "Looker failed to start",
+          startResult,
+          `its process ${pid} ended during boot`,
+        );
+      }
+      if (await probeAlive(this.config.alive, 3000)) {
+        if (pid === undefined) why = `/alive answers but ${PID_FILE} holds no pid`;
+        else if (!pidAlive) why = `/alive answers but process ${pid} from ${PID_FILE} is not running`;
+        else {
+          const served = await this.servedBy(pid);
+          if (served === "yes") return;
+          why =
+            served === "elsewhere"
+              ? `/alive answers but process ${pid} from ${PID_FILE} does not run in ${this.config.lookerDir}`
+              : `/alive answers but process ${pid} from ${PID_FILE} does not listen on port ${this.config.alive.port}`;
+        }
+      }
+      if (Date.now() >= deadline) {
+        throw await this.failure("Looker failed to start", startResult, `${why} in time (${where})`);
+      }
+      await sleep(PROOF_INTERVAL_MS);
+    }
+  }
+
+  /** The pid Looker keeps in ~/looker/.tmp/looker.pid, or undefined when there is none. */
+  private async pidFromFile(): Promise<number | undefined> {
+    const result = await this.config.host.run(["cat", posix.join(this.config.lookerDir, PID_FILE)]);
+    if (result.code !== 0) return undefined;
+    const pid = Number.parseInt(result.stdout.trim(), 10);
+    return Number.isInteger(pid) && pid > 1 && String(pid) === result.stdout.trim() ? pid : undefined;
+  }
+
+  /** `kill -0` as the looker user, on the host Looker runs on. */
+  private async processAlive(pid: number): Promise<boolean> {
+    const result = await this.config.host.run([
+      "/bin/sh",
+      "-c",
+      'kill -0 "$1" 2>/dev/null',
+      "sh",
+      String(pid),
+    ]);
+    return result.code === 0;
+  }
+
+  /**
+   * Whether `pid` is this node's Looker serving the web port: its working directory (/proc/<pid>/cwd) is this node's
+   * Looker directory or below it, and it holds the listening socket of the port (/proc/<pid>/net/tcp{,6}, in its own
+   * network namespace, matched to its fds). Otherwise another process answering /alive on the port would pass for
+   * it while our Looker is still booting or about to fail. Read through the Host, as the looker user, so over SSH too.
+   */
+  private async servedBy(pid: number): Promise<"yes" | "elsewhere" | "not-listening"> {
+    const script = [
+      'pid="$1"; dir="$2"; port="$3"',
+      'cwd=$(readlink -f "/proc/$pid/cwd") || exit 3',
+      'dir=$(readlink -f "$dir") || exit 3',
+      'case "$cwd/" in "$dir"/*) ;; *) exit 4 ;; esac',
+      'hex=$(printf "%04X" "$port")',
+      // Column 2 is local address:port in hex, column 4 the state (0A = LISTEN), column 10 the socket inode.
+      `inodes=$(awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null)`,
+      "for inode in $inodes; do",
+      '  for fd in /proc/"$pid"/fd/*; do [ "$(readlink "$fd")" = "socket:[$inode]" ] && exit 0; done',
+      "done",
+      "exit 5",
+    ].join("\n");
+    const result = await this.config.host.run([
+      "/bin/sh",
+      "-c",
+      script,
+      "sh",
+      String(pid),
+      this.config.lookerDir,
+      String(this.config.alive.port),
+    ]);
+    if (result.code === 0) return "yes";
+    return result.code === 5 ? "not-listening" : "elsewhere";
+  }
+
+  /** "<what> on <node>[: <detail>] (exit N): <last lines of output>", with Looker's log tail. */
+  private async failure(what: string, result: CommandResult, detail?: string): Promise<LookerError> {
     const output = `${result.stderr}${result.stdout}`.trim().split("\n").slice(-5).join("\n");
     const logTail = await this.logTail().catch(() => "");
-    return new LookerError(`${what} on ${this.name} (exit ${result.code})${output ? `: ${output}` : ""}`, {
-      hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
-      logTail,
-    });
+    const why = detail ? `: ${detail}` : "";
+    return new LookerError(
+      `${what} on ${this.name}${why} (exit ${result.code})${output ? `: ${output}` : ""}`,
+      {
+        hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
+        logTail,
+      },
+    );
   }
 }

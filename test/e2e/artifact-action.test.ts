@@ -70,9 +70,10 @@ afterAll(async () => {
 });
 
 function stopLookerIn(home: string): void {
+  // Looker's script picks the instance by HOME.
   spawnSync("./looker", ["stop"], {
     cwd: join(home, "looker"),
-    env: { ...process.env, LKR_MASTER_KEY_ENV: sim.cmk },
+    env: { ...process.env, HOME: home, LKR_MASTER_KEY_ENV: sim.cmk },
     stdio: "ignore",
   });
 }
@@ -251,7 +252,7 @@ describe("bundled actions with the artifact store (real artifact and cache clien
   });
 
   it("reports the changes since the previous run's catalog, kept in the Actions cache", async () => {
-    // From here on Looker is stopped: a running Looker rewrites looker/.db/looker.journal every beat.
+    // From here on Looker is stopped: a running Looker rewrites files in looker/.db every beat.
     sim.stopQuietly();
     expect(sim.isRunning()).toBe(false);
     const settle = backupRun();

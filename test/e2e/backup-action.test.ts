@@ -119,7 +119,8 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       ).toString(),
     );
     expect(keyfile.backup_uid).toBeTruthy();
-    const secrets = [sim.cmk, keyfile.dbmk as string];
+    // Looker writes dbmk with a newline inside the string: the secret is the key text.
+    const secrets = [sim.cmk, (keyfile.dbmk as string).trim()];
     // `::add-mask::` lines are commands the runner consumes to mask a value; they never reach the visible log.
     const visibleStdout = run.stdout
       .split("\n")

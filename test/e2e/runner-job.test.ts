@@ -80,14 +80,9 @@ function inputs(store: string, extra: Record<string, string>): Record<string, st
   };
 }
 
-/** The pid in looker/.db/looker.lck, if the simulator's server holds it. */
+/** The pid the Looker server keeps in looker/.tmp/looker.pid. */
 function lookerPid(): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(join(sim.lookerDir, ".db", "looker.lck"), "utf8"), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
+  return sim.pid();
 }
 
 /** Variables of the job or the step found in a process environment: none may reach Looker. */

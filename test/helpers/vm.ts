@@ -1,6 +1,6 @@
 /**
  * Ephemeral "VMs" for integration tests: a network namespace with its own address, its own view of
- * /home, /etc/init.d and /tmp (a private mount namespace), and a real sshd with a per-VM host key and
+ * /home, /etc/init.d, /usr/local/bin (holding the `java` stand-in) and /tmp (a private mount namespace), and a real sshd with a per-VM host key and
  * key-only auth. Cheap enough to make one per test, isolated enough that a backup or restore run against
  * it can only touch the VM's own directories (which live under `rootOnHost` on the host).
  */
@@ -11,6 +11,7 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { JAVA_STAND_IN_DIR } from "../fixtures/home-generator.js";
 import { onProcessExit } from "./on-exit.js";
 import { requireCommands } from "./prerequisites.js";
 
@@ -257,6 +258,10 @@ async function prepareRoot(rootDir: string, looker: LookerAccount): Promise<Root
   await fs.chown(layout.home, looker.uid, looker.gid);
   await fs.chmod(layout.home, 0o755);
   await fs.mkdir(path.join(rootDir, "init.d"), { mode: 0o755 });
+  // The VM's JDK: the `java` stand-in in /usr/local/bin, on the default PATH sshd gives every user (root too) and on
+  // the PATH of exec. Looker's script calls plain `java`, so this is how a real host would have it.
+  await fs.mkdir(path.join(rootDir, "usr-local-bin"), { mode: 0o755 });
+  await fs.symlink(path.join(JAVA_STAND_IN_DIR, "java"), path.join(rootDir, "usr-local-bin", "java"));
   await fs.mkdir(path.join(rootDir, "tmp"));
   await fs.chmod(path.join(rootDir, "tmp"), 0o1777);
   const selfInTmp = selfMountPointInTmp(rootDir);
@@ -367,6 +372,7 @@ const MOUNT_AND_EXEC_SSHD = `set -e
 root="$1"; self_in_tmp="$2"; config="$3"
 mount --bind "$root/home" /home
 mount --bind "$root/init.d" /etc/init.d
+mount --bind "$root/usr-local-bin" /usr/local/bin
 if [ -n "$self_in_tmp" ]; then mount --bind "$root" "$root/tmp/$self_in_tmp"; fi
 mount --rbind "$root/tmp" /tmp
 exec /usr/sbin/sshd -D -e -f "$config"`;

@@ -68,14 +68,20 @@ function newCmk(): string {
   return randomBytes(32).toString("base64");
 }
 
-/** Runs `./looker <args>` in a generated home with the CMK as a secret environment variable. */
+/**
+ * Runs a key command of Looker in a generated home as its script would (`java -jar looker.jar <args>` in ~/looker),
+ * directly so the jar's exit status counts (the script's own is always 0), with the CMK as a secret variable.
+ */
 async function looker(home: GeneratedLookerHome, cmk: string, ...args: string[]): Promise<string> {
-  const result = await new LocalHost().run(["./looker", ...args], {
-    cwd: home.lookerDir,
-    secretEnv: { LKR_MASTER_KEY_ENV: cmk },
-  });
+  const result = await new LocalHost().run(
+    ["env", `HOME=${home.home}`, "java", "-jar", "looker.jar", ...args],
+    {
+      cwd: home.lookerDir,
+      secretEnv: { LKR_MASTER_KEY_ENV: cmk },
+    },
+  );
   if (result.code !== 0)
-    throw new Error(`./looker ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
+    throw new Error(`java -jar looker.jar ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
   return result.stdout;
 }
 
@@ -113,7 +119,7 @@ async function keystoreIndependentBackup(
   const clear = await readFile(keyfilePath);
   const backupUid = (JSON.parse(clear.toString("utf8")) as { backup_uid: string }).backup_uid;
   const { identity, recipient } = generateIdentity();
-  // A certificate outside the home (DESIGN.md section 3): it travels as rootfs/ and lands at its absolute path.
+  // A certificate outside the home: it travels as rootfs/ and lands at its absolute path.
   const sslFile = join(base, "ssl", "looker.example.com.pem");
   await mkdir(join(base, "ssl"));
   await writeFile(
@@ -520,7 +526,7 @@ describe("drill into a local directory", () => {
     expect(report.result).toBe("passed");
     expect(report.filesVerified).toBeGreaterThan(40);
     expect(existsSync(join(target, "looker", "looker.jar"))).toBe(true);
-    expect(await probeAlive({ host: "127.0.0.1", port: backup.home.webPort, scheme: "http" })).toBe(false);
+    expect(await probeAlive({ host: "127.0.0.1", port: backup.home.webPort, scheme: "https" })).toBe(false);
     expect(report.steps.find((s) => s.name === "ports free")?.ok).toBe(true);
   });
 

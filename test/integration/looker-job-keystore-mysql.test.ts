@@ -125,8 +125,7 @@ describe("keystore-independent backup of a running simulator", () => {
   let backupUid: string;
 
   beforeAll(async () => {
-    // 0.0.0.0: the restored copy keeps this lookerstart.cfg, and the runner must reach it in the drill VM.
-    const started = await startedSimulator("keystore", { bind: "0.0.0.0" });
+    const started = await startedSimulator("keystore", {});
     sim = started.sim;
     const request = jobRequest("keystore", sim, started.connected, { keystoreIndependent: true });
     const result = await runLookerBackup(request);
@@ -139,7 +138,8 @@ describe("keystore-independent backup of a running simulator", () => {
   });
 
   it("records backup_uid in meta, stores the key file encrypted, and leaves no clear key behind", async () => {
-    expect(backupUid).toMatch(/^[A-Za-z0-9._-]+$/);
+    // Looker's documented key file format: backup_uid is base64 of 16 bytes.
+    expect(Buffer.from(backupUid, "base64")).toHaveLength(16);
     const tree = await extractArchive(archive, identity, join(scratch, "keystore"));
     const meta = await readMeta(tree);
     expect(meta).toMatchObject({ keystoreIndependent: true, backupUid, consistency: "brief-stop" });
@@ -147,7 +147,9 @@ describe("keystore-independent backup of a running simulator", () => {
     const keyfileText = await decryptBuffer(await readFile(archive.replace(".tar.zst.age", ".keyfile.age")), {
       identities: [identity],
     });
-    const keyfile = JSON.parse(keyfileText.toString("utf8")) as { dbmk: string; backup_uid: string };
+    const parsed = JSON.parse(keyfileText.toString("utf8")) as { dbmk: string; backup_uid: string };
+    // Looker writes dbmk with a newline inside the string; the secret searched for below is the key text itself.
+    const keyfile = { ...parsed, dbmk: parsed.dbmk.trim() };
     expect(keyfile.backup_uid).toBe(backupUid);
     expect(Buffer.from(keyfile.dbmk, "base64")).toHaveLength(32);
     expect(JSON.stringify(meta)).not.toContain(keyfile.dbmk);
@@ -200,7 +202,7 @@ describe("keystore-independent backup of a running simulator", () => {
     expect(report.result).toBe("failed");
     expect(report.exitCode).toBe(5);
     expect(report.logTail).toMatch(/boot refused: cannot decrypt the KEK/);
-    expect(await probeAlive({ host: target.address, port: sim.webPort, scheme: "http" })).toBe(false);
+    expect(await probeAlive({ host: target.address, port: sim.webPort, scheme: "https" })).toBe(false);
   });
 });
 
@@ -288,7 +290,7 @@ describe("MySQL backend (simulator home in a private MariaDB)", () => {
     expect(request.lines).toContain(`stopping Looker on ${connected.nodes[0]!.name}`);
     expect(await storeContents(request.storeDir)).toEqual([]);
     expect(sim.isRunning()).toBe(true);
-    expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort, scheme: "http" })).toBe(true);
+    expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort, scheme: "https" })).toBe(true);
   });
 
   it("a dump whose connection is killed part-way fails the run: no archive in the store, Looker running", async () => {
@@ -307,7 +309,7 @@ describe("MySQL backend (simulator home in a private MariaDB)", () => {
       locker.stdin.end();
     }
     expect(simulatorPid(sim.lookerDir)).toBe(before);
-    expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort, scheme: "http" })).toBe(true);
+    expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort, scheme: "https" })).toBe(true);
   });
 });
 

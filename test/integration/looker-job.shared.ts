@@ -34,10 +34,10 @@ export async function readMeta(tree: string): Promise<Record<string, unknown>> {
   return JSON.parse(await readFile(join(tree, "meta", "backup.json"), "utf8")) as Record<string, unknown>;
 }
 
-/** The pid of the running simulator server, from its lock file (undefined when it is not running). */
+/** The pid Looker keeps in `.tmp/looker.pid` (undefined when the file is missing; it may name a dead process). */
 export function simulatorPid(lookerDir: string): number | undefined {
   try {
-    const pid = Number.parseInt(readFileSync(join(lookerDir, ".db", "looker.lck"), "utf8"), 10);
+    const pid = Number.parseInt(readFileSync(join(lookerDir, ".tmp", "looker.pid"), "utf8"), 10);
     return Number.isInteger(pid) ? pid : undefined;
   } catch {
     return undefined;

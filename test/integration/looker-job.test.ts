@@ -81,12 +81,15 @@ async function startNodeInVm(vm: Vm): Promise<void> {
     // The instance has one web port setting: every node serves /alive on the same port, in its own namespace.
     webPort: local.webPort,
     apiPort: local.apiPort,
-    bind: "0.0.0.0",
     sizeBytes: 300_000,
     smallFiles: 10,
   });
   execFileSync("chown", ["-R", "looker:looker", vm.homeOnHost]);
-  const started = await vm.exec("cd ~/looker && ./looker start", { env: { LKR_MASTER_KEY_ENV: CMK } });
+  // Looker daemonizes: `start` returns while it boots, so wait for `status` (exit 0 once /alive answers).
+  const started = await vm.exec(
+    "cd ~/looker && ./looker start && for i in $(seq 300); do ./looker status >/dev/null && exit 0; sleep 0.1; done; exit 1",
+    { env: { LKR_MASTER_KEY_ENV: CMK } },
+  );
   if (started.code !== 0) throw new Error(`simulator in ${vm.name} did not start: ${started.stderr}`);
 }
 
@@ -155,7 +158,7 @@ function pids(): (number | undefined)[] {
 
 async function everyNodeAlive(): Promise<boolean[]> {
   const addresses = ["127.0.0.1", ...vms.map((vm) => vm.address)];
-  return Promise.all(addresses.map((host) => probeAlive({ host, port: local.webPort, scheme: "http" })));
+  return Promise.all(addresses.map((host) => probeAlive({ host, port: local.webPort, scheme: "https" })));
 }
 
 async function storedArchives(storeDir: string): Promise<string[]> {

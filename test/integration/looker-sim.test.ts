@@ -1,13 +1,16 @@
 /**
- * Contract tests for the Looker simulator (test/fixtures/looker-sim/looker.mjs) and the home generator:
- * drills prove "Looker boots" against the simulator, so it must boot when real Looker would and refuse
- * (non-zero exit, "boot refused" in looker/log/looker.log) when real Looker would not.
+ * Contract tests for the test bed's Looker: the home's `looker` script (test/fixtures/looker-sim/looker.sh, after
+ * Looker's published startup_scripts/looker), the `java` stand-in and the simulated jar (looker-sim/looker.mjs), and
+ * the home generator. Drills prove "Looker boots" against this bed, so it must boot when real Looker would and
+ * refuse ("boot refused" in looker/log/looker.log) when real Looker would not, and its script must speak only as
+ * Looker's does: `status` 7 or 0, start's refusal 1, otherwise exit 0 whatever happened.
  */
 import { execFile, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import {
   chmod,
+  cp,
   lstat,
   mkdtemp,
   readdir,
@@ -18,6 +21,8 @@ import {
   truncate,
   writeFile,
 } from "node:fs/promises";
+import http from "node:http";
+import https from "node:https";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -27,6 +32,7 @@ import {
   generateLookerHome,
 } from "../fixtures/home-generator.js";
 import { freePort } from "../helpers/free-port.js";
+import { pathWithJava } from "../helpers/java-path.js";
 import { type MariaDb, startMariaDb } from "../helpers/mariadb.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 
@@ -44,28 +50,34 @@ afterEach(async () => {
   for (const root of tempRoots.splice(0)) await rm(root, { recursive: true, force: true });
 });
 
-/** Env for the simulator without any CMK inherited from the test runner, plus `extra`. */
-function simEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, LOOKER_SIM_STOP_TIMEOUT_MS: "10000" };
+/** Env for Looker's commands without any CMK inherited from the test runner, plus `extra`. */
+function simEnv(home: GeneratedLookerHome, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: pathWithJava(), HOME: home.home };
   delete env["LKR_MASTER_KEY_ENV"];
   delete env["LKR_MASTER_KEY_FILE"];
   return { ...env, ...extra };
 }
 
-function looker(
-  home: GeneratedLookerHome,
-  args: string[],
-  env: NodeJS.ProcessEnv = simEnv(),
-): Promise<RunResult> {
+function run(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile("./looker", args, { cwd: home.lookerDir, env }, (error, stdout, stderr) => {
+    execFile(command, args, { cwd, env }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1;
       resolve({ code, stdout, stderr });
     });
   });
 }
 
-const withCmk = (cmk: string) => simEnv({ LKR_MASTER_KEY_ENV: cmk });
+/** `./looker <args>` as an admin runs it; the working directory is / on purpose: HOME picks the instance. */
+function looker(home: GeneratedLookerHome, args: string[], env = simEnv(home)): Promise<RunResult> {
+  return run(path.join(home.lookerDir, "looker"), args, "/", env);
+}
+
+/** `java -jar looker.jar <args>` in ~/looker: what the script runs, with the jar's own exit status. */
+function jar(home: GeneratedLookerHome, args: string[], env = simEnv(home)): Promise<RunResult> {
+  return run("java", ["-jar", "looker.jar", ...args], home.lookerDir, env);
+}
+
+const withCmk = (home: GeneratedLookerHome, cmk = home.cmk) => simEnv(home, { LKR_MASTER_KEY_ENV: cmk });
 const newCmk = () => randomBytes(32).toString("base64");
 
 async function makeHome(opts: Partial<GenerateLookerHomeOptions> = {}): Promise<GeneratedLookerHome> {
@@ -76,7 +88,6 @@ async function makeHome(opts: Partial<GenerateLookerHomeOptions> = {}): Promise<
     smallFiles: 40,
     webPort: await freePort(),
     apiPort: await freePort(),
-    bind: "127.0.0.1",
     ...opts,
     root: path.join(root, "home"),
   });
@@ -84,15 +95,16 @@ async function makeHome(opts: Partial<GenerateLookerHomeOptions> = {}): Promise<
   return home;
 }
 
+/** `./looker start` returns while Looker boots (it daemonizes): up means `status` exits 0. */
 async function startOk(home: GeneratedLookerHome, cmk = home.cmk): Promise<void> {
-  const result = await looker(home, ["start"], withCmk(cmk));
-  expect(result.stderr).toBe("");
+  const result = await looker(home, ["start"], withCmk(home, cmk));
   expect(result.code).toBe(0);
+  await eventually(async () => (await looker(home, ["status"])).code === 0, "/alive answers");
 }
 
 async function forceStop(home: GeneratedLookerHome): Promise<void> {
   await looker(home, ["stop"]);
-  const pid = await lockPid(home);
+  const pid = await pidFile(home);
   if (pid !== undefined) {
     try {
       process.kill(pid, "SIGKILL");
@@ -102,11 +114,21 @@ async function forceStop(home: GeneratedLookerHome): Promise<void> {
   }
 }
 
-async function lockPid(home: GeneratedLookerHome): Promise<number | undefined> {
+async function pidFile(home: GeneratedLookerHome): Promise<number | undefined> {
   try {
-    return Number.parseInt(await readFile(path.join(home.lookerDir, ".db", "looker.lck"), "utf8"), 10);
+    return Number.parseInt(await readFile(path.join(home.lookerDir, ".tmp", "looker.pid"), "utf8"), 10);
   } catch {
     return undefined;
+  }
+}
+
+function processAlive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -114,28 +136,62 @@ const readLog = (home: GeneratedLookerHome) =>
   readFile(path.join(home.lookerDir, "log", "looker.log"), "utf8");
 const dbScript = (home: GeneratedLookerHome) => path.join(home.lookerDir, ".db", "looker.script");
 
-function login(home: GeneratedLookerHome, body: string, contentType: string): Promise<Response> {
-  return fetch(`http://127.0.0.1:${home.apiPort}/api/4.0/login`, {
-    method: "POST",
-    headers: { "content-type": contentType },
-    body,
+/** One request; Looker's certificate is self-signed, so it is not verified. */
+function request(
+  scheme: "http" | "https",
+  port: number,
+  pathname: string,
+  options: { method?: string; body?: string; contentType?: string } = {},
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const client = scheme === "https" ? https : http;
+    const req = client.request(
+      {
+        host: "127.0.0.1",
+        port,
+        path: pathname,
+        method: options.method ?? "GET",
+        rejectUnauthorized: false,
+        headers: options.contentType ? { "content-type": options.contentType } : {},
+      },
+      (response) => {
+        let body = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => {
+          body += chunk;
+        });
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+      },
+    );
+    req.on("error", reject);
+    req.end(options.body);
   });
 }
 
-function formLogin(home: GeneratedLookerHome, clientId: string, clientSecret: string): Promise<Response> {
+function login(home: GeneratedLookerHome, body: string, contentType: string) {
+  return request("https", home.apiPort, "/api/4.0/login", { method: "POST", body, contentType });
+}
+
+function formLogin(home: GeneratedLookerHome, clientId: string, clientSecret: string) {
   const body = new URLSearchParams({ client_id: clientId, client_secret: clientSecret }).toString();
   return login(home, body, "application/x-www-form-urlencoded");
 }
 
 async function writeKeyFile(home: GeneratedLookerHome, name: string): Promise<string> {
   const file = path.join(path.dirname(home.home), name);
-  const result = await looker(home, ["generate_keyfile_for_backup", file]);
+  const result = await jar(home, ["generate_keyfile_for_backup", file], withCmk(home));
+  expect(result.stderr).toBe("");
   expect(result.code).toBe(0);
   return file;
 }
 
+/** A key file written while Looker runs (generate_keyfile_for_backup does not need it stopped). */
+async function writeKeyFileWhileRunning(home: GeneratedLookerHome): Promise<string> {
+  return writeKeyFile(home, "running.key");
+}
+
 /** Polls `probe` until it returns true; the assertion is on the change, not on how long it took. */
-async function eventually(probe: () => Promise<boolean>, what: string, limitMs = 20_000): Promise<void> {
+async function eventually(probe: () => Promise<boolean>, what: string, limitMs = 30_000): Promise<void> {
   const deadline = Date.now() + limitMs;
   while (Date.now() < deadline) {
     if (await probe()) return;
@@ -144,14 +200,124 @@ async function eventually(probe: () => Promise<boolean>, what: string, limitMs =
   throw new Error(`gave up waiting: ${what}`);
 }
 
+/** Waits until a start's daemon has refused to boot: its refusal in the log, its process gone, status 7. */
+async function refusedToBoot(home: GeneratedLookerHome, log: RegExp): Promise<void> {
+  await eventually(async () => log.test(await readLog(home)), `the log shows ${log}`);
+  await eventually(async () => !processAlive(await pidFile(home)), "the refusing process ended");
+  expect((await looker(home, ["status"])).code).toBe(7);
+}
+
+describe("looker script: as Looker ships it", () => {
+  it("status exits 7 when /alive refuses, 0 when it answers; HOME, not the working directory, picks the instance", async () => {
+    const home = await makeHome();
+    const stopped = await looker(home, ["status"]);
+    expect(stopped).toMatchObject({ code: 7, stdout: "Status:Looker Web Application stopped\n" });
+    await startOk(home);
+    const running = await looker(home, ["status"]);
+    expect(running).toMatchObject({ code: 0, stdout: "Status:Looker Web Application running\n" });
+    // Another HOME is another instance, wherever the command runs from.
+    const other = await makeHome();
+    expect((await run("./looker", ["status"], home.lookerDir, simEnv(other))).code).toBe(7);
+  });
+
+  it("exits 0 although the jar failed: only the jar's own exit status tells", async () => {
+    const home = await makeHome();
+    const viaScript = await looker(
+      home,
+      ["keystore_independent_recrypt", "/nonexistent/key.json"],
+      withCmk(home),
+    );
+    expect(viaScript.code).toBe(0);
+    expect(viaScript.stderr).toMatch(/bad key file/);
+    const direct = await jar(home, ["keystore_independent_recrypt", "/nonexistent/key.json"], withCmk(home));
+    expect(direct.code).not.toBe(0);
+    expect(await readLog(home)).toMatch(/ERROR keystore_independent_recrypt failed: bad key file/);
+  });
+
+  it("start suppresses itself when .deploying exists (exit 1) and otherwise returns while Looker boots", async () => {
+    const home = await makeHome();
+    await writeFile(path.join(home.lookerDir, ".deploying"), "");
+    const suppressed = await looker(home, ["start"], withCmk(home));
+    expect(suppressed.code).toBe(1);
+    expect(suppressed.stdout).toMatch(/Startup suppressed/);
+    await rm(path.join(home.lookerDir, ".deploying"));
+
+    const started = await looker(home, ["start"], withCmk(home));
+    expect(started.code).toBe(0);
+    expect(existsSync(path.join(home.lookerDir, ".starting"))).toBe(false);
+    await eventually(async () => (await looker(home, ["status"])).code === 0, "/alive answers");
+    const pid = await pidFile(home);
+    expect(processAlive(pid)).toBe(true);
+    expect(await readlink(`/proc/${pid}/cwd`)).toBe(home.lookerDir);
+    expect((await stat(path.join(home.lookerDir, ".status_server_token"))).mode & 0o777).toBe(0o600);
+  });
+
+  it("serves plain http with --no-ssl, and the script's health requests follow", async () => {
+    const home = await makeHome({ extraLookerArgs: "--no-ssl" });
+    await startOk(home);
+    expect((await request("http", home.webPort, "/alive")).status).toBe(200);
+    await expect(request("https", home.webPort, "/alive")).rejects.toThrow();
+  });
+
+  it("stop uses /control/stop with the status token; a wrong token is refused", async () => {
+    const home = await makeHome();
+    await startOk(home);
+    expect((await request("https", home.webPort, "/control/stop?token=wrong")).status).toBe(403);
+    expect((await looker(home, ["status"])).code).toBe(0);
+    const pid = await pidFile(home);
+    const stopped = await looker(home, ["stop"]);
+    expect(stopped.code).toBe(0);
+    expect((await looker(home, ["status"])).code).toBe(7);
+    await eventually(async () => !processAlive(pid), "the process ends");
+    expect(await readLog(home)).toMatch(/INFO stop request: shutting down/);
+    expect(existsSync(path.join(home.lookerDir, ".status_server_token"))).toBe(false);
+  });
+
+  it("java -jar looker.jar start --no-daemonize serves in the foreground (the systemd unit's Type=simple)", async () => {
+    const home = await makeHome();
+    const foreground = run(
+      "java",
+      [
+        "-jar",
+        "looker.jar",
+        "start",
+        `--port=${home.webPort}`,
+        `--core-port=${home.apiPort}`,
+        "--no-daemonize",
+      ],
+      home.lookerDir,
+      withCmk(home),
+    );
+    await eventually(async () => (await looker(home, ["status"])).code === 0, "/alive answers");
+    const pid = await pidFile(home);
+    expect(processAlive(pid)).toBe(true);
+    // The foreground server is Looker as much as a daemon is: key commands refuse to run beside it.
+    const recrypt = await jar(home, ["keystore_independent_recrypt", "/nonexistent/key.json"], withCmk(home));
+    expect(recrypt.stderr).toMatch(/bad key file/);
+    const keyFile = await writeKeyFileWhileRunning(home);
+    const beside = await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home));
+    expect(beside.stderr).toMatch(/needs Looker stopped/);
+    await looker(home, ["stop"]);
+    expect((await foreground).code).toBe(0);
+  });
+
+  it("refuses options real Looker does not have", async () => {
+    const home = await makeHome();
+    const result = await jar(home, ["start", "--api-port=1234"], withCmk(home));
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/unknown option --api-port=1234/);
+  });
+});
+
 describe("looker simulator: key files and the keystore", () => {
-  it("generate_keyfile_for_backup writes a 0600 JSON file with a 256-bit dbmk and a backup_uid", async () => {
+  it("generate_keyfile_for_backup writes Looker's format: dbmk base64 of 256 bits with a newline, backup_uid base64", async () => {
     const home = await makeHome();
     const file = await writeKeyFile(home, "backup.key");
-    const content = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
+    const content = JSON.parse(await readFile(file, "utf8")) as Record<string, string>;
     expect(Object.keys(content).sort()).toEqual(["backup_uid", "dbmk"]);
-    expect(Buffer.from(String(content["dbmk"]), "base64")).toHaveLength(32);
-    expect(content["backup_uid"]).toMatch(/^[A-Za-z0-9._-]+$/);
+    expect(content["dbmk"]).toMatch(/^[A-Za-z0-9+/]{43}=\n$/);
+    expect(Buffer.from(content["dbmk"]!, "base64")).toHaveLength(32);
+    expect(Buffer.from(content["backup_uid"]!, "base64")).toHaveLength(16);
     expect((await stat(file)).mode & 0o777).toBe(0o600);
 
     // An existing, looser file is tightened, and every key file is new.
@@ -161,6 +327,11 @@ describe("looker simulator: key files and the keystore", () => {
     const again = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
     expect(again["dbmk"]).not.toBe(content["dbmk"]);
     expect(again["backup_uid"]).not.toBe(content["backup_uid"]);
+
+    // Strict where Looker's documentation is silent: it needs the instance's CMK.
+    const noCmk = await jar(home, ["generate_keyfile_for_backup", file]);
+    expect(noCmk.code).not.toBe(0);
+    expect(noCmk.stderr).toMatch(/no CMK configured/);
   });
 
   it("keystore_independent_recrypt needs the CMK and a stopped instance, then stores the entry", async () => {
@@ -168,45 +339,55 @@ describe("looker simulator: key files and the keystore", () => {
     const keyFile = await writeKeyFile(home, "backup.key");
     const { backup_uid: uid, dbmk } = JSON.parse(await readFile(keyFile, "utf8")) as Record<string, string>;
 
-    const noCmk = await looker(home, ["keystore_independent_recrypt", keyFile]);
+    const noCmk = await jar(home, ["keystore_independent_recrypt", keyFile]);
     expect(noCmk.code).not.toBe(0);
     expect(noCmk.stderr).toMatch(/no CMK configured/);
 
-    const wrongCmk = await looker(home, ["keystore_independent_recrypt", keyFile], withCmk(newCmk()));
+    const wrongCmk = await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home, newCmk()));
     expect(wrongCmk.code).not.toBe(0);
     expect(wrongCmk.stderr).toMatch(/cannot decrypt the KEK with the configured CMK/);
+    expect(await readLog(home)).toMatch(/ERROR keystore_independent_recrypt failed: cannot decrypt the KEK/);
 
     await startOk(home);
-    const whileRunning = await looker(home, ["keystore_independent_recrypt", keyFile], withCmk(home.cmk));
+    const whileRunning = await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home));
     expect(whileRunning.code).not.toBe(0);
     expect(whileRunning.stderr).toMatch(/needs Looker stopped/);
-    expect((await looker(home, ["stop"])).code).toBe(0);
+    await looker(home, ["stop"]);
 
-    const ok = await looker(home, ["keystore_independent_recrypt", keyFile], withCmk(home.cmk));
+    const ok = await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home));
     expect(ok.stderr).toBe("");
     expect(ok.code).toBe(0);
     const script = await readFile(dbScript(home), "utf8");
     expect(script).toContain(`"${uid}"`);
+    // Older entries (here one under a UUID-style id) are kept when a new one is stored.
+    const legacy = path.join(path.dirname(home.home), "legacy.key");
+    await writeFile(
+      legacy,
+      JSON.stringify({ dbmk: newCmk(), backup_uid: "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b" }),
+    );
+    expect((await jar(home, ["keystore_independent_recrypt", legacy], withCmk(home))).code).toBe(0);
+    const both = await readFile(dbScript(home), "utf8");
+    expect(both).toContain(`"${uid}"`);
+    expect(both).toContain('"6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b"');
     // Secrets never reach the output or the log.
-    for (const secret of [home.cmk, dbmk!]) {
+    for (const secret of [home.cmk, dbmk!.trim()]) {
       expect(ok.stdout + ok.stderr + (await readLog(home))).not.toContain(secret);
-      expect(script).not.toContain(secret);
+      expect(both).not.toContain(secret);
     }
   });
 
   it("restore_dr_backup re-keys the KEK to a new CMK: start works with the new CMK, not the old", async () => {
     const home = await makeHome();
     const keyFile = await writeKeyFile(home, "backup.key");
-    expect((await looker(home, ["keystore_independent_recrypt", keyFile], withCmk(home.cmk))).code).toBe(0);
+    expect((await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home))).code).toBe(0);
 
     const replacement = newCmk();
-    const restored = await looker(home, ["restore_dr_backup", keyFile], withCmk(replacement));
+    const restored = await jar(home, ["restore_dr_backup", keyFile], withCmk(home, replacement));
     expect(restored.stderr).toBe("");
     expect(restored.code).toBe(0);
 
-    const old = await looker(home, ["start"], withCmk(home.cmk));
-    expect(old.code).not.toBe(0);
-    expect(await readLog(home)).toMatch(/ERROR boot refused: cannot decrypt the KEK with the configured CMK/);
+    expect((await looker(home, ["start"], withCmk(home))).code).toBe(0);
+    await refusedToBoot(home, /ERROR boot refused: cannot decrypt the KEK with the configured CMK/);
 
     await startOk(home, replacement);
     expect((await formLogin(home, home.clientId, home.clientSecret)).status).toBe(200);
@@ -215,29 +396,25 @@ describe("looker simulator: key files and the keystore", () => {
   it("restore_dr_backup takes the CMK from LKR_MASTER_KEY_FILE too", async () => {
     const home = await makeHome();
     const keyFile = await writeKeyFile(home, "backup.key");
-    expect((await looker(home, ["keystore_independent_recrypt", keyFile], withCmk(home.cmk))).code).toBe(0);
+    expect((await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home))).code).toBe(0);
     const cmkFile = path.join(path.dirname(home.home), "cmk");
     const replacement = newCmk();
     await writeFile(cmkFile, `${replacement}\n`, { mode: 0o600 });
-    const restored = await looker(
-      home,
-      ["restore_dr_backup", keyFile],
-      simEnv({ LKR_MASTER_KEY_FILE: cmkFile }),
-    );
-    expect(restored.code).toBe(0);
-    const started = await looker(home, ["start"], simEnv({ LKR_MASTER_KEY_FILE: cmkFile }));
-    expect(started.code).toBe(0);
+    const env = simEnv(home, { LKR_MASTER_KEY_FILE: cmkFile });
+    expect((await jar(home, ["restore_dr_backup", keyFile], env)).code).toBe(0);
+    expect((await looker(home, ["start"], env)).code).toBe(0);
+    await eventually(async () => (await looker(home, ["status"])).code === 0, "/alive answers");
   });
 
   it("restore_dr_backup with a wrong, unknown or missing key file fails and leaves the DB unchanged", async () => {
     const home = await makeHome();
     const keyFile = await writeKeyFile(home, "backup.key");
-    expect((await looker(home, ["keystore_independent_recrypt", keyFile], withCmk(home.cmk))).code).toBe(0);
+    expect((await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home))).code).toBe(0);
     const before = await readFile(dbScript(home));
     const { backup_uid: uid } = JSON.parse(await readFile(keyFile, "utf8")) as Record<string, string>;
 
     const wrongKey = path.join(path.dirname(home.home), "wrong.key");
-    await writeFile(wrongKey, JSON.stringify({ dbmk: newCmk(), backup_uid: uid }), { mode: 0o600 });
+    await writeFile(wrongKey, JSON.stringify({ dbmk: `${newCmk()}\n`, backup_uid: uid }), { mode: 0o600 });
     const unknownKey = await writeKeyFile(home, "unknown.key");
     const cases: Array<[string, RegExp]> = [
       [wrongKey, /does not decrypt the KEK entry/],
@@ -245,14 +422,14 @@ describe("looker simulator: key files and the keystore", () => {
       [path.join(path.dirname(home.home), "absent.key"), /bad key file .*ENOENT/],
     ];
     for (const [file, message] of cases) {
-      const result = await looker(home, ["restore_dr_backup", file], withCmk(newCmk()));
+      const result = await jar(home, ["restore_dr_backup", file], withCmk(home, newCmk()));
       expect(result.code).not.toBe(0);
       expect(result.stderr).toMatch(message);
       expect(await readFile(dbScript(home))).toEqual(before);
     }
 
     await startOk(home);
-    const whileRunning = await looker(home, ["restore_dr_backup", keyFile], withCmk(newCmk()));
+    const whileRunning = await jar(home, ["restore_dr_backup", keyFile], withCmk(home, newCmk()));
     expect(whileRunning.code).not.toBe(0);
     expect(whileRunning.stderr).toMatch(/needs Looker stopped/);
   });
@@ -268,13 +445,13 @@ describe("looker simulator: boot refusals", () => {
     {
       name: "a wrong CMK",
       break: async () => {},
-      env: () => withCmk(newCmk()),
+      env: (home) => withCmk(home, newCmk()),
       log: /ERROR boot refused: cannot decrypt the KEK with the configured CMK/,
     },
     {
       name: "no CMK",
       break: async () => {},
-      env: () => simEnv(),
+      env: (home) => simEnv(home),
       log: /ERROR boot refused: no CMK configured/,
     },
     {
@@ -286,13 +463,13 @@ describe("looker simulator: boot refusals", () => {
         data[middle] = data[middle]! ^ 0xff;
         await writeFile(file, data);
       },
-      env: (home) => withCmk(home.cmk),
+      env: (home) => withCmk(home),
       log: /ERROR boot refused: internal database torn: looker\/\.db\/looker\.data fails its checksum/,
     },
     {
       name: "a torn data file (truncated)",
       break: (home) => truncate(path.join(home.lookerDir, ".db", "looker.lobs"), 1000),
-      env: (home) => withCmk(home.cmk),
+      env: (home) => withCmk(home),
       log: /ERROR boot refused: internal database torn: looker\/\.db\/looker\.lobs has 1000 bytes/,
     },
     {
@@ -301,20 +478,20 @@ describe("looker simulator: boot refusals", () => {
         const text = await readFile(dbScript(home), "utf8");
         await writeFile(dbScript(home), text.replace('"generation": 1', '"generation": 2'));
       },
-      env: (home) => withCmk(home.cmk),
+      env: (home) => withCmk(home),
       log: /ERROR boot refused: internal database torn: looker\/\.db\/looker\.script fails its checksum/,
     },
     {
       name: "a missing .db",
       break: (home) => rm(path.join(home.lookerDir, ".db"), { recursive: true }),
-      env: (home) => withCmk(home.cmk),
+      env: (home) => withCmk(home),
       log: /ERROR boot refused: internal database missing/,
     },
     {
-      name: "a missing required file",
-      break: (home) => rm(path.join(home.lookerDir, "looker.jar")),
-      env: (home) => withCmk(home.cmk),
-      log: /ERROR boot refused: required file looker\/looker\.jar is missing/,
+      name: "a missing looker-dependencies.jar",
+      break: (home) => rm(path.join(home.lookerDir, "looker-dependencies.jar")),
+      env: (home) => withCmk(home),
+      log: /ERROR boot refused: required file looker\/looker-dependencies\.jar is missing/,
     },
   ];
 
@@ -323,42 +500,46 @@ describe("looker simulator: boot refusals", () => {
       const home = await makeHome();
       await refusal.break(home);
       const result = await looker(home, ["start"], refusal.env(home));
-      expect(result.code).not.toBe(0);
-      expect(result.stderr).toMatch(/^looker: boot refused: /);
-      expect(result.stderr.trim().split("\n")).toHaveLength(1);
-      expect(await readLog(home)).toMatch(refusal.log);
-      expect((await looker(home, ["status"])).code).toBe(3);
+      expect(result.code).toBe(0); // Looker daemonizes: the refusal comes later, in the log
+      await refusedToBoot(home, refusal.log);
       expect(existsSync(path.join(home.lookerDir, ".db", "looker.lck"))).toBe(false);
     });
   }
+
+  it("cannot start without looker.jar: java cannot access the jar", async () => {
+    const home = await makeHome();
+    await rm(path.join(home.lookerDir, "looker.jar"));
+    const result = await looker(home, ["start"], withCmk(home));
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/Error: Unable to access jarfile looker\.jar/);
+    expect((await looker(home, ["status"])).code).toBe(7);
+  });
 
   it("refuses to boot when the web port is taken, and names the port", async () => {
     const first = await makeHome();
     const second = await makeHome({ webPort: first.webPort });
     await startOk(first);
-    const result = await looker(second, ["start"], withCmk(second.cmk));
-    expect(result.code).not.toBe(0);
-    expect(result.stderr).toMatch(
-      new RegExp(`cannot listen on 127\\.0\\.0\\.1:${first.webPort}: EADDRINUSE`),
+    expect((await looker(second, ["start"], withCmk(second))).code).toBe(0);
+    await eventually(
+      async () =>
+        new RegExp(`cannot listen on port ${first.webPort}: EADDRINUSE`).test(await readLog(second)),
+      "the refusal is logged",
     );
+    await eventually(async () => !processAlive(await pidFile(second)), "the refusing process ended");
     expect(existsSync(path.join(second.lookerDir, ".db", "looker.lck"))).toBe(false);
   });
 });
 
 describe("looker simulator: running instance", () => {
-  it("serves /alive and login, holds the lock, refuses a second start, and stop removes the lock", async () => {
+  it("serves /alive and login over https, refuses a second start, and stop ends the process", async () => {
     const home = await makeHome();
     await startOk(home);
-    const pid = await lockPid(home);
-    expect(pid).toBeGreaterThan(0);
-    const status = await looker(home, ["status"]);
-    expect(status.code).toBe(0);
-    expect(status.stdout).toContain(`running (pid ${pid})`);
-
-    expect((await fetch(`http://127.0.0.1:${home.webPort}/alive`)).status).toBe(200);
+    const pid = await pidFile(home);
+    expect(processAlive(pid)).toBe(true);
+    expect((await request("https", home.webPort, "/alive")).status).toBe(200);
     const form = await formLogin(home, home.clientId, home.clientSecret);
     expect(form.status).toBe(200);
-    const token = (await form.json()) as Record<string, unknown>;
+    const token = JSON.parse(form.body) as Record<string, unknown>;
     expect(token).toMatchObject({ token_type: "Bearer", expires_in: 3600 });
     expect(token["access_token"]).toMatch(/^[0-9a-f]{20,}$/);
     const json = await login(
@@ -371,52 +552,69 @@ describe("looker simulator: running instance", () => {
     expect((await formLogin(home, "nobody", home.clientSecret)).status).toBe(404);
     expect(await readLog(home)).not.toContain(home.clientSecret);
 
-    const second = await looker(home, ["start"], withCmk(home.cmk));
-    expect(second.code).not.toBe(0);
-    expect(second.stderr).toMatch(/already running/);
+    expect((await looker(home, ["start"], withCmk(home))).code).toBe(0);
+    await eventually(
+      async () => /already running here/.test(await readLog(home)),
+      "the second start refuses",
+    );
+    expect(await pidFile(home)).toBe(pid);
 
-    const stopped = await looker(home, ["stop"]);
-    expect(stopped.code).toBe(0);
+    expect((await looker(home, ["stop"])).code).toBe(0);
+    expect((await looker(home, ["status"])).code).toBe(7);
+    await eventually(async () => !processAlive(pid), "the process ends");
     expect(existsSync(path.join(home.lookerDir, ".db", "looker.lck"))).toBe(false);
-    expect((await looker(home, ["status"])).code).toBe(3);
-    await expect(fetch(`http://127.0.0.1:${home.webPort}/alive`)).rejects.toThrow();
-    const again = await looker(home, ["stop"]);
-    expect(again.code).toBe(0);
-    expect(again.stdout).toMatch(/not running/);
+    await expect(request("https", home.webPort, "/alive")).rejects.toThrow();
+    expect((await looker(home, ["stop"])).code).toBe(0);
   });
 
-  it("keeps appending to the log and rewriting a .db file while running", async () => {
+  it("rewrites the internal database in place while running: a live copy is torn and refuses to boot", async () => {
     const home = await makeHome();
+    const db = path.join(home.lookerDir, ".db");
+    const digest = async (name: string) =>
+      createHash("sha256")
+        .update(await readFile(path.join(db, name)))
+        .digest("hex");
+    const dataBefore = await digest("looker.data");
     await startOk(home);
-    const journal = path.join(home.lookerDir, ".db", "looker.journal");
-    await eventually(async () => existsSync(journal), "the journal appears");
-    const logBefore = (await stat(path.join(home.lookerDir, "log", "looker.log"))).size;
-    const journalBefore = await stat(journal);
-    const seqBefore = (JSON.parse(await readFile(journal, "utf8")) as { seq: number }).seq;
+    await eventually(async () => (await stat(path.join(db, "looker.log"))).size > 0, "HSQLDB's log grows");
+    await eventually(async () => (await digest("looker.data")) !== dataBefore, "looker.data changes");
+    expect(await readFile(path.join(db, "looker.properties"), "utf8")).toMatch(/^modified=yes$/m);
 
-    await eventually(async () => {
-      const now = await stat(journal);
-      return now.mtimeMs !== journalBefore.mtimeMs && now.ino !== journalBefore.ino;
-    }, "the journal is rewritten (new inode: temp + rename)");
-    const seqAfter = (JSON.parse(await readFile(journal, "utf8")) as { seq: number }).seq;
-    expect(seqAfter).toBeGreaterThan(seqBefore);
-    expect((await stat(path.join(home.lookerDir, "log", "looker.log"))).size).toBeGreaterThan(logBefore);
+    // A copy taken now, booted once the original is stopped (same ports), is refused; the original then boots.
+    const copyRoot = await mkdtemp(path.join(os.tmpdir(), "looker-sim-copy-"));
+    tempRoots.push(copyRoot);
+    await cp(home.home, path.join(copyRoot, "home"), { recursive: true, verbatimSymlinks: true });
+    const copy: GeneratedLookerHome = {
+      ...home,
+      home: path.join(copyRoot, "home"),
+      lookerDir: path.join(copyRoot, "home", "looker"),
+    };
+    await rm(path.join(copy.lookerDir, ".db", "looker.lck"), { force: true });
+    await looker(home, ["stop"]);
+    expect((await looker(home, ["status"])).code).toBe(7);
+    expect(await readFile(path.join(db, "looker.properties"), "utf8")).toMatch(/^modified=no$/m);
+    expect((await stat(path.join(db, "looker.log"))).size).toBe(0);
+
+    expect((await looker(copy, ["start"], withCmk(copy))).code).toBe(0);
+    await refusedToBoot(copy, /ERROR boot refused: internal database torn/);
+    await startOk(home);
   });
 
-  it("treats a stale lock as stopped, and restart replaces the server", async () => {
+  it("treats a stale pid file as stopped, and restart replaces the server", async () => {
     const home = await makeHome();
     const deadPid = spawnSync("true").pid!;
-    await writeFile(path.join(home.lookerDir, ".db", "looker.lck"), `${deadPid}\n`);
-    expect((await looker(home, ["status"])).code).toBe(3);
+    await writeFile(path.join(home.lookerDir, ".tmp", "looker.pid"), `${deadPid}\n`);
+    expect((await looker(home, ["status"])).code).toBe(7);
     await startOk(home);
-    const first = await lockPid(home);
+    const first = await pidFile(home);
     expect(first).not.toBe(deadPid);
 
-    const restarted = await looker(home, ["restart"], withCmk(home.cmk));
-    expect(restarted.code).toBe(0);
-    const second = await lockPid(home);
-    expect(second).not.toBe(first);
-    expect((await fetch(`http://127.0.0.1:${home.webPort}/alive`)).status).toBe(200);
+    expect((await looker(home, ["restart"], withCmk(home))).code).toBe(0);
+    await eventually(
+      async () => (await pidFile(home)) !== first && (await looker(home, ["status"])).code === 0,
+      "a new server answers",
+    );
+    expect(processAlive(first)).toBe(false);
   });
 });
 
@@ -478,9 +676,9 @@ describe("home generator", () => {
     const userFiles = await readdir(path.join(home.lookerDir, "models-user-2", "marketing_analytics"));
     expect(userFiles).toContain("Übersicht Verkäufe – 2024.md");
     expect(userFiles.some((name) => name.endsWith(".lookml") || name.endsWith(".md"))).toBe(true);
-    expect(await readFile(path.join(home.lookerDir, "lookerstart.cfg"), "utf8")).toContain(
-      `--port=${home.webPort} --api-port=${home.apiPort}`,
-    );
+    const cfg = await readFile(path.join(home.lookerDir, "lookerstart.cfg"), "utf8");
+    expect(cfg).toContain(`--port=${home.webPort} --core-port=${home.apiPort}`);
+    expect(cfg).toContain(`LOOKERPORT=${home.webPort}`);
 
     // DB data compresses like real data; jars do not compress at all.
     const ratio = (file: string) => {
@@ -543,18 +741,19 @@ describe("looker simulator: MySQL backend (real MariaDB)", () => {
     const seen = await heartbeat();
     await eventually(async () => (await heartbeat()) > seen, "the heartbeat row keeps changing");
     expect((await looker(home, ["stop"])).code).toBe(0);
+    expect((await looker(home, ["status"])).code).toBe(7);
 
     const keyFile = await writeKeyFile(home, "backup.key");
     const { backup_uid: uid } = JSON.parse(await readFile(keyFile, "utf8")) as Record<string, string>;
-    expect((await looker(home, ["keystore_independent_recrypt", keyFile], withCmk(home.cmk))).code).toBe(0);
+    expect((await jar(home, ["keystore_independent_recrypt", keyFile], withCmk(home))).code).toBe(0);
     expect(await db.exec(`SELECT backup_uid FROM \`${database}\`.looker_sim_dr_keys`)).toContain(uid);
     const replacement = newCmk();
-    const restored = await looker(home, ["restore_dr_backup", keyFile], withCmk(replacement));
+    const restored = await jar(home, ["restore_dr_backup", keyFile], withCmk(home, replacement));
     expect(restored.stderr).toBe("");
     expect(restored.code).toBe(0);
 
-    expect((await looker(home, ["start"], withCmk(home.cmk))).code).not.toBe(0);
-    expect(await readLog(home)).toMatch(/ERROR boot refused: cannot decrypt the KEK with the configured CMK/);
+    expect((await looker(home, ["start"], withCmk(home))).code).toBe(0);
+    await refusedToBoot(home, /ERROR boot refused: cannot decrypt the KEK with the configured CMK/);
     await startOk(home, replacement);
     expect((await formLogin(home, home.clientId, home.clientSecret)).status).toBe(200);
   });
@@ -565,14 +764,12 @@ describe("looker simulator: MySQL backend (real MariaDB)", () => {
     const yml = path.join(home.lookerDir, "looker-db.yml");
     const original = await readFile(yml, "utf8");
     await writeFile(yml, original.replace(/^password: .*$/m, "password: not-the-password"));
-    const denied = await looker(home, ["start"], withCmk(home.cmk));
-    expect(denied.code).not.toBe(0);
-    expect(await readLog(home)).toMatch(/ERROR boot refused: MySQL database .*Access denied/);
+    expect((await looker(home, ["start"], withCmk(home))).code).toBe(0);
+    await refusedToBoot(home, /ERROR boot refused: MySQL database .*Access denied/);
 
     await writeFile(yml, original);
     await db.exec(`DROP TABLE \`${database}\`.looker_sim_keystore`);
-    const missing = await looker(home, ["start"], withCmk(home.cmk));
-    expect(missing.code).not.toBe(0);
-    expect(await readLog(home)).toMatch(/ERROR boot refused: internal database missing: MySQL database/);
+    expect((await looker(home, ["start"], withCmk(home))).code).toBe(0);
+    await refusedToBoot(home, /ERROR boot refused: internal database missing: MySQL database/);
   });
 });
