@@ -40,7 +40,7 @@ export async function assertPortsFree(ports: readonly DrillPort[]): Promise<stri
       "stop what listens there, drill on another host, or give the drill other ports (web-port / api-port rewrite the restored lookerstart.cfg for the drill)",
     );
   }
-  return ports.map((p) => `${p.name} ${p.host}:${p.port}`).join(", ") + " free";
+  return `${ports.map((p) => `${p.name} ${p.host}:${p.port}`).join(", ")} free`;
 }
 
 /** The ports that still answer after the drill stopped its Looker. */

@@ -8,7 +8,7 @@
  * hides them, which is stricter than a workflow passing `${{ secrets.X }}` (those the runner masks by itself).
  */
 import { generateKeyPairSync, randomBytes } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
