@@ -136,8 +136,9 @@ function drillRequest(get: (name: string) => string, source: FetchedBackup): Dri
           knownHosts: core.getInput("known-hosts"),
         },
     ...(masterKey ? { masterKey: { kind: "env", value: checkedMasterKey(masterKey, "master-key") } } : {}),
-    webPort: integer(get("web-port") || "9999", "web-port", 1, 65535),
-    apiPort: integer(get("api-port") || "19999", "api-port", 1, 65535),
+    // Empty: the ports the restored lookerstart.cfg names; set: the drill rewrites its copy to use them.
+    ...(get("web-port") ? { webPort: integer(get("web-port"), "web-port", 1, 65535) } : {}),
+    ...(get("api-port") ? { apiPort: integer(get("api-port"), "api-port", 1, 65535) } : {}),
     bootTimeoutMs: integer(get("boot-timeout") || "600", "boot-timeout", 1, 86_400) * 1000,
     ...(clientId ? { api: { clientId, clientSecret: core.getInput("api-client-secret") } } : {}),
     checks: lines(get("checks")).map((line) => {

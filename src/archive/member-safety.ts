@@ -1,5 +1,5 @@
 /**
- * Pure checks restore runs on every member BEFORE anything is written (DESIGN.md section 4).
+ * Pure checks restore runs on every member BEFORE anything is written (the archive format in the README).
  *
  * Symlinks are data: their targets are kept verbatim (absolute or relative) and never followed. What
  * makes a symlink dangerous is a LATER member that goes through it (symlink home/a -> /etc, then file

@@ -3,7 +3,7 @@
  *
  * Every member is a 512-byte ustar header ("ustar\0" magic, "00" version), optionally preceded by a pax 'x'
  * extended header when a value does not fit ustar (long or non-ASCII names, big sizes or ids, fractional
- * mtimes). GNU tar, bsdtar and every POSIX reader understand this; see DESIGN.md section 4.
+ * mtimes). GNU tar, bsdtar and every POSIX reader understand this (the archive format in the README).
  */
 import { LookerBackupError } from "../errors.js";
 

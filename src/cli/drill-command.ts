@@ -93,8 +93,12 @@ export const drillCommand: Command = {
         placeholder: "PATH",
         help: "the drill host's CMK file, a path on the target (LKR_MASTER_KEY_FILE)",
       },
-      "web-port": port("Looker's web port for /alive (default 9999)"),
-      "api-port": port("Looker's API port (default 19999)"),
+      "web-port": port(
+        "web port for the drill (default: the restored lookerstart.cfg's; set: rewritten there)",
+      ),
+      "api-port": port(
+        "API port for the drill (default: the restored lookerstart.cfg's; set: rewritten there)",
+      ),
       "boot-timeout": {
         type: "string",
         placeholder: "SEC",

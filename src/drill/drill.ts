@@ -26,6 +26,7 @@ import {
 } from "../errors.js";
 import { LookerNode } from "../looker/control.js";
 import type { MasterKey } from "../looker/master-key.js";
+import { readStartOptions } from "../looker/start-config.js";
 import type { MysqlConnection } from "../mysql/connection.js";
 import { runProcess } from "../remote/local-host.js";
 import { keyfileNameFor } from "../store/archive-name.js";
@@ -62,6 +63,10 @@ export interface DrillRequest {
   readonly target: DrillTargetSpec;
   /** The drill host's own CMK (never production's). */
   readonly masterKey?: MasterKey;
+  /**
+   * The drill's web and API ports. Unset: what the restored lookerstart.cfg says (9999 and 19999 without one). Set:
+   * the drill's copy of lookerstart.cfg is rewritten to them, so a drill can run beside another Looker.
+   */
   readonly webPort?: number;
   readonly apiPort?: number;
   readonly bootTimeoutMs?: number;
@@ -80,8 +85,6 @@ export interface DrillRequest {
   readonly now?: () => Date;
 }
 
-const DEFAULT_WEB_PORT = 9999;
-const DEFAULT_API_PORT = 19999;
 const DEFAULT_BOOT_TIMEOUT_MS = 600_000;
 const DEFAULT_SSH_TIMEOUT_MS = 300_000;
 const HOOK_TIMEOUT_MS = 3600_000;
@@ -216,16 +219,21 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
       (n) => `${n} files match the catalog`,
     );
 
+    const drillPorts = await steps.run(
+      "drill ports",
+      () => resolveDrillPorts(request, target!),
+      (p) => p.detail,
+    );
     looker = new LookerNode({
       host: target.lookerHost,
       lookerDir: posix.join(target.home, "looker"),
-      alive: { host: target.address, port: request.webPort ?? DEFAULT_WEB_PORT },
+      alive: { host: target.address, port: drillPorts.web },
       ...(request.masterKey ? { masterKey: request.masterKey } : {}),
       bootTimeoutMs: request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS,
     });
     ports = [
-      { name: "web", host: target.address, port: request.webPort ?? DEFAULT_WEB_PORT },
-      { name: "API", host: target.address, port: request.apiPort ?? DEFAULT_API_PORT },
+      { name: "web", host: target.address, port: drillPorts.web },
+      { name: "API", host: target.address, port: drillPorts.api },
     ];
     await steps.run(
       "ports free",
@@ -250,7 +258,7 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
       throw new LookerError(`Looker started although restore_dr_backup failed: ${drFailure.message}`);
     if (request.api) {
       const { clientId, clientSecret } = request.api;
-      const api = { host: target.address, port: request.apiPort ?? DEFAULT_API_PORT };
+      const api = { host: target.address, port: drillPorts.api };
       await steps.run(
         "api login",
         () => checkApiLogin(api, clientId, clientSecret),
@@ -258,7 +266,7 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
       );
     }
     if (request.checks && request.checks.length > 0) {
-      const web = { host: target.address, port: request.webPort ?? DEFAULT_WEB_PORT };
+      const web = { host: target.address, port: drillPorts.web };
       await steps.run(
         "url checks",
         () => runUrlChecks(web, request.checks!),
@@ -333,6 +341,58 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
           hint: "remove the drill host by hand; it may still cost money",
         });
   }
+}
+
+/**
+ * The ports the restored Looker will use. By default what the restored lookerstart.cfg says (read as Looker's script
+ * reads it). With webPort/apiPort given, the drill's own copy of lookerstart.cfg gets them appended (a later --port
+ * wins), after the home was verified against the catalog: a drill on a host where production runs on 9999 can run
+ * beside it. Read back to prove the script will see them.
+ */
+async function resolveDrillPorts(
+  request: DrillRequest,
+  target: DrillTarget,
+): Promise<{ web: number; api: number; detail: string }> {
+  const lookerDir = posix.join(target.home, "looker");
+  const source = { name: target.description, config: { host: target.lookerHost, lookerDir } };
+  const restored = await readStartOptions(source);
+  if (request.webPort === undefined && request.apiPort === undefined) {
+    return {
+      web: restored.port,
+      api: restored.corePort,
+      detail: `web ${restored.port}, API ${restored.corePort}, as the restored lookerstart.cfg says`,
+    };
+  }
+  const web = request.webPort ?? restored.port;
+  const api = request.apiPort ?? restored.corePort;
+  const file = posix.join(lookerDir, "lookerstart.cfg");
+  const before = await target.lookerHost.readFile(file).then(
+    (content) => content.toString("utf8"),
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return "";
+      throw error;
+    },
+  );
+  const override = [
+    "# looker-backup drill: this drill's ports (the backup's own lookerstart.cfg is the part above)",
+    `LOOKERPORT=${web}`,
+    `LOOKERARGS="\${LOOKERARGS} --port=${web} --core-port=${api}"`,
+  ].join("\n");
+  await target.lookerHost.writeFile(
+    file,
+    `${before}${before === "" || before.endsWith("\n") ? "" : "\n"}${override}\n`,
+    0o644,
+  );
+  const after = await readStartOptions(source);
+  if (after.port !== web || after.corePort !== api) {
+    throw new LookerBackupError(
+      `the drill's lookerstart.cfg still gives web ${after.port}, API ${after.corePort} after setting ${web}, ${api}`,
+      {
+        hint: "check the restored lookerstart.cfg for settings made after LOOKERARGS, and the drill's web-port/api-port",
+      },
+    );
+  }
+  return { web, api, detail: `web ${web}, API ${api}: lookerstart.cfg rewritten for this drill` };
 }
 
 async function extractLocally(request: DrillRequest, staging: string): Promise<Extracted> {

@@ -8,13 +8,21 @@
  */
 import { posix } from "node:path";
 import { LookerError } from "../errors.js";
-import type { LookerNode } from "./control.js";
+import type { Host } from "../remote/host.js";
+
+/** Where to read a node's start options: its host and Looker directory (a LookerNode has both). */
+export interface StartConfigSource {
+  readonly name: string;
+  readonly config: { readonly host: Host; readonly lookerDir: string };
+}
 
 export interface LookerStartOptions {
   /** LOOKERARGS, split as the script's unquoted expansion splits it. */
   readonly args: readonly string[];
   /** LOOKERPORT (default 9999): the web port every health request of the script goes to. */
   readonly port: number;
+  /** `--core-port` (Looker's "Startup options": the port core runs on, default 19999): the API port. */
+  readonly corePort: number;
   /** `--shared-storage-dir D` of a cluster: shared files every node reads, outside the home. */
   readonly sharedStorageDir?: string;
   /**
@@ -29,6 +37,7 @@ export interface LookerStartOptions {
 
 const DEFAULT_LOOKERARGS = "--force-gcm-encryption";
 const DEFAULT_PORT = 9999;
+const DEFAULT_CORE_PORT = 19999;
 
 // The variables the script sets before it sources the file, so `LOOKERARGS="$LOOKERARGS -d looker-db.yml"` works.
 const READ_SCRIPT = [
@@ -40,7 +49,7 @@ const READ_SCRIPT = [
 ].join("\n");
 
 /** Reads the node's start options by sourcing its lookerstart.cfg as the script does. */
-export async function readStartOptions(node: LookerNode): Promise<LookerStartOptions> {
+export async function readStartOptions(node: StartConfigSource): Promise<LookerStartOptions> {
   const { lookerDir } = node.config;
   const result = await node.config.host.run(["/bin/sh", "-c", READ_SCRIPT, "read-start-options", lookerDir], {
     timeoutMs: 30_000,
@@ -63,20 +72,25 @@ export function parseStartOptions(
 ): LookerStartOptions {
   const args = lookerArgs.split(/\s+/).filter(Boolean);
   const port = /^\d{1,5}$/.test(lookerPort.trim()) ? Number(lookerPort.trim()) : DEFAULT_PORT;
+  // The last occurrence wins, as with Looker's option parser: a later `--port` overrides an earlier one.
   const flagValue = (long: string, short?: string): string | undefined => {
+    let value: string | undefined;
     for (let i = 0; i < args.length; i++) {
       const arg = args[i]!;
-      if (arg === long || (short !== undefined && arg === short)) return args[i + 1];
-      if (arg.startsWith(`${long}=`)) return arg.slice(long.length + 1);
+      if (arg === long || (short !== undefined && arg === short)) value = args[i + 1];
+      else if (arg.startsWith(`${long}=`)) value = arg.slice(long.length + 1);
     }
-    return undefined;
+    return value;
   };
   const resolve = (path: string) => (posix.isAbsolute(path) ? path : posix.join(lookerDir, path));
+  const corePort = Number(flagValue("--core-port"));
   const shared = flagValue("--shared-storage-dir");
   const dbConfig = flagValue("--internal-db-creds", "-d");
   return {
     args,
     port,
+    corePort:
+      Number.isInteger(corePort) && corePort >= 1 && corePort <= 65_535 ? corePort : DEFAULT_CORE_PORT,
     ...(shared ? { sharedStorageDir: resolve(shared) } : {}),
     ...(dbConfig ? { dbConfigFile: resolve(dbConfig) } : {}),
     clustered: args.includes("--clustered"),

@@ -1,7 +1,7 @@
 import type { Manifest, ManifestRule, OutsidePath } from "./rules.js";
 
 /**
- * Looker's "Creating backups" guide as data (DESIGN.md section 3): the whole home of the looker user, the paths the
+ * Looker's "Creating backups" guide as data: the whole home of the looker user, the paths the
  * guide names as essential checked for presence, and the temp/copy/log paths it says are not needed left out.
  */
 export interface DefaultManifestOptions {

@@ -148,7 +148,7 @@ describe("a brief-stop backup job: main, post, Complete job", () => {
     expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort })).toBe(true);
     const status = sim.looker(["status"]);
     expect(status.code, status.stdout + status.stderr).toBe(0);
-    expect(status.stdout).toContain("looker is running");
+    expect(status.stdout).toContain("Status:Looker Web Application running");
   });
 
   it("(c) starts Looker without the job's variables in its environment", () => {

@@ -205,6 +205,7 @@ describe("drill over SSH into a fresh VM", () => {
       "looker user",
       "place home",
       "verify on target",
+      "drill ports",
       "ports free",
       "restore_dr_backup",
       "start looker",
@@ -520,11 +521,14 @@ describe("drill into a local directory", () => {
       target: { kind: "dir", dir: target },
       masterKey: { kind: "env", value: newCmk() },
       bootTimeoutMs: BOOT_TIMEOUT_MS,
-      webPort: backup.home.webPort,
     });
     expect(report.error).toBeUndefined();
     expect(report.result).toBe("passed");
     expect(report.filesVerified).toBeGreaterThan(40);
+    // No ports given: the drill uses the ones the restored lookerstart.cfg names.
+    expect(report.steps.find((s) => s.name === "drill ports")?.detail).toBe(
+      `web ${backup.home.webPort}, API ${backup.home.apiPort}, as the restored lookerstart.cfg says`,
+    );
     expect(existsSync(join(target, "looker", "looker.jar"))).toBe(true);
     expect(await probeAlive({ host: "127.0.0.1", port: backup.home.webPort, scheme: "https" })).toBe(false);
     expect(report.steps.find((s) => s.name === "ports free")?.ok).toBe(true);
@@ -567,6 +571,46 @@ describe("drill into a local directory", () => {
       expect(report.steps.map((s) => s.name)).not.toContain("start looker");
     } finally {
       await new Promise((resolve) => other.close(resolve));
+    }
+  });
+
+  it("runs beside another instance on the restored ports when given ports of its own, and leaves it alone", async () => {
+    const backup = await keystoreIndependentBackup("local-beside", {
+      webPort: await freePort(),
+      apiPort: await freePort(),
+    });
+    // "Production" answers on the ports the restored lookerstart.cfg names.
+    let productionRequests = 0;
+    const production = createServer((_request, response) => {
+      productionRequests++;
+      response.writeHead(200).end();
+    });
+    await new Promise<void>((resolve) => production.listen(backup.home.webPort, "127.0.0.1", resolve));
+    try {
+      const target = await emptyTarget();
+      const webPort = await freePort();
+      const apiPort = await freePort();
+      const report = await runDrill({
+        archive: backup.archive,
+        keys: { identities: [backup.identity] },
+        target: { kind: "dir", dir: target },
+        masterKey: { kind: "env", value: newCmk() },
+        bootTimeoutMs: BOOT_TIMEOUT_MS,
+        webPort,
+        apiPort,
+        api: { clientId: backup.home.clientId, clientSecret: backup.home.clientSecret },
+      });
+      expect(report.error).toBeUndefined();
+      expect(report.result).toBe("passed");
+      expect(report.steps.find((s) => s.name === "drill ports")?.detail).toBe(
+        `web ${webPort}, API ${apiPort}: lookerstart.cfg rewritten for this drill`,
+      );
+      expect(await readFile(join(target, "looker", "lookerstart.cfg"), "utf8")).toContain(
+        `LOOKERARGS="\${LOOKERARGS} --port=${webPort} --core-port=${apiPort}"`,
+      );
+      expect(productionRequests).toBe(0);
+    } finally {
+      await new Promise((resolve) => production.close(resolve));
     }
   });
 

@@ -25,6 +25,7 @@ describe("parseStartOptions", () => {
         "/mnt/looker-shared",
       ],
       port: 9443,
+      corePort: 19999,
       sharedStorageDir: "/mnt/looker-shared",
       dbConfigFile: "/home/looker/looker/looker-db.yml",
       clustered: true,
@@ -40,6 +41,9 @@ describe("parseStartOptions", () => {
     expect(options.sharedStorageDir).toBe("/srv/looker/looker/shared");
     expect(options.noSsl).toBe(true);
     expect(options.port).toBe(9999);
+    expect(parseStartOptions("--core-port=19443", "", "/x").corePort).toBe(19443);
+    // A later option wins, as Looker's own parser takes it (the drill appends its ports).
+    expect(parseStartOptions("--core-port=1 --port=2 --core-port 19444", "", "/x").corePort).toBe(19444);
     expect(options.dbConfigFile).toBeUndefined();
     expect(options.clustered).toBe(false);
   });
