@@ -128,6 +128,31 @@ describe("LookerNode against Looker's real script", () => {
   });
 });
 
+describe("the instance a command acts on", () => {
+  it("is the home the node is for, even when this process's HOME is another (running) instance", async () => {
+    const production = await sim();
+    const drill = await sim();
+    production.start();
+    const productionPid = production.pid();
+    // The runner's HOME points at production's home (a runner running as the looker user), and the script picks
+    // its directory by HOME: without the tool's own HOME, `./looker start` in the drill home would act on production.
+    const savedHome = process.env.HOME;
+    process.env.HOME = production.home;
+    try {
+      const node = nodeFor(drill);
+      await node.start();
+      expect(drill.pid()).toBeDefined();
+      expect(drill.pid()).not.toBe(productionPid);
+      await node.stop();
+      expect(drill.isRunning()).toBe(false);
+    } finally {
+      process.env.HOME = savedHome;
+    }
+    expect(production.pid()).toBe(productionPid);
+    expect(production.isRunning()).toBe(true);
+  });
+});
+
 describe("backups against Looker's real key commands", () => {
   it("a keystore-independent backup with a wrong CMK fails with exit 5 instead of passing the script's exit 0", async () => {
     const target = await sim();
