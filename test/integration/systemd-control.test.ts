@@ -11,10 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { generateIdentity } from "../../src/crypto/age-keys.js";
+import { RunAsHost } from "../../src/drill/run-as-host.js";
 import { runLookerBackup } from "../../src/engine/looker-job.js";
 import { ExitCode, LookerError } from "../../src/errors.js";
 import { probeAlive } from "../../src/looker/alive.js";
 import { type ConnectedNodes, connectNodes, type NodeSettings } from "../../src/looker/nodes.js";
+import { LocalHost } from "../../src/remote/local-host.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
@@ -138,6 +140,17 @@ describe("the systemctl stand-in", () => {
     expect(asLooker("start")).toEqual({ code: 4, stderr: `Failed to start ${UNIT}: Access denied\n` });
     expect(asLooker("stop")).toEqual({ code: 4, stderr: `Failed to stop ${UNIT}: Access denied\n` });
     expect(asLooker("is-active").code).toBe(3);
+  });
+});
+
+describe("commands that need root", () => {
+  it("run without the switch to the looker user, which Looker's own commands keep", async () => {
+    const host = new LocalHost("looker");
+    expect((await host.run(["id", "-u"])).stdout.trim()).toBe(String(looker.uid));
+    expect((await host.run(["id", "-u"], { asRoot: true })).stdout.trim()).toBe("0");
+    const drillHost = new RunAsHost(new LocalHost(), "looker");
+    expect((await drillHost.run(["id", "-u"])).stdout.trim()).toBe(String(looker.uid));
+    expect((await drillHost.run(["id", "-u"], { asRoot: true })).stdout.trim()).toBe("0");
   });
 });
 
