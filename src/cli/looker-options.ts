@@ -36,6 +36,16 @@ export const lookerOptionSpecs: OptionSpecs = {
     placeholder: "USER",
     help: "user that runs Looker (default: owner of --home)",
   },
+  "looker-control": {
+    type: "string",
+    placeholder: "MODE",
+    help: "how Looker is stopped and started: auto (default: systemd when its unit is loaded), script or systemd",
+  },
+  "looker-unit": {
+    type: "string",
+    placeholder: "UNIT",
+    help: "systemd unit Looker runs under (default looker.service)",
+  },
   node: {
     type: "string",
     multiple: true,
@@ -112,6 +122,8 @@ export type LookerSettings = Pick<
   | "masterKey"
   | "keyfileRecipients"
   | "lookerUser"
+  | "lookerControl"
+  | "lookerUnit"
   | "nodes"
   | "sshKey"
   | "knownHosts"

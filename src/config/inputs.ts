@@ -8,6 +8,7 @@ import type { ConsistencyChoice } from "../engine/looker-job.js";
 import { InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
 import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
+import { checkedUnitName, DEFAULT_LOOKER_UNIT, type LookerControlChoice } from "../looker/systemd.js";
 import type { MysqlConnection } from "../mysql/connection.js";
 import { parseLookerEnv } from "../runtime/child-env.js";
 import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
@@ -24,6 +25,8 @@ export const Inputs = {
   MasterKeyFile: "master-key-file",
   KeyfileRecipients: "keyfile-recipients",
   LookerUser: "looker-user",
+  LookerControl: "looker-control",
+  LookerUnit: "looker-unit",
   Nodes: "nodes",
   SshKey: "ssh-key",
   KnownHosts: "known-hosts",
@@ -98,6 +101,10 @@ export interface BackupSettings {
   readonly masterKey?: MasterKey;
   readonly keyfileRecipients?: string[];
   readonly lookerUser?: string;
+  /** How Looker is stopped and started: auto (systemd where its unit is loaded), script or systemd. */
+  readonly lookerControl: LookerControlChoice;
+  /** The systemd unit Looker runs under. */
+  readonly lookerUnit: string;
   readonly nodes: SshNodeSpec[];
   readonly sshKey?: string;
   readonly knownHosts: string;
@@ -175,6 +182,15 @@ export function readBackupSettings(read: InputReader): BackupSettings {
       ? { keyfileRecipients: recipientList(keyfileRecipients, Inputs.KeyfileRecipients, true) }
       : {}),
     ...(optional(Inputs.LookerUser) ? { lookerUser: get(Inputs.LookerUser) } : {}),
+    lookerControl: oneOf(
+      get(Inputs.LookerControl) || "auto",
+      ["auto", "script", "systemd"] as const,
+      Inputs.LookerControl,
+    ),
+    lookerUnit: checkedUnitName(
+      get(Inputs.LookerUnit) || DEFAULT_LOOKER_UNIT,
+      `input '${Inputs.LookerUnit}'`,
+    ),
     nodes,
     ...(sshKey ? { sshKey } : {}),
     knownHosts: read(Inputs.KnownHosts),

@@ -17,6 +17,8 @@ export class RunAsHost implements Host {
   }
 
   run(argv: readonly string[], options?: RunOptions): Promise<CommandResult> {
+    // What must run as root (RunOptions.asRoot) skips the switch to the user.
+    if (options?.asRoot) return this.root.run(argv, options);
     return this.root.run(["runuser", "-u", this.user, "--", ...argv], options);
   }
 

@@ -80,7 +80,7 @@ export class Cluster {
    */
   async startRecordedWithin(budgetMs: number, signal?: AbortSignal): Promise<void> {
     const deadline = Date.now() + budgetMs;
-    const down: string[] = [];
+    const down: LookerNode[] = [];
     let firstError: unknown;
     for (const index of [...this.stoppedByUs]) {
       const node = this.nodes[index]!;
@@ -98,7 +98,7 @@ export class Cluster {
         this.stoppedByUs = this.stoppedByUs.filter((i) => i !== index);
         this.onRecord({ stoppedByUs: this.stoppedByUs });
       } catch (error) {
-        down.push(node.name);
+        down.push(node);
         firstError ??= error;
       }
     }
@@ -106,9 +106,9 @@ export class Cluster {
     if (down.length > 0) {
       const cause = firstError as Error;
       throw new LookerError(
-        `Looker is still down on ${down.join(", ")} after ${Math.round(budgetMs / 1000)} s: ${cause.message}`,
+        `Looker is still down on ${down.map((n) => n.name).join(", ")} after ${Math.round(budgetMs / 1000)} s: ${cause.message}`,
         {
-          hint: `start it by hand (cd ~/looker && ./looker start) and check its log`,
+          hint: `start it by hand (${[...new Set(down.map((n) => n.startCommand))].join("; ")}) and check its log`,
           cause,
           ...(cause instanceof LookerError && cause.logTail ? { logTail: cause.logTail } : {}),
         },

@@ -2,13 +2,15 @@
  * One Looker node: its `looker` script run as the looker user in `~/looker`, plus the health check. Looker's script
  * (customer-scripts, startup_scripts/looker) ends with `exit 0`, so nothing but `status` (7 stopped, 0 answering) and
  * start's refusal (1) speaks through the exit code: every step is proven by its effect instead. Errors carry the
- * tail of Looker's log so a failed start at 3 a.m. explains itself.
+ * tail of Looker's log so a failed start at 3 a.m. explains itself. A Looker that runs under its systemd unit is stopped
+ * and started through systemctl instead of the script (systemd.ts), with the same proofs by effect.
  */
 import { posix } from "node:path";
 import { LookerError } from "../errors.js";
 import type { CommandResult, Host, RunOptions } from "../remote/host.js";
 import { type AliveTarget, probeAlive } from "./alive.js";
 import { type MasterKey, masterKeyEnvironment } from "./master-key.js";
+import { DEFAULT_LOOKER_UNIT, type LookerControl, systemctlAsRoot, unitActive } from "./systemd.js";
 
 export interface LookerNodeConfig {
   readonly host: Host;
@@ -22,6 +24,10 @@ export interface LookerNodeConfig {
   /** How long `start` may take until /alive answers (Looker needs minutes on big instances). */
   readonly bootTimeoutMs?: number;
   readonly commandTimeoutMs?: number;
+  /** How Looker is stopped and started: its script (default) or its systemd unit. */
+  readonly control?: LookerControl;
+  /** The systemd unit (with control systemd). */
+  readonly unit?: string;
 }
 
 const LOG_TAIL_LINES = 40;
@@ -38,6 +44,16 @@ export class LookerNode {
 
   get name(): string {
     return this.config.host.name;
+  }
+
+  /** The unit when Looker runs under systemd, else undefined. */
+  get unit(): string | undefined {
+    return this.config.control === "systemd" ? (this.config.unit ?? DEFAULT_LOOKER_UNIT) : undefined;
+  }
+
+  /** What an operator runs to start this node by hand. */
+  get startCommand(): string {
+    return this.unit ? `sudo systemctl start ${this.unit}` : "cd ~/looker && ./looker start";
   }
 
   /**
@@ -57,7 +73,7 @@ export class LookerNode {
    */
   async stop(timeoutMs = STOP_PROOF_TIMEOUT_MS): Promise<void> {
     const pid = await this.pidFromFile();
-    const result = await this.looker(["stop"]);
+    const result = this.unit ? await this.systemctlStop(this.unit, timeoutMs) : await this.looker(["stop"]);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const refused = !(await this.isRunning());
@@ -81,18 +97,25 @@ export class LookerNode {
   async start(signal?: AbortSignal, timeoutMs = this.config.bootTimeoutMs ?? 300_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const before = await this.pidFromFile();
-    const result = await this.looker(["start"], {
-      ...masterKeyEnvironment(this.config.masterKey),
-      timeoutMs: Math.min(this.config.commandTimeoutMs ?? 600_000, timeoutMs),
-    });
+    const commandTimeoutMs = Math.min(this.config.commandTimeoutMs ?? 600_000, timeoutMs);
+    const unit = this.unit;
+    // systemd starts the unit's ExecStart with the unit's environment, not ours: under systemd the CMK comes from the
+    // unit (Environment= or EnvironmentFile=), so it is not handed to systemctl.
+    const result = unit
+      ? await systemctlAsRoot(this.config.host, "start", unit, commandTimeoutMs)
+      : await this.looker(["start"], {
+          ...masterKeyEnvironment(this.config.masterKey),
+          timeoutMs: commandTimeoutMs,
+        });
     if (result.code !== 0) {
       throw await this.failure(
         "Looker failed to start",
         result,
-        "its startup script refused (e.g. .deploying)",
+        unit ? `systemctl start ${unit} failed` : "its startup script refused (e.g. .deploying)",
       );
     }
     await this.waitUntilServing(Math.max(0, deadline - Date.now()), signal, result, before);
+    if (unit) await this.expectUnitActive(unit, result);
   }
 
   /** Waits for a start already under way to serve (proven as in start); fails with the log when it does not in time. */
@@ -197,6 +220,43 @@ export class LookerNode {
     }
   }
 
+  /**
+   * `systemctl stop <unit>` (ExecStop, then SIGTERM to what is left), after checking that this Looker is the unit's:
+   * one started by hand with ./looker start runs outside it, and stopping the inactive unit would leave it running.
+   */
+  private async systemctlStop(unit: string, timeoutMs: number): Promise<CommandResult> {
+    const active = await unitActive(this.config.host, unit);
+    if (typeof active !== "boolean") {
+      throw await this.failure(`could not ask systemd whether ${unit} is active`, active);
+    }
+    if (!active) {
+      throw new LookerError(
+        `Looker on ${this.name} answers but its unit ${unit} is not active: it was started outside systemd`,
+        {
+          hint: `stop it with ./looker stop and start it with systemctl start ${unit}, or set looker-control to script`,
+          logTail: await this.logTail().catch(() => ""),
+        },
+      );
+    }
+    const result = await systemctlAsRoot(this.config.host, "stop", unit, timeoutMs);
+    if (result.code !== 0) throw await this.failure(`systemctl stop ${unit} failed`, result);
+    return result;
+  }
+
+  /**
+   * After a start under systemd that serves: the unit must be active too. Under Type=simple, a Looker that daemonizes
+   * (no --no-daemonize in LOOKERARGS) leaves the unit once ExecStart returns, and systemd then ends what is left of it.
+   */
+  private async expectUnitActive(unit: string, startResult: CommandResult): Promise<void> {
+    const active = await unitActive(this.config.host, unit);
+    if (active === true) return;
+    throw await this.failure(
+      "Looker failed to start",
+      active === false ? startResult : active,
+      `${unit} is not active although /alive answers`,
+    );
+  }
+
   /** The pid Looker keeps in ~/looker/.tmp/looker.pid, or undefined when there is none. */
   private async pidFromFile(): Promise<number | undefined> {
     const result = await this.config.host.run(["cat", posix.join(this.config.lookerDir, PID_FILE)]);
@@ -255,10 +315,13 @@ export class LookerNode {
     const output = `${result.stderr}${result.stdout}`.trim().split("\n").slice(-5).join("\n");
     const logTail = await this.logTail().catch(() => "");
     const why = detail ? `: ${detail}` : "";
+    const unit = this.unit;
     return new LookerError(
       `${what} on ${this.name}${why} (exit ${result.code})${output ? `: ${output}` : ""}`,
       {
-        hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
+        hint: unit
+          ? `see the log excerpt in the report and systemctl status ${unit}; under systemd the CMK comes from the unit's environment, LOOKERARGS needs --no-daemonize, and over SSH the node's user needs a sudoers rule for systemctl start/stop ${unit}`
+          : "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
         logTail,
       },
     );

@@ -4,12 +4,18 @@
  */
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import { InputError } from "../errors.js";
+import { InputError, LookerError } from "../errors.js";
 import type { Host } from "../remote/host.js";
 import { LocalHost, runProcess } from "../remote/local-host.js";
 import { SshHost } from "../remote/ssh-host.js";
 import { LookerNode } from "./control.js";
 import type { MasterKey } from "./master-key.js";
+import {
+  DEFAULT_LOOKER_UNIT,
+  type LookerControl,
+  type LookerControlChoice,
+  unitLoadState,
+} from "./systemd.js";
 
 export interface NodeSettings {
   readonly home: string;
@@ -25,6 +31,10 @@ export interface NodeSettings {
   readonly lookerEnv?: Readonly<Record<string, string>>;
   /** Looker directory on the SSH nodes (default /home/<user>/looker). */
   readonly remoteLookerDir?: string;
+  /** How Looker is stopped and started on every node (default auto: systemd where its unit is loaded). */
+  readonly lookerControl?: LookerControlChoice;
+  /** The systemd unit Looker runs under (default looker.service). */
+  readonly lookerUnit?: string;
 }
 
 export interface ConnectedNodes {
@@ -41,7 +51,15 @@ export async function connectNodes(
   try {
     const local = new LocalHost(await lookerUserFor(settings));
     hosts.push(local);
-    const nodes = [nodeOn(local, join(settings.home, "looker"), "127.0.0.1", settings)];
+    const nodes = [
+      nodeOn(
+        local,
+        join(settings.home, "looker"),
+        "127.0.0.1",
+        settings,
+        await controlOn(local, settings, log),
+      ),
+    ];
     for (const spec of settings.nodes) {
       const host = await SshHost.connect({
         host: spec.host,
@@ -54,7 +72,7 @@ export async function connectNodes(
       });
       hosts.push(host);
       const lookerDir = settings.remoteLookerDir ?? `/home/${spec.user}/looker`;
-      nodes.push(nodeOn(host, lookerDir, spec.host, settings));
+      nodes.push(nodeOn(host, lookerDir, spec.host, settings, await controlOn(host, settings, log)));
     }
     return { nodes, close: () => closeAll(hosts) };
   } catch (error) {
@@ -63,15 +81,51 @@ export async function connectNodes(
   }
 }
 
-function nodeOn(host: Host, lookerDir: string, aliveHost: string, settings: NodeSettings): LookerNode {
+function nodeOn(
+  host: Host,
+  lookerDir: string,
+  aliveHost: string,
+  settings: NodeSettings,
+  control: LookerControl,
+): LookerNode {
   return new LookerNode({
     host,
     lookerDir,
     alive: { host: aliveHost, port: settings.webPort },
     bootTimeoutMs: settings.bootTimeoutMs,
+    control,
+    unit: settings.lookerUnit ?? DEFAULT_LOOKER_UNIT,
     ...(settings.lookerEnv ? { env: settings.lookerEnv } : {}),
     ...(settings.masterKey ? { masterKey: settings.masterKey } : {}),
   });
+}
+
+/**
+ * Script or systemd, per node: with auto, systemd where the unit is loaded (each node of a cluster may differ). A node
+ * told systemd whose unit is not loaded fails here, before anything is stopped.
+ */
+async function controlOn(
+  host: Host,
+  settings: NodeSettings,
+  log: (line: string) => void,
+): Promise<LookerControl> {
+  const choice = settings.lookerControl ?? "auto";
+  if (choice === "script") return "script";
+  const unit = settings.lookerUnit ?? DEFAULT_LOOKER_UNIT;
+  const state = await unitLoadState(host, unit);
+  if (state.loaded) {
+    log(`Looker on ${host.name} runs under systemd (${unit}): stopping and starting it with systemctl`);
+    return "systemd";
+  }
+  if (choice === "systemd") {
+    throw new LookerError(
+      `looker-control is systemd but ${unit} is not loaded on ${host.name}: ${state.why}`,
+      {
+        hint: "install Looker's unit (customer-scripts startup_scripts/systemd), set looker-unit, or use looker-control script",
+      },
+    );
+  }
+  return "script";
 }
 
 async function closeAll(hosts: Host[]): Promise<void> {

@@ -25,6 +25,12 @@ export interface RunOptions {
    * credentials earlier steps exported and end with the step.
    */
   readonly jobEnvironment?: boolean;
+  /**
+   * Run with root's rights, for what only root may do (systemctl start/stop of Looker's unit): never through the
+   * looker-user switch; where the caller is not root, through `sudo -n` (no password prompt: a missing sudoers rule
+   * fails at once instead of hanging).
+   */
+  readonly asRoot?: boolean;
   /** Kill the command and fail after this long (default: no limit). */
   readonly timeoutMs?: number;
   /** Called with each line of output as it arrives (pre/post commands are logged live). */

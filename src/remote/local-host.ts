@@ -19,7 +19,7 @@ export class LocalHost implements Host {
   }
 
   run(argv: readonly string[], options: RunOptions = {}): Promise<CommandResult> {
-    const [command, ...args] = this.asUser(argv);
+    const [command, ...args] = options.asRoot ? asRootLocally(argv) : this.asUser(argv);
     return runProcess(command!, args, options);
   }
 
@@ -66,6 +66,11 @@ export class LocalHost implements Host {
   private asUser(argv: readonly string[]): string[] {
     return this.switchesUser ? ["runuser", "-u", this.user!, "--", ...argv] : [...argv];
   }
+}
+
+/** Root runs the command itself; anyone else asks sudo, without a prompt (see RunOptions.asRoot). */
+function asRootLocally(argv: readonly string[]): string[] {
+  return process.getuid?.() === 0 ? [...argv] : ["sudo", "-n", ...argv];
 }
 
 export function runProcess(

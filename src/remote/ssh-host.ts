@@ -93,6 +93,8 @@ export class SshHost implements Host {
   private lost: Error | undefined;
   /** close() was called: later commands fail with that, not with "lost". */
   private closing = false;
+  /** Whether the login user is root (uid 0, whatever its name), asked once on the first asRoot command. */
+  private loginIsRoot: Promise<boolean> | undefined;
 
   private constructor(
     private readonly client: Client,
@@ -160,9 +162,12 @@ export class SshHost implements Host {
   }
 
   async run(argv: readonly string[], options: RunOptions = {}): Promise<CommandResult> {
+    // The node's user is usually the looker user: what needs root goes through `sudo -n`, which needs a sudoers
+    // rule for exactly that command (README, systemd-managed Looker) and fails at once without one.
+    const words = options.asRoot && !(await this.isRoot()) ? ["sudo", "-n", ...argv] : argv;
     const secrets = Object.entries(options.secretEnv ?? {});
     for (const [name, value] of secrets) assertSendableSecret(name, value, this.name);
-    const command = buildRemoteCommand(argv, {
+    const command = buildRemoteCommand(words, {
       cwd: options.cwd,
       env: options.env,
       secretEnvNames: secrets.map(([name]) => name),
@@ -183,6 +188,13 @@ export class SshHost implements Host {
 
   runShell(script: string, options: RunOptions = {}): Promise<CommandResult> {
     return this.run(["/bin/sh", "-c", script], options);
+  }
+
+  private isRoot(): Promise<boolean> {
+    this.loginIsRoot ??= this.exec("id -u", { label: "id" }).then(
+      (result) => result.code === 0 && result.stdout.toString("utf8").trim() === "0",
+    );
+    return this.loginIsRoot;
   }
 
   /**

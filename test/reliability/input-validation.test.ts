@@ -74,6 +74,8 @@ describe("backup action inputs (readBackupSettings)", () => {
     [Inputs.SkipIfUnchanged, "sure", {}],
     [Inputs.OnWarnings, "complain", {}],
     [Inputs.LookerEnv, "RUNNER_TRACKING_ID", {}],
+    [Inputs.LookerControl, "upstart", {}],
+    [Inputs.LookerUnit, "--now", {}],
   ];
   const freeForm: Record<string, string> = {
     [Inputs.Manifest]: "a file; validated when loaded (see the CLI --manifest case below)",
@@ -107,6 +109,15 @@ describe("backup action inputs (readBackupSettings)", () => {
     expect(() => readBackupSettings(reader({ [Inputs.Passphrase]: "correct horse" }))).toThrow(
       /set only one of 'recipients' and 'passphrase'/,
     );
+  });
+
+  it("looker-control defaults to auto and looker-unit to looker.service; a bare unit name gets .service", () => {
+    const defaults = readBackupSettings(reader({}));
+    expect([defaults.lookerControl, defaults.lookerUnit]).toEqual(["auto", "looker.service"]);
+    const chosen = readBackupSettings(
+      reader({ [Inputs.LookerControl]: "systemd", [Inputs.LookerUnit]: "looker" }),
+    );
+    expect([chosen.lookerControl, chosen.lookerUnit]).toEqual(["systemd", "looker.service"]);
   });
 
   it.each(invalid)("%s = %j -> InputError naming it", (input, value, needs) => {
@@ -200,6 +211,8 @@ describe("CLI flags", () => {
     ["manifest", () => [...backup(), "--manifest", missing]],
     ["instance", () => [...backup(), "--instance", "bad/name"]],
     ["--backend", () => [...backup(), "--backend", "oracle"]],
+    ["--looker-control", () => [...backup(), "--looker-control", "upstart"]],
+    ["--looker-unit", () => [...backup(), "--looker-unit", "looker.timer"]],
     ["--level", () => [...backup(), "--level", "0"]],
     ["--keep-last", () => [...backup(), "--keep-last", "0"]],
     ["--keep-days", () => [...backup(), "--keep-days", "soon"]],
