@@ -39303,6 +39303,9 @@ function issueCommand(command, properties, message) {
   const cmd = new Command(command, properties, message);
   process.stdout.write(cmd.toString() + os.EOL);
 }
+function issue(name, message = "") {
+  issueCommand(name, {}, message);
+}
 var CMD_STRING = "::";
 var Command = class {
   constructor(command, properties, message) {
@@ -39761,6 +39764,12 @@ function warning(message, properties = {}) {
 function info(message) {
   process.stdout.write(message + os4.EOL);
 }
+function startGroup(name) {
+  issue("group", name);
+}
+function endGroup() {
+  issue("endgroup");
+}
 function saveState(name, value) {
   const filePath = process.env["GITHUB_STATE"] || "";
   if (filePath) {
@@ -39955,6 +39964,92 @@ function parseQuietWindow(text, timeZone, where = "quiet-window", timeZoneWhere 
   };
 }
 
+// src/looker/systemd.ts
+var DEFAULT_LOOKER_UNIT = "looker.service";
+function checkedUnitName(value, where) {
+  const unit = value.includes(".") ? value : `${value}.service`;
+  if (!/^[A-Za-z0-9:_.@\\][A-Za-z0-9:_.@\\-]*\.service$/.test(unit) || unit.length > 255) {
+    throw new InputError(
+      `${where} must be a systemd service unit name, got '${value}'`,
+      "the unit Looker runs under, e.g. looker.service"
+    );
+  }
+  return unit;
+}
+async function unitLoadState(host, unit) {
+  let result;
+  try {
+    result = await host.run(["systemctl", "show", "-p", "LoadState", "--value", unit], { timeoutMs: 3e4 });
+  } catch (error2) {
+    return { loaded: false, why: `systemctl cannot run: ${error2.message}` };
+  }
+  const state = result.stdout.trim();
+  if (result.code === 0 && state === "loaded") return { loaded: true };
+  if (result.code === 127) return { loaded: false, why: "there is no systemctl" };
+  if (result.code === 0) return { loaded: false, why: `${unit} is ${state || "unknown"}` };
+  const said = `${result.stderr}${result.stdout}`.trim().split("\n")[0] ?? "";
+  return { loaded: false, why: `systemctl exited ${result.code}${said ? `: ${said}` : ""}` };
+}
+async function unitActive(host, unit) {
+  const result = await host.run(["systemctl", "is-active", unit], { timeoutMs: 3e4 });
+  if (result.code === 0) return true;
+  if (result.code === 3) return false;
+  return result;
+}
+function systemctlAsRoot(host, verb, unit, timeoutMs) {
+  return host.run(["systemctl", verb, unit], { asRoot: true, timeoutMs });
+}
+
+// src/runtime/child-env.ts
+var PASSED_NAMES = /* @__PURE__ */ new Set(["PATH", "HOME", "LANG", "LANGUAGE", "TZ", "JAVA_HOME", "TMPDIR"]);
+var PASSED_PREFIXES = ["LC_"];
+var REFUSED_PATTERNS = [
+  /^RUNNER_/,
+  /^INPUT_/i,
+  /^STATE_/,
+  /^ACTIONS_/,
+  /^GITHUB_/,
+  /^LKR_MASTER_KEY_/
+];
+function childEnvironment(extra = {}, source = process.env) {
+  const env = {};
+  for (const [name, value] of Object.entries(source)) {
+    if (value === void 0) continue;
+    if (PASSED_NAMES.has(name) || PASSED_PREFIXES.some((prefix) => name.startsWith(prefix)))
+      env[name] = value;
+  }
+  return Object.assign(env, extra);
+}
+function parseLookerEnv(lines2, where, source = process.env) {
+  const env = {};
+  for (const line of lines2) {
+    const eq = line.indexOf("=");
+    const name = eq < 0 ? line : line.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      throw new InputError(
+        `${where}: '${name.slice(0, 64)}' is not an environment variable name`,
+        "write one NAME=value or NAME per line"
+      );
+    }
+    if (REFUSED_PATTERNS.some((pattern) => pattern.test(name))) {
+      throw new InputError(
+        `${where}: ${name} may not be passed to Looker`,
+        name.startsWith("LKR_MASTER_KEY_") ? "give the CMK with master-key or master-key-file; it reaches only the commands that need it" : "runner and job variables never reach Looker: they would expose secrets and tie Looker's life to the job"
+      );
+    }
+    if (eq >= 0) env[name] = line.slice(eq + 1);
+    else if (source[name] !== void 0) env[name] = source[name];
+  }
+  return env;
+}
+function jobEnvironment(extra = {}, source = process.env) {
+  const env = {};
+  for (const [name, value] of Object.entries(source)) {
+    if (value !== void 0 && !/^(INPUT|STATE)_/i.test(name)) env[name] = value;
+  }
+  return Object.assign(env, extra);
+}
+
 // src/store/archive-name.ts
 import { hostname } from "node:os";
 var INSTANCE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -39984,6 +40079,8 @@ var Inputs = {
   MasterKeyFile: "master-key-file",
   KeyfileRecipients: "keyfile-recipients",
   LookerUser: "looker-user",
+  LookerControl: "looker-control",
+  LookerUnit: "looker-unit",
   Nodes: "nodes",
   SshKey: "ssh-key",
   KnownHosts: "known-hosts",
@@ -40006,18 +40103,28 @@ var Inputs = {
   KeepLast: "keep-last",
   CompressionLevel: "compression-level",
   SkipIfUnchanged: "skip-if-unchanged",
-  Passphrase: "passphrase"
+  Passphrase: "passphrase",
+  LookerEnv: "looker-env",
+  OnWarnings: "on-warnings",
+  GithubToken: "github-token"
 };
 var SECRET_INPUTS = [
   Inputs.MasterKey,
   Inputs.SshKey,
   Inputs.MysqlPassword,
-  Inputs.Passphrase
+  Inputs.Passphrase,
+  Inputs.GithubToken
 ];
 function readBackupSettings(read) {
   const get = (name) => read(name).trim();
   const optional = (name) => get(name) || void 0;
   const passphrase = optional(Inputs.Passphrase);
+  if (passphrase && get(Inputs.Recipients)) {
+    throw new InputError(
+      `set only one of '${Inputs.Recipients}' and '${Inputs.Passphrase}'`,
+      "age encrypts to a passphrase only alone: keep the recipients, or use the passphrase for break-glass backups"
+    );
+  }
   const recipients = passphrase ? [] : recipientList(get(Inputs.Recipients), Inputs.Recipients, true);
   const keystoreIndependent = bool(get(Inputs.KeystoreIndependent), Inputs.KeystoreIndependent);
   const masterKey = masterKeyOf(optional(Inputs.MasterKey), optional(Inputs.MasterKeyFile));
@@ -40049,14 +40156,23 @@ function readBackupSettings(read) {
     recipients,
     ...passphrase ? { passphrase } : {},
     consistency: oneOf(
-      get(Inputs.Consistency) || "live",
-      ["live", "brief-stop", "stopped"],
+      get(Inputs.Consistency) || "auto",
+      ["auto", "live", "brief-stop", "stopped"],
       Inputs.Consistency
     ),
     keystoreIndependent,
     ...masterKey ? { masterKey } : {},
     ...keyfileRecipients ? { keyfileRecipients: recipientList(keyfileRecipients, Inputs.KeyfileRecipients, true) } : {},
     ...optional(Inputs.LookerUser) ? { lookerUser: get(Inputs.LookerUser) } : {},
+    lookerControl: oneOf(
+      get(Inputs.LookerControl) || "auto",
+      ["auto", "script", "systemd"],
+      Inputs.LookerControl
+    ),
+    lookerUnit: checkedUnitName(
+      get(Inputs.LookerUnit) || DEFAULT_LOOKER_UNIT,
+      `input '${Inputs.LookerUnit}'`
+    ),
     nodes,
     ...sshKey ? { sshKey } : {},
     knownHosts: read(Inputs.KnownHosts),
@@ -40077,7 +40193,18 @@ function readBackupSettings(read) {
     ...optional(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {},
     store: storeOf(get),
     compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
-    skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged)
+    skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
+    onWarnings: oneOf(
+      get(Inputs.OnWarnings) || "warn",
+      ["ignore", "warn", "error"],
+      Inputs.OnWarnings
+    ),
+    ...optional(Inputs.GithubToken) ? { githubToken: get(Inputs.GithubToken) } : {},
+    // One variable per line: a value may hold commas.
+    lookerEnv: parseLookerEnv(
+      read(Inputs.LookerEnv).split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#")),
+      `input '${Inputs.LookerEnv}'`
+    )
   };
 }
 function lines(text) {
@@ -40164,7 +40291,7 @@ function storeOf(get) {
   if (kind === "artifact")
     return {
       kind,
-      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 1, MAX_RETENTION_DAYS)
+      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 0, MAX_RETENTION_DAYS)
     };
   const directory = get(Inputs.StoreDir);
   if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
@@ -40230,6 +40357,52 @@ var Cluster = class {
       throw firstError instanceof LookerBackupError ? firstError : new LookerError(`Looker failed to start: ${firstError.message}`, { cause: firstError });
     }
   }
+  /**
+   * The Actions post step: brings back every node the record names within `budgetMs` in all (a cancelled job has
+   * about five minutes, post steps included). A node already running again (a start of the main step still under
+   * way, or an admin's) is only waited for; a stopped one is started. Fails naming every node left down.
+   */
+  async startRecordedWithin(budgetMs, signal) {
+    const deadline = Date.now() + budgetMs;
+    const down = [];
+    let firstError;
+    for (const index of [...this.stoppedByUs]) {
+      const node = this.nodes[index];
+      try {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new LookerError(`no time left to start Looker on ${node.name}`);
+        if (await node.isRunning()) {
+          this.log(`Looker on ${node.name} is running again; waiting for /alive`);
+          await node.waitUntilAlive(Math.max(0, deadline - Date.now()), signal);
+        } else {
+          this.log(`starting Looker on ${node.name}`);
+          await node.start(signal, Math.max(1, deadline - Date.now()));
+        }
+        this.log(`Looker on ${node.name} is up (/alive answers)`);
+        this.stoppedByUs = this.stoppedByUs.filter((i) => i !== index);
+        this.onRecord({ stoppedByUs: this.stoppedByUs });
+      } catch (error2) {
+        down.push(node);
+        firstError ??= error2;
+      }
+    }
+    if (this.stoppedAtMs !== void 0) this.downtimeMs = Date.now() - this.stoppedAtMs;
+    if (down.length > 0) {
+      const cause = firstError;
+      throw new LookerError(
+        `Looker is still down on ${down.map((n) => n.name).join(", ")} after ${Math.round(budgetMs / 1e3)} s: ${cause.message}`,
+        {
+          hint: `start it by hand (${[...new Set(down.map((n) => n.startCommand))].join("; ")}) and check its log`,
+          cause,
+          ...cause instanceof LookerError && cause.logTail ? { logTail: cause.logTail } : {}
+        }
+      );
+    }
+  }
+  /** Names of the nodes this run stopped and has not started again. */
+  get stoppedNames() {
+    return this.stoppedByUs.map((i) => this.nodes[i].name);
+  }
   /** For the post step: adopt the record the main step persisted. */
   adopt(record) {
     this.stoppedByUs = record.stoppedByUs.filter((i) => i >= 0 && i < this.nodes.length);
@@ -40255,7 +40428,7 @@ var LocalHost = class {
   user;
   name;
   run(argv, options = {}) {
-    const [command, ...args] = this.asUser(argv);
+    const [command, ...args] = options.asRoot ? asRootLocally(argv) : this.asUser(argv);
     return runProcess(command, args, options);
   }
   runShell(script, options = {}) {
@@ -40272,21 +40445,42 @@ var LocalHost = class {
   async remove(path) {
     await rm2(path, { recursive: true, force: true });
   }
-  makeTempDir(prefix) {
-    return mkdtemp(join(tmpdir(), prefix));
+  /**
+   * A private (0700) directory owned by the user commands run as: Looker's `generate_keyfile_for_backup`, run as
+   * the looker user, must be able to write its key file there, and nobody else may read it.
+   */
+  async makeTempDir(prefix) {
+    if (!this.switchesUser) return mkdtemp(join(tmpdir(), prefix));
+    const result = await this.run(["mktemp", "-d", "-t", `${prefix}XXXXXX`]);
+    const dir = result.stdout.trim();
+    if (result.code !== 0 || !dir.startsWith("/")) {
+      throw new LookerBackupError(`could not create a temp dir as ${this.user}: ${result.stderr.trim()}`, {
+        hint: "check that the looker user can write to its TMPDIR (or /tmp)"
+      });
+    }
+    return dir;
   }
   async close() {
   }
+  get switchesUser() {
+    return this.user !== void 0 && process.getuid?.() === 0 && this.user !== "root";
+  }
   asUser(argv) {
-    const needsSwitch = this.user !== void 0 && process.getuid?.() === 0 && this.user !== "root";
-    return needsSwitch ? ["runuser", "-u", this.user, "--", ...argv] : [...argv];
+    return this.switchesUser ? ["runuser", "-u", this.user, "--", ...argv] : [...argv];
   }
 };
+function asRootLocally(argv) {
+  return process.getuid?.() === 0 ? [...argv] : ["sudo", "-n", ...argv];
+}
 function runProcess(command, args, options = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       cwd: options.cwd,
-      env: { ...process.env, ...options.env, ...options.secretEnv },
+      // Never our whole environment: it carries the job's secrets and RUNNER_TRACKING_ID (runtime/child-env.ts).
+      env: (options.jobEnvironment ? jobEnvironment : childEnvironment)({
+        ...options.env,
+        ...options.secretEnv
+      }),
       stdio: ["ignore", "pipe", "pipe"]
     });
     let stdout = "";
@@ -40485,6 +40679,8 @@ var SshHost = class _SshHost {
   lost;
   /** close() was called: later commands fail with that, not with "lost". */
   closing = false;
+  /** Whether the login user is root (uid 0, whatever its name), asked once on the first asRoot command. */
+  loginIsRoot;
   static async connect(options) {
     const ssh2 = await loadSsh2();
     const settings = validateConnectOptions(ssh2, options);
@@ -40535,9 +40731,10 @@ var SshHost = class _SshHost {
     return new _SshHost(client, settings.name);
   }
   async run(argv, options = {}) {
+    const words = options.asRoot && !await this.isRoot() ? ["sudo", "-n", ...argv] : argv;
     const secrets = Object.entries(options.secretEnv ?? {});
     for (const [name, value] of secrets) assertSendableSecret(name, value, this.name);
-    const command = buildRemoteCommand(argv, {
+    const command = buildRemoteCommand(words, {
       cwd: options.cwd,
       env: options.env,
       secretEnvNames: secrets.map(([name]) => name)
@@ -40559,6 +40756,12 @@ var SshHost = class _SshHost {
   }
   runShell(script, options = {}) {
     return this.run(["/bin/sh", "-c", script], options);
+  }
+  isRoot() {
+    this.loginIsRoot ??= this.exec("id -u", { label: "id" }).then(
+      (result) => result.code === 0 && result.stdout.toString("utf8").trim() === "0"
+    );
+    return this.loginIsRoot;
   }
   /**
    * Runs argv with `input` streamed to its stdin (the drill's `tar -x` of a staged home): bounded memory whatever
@@ -40927,16 +41130,6 @@ async function probeAlive(target, timeoutMs = 3e3) {
   }
   return false;
 }
-async function waitForAlive(target, options) {
-  const deadline = Date.now() + options.timeoutMs;
-  const interval = options.intervalMs ?? 500;
-  while (Date.now() < deadline) {
-    options.signal?.throwIfAborted();
-    if (await probeAlive(target, Math.min(3e3, Math.max(500, deadline - Date.now())))) return true;
-    await new Promise((r) => setTimeout(r, interval));
-  }
-  return false;
-}
 async function getStatus(scheme, target, timeoutMs) {
   const options = { host: target.host, port: target.port, path: "/alive", method: "GET", timeout: timeoutMs };
   const request = await requestLooker(scheme, options);
@@ -40959,6 +41152,10 @@ function masterKeyEnvironment(key) {
 
 // src/looker/control.ts
 var LOG_TAIL_LINES = 40;
+var PID_FILE = ".tmp/looker.pid";
+var STOP_PROOF_TIMEOUT_MS = 9e4;
+var PROOF_INTERVAL_MS = 250;
+var sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 var LookerNode = class {
   constructor(config) {
     this.config = config;
@@ -40967,49 +41164,85 @@ var LookerNode = class {
   get name() {
     return this.config.host.name;
   }
+  /** The unit when Looker runs under systemd, else undefined. */
+  get unit() {
+    return this.config.control === "systemd" ? this.config.unit ?? DEFAULT_LOOKER_UNIT : void 0;
+  }
+  /** What an operator runs to start this node by hand. */
+  get startCommand() {
+    return this.unit ? `sudo systemctl start ${this.unit}` : "cd ~/looker && ./looker start";
+  }
+  /**
+   * `./looker status` asks /alive with curl: exit 7 (connection refused) means stopped, exit 0 means something answered
+   * (not that Looker is healthy). Looker's script uses no other code, so any other is an error we cannot read.
+   */
   async isRunning() {
     const result = await this.looker(["status"]);
     if (result.code === 0) return true;
-    if (result.code === 3) return false;
+    if (result.code === 7) return false;
     throw await this.failure("could not ask Looker for its status", result);
   }
-  async stop() {
-    const result = await this.looker(["stop"]);
-    if (result.code !== 0 || await this.isRunning())
-      throw await this.failure("Looker did not stop", result);
-  }
-  /** Starts Looker and waits until /alive answers 200. */
-  async start(signal) {
-    const result = await this.looker(["start"], masterKeyEnvironment(this.config.masterKey));
-    if (result.code !== 0) throw await this.failure("Looker failed to start", result);
-    const up = await waitForAlive(this.config.alive, {
-      timeoutMs: this.config.bootTimeoutMs ?? 3e5,
-      signal
-    });
-    if (!up) {
-      throw await this.failure(
-        `Looker started but /alive on ${this.config.alive.host}:${this.config.alive.port} did not answer 200 in time`,
-        result
-      );
+  /**
+   * `./looker stop`, proven by its effect: the script exits 0 whatever happened, so stopped means /alive refuses
+   * connections AND the process named in .tmp/looker.pid is gone.
+   */
+  async stop(timeoutMs = STOP_PROOF_TIMEOUT_MS) {
+    const pid = await this.pidFromFile();
+    const result = this.unit ? await this.systemctlStop(this.unit, timeoutMs) : await this.looker(["stop"]);
+    const deadline = Date.now() + timeoutMs;
+    for (; ; ) {
+      const refused = !await this.isRunning();
+      const gone = pid === void 0 || !await this.processAlive(pid);
+      if (refused && gone) return;
+      if (Date.now() >= deadline) {
+        const why = refused ? `its process ${pid} is still there` : "/alive still answers";
+        throw await this.failure("Looker did not stop", result, why);
+      }
+      await sleep(PROOF_INTERVAL_MS);
     }
   }
+  /**
+   * Starts Looker and proves it serves: /alive answers 200 AND the process in this home's .tmp/looker.pid is alive,
+   * runs in this home and holds the web port's listening socket (another server on the port does not count). `./looker start` says
+   * nothing by exit 0 (Looker daemonizes and the script ends with `exit 0`); exit 1 is the script's refusal.
+   * `timeoutMs` (default the boot timeout) bounds the start command and the wait together: the Actions post step has
+   * only what is left of a cancelled job's minutes.
+   */
+  async start(signal, timeoutMs = this.config.bootTimeoutMs ?? 3e5) {
+    const deadline = Date.now() + timeoutMs;
+    const before = await this.pidFromFile();
+    const commandTimeoutMs = Math.min(this.config.commandTimeoutMs ?? 6e5, timeoutMs);
+    const unit = this.unit;
+    const result = unit ? await systemctlAsRoot(this.config.host, "start", unit, commandTimeoutMs) : await this.looker(["start"], {
+      ...masterKeyEnvironment(this.config.masterKey),
+      timeoutMs: commandTimeoutMs
+    });
+    if (result.code !== 0) {
+      throw await this.failure(
+        "Looker failed to start",
+        result,
+        unit ? `systemctl start ${unit} failed` : "its startup script refused (e.g. .deploying)"
+      );
+    }
+    await this.waitUntilServing(Math.max(0, deadline - Date.now()), signal, result, before);
+    if (unit) await this.expectUnitActive(unit, result);
+  }
+  /** Waits for a start already under way to serve (proven as in start); fails with the log when it does not in time. */
+  async waitUntilAlive(timeoutMs, signal, startResult = { code: 0, stdout: "", stderr: "" }) {
+    await this.waitUntilServing(timeoutMs, signal, startResult, void 0);
+  }
+  /**
+   * generate_keyfile_for_backup, run as the script runs it (`java -jar looker.jar ...` in ~/looker) but directly, so
+   * the jar's exit status counts. Whether Looker reads the CMK here is not documented: it gets it, to be safe.
+   */
   async generateKeyfile(path) {
-    const result = await this.looker(["generate_keyfile_for_backup", path]);
-    if (result.code !== 0) throw await this.failure("generate_keyfile_for_backup failed", result);
+    await this.jar(["generate_keyfile_for_backup", path], "generate_keyfile_for_backup failed");
   }
   async keystoreIndependentRecrypt(keyfilePath) {
-    const result = await this.looker(
-      ["keystore_independent_recrypt", keyfilePath],
-      masterKeyEnvironment(this.config.masterKey)
-    );
-    if (result.code !== 0) throw await this.failure("keystore_independent_recrypt failed", result);
+    await this.jar(["keystore_independent_recrypt", keyfilePath], "keystore_independent_recrypt failed");
   }
   async restoreDrBackup(keyfilePath) {
-    const result = await this.looker(
-      ["restore_dr_backup", keyfilePath],
-      masterKeyEnvironment(this.config.masterKey)
-    );
-    if (result.code !== 0) throw await this.failure("restore_dr_backup failed", result);
+    await this.jar(["restore_dr_backup", keyfilePath], "restore_dr_backup failed");
   }
   async logTail(lines2 = LOG_TAIL_LINES) {
     const log = posix2.join(this.config.lookerDir, "log", "looker.log");
@@ -41017,19 +41250,160 @@ var LookerNode = class {
     return result.code === 0 ? result.stdout : "";
   }
   looker(args, options = {}) {
-    return this.config.host.run(["./looker", ...args], {
+    const home = posix2.dirname(this.config.lookerDir);
+    return this.config.host.run(["env", `HOME=${home}`, "./looker", ...args], {
       ...options,
+      env: { ...this.config.env, ...options.env },
       cwd: this.config.lookerDir,
-      timeoutMs: this.config.commandTimeoutMs ?? 6e5
+      timeoutMs: options.timeoutMs ?? this.config.commandTimeoutMs ?? 6e5
     });
   }
-  async failure(what, result) {
+  /**
+   * What Looker's script runs for every command but start/stop/status: `java -jar looker.jar <args>` in ~/looker,
+   * without JAVAARGS or LOOKERARGS. Run directly because the script's `exit 0` would hide the jar's failure. `java` is
+   * the looker user's own (its PATH, or the PATH in looker-env).
+   */
+  async jar(args, what) {
+    const home = posix2.dirname(this.config.lookerDir);
+    const result = await this.config.host.run(
+      ["env", `HOME=${home}`, "java", "-jar", "looker.jar", ...args],
+      {
+        ...masterKeyEnvironment(this.config.masterKey),
+        env: { ...this.config.env, ...masterKeyEnvironment(this.config.masterKey).env },
+        cwd: this.config.lookerDir,
+        timeoutMs: this.config.commandTimeoutMs ?? 6e5
+      }
+    );
+    if (result.code !== 0) throw await this.failure(what, result);
+  }
+  async waitUntilServing(timeoutMs, signal, startResult, pidBefore) {
+    const deadline = Date.now() + timeoutMs;
+    const where = `${this.config.alive.host}:${this.config.alive.port}`;
+    let why = "/alive did not answer 200";
+    for (; ; ) {
+      signal?.throwIfAborted();
+      const pid = await this.pidFromFile();
+      const pidAlive = pid !== void 0 && await this.processAlive(pid);
+      if (pid !== void 0 && pid !== pidBefore && !pidAlive) {
+        throw await this.failure(
+          "Looker failed to start",
+          startResult,
+          `its process ${pid} ended during boot`
+        );
+      }
+      if (await probeAlive(this.config.alive, 3e3)) {
+        if (pid === void 0) why = `/alive answers but ${PID_FILE} holds no pid`;
+        else if (!pidAlive) why = `/alive answers but process ${pid} from ${PID_FILE} is not running`;
+        else {
+          const served = await this.servedBy(pid);
+          if (served === "yes") return;
+          why = served === "elsewhere" ? `/alive answers but process ${pid} from ${PID_FILE} does not run in ${this.config.lookerDir}` : `/alive answers but process ${pid} from ${PID_FILE} does not listen on port ${this.config.alive.port}`;
+        }
+      }
+      if (Date.now() >= deadline) {
+        throw await this.failure("Looker failed to start", startResult, `${why} in time (${where})`);
+      }
+      await sleep(PROOF_INTERVAL_MS);
+    }
+  }
+  /**
+   * `systemctl stop <unit>` (ExecStop, then SIGTERM to what is left), after checking that this Looker is the unit's:
+   * one started by hand with ./looker start runs outside it, and stopping the inactive unit would leave it running.
+   */
+  async systemctlStop(unit, timeoutMs) {
+    const active = await unitActive(this.config.host, unit);
+    if (typeof active !== "boolean") {
+      throw await this.failure(`could not ask systemd whether ${unit} is active`, active);
+    }
+    if (!active) {
+      throw new LookerError(
+        `Looker on ${this.name} answers but its unit ${unit} is not active: it was started outside systemd`,
+        {
+          hint: `stop it with ./looker stop and start it with systemctl start ${unit}, or set looker-control to script`,
+          logTail: await this.logTail().catch(() => "")
+        }
+      );
+    }
+    const result = await systemctlAsRoot(this.config.host, "stop", unit, timeoutMs);
+    if (result.code !== 0) throw await this.failure(`systemctl stop ${unit} failed`, result);
+    return result;
+  }
+  /**
+   * After a start under systemd that serves: the unit must be active too. Under Type=simple, a Looker that daemonizes
+   * (no --no-daemonize in LOOKERARGS) leaves the unit once ExecStart returns, and systemd then ends what is left of it.
+   */
+  async expectUnitActive(unit, startResult) {
+    const active = await unitActive(this.config.host, unit);
+    if (active === true) return;
+    throw await this.failure(
+      "Looker failed to start",
+      active === false ? startResult : active,
+      `${unit} is not active although /alive answers`
+    );
+  }
+  /** The pid Looker keeps in ~/looker/.tmp/looker.pid, or undefined when there is none. */
+  async pidFromFile() {
+    const result = await this.config.host.run(["cat", posix2.join(this.config.lookerDir, PID_FILE)]);
+    if (result.code !== 0) return void 0;
+    const pid = Number.parseInt(result.stdout.trim(), 10);
+    return Number.isInteger(pid) && pid > 1 && String(pid) === result.stdout.trim() ? pid : void 0;
+  }
+  /** `kill -0` as the looker user, on the host Looker runs on. */
+  async processAlive(pid) {
+    const result = await this.config.host.run([
+      "/bin/sh",
+      "-c",
+      'kill -0 "$1" 2>/dev/null',
+      "sh",
+      String(pid)
+    ]);
+    return result.code === 0;
+  }
+  /**
+   * Whether `pid` is this node's Looker serving the web port: its working directory (/proc/<pid>/cwd) is this node's
+   * Looker directory or below it, and it holds the listening socket of the port (/proc/<pid>/net/tcp{,6}, in its own
+   * network namespace, matched to its fds). Otherwise another process answering /alive on the port would pass for
+   * it while our Looker is still booting or about to fail. Read through the Host, as the looker user, so over SSH too.
+   */
+  async servedBy(pid) {
+    const script = [
+      'pid="$1"; dir="$2"; port="$3"',
+      'cwd=$(readlink -f "/proc/$pid/cwd") || exit 3',
+      'dir=$(readlink -f "$dir") || exit 3',
+      'case "$cwd/" in "$dir"/*) ;; *) exit 4 ;; esac',
+      'hex=$(printf "%04X" "$port")',
+      // Column 2 is local address:port in hex, column 4 the state (0A = LISTEN), column 10 the socket inode.
+      `inodes=$(awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null)`,
+      "for inode in $inodes; do",
+      '  for fd in /proc/"$pid"/fd/*; do [ "$(readlink "$fd")" = "socket:[$inode]" ] && exit 0; done',
+      "done",
+      "exit 5"
+    ].join("\n");
+    const result = await this.config.host.run([
+      "/bin/sh",
+      "-c",
+      script,
+      "sh",
+      String(pid),
+      this.config.lookerDir,
+      String(this.config.alive.port)
+    ]);
+    if (result.code === 0) return "yes";
+    return result.code === 5 ? "not-listening" : "elsewhere";
+  }
+  /** "<what> on <node>[: <detail>] (exit N): <last lines of output>", with Looker's log tail. */
+  async failure(what, result, detail) {
     const output = `${result.stderr}${result.stdout}`.trim().split("\n").slice(-5).join("\n");
     const logTail = await this.logTail().catch(() => "");
-    return new LookerError(`${what} on ${this.name} (exit ${result.code})${output ? `: ${output}` : ""}`, {
-      hint: "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
-      logTail
-    });
+    const why = detail ? `: ${detail}` : "";
+    const unit = this.unit;
+    return new LookerError(
+      `${what} on ${this.name}${why} (exit ${result.code})${output ? `: ${output}` : ""}`,
+      {
+        hint: unit ? `see the log excerpt in the report and systemctl status ${unit}; under systemd the CMK comes from the unit's environment, LOOKERARGS needs --no-daemonize, and over SSH the node's user needs a sudoers rule for systemctl start/stop ${unit}` : "see the log excerpt in the report; check the CMK, disk space and the looker user's permissions",
+        logTail
+      }
+    );
   }
 };
 
@@ -41040,7 +41414,15 @@ async function connectNodes(settings, log = () => {
   try {
     const local = new LocalHost(await lookerUserFor(settings));
     hosts.push(local);
-    const nodes = [nodeOn(local, join2(settings.home, "looker"), "127.0.0.1", settings)];
+    const nodes = [
+      nodeOn(
+        local,
+        join2(settings.home, "looker"),
+        "127.0.0.1",
+        settings,
+        await controlOn(local, settings, log)
+      )
+    ];
     for (const spec of settings.nodes) {
       const host = await SshHost.connect({
         host: spec.host,
@@ -41053,7 +41435,7 @@ async function connectNodes(settings, log = () => {
       });
       hosts.push(host);
       const lookerDir = settings.remoteLookerDir ?? `/home/${spec.user}/looker`;
-      nodes.push(nodeOn(host, lookerDir, spec.host, settings));
+      nodes.push(nodeOn(host, lookerDir, spec.host, settings, await controlOn(host, settings, log)));
     }
     return { nodes, close: () => closeAll(hosts) };
   } catch (error2) {
@@ -41061,14 +41443,36 @@ async function connectNodes(settings, log = () => {
     throw error2;
   }
 }
-function nodeOn(host, lookerDir, aliveHost, settings) {
+function nodeOn(host, lookerDir, aliveHost, settings, control) {
   return new LookerNode({
     host,
     lookerDir,
     alive: { host: aliveHost, port: settings.webPort },
     bootTimeoutMs: settings.bootTimeoutMs,
+    control,
+    unit: settings.lookerUnit ?? DEFAULT_LOOKER_UNIT,
+    ...settings.lookerEnv ? { env: settings.lookerEnv } : {},
     ...settings.masterKey ? { masterKey: settings.masterKey } : {}
   });
+}
+async function controlOn(host, settings, log) {
+  const choice = settings.lookerControl ?? "auto";
+  if (choice === "script") return "script";
+  const unit = settings.lookerUnit ?? DEFAULT_LOOKER_UNIT;
+  const state = await unitLoadState(host, unit);
+  if (state.loaded) {
+    log(`Looker on ${host.name} runs under systemd (${unit}): stopping and starting it with systemctl`);
+    return "systemd";
+  }
+  if (choice === "systemd") {
+    throw new LookerError(
+      `looker-control is systemd but ${unit} is not loaded on ${host.name}: ${state.why}`,
+      {
+        hint: "install Looker's unit (customer-scripts startup_scripts/systemd), set looker-unit, or use looker-control script"
+      }
+    );
+  }
+  return "script";
 }
 async function closeAll(hosts) {
   await Promise.allSettled(hosts.map((h) => h.close()));
@@ -41115,6 +41519,7 @@ function loadStopRecord() {
 }
 
 // src/action/post-action.ts
+var POST_BUDGET_MS = 4 * 6e4;
 async function runPostAction() {
   maskSecretInputs();
   const record = loadStopRecord();
@@ -41131,13 +41536,18 @@ async function runPostAction() {
       warning(
         `the main step ended with ${record.stoppedByUs.length} Looker node(s) stopped; starting them now`
       );
-      await cluster.restartStopped();
+      await cluster.startRecordedWithin(POST_BUDGET_MS);
       info("Looker is running again on every node this run stopped");
     } finally {
       await connected.close();
     }
   } catch (error2) {
     setFailed(`could not restart Looker: ${describeError(error2)}`);
+    if (error2 instanceof LookerError && error2.logTail) {
+      startGroup("Looker log (last lines)");
+      info(error2.logTail);
+      endGroup();
+    }
     process.exitCode = exitCodeOf(error2);
   }
 }

@@ -80,8 +80,26 @@ export async function simulatedLooker(
     },
     isRunning,
     stopQuietly: () => {
+      const before = pid();
       looker(["stop"]);
+      // /alive refuses before the server has exited (it still logs its shutdown): wait for the process itself, so a
+      // caller that removes the home next does not race the last writes into looker/log.
+      const deadline = Date.now() + STOP_WAIT_MS;
+      while (before !== undefined && Date.now() < deadline && processExists(before)) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      }
     },
     pid,
   };
+}
+
+const STOP_WAIT_MS = 20_000;
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
