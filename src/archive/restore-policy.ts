@@ -6,14 +6,19 @@
  * - `rootfs/` members must lie at or below an outside path that the archive's own `meta/backup.json` records
  *   (`manifest.outside[].path`), and be regular files, directories or symlinks.
  * - `mysql/` holds only regular files directly below it (the dumps, `mysql/<db>.sql`).
- * - setuid, setgid and sticky bits and the world-writable bit are dropped from the modes written, unless asked to
- *   keep them; the catalog is still compared with the archive's own modes (see extract.ts).
+ * - setuid, setgid (of files) and sticky bits and the world-writable bit are dropped from the modes written, unless
+ *   asked to keep them; the catalog is still compared with the archive's own modes (see extract.ts).
  */
 import { posix } from "node:path";
 import type { TarHeader } from "./tar-format.js";
 
 /** setuid, setgid, sticky, and write for others. */
 export const PRIVILEGED_MODE_BITS = 0o7002;
+/**
+ * On a directory setgid grants nothing: it only makes new entries take the directory's group, which group-shared
+ * Looker directories rely on (2775), so it is kept there.
+ */
+const PRIVILEGED_DIRECTORY_BITS = 0o5002;
 
 const ROOTFS_PREFIX = "rootfs/";
 const MYSQL_PREFIX = "mysql/";
@@ -90,9 +95,9 @@ export class ModePolicy {
   /** The header to write: the same object when nothing is dropped (most members), a copy otherwise. */
   apply(header: TarHeader, describe: (path: string) => string): TarHeader {
     if (this.keepPrivileged || (header.type !== "file" && header.type !== "directory")) return header;
-    const privileged = header.mode & PRIVILEGED_MODE_BITS;
-    if (privileged === 0) return header;
-    const mode = header.mode & ~PRIVILEGED_MODE_BITS;
+    const bits = header.type === "directory" ? PRIVILEGED_DIRECTORY_BITS : PRIVILEGED_MODE_BITS;
+    if ((header.mode & bits) === 0) return header;
+    const mode = header.mode & ~bits;
     this.count++;
     if (this.examples.length < EXAMPLES) {
       this.examples.push(`${describe(header.path)} (mode ${octal(header.mode)} written as ${octal(mode)})`);

@@ -176,11 +176,12 @@ describe("rootfs is limited to the outside paths the backup recorded", () => {
   });
 });
 
-describe("setuid, setgid, sticky and world-writable bits are dropped unless asked for", () => {
+describe("setuid, setgid (of files), sticky and world-writable bits are dropped unless asked for", () => {
   const members = (): RawMember[] => [
     file("home/rootshell", "#!/bin/sh\n", 0o4755),
     file("home/group", "g\n", 0o2750),
     dir("home/shared/", 0o1777),
+    dir("home/team/", 0o2770),
     file("home/open.txt", "o\n", 0o666),
     file("home/plain.txt", "p\n", 0o640),
     file("rootfs/etc/looker/tool", "t\n", 0o6755),
@@ -201,6 +202,8 @@ describe("setuid, setgid, sticky and world-writable bits are dropped unless aske
     expect(await modeOf(join(target, "rootshell"))).toBe(0o755);
     expect(await modeOf(join(target, "group"))).toBe(0o750);
     expect(await modeOf(join(target, "shared"))).toBe(0o775);
+    // setgid on a directory only passes its group on: kept, as group-shared homes need it.
+    expect(await modeOf(join(target, "team"))).toBe(0o2770);
     expect(await modeOf(join(target, "open.txt"))).toBe(0o664);
     expect(await modeOf(join(target, "plain.txt"))).toBe(0o640);
     expect(await modeOf(join(rootfs, "etc/looker/tool"))).toBe(0o755);
