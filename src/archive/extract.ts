@@ -17,7 +17,8 @@ import {
   matchesCatalog,
   type ObservedMember,
 } from "./catalog.js";
-import { LinkTracker } from "./member-safety.js";
+import { display, LinkTracker, refuse } from "./member-safety.js";
+import { type DroppedModes, ModePolicy, outsidePathsOf, placementProblem } from "./restore-policy.js";
 import type { TarHeader } from "./tar-format.js";
 import { NEEDS_INPUT, readBody, type TarBody, type TarReadEntry, TarReader } from "./tar-reader.js";
 
@@ -40,6 +41,8 @@ export interface ExtractOutcome {
   readonly catalog: Map<string, CatalogEntry>;
   readonly members: number;
   readonly bytes: number;
+  /** Members whose setuid/setgid/sticky/world-writable bits were not written (see restore-policy.ts). */
+  readonly droppedModes: DroppedModes;
 }
 
 const MAX_META_BYTES = 1 << 20;
@@ -49,6 +52,8 @@ const MAX_CATALOG_BYTES = 512 << 20;
 export interface ExtractOptions {
   /** The plaintext's chunks are handed over and freed once parsed and written (see TarReadLimits). */
   readonly releaseConsumed?: boolean;
+  /** Write setuid, setgid, sticky and world-writable bits as the archive has them (dropped by default). */
+  readonly keepPrivilegedModes?: boolean;
 }
 
 export async function extractMembers(
@@ -58,6 +63,8 @@ export async function extractMembers(
   options: ExtractOptions = {},
 ): Promise<ExtractOutcome> {
   const tracker = new LinkTracker();
+  const modes = new ModePolicy(options.keepPrivilegedModes ?? false);
+  let outsidePaths: string[] | undefined;
   const observed: (ObservedMember | undefined)[] = [];
   // Digests by path, for hard links: built at the first hard link only, as most archives have none and at
   // 100,000 files the map was ~10 MB held to the end.
@@ -75,6 +82,8 @@ export async function extractMembers(
         throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
       }
       tracker.admit(header);
+      const problem = placementProblem(header, outsidePaths);
+      if (problem !== undefined) refuse(header.path, problem);
       if (header.path === CATALOG_PATH) {
         catalog = await parseCatalogBody(body, header.size, (listed) => inOrder.offer(listed));
         continue;
@@ -83,9 +92,11 @@ export async function extractMembers(
       if (header.path === BACKUP_META_PATH) {
         const content = await readBody(body, MAX_META_BYTES);
         meta = parseMeta(content);
+        outsidePaths = outsidePathsOf(meta);
         sha256 = sha256Hex(content);
       } else {
-        const digest = sink.member(header, body);
+        // The sink writes the mode restore allows; the catalog is compared with the archive's own header below.
+        const digest = sink.member(modes.apply(header, display), body);
         sha256 = typeof digest === "object" ? await digest : digest;
       }
       if (header.type === "file" && sha256 !== undefined) fileDigests?.set(header.path, sha256);
@@ -110,7 +121,7 @@ export async function extractMembers(
     );
   }
   compareWithCatalog(catalog, inOrder.rest(), inOrder.matched);
-  return { meta, catalog, members: observed.length, bytes };
+  return { meta, catalog, members: observed.length, bytes, droppedModes: modes.dropped() };
 }
 
 /** The next member; it waits only when the stream's bytes are not at hand (see NEEDS_INPUT). */

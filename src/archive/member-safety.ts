@@ -11,6 +11,13 @@ import type { TarHeader } from "./tar-format.js";
 
 export const DEFAULT_ALLOWED_ROOTS: readonly string[] = ["meta/", "home/", "rootfs/", "mysql/"];
 
+/**
+ * The top-level names restore reads as directories when it places the home, the dumps and the rootfs files. A
+ * symlink named `home` or `mysql` would make placing follow it (moving the target to `/`, or another directory's
+ * files into the dumps' directory), so any member of these names that is not a directory is refused.
+ */
+const TOP_LEVEL_ROOTS: ReadonlySet<string> = new Set(["meta", "home", "rootfs", "mysql"]);
+
 const HINT = "the archive was not made by looker-backup or was tampered with; nothing was written for it";
 
 /** Throws unless `path` is relative, normalized and under one of `allowedRoots` (each ending in "/"). */
@@ -82,6 +89,9 @@ export class LinkTracker {
     }
     const pathProblemFound = pathProblem(header.path, this.allowedRoots);
     if (pathProblemFound !== undefined) return pathProblemFound;
+    if (TOP_LEVEL_ROOTS.has(key) && header.type !== "directory") {
+      return `top-level ${key} must be a directory, not a ${header.type}`;
+    }
     if (parent !== this.cleanParent) {
       const throughProblem = this.ancestorProblem(key);
       if (throughProblem !== undefined) return throughProblem;
@@ -165,11 +175,20 @@ function withoutTrailingSlash(path: string): string {
   return path.endsWith("/") ? path.slice(0, -1) : path;
 }
 
-/** Paths as-is unless they hold control characters (newlines, NUL), which would garble the message. */
-function display(path: string): string {
-  return /[\x00-\x1f\x7f]/.test(path) ? JSON.stringify(path) : path;
+/** Hostile values are quoted up to this many bytes, so a message stays readable whatever the archive holds. */
+const MAX_QUOTED_BYTES = 200;
+
+/**
+ * Paths as-is unless they hold control characters (newlines, NUL), which would garble the message; cut after
+ * MAX_QUOTED_BYTES bytes.
+ */
+export function display(path: string): string {
+  const bytes = Buffer.from(path);
+  const cut = bytes.length > MAX_QUOTED_BYTES ? `${bytes.subarray(0, MAX_QUOTED_BYTES).toString()}...` : path;
+  return /[\x00-\x1f\x7f]/.test(cut) ? JSON.stringify(cut) : cut;
 }
 
-function refuse(path: string, rule: string): never {
+/** Throws the IntegrityError for a member that breaks one of restore's rules. */
+export function refuse(path: string, rule: string): never {
   throw new IntegrityError(`refusing member ${display(path)}: ${rule}`, HINT);
 }

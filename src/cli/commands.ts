@@ -5,6 +5,7 @@
 import { createReadStream } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import { resolve } from "node:path";
+import { droppedModesWarning } from "../archive/restore-policy.js";
 import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
 import { resolveManifest } from "../engine/backup.js";
@@ -43,6 +44,10 @@ export interface Command {
 
 const json = { type: "boolean", help: "print one JSON object on stdout and nothing else there" } as const;
 const quiet = { type: "boolean", short: "q", help: "no progress lines on stderr" } as const;
+const keepPrivilegedModes = {
+  type: "boolean",
+  help: "keep setuid/setgid/sticky and world-writable mode bits (dropped by default, with a warning)",
+} as const;
 const identity = {
   type: "string",
   short: "i",
@@ -226,7 +231,8 @@ export const restoreCommand: Command = {
     name: "restore",
     summary:
       "Decrypt, verify and restore an archive into a directory (staged: the target changes only on success).",
-    usage: "looker-backup restore --archive FILE --identity FILE --target DIR [--rootfs DIR] [--force]",
+    usage:
+      "looker-backup restore --archive FILE --identity FILE --target DIR [--rootfs DIR] [--force] [--keep-privileged-modes]",
     options: {
       archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
       identity,
@@ -250,6 +256,7 @@ export const restoreCommand: Command = {
         type: "boolean",
         help: "replace a non-empty target, keeping it as <target>.pre-restore-<time>",
       },
+      "keep-privileged-modes": keepPrivilegedModes,
       json,
       quiet,
     },
@@ -269,8 +276,10 @@ export const restoreCommand: Command = {
       rootfs: optionalString(values, "rootfs"),
       mysqlDir: optionalString(values, "mysql-dir"),
       force: Boolean(values.force),
+      keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
       onProgress: progress && ((p) => progress.update(p.bytes, total)),
     });
+    for (const warning of result.warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
       target: result.target,
       members: result.members,
@@ -278,6 +287,7 @@ export const restoreCommand: Command = {
       previousContent: result.previousContent ?? null,
       rootfsFiles: result.rootfsFiles,
       mysqlDumps: result.mysqlDumps,
+      warnings: result.warnings,
       backup: result.meta,
     };
     if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
@@ -299,11 +309,12 @@ export const verifyCommand: Command = {
   spec: {
     name: "verify",
     summary: "Decrypt an archive and check every member against its catalog, writing nothing.",
-    usage: "looker-backup verify --archive FILE --identity FILE",
+    usage: "looker-backup verify --archive FILE --identity FILE [--keep-privileged-modes]",
     options: {
       archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
       identity,
       "passphrase-env": passphraseEnv,
+      "keep-privileged-modes": keepPrivilegedModes,
       json,
       quiet,
     },
@@ -313,14 +324,23 @@ export const verifyCommand: Command = {
     const keys = await decryptionKeysFrom(values, "verify");
     const progress = progressFor("verify", values, context);
     const total = (await stat(archive)).size;
-    const outcome = await verifyArchive(createReadStream(archive, { highWaterMark: 1 << 20 }), keys, (p) =>
-      progress?.update(p.bytes, total),
+    const keepPrivileged = Boolean(values["keep-privileged-modes"]);
+    const outcome = await verifyArchive(
+      createReadStream(archive, { highWaterMark: 1 << 20 }),
+      keys,
+      (p) => progress?.update(p.bytes, total),
+      { keepPrivilegedModes: keepPrivileged },
     );
+    // Verify tells what a restore with the same flags would not write as archived.
+    const dropped = droppedModesWarning(outcome.droppedModes, "would be dropped");
+    const warnings = dropped === undefined ? [] : [dropped];
+    for (const warning of warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
       archive,
       ok: true,
       members: outcome.members,
       bytes: outcome.bytes,
+      warnings,
       backup: outcome.meta,
     };
     if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);

@@ -6,6 +6,7 @@
 import { mkdir, readdir, rename, rmdir, stat, writeFile } from "node:fs/promises";
 import { dirname, join, posix, resolve } from "node:path";
 import type { CatalogEntry } from "../archive/catalog.js";
+import { stagedRoot } from "../engine/placement.js";
 import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
 import type { Host } from "../remote/host.js";
 import { LocalHost } from "../remote/local-host.js";
@@ -80,9 +81,12 @@ export class SshTarget implements DrillTarget {
   }
 
   async place(staging: string, catalog: ReadonlyMap<string, CatalogEntry>): Promise<string> {
+    // Checked before anything is sent: tar would follow a staged `home` symlink given as its directory.
+    const stagedHome = await stagedRoot(staging, "home", { create: true });
+    if (rootfsFiles(catalog).length > 0) await stagedRoot(staging, "rootfs");
     const stage = await this.makeStage();
     try {
-      await this.send(join(staging, "home"), stage);
+      await this.send(stagedHome, stage);
       await this.swapIn(stage);
     } catch (error) {
       await this.root.remove(stage).catch(() => undefined);
@@ -245,7 +249,8 @@ export class LocalDirTarget implements DrillTarget {
   }
 
   async place(staging: string, catalog: ReadonlyMap<string, CatalogEntry>): Promise<string> {
-    const staged = join(staging, "home");
+    // A staged `home` that is not a directory (a symlink to /) must never become the drill's home.
+    const staged = await stagedRoot(staging, "home", { create: true });
     const state = await directoryState(this.home);
     if (state === "non-empty")
       throw new InputError(`the drill target ${this.home} is not empty`, NOT_EMPTY_HINT);

@@ -1,24 +1,29 @@
 /**
  * Restore and verify. Restore is staged: everything is decrypted, checked and written into a private directory
- * beside the target, verified against the catalog, and only then moved into place. Any failure before the move
- * removes the staging directory and leaves the target exactly as it was.
+ * beside the target, verified against the catalog, and only then moved into place: the rootfs files and the MySQL
+ * dumps first (placement.ts), the home last; a failure anywhere up to the home swap undoes the placed files. Any
+ * failure removes the staging directory and leaves the target, the rootfs and the dumps' directory as they were.
  */
 import { ReadStream } from "node:fs";
-import { cp, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
+  type ExtractOptions,
   type ExtractOutcome,
   type ExtractProgress,
   extractMembers,
   type MemberSink,
   VerifySink,
 } from "../archive/extract.js";
+import { droppedModesWarning } from "../archive/restore-policy.js";
 import { StagingSink } from "../archive/staging-sink.js";
 import { createZstdDecompressStream } from "../compress/zstd.js";
 import { createAgeDecryptStream } from "../crypto/age.js";
 import { InputError, LookerBackupError } from "../errors.js";
+import { Placement, stagedRoot } from "./placement.js";
+import { lockTarget } from "./restore-lock.js";
 
 export interface DecryptionKeys {
   readonly identities: readonly string[];
@@ -34,6 +39,8 @@ export interface RestoreRequest {
   /** Where `mysql/` dumps go; default: `<target>.mysql` beside the target, when the archive has any. */
   readonly mysqlDir?: string;
   readonly force?: boolean;
+  /** Write setuid, setgid, sticky and world-writable bits as archived (by default they are dropped, with a warning). */
+  readonly keepPrivilegedModes?: boolean;
   readonly onProgress?: (progress: ExtractProgress) => void;
   readonly now?: () => Date;
 }
@@ -46,6 +53,8 @@ export interface RestoreResult {
   readonly meta: Record<string, unknown>;
   readonly rootfsFiles: string[];
   readonly mysqlDumps: string[];
+  /** Dropped mode bits, leftovers that could not be removed after success: nothing that failed the restore. */
+  readonly warnings: string[];
 }
 
 /** Decrypts and decompresses, then runs every member through the sink with the safety checks and the catalog. */
@@ -54,6 +63,7 @@ export async function readArchive(
   keys: DecryptionKeys,
   sink: MemberSink,
   onProgress?: (progress: ExtractProgress) => void,
+  options: ExtractOptions = {},
 ): Promise<ExtractOutcome> {
   const plaintext = new PassThrough({ highWaterMark: 1 << 20 });
   const decoding = pipeline(
@@ -72,7 +82,7 @@ export async function readArchive(
   decoding.catch(() => undefined);
   try {
     // Nothing else holds the decompressor's outputs: each is freed as soon as the tar reader is past it.
-    const outcome = await extractMembers(plaintext, sink, onProgress, { releaseConsumed: true });
+    const outcome = await extractMembers(plaintext, sink, onProgress, { ...options, releaseConsumed: true });
     await decoding;
     return outcome;
   } catch (error) {
@@ -91,10 +101,11 @@ export async function extractToStaging(
   keys: DecryptionKeys,
   staging: string,
   onProgress?: (progress: ExtractProgress) => void,
+  options: Pick<ExtractOptions, "keepPrivilegedModes"> = {},
 ): Promise<ExtractOutcome> {
   const sink = new StagingSink(staging);
   try {
-    const outcome = await readArchive(source, keys, sink, onProgress);
+    const outcome = await readArchive(source, keys, sink, onProgress, options);
     await sink.applyMetadata();
     return outcome;
   } finally {
@@ -115,46 +126,72 @@ async function rootCause(decoding: Promise<void>, error: unknown): Promise<unkno
   return upstream instanceof LookerBackupError ? upstream : error;
 }
 
+/** Runs every check restore runs (the mode rule included: `droppedModes` is what restore would drop). */
 export async function verifyArchive(
   source: Readable,
   keys: DecryptionKeys,
   onProgress?: (p: ExtractProgress) => void,
+  options: Pick<ExtractOptions, "keepPrivilegedModes"> = {},
 ) {
-  return readArchive(source, keys, new VerifySink(), onProgress);
+  return readArchive(source, keys, new VerifySink(), onProgress, options);
 }
 
 export async function restoreArchive(request: RestoreRequest): Promise<RestoreResult> {
   const target = resolve(request.target);
   const now = request.now ?? (() => new Date());
-  const targetState = await inspectTarget(target);
-  if (targetState === "non-empty" && !request.force) {
-    throw new InputError(
-      `target ${target} is not empty`,
-      "restore into an empty or new directory, or pass --force to keep the current content as <target>.pre-restore-<time>",
-    );
-  }
-  await mkdir(dirname(target), { recursive: true });
-  const staging = await mkdtemp(join(dirname(target), `.${basename(target)}.restore-`));
+  const lock = await lockTarget(target);
+  const warnings: string[] = [];
   try {
-    const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress);
-    const stagedHome = join(staging, "home");
-    await mkdir(stagedHome, { recursive: true });
-    const rootfsFiles = request.rootfs
-      ? await placeRootfs(join(staging, "rootfs"), resolve(request.rootfs))
-      : [];
-    const mysqlDumps = await placeMysqlDumps(join(staging, "mysql"), request.mysqlDir ?? `${target}.mysql`);
-    const previousContent = await swapIntoPlace(stagedHome, target, targetState, now());
-    return {
-      target,
-      ...(previousContent === undefined ? {} : { previousContent }),
-      members: outcome.members,
-      bytes: outcome.bytes,
-      meta: outcome.meta,
-      rootfsFiles,
-      mysqlDumps,
-    };
+    const targetState = await inspectTarget(target);
+    if (targetState === "non-empty" && !request.force) {
+      throw new InputError(
+        `target ${target} is not empty`,
+        "restore into an empty or new directory, or pass --force to keep the current content as <target>.pre-restore-<time>",
+      );
+    }
+    const staging = await mkdtemp(join(dirname(target), `.${basename(target)}.restore-`));
+    let succeeded = false;
+    try {
+      const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
+        keepPrivilegedModes: request.keepPrivilegedModes ?? false,
+      });
+      const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
+      if (dropped !== undefined) warnings.push(dropped);
+      // Every check runs before anything outside the staging directory changes (see placement.ts).
+      const stagedHome = await stagedRoot(staging, "home", { create: true });
+      const placement = new Placement();
+      try {
+        if (request.rootfs)
+          await placement.planRootfs(await stagedRoot(staging, "rootfs"), resolve(request.rootfs));
+        await placement.planMysql(await stagedRoot(staging, "mysql"), request.mysqlDir ?? `${target}.mysql`);
+        await placement.prepare();
+        await placement.commit();
+        const previousContent = await swapIntoPlace(stagedHome, target, targetState, now());
+        succeeded = true;
+        warnings.push(...(await placement.finish()));
+        return {
+          target,
+          ...(previousContent === undefined ? {} : { previousContent }),
+          members: outcome.members,
+          bytes: outcome.bytes,
+          meta: outcome.meta,
+          rootfsFiles: placement.placed("rootfs"),
+          mysqlDumps: placement.placed("mysql"),
+          warnings,
+        };
+      } catch (error) {
+        if (!succeeded) await placement.rollBack();
+        throw error;
+      }
+    } finally {
+      // After success the restore is complete and a leftover staging directory only untidy: a warning. After a
+      // failure, that failure is what the caller must see, not a second one from the clean-up.
+      await rm(staging, { recursive: true, force: true }).catch((error: Error) => {
+        warnings.push(`could not remove the staging directory ${staging}: ${error.message}`);
+      });
+    }
   } finally {
-    await rm(staging, { recursive: true, force: true });
+    await lock.release(warnings);
   }
 }
 
@@ -189,7 +226,12 @@ async function swapIntoPlace(
   }
   if (state === "empty") {
     await rmdir(target);
-    await rename(staged, target);
+    try {
+      await rename(staged, target);
+    } catch (error) {
+      await mkdir(target);
+      throw error;
+    }
     return undefined;
   }
   const kept = `${target}.pre-restore-${at
@@ -204,45 +246,4 @@ async function swapIntoPlace(
     throw error;
   }
   return kept;
-}
-
-/** Files from outside the home go back to their absolute paths under `rootfs`; each replaces what is there. */
-async function placeRootfs(stagedRootfs: string, rootfs: string): Promise<string[]> {
-  const placed: string[] = [];
-  const entries = await readdir(stagedRootfs, { recursive: true, withFileTypes: true }).catch(() => []);
-  for (const entry of entries) {
-    if (entry.isDirectory()) continue;
-    const source = join(entry.parentPath, entry.name);
-    const relative = source.slice(stagedRootfs.length + 1);
-    const destination = join(rootfs, relative);
-    await mkdir(dirname(destination), { recursive: true });
-    await moveAcrossFilesystems(source, destination);
-    placed.push(destination);
-  }
-  return placed;
-}
-
-async function placeMysqlDumps(stagedMysql: string, mysqlDir: string): Promise<string[]> {
-  const names = await readdir(stagedMysql).catch(() => [] as string[]);
-  if (names.length === 0) return [];
-  await mkdir(mysqlDir, { recursive: true, mode: 0o700 });
-  const placed: string[] = [];
-  for (const name of names) {
-    const destination = join(mysqlDir, name);
-    await moveAcrossFilesystems(join(stagedMysql, name), destination);
-    placed.push(destination);
-  }
-  return placed;
-}
-
-/** rename() when on one filesystem; otherwise copy beside the destination first, then rename, so it is atomic there. */
-async function moveAcrossFilesystems(source: string, destination: string): Promise<void> {
-  try {
-    await rename(source, destination);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
-    const temporary = `${destination}.restore-tmp`;
-    await cp(source, temporary, { preserveTimestamps: true, verbatimSymlinks: true });
-    await rename(temporary, destination);
-  }
 }

@@ -22,19 +22,33 @@ function fullHeader(member: RawMember): TarHeader {
   return { type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, size, ...member.header };
 }
 
+export interface BuildOptions {
+  catalog?: boolean;
+  catalogLines?: (lines: string[]) => string[];
+  /** Outside paths backup.json records (`manifest.outside`), as a backup with those paths selected would. */
+  outside?: string[];
+}
+
 /**
  * Members in order; with `catalog: true` a backup.json first and a matching catalog last, as looker-backup writes.
  * `catalogLines` may reorder or change the catalog's lines (to test verification against other writers' order).
  */
-export async function buildTar(
-  members: RawMember[],
-  options: { catalog?: boolean; catalogLines?: (lines: string[]) => string[] } = {},
-): Promise<Buffer> {
+export async function buildTar(members: RawMember[], options: BuildOptions = {}): Promise<Buffer> {
   const all: RawMember[] = [...members];
   if (options.catalog) {
+    const meta: Record<string, unknown> = { format: "looker-backup/1" };
+    if (options.outside) {
+      const outside = options.outside.map((path, i) => ({
+        id: `outside-${i}`,
+        path,
+        required: true,
+        reason: "test",
+      }));
+      meta.manifest = { rules: [], outside };
+    }
     all.unshift({
       header: { path: BACKUP_META_PATH, mode: 0o600 },
-      body: Buffer.from('{"format":"looker-backup/1"}\n'),
+      body: Buffer.from(`${JSON.stringify(meta)}\n`),
     });
     const digests = new Map<string, string>();
     const lines = all.map((m) => {
@@ -77,7 +91,7 @@ export async function writeArchive(
   path: string,
   members: RawMember[],
   recipient: string,
-  options: { catalog?: boolean } = {},
+  options: BuildOptions = {},
 ) {
   await writeFile(path, await encryptTar(await buildTar(members, options), recipient));
 }

@@ -45,7 +45,8 @@ beforeAll(async () => {
   identity = (await (await import("node:fs/promises")).readFile(keys.identityFile, "utf8"))
     .split("\n")
     .find((l) => l.startsWith("AGE-SECRET-KEY-"))!;
-  plainTar = await buildTar(members, { catalog: true });
+  // A valid archive records the outside path its rootfs/ member comes from (restore places nothing else).
+  plainTar = await buildTar(members, { catalog: true, outside: ["/etc/init.d/looker"] });
   ciphertext = await encryptTar(plainTar, recipient);
 });
 

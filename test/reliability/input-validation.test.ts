@@ -230,6 +230,7 @@ describe("CLI flags", () => {
     ["--target", () => ["restore", "--archive", archive, "--identity", identityFile]],
     ["--target", () => [...restore().slice(0, 5), "--target", archive]],
     ["--force", () => [...restore(), "--force=yes"]],
+    ["--keep-privileged-modes", () => [...restore(), "--keep-privileged-modes=yes"]],
     ["--archive", () => ["verify", "--archive", missing, "--identity", identityFile]],
     ["identity file /nonexistent/lb-rel", () => ["verify", "--archive", archive, "--identity", missing]],
     ["--home", () => ["plan"]],
