@@ -9,8 +9,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateIdentity } from "../../src/crypto/age-keys.js";
 import { runLookerBackup } from "../../src/engine/looker-job.js";
-import { type ConnectedNodes, connectNodes } from "../../src/looker/nodes.js";
+import type { ConnectedNodes } from "../../src/looker/nodes.js";
 import { DirStore } from "../../src/store/dir-store.js";
+import { connectLocalNode } from "../helpers/local-nodes.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { ensureLookerUser } from "../helpers/vm.js";
 import { extractArchive, readMeta } from "./looker-job.shared.js";
@@ -38,14 +39,9 @@ afterAll(async () => {
 describe("keystore-independent backup of a looker-owned home, run as root", () => {
   it("lets generate_keyfile_for_backup write into a temp dir of looker's, and removes it", async () => {
     const tempsBefore = (await readdir(tmpdir())).filter((name) => name.startsWith("looker-keyfile-"));
-    connected = await connectNodes({
-      home: sim.home,
+    connected = await connectLocalNode(sim.home, {
       webPort: sim.webPort,
-      bootTimeoutMs: 60_000,
       masterKey: { kind: "env", value: sim.cmk },
-      nodes: [],
-      knownHosts: "",
-      acceptNewHostKeys: false,
     });
     expect(connected.nodes[0]!.name).toBe("local (looker)");
     const result = await runLookerBackup({

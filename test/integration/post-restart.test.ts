@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode, LookerError } from "../../src/errors.js";
 import { probeAlive } from "../../src/looker/alive.js";
 import { Cluster, type StopRecord } from "../../src/looker/cluster.js";
-import { type ConnectedNodes, connectNodes } from "../../src/looker/nodes.js";
+import type { ConnectedNodes } from "../../src/looker/nodes.js";
+import { connectLocalNode } from "../helpers/local-nodes.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { simulatorLog, simulatorPid } from "./looker-job.shared.js";
 
@@ -29,15 +30,10 @@ afterAll(async () => {
 });
 
 async function nodes(options: { cmk?: string; lookerEnv?: Record<string, string> } = {}) {
-  return connectNodes({
-    home: sim.home,
+  return connectLocalNode(sim.home, {
     webPort: sim.webPort,
-    bootTimeoutMs: 60_000,
     ...(options.cmk ? { masterKey: { kind: "env", value: options.cmk } as const } : {}),
     ...(options.lookerEnv ? { lookerEnv: options.lookerEnv } : {}),
-    nodes: [],
-    knownHosts: "",
-    acceptNewHostKeys: false,
   });
 }
 

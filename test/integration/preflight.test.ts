@@ -15,11 +15,12 @@ import {
   runPreflight,
 } from "../../src/engine/preflight.js";
 import { ExitCode } from "../../src/errors.js";
-import { type ConnectedNodes, connectNodes } from "../../src/looker/nodes.js";
+import type { ConnectedNodes } from "../../src/looker/nodes.js";
 import { parseQuietWindow } from "../../src/looker/quiet-window.js";
 import { defaultManifest } from "../../src/manifest/default-manifest.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { freePort } from "../helpers/free-port.js";
+import { connectLocalNode } from "../helpers/local-nodes.js";
 
 let scratch: string;
 let home: string;
@@ -49,14 +50,7 @@ function request(overrides: Partial<PreflightRequest> = {}): PreflightRequest {
     keystoreIndependent: false,
     store: { kind: "dir", directory: join(scratch, "store"), instance: "pre" },
     connectNodes: async () => {
-      connected ??= await connectNodes({
-        home,
-        webPort: 9999,
-        bootTimeoutMs: 1000,
-        nodes: [],
-        knownHosts: "",
-        acceptNewHostKeys: false,
-      });
+      connected ??= await connectLocalNode(home);
       return connected.nodes;
     },
     home,
@@ -173,14 +167,7 @@ describe("preflight", () => {
   it("refuses a node without an executable looker script", async () => {
     const bare = join(scratch, "bare-home");
     await mkdir(join(bare, "looker"), { recursive: true });
-    const nodes = await connectNodes({
-      home: bare,
-      webPort: 9999,
-      bootTimeoutMs: 1000,
-      nodes: [],
-      knownHosts: "",
-      acceptNewHostKeys: false,
-    });
+    const nodes = await connectLocalNode(bare);
     try {
       const error = await failure(request({ connectNodes: async () => nodes.nodes }));
       expect(error.message).toMatch(/bare-home\/looker\/looker is missing or not executable/);

@@ -12,9 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateIdentity } from "../../src/crypto/age-keys.js";
 import { runLookerBackup } from "../../src/engine/looker-job.js";
 import { ExitCode, LookerBackupError } from "../../src/errors.js";
-import { type ConnectedNodes, connectNodes } from "../../src/looker/nodes.js";
+import type { ConnectedNodes } from "../../src/looker/nodes.js";
 import { readStartOptions } from "../../src/looker/start-config.js";
 import { DirStore } from "../../src/store/dir-store.js";
+import { connectLocalNode } from "../helpers/local-nodes.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { extractArchive } from "./looker-job.shared.js";
 
@@ -24,14 +25,7 @@ let connected: ConnectedNodes;
 const { identity, recipient } = generateIdentity();
 
 async function nodesOf(home: string): Promise<ConnectedNodes> {
-  return connectNodes({
-    home,
-    webPort: 9999,
-    bootTimeoutMs: 1000,
-    nodes: [],
-    knownHosts: "",
-    acceptNewHostKeys: false,
-  });
+  return connectLocalNode(home);
 }
 
 beforeAll(async () => {
