@@ -11,7 +11,7 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { JAVA_STAND_IN_DIR } from "../fixtures/home-generator.js";
+import { JAVA_STAND_IN_DIR, LOOKER_JAR_SIM } from "../fixtures/home-generator.js";
 import { onProcessExit } from "./on-exit.js";
 import { requireCommands } from "./prerequisites.js";
 
@@ -259,9 +259,13 @@ async function prepareRoot(rootDir: string, looker: LookerAccount): Promise<Root
   await fs.chmod(layout.home, 0o755);
   await fs.mkdir(path.join(rootDir, "init.d"), { mode: 0o755 });
   // The VM's JDK: the `java` stand-in in /usr/local/bin, on the default PATH sshd gives every user (root too) and on
-  // the PATH of exec. Looker's script calls plain `java`, so this is how a real host would have it.
+  // the PATH of exec. Looker's script calls plain `java`, so this is how a real host would have it. Copies, with the
+  // jar's code beside them, not links into the checkout: a checkout under /tmp is hidden by the VM's private /tmp.
   await fs.mkdir(path.join(rootDir, "usr-local-bin"), { mode: 0o755 });
-  await fs.symlink(path.join(JAVA_STAND_IN_DIR, "java"), path.join(rootDir, "usr-local-bin", "java"));
+  await fs.copyFile(path.join(JAVA_STAND_IN_DIR, "java"), path.join(rootDir, "usr-local-bin", "java"));
+  await fs.chmod(path.join(rootDir, "usr-local-bin", "java"), 0o755);
+  await fs.copyFile(LOOKER_JAR_SIM, path.join(rootDir, "usr-local-bin", "looker.mjs"));
+  await fs.chmod(path.join(rootDir, "usr-local-bin", "looker.mjs"), 0o644);
   await fs.mkdir(path.join(rootDir, "tmp"));
   await fs.chmod(path.join(rootDir, "tmp"), 0o1777);
   const selfInTmp = selfMountPointInTmp(rootDir);
