@@ -1,4 +1,4 @@
-import { describeError, ExitCode, exitCodeOf } from "../errors.js";
+import { describeError, ExitCode, exitCodeOf, LookerBackupError } from "../errors.js";
 import { helpText, parseCommandArgs } from "./args.js";
 import { type CommandContext, commands } from "./commands.js";
 
@@ -11,6 +11,13 @@ ${commands.map((c) => `  ${c.spec.name.padEnd(9)} ${c.spec.summary}`).join("\n")
 
 Exit codes: 0 ok, 1 failed, 2 bad input, 3 done with warnings, 4 integrity failure, 5 Looker failed, 130 cancelled
 `;
+
+function failureJson(error: unknown, exitCode: number, cancelled: boolean | undefined) {
+  if (cancelled) return { ok: false, exitCode, error: "cancelled" };
+  const hint = error instanceof LookerBackupError ? error.hint : undefined;
+  const message = error instanceof Error ? error.message : String(error);
+  return { ok: false, exitCode, error: message, ...(hint ? { hint } : {}) };
+}
 
 /** Runs one CLI invocation and returns its exit code; never throws. */
 export async function runCli(argv: readonly string[], context: CommandContext): Promise<number> {
@@ -41,6 +48,9 @@ export async function runCli(argv: readonly string[], context: CommandContext): 
         .join("\n")}\n`,
     );
     if (process.env.LOOKER_BACKUP_DEBUG && error instanceof Error) context.stderr(`${error.stack}\n`);
-    return cancelled ? ExitCode.Cancelled : exitCodeOf(error);
+    const exitCode = cancelled ? ExitCode.Cancelled : exitCodeOf(error);
+    // A script that asked for --json reads stdout: it gets the failure there too, as one JSON object.
+    if (rest.includes("--json")) context.stdout(`${JSON.stringify(failureJson(error, exitCode, cancelled))}\n`);
+    return exitCode;
   }
 }

@@ -29,6 +29,38 @@ interface PlanRule {
   reason: string;
 }
 
+describe("--json on failure", () => {
+  it("prints one JSON object with the exit code, the message and the hint on stdout", async () => {
+    const run = await cli(
+      "verify",
+      "--archive",
+      join(work, "missing.tar.zst.age"),
+      "--identity",
+      join(work, "x"),
+      "--json",
+    );
+    expect(run.code).toBe(2);
+    const parsed = JSON.parse(run.stdout) as { ok: boolean; exitCode: number; error: string; hint?: string };
+    expect(parsed.ok).toBe(false);
+    expect(parsed.exitCode).toBe(2);
+    expect(parsed.error).toContain("missing.tar.zst.age");
+    // The human-readable error still goes to stderr.
+    expect(run.stderr).toMatch(/^looker-backup: error: /);
+  });
+
+  it("prints nothing on stdout for a failure without --json", async () => {
+    const run = await cli(
+      "verify",
+      "--archive",
+      join(work, "missing.tar.zst.age"),
+      "--identity",
+      join(work, "x"),
+    );
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe("");
+  });
+});
+
 describe("plan", () => {
   it("shows every rule with what it matched and why, and writes nothing", async () => {
     const before = await readdir(home, { recursive: true });
