@@ -50,7 +50,8 @@ export async function runCli(argv: readonly string[], context: CommandContext): 
     if (process.env.LOOKER_BACKUP_DEBUG && error instanceof Error) context.stderr(`${error.stack}\n`);
     const exitCode = cancelled ? ExitCode.Cancelled : exitCodeOf(error);
     // A script that asked for --json reads stdout: it gets the failure there too, as one JSON object.
-    if (rest.includes("--json")) context.stdout(`${JSON.stringify(failureJson(error, exitCode, cancelled))}\n`);
+    if (rest.includes("--json"))
+      context.stdout(`${JSON.stringify(failureJson(error, exitCode, cancelled))}\n`);
     return exitCode;
   }
 }
