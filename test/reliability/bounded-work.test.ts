@@ -1,0 +1,140 @@
+/**
+ * Promise: whoever holds the public recipient can make an archive that decrypts, so restore and verify stay bounded
+ * in memory and work on any input: a tiny archive that expands to gigabytes, long header chains, huge catalog
+ * lines, deep trees and very many members are each restored in bounded memory or refused with exit 4.
+ * Faults: 1 GiB of zeros in 16 MiB frames that declare their content size (about 35 KiB compressed), and the same
+ * zeros in one frame declaring 1 GiB; each restored and verified by the bundled CLI, whose peak RSS (VmHWM) must
+ * stay under 256 MiB.
+ */
+import { readFileSync } from "node:fs";
+import { readdir, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { constants, createZstdCompress, zstdCompressSync } from "node:zlib";
+import { buffer } from "node:stream/consumers";
+import { Readable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encryptZstd, zeroFileTar } from "../helpers/archives.js";
+import { bundledEntry } from "../helpers/bundle.js";
+import { restoreArgv } from "../helpers/cli.js";
+import { makeKeyPair, preparedTarget, removeWorkspace, runProcess, workspace } from "./support.js";
+
+const MiB = 1024 * 1024;
+const RSS_LIMIT_MIB = 256;
+
+let work: string;
+let identityFile: string;
+let recipient: string;
+
+beforeAll(async () => {
+  work = await workspace("bounded");
+  ({ identityFile, recipient } = await makeKeyPair(work));
+});
+
+afterAll(async () => {
+  await removeWorkspace(work);
+});
+
+/** One zstd frame holding `bytes`, with its content size declared (as the zstd CLI and our backup write them). */
+function frameOf(bytes: Buffer): Buffer {
+  return zstdCompressSync(bytes, {
+    params: { [constants.ZSTD_c_contentSizeFlag]: 1, [constants.ZSTD_c_checksumFlag]: 1 },
+    pledgedSrcSize: bytes.length,
+  });
+}
+
+/** One frame of `size` zeros declaring its content size, compressed as a stream so the zeros are never held. */
+async function zeroFrame(size: number): Promise<Buffer> {
+  const zeros = Buffer.alloc(16 * MiB);
+  async function* parts() {
+    for (let left = size; left > 0; left -= zeros.length)
+      yield zeros.subarray(0, Math.min(left, zeros.length));
+  }
+  const compressor = createZstdCompress({
+    params: { [constants.ZSTD_c_contentSizeFlag]: 1, [constants.ZSTD_c_checksumFlag]: 1 },
+    pledgedSrcSize: size,
+  });
+  return buffer(Readable.from(parts()).pipe(compressor));
+}
+
+interface MeasuredRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  peakMiB: number;
+}
+
+/**
+ * The bundled CLI in a child process; its peak RSS is the highest VmHWM read from /proc while it runs (VmHWM is
+ * itself a high-water mark, so polling misses at most the last few milliseconds before exit).
+ */
+async function measuredCli(...args: string[]): Promise<MeasuredRun> {
+  let peakKiB = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const run = await runProcess(process.execPath, [await bundledEntry("cli"), ...args], {
+    onSpawn: (child) => {
+      const poll = () => {
+        try {
+          const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"));
+          if (match) peakKiB = Math.max(peakKiB, Number(match[1]));
+        } catch {
+          // the child has exited
+        }
+      };
+      timer = setInterval(poll, 20);
+      child.on("exit", () => clearInterval(timer));
+    },
+  });
+  clearInterval(timer);
+  expect(peakKiB, "VmHWM was read at least once").toBeGreaterThan(0);
+  return { ...run, peakMiB: peakKiB / 1024 };
+}
+
+describe("an archive that expands a thousandfold", () => {
+  const SIZE = 1024 * MiB;
+
+  async function zeroArchive(name: string, frames: (head: Buffer, tail: Buffer) => Promise<Buffer[]>) {
+    const { head, tail } = await zeroFileTar("home/zeros", SIZE);
+    const archive = join(work, `${name}.tar.zst.age`);
+    await writeFile(archive, await encryptZstd(await frames(head, tail), recipient));
+    expect((await stat(archive)).size).toBeLessThan(SIZE / 1000);
+    return archive;
+  }
+
+  const cases = {
+    "1 GiB of zeros in 16 MiB frames that declare their size": (head: Buffer, tail: Buffer) => {
+      const frame = frameOf(Buffer.alloc(16 * MiB));
+      return Promise.resolve([
+        frameOf(head),
+        ...Array.from({ length: SIZE / (16 * MiB) }, () => frame),
+        frameOf(tail),
+      ]);
+    },
+    "1 GiB of zeros in one frame that declares its size": async (head: Buffer, tail: Buffer) => [
+      frameOf(head),
+      await zeroFrame(SIZE),
+      frameOf(tail),
+    ],
+  };
+
+  for (const [name, frames] of Object.entries(cases)) {
+    it(`${name}: verify and restore stay under ${RSS_LIMIT_MIB} MiB peak RSS`, async () => {
+      const archive = await zeroArchive(name.replace(/\W+/g, "-"), frames);
+      const verify = await measuredCli("verify", "--archive", archive, "--identity", identityFile, "--json");
+      expect(verify.code, verify.stderr).toBe(0);
+      expect((JSON.parse(verify.stdout) as { bytes: number }).bytes).toBeGreaterThanOrEqual(SIZE);
+
+      const { parent, target } = await preparedTarget(work);
+      const restore = await measuredCli(...restoreArgv(archive, identityFile, target), "--force", "--json");
+      expect(restore.code, restore.stderr).toBe(0);
+      expect((await stat(join(target, "zeros"))).size).toBe(SIZE);
+      expect((await readdir(parent)).length).toBe(2); // the target and the kept previous content
+      await removeWorkspace(parent); // a gigabyte: not left for afterAll
+
+      console.log(
+        `${name}: peak RSS verify ${verify.peakMiB.toFixed(0)} MiB, restore ${restore.peakMiB.toFixed(0)} MiB`,
+      );
+      expect(verify.peakMiB, "verify peak RSS (MiB)").toBeLessThan(RSS_LIMIT_MIB);
+      expect(restore.peakMiB, "restore peak RSS (MiB)").toBeLessThan(RSS_LIMIT_MIB);
+    }, 300_000);
+  }
+});
