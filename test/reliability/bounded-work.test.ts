@@ -9,9 +9,9 @@
 import { readFileSync } from "node:fs";
 import { readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { constants, createZstdCompress, zstdCompressSync } from "node:zlib";
-import { buffer } from "node:stream/consumers";
 import { Readable } from "node:stream";
+import { buffer } from "node:stream/consumers";
+import { constants, createZstdCompress, zstdCompressSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encryptZstd, zeroFileTar } from "../helpers/archives.js";
 import { bundledEntry } from "../helpers/bundle.js";
