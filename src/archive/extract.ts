@@ -79,7 +79,9 @@ export async function extractMembers(
     for (let entry = await nextEntry(tar); entry !== undefined; entry = await nextEntry(tar)) {
       const { header, body } = entry;
       if (catalog !== undefined) {
-        throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
+        throw new IntegrityError(
+          `member ${display(header.path)} follows the catalog, which must be the last member`,
+        );
       }
       tracker.admit(header);
       const problem = placementProblem(header, outsidePaths);

@@ -3,8 +3,8 @@
  * in memory and work on any input: a tiny archive that expands to gigabytes, long header chains, huge catalog
  * lines, deep trees and very many members are each restored in bounded memory or refused with exit 4.
  * Faults: 1 GiB of zeros in 16 MiB frames that declare their content size (about 35 KiB compressed), and the same
- * zeros in one frame declaring 1 GiB; each restored and verified by the bundled CLI, whose peak RSS (VmHWM) must
- * stay under 256 MiB.
+ * zeros in one frame declaring 1 GiB, each restored and verified by the bundled CLI, whose peak RSS (VmHWM) must
+ * stay under 256 MiB; 128 MiB of pax headers before one member; a 26 MiB catalog line.
  */
 import { readFileSync } from "node:fs";
 import { readdir, stat, writeFile } from "node:fs/promises";
@@ -13,10 +13,19 @@ import { Readable } from "node:stream";
 import { buffer } from "node:stream/consumers";
 import { constants, createZstdCompress, zstdCompressSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encryptZstd, zeroFileTar } from "../helpers/archives.js";
+import { encodeHeader } from "../../src/archive/tar-format.js";
+import { buildTar, encryptTar, encryptZstd, type RawMember, zeroFileTar } from "../helpers/archives.js";
 import { bundledEntry } from "../helpers/bundle.js";
 import { restoreArgv } from "../helpers/cli.js";
-import { makeKeyPair, preparedTarget, removeWorkspace, runProcess, workspace } from "./support.js";
+import {
+  expectTargetUntouched,
+  makeKeyPair,
+  preparedTarget,
+  removeWorkspace,
+  restoreOver,
+  runProcess,
+  workspace,
+} from "./support.js";
 
 const MiB = 1024 * 1024;
 const RSS_LIMIT_MIB = 256;
@@ -137,4 +146,52 @@ describe("an archive that expands a thousandfold", () => {
       expect(restore.peakMiB, "restore peak RSS (MiB)").toBeLessThan(RSS_LIMIT_MIB);
     }, 300_000);
   }
+});
+
+async function restoreTar(name: string, tar: Buffer) {
+  const archive = join(work, `${name}.tar.zst.age`);
+  await writeFile(archive, await encryptTar(tar, recipient));
+  return restoreOver(work, archive, ["--identity", identityFile]);
+}
+
+/** A pax 'x' header (block and padded body) holding one `comment` record: 1024 bytes in all. */
+function paxComment(): Buffer {
+  const record = Buffer.from(`500 comment=${"c".repeat(487)}\n`);
+  const block = Buffer.from(
+    encodeHeader({ path: "PaxHeaders/x", type: "file", size: 500, mode: 0o644, uid: 0, gid: 0, mtime: 0 }),
+  );
+  block[156] = "x".charCodeAt(0);
+  block.fill(" ", 148, 156);
+  const sum = block.reduce((total, byte) => total + byte, 0);
+  block.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+  return Buffer.concat([block, record, Buffer.alloc(12)]);
+}
+
+const ordinary: RawMember[] = [{ header: { path: "home/a.txt" }, body: Buffer.from("a") }];
+
+describe("long header chains and catalog lines", () => {
+  it("128 MiB of pax headers before one member are refused at the 4 MiB limit (exit 4), target untouched", async () => {
+    // Parsed as the pre-fix reader did (every chunk re-copying and re-parsing the chain), 64 MiB took 113 s.
+    const pax = paxComment();
+    const tar = Buffer.concat([
+      ...Array.from({ length: 128 * 1024 }, () => pax),
+      await buildTar(ordinary, { catalog: true }),
+    ]);
+    const run = await restoreTar("pax-chain", tar);
+    expect(run.code, run.stderr).toBe(4);
+    expect(run.stderr).toMatch(
+      /headers before one member \(pax, GNU long names\) exceed the limit of 4194304 bytes/,
+    );
+    await expectTargetUntouched(run.parent, run.target);
+  });
+
+  it("a 26 MiB catalog line is refused (exit 4) quoting none of it, target untouched", async () => {
+    const huge = `{"path":"home/${"x".repeat(26 << 20)}","type":"file","size":1,"mode":420,"uid":0,"gid":0,"mtime":0}\n`;
+    const tar = await buildTar(ordinary, { catalog: true, catalogLines: (lines) => [...lines, huge] });
+    const run = await restoreTar("catalog-line", tar);
+    expect(run.code, run.stderr).toBe(4);
+    expect(run.stderr).toMatch(/catalog line 3 is longer than the limit of 131072 bytes/);
+    expect(run.stderr.length, "the message quotes none of the line").toBeLessThan(1000);
+    await expectTargetUntouched(run.parent, run.target);
+  });
 });

@@ -86,6 +86,50 @@ describe("catalog parser", () => {
     expect(() => parse([bad])).toThrow(/catalog line 6 is not valid JSON/);
   });
 
+  it("refuses a line over 128 KiB as it arrives, whole or in parts, and quotes none of it", () => {
+    const line = Buffer.from(`{"path":"home/${"x".repeat(50 << 20)}"`);
+    const parser = new CatalogParser();
+    let pushed = 0;
+    let refused: unknown;
+    try {
+      for (let at = 0; at < line.length; at += 65536, pushed++) parser.push(line.subarray(at, at + 65536));
+    } catch (error) {
+      refused = error;
+    }
+    expect(refused).toBeInstanceOf(IntegrityError);
+    expect((refused as Error).message).toBe("catalog line 1 is longer than the limit of 131072 bytes");
+    expect(pushed, "refused as soon as the carried part is over the limit").toBe(2);
+    const whole = Buffer.concat([bytes, line.subarray(0, 200 << 10), Buffer.from("\n")]);
+    expect(() => parse([whole])).toThrow(/^catalog line 5 is longer than the limit of 131072 bytes$/);
+    const [within] = parse([
+      Buffer.from(catalogLine({ ...entries[2]!, warning: "w".repeat(120 << 10) })),
+    ]).values();
+    expect(within?.warning).toHaveLength(120 << 10);
+  });
+
+  it("refuses a path or link target over 4096 bytes, quoting at most 200 bytes of it", () => {
+    const path = `home/${"p".repeat(5000)}`;
+    for (const entry of [
+      { ...entries[2]!, path },
+      { ...entries[3]!, linkTarget: path },
+    ]) {
+      let refused: unknown;
+      try {
+        parse([Buffer.from(catalogLine(entry))]);
+      } catch (error) {
+        refused = error;
+      }
+      expect(refused).toBeInstanceOf(IntegrityError);
+      expect((refused as Error).message).toMatch(
+        /^catalog line 1 names a (path|link target) of 5005 bytes, over the limit of 4096$/,
+      );
+    }
+    const duplicate = catalogLine({ ...entries[2]!, path: `home/${"d".repeat(4000)}` });
+    expect(() => parse([Buffer.from(duplicate + duplicate)])).toThrow(
+      /^catalog lists home\/d{195}\.\.\. twice$/,
+    );
+  });
+
   it("refuses a path listed twice", () => {
     const twice = Buffer.concat([bytes, Buffer.from(catalogLine(entries[2]!))]);
     expect(() => parse([twice])).toThrow(IntegrityError);
