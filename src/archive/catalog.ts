@@ -50,6 +50,16 @@ export const MAX_CATALOG_PATH_BYTES = 4096;
  * so this bounds the memory and work a single line costs.
  */
 export const MAX_CATALOG_LINE_BYTES = 128 * 1024;
+/**
+ * Most members restore and verify take from one archive, and most bytes of member paths (and link targets) in all.
+ * Restore holds each member's path until the catalog, at the end, has matched it, and the catalog's entries until
+ * the end: ~1 KB of heap per member. A Looker home has tens of thousands of files (the bench's largest 100k, with
+ * paths of ~60 bytes); 1M members with 3.8 KB paths made restore run out of heap (exit 134, 4.4 GB RSS).
+ */
+export const MAX_ARCHIVE_MEMBERS = 1_000_000;
+export const MAX_ARCHIVE_PATH_BYTES = 256 * 1024 * 1024;
+export const LIMIT_HINT =
+  "the archive is far larger than any Looker home, so it was not written by looker-backup from one; nothing was restored";
 const CATALOG_HINT =
   "the archive's catalog is damaged or was not written by looker-backup; use another backup";
 
@@ -95,8 +105,18 @@ export function parseCatalogLine(line: string, lineNumber: number): CatalogEntry
  * ~24 MB, and holding it whole (let alone as one string, split) came on top of everything else at the very end of a
  * restore, when memory is highest. Only a line cut between two parts is copied.
  */
+export interface CatalogLimits {
+  /** Most entries (default MAX_ARCHIVE_MEMBERS). */
+  readonly maxEntries?: number;
+  /** Most bytes of paths and link targets in all (default MAX_ARCHIVE_PATH_BYTES). */
+  readonly maxPathBytes?: number;
+}
+
 export class CatalogParser {
   readonly entries = new Map<string, CatalogEntry>();
+  private readonly maxEntries: number;
+  private readonly maxPathBytes: number;
+  private pathBytes = 0;
   /**
    * The start of a line cut between parts, as copies, joined once its end arrives: joining on every part was
    * quadratic (a 50 MB line took 22 s), and the line is refused once it is over MAX_CATALOG_LINE_BYTES.
@@ -106,7 +126,13 @@ export class CatalogParser {
   private lineNumber = 0;
 
   /** @param onEntry told of each entry as it is parsed, in catalog order */
-  constructor(private readonly onEntry?: (entry: CatalogEntry) => void) {}
+  constructor(
+    private readonly onEntry?: (entry: CatalogEntry) => void,
+    limits: CatalogLimits = {},
+  ) {
+    this.maxEntries = limits.maxEntries ?? MAX_ARCHIVE_MEMBERS;
+    this.maxPathBytes = limits.maxPathBytes ?? MAX_ARCHIVE_PATH_BYTES;
+  }
 
   push(part: Buffer): void {
     let start = 0;
@@ -163,6 +189,19 @@ export class CatalogParser {
     this.tooLong(end - start, this.lineNumber);
     const entry = parseCatalogLine(bytes.toString("utf8", start, end), this.lineNumber);
     if (this.entries.has(entry.path)) throw new IntegrityError(`catalog lists ${display(entry.path)} twice`);
+    if (this.entries.size >= this.maxEntries) {
+      throw new IntegrityError(
+        `the catalog lists more than ${this.maxEntries} members, the limit`,
+        LIMIT_HINT,
+      );
+    }
+    this.pathBytes += Buffer.byteLength(entry.path) + Buffer.byteLength(entry.linkTarget ?? "");
+    if (this.pathBytes > this.maxPathBytes) {
+      throw new IntegrityError(
+        `the catalog's paths exceed the limit of ${this.maxPathBytes} bytes in all (at line ${this.lineNumber})`,
+        LIMIT_HINT,
+      );
+    }
     this.entries.set(entry.path, entry);
     this.onEntry?.(entry);
   }

@@ -39,6 +39,13 @@ function pathProblem(path: string, allowedRoots: readonly string[]): string | un
   return undefined;
 }
 
+/**
+ * Most paths the tracker records: members and the directories above them that no member lists. Our archives list
+ * every directory, so this is about MAX_ARCHIVE_MEMBERS; a hostile one can imply ~2000 directories per member
+ * (a 4096-byte path of one-letter names), each a map entry.
+ */
+export const MAX_TRACKED_PATHS = 2_000_000;
+
 /** What a path already is in the tree the archive builds. */
 type Kind = "directory" | "symlink" | "file";
 
@@ -58,7 +65,10 @@ export class LinkTracker {
    */
   private cleanParent: string | undefined;
 
-  constructor(private readonly allowedRoots: readonly string[] = DEFAULT_ALLOWED_ROOTS) {}
+  constructor(
+    private readonly allowedRoots: readonly string[] = DEFAULT_ALLOWED_ROOTS,
+    private readonly maxPaths = MAX_TRACKED_PATHS,
+  ) {}
 
   /** Throws an IntegrityError naming the member and the rule it breaks; records it otherwise. */
   admit(header: TarHeader): void {
@@ -153,11 +163,22 @@ export class LinkTracker {
         ancestor = parentOf(ancestor)
       ) {
         this.kinds.set(ancestor, "directory");
+        this.checkSize();
       }
       this.cleanParent = parent;
     }
     this.kinds.set(key, kindOf(header));
+    this.checkSize();
     if (header.type === "file") this.regularFiles.add(key);
+  }
+
+  private checkSize(): void {
+    if (this.kinds.size > this.maxPaths) {
+      throw new IntegrityError(
+        `the archive's tree has more than ${this.maxPaths} paths (members and the directories above them), the limit`,
+        "the archive is far larger than any Looker home, so it was not written by looker-backup from one; nothing was restored",
+      );
+    }
   }
 }
 

@@ -4,16 +4,22 @@
  * lines, deep trees and very many members are each restored in bounded memory or refused with exit 4.
  * Faults: 1 GiB of zeros in 16 MiB frames that declare their content size (about 35 KiB compressed), and the same
  * zeros in one frame declaring 1 GiB, each restored and verified by the bundled CLI, whose peak RSS (VmHWM) must
- * stay under 256 MiB; 128 MiB of pax headers before one member; a 26 MiB catalog line.
+ * stay under 256 MiB; 128 MiB of pax headers before one member; a 26 MiB catalog line; 150,000 members with
+ * 3.8 KB paths verified by the bundled CLI under a 512 MiB heap cap.
  */
-import { readFileSync } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
 import { readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { buffer } from "node:stream/consumers";
+import { pipeline } from "node:stream/promises";
 import { constants, createZstdCompress, zstdCompressSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encodeHeader } from "../../src/archive/tar-format.js";
+import { BACKUP_META_PATH } from "../../src/archive/catalog.js";
+import { encodeHeader, type TarHeader } from "../../src/archive/tar-format.js";
+import { writeTar } from "../../src/archive/tar-writer.js";
+import { createZstdCompressStream } from "../../src/compress/zstd.js";
+import { createAgeEncryptStream } from "../../src/crypto/age.js";
 import { buildTar, encryptTar, encryptZstd, type RawMember, zeroFileTar } from "../helpers/archives.js";
 import { bundledEntry } from "../helpers/bundle.js";
 import { restoreArgv } from "../helpers/cli.js";
@@ -77,9 +83,13 @@ interface MeasuredRun {
  * itself a high-water mark, so polling misses at most the last few milliseconds before exit).
  */
 async function measuredCli(...args: string[]): Promise<MeasuredRun> {
+  return measuredNode([], args);
+}
+
+async function measuredNode(nodeOptions: string[], args: string[]): Promise<MeasuredRun> {
   let peakKiB = 0;
   let timer: NodeJS.Timeout | undefined;
-  const run = await runProcess(process.execPath, [await bundledEntry("cli"), ...args], {
+  const run = await runProcess(process.execPath, [...nodeOptions, await bundledEntry("cli"), ...args], {
     onSpawn: (child) => {
       const poll = () => {
         try {
@@ -194,4 +204,34 @@ describe("long header chains and catalog lines", () => {
     expect(run.stderr.length, "the message quotes none of the line").toBeLessThan(1000);
     await expectTargetUntouched(run.parent, run.target);
   });
+});
+
+describe("very many members with long paths", () => {
+  it("150,000 members with 3.8 KB paths are refused at the path limit (exit 4) under a 512 MiB heap", async () => {
+    // 570 MB of paths: held until the catalog matched them, they made V8 run out of heap (1M of them: exit 134).
+    const directory = `home/${Array.from({ length: 15 }, (_, i) => `${i}`.padEnd(250, "d")).join("/")}`;
+    const base = { mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000 };
+    const meta = Buffer.from('{"format":"looker-backup/1"}\n');
+    function* members(): Generator<{ header: TarHeader; body?: Buffer }> {
+      yield { header: { ...base, path: BACKUP_META_PATH, type: "file", size: meta.length }, body: meta };
+      for (let i = 0; i < 150_000; i++)
+        yield { header: { ...base, path: `${directory}/f${i}`, type: "file", size: 0 } };
+    }
+    const archive = join(work, "many-long-paths.tar.zst.age");
+    await pipeline(
+      Readable.from(writeTar(members())),
+      createZstdCompressStream(),
+      createAgeEncryptStream({ recipients: [recipient] }),
+      createWriteStream(archive),
+    );
+    const run = await measuredNode(
+      ["--max-old-space-size=512"],
+      ["verify", "--archive", archive, "--identity", identityFile],
+    );
+    expect(run.code, run.stderr).toBe(4);
+    expect(run.stderr).toMatch(
+      /the archive's member paths exceed the limit of 268435456 bytes in all \(at member \d+\)/,
+    );
+    console.log(`150k long paths: peak RSS verify ${run.peakMiB.toFixed(0)} MiB`);
+  }, 300_000);
 });

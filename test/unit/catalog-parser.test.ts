@@ -168,3 +168,51 @@ describe("verification against the catalog", () => {
     await expect(verify(extra)).rejects.toThrow(/catalog lists home\/d but the archive has no such member/);
   });
 });
+
+describe("limits on what restore holds per member", () => {
+  const members: RawMember[] = [
+    { header: { path: "home/", type: "directory", mode: 0o755 } },
+    { header: { path: "home/a" }, body: Buffer.from("aa") },
+    { header: { path: "home/bb/ccc/dddd/e", type: "symlink", linkTarget: "../x" } },
+  ];
+  // backup.json, the three members and the catalog; paths and the link target are 67 bytes in all.
+  const verify = async (limits: { members?: number; pathBytes?: number; treePaths?: number }) =>
+    extractMembers(Readable.from([await buildTar(members, { catalog: true })]), new VerifySink(), undefined, {
+      limits,
+    });
+
+  it("refuses more members than the limit, naming it, and takes exactly the limit", async () => {
+    await expect(verify({ members: 3 })).rejects.toThrow(/^the archive has more than 3 members, the limit$/);
+    await expect(verify({ members: 3 })).rejects.toBeInstanceOf(IntegrityError);
+    expect((await verify({ members: 4 })).members).toBe(4);
+  });
+
+  it("refuses more path bytes than the limit in all, link targets included", async () => {
+    await expect(verify({ pathBytes: 66 })).rejects.toThrow(
+      /^the archive's member paths exceed the limit of 66 bytes in all \(at member 5\)$/,
+    );
+    expect((await verify({ pathBytes: 67 })).members).toBe(4);
+  });
+
+  it("counts the directories a member implies against the tree's limit", async () => {
+    // meta, meta/backup.json, home, home/a, home/bb, home/bb/ccc, home/bb/ccc/dddd, home/bb/ccc/dddd/e, catalog.
+    await expect(verify({ treePaths: 8 })).rejects.toThrow(/^the archive's tree has more than 8 paths/);
+    expect((await verify({ treePaths: 9 })).members).toBe(4);
+  });
+
+  it("refuses a catalog listing more entries or path bytes than the limits", () => {
+    const parse = (limits: { maxEntries?: number; maxPathBytes?: number }) => {
+      const parser = new CatalogParser(undefined, limits);
+      parser.push(bytes);
+      return parser.end();
+    };
+    expect(() => parse({ maxEntries: 3 })).toThrow(/^the catalog lists more than 3 members, the limit$/);
+    expect(parse({ maxEntries: 4 }).size).toBe(4);
+    const pathBytes = entries.reduce(
+      (sum, e) => sum + Buffer.byteLength(e.path) + Buffer.byteLength(e.linkTarget ?? ""),
+      0,
+    );
+    expect(() => parse({ maxPathBytes: pathBytes - 1 })).toThrow(/^the catalog's paths exceed the limit/);
+    expect(parse({ maxPathBytes: pathBytes }).size).toBe(4);
+  });
+});
