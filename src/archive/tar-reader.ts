@@ -8,6 +8,7 @@
 import type { Readable } from "node:stream";
 import { releaseHandedOver } from "../compress/release.js";
 import { IntegrityError, LookerBackupError } from "../errors.js";
+import { display } from "./member-safety.js";
 import {
   BLOCK_SIZE,
   Field,
@@ -814,12 +815,13 @@ function isPaxKey(key: string): key is PaxKey {
 function paxInteger(value: string | undefined, name: string, offset: number): number | undefined {
   if (value === undefined) return undefined;
   const number = Number(value);
-  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(number)) fail(`invalid pax ${name} ${value}`, offset);
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(number))
+    fail(`invalid pax ${name} ${display(value)}`, offset);
   return number;
 }
 
 function paxTime(value: string | undefined, offset: number): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^-?[0-9]{1,15}(\.[0-9]+)?$/.test(value)) fail(`invalid pax mtime ${value}`, offset);
+  if (!/^-?[0-9]{1,15}(\.[0-9]+)?$/.test(value)) fail(`invalid pax mtime ${display(value)}`, offset);
   return Number(value);
 }

@@ -222,6 +222,22 @@ describe("readTar robustness", () => {
     expect(members.map((m) => m.body)).toEqual(Array.from({ length: 16 }, (_, m) => `${m}`));
   });
 
+  it("quotes at most 200 bytes of an invalid pax value", async () => {
+    const value = "9".repeat(500_000);
+    const record = (key: string) => {
+      const text = ` ${key}=${value}x\n`;
+      return Buffer.from(`${text.length + 6}${text}`);
+    };
+    for (const key of ["uid", "mtime"]) {
+      const archive = Buffer.concat([metaMember("x", record(key)), await archiveOf([file("home/a", "a")])]);
+      const refused = await readAll([archive]).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(IntegrityError);
+      expect((refused as Error).message).toMatch(
+        new RegExp(`^corrupt tar archive: invalid pax ${key} 9{200}\\.\\.\\. at byte 500736$`),
+      );
+    }
+  });
+
   it("refuses names that are not valid UTF-8 instead of renaming them", async () => {
     const archive = await archiveOf([file("home/abc", "x")]);
     const latin1 = Buffer.concat([
