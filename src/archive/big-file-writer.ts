@@ -29,6 +29,11 @@ import type { TarHeader } from "./tar-format.js";
 
 /** Parts the thread may lag behind by (each up to a 4 MiB frame) before a file's writer waits. */
 const MAX_PARTS_IN_FLIGHT = 4;
+/**
+ * A part larger than our frames counts as one part per started PART_UNIT bytes, so the backlog stays ~16 MiB
+ * whatever the archive's frames (a hand-made one has 16 MiB frames; four of them in flight were 64 MiB).
+ */
+const PART_UNIT = 4 * 1024 * 1024;
 
 /** What the thread is told. Parts and the end of a file are answered in order; open and abandon are not. */
 type WriterMessage =
@@ -149,8 +154,11 @@ export class BigFileWriter {
   private thread: Worker | undefined;
   private nextFile = 0;
   private partsInFlight = 0;
+  /** The parts' weights (see PART_UNIT), oldest first: the thread answers parts in order. */
+  private readonly weights: number[] = [];
+  private weightInFlight = 0;
   private failure: Error | undefined;
-  private readonly waiters = new BacklogWaiters(() => this.partsInFlight);
+  private readonly waiters = new BacklogWaiters(() => this.weightInFlight);
   private readonly finishing = new Map<
     number,
     { resolve: (digest: string) => void; reject: (error: Error) => void }
@@ -183,8 +191,11 @@ export class BigFileWriter {
       takeOwnership(part) ??
       (part.buffer as ArrayBuffer).slice(part.byteOffset, part.byteOffset + part.length);
     if (this.partsInFlight++ === 0) this.started().ref();
+    const weight = Math.max(1, Math.ceil(part.length / PART_UNIT));
+    this.weights.push(weight);
+    this.weightInFlight += weight;
     this.post({ op: "part", file, buffer, length: part.length }, [buffer]);
-    return this.partsInFlight >= MAX_PARTS_IN_FLIGHT ? this.waitUntil(MAX_PARTS_IN_FLIGHT - 1) : undefined;
+    return this.weightInFlight >= MAX_PARTS_IN_FLIGHT ? this.waitUntil(MAX_PARTS_IN_FLIGHT - 1) : undefined;
   }
 
   private finish(file: number, header: TarHeader, canChown: boolean): Promise<string> {
@@ -214,6 +225,7 @@ export class BigFileWriter {
   private receive(reply: WriterReply): void {
     if (reply.op === "part") {
       this.partsInFlight -= 1;
+      this.weightInFlight -= this.weights.shift() ?? 0;
       this.waiters.wake();
     } else {
       const waiter = this.finishing.get(reply.file);

@@ -4,6 +4,7 @@
  * even when the encryption layer was fine (e.g. an archive made by other tools with a forged catalog is refused).
  */
 import { IntegrityError } from "../errors.js";
+import { display } from "./member-safety.js";
 import type { TarEntryType } from "./tar-format.js";
 
 export const CATALOG_PATH = "meta/catalog.jsonl";
@@ -41,6 +42,27 @@ export function catalogLine(entry: CatalogEntry): string {
 
 const TYPES: readonly TarEntryType[] = ["file", "directory", "symlink", "hardlink"];
 
+/** Longest path or link target a catalog line may name, in UTF-8 bytes: the tar reader's limit for members. */
+export const MAX_CATALOG_PATH_BYTES = 4096;
+/**
+ * Longest catalog line, in bytes. Our lines are ~250 bytes; a path and a link target at their limit, each
+ * JSON-escaped at 6 bytes per byte (\u0001), and a warning still fit twice. One line is gathered and parsed whole,
+ * so this bounds the memory and work a single line costs.
+ */
+export const MAX_CATALOG_LINE_BYTES = 128 * 1024;
+/**
+ * Most members restore and verify take from one archive, and most bytes of member paths (and link targets) in all.
+ * Restore holds each member's path until the catalog, at the end, has matched it, and the catalog's entries until
+ * the end: ~1 KB of heap per member. A Looker home has tens of thousands of files (the bench's largest 100k, with
+ * paths of ~60 bytes); 1M members with 3.8 KB paths made restore run out of heap (exit 134, 4.4 GB RSS).
+ */
+export const MAX_ARCHIVE_MEMBERS = 1_000_000;
+export const MAX_ARCHIVE_PATH_BYTES = 256 * 1024 * 1024;
+export const LIMIT_HINT =
+  "the archive is far larger than any Looker home, so it was not written by looker-backup from one; nothing was restored";
+const CATALOG_HINT =
+  "the archive's catalog is damaged or was not written by looker-backup; use another backup";
+
 /** Parses and validates one catalog line; a malformed catalog is an integrity failure, never a guess. */
 export function parseCatalogLine(line: string, lineNumber: number): CatalogEntry {
   let value: unknown;
@@ -63,6 +85,18 @@ export function parseCatalogLine(line: string, lineNumber: number): CatalogEntry
     (e.sha256 === undefined || /^[0-9a-f]{64}$/.test(e.sha256)) &&
     (e.linkTarget === undefined || typeof e.linkTarget === "string");
   if (!valid) throw new IntegrityError(`catalog line ${lineNumber} does not describe a member`);
+  for (const [what, text] of [
+    ["path", e.path],
+    ["link target", e.linkTarget],
+  ] as const) {
+    const bytes = text === undefined ? 0 : Buffer.byteLength(text);
+    if (bytes > MAX_CATALOG_PATH_BYTES) {
+      throw new IntegrityError(
+        `catalog line ${lineNumber} names a ${what} of ${bytes} bytes, over the limit of ${MAX_CATALOG_PATH_BYTES}`,
+        CATALOG_HINT,
+      );
+    }
+  }
   return e as CatalogEntry;
 }
 
@@ -71,24 +105,47 @@ export function parseCatalogLine(line: string, lineNumber: number): CatalogEntry
  * ~24 MB, and holding it whole (let alone as one string, split) came on top of everything else at the very end of a
  * restore, when memory is highest. Only a line cut between two parts is copied.
  */
+export interface CatalogLimits {
+  /** Most entries (default MAX_ARCHIVE_MEMBERS). */
+  readonly maxEntries?: number;
+  /** Most bytes of paths and link targets in all (default MAX_ARCHIVE_PATH_BYTES). */
+  readonly maxPathBytes?: number;
+}
+
 export class CatalogParser {
   readonly entries = new Map<string, CatalogEntry>();
-  private carry: Buffer | undefined;
+  private readonly maxEntries: number;
+  private readonly maxPathBytes: number;
+  private pathBytes = 0;
+  /**
+   * The start of a line cut between parts, as copies, joined once its end arrives: joining on every part was
+   * quadratic (a 50 MB line took 22 s), and the line is refused once it is over MAX_CATALOG_LINE_BYTES.
+   */
+  private carry: Buffer[] = [];
+  private carried = 0;
   private lineNumber = 0;
 
   /** @param onEntry told of each entry as it is parsed, in catalog order */
-  constructor(private readonly onEntry?: (entry: CatalogEntry) => void) {}
+  constructor(
+    private readonly onEntry?: (entry: CatalogEntry) => void,
+    limits: CatalogLimits = {},
+  ) {
+    this.maxEntries = limits.maxEntries ?? MAX_ARCHIVE_MEMBERS;
+    this.maxPathBytes = limits.maxPathBytes ?? MAX_ARCHIVE_PATH_BYTES;
+  }
 
   push(part: Buffer): void {
     let start = 0;
-    if (this.carry !== undefined) {
+    if (this.carried > 0) {
       const newline = part.indexOf(0x0a);
       if (newline < 0) {
-        this.carry = Buffer.concat([this.carry, part]);
+        this.keep(part);
         return;
       }
-      const line = Buffer.concat([this.carry, part.subarray(0, newline)]);
-      this.carry = undefined;
+      this.keep(part.subarray(0, newline));
+      const line = Buffer.concat(this.carry, this.carried);
+      this.carry = [];
+      this.carried = 0;
       this.line(line, 0, line.length);
       start = newline + 1;
     }
@@ -96,22 +153,55 @@ export class CatalogParser {
       this.line(part, start, newline);
       start = newline + 1;
     }
-    // A copy: the part's memory may be freed once the next part is asked for.
-    if (start < part.length) this.carry = Buffer.from(part.subarray(start));
+    if (start < part.length) this.keep(part.subarray(start));
   }
 
   /** The entries, once the last part was pushed (a last line without its newline counts too). */
   end(): Map<string, CatalogEntry> {
-    if (this.carry !== undefined) this.line(this.carry, 0, this.carry.length);
-    this.carry = undefined;
+    if (this.carried > 0) {
+      const line = Buffer.concat(this.carry, this.carried);
+      this.line(line, 0, line.length);
+    }
+    this.carry = [];
+    this.carried = 0;
     return this.entries;
+  }
+
+  /** Carries part of a line over to the next part, as a copy: a part's memory may be freed once the next is read. */
+  private keep(bytes: Buffer): void {
+    this.tooLong(this.carried + bytes.length, this.lineNumber + 1);
+    this.carry.push(Buffer.from(bytes));
+    this.carried += bytes.length;
+  }
+
+  private tooLong(length: number, lineNumber: number): void {
+    if (length > MAX_CATALOG_LINE_BYTES) {
+      throw new IntegrityError(
+        `catalog line ${lineNumber} is longer than the limit of ${MAX_CATALOG_LINE_BYTES} bytes`,
+        CATALOG_HINT,
+      );
+    }
   }
 
   private line(bytes: Buffer, start: number, end: number): void {
     this.lineNumber++;
     if (end === start) return;
+    this.tooLong(end - start, this.lineNumber);
     const entry = parseCatalogLine(bytes.toString("utf8", start, end), this.lineNumber);
-    if (this.entries.has(entry.path)) throw new IntegrityError(`catalog lists ${entry.path} twice`);
+    if (this.entries.has(entry.path)) throw new IntegrityError(`catalog lists ${display(entry.path)} twice`);
+    if (this.entries.size >= this.maxEntries) {
+      throw new IntegrityError(
+        `the catalog lists more than ${this.maxEntries} members, the limit`,
+        LIMIT_HINT,
+      );
+    }
+    this.pathBytes += Buffer.byteLength(entry.path) + Buffer.byteLength(entry.linkTarget ?? "");
+    if (this.pathBytes > this.maxPathBytes) {
+      throw new IntegrityError(
+        `the catalog's paths exceed the limit of ${this.maxPathBytes} bytes in all (at line ${this.lineNumber})`,
+        LIMIT_HINT,
+      );
+    }
     this.entries.set(entry.path, entry);
     this.onEntry?.(entry);
   }
@@ -140,17 +230,24 @@ export function compareWithCatalog(
   for (const member of observed) {
     seen.add(member.path);
     const expected = catalog.get(member.path);
-    if (!expected) throw new IntegrityError(`member ${member.path} is not in the catalog`, TAMPER_HINT);
+    if (!expected)
+      throw new IntegrityError(`member ${display(member.path)} is not in the catalog`, TAMPER_HINT);
     const mismatch = firstMismatch(expected, member);
     if (mismatch) {
-      throw new IntegrityError(`member ${member.path} does not match the catalog: ${mismatch}`, TAMPER_HINT);
+      throw new IntegrityError(
+        `member ${display(member.path)} does not match the catalog: ${mismatch}`,
+        TAMPER_HINT,
+      );
     }
   }
   let index = 0;
   for (const path of catalog.keys()) {
     if (index++ < matchedInOrder) continue;
     if (!seen.has(path))
-      throw new IntegrityError(`catalog lists ${path} but the archive has no such member`, TAMPER_HINT);
+      throw new IntegrityError(
+        `catalog lists ${display(path)} but the archive has no such member`,
+        TAMPER_HINT,
+      );
   }
 }
 

@@ -12,8 +12,12 @@ import {
   BACKUP_META_PATH,
   CATALOG_PATH,
   type CatalogEntry,
+  type CatalogLimits,
   CatalogParser,
   compareWithCatalog,
+  LIMIT_HINT,
+  MAX_ARCHIVE_MEMBERS,
+  MAX_ARCHIVE_PATH_BYTES,
   matchesCatalog,
   type ObservedMember,
 } from "./catalog.js";
@@ -54,6 +58,8 @@ export interface ExtractOptions {
   readonly releaseConsumed?: boolean;
   /** Write setuid, setgid, sticky and world-writable bits as the archive has them (dropped by default). */
   readonly keepPrivilegedModes?: boolean;
+  /** Lower limits than the defaults (MAX_ARCHIVE_MEMBERS and friends), for tests. */
+  readonly limits?: { readonly members?: number; readonly pathBytes?: number; readonly treePaths?: number };
 }
 
 export async function extractMembers(
@@ -62,7 +68,11 @@ export async function extractMembers(
   onProgress?: (progress: ExtractProgress) => void,
   options: ExtractOptions = {},
 ): Promise<ExtractOutcome> {
-  const tracker = new LinkTracker();
+  const maxMembers = options.limits?.members ?? MAX_ARCHIVE_MEMBERS;
+  const maxPathBytes = options.limits?.pathBytes ?? MAX_ARCHIVE_PATH_BYTES;
+  const tracker = new LinkTracker(undefined, options.limits?.treePaths);
+  let members = 0;
+  let pathBytes = 0;
   const modes = new ModePolicy(options.keepPrivilegedModes ?? false);
   let outsidePaths: string[] | undefined;
   const observed: (ObservedMember | undefined)[] = [];
@@ -79,13 +89,30 @@ export async function extractMembers(
     for (let entry = await nextEntry(tar); entry !== undefined; entry = await nextEntry(tar)) {
       const { header, body } = entry;
       if (catalog !== undefined) {
-        throw new IntegrityError(`member ${header.path} follows the catalog, which must be the last member`);
+        throw new IntegrityError(
+          `member ${display(header.path)} follows the catalog, which must be the last member`,
+        );
+      }
+      // Each member's path is held until the catalog has matched it (see InOrderCheck): bound them all. The catalog
+      // itself is one more member, and its own limits are the same (see CatalogParser).
+      if (++members > maxMembers + 1) {
+        throw new IntegrityError(`the archive has more than ${maxMembers} members, the limit`, LIMIT_HINT);
+      }
+      pathBytes += Buffer.byteLength(header.path) + Buffer.byteLength(header.linkTarget ?? "");
+      if (pathBytes > maxPathBytes) {
+        throw new IntegrityError(
+          `the archive's member paths exceed the limit of ${maxPathBytes} bytes in all (at member ${members})`,
+          LIMIT_HINT,
+        );
       }
       tracker.admit(header);
       const problem = placementProblem(header, outsidePaths);
       if (problem !== undefined) refuse(header.path, problem);
       if (header.path === CATALOG_PATH) {
-        catalog = await parseCatalogBody(body, header.size, (listed) => inOrder.offer(listed));
+        catalog = await parseCatalogBody(body, header.size, (listed) => inOrder.offer(listed), {
+          maxEntries: maxMembers,
+          maxPathBytes,
+        });
         continue;
       }
       let sha256: string | undefined;
@@ -134,9 +161,10 @@ async function parseCatalogBody(
   body: AsyncIterable<Buffer>,
   size: number,
   onEntry: (entry: CatalogEntry) => void,
+  limits: CatalogLimits,
 ): Promise<Map<string, CatalogEntry>> {
   if (size > MAX_CATALOG_BYTES) throw new IntegrityError(`member body exceeds ${MAX_CATALOG_BYTES} bytes`);
-  const parser = new CatalogParser(onEntry);
+  const parser = new CatalogParser(onEntry, limits);
   for await (const part of body) parser.push(part);
   return parser.end();
 }

@@ -8,6 +8,7 @@
 import type { Readable } from "node:stream";
 import { releaseHandedOver } from "../compress/release.js";
 import { IntegrityError, LookerBackupError } from "../errors.js";
+import { display } from "./member-safety.js";
 import {
   BLOCK_SIZE,
   Field,
@@ -22,6 +23,11 @@ import {
 export interface TarReadLimits {
   /** Largest pax 'x' or 'g' header body accepted, in bytes (default 1 MiB). */
   maxPaxHeaderBytes?: number;
+  /**
+   * Most bytes of header blocks and meta headers (pax, GNU long names) before one member, the member's own header
+   * included (default 4 MiB: a pax header, a global one and two long names at their limits fit several times).
+   */
+  maxHeaderChainBytes?: number;
   /** Longest member path or link target, in UTF-8 bytes (default 4096, Linux PATH_MAX). */
   maxPathBytes?: number;
   /** Most members accepted (default: no limit). */
@@ -52,14 +58,15 @@ export interface TarBody extends AsyncIterable<Buffer> {
 }
 
 /**
- * What the non-waiting calls return when the bytes they need have not arrived yet (nothing was consumed): then
- * make the waiting call. Why both: at 100,000 small members, each await was a round through the microtask queue
+ * What the non-waiting calls return when the bytes they need have not arrived yet (nothing of the member was
+ * handed out; complete meta headers before it may have been read and are remembered): then make the waiting call. Why both: at 100,000 small members, each await was a round through the microtask queue
  * and a few allocations, and the restore's main thread spent about a third of its time on them.
  */
 export const NEEDS_INPUT: unique symbol = Symbol("needs input");
 
 const DEFAULT_LIMITS = {
   maxPaxHeaderBytes: 1024 * 1024,
+  maxHeaderChainBytes: 4 * 1024 * 1024,
   maxPathBytes: 4096,
   maxEntries: Infinity,
   releaseConsumed: false,
@@ -106,7 +113,7 @@ export class TarReader {
     this.parser = new HeaderParser(this.reader, this.limits);
   }
 
-  /** The next member, undefined at the end-of-archive marker, or NEEDS_INPUT (nothing consumed): call next(). */
+  /** The next member, undefined at the end-of-archive marker, or NEEDS_INPUT: call next(). */
   nextBuffered(): TarReadEntry | undefined | typeof NEEDS_INPUT {
     if (!this.leaveBody()) return NEEDS_INPUT;
     const member = this.parser.nextBuffered();
@@ -241,7 +248,9 @@ class ChunkReader {
         this.takePending();
         continue;
       }
-      const taken = Math.min(this.pending.length, Math.max(length - this.chunk.length, MIN_JOIN));
+      // At least doubling what is joined, so a header that arrives in many small chunks is copied O(its size) times.
+      const wanted = Math.max(length - this.chunk.length, MIN_JOIN, this.chunk.length);
+      const taken = Math.min(this.pending.length, wanted);
       const joined = Buffer.concat([this.chunk, this.pending.subarray(0, taken)]);
       this.replaceWhole(joined, joined);
       this.pending = this.pending.subarray(taken);
@@ -401,6 +410,8 @@ interface ParsedMember {
 
 /** Thrown inside a parse attempt whose bytes have not all arrived; never leaves HeaderParser. */
 const INCOMPLETE = Symbol("incomplete header");
+/** A meta header was read whole: the member's own header follows. */
+const MORE_HEADERS = Symbol("more headers");
 
 /** pax keys we honour; everything else (atime, SCHILY.*, LIBARCHIVE.*) is ignored. */
 type PaxKey = "path" | "linkpath" | "size" | "uid" | "gid" | "mtime" | "uname" | "gname";
@@ -415,10 +426,26 @@ const PAX_KEYS: ReadonlySet<string> = new Set<PaxKey>([
   "gname",
 ]);
 
-/** Reads header blocks, folding pax and GNU meta headers into the member they describe. */
+/** The meta headers read so far for the member that follows them. */
+interface HeaderChain {
+  /** Byte offset of the chain's first header block. */
+  readonly start: number;
+  readonly local: Map<PaxKey, string>;
+  sparse: boolean;
+  longName?: string;
+  longLink?: string;
+}
+
+/**
+ * Reads header blocks, folding pax and GNU meta headers into the member they describe. Each header (block and
+ * meta body) is parsed once: the chain's state is kept between parse attempts, so a chain spread over many source
+ * chunks is not re-copied and re-parsed from its start for each chunk (that was quadratic: 64 MB of pax headers
+ * before one member took 113 s), and its length is capped by maxHeaderChainBytes.
+ */
 class HeaderParser {
-  /** pax global values; replaced, never changed in place, so a parse attempt can be undone (nextBuffered). */
-  private globals = new Map<PaxKey, string>();
+  private readonly globals = new Map<PaxKey, string>();
+  /** The chain of the member being parsed, once its first header is consumed. */
+  private chain: HeaderChain | undefined;
   /** Bytes from where the last incomplete attempt started that it needed. */
   private needed = 0;
   private attemptStart = 0;
@@ -438,64 +465,102 @@ class HeaderParser {
   }
 
   /**
-   * The next member if all its header blocks are buffered; otherwise NEEDS_INPUT, with nothing consumed and
-   * `needed` set to how many bytes the attempt wanted. Parsing is the same either way: next() makes the bytes
-   * readable and tries again.
+   * The next member if all its header blocks are buffered; otherwise NEEDS_INPUT, with `needed` set to how many
+   * bytes the header being read wanted. The meta headers before it that are complete are consumed and kept in
+   * `chain`: call again (or next()) and parsing goes on from there.
    */
   nextBuffered(): ParsedMember | undefined | typeof NEEDS_INPUT {
-    const mark = this.reader.mark();
-    const globals = this.globals;
-    this.attemptStart = mark.offset;
-    try {
-      return this.parse();
-    } catch (error) {
-      if (error !== INCOMPLETE) throw error;
-      this.reader.reset(mark);
-      this.globals = globals;
-      return NEEDS_INPUT;
+    for (;;) {
+      const mark = this.reader.mark();
+      this.attemptStart = mark.offset;
+      let step: ParsedMember | undefined | typeof MORE_HEADERS;
+      try {
+        step = this.parseHeader();
+      } catch (error) {
+        if (error !== INCOMPLETE) throw error;
+        this.reader.reset(mark);
+        return NEEDS_INPUT;
+      }
+      if (step !== MORE_HEADERS) {
+        this.chain = undefined;
+        return step;
+      }
     }
   }
 
-  private parse(): ParsedMember | undefined {
-    const start = this.reader.offset;
-    const local = new Map<PaxKey, string>();
-    let sparse = false;
-    let longName: string | undefined;
-    let longLink: string | undefined;
-    for (;;) {
-      const offset = this.reader.offset;
-      const block = this.readHeaderBlock();
-      if (block === undefined) {
-        if (offset !== start) fail("end-of-archive marker right after an extended header", offset);
-        return undefined;
-      }
-      const typeFlag = String.fromCharCode(block[Field.typeflag[0]]!);
-      switch (typeFlag) {
-        case TypeFlag.paxExtended: {
-          const records = parsePaxRecords(this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset);
-          for (const [key, value] of records) {
-            if (isPaxKey(key)) local.set(key, value);
-            else sparse ||= key.startsWith("GNU.sparse.");
-          }
-          break;
-        }
-        case TypeFlag.paxGlobal:
-          this.applyGlobals(
-            parsePaxRecords(this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset),
-          );
-          break;
-        case TypeFlag.gnuLongName:
-          longName = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long name"), offset);
-          break;
-        case TypeFlag.gnuLongLink:
-          longLink = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long link"), offset);
-          break;
-        default: {
-          const header = this.buildHeader(block, typeFlag, { local, longName, longLink, sparse }, offset);
-          return { header, offset: start };
-        }
+  /** One header block and its meta body; MORE_HEADERS after a meta header (its values are in the chain). */
+  private parseHeader(): ParsedMember | undefined | typeof MORE_HEADERS {
+    const offset = this.reader.offset;
+    const block = this.readHeaderBlock();
+    if (block === undefined) {
+      if (this.chain !== undefined) fail("end-of-archive marker right after an extended header", offset);
+      return undefined;
+    }
+    const typeFlag = String.fromCharCode(block[Field.typeflag[0]]!);
+    const isMeta =
+      typeFlag === TypeFlag.paxExtended ||
+      typeFlag === TypeFlag.paxGlobal ||
+      typeFlag === TypeFlag.gnuLongName ||
+      typeFlag === TypeFlag.gnuLongLink;
+    if (isMeta) {
+      const metaBytes = this.metaSize(block, typeFlag, offset);
+      const chainStart = this.chain?.start ?? offset;
+      const chainBytes = offset - chainStart + BLOCK_SIZE + metaBytes + paddingFor(metaBytes) + BLOCK_SIZE;
+      if (chainBytes > this.limits.maxHeaderChainBytes) {
+        fail(
+          `headers before one member (pax, GNU long names) exceed the limit of ${this.limits.maxHeaderChainBytes} bytes`,
+          chainStart,
+        );
       }
     }
+    switch (typeFlag) {
+      case TypeFlag.paxExtended: {
+        const records = parsePaxRecords(this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset);
+        const chain = this.chainFrom(offset);
+        for (const [key, value] of records) {
+          if (isPaxKey(key)) chain.local.set(key, value);
+          else chain.sparse ||= key.startsWith("GNU.sparse.");
+        }
+        return MORE_HEADERS;
+      }
+      case TypeFlag.paxGlobal:
+        this.applyGlobals(
+          parsePaxRecords(this.readMeta(block, this.limits.maxPaxHeaderBytes, "pax"), offset),
+        );
+        this.chainFrom(offset);
+        return MORE_HEADERS;
+      case TypeFlag.gnuLongName: {
+        const longName = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long name"), offset);
+        this.chainFrom(offset).longName = longName;
+        return MORE_HEADERS;
+      }
+      case TypeFlag.gnuLongLink: {
+        const longLink = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long link"), offset);
+        this.chainFrom(offset).longLink = longLink;
+        return MORE_HEADERS;
+      }
+      default: {
+        const chain = this.chain ?? { start: offset, local: new Map<PaxKey, string>(), sparse: false };
+        const header = this.buildHeader(block, typeFlag, chain, offset);
+        return { header, offset: chain.start };
+      }
+    }
+  }
+
+  /** The current chain, started at `offset` by the meta header just read whole if there was none. */
+  private chainFrom(offset: number): HeaderChain {
+    this.chain ??= { start: offset, local: new Map(), sparse: false };
+    return this.chain;
+  }
+
+  /** A meta header's declared body size, checked against its own limit before anything is read. */
+  private metaSize(block: Buffer, typeFlag: string, offset: number): number {
+    const pax = typeFlag === TypeFlag.paxExtended || typeFlag === TypeFlag.paxGlobal;
+    const what = pax ? "pax" : typeFlag === TypeFlag.gnuLongName ? "long name" : "long link";
+    const maxBytes = pax ? this.limits.maxPaxHeaderBytes : this.limits.maxPathBytes + 1;
+    const size = parseNumber(block, Field.size, "size", offset);
+    if (size > maxBytes) fail(`${what} header of ${size} bytes exceeds the limit of ${maxBytes}`, offset);
+    return size;
   }
 
   /**
@@ -545,7 +610,6 @@ class HeaderParser {
   }
 
   private applyGlobals(records: Map<string, string>): void {
-    this.globals = new Map(this.globals);
     for (const [key, value] of records) {
       if (!isPaxKey(key)) continue;
       // An empty value deletes the global (POSIX pax "keyword=" semantics).
@@ -554,12 +618,7 @@ class HeaderParser {
     }
   }
 
-  private buildHeader(
-    block: Buffer,
-    typeFlag: string,
-    meta: { local: Map<PaxKey, string>; longName?: string; longLink?: string; sparse: boolean },
-    offset: number,
-  ): TarHeader {
+  private buildHeader(block: Buffer, typeFlag: string, meta: HeaderChain, offset: number): TarHeader {
     // An empty local value cancels the global one and falls back to the ustar field.
     const pax = (key: PaxKey): string | undefined => {
       const value = meta.local.has(key) ? meta.local.get(key) : this.globals.get(key);
@@ -756,12 +815,13 @@ function isPaxKey(key: string): key is PaxKey {
 function paxInteger(value: string | undefined, name: string, offset: number): number | undefined {
   if (value === undefined) return undefined;
   const number = Number(value);
-  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(number)) fail(`invalid pax ${name} ${value}`, offset);
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(number))
+    fail(`invalid pax ${name} ${display(value)}`, offset);
   return number;
 }
 
 function paxTime(value: string | undefined, offset: number): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^-?[0-9]{1,15}(\.[0-9]+)?$/.test(value)) fail(`invalid pax mtime ${value}`, offset);
+  if (!/^-?[0-9]{1,15}(\.[0-9]+)?$/.test(value)) fail(`invalid pax mtime ${display(value)}`, offset);
   return Number(value);
 }

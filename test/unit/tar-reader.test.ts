@@ -177,6 +177,67 @@ describe("readTar robustness", () => {
     await expect(readAll([three], { maxEntries: 3 })).resolves.toHaveLength(3);
   });
 
+  it("refuses a chain of meta headers over 4 MiB before one member, naming the limit and the chain's start", async () => {
+    const record = Buffer.from(`500 comment=${"c".repeat(487)}\n`);
+    expect(record.length).toBe(500);
+    const pax = metaMember("x", record); // 1024 bytes
+    const longName = metaMember("L", Buffer.from(`home/${"n".repeat(500)}\0`)); // 1024 bytes
+    const global = metaMember("g", record, "pax_global_header");
+    const member = await archiveOf([file("home/a", "a")]);
+    for (const [what, meta, count] of [
+      ["pax", pax, 4097],
+      ["GNU long name", longName, 4097],
+      ["pax global", global, 4097],
+    ] as const) {
+      const archive = Buffer.concat([
+        member.subarray(0, 1024),
+        ...Array.from({ length: count }, () => meta),
+        member,
+      ]);
+      await expect(readAll(piecesOf(archive, 65536)), what).rejects.toThrow(
+        /headers before one member \(pax, GNU long names\) exceed the limit of 4194304 bytes at byte 1024/,
+      );
+    }
+    const chain = Buffer.concat([...Array.from({ length: 64 }, () => pax), member]);
+    await expect(readAll([chain], { maxHeaderChainBytes: 64 * 1024 })).rejects.toThrow(
+      /exceed the limit of 65536/,
+    );
+    await expect(readAll([chain], { maxHeaderChainBytes: 66 * 1024 })).resolves.toHaveLength(1);
+  });
+
+  it("parses each header of a long chain once, however the stream is cut", async () => {
+    // 16 members behind ~4 MiB of pax headers each, in 500-byte pieces. A parser that copies and re-parses the
+    // chain from its start for each piece does ~8000 passes over up to 4 MiB per member: many minutes in all.
+    const pax = (n: number) => metaMember("x", Buffer.from(`22 path=home/m/${String(n).padStart(6, "0")}\n`));
+    const parts: Buffer[] = [];
+    for (let m = 0; m < 16; m++) {
+      for (let h = 0; h < 4000; h++) parts.push(pax(m * 4000 + h));
+      parts.push((await archiveOf([file("home/placeholder", `${m}`)])).subarray(0, 1024));
+    }
+    parts.push(encodeEndOfArchive());
+    const members = await readAll(piecesOf(Buffer.concat(parts), 500));
+    expect(members.map((m) => m.header.path)).toEqual(
+      Array.from({ length: 16 }, (_, m) => `home/m/${String(m * 4000 + 3999).padStart(6, "0")}`),
+    );
+    expect(members.map((m) => m.body)).toEqual(Array.from({ length: 16 }, (_, m) => `${m}`));
+  });
+
+  it("quotes at most 200 bytes of an invalid pax value", async () => {
+    const value = "9".repeat(500_000);
+    const record = (key: string) => {
+      const text = ` ${key}=${value}x\n`;
+      return Buffer.from(`${text.length + 6}${text}`);
+    };
+    for (const key of ["uid", "mtime"]) {
+      const archive = Buffer.concat([metaMember("x", record(key)), await archiveOf([file("home/a", "a")])]);
+      const refused = await readAll([archive]).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(IntegrityError);
+      expect((refused as Error).message).toMatch(
+        new RegExp(`^corrupt tar archive: invalid pax ${key} 9{200}\\.\\.\\. at byte 500736$`),
+      );
+    }
+  });
+
   it("refuses names that are not valid UTF-8 instead of renaming them", async () => {
     const archive = await archiveOf([file("home/abc", "x")]);
     const latin1 = Buffer.concat([
