@@ -4,6 +4,12 @@
  */
 import { readFile } from "node:fs/promises";
 import { parseIdentities, parseRecipient, parseRecipients } from "../crypto/age-keys.js";
+import {
+  parseSigningKey,
+  parseTrustedSigners,
+  type SigningKey,
+  type TrustedSigners,
+} from "../crypto/ssh-keys.js";
 import { InputError } from "../errors.js";
 
 export async function loadRecipients(
@@ -44,6 +50,17 @@ export async function loadIdentities(files: readonly string[], where: string): P
     );
   }
   return identities;
+}
+
+/** The backup side's signing key: an unencrypted Ed25519 key in OpenSSH's format. */
+export async function loadSigningKey(file: string, where: string): Promise<SigningKey> {
+  const text = await readKeyFile(file, "signing key");
+  return parseSigningKey(text, `${where} ${file}`);
+}
+
+/** Public keys whose signatures restore accepts: allowed_signers lines or bare `ssh-ed25519 AAAA...` lines. */
+export async function loadTrustedSigners(file: string, where: string): Promise<TrustedSigners> {
+  return parseTrustedSigners(await readKeyFile(file, "trusted signers file"), `${where} ${file}`);
 }
 
 async function readKeyFile(file: string, what: string): Promise<string> {
