@@ -6,7 +6,7 @@ import { createReadStream } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { droppedModesWarning } from "../archive/restore-policy.js";
-import { loadRecipients, loadSigningKey, passphraseFromEnv } from "../config/keys.js";
+import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
 import { fingerprint, generateSigningKey, publicKeyLine, SIGNATURE_NAMESPACE } from "../crypto/ssh-keys.js";
 import { checkAuthenticity } from "../engine/authenticity.js";
@@ -158,9 +158,6 @@ export const backupCommand: Command = {
           stringList(values, "recipients-file"),
           "--recipient",
         );
-    const signingKeyFile = optionalString(values, "signing-key");
-    const signingKey =
-      signingKeyFile === undefined ? undefined : await loadSigningKey(signingKeyFile, "--signing-key");
     const instance = validateInstanceName(optionalString(values, "instance") ?? defaultInstanceName());
     const keepLast = integerOption(values, "keep-last", command, { min: 1, max: 100_000 });
     const keepDays = integerOption(values, "keep-days", command, { min: 1, max: 100_000 });
@@ -192,7 +189,6 @@ export const backupCommand: Command = {
         instance,
         recipients,
         passphrase,
-        ...(signingKey ? { signingKey } : {}),
         manifestFile,
         sslFiles,
         backend,
@@ -282,7 +278,6 @@ export const restoreCommand: Command = {
     const keys = await decryptionKeysFrom(values, command);
     // Before anything is decrypted, and before the target is even looked at.
     const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, command));
-    reportAuthenticity(authenticity, context);
     const progress = progressFor("restore", values, context);
     const total = (await stat(archive)).size;
     const started = Date.now();
@@ -297,6 +292,7 @@ export const restoreCommand: Command = {
       keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
       onProgress: progress && ((p) => progress.update(p.bytes, total)),
     });
+    reportAuthenticity(authenticity, context);
     for (const warning of result.warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
       target: result.target,
@@ -344,7 +340,6 @@ export const verifyCommand: Command = {
     const archive = await archivePath(values, "verify");
     const keys = await decryptionKeysFrom(values, "verify");
     const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, "verify"));
-    reportAuthenticity(authenticity, context);
     const progress = progressFor("verify", values, context);
     const total = (await stat(archive)).size;
     const keepPrivileged = Boolean(values["keep-privileged-modes"]);
@@ -360,6 +355,7 @@ export const verifyCommand: Command = {
     // Verify tells what a restore with the same flags would not write as archived.
     const dropped = droppedModesWarning(outcome.droppedModes, "would be dropped");
     const warnings = dropped === undefined ? [] : [dropped];
+    reportAuthenticity(authenticity, context);
     for (const warning of warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
       archive,
@@ -533,7 +529,10 @@ async function writeNewKeyFile(output: string, content: string): Promise<void> {
   }
 }
 
-/** The authenticity verdict on stderr: who signed, or the warning that nobody checked. */
+/**
+ * The authenticity verdict on stderr, once the command has done its work (a failure's message comes first): who
+ * signed, or the warning that nobody checked.
+ */
 function reportAuthenticity(
   result: Awaited<ReturnType<typeof checkAuthenticity>>,
   context: CommandContext,

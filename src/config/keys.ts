@@ -1,15 +1,11 @@
 /**
  * Loading age keys from where users keep them: recipients on the command line or in a file (age's `-R` format),
- * identities in an age identity file. Everything is validated here, before any work starts.
+ * identities in an age identity file; and the signing keys a restore trusts. Everything is validated here, before
+ * any work starts.
  */
 import { readFile } from "node:fs/promises";
 import { parseIdentities, parseRecipient, parseRecipients } from "../crypto/age-keys.js";
-import {
-  parseSigningKey,
-  parseTrustedSigners,
-  type SigningKey,
-  type TrustedSigners,
-} from "../crypto/ssh-keys.js";
+import { parseTrustedSigners, type TrustedSigners } from "../crypto/ssh-keys.js";
 import { InputError } from "../errors.js";
 
 export async function loadRecipients(
@@ -50,12 +46,6 @@ export async function loadIdentities(files: readonly string[], where: string): P
     );
   }
   return identities;
-}
-
-/** The backup side's signing key: an unencrypted Ed25519 key in OpenSSH's format. */
-export async function loadSigningKey(file: string, where: string): Promise<SigningKey> {
-  const text = await readKeyFile(file, "signing key");
-  return parseSigningKey(text, `${where} ${file}`);
 }
 
 /** Public keys whose signatures restore accepts: allowed_signers lines or bare `ssh-ed25519 AAAA...` lines. */

@@ -11,9 +11,13 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadIdentities } from "../../src/config/keys.js";
+import { generateSigningKey } from "../../src/crypto/ssh-keys.js";
 import { NOT_CHECKED_WARNING } from "../../src/engine/authenticity.js";
+import { runBackup } from "../../src/engine/backup.js";
 import { verifyArchive } from "../../src/engine/restore.js";
 import { IntegrityError } from "../../src/errors.js";
+import { DirStore } from "../../src/store/dir-store.js";
+import type { Store } from "../../src/store/store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { cli, cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
@@ -258,5 +262,82 @@ describe("forgeries, made with the same public age recipient", () => {
     await writeFile(altered, bytes);
     await copyFile(`${signed}.sig`, `${altered}.sig`);
     await refused(altered, /bad signature/);
+  });
+});
+
+describe("a signature is stored only for a stored archive", () => {
+  /** A real dir store whose commit of the archive (not of other objects) fails, as a full disk or upload would. */
+  function failingArchiveCommit(directory: string): Store {
+    const store = new DirStore(directory);
+    return {
+      kind: "failing",
+      list: (instance) => store.list(instance),
+      open: (name) => store.open(name),
+      prune: (instance, policy, now) => store.prune(instance, policy, now),
+      async create(name) {
+        const pending = await store.create(name);
+        if (!name.endsWith(".tar.zst.age")) return pending;
+        return {
+          stream: pending.stream,
+          abort: () => pending.abort(),
+          commit: async () => {
+            await pending.abort();
+            throw new Error("the store refused the archive");
+          },
+        };
+      },
+    };
+  }
+
+  it("none when the archive's commit fails, and none when shouldCommit declines the archive", async () => {
+    const { key } = generateSigningKey("t");
+    const failing = join(work, "store-failing");
+    await expect(
+      runBackup({
+        home,
+        instance: "f",
+        recipients: [recipient],
+        store: failingArchiveCommit(failing),
+        signingKey: key,
+      }),
+    ).rejects.toThrow(/refused the archive/);
+    expect(await readdir(failing)).toEqual([]);
+    const declined = join(work, "store-declined");
+    const result = await runBackup({
+      home,
+      instance: "d",
+      recipients: [recipient],
+      store: new DirStore(declined),
+      signingKey: key,
+      shouldCommit: async () => false,
+    });
+    expect(result.archive).toBeUndefined();
+    expect(result.signature).toBeUndefined();
+    expect(await readdir(declined)).toEqual([]);
+  });
+
+  it("retention prunes an archive's signature with it", async () => {
+    const { key } = generateSigningKey("t");
+    const dir = join(work, "store-prune");
+    const store = new DirStore(dir);
+    const first = await runBackup({
+      home,
+      instance: "p",
+      recipients: [recipient],
+      store,
+      signingKey: key,
+      now: () => new Date("2026-01-01T00:00:00Z"),
+    });
+    const second = await runBackup({
+      home,
+      instance: "p",
+      recipients: [recipient],
+      store,
+      signingKey: key,
+      retention: { keepLast: 1 },
+      now: () => new Date("2026-01-02T00:00:00Z"),
+    });
+    expect(second.pruned).toEqual([first.archiveName]);
+    expect((await readdir(dir)).sort()).toEqual([second.archiveName, `${second.archiveName}.sig`]);
   });
 });
