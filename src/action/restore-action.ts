@@ -9,10 +9,12 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as core from "@actions/core";
 import { absolutePath, checkedMasterKey, integer, lines } from "../config/inputs.js";
+import { parseTrustedSigners } from "../crypto/ssh-keys.js";
 import { type DrillRequest, runDrill } from "../drill/drill.js";
 import { type DrillReport, drillSummaryMarkdown } from "../drill/report.js";
+import { NOT_CHECKED_WARNING } from "../engine/authenticity.js";
 import { describeError, exitCodeOf, InputError } from "../errors.js";
-import { keyfileNameFor } from "../store/archive-name.js";
+import { keyfileNameFor, signatureNameFor } from "../store/archive-name.js";
 import { findNewestBackupArtifact } from "../store/artifact-find.js";
 import { ArtifactStore } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
@@ -35,8 +37,16 @@ export async function runRestoreAction(): Promise<void> {
     const get = (name: string) => core.getInput(name).trim();
     // Inputs that need no download are checked before one: a typo should not cost a multi-GB transfer.
     if (get("master-key")) checkedMasterKey(get("master-key"), "master-key");
+    const trustedSigners = get("trusted-signers")
+      ? parseTrustedSigners(core.getInput("trusted-signers"), "input 'trusted-signers'")
+      : undefined;
+    if (!trustedSigners) core.warning(NOT_CHECKED_WARNING);
     const source = await fetchBackup(get, scratch);
-    const request = drillRequest(get, source);
+    const request = {
+      ...drillRequest(get, source),
+      ...(trustedSigners ? { trustedSigners } : {}),
+      ...(source.signature ? { signature: source.signature } : {}),
+    };
     const report = await runDrill({ ...request, log: (line) => core.info(line) });
     await publish(report, get("instance") || String(report.backup.instance ?? "looker"), get("github-token"));
     if (report.result !== "passed") core.setFailed(`drill failed: ${report.error ?? "see the report"}`);
@@ -52,6 +62,8 @@ export async function runRestoreAction(): Promise<void> {
 interface FetchedBackup {
   readonly archive: string;
   readonly keyfile?: string;
+  /** `<archive>.sig` when the run stored one (a dir store keeps it beside the archive, where the drill looks). */
+  readonly signature?: string;
 }
 
 async function fetchBackup(get: (name: string) => string, scratch: string): Promise<FetchedBackup> {
@@ -86,13 +98,21 @@ async function fetchBackup(get: (name: string) => string, scratch: string): Prom
   });
   const archive = join(scratch, found.name);
   await pipeline(await store.open(found.name), createWriteStream(archive, { mode: 0o600 }));
+  // A signed backup has its signature beside it in the same run; the drill refuses the archive without one only
+  // when trusted signers are configured.
+  const signature = await companion(store, signatureNameFor(found.name), scratch);
   // A keystore-independent backup has its key file beside it in the same run; other backups have none.
-  const keyfileName = keyfileNameFor(found.name);
-  if (!(await store.has(keyfileName))) return { archive };
-  core.info(`restoring the key file ${keyfileName} of the same run`);
-  const keyfile = join(scratch, keyfileName);
-  await pipeline(await store.open(keyfileName), createWriteStream(keyfile, { mode: 0o600 }));
-  return { archive, keyfile };
+  const keyfile = await companion(store, keyfileNameFor(found.name), scratch);
+  return { archive, ...(keyfile ? { keyfile } : {}), ...(signature ? { signature } : {}) };
+}
+
+/** Downloads the artifact `name` of the same run into `scratch`, if there is one. */
+async function companion(store: ArtifactStore, name: string, scratch: string): Promise<string | undefined> {
+  if (!(await store.has(name))) return undefined;
+  core.info(`restoring ${name} of the same run`);
+  const path = join(scratch, name);
+  await pipeline(await store.open(name), createWriteStream(path, { mode: 0o600 }));
+  return path;
 }
 
 /** `owner/name` of the repository whose backups are restored (a drill may restore another repository's). */

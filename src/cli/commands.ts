@@ -8,6 +8,8 @@ import { resolve } from "node:path";
 import { droppedModesWarning } from "../archive/restore-policy.js";
 import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
+import { fingerprint, generateSigningKey, publicKeyLine, SIGNATURE_NAMESPACE } from "../crypto/ssh-keys.js";
+import { checkAuthenticity } from "../engine/authenticity.js";
 import { resolveManifest } from "../engine/backup.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { runBackupPreflight } from "../engine/preflight.js";
@@ -28,7 +30,7 @@ import {
   stringList,
 } from "./args.js";
 import { drillCommand } from "./drill-command.js";
-import { decryptionKeysFrom } from "./key-options.js";
+import { decryptionKeysFrom, trustedSignersFrom, trustedSignersOption } from "./key-options.js";
 import { lookerOptionSpecs, lookerSettingsFrom } from "./looker-options.js";
 
 export interface CommandContext {
@@ -111,6 +113,11 @@ export const backupCommand: Command = {
         help: "file of age recipients",
       },
       "passphrase-env": passphraseEnv,
+      "signing-key": {
+        type: "string",
+        placeholder: "FILE",
+        help: "ed25519 key (OpenSSH format) that signs the archive: <archive>.sig beside it",
+      },
       manifest: {
         type: "string",
         placeholder: "FILE",
@@ -202,6 +209,7 @@ export const backupCommand: Command = {
       context.stdout(
         `${JSON.stringify({
           archive: archive.location,
+          signature: result.signature?.location ?? null,
           sha256: result.sha256,
           files: result.files,
           bytesIn: result.bytesIn,
@@ -213,6 +221,7 @@ export const backupCommand: Command = {
       context.stdout(
         `${[
           `archive  ${archive.location}`,
+          ...(result.signature ? [`signed   ${result.signature.location}`] : []),
           `sha256   ${result.sha256}`,
           `members  ${result.files}`,
           `read     ${formatBytes(result.bytesIn)} in ${formatDuration(result.durationMs)}`,
@@ -232,11 +241,12 @@ export const restoreCommand: Command = {
     summary:
       "Decrypt, verify and restore an archive into a directory (staged: the target changes only on success).",
     usage:
-      "looker-backup restore --archive FILE --identity FILE --target DIR [--rootfs DIR] [--force] [--keep-privileged-modes]",
+      "looker-backup restore --archive FILE --identity FILE --target DIR [--trusted-signers FILE] [--rootfs DIR] [--force] [--keep-privileged-modes]",
     options: {
       archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
       identity,
       "passphrase-env": passphraseEnv,
+      "trusted-signers": trustedSignersOption,
       target: {
         type: "string",
         placeholder: "DIR",
@@ -266,10 +276,13 @@ export const restoreCommand: Command = {
     const archive = await archivePath(values, command);
     const target = resolve(requireString(values, "target", command));
     const keys = await decryptionKeysFrom(values, command);
+    // Before anything is decrypted, and before the target is even looked at.
+    const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, command));
     const progress = progressFor("restore", values, context);
     const total = (await stat(archive)).size;
     const started = Date.now();
     const result = await restoreArchive({
+      ...(authenticity.checked ? { signed: authenticity.signed } : {}),
       source: createReadStream(archive, { highWaterMark: 1 << 20 }),
       keys,
       target,
@@ -279,6 +292,7 @@ export const restoreCommand: Command = {
       keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
       onProgress: progress && ((p) => progress.update(p.bytes, total)),
     });
+    reportAuthenticity(authenticity, context);
     for (const warning of result.warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
       target: result.target,
@@ -287,7 +301,8 @@ export const restoreCommand: Command = {
       previousContent: result.previousContent ?? null,
       rootfsFiles: result.rootfsFiles,
       mysqlDumps: result.mysqlDumps,
-      warnings: result.warnings,
+      signedBy: authenticity.checked ? authenticity.signer : null,
+      warnings: authenticity.checked ? result.warnings : [authenticity.warning, ...result.warnings],
       backup: result.meta,
     };
     if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
@@ -309,11 +324,13 @@ export const verifyCommand: Command = {
   spec: {
     name: "verify",
     summary: "Decrypt an archive and check every member against its catalog, writing nothing.",
-    usage: "looker-backup verify --archive FILE --identity FILE [--keep-privileged-modes]",
+    usage:
+      "looker-backup verify --archive FILE --identity FILE [--trusted-signers FILE] [--keep-privileged-modes]",
     options: {
       archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
       identity,
       "passphrase-env": passphraseEnv,
+      "trusted-signers": trustedSignersOption,
       "keep-privileged-modes": keepPrivilegedModes,
       json,
       quiet,
@@ -322,6 +339,7 @@ export const verifyCommand: Command = {
   async run(values, context) {
     const archive = await archivePath(values, "verify");
     const keys = await decryptionKeysFrom(values, "verify");
+    const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, "verify"));
     const progress = progressFor("verify", values, context);
     const total = (await stat(archive)).size;
     const keepPrivileged = Boolean(values["keep-privileged-modes"]);
@@ -329,24 +347,29 @@ export const verifyCommand: Command = {
       createReadStream(archive, { highWaterMark: 1 << 20 }),
       keys,
       (p) => progress?.update(p.bytes, total),
-      { keepPrivilegedModes: keepPrivileged },
+      {
+        keepPrivilegedModes: keepPrivileged,
+        ...(authenticity.checked ? { signed: authenticity.signed } : {}),
+      },
     );
     // Verify tells what a restore with the same flags would not write as archived.
     const dropped = droppedModesWarning(outcome.droppedModes, "would be dropped");
     const warnings = dropped === undefined ? [] : [dropped];
+    reportAuthenticity(authenticity, context);
     for (const warning of warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
       archive,
       ok: true,
+      signedBy: authenticity.checked ? authenticity.signer : null,
       members: outcome.members,
       bytes: outcome.bytes,
-      warnings,
+      warnings: authenticity.checked ? warnings : [authenticity.warning, ...warnings],
       backup: outcome.meta,
     };
     if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
     else
       context.stdout(
-        `ok: ${outcome.members} members, ${formatBytes(outcome.bytes)} verified against the catalog\n`,
+        `ok: ${outcome.members} members, ${formatBytes(outcome.bytes)} verified against the catalog${authenticity.checked ? `; signed by ${authenticity.signer}` : ""}\n`,
       );
     return ExitCode.Ok;
   },
@@ -433,35 +456,28 @@ export const listCommand: Command = {
 export const keygenCommand: Command = {
   spec: {
     name: "keygen",
-    summary: "Create an age identity file (mode 0600) and print its recipient (the public key for backups).",
-    usage: "looker-backup keygen --output FILE",
+    summary:
+      "Create an age identity file (mode 0600) and print its recipient; with --signing, an ed25519 signing key instead.",
+    usage: "looker-backup keygen --output FILE [--signing]",
     options: {
       output: {
         type: "string",
         short: "o",
         placeholder: "FILE",
-        help: "where to write the identity (must not exist)",
+        help: "where to write the identity or signing key (must not exist)",
+      },
+      signing: {
+        type: "boolean",
+        help: "make an ed25519 signing key (OpenSSH format) for --signing-key; prints its public key and allowed_signers line",
       },
       json,
     },
   },
   async run(values, context) {
     const output = resolve(requireString(values, "output", "keygen"));
+    if (values.signing) return signingKeygen(output, values, context);
     const generated = generateIdentity();
-    let handle: Awaited<ReturnType<typeof open>>;
-    try {
-      handle = await open(output, "wx", 0o600);
-    } catch (error) {
-      throw new InputError(
-        `cannot create ${output}: ${(error as Error).message}`,
-        "choose a new file name; keygen never overwrites a key",
-      );
-    }
-    try {
-      await handle.writeFile(formatIdentityFile(generated));
-    } finally {
-      await handle.close();
-    }
+    await writeNewKeyFile(output, formatIdentityFile(generated));
     if (values.json)
       context.stdout(`${JSON.stringify({ identityFile: output, recipient: generated.recipient })}\n`);
     else {
@@ -471,6 +487,59 @@ export const keygenCommand: Command = {
     return ExitCode.Ok;
   },
 };
+
+async function signingKeygen(
+  output: string,
+  values: ParsedOptions,
+  context: CommandContext,
+): Promise<ExitCode> {
+  const { key, file } = generateSigningKey(SIGNATURE_NAMESPACE);
+  await writeNewKeyFile(output, file);
+  const publicKey = publicKeyLine(key.publicKey, key.comment);
+  // The principal is what `ssh-keygen -Y verify -I looker-backup` names; namespaces= keeps the key to backups.
+  const allowedSigners = `${SIGNATURE_NAMESPACE} namespaces="${SIGNATURE_NAMESPACE}" ${publicKey}`;
+  if (values.json) {
+    context.stdout(
+      `${JSON.stringify({ signingKeyFile: output, publicKey, allowedSigners, fingerprint: fingerprint(key.publicKey) })}\n`,
+    );
+  } else {
+    context.stderr(
+      `signing key written to ${output}; give it to the backup side only (signing-key / --signing-key). Its public key, and the allowed_signers line that trusts it (trusted-signers / --trusted-signers):\n`,
+    );
+    context.stdout(`${publicKey}\n${allowedSigners}\n`);
+  }
+  return ExitCode.Ok;
+}
+
+/** 0600, and never over an existing file: a key overwritten is every backup made with it lost or unprovable. */
+async function writeNewKeyFile(output: string, content: string): Promise<void> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(output, "wx", 0o600);
+  } catch (error) {
+    throw new InputError(
+      `cannot create ${output}: ${(error as Error).message}`,
+      "choose a new file name; keygen never overwrites a key",
+    );
+  }
+  try {
+    await handle.writeFile(content);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * The authenticity verdict on stderr, once the command has done its work (a failure's message comes first): who
+ * signed, or the warning that nobody checked.
+ */
+function reportAuthenticity(
+  result: Awaited<ReturnType<typeof checkAuthenticity>>,
+  context: CommandContext,
+): void {
+  if (result.checked) context.stderr(`signature: good, by ${result.signer}\n`);
+  else context.stderr(`warning: ${result.warning}\n`);
+}
 
 async function archivePath(values: ParsedOptions, command: string): Promise<string> {
   const archive = resolve(requireString(values, "archive", command));

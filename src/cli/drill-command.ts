@@ -17,7 +17,7 @@ import { validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
 import { integerOption, optionalString, type ParsedOptions, stringList } from "./args.js";
 import type { Command, CommandContext } from "./commands.js";
-import { decryptionKeysFrom } from "./key-options.js";
+import { decryptionKeysFrom, trustedSignersFrom, trustedSignersOption } from "./key-options.js";
 
 const NAME = "drill";
 const port = (help: string) => ({ type: "string", placeholder: "N", help }) as const;
@@ -47,6 +47,7 @@ export const drillCommand: Command = {
         help: "age identity file for the archive",
       },
       "passphrase-env": envVar("read the archive's passphrase from this environment variable"),
+      "trusted-signers": trustedSignersOption,
       "keyfile-identity": {
         type: "string",
         multiple: true,
@@ -169,6 +170,7 @@ export const drillCommand: Command = {
 async function drillRequest(values: ParsedOptions, context: CommandContext): Promise<DrillRequest> {
   const archive = await chooseArchive(values);
   const keys = await decryptionKeysFrom(values, NAME);
+  const trustedSigners = await trustedSignersFrom(values, NAME);
   const keyfileIdentityFiles = stringList(values, "keyfile-identity");
   const keyfileIdentities =
     keyfileIdentityFiles.length > 0
@@ -183,6 +185,7 @@ async function drillRequest(values: ParsedOptions, context: CommandContext): Pro
     archive,
     ...(keyfile ? { keyfile: resolve(keyfile) } : {}),
     keys,
+    ...optional("trustedSigners", trustedSigners),
     ...(keyfileIdentities ? { keyfileIdentities } : {}),
     target: await targetOf(values),
     ...optional("masterKey", masterKeyOf(values)),

@@ -136,6 +136,7 @@ export type LookerSettings = Pick<
   | "preCommand"
   | "postCommand"
   | "lookerEnv"
+  | "signingKey"
 >;
 
 /** Reads the Looker options through the action's validator; errors name the flag, not the input. */
@@ -170,6 +171,7 @@ export function lookerSettingsFrom(
         return stringList(values, "looker-env").join("\n");
       case Inputs.SshKey:
       case Inputs.KnownHosts:
+      case Inputs.SigningKey:
         return fileContent(values, name);
       default: {
         const value = values[name];

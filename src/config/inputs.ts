@@ -4,6 +4,7 @@
  */
 import { isAbsolute } from "node:path";
 import { parseRecipient } from "../crypto/age-keys.js";
+import { parseSigningKey, type SigningKey } from "../crypto/ssh-keys.js";
 import type { ConsistencyChoice } from "../engine/looker-job.js";
 import { InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
@@ -50,6 +51,7 @@ export const Inputs = {
   CompressionLevel: "compression-level",
   SkipIfUnchanged: "skip-if-unchanged",
   Passphrase: "passphrase",
+  SigningKey: "signing-key",
   LookerEnv: "looker-env",
   OnWarnings: "on-warnings",
   GithubToken: "github-token",
@@ -76,6 +78,7 @@ export const SECRET_INPUTS = [
   Inputs.SshKey,
   Inputs.MysqlPassword,
   Inputs.Passphrase,
+  Inputs.SigningKey,
   Inputs.GithubToken,
 ] as const;
 
@@ -96,6 +99,8 @@ export interface BackupSettings {
   readonly sslFiles: string[];
   readonly recipients: string[];
   readonly passphrase?: string;
+  /** Signs each archive (`<archive>.sig`); read and checked before anything else happens. */
+  readonly signingKey?: SigningKey;
   readonly consistency: ConsistencyChoice;
   readonly keystoreIndependent: boolean;
   readonly masterKey?: MasterKey;
@@ -171,6 +176,10 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
     recipients,
     ...(passphrase ? { passphrase } : {}),
+    // read(), not get(): the key's text is multi-line, and parseSigningKey trims it itself.
+    ...(optional(Inputs.SigningKey)
+      ? { signingKey: parseSigningKey(read(Inputs.SigningKey), `input '${Inputs.SigningKey}'`) }
+      : {}),
     consistency: oneOf(
       get(Inputs.Consistency) || "auto",
       ["auto", "live", "brief-stop", "stopped"] as const,

@@ -1,9 +1,11 @@
 /**
  * Loading age keys from where users keep them: recipients on the command line or in a file (age's `-R` format),
- * identities in an age identity file. Everything is validated here, before any work starts.
+ * identities in an age identity file; and the signing keys a restore trusts. Everything is validated here, before
+ * any work starts.
  */
 import { readFile } from "node:fs/promises";
 import { parseIdentities, parseRecipient, parseRecipients } from "../crypto/age-keys.js";
+import { parseTrustedSigners, type TrustedSigners } from "../crypto/ssh-keys.js";
 import { InputError } from "../errors.js";
 
 export async function loadRecipients(
@@ -44,6 +46,11 @@ export async function loadIdentities(files: readonly string[], where: string): P
     );
   }
   return identities;
+}
+
+/** Public keys whose signatures restore accepts: allowed_signers lines or bare `ssh-ed25519 AAAA...` lines. */
+export async function loadTrustedSigners(file: string, where: string): Promise<TrustedSigners> {
+  return parseTrustedSigners(await readKeyFile(file, "trusted signers file"), `${where} ${file}`);
 }
 
 async function readKeyFile(file: string, what: string): Promise<string> {

@@ -15,6 +15,8 @@ import { basename, dirname, join, posix } from "node:path";
 import type { CatalogEntry } from "../archive/catalog.js";
 import { decryptBuffer } from "../crypto/age.js";
 import { sha256Hex } from "../crypto/digest.js";
+import type { TrustedSigners } from "../crypto/ssh-keys.js";
+import { checkAuthenticity, type SignedDigest } from "../engine/authenticity.js";
 import { type DecryptionKeys, extractToStaging } from "../engine/restore.js";
 import {
   describeError,
@@ -58,6 +60,10 @@ export interface DrillRequest {
   /** The encrypted key file; default `<archive>.keyfile.age` beside the archive. */
   readonly keyfile?: string;
   readonly keys: DecryptionKeys;
+  /** Keys whose signature the archive must carry (checked before it is decrypted); unset: not checked, a warning. */
+  readonly trustedSigners?: TrustedSigners;
+  /** The archive's signature; default `<archive>.sig` beside the archive. */
+  readonly signature?: string;
   /** Identities for the key file; default `keys.identities`. */
   readonly keyfileIdentities?: readonly string[];
   readonly target: DrillTargetSpec;
@@ -145,11 +151,18 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
   let ports: DrillPort[] = [];
 
   try {
+    const authenticity = await steps.run(
+      "check signature",
+      () => checkAuthenticity(request.archive, request.trustedSigners, request.signature),
+      (a) => (a.checked ? `signed by ${a.signer}` : a.warning),
+    );
+    if (!authenticity.checked) log(`warning: ${authenticity.warning}`);
+    const signed = authenticity.checked ? authenticity.signed : undefined;
     const stagingParent = request.target.kind === "dir" ? localStagingParent(request.target.dir) : tmpdir();
     staging = await mkdtemp(join(stagingParent, ".looker-drill-"));
     const extracted = await steps.run(
       "verify and extract archive",
-      () => extractLocally(request, staging!),
+      () => extractLocally(request, staging!, signed),
       (x) => `${x.members} members, ${x.bytes} bytes, all match the catalog`,
     );
     backup = backupInfo(extracted.meta);
@@ -395,9 +408,13 @@ async function resolveDrillPorts(
   return { web, api, detail: `web ${web}, API ${api}: lookerstart.cfg rewritten for this drill` };
 }
 
-async function extractLocally(request: DrillRequest, staging: string): Promise<Extracted> {
+async function extractLocally(
+  request: DrillRequest,
+  staging: string,
+  signed: SignedDigest | undefined,
+): Promise<Extracted> {
   const source = createReadStream(request.archive, { highWaterMark: 1 << 20 });
-  const outcome = await extractToStaging(source, request.keys, staging);
+  const outcome = await extractToStaging(source, request.keys, staging, undefined, signed ? { signed } : {});
   return {
     staging,
     catalog: outcome.catalog,

@@ -14,13 +14,15 @@ import { ArchivePacker, type ExtraMember, type PackProgress } from "../archive/p
 import { BlockPool, createZstdCompressStream, DEFAULT_ZSTD_BLOCK_SIZE } from "../compress/zstd.js";
 import { createAgeEncryptStream } from "../crypto/age.js";
 import { createSha256PassThrough } from "../crypto/digest.js";
-import { ExitCode } from "../errors.js";
+import { SIGNATURE_NAMESPACE, type SigningKey } from "../crypto/ssh-keys.js";
+import { signDigest } from "../crypto/sshsig.js";
+import { ExitCode, LookerBackupError } from "../errors.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
 import type { Manifest } from "../manifest/rules.js";
 import { type SelectedEntry, type SelectionSummary, streamSelection } from "../manifest/select.js";
 import { applyUserManifest, type BackendChoice, loadUserManifest } from "../manifest/user-manifest.js";
-import { archiveName } from "../store/archive-name.js";
-import type { RetentionPolicy, Store, StoredObject } from "../store/store.js";
+import { archiveName, signatureNameFor } from "../store/archive-name.js";
+import type { PendingObject, RetentionPolicy, Store, StoredObject } from "../store/store.js";
 import { TOOL_VERSION } from "../version.js";
 
 export interface BackupRequest {
@@ -43,6 +45,12 @@ export interface BackupRequest {
   readonly extraMembers?: () => Promise<readonly ExtraMember[]>;
   /** Home-relative directories read from a copy (see SelectOptions.substitutes). */
   readonly substitutes?: ReadonlyMap<string, string>;
+  /**
+   * Signs the archive (its ciphertext, as stored) in OpenSSH's SSHSIG format; the signature is stored as
+   * `<archive>.sig` beside it, so a restore can tell this backup side's archives from ones anyone with the public
+   * age recipient could make.
+   */
+  readonly signingKey?: SigningKey;
   /** Small files stored beside the archive (the encrypted key file), committed right after it. */
   readonly companions?: (archiveName: string) => readonly Companion[];
   /**
@@ -67,6 +75,8 @@ export interface BackupResult {
   readonly archiveName: string;
   readonly catalog: readonly CatalogEntry[];
   readonly companions: StoredObject[];
+  /** The stored `<archive>.sig`; undefined without a signing key or when shouldCommit declined the archive. */
+  readonly signature: StoredObject | undefined;
   readonly sha256: string;
   readonly files: number;
   readonly bytesIn: number;
@@ -123,8 +133,9 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     fileBlockSize: blocks.blockSize, // big files' whole blocks are read by the zstd threads (file-block.ts)
   });
   const pending = await request.store.create(name);
-  // The ciphertext as it leaves for the store: its digest and size are what the user later checks a download by.
-  const measure = createSha256PassThrough();
+  // The ciphertext as it leaves for the store: its digest and size are what the user later checks a download by,
+  // and its sha512 is what the signature signs.
+  const measure = createSha256PassThrough({ sha512: request.signingKey !== undefined });
   try {
     const piping = pipeline(
       Readable.from(packer.stream(), { objectMode: true, highWaterMark: 1 }),
@@ -146,7 +157,14 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const packed = packer.result();
   const commit = (await request.shouldCommit?.(packed.catalog, name)) ?? true;
   if (!commit) await pending.abort();
-  const archive = commit ? await pending.commit() : undefined;
+  const { archive, signature } = commit
+    ? await commitSigned(
+        request.store,
+        pending,
+        name,
+        request.signingKey && signatureOf(request.signingKey, measure.sha512()),
+      )
+    : { archive: undefined, signature: undefined };
   const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
   const pruned =
     commit && request.retention ? await request.store.prune(request.instance, request.retention, now()) : [];
@@ -156,6 +174,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     archiveName: name,
     catalog: packed.catalog,
     companions,
+    signature,
     sha256: measure.digest(),
     files: packed.catalog.length,
     bytesIn: packed.bytesIn,
@@ -214,14 +233,69 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
+function signatureOf(key: SigningKey, sha512: Buffer): Buffer {
+  return Buffer.from(signDigest(key, SIGNATURE_NAMESPACE, sha512), "utf8");
+}
+
+/**
+ * Commits the archive and then its signature. The signature is written (not yet visible) before the archive is
+ * committed, so a store that cannot take it fails the backup while nothing is visible; it becomes visible only after
+ * the archive did, so no signature is ever stored for an archive that was not.
+ */
+async function commitSigned(
+  store: Store,
+  pending: PendingObject,
+  name: string,
+  signature: Buffer | undefined,
+): Promise<{ archive: StoredObject; signature: StoredObject | undefined }> {
+  let signing: PendingObject | undefined;
+  try {
+    if (signature) signing = await writePending(store, signatureNameFor(name), signature);
+  } catch (error) {
+    await pending.abort();
+    throw error;
+  }
+  let archive: StoredObject;
+  try {
+    archive = await pending.commit();
+  } catch (error) {
+    await signing?.abort();
+    throw error;
+  }
+  if (!signing) return { archive, signature: undefined };
+  try {
+    return { archive, signature: await signing.commit() };
+  } catch (error) {
+    await signing.abort();
+    throw new LookerBackupError(
+      `${name} was stored, but its signature ${signatureNameFor(name)} could not be: ${(error as Error).message}`,
+      {
+        cause: error,
+        hint: "a restore that checks signatures refuses this archive; run the backup again",
+      },
+    );
+  }
+}
+
+/** A store object with `content` written but not committed; aborted if the write fails. */
+async function writePending(store: Store, name: string, content: Buffer): Promise<PendingObject> {
+  const pending = await store.create(name);
+  try {
+    await new Promise<void>((resolve, reject) =>
+      pending.stream.end(content, (e?: Error | null) => (e ? reject(e) : resolve())),
+    );
+    return pending;
+  } catch (error) {
+    await pending.abort();
+    throw error;
+  }
+}
+
 async function storeCompanions(store: Store, companions: readonly Companion[]): Promise<StoredObject[]> {
   const stored: StoredObject[] = [];
   for (const companion of companions) {
-    const pending = await store.create(companion.name);
+    const pending = await writePending(store, companion.name, companion.content);
     try {
-      await new Promise<void>((resolve, reject) =>
-        pending.stream.end(companion.content, (e?: Error | null) => (e ? reject(e) : resolve())),
-      );
       stored.push(await pending.commit());
     } catch (error) {
       await pending.abort();

@@ -22,12 +22,18 @@ import { StagingSink } from "../archive/staging-sink.js";
 import { createZstdDecompressStream } from "../compress/zstd.js";
 import { createAgeDecryptStream } from "../crypto/age.js";
 import { InputError, LookerBackupError } from "../errors.js";
+import { DigestCheck, type SignedDigest } from "./authenticity.js";
 import { Placement, stagedRoot } from "./placement.js";
 import { lockTarget } from "./restore-lock.js";
 
 export interface DecryptionKeys {
   readonly identities: readonly string[];
   readonly passphrase?: string;
+}
+
+/** What the archive's checked signature covers (authenticity.ts): the bytes read must hash to it. */
+export interface ReadOptions extends ExtractOptions {
+  readonly signed?: SignedDigest;
 }
 
 export interface RestoreRequest {
@@ -41,6 +47,8 @@ export interface RestoreRequest {
   readonly force?: boolean;
   /** Write setuid, setgid, sticky and world-writable bits as archived (by default they are dropped, with a warning). */
   readonly keepPrivilegedModes?: boolean;
+  /** The digest the archive's checked signature covers; the restore fails before placing anything if it differs. */
+  readonly signed?: SignedDigest;
   readonly onProgress?: (progress: ExtractProgress) => void;
   readonly now?: () => Date;
 }
@@ -63,21 +71,21 @@ export async function readArchive(
   keys: DecryptionKeys,
   sink: MemberSink,
   onProgress?: (progress: ExtractProgress) => void,
-  options: ExtractOptions = {},
+  { signed, ...options }: ReadOptions = {},
 ): Promise<ExtractOutcome> {
   const plaintext = new PassThrough({ highWaterMark: 1 << 20 });
-  const decoding = pipeline(
-    source,
-    createAgeDecryptStream({
-      identities: [...keys.identities],
-      passphrase: keys.passphrase,
-      // A file read stream allocates each chunk afresh and keeps none; other sources may reuse theirs.
-      releaseInput: source instanceof ReadStream,
-    }),
-    // The decryptor hands over each output batch; the decompressor copies it into a frame and frees it.
-    createZstdDecompressStream({ releaseInput: true }),
-    plaintext,
-  );
+  const decrypt = createAgeDecryptStream({
+    identities: [...keys.identities],
+    passphrase: keys.passphrase,
+    // A file read stream allocates each chunk afresh and keeps none; other sources may reuse theirs.
+    releaseInput: source instanceof ReadStream,
+  });
+  // The decryptor hands over each output batch; the decompressor copies it into a frame and frees it.
+  const decompress = createZstdDecompressStream({ releaseInput: true });
+  // With a checked signature, the bytes go through its digest on their way to the decryptor.
+  const decoding = signed
+    ? pipeline(source, new DigestCheck(signed, "the archive"), decrypt, decompress, plaintext)
+    : pipeline(source, decrypt, decompress, plaintext);
   // The extractor sees upstream failures as a destroyed `plaintext`; the pipeline's own rejection is awaited below.
   decoding.catch(() => undefined);
   try {
@@ -101,7 +109,7 @@ export async function extractToStaging(
   keys: DecryptionKeys,
   staging: string,
   onProgress?: (progress: ExtractProgress) => void,
-  options: Pick<ExtractOptions, "keepPrivilegedModes"> = {},
+  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed"> = {},
 ): Promise<ExtractOutcome> {
   const sink = new StagingSink(staging);
   try {
@@ -131,7 +139,7 @@ export async function verifyArchive(
   source: Readable,
   keys: DecryptionKeys,
   onProgress?: (p: ExtractProgress) => void,
-  options: Pick<ExtractOptions, "keepPrivilegedModes"> = {},
+  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed"> = {},
 ) {
   return readArchive(source, keys, new VerifySink(), onProgress, options);
 }
@@ -154,6 +162,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
     try {
       const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
         keepPrivilegedModes: request.keepPrivilegedModes ?? false,
+        ...(request.signed ? { signed: request.signed } : {}),
       });
       const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
       if (dropped !== undefined) warnings.push(dropped);

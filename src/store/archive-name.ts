@@ -7,6 +7,8 @@ import { InputError } from "../errors.js";
 
 export const ARCHIVE_SUFFIX = ".tar.zst.age";
 export const KEYFILE_SUFFIX = ".keyfile.age";
+/** `<archive>.sig`, the whole archive name kept: what `ssh-keygen -Y verify -s X.sig < X` expects beside X. */
+export const SIGNATURE_SUFFIX = ".sig";
 const INSTANCE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const NAME_PATTERN = /^(.+)-(\d{8}T\d{6}Z)\.tar\.zst\.age$/;
 
@@ -35,6 +37,10 @@ export function archiveName(instance: string, at: Date): string {
 
 export function keyfileNameFor(archive: string): string {
   return archive.slice(0, -ARCHIVE_SUFFIX.length) + KEYFILE_SUFFIX;
+}
+
+export function signatureNameFor(archive: string): string {
+  return `${archive}${SIGNATURE_SUFFIX}`;
 }
 
 export interface ParsedArchiveName {

@@ -6,7 +6,7 @@ import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { releaseHandedOver } from "../compress/release.js";
 import { InputError, LookerBackupError } from "../errors.js";
-import { keyfileNameFor, parseArchiveName } from "./archive-name.js";
+import { keyfileNameFor, parseArchiveName, signatureNameFor } from "./archive-name.js";
 import {
   namesToPrune,
   type PendingObject,
@@ -119,6 +119,7 @@ export class DirStore implements Store {
     for (const name of doomed) {
       await rm(join(this.directory, name), { force: true });
       await rm(join(this.directory, keyfileNameFor(name)), { force: true });
+      await rm(join(this.directory, signatureNameFor(name)), { force: true });
     }
     return doomed;
   }

@@ -36,7 +36,7 @@ export interface Store {
   /** Archives (not companions) of one instance, newest first. */
   list(instance?: string): Promise<StoredObject[]>;
   open(name: string): Promise<Readable>;
-  /** Deletes archives (and their key files) that the policy no longer keeps; returns the names removed. */
+  /** Deletes archives (and their key files and signatures) that the policy no longer keeps; returns the names removed. */
   prune(instance: string, policy: RetentionPolicy, now?: Date): Promise<string[]>;
 }
 

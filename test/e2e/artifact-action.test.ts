@@ -35,6 +35,8 @@ let service: ResultsService;
 let sim: SimulatedLooker;
 let identity: string;
 let recipient: string;
+let signingKey: string;
+let trustedSigners: string;
 let backupAction: NodeAction;
 let restoreAction: NodeAction;
 /** Drill targets that may hold a running restored Looker, stopped in afterAll whatever happened. */
@@ -53,6 +55,11 @@ beforeAll(async () => {
   const identityFile = join(work, "identity.txt");
   recipient = (await cliJson<{ recipient: string }>("keygen", "--output", identityFile)).recipient;
   identity = await readFile(identityFile, "utf8");
+  const signingKeyFile = join(work, "signing-key");
+  trustedSigners = (
+    await cliJson<{ allowedSigners: string }>("keygen", "--signing", "--output", signingKeyFile)
+  ).allowedSigners;
+  signingKey = await readFile(signingKeyFile, "utf8");
   backupAction = await bundledAction("backup");
   restoreAction = await bundledAction("restore");
 });
@@ -197,11 +204,16 @@ describe("bundled actions with the artifact store (real artifact and cache clien
   let firstDrill: { startedAt: string } | undefined;
   let cacheCallsBeforeDrills = 0;
 
-  it("uploads the archive as one artifact and the key file as another, with retention and outputs", async () => {
+  it("uploads the archive, the key file and the signature as artifacts of their own, with retention and outputs", async () => {
     const run = backupRun();
     const result = await runBackup(
       run,
-      backupInputs({ "keystore-independent": "true", "master-key": sim.cmk, "retention-days": "7" }),
+      backupInputs({
+        "keystore-independent": "true",
+        "master-key": sim.cmk,
+        "retention-days": "7",
+        "signing-key": signingKey,
+      }),
     );
     runs.push({ run, outputs: result.outputs });
     const { outputs } = result;
@@ -210,7 +222,11 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     expect(outputs.skipped).toBe("false");
 
     const stored = artifactsOf(run.runId);
-    expect(stored.map((a) => a.name).sort()).toEqual([name, outputs["keyfile-artifact-name"]].sort());
+    expect(stored.map((a) => a.name).sort()).toEqual(
+      [name, outputs["keyfile-artifact-name"], `${name}.sig`].sort(),
+    );
+    const signature = (await service.readBlob(`${name}.sig`, run.runId)).toString("utf8");
+    expect(signature).toMatch(/^-----BEGIN SSH SIGNATURE-----\n/);
     expect(outputs["keyfile-artifact-name"]).toBe(name.replace(/\.tar\.zst\.age$/, ".keyfile.age"));
     const archive = stored.find((a) => a.name === name)!;
     expect(outputs["artifact-id"]).toBe(String(archive.id));
@@ -370,6 +386,8 @@ describe("bundled actions with the artifact store (real artifact and cache clien
       "# changed by the e2e test",
     );
     expect(result.stdout).not.toContain(featureName);
+    // No trusted-signers input: the drill says it did not check who made the archive.
+    expect(result.stdout).toContain("::warning::authenticity not checked: no trusted signers configured");
     expect(service.callsTo("listWorkflowRuns").at(-1)?.body["branch"]).toBe(service.defaultBranch);
 
     // The report is kept as an artifact of the drill run, named by the drill's start, for up to 400 days.
@@ -405,13 +423,16 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     const run = drillRun();
     const result = await runJob(
       restoreAction,
-      restoreInputs(target, { "run-id": String(first.run.runId) }),
+      restoreInputs(target, { "run-id": String(first.run.runId), "trusted-signers": trustedSigners }),
       drillEnv(run),
     );
     expect(result.code, result.stdout + result.stderr).toBe(0);
     expect(result.outputs.result).toBe("passed");
     expect(result.outputs["archive-name"]).toBe(first.outputs["archive-name"]);
-    expect(result.stdout).toContain(`restoring the key file ${first.outputs["keyfile-artifact-name"]}`);
+    // The signature artifact of the same run came down too, and vouched for the archive before it was decrypted.
+    expect(result.stdout).toMatch(/ok +check signature \(\d+ ms\): signed by SHA256:\S+ \(looker-backup\)/);
+    expect(result.stdout).not.toContain("authenticity not checked");
+    expect(result.stdout).toContain(`restoring ${first.outputs["keyfile-artifact-name"]} of the same run`);
     expect(result.stdout).toMatch(/ok +restore_dr_backup/);
     // The first drill's report came back from its artifact as this one's history; the damaged one cost a warning.
     expect(firstDrill).toBeDefined();
@@ -444,6 +465,20 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     expect(result.summary).not.toContain("### Previous drills");
     expect(drillArtifactsOf(run)).toEqual([]);
     expect(service.callsTo("listRepoArtifacts").length).toBe(listsBefore);
+  });
+
+  it("refuses an unsigned backup with exit 4 when trusted signers are set, and leaves the target absent", async () => {
+    const newest = runs.at(-1)!;
+    const target = join(work, "drill-unsigned");
+    const result = await runJob(
+      restoreAction,
+      restoreInputs(target, { "trusted-signers": trustedSigners }),
+      drillEnv(),
+    );
+    expect(result.code, result.stdout + result.stderr).toBe(4);
+    expect(result.stdout).toContain(`${newest.outputs["archive-name"]} is not signed`);
+    expect(await exists(target)).toBe(false);
+    expect((await readdir(work)).filter((entry) => entry.startsWith(".looker-drill-"))).toEqual([]);
   });
 
   it("refuses a tampered artifact with exit 4 and leaves the target absent", async () => {

@@ -1,6 +1,6 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -15,15 +15,21 @@ let work: string;
 let sim: SimulatedLooker;
 let identityFile: string;
 let recipient: string;
+let signingKeyFile: string;
+let allowedSigners: string;
 let backup: NodeAction;
 
 beforeAll(async () => {
-  requireCommands(["age", "zstd", "tar"]);
+  requireCommands(["age", "zstd", "tar", "ssh-keygen"]);
   work = await mkdtemp(join(tmpdir(), "lb-action-e2e-"));
   sim = await simulatedLooker(join(work, "home"), { seed: 3, sizeBytes: 160 << 20, smallFiles: 200 });
   sim.start();
   identityFile = join(work, "identity.txt");
   recipient = (await cliJson<{ recipient: string }>("keygen", "--output", identityFile)).recipient;
+  signingKeyFile = join(work, "signing-key");
+  allowedSigners = join(work, "allowed_signers");
+  const signer = await cliJson<{ allowedSigners: string }>("keygen", "--signing", "--output", signingKeyFile);
+  await writeFile(allowedSigners, `${signer.allowedSigners}\n`);
   backup = await bundledAction("backup");
 });
 
@@ -81,15 +87,17 @@ async function allFileContents(dir: string): Promise<string> {
 }
 
 describe("backup action (bundled dist entry, dir store, running simulator)", () => {
-  it("makes a keystore-independent brief-stop backup, restarts Looker and never leaks the secrets", async () => {
+  it("makes a signed keystore-independent brief-stop backup, restarts Looker and never leaks the secrets", async () => {
     const store = join(work, "store");
     const job = await startRunnerJob();
+    const signingKey = await readFile(signingKeyFile, "utf8");
     const run = await job.run(backup, {
       with: {
         ...baseInputs(store),
         consistency: "brief-stop",
         "keystore-independent": "true",
         "master-key": sim.cmk,
+        "signing-key": signingKey,
       },
     });
     expect(run.code, run.stderr + run.stdout).toBe(0);
@@ -100,9 +108,29 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     expect(outputs["keyfile-artifact-name"]).toBe(
       outputs["archive-name"]!.replace(".tar.zst.age", ".keyfile.age"),
     );
+    const archiveName = outputs["archive-name"]!;
     expect((await readdir(store)).sort()).toEqual(
-      [outputs["keyfile-artifact-name"], outputs["archive-name"]].sort(),
+      [outputs["keyfile-artifact-name"], archiveName, `${archiveName}.sig`].sort(),
     );
+    // The signature beside the archive is one stock ssh-keygen accepts for the archive as stored.
+    const archivePath = join(store, archiveName);
+    const verified = spawnSync(
+      "ssh-keygen",
+      [
+        "-Y",
+        "verify",
+        "-f",
+        allowedSigners,
+        "-I",
+        "looker-backup",
+        "-n",
+        "looker-backup",
+        "-s",
+        `${archivePath}.sig`,
+      ],
+      { input: await readFile(archivePath), encoding: "utf8" },
+    );
+    expect(verified.status, verified.stderr).toBe(0);
 
     expect(sim.isRunning()).toBe(true);
     expect(await probeAlive({ host: "127.0.0.1", port: sim.webPort })).toBe(true);
@@ -120,13 +148,16 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     );
     expect(keyfile.backup_uid).toBeTruthy();
     // Looker writes dbmk with a newline inside the string: the secret is the key text.
-    const secrets = [sim.cmk, (keyfile.dbmk as string).trim()];
+    // The signing key's body: every base64 line of the private key file (the armor lines are not secret).
+    const signingKeyLines = signingKey.split("\n").filter((line) => line !== "" && !line.startsWith("-----"));
+    const secrets = [sim.cmk, (keyfile.dbmk as string).trim(), ...signingKeyLines];
     // `::add-mask::` lines are commands the runner consumes to mask a value; they never reach the visible log.
     const visibleStdout = run.stdout
       .split("\n")
       .filter((line) => !line.startsWith("::add-mask::"))
       .join("\n");
     expect(run.stdout).toContain(`::add-mask::${sim.cmk}`);
+    expect(run.stdout).toContain(`::add-mask::${signingKeyLines[0]}`);
     const written = [
       visibleStdout,
       run.stderr,

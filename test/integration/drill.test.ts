@@ -23,8 +23,10 @@ import { basename, join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { encryptBuffer } from "../../src/crypto/age.js";
 import { generateIdentity } from "../../src/crypto/age-keys.js";
+import { generateSigningKey, parseTrustedSigners, publicKeyLine } from "../../src/crypto/ssh-keys.js";
 import { type DrillRequest, runDrill } from "../../src/drill/drill.js";
 import { drillSummaryMarkdown } from "../../src/drill/report.js";
+import { NOT_CHECKED_WARNING } from "../../src/engine/authenticity.js";
 import { runBackup } from "../../src/engine/backup.js";
 import { runLookerBackup } from "../../src/engine/looker-job.js";
 import { probeAlive } from "../../src/looker/alive.js";
@@ -199,6 +201,7 @@ describe("drill over SSH into a fresh VM", () => {
     expect(report.filesVerified).toBeGreaterThan(40);
     expect(report.bytesRestored).toBeGreaterThan(1_000_000);
     expect(report.steps.map((s) => s.name)).toEqual([
+      "check signature",
       "verify and extract archive",
       "decrypt key file",
       "connect",
@@ -326,7 +329,11 @@ describe("drill over SSH into a fresh VM", () => {
     });
     expect(report.result).toBe("failed");
     expect(report.exitCode).toBe(4);
-    expect(report.steps.map((s) => s.name)).toEqual(["verify and extract archive", "teardown"]);
+    expect(report.steps.map((s) => s.name)).toEqual([
+      "check signature",
+      "verify and extract archive",
+      "teardown",
+    ]);
     expect(await readdir(target.homeOnHost)).toEqual([]);
     expect(await readFile(teardown.marker, "utf8")).toBe(`failed ${target.address}`);
   });
@@ -532,6 +539,33 @@ describe("drill into a local directory", () => {
     expect(existsSync(join(target, "looker", "looker.jar"))).toBe(true);
     expect(await probeAlive({ host: "127.0.0.1", port: backup.home.webPort, scheme: "https" })).toBe(false);
     expect(report.steps.find((s) => s.name === "ports free")?.ok).toBe(true);
+    // No trusted signers: the drill ran, and says who made the archive was not checked.
+    expect(report.steps[0]).toMatchObject({ name: "check signature", ok: true, detail: NOT_CHECKED_WARNING });
+  });
+
+  it("with trusted signers, refuses an unsigned archive with exit 4 before extracting anything", async () => {
+    const backup = await keystoreIndependentBackup("local-unsigned", {
+      webPort: await freePort(),
+      apiPort: await freePort(),
+    });
+    const signer = generateSigningKey("drill");
+    const parent = await mkdtemp(join(scratch, "local-target-"));
+    const target = join(parent, "home");
+    await mkdir(target);
+    const report = await runDrill({
+      archive: backup.archive,
+      keys: { identities: [backup.identity] },
+      trustedSigners: parseTrustedSigners(publicKeyLine(signer.key.publicKey), "test"),
+      target: { kind: "dir", dir: target },
+      masterKey: { kind: "env", value: newCmk() },
+      bootTimeoutMs: BOOT_TIMEOUT_MS,
+    });
+    expect(report.exitCode).toBe(4);
+    expect(report.error).toMatch(/is not signed: there is no \S+\.sig beside it/);
+    expect(report.steps[0]).toMatchObject({ name: "check signature", ok: false });
+    expect(report.steps.map((s) => s.name)).not.toContain("verify and extract archive");
+    expect(await readdir(parent)).toEqual(["home"]);
+    expect(await readdir(target)).toEqual([]);
   });
 
   /** A local directory target for a drill, reachable by the looker user. */

@@ -28,6 +28,7 @@ let recipient: string;
 
 interface BackupJson {
   archive: string;
+  signature: string | null;
   sha256: string;
   files: number;
   bytesIn: number;
@@ -99,8 +100,11 @@ describe("backup and restore round trip", () => {
       "bytesOut",
       "files",
       "sha256",
+      "signature",
       "warnings",
     ]);
+    // No --signing-key: nothing signed, and the JSON says so.
+    expect(result.signature).toBeNull();
     expect(result.archive).toMatch(/\/store\/test-\d{8}T\d{6}Z\.tar\.zst\.age$/);
     const actualSha = execFileSync("sha256sum", [result.archive]).toString().split(" ")[0];
     expect(result.sha256).toBe(actualSha);

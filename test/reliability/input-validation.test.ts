@@ -76,6 +76,7 @@ describe("backup action inputs (readBackupSettings)", () => {
     [Inputs.LookerEnv, "RUNNER_TRACKING_ID", {}],
     [Inputs.LookerControl, "upstart", {}],
     [Inputs.LookerUnit, "--now", {}],
+    [Inputs.SigningKey, "AGE-SECRET-KEY-1NOTANSSHKEY", {}],
   ];
   const freeForm: Record<string, string> = {
     [Inputs.Manifest]: "a file; validated when loaded (see the CLI --manifest case below)",
@@ -152,6 +153,7 @@ describe("restore action inputs (bundled restore-main)", () => {
     ["checks", "/alive=abc", {}],
     ["drill-mysql-port", "-1", { "drill-mysql-host": "db" }],
     ["master-key", "not-a-key", {}],
+    ["trusted-signers", "looker-backup ssh-rsa AAAAB3NzaC1yc2E=", {}],
   ];
   const freeForm: Record<string, string> = {
     "keyfile-identity": "a secret (parsed by the drill)",
@@ -247,6 +249,17 @@ describe("CLI flags", () => {
     ["--boot-timeout", () => [...drillIntoDir(), "--boot-timeout", "0"]],
     // A directory: EISDIR (a missing history file is fine: the first drill has none).
     ["--history", () => [...drillIntoDir(), "--history", work]],
+    ["--signing-key: not an OpenSSH private key", () => [...backup(), "--signing-key", identityFile]],
+    ["--signing-key: cannot read", () => [...backup(), "--signing-key", missing]],
+    [
+      "--trusted-signers .*identity.txt line [0-9]+: not a public key",
+      () => [...restore(), "--trusted-signers", identityFile],
+    ],
+    [
+      "trusted signers file /nonexistent/lb-rel",
+      () => ["verify", "--archive", archive, "--identity", identityFile, "--trusted-signers", missing],
+    ],
+    ["--trusted-signers", () => [...drillIntoDir(), "--trusted-signers", identityFile]],
   ];
 
   it.each(cases)("%s: %j -> exit 2 naming it, nothing on stdout", async (flag, argv) => {
