@@ -25659,7 +25659,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv,
       createECDH,
-      createHash: createHash2,
+      createHash: createHash3,
       createHmac: createHmac2,
       createSign,
       createVerify,
@@ -26347,11 +26347,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash2("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash3("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash2("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash3("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -26516,8 +26516,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash2("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash2("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash3("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash3("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -26557,7 +26557,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac2(
           "sha1",
-          createHash2("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash3("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -28879,10 +28879,10 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash2,
-      createPublicKey,
+      createHash: createHash3,
+      createPublicKey: createPublicKey2,
       diffieHellman,
-      generateKeyPairSync,
+      generateKeyPairSync: generateKeyPairSync2,
       randomFillSync
     } = __require("crypto");
     var { Ber } = require_lib();
@@ -29305,7 +29305,7 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash = createHash2(this.hashName);
+          const hash = createHash3(this.hashName);
           hashString(hash, isServer ? this._remoteIdentRaw : this._identRaw);
           hashString(hash, isServer ? this._identRaw : this._remoteIdentRaw);
           hashString(hash, isServer ? this._remoteKexinit : this._kexinit);
@@ -29903,7 +29903,7 @@ var require_kex = __commonJS({
         }
         generateKeys() {
           if (!this._keys)
-            this._keys = generateKeyPairSync("x25519");
+            this._keys = generateKeyPairSync2("x25519");
         }
         getPublicKey() {
           this.generateKeys();
@@ -29949,7 +29949,7 @@ var require_kex = __commonJS({
             asnWriter.endSequence();
             return convertToMpint(diffieHellman({
               privateKey: this._keys.privateKey,
-              publicKey: createPublicKey({
+              publicKey: createPublicKey2({
                 key: asnWriter.buffer,
                 type: "spki",
                 format: "der"
@@ -30313,9 +30313,9 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash2(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest = createHash3(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest.length < len) {
-          const chunk = createHash2(hashName).update(secret).update(exchangeHash).update(digest).digest();
+          const chunk = createHash3(hashName).update(secret).update(exchangeHash).update(digest).digest();
           const extended = Buffer.allocUnsafe(digest.length + chunk.length);
           extended.set(digest, 0);
           extended.set(chunk, digest.length);
@@ -35750,7 +35750,7 @@ var require_client2 = __commonJS({
   "node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash2,
+      createHash: createHash3,
       getHashes,
       randomFillSync
     } = __require("crypto");
@@ -35972,7 +35972,7 @@ var require_client2 = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash2(hashAlgo).update(key).digest("hex");
+              key = createHash3(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -39938,6 +39938,128 @@ function parseRecipient(text, where) {
   return { kind: "x25519", publicKey: decoded.bytes, text: trimmed };
 }
 
+// src/crypto/ssh-keys.ts
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomInt
+} from "node:crypto";
+
+// src/crypto/ssh-wire.ts
+var WireError = class extends Error {
+};
+var WireReader = class {
+  constructor(bytes) {
+    this.bytes = bytes;
+  }
+  bytes;
+  offset = 0;
+  bytesRaw(length) {
+    if (length < 0 || this.offset + length > this.bytes.length) throw new WireError("truncated");
+    const value = this.bytes.subarray(this.offset, this.offset + length);
+    this.offset += length;
+    return value;
+  }
+  uint32() {
+    return this.bytesRaw(4).readUInt32BE(0);
+  }
+  string() {
+    return this.bytesRaw(this.uint32());
+  }
+  text() {
+    return this.string().toString("utf8");
+  }
+  get remaining() {
+    return this.bytes.length - this.offset;
+  }
+  rest() {
+    return this.bytesRaw(this.remaining);
+  }
+};
+function unarmor(text, label) {
+  const begin = `-----BEGIN ${label}-----`;
+  const end = `-----END ${label}-----`;
+  const trimmed = text.trim();
+  if (!trimmed.startsWith(begin) || !trimmed.endsWith(end)) return void 0;
+  const body = trimmed.slice(begin.length, trimmed.length - end.length).replace(/\s+/g, "");
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body) || body.length % 4 !== 0) return void 0;
+  return Buffer.from(body, "base64");
+}
+
+// src/crypto/ssh-keys.ts
+var ED25519 = "ssh-ed25519";
+var AUTH_MAGIC = Buffer.from("openssh-key-v1\0", "latin1");
+var PRIVATE_KEY_LABEL = "OPENSSH PRIVATE KEY";
+var PKCS8_ED25519_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
+var SPKI_ED25519_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+function rawPublicKeyOf(key) {
+  const spki = createPublicKey(key).export({ format: "der", type: "spki" });
+  return Buffer.from(spki.subarray(SPKI_ED25519_PREFIX.length));
+}
+function privateKeyFromSeed(seed) {
+  const der = Buffer.concat([PKCS8_ED25519_PREFIX, seed]);
+  try {
+    return createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+  } finally {
+    der.fill(0);
+  }
+}
+var SIGNING_KEY_HINT = "make one with `looker-backup keygen --signing --output FILE` or `ssh-keygen -t ed25519 -N '' -f FILE`";
+function parseSigningKey(text, where) {
+  const blob = unarmor(text, PRIVATE_KEY_LABEL);
+  if (blob === void 0) {
+    const kind = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(text)?.[1];
+    throw new InputError(
+      `${where}: not an OpenSSH private key${kind ? ` (found ${kind.toLowerCase()})` : ""}`,
+      SIGNING_KEY_HINT
+    );
+  }
+  try {
+    if (!blob.subarray(0, AUTH_MAGIC.length).equals(AUTH_MAGIC)) throw new WireError("bad magic");
+    const reader = new WireReader(blob.subarray(AUTH_MAGIC.length));
+    const cipher = reader.text();
+    const kdf = reader.text();
+    reader.string();
+    if (cipher !== "none" || kdf !== "none") {
+      throw new InputError(
+        `${where}: the signing key is encrypted with a passphrase (${cipher}), which an unattended backup cannot type`,
+        "keep the key in a secret instead, unencrypted: `ssh-keygen -p -N '' -f FILE` removes the passphrase from a copy"
+      );
+    }
+    if (reader.uint32() !== 1) throw new WireError("not one key");
+    const outerPublic = new WireReader(reader.string());
+    const type = outerPublic.text();
+    if (type !== ED25519) {
+      throw new InputError(
+        `${where}: the signing key is ${type}; only ${ED25519} keys sign backups`,
+        SIGNING_KEY_HINT
+      );
+    }
+    const section = new WireReader(reader.string());
+    const check = section.uint32();
+    if (section.uint32() !== check) throw new WireError("check bytes differ");
+    if (section.text() !== ED25519) throw new WireError("key types differ");
+    const publicKey = Buffer.from(section.string());
+    const secret = section.string();
+    const comment = section.text();
+    if (publicKey.length !== 32 || secret.length !== 64 || !secret.subarray(32).equals(publicKey)) {
+      throw new WireError("bad key lengths");
+    }
+    const seed = Buffer.from(secret.subarray(0, 32));
+    const privateKey = privateKeyFromSeed(seed);
+    seed.fill(0);
+    if (!rawPublicKeyOf(privateKey).equals(publicKey)) throw new WireError("public key does not match");
+    return { privateKey, publicKey, comment };
+  } catch (error2) {
+    if (error2 instanceof InputError) throw error2;
+    throw new InputError(`${where}: the OpenSSH private key is damaged`, SIGNING_KEY_HINT, error2);
+  } finally {
+    blob.fill(0);
+  }
+}
+
 // src/looker/quiet-window.ts
 function parseQuietWindow(text, timeZone, where = "quiet-window", timeZoneWhere = where) {
   const match = /^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$/.exec(text);
@@ -40104,6 +40226,7 @@ var Inputs = {
   CompressionLevel: "compression-level",
   SkipIfUnchanged: "skip-if-unchanged",
   Passphrase: "passphrase",
+  SigningKey: "signing-key",
   LookerEnv: "looker-env",
   OnWarnings: "on-warnings",
   GithubToken: "github-token"
@@ -40113,6 +40236,7 @@ var SECRET_INPUTS = [
   Inputs.SshKey,
   Inputs.MysqlPassword,
   Inputs.Passphrase,
+  Inputs.SigningKey,
   Inputs.GithubToken
 ];
 function readBackupSettings(read) {
@@ -40155,6 +40279,8 @@ function readBackupSettings(read) {
     sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
     recipients,
     ...passphrase ? { passphrase } : {},
+    // read(), not get(): the key's text is multi-line, and parseSigningKey trims it itself.
+    ...optional(Inputs.SigningKey) ? { signingKey: parseSigningKey(read(Inputs.SigningKey), `input '${Inputs.SigningKey}'`) } : {},
     consistency: oneOf(
       get(Inputs.Consistency) || "auto",
       ["auto", "live", "brief-stop", "stopped"],
@@ -40543,7 +40669,7 @@ function secretEnvPrelude(names) {
 }
 
 // src/remote/known-hosts.ts
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createHash as createHash2, createHmac, timingSafeEqual } from "node:crypto";
 function parseKnownHosts(text) {
   const entries = [];
   const malformedLines = [];
@@ -40577,7 +40703,7 @@ function preferredHostKeyAlgorithms(known, host, port) {
   return [...new Set(types.flatMap(algorithmsForKeyType))];
 }
 function fingerprintSha256(key) {
-  return `SHA256:${createHash("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
+  return `SHA256:${createHash2("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
 }
 function keyTypeOf(key) {
   if (key.length < 4) return void 0;
