@@ -82,6 +82,8 @@ export function parseCatalogLine(line: string, lineNumber: number): CatalogEntry
     Number.isInteger(e.uid) &&
     Number.isInteger(e.gid) &&
     typeof e.mtime === "number" &&
+    // A regular file's entry always carries its digest: without one, its content would go unchecked.
+    (e.type === "file" ? typeof e.sha256 === "string" && /^[0-9a-f]{64}$/.test(e.sha256) : true) &&
     (e.sha256 === undefined || /^[0-9a-f]{64}$/.test(e.sha256)) &&
     (e.linkTarget === undefined || typeof e.linkTarget === "string");
   if (!valid) throw new IntegrityError(`catalog line ${lineNumber} does not describe a member`);

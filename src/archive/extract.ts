@@ -106,6 +106,10 @@ export async function extractMembers(
         );
       }
       tracker.admit(header);
+      // backup.json decides what else may be placed (its outside paths): every member must come after it.
+      if (members === 1 && header.path !== BACKUP_META_PATH) {
+        refuse(header.path, `the first member must be ${BACKUP_META_PATH}, as looker-backup writes it`);
+      }
       const problem = placementProblem(header, outsidePaths);
       if (problem !== undefined) refuse(header.path, problem);
       if (header.path === CATALOG_PATH) {

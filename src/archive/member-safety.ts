@@ -20,6 +20,35 @@ const TOP_LEVEL_ROOTS: ReadonlySet<string> = new Set(["meta", "home", "rootfs", 
 
 const HINT = "the archive was not made by looker-backup or was tampered with; nothing was written for it";
 
+/** Linux's NAME_MAX: a longer path component cannot be created (ENAMETOOLONG). */
+const NAME_MAX_BYTES = 255;
+/** uid_t and gid_t are 32 bits, and (uid_t) -1 means "no change" to chown: the largest owner that can be set. */
+const MAX_ID = 0xffff_fffe;
+
+/**
+ * What restore could not write, checked for verify too, so the two agree before anything is written: a component
+ * longer than NAME_MAX, an owner id outside uid_t, a non-directory whose path ends in "/" (it names a directory).
+ */
+function unwritableProblem(header: TarHeader): string | undefined {
+  const long = withoutTrailingSlash(header.path)
+    .split("/")
+    .find((segment) => Buffer.byteLength(segment) > NAME_MAX_BYTES);
+  if (long !== undefined) {
+    return `path component of ${Buffer.byteLength(long)} bytes (more than the ${NAME_MAX_BYTES} a Linux name may have)`;
+  }
+  for (const [what, id] of [
+    ["uid", header.uid],
+    ["gid", header.gid],
+  ] as const) {
+    if (!Number.isInteger(id) || id < 0 || id > MAX_ID)
+      return `${what} ${id} outside the range a Linux owner may have`;
+  }
+  if (header.type !== "directory" && header.path.endsWith("/")) {
+    return `a ${header.type} member whose path ends in "/" (that names a directory)`;
+  }
+  return undefined;
+}
+
 /** Throws unless `path` is relative, normalized and under one of `allowedRoots` (each ending in "/"). */
 export function checkMemberPath(path: string, allowedRoots: readonly string[] = DEFAULT_ALLOWED_ROOTS): void {
   const problem = pathProblem(path, allowedRoots);
@@ -99,6 +128,8 @@ export class LinkTracker {
     }
     const pathProblemFound = pathProblem(header.path, this.allowedRoots);
     if (pathProblemFound !== undefined) return pathProblemFound;
+    const writable = unwritableProblem(header);
+    if (writable !== undefined) return writable;
     if (TOP_LEVEL_ROOTS.has(key) && header.type !== "directory") {
       return `top-level ${key} must be a directory, not a ${header.type}`;
     }

@@ -106,8 +106,9 @@ describe("long paths", () => {
     const path = `home/${"n".repeat(300)}`;
     const tar = await buildTar([{ header: { path }, body: Buffer.from("x") }], { catalog: true });
     const run = await restoreTar("component-300", tar);
-    expect([1, 4], run.stderr).toContain(run.code);
-    expect(run.stderr).toMatch(/name too long|exceeds/i);
+    // Refused before anything is written, as verify refuses it too: Linux names are at most 255 bytes.
+    expect(run.code, run.stderr).toBe(4);
+    expect(run.stderr).toMatch(/path component of 300 bytes \(more than the 255 a Linux name may have\)/);
     expect(run.stderr).not.toMatch(/\n\s+at /);
     await expectTargetUntouched(run.parent, run.target);
   });

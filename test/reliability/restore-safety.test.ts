@@ -7,11 +7,13 @@
  * symlinked directory in the rootfs, a home swap that fails after the rootfs files were placed; a second restore.
  */
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { catalogLine } from "../../src/archive/catalog.js";
 import { restoreArchive } from "../../src/engine/restore.js";
 import { lockPathOf } from "../../src/engine/restore-lock.js";
 import { type BuildOptions, buildTar, encryptTar, type RawMember } from "../helpers/archives.js";
@@ -350,5 +352,44 @@ describe("one restore per target at a time", () => {
     expect(run.code, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as { previousContent: string };
     expect((await readdir(parent)).sort()).toEqual(["home", result.previousContent.split("/").pop()].sort());
+  });
+});
+
+describe("the archive's structure is looker-backup's, or it is refused (verify and restore alike)", () => {
+  it("a file's catalog entry without its sha256 (its content would go unchecked): exit 4", async () => {
+    const archive = await archiveOf([file("home/a.txt", "forged\n")], {
+      catalogLines: (lines) => lines.map((line) => line.replace(/,"sha256":"[0-9a-f]{64}"/, "")),
+    });
+    const run = await verify(archive);
+    expect(run.code, run.stderr).toBe(4);
+    expect(run.stderr).toMatch(/catalog line \d+ does not describe a member/);
+  });
+
+  it("a member before meta/backup.json (which says what else may be placed): exit 4", async () => {
+    const meta = Buffer.from(`${JSON.stringify({ format: "looker-backup/1" })}\n`);
+    const body = Buffer.from("early\n");
+    const sha = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
+    const entry = (path: string, content: Buffer, mode: number) =>
+      catalogLine({
+        path,
+        type: "file",
+        size: content.length,
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        sha256: sha(content),
+      });
+    const lines = [entry("home/early.txt", body, 0o644), entry("meta/backup.json", meta, 0o600)];
+    const tar = await buildTar([
+      { header: { path: "home/early.txt", mode: 0o644, mtime: 0 }, body },
+      { header: { path: "meta/backup.json", mode: 0o600, mtime: 0 }, body: meta },
+      { header: { path: "meta/catalog.jsonl", mode: 0o600, mtime: 0 }, body: Buffer.from(lines.join("")) },
+    ]);
+    const archive = join(work, "meta-not-first.tar.zst.age");
+    await writeFile(archive, await encryptTar(tar, recipient));
+    const run = await verify(archive);
+    expect(run.code, run.stderr).toBe(4);
+    expect(run.stderr).toContain("the first member must be meta/backup.json");
   });
 });

@@ -217,3 +217,21 @@ describe("LinkTracker", () => {
     expect(() => tracker.admit(fileAt("home/s/x"))).not.toThrow();
   });
 });
+
+describe("what restore could not write is refused before anything is (verify agrees)", () => {
+  it.each([
+    [{ ...fileAt(`home/${"n".repeat(256)}`) }, /path component of 256 bytes/],
+    [{ ...fileAt("home/big-uid"), uid: 2 ** 32 }, /uid 4294967296 outside the range/],
+    [{ ...fileAt("home/minus-one-gid"), gid: 0xffff_ffff }, /gid 4294967295 outside the range/],
+    [{ ...fileAt("home/a-file/") }, /a file member whose path ends in "\/"/],
+    [{ ...symlinkAt("home/a-link/", "x") }, /a symlink member whose path ends in "\/"/],
+  ] as [TarHeader, RegExp][])("refuses %o", (member, message) => {
+    expect(verdict([dirAt("home/")], member)).toMatch(message);
+  });
+
+  it("admits a 255-byte component and the largest settable ids", () => {
+    expect(
+      verdict([dirAt("home/")], { ...fileAt(`home/${"n".repeat(255)}`), uid: 0xffff_fffe, gid: 0xffff_fffe }),
+    ).toBe(undefined);
+  });
+});

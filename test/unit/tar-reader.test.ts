@@ -421,6 +421,15 @@ describe("readTar formats", () => {
     expect(member!.header).toMatchObject({ path: longName, type: "symlink", linkTarget: longLink });
   });
 
+  it("refuses a symlink that declares data, which GNU tar would skip and we would not", async () => {
+    const symlink = patched(
+      encodeHeader({ ...base, path: "home/link", type: "symlink", size: 0, linkTarget: "x" }),
+      [[Field.size, "00000001000\0"]],
+    );
+    const archive = Buffer.concat([symlink, encodeEndOfArchive()]);
+    await expect(readAll([archive])).rejects.toThrow(/symlink home\/link declares 512 bytes of data/);
+  });
+
   it("applies pax global headers to later members and lets a local empty value cancel them", async () => {
     const archive = Buffer.concat([
       metaMember("g", Buffer.from("14 uid=424242\n16 uname=global\n"), "pax_global_header"),
