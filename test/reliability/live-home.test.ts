@@ -206,7 +206,8 @@ describe("run as an unprivileged user", () => {
     expect(run.code, run.stderr).toBe(2);
     expect(run.stderr).toContain(`cannot read ${join(home, ".ssh")}`);
     expect(run.stderr).toMatch(/hint: /);
-    expect(run.stdout).toBe("");
+    // Asked for --json: the failure is one JSON object on stdout, and nothing else is.
+    expect(JSON.parse(run.stdout)).toMatchObject({ ok: false, exitCode: 2 });
     expect(await readdir(nobodyOut)).toEqual([]);
   });
 
