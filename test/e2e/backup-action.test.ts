@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -10,6 +10,7 @@ import { cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { bundledAction, cleanUpRunnerJobs, type NodeAction, startRunnerJob } from "../helpers/runner-job.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
+import { sshKeygenVerify } from "../helpers/ssh-keygen.js";
 
 let work: string;
 let sim: SimulatedLooker;
@@ -114,22 +115,7 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     );
     // The signature beside the archive is one stock ssh-keygen accepts for the archive as stored.
     const archivePath = join(store, archiveName);
-    const verified = spawnSync(
-      "ssh-keygen",
-      [
-        "-Y",
-        "verify",
-        "-f",
-        allowedSigners,
-        "-I",
-        "looker-backup",
-        "-n",
-        "looker-backup",
-        "-s",
-        `${archivePath}.sig`,
-      ],
-      { input: await readFile(archivePath), encoding: "utf8" },
-    );
+    const verified = await sshKeygenVerify(archivePath, allowedSigners);
     expect(verified.status, verified.stderr).toBe(0);
 
     expect(sim.isRunning()).toBe(true);

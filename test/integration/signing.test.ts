@@ -3,7 +3,7 @@
  * stored signature, verify and restore --trusted-signers; and forgeries (made with the same public age recipient,
  * unsigned or signed otherwise) refused with exit 4 before anything is decrypted, the target untouched.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -21,6 +21,7 @@ import type { Store } from "../../src/store/store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { cli, cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { sshKeygenVerify } from "../helpers/ssh-keygen.js";
 
 let work: string;
 let home: string;
@@ -96,22 +97,7 @@ describe("keygen --signing", () => {
 
 describe("a signed backup", () => {
   it("stores <archive>.sig that stock ssh-keygen -Y verify accepts for the archive", async () => {
-    const run = spawnSync(
-      "ssh-keygen",
-      [
-        "-Y",
-        "verify",
-        "-f",
-        allowedSigners,
-        "-I",
-        "looker-backup",
-        "-n",
-        "looker-backup",
-        "-s",
-        `${signed}.sig`,
-      ],
-      { input: await readFile(signed), encoding: "utf8" },
-    );
+    const run = await sshKeygenVerify(signed, allowedSigners);
     expect(run.status).toBe(0);
     expect(run.stdout + run.stderr).toMatch(/Good "looker-backup" signature for looker-backup/);
   });
