@@ -139,14 +139,15 @@ async function backupAfterPreflight(
       },
     }),
   );
+  const artifact = uploadedArtifact(store, result);
   if (snapshot && result.archive) {
-    const stored = storedReference(store, result.archive.name);
+    const stored = storedReference(store, result.archive.name, artifact);
     await savePreviousSnapshot(settings.instance, stored ? { ...snapshot, stored } : snapshot);
   }
   if (notSkippedBecause) core.notice(`nothing changed, but backing up anyway: ${notSkippedBecause}`);
   const durationMs = Math.round(performance.now() - startedAt);
-  setOutputs(settings, result, store, durationMs);
-  await writeSummary(settings, result, changes, preflight, durationMs);
+  setOutputs(settings, result, artifact, durationMs);
+  await writeSummary(settings, result, artifact, changes, preflight, durationMs);
   annotateWarnings(result.warnings, settings.onWarnings);
   if (!result.archive)
     core.notice(`nothing changed since ${changes?.previousArchive}; no new backup was uploaded`);
@@ -171,16 +172,17 @@ function retentionOf(days: number): number {
   return days === 0 ? 90 : days;
 }
 
-function storedReference(store: Store, name: string): StoredReference | undefined {
-  if (store instanceof ArtifactStore) {
-    const artifactId = store.artifactIdOf(name);
-    return artifactId === undefined
-      ? undefined
-      : {
-          kind: "artifact",
-          artifactId,
-          ...(process.env.GITHUB_REPOSITORY ? { repository: process.env.GITHUB_REPOSITORY } : {}),
-        };
+function storedReference(
+  store: Store,
+  name: string,
+  artifact: UploadedArtifact | undefined,
+): StoredReference | undefined {
+  if (artifact) {
+    return {
+      kind: "artifact",
+      artifactId: artifact.id,
+      ...(process.env.GITHUB_REPOSITORY ? { repository: process.env.GITHUB_REPOSITORY } : {}),
+    };
   }
   if (store instanceof DirStore) return { kind: "dir", location: join(store.directory, name) };
   return undefined;
@@ -218,10 +220,22 @@ function storeFor(settings: BackupSettings): Store {
   return new ArtifactStore({ retentionDays: settings.store.retentionDays });
 }
 
+/** The artifact this run uploaded (store artifact), with its page when the runner says where that is. */
+interface UploadedArtifact {
+  readonly id: number;
+  readonly url: string | undefined;
+}
+
+function uploadedArtifact(store: Store, result: LookerJobResult): UploadedArtifact | undefined {
+  if (!(store instanceof ArtifactStore) || result.archive === undefined) return undefined;
+  const id = store.artifactIdOf(result.archive.name);
+  return id === undefined ? undefined : { id, url: artifactUrl(id) };
+}
+
 function setOutputs(
   settings: BackupSettings,
   result: LookerJobResult,
-  store: Store,
+  artifact: UploadedArtifact | undefined,
   durationMs: number,
 ): void {
   const uploaded = result.archive;
@@ -235,10 +249,9 @@ function setOutputs(
   core.setOutput(Outputs.DurationMs, String(durationMs));
   core.setOutput(Outputs.DowntimeMs, String(result.downtimeMs));
   core.setOutput(Outputs.Warnings, String(result.warnings.length));
-  if (store instanceof ArtifactStore && uploaded) {
-    const id = store.artifactIdOf(uploaded.name);
-    core.setOutput(Outputs.ArtifactId, String(id ?? ""));
-    core.setOutput(Outputs.ArtifactUrl, id === undefined ? "" : (artifactUrl(id) ?? ""));
+  if (artifact) {
+    core.setOutput(Outputs.ArtifactId, String(artifact.id));
+    core.setOutput(Outputs.ArtifactUrl, artifact.url ?? "");
   }
   if (settings.keystoreIndependent && uploaded)
     core.setOutput(Outputs.KeyfileArtifactName, keyfileNameFor(result.archiveName));
@@ -254,12 +267,12 @@ function artifactUrl(id: number): string | undefined {
 async function writeSummary(
   settings: BackupSettings,
   result: LookerJobResult,
+  artifact: UploadedArtifact | undefined,
   changes: ChangeReport | undefined,
   preflight: readonly PreflightCheck[],
   durationMs: number,
 ) {
-  const id = result.archive ? artifactIdIn(result.archive.location) : undefined;
-  const url = id === undefined ? undefined : artifactUrl(id);
+  const url = artifact?.url;
   const markdown = backupSummaryMarkdown({
     instance: settings.instance,
     archiveName: result.archiveName,
@@ -283,12 +296,6 @@ async function writeSummary(
     ...(result.mysqlDatabase ? { mysqlDatabase: result.mysqlDatabase } : {}),
   });
   await core.summary.addRaw(markdown).write();
-}
-
-/** ArtifactStore's location is `artifact <id>`. */
-function artifactIdIn(location: string): number | undefined {
-  const match = /^artifact (\d+)$/.exec(location);
-  return match ? Number(match[1]) : undefined;
 }
 
 function reportFailure(error: unknown, aborted: boolean): void {

@@ -30,15 +30,17 @@ interface PlanRule {
 }
 
 describe("--json on failure", () => {
+  /** A verify that fails with bad input: the archive does not exist. */
+  const verifyMissing = () => [
+    "verify",
+    "--archive",
+    join(work, "missing.tar.zst.age"),
+    "--identity",
+    join(work, "x"),
+  ];
+
   it("prints one JSON object with the exit code, the message and the hint on stdout", async () => {
-    const run = await cli(
-      "verify",
-      "--archive",
-      join(work, "missing.tar.zst.age"),
-      "--identity",
-      join(work, "x"),
-      "--json",
-    );
+    const run = await cli(...verifyMissing(), "--json");
     expect(run.code).toBe(2);
     const parsed = JSON.parse(run.stdout) as { ok: boolean; exitCode: number; error: string; hint?: string };
     expect(parsed.ok).toBe(false);
@@ -49,13 +51,7 @@ describe("--json on failure", () => {
   });
 
   it("prints nothing on stdout for a failure without --json", async () => {
-    const run = await cli(
-      "verify",
-      "--archive",
-      join(work, "missing.tar.zst.age"),
-      "--identity",
-      join(work, "x"),
-    );
+    const run = await cli(...verifyMissing());
     expect(run.code).toBe(2);
     expect(run.stdout).toBe("");
   });
