@@ -16,6 +16,7 @@
 import type { Hash } from "node:crypto";
 import type { Worker } from "node:worker_threads";
 import { takeOwnership } from "../compress/release.js";
+import { fsPath } from "../runtime/byte-names.js";
 import {
   BacklogWaiters,
   errorFromThread,
@@ -37,7 +38,7 @@ const PART_UNIT = 4 * 1024 * 1024;
 
 /** What the thread is told. Parts and the end of a file are answered in order; open and abandon are not. */
 type WriterMessage =
-  | { op: "open"; file: number; path: string }
+  | { op: "open"; file: number; path: string | Uint8Array }
   | { op: "part"; file: number; buffer: ArrayBuffer; length: number }
   | { op: "finish"; file: number; owner: [number, number] | undefined; mode: number; mtime: number }
   | { op: "abandon"; file: number };
@@ -77,7 +78,7 @@ function handleMessage(
     const state: FileState = { hash: createHash("sha256"), position: 0 };
     try {
       // 'wx': staging is fresh and private, so an existing file here means the archive tried to write twice.
-      state.fd = fs.openSync(message.path, "wx", 0o600);
+      state.fd = fs.openSync(message.path as string | Buffer, "wx", 0o600);
     } catch (error) {
       state.error = error;
     }
@@ -168,7 +169,8 @@ export class BigFileWriter {
   open(path: string): ThreadWrittenFile {
     if (this.failure) throw this.failure;
     const file = this.nextFile++;
-    this.post({ op: "open", file, path });
+    // A name that is not UTF-8 travels as its bytes (runtime/byte-names.ts).
+    this.post({ op: "open", file, path: fsPath(path) });
     return {
       add: (part) => this.add(file, part),
       finish: (header, canChown) => this.finish(file, header, canChown),

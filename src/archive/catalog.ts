@@ -215,6 +215,9 @@ export interface ObservedMember {
   type: TarEntryType;
   size: number;
   mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
   sha256?: string;
   linkTarget?: string;
 }
@@ -258,6 +261,9 @@ export function matchesCatalog(expected: CatalogEntry, member: ObservedMember): 
   return firstMismatch(expected, member) === undefined;
 }
 
+/** Seconds: one microsecond (see firstMismatch). */
+const MTIME_TOLERANCE = 1e-6;
+
 const TAMPER_HINT = "the archive was altered or damaged after it was written; restore an older backup";
 
 function firstMismatch(expected: CatalogEntry, actual: ObservedMember): string | undefined {
@@ -265,6 +271,12 @@ function firstMismatch(expected: CatalogEntry, actual: ObservedMember): string |
   if (expected.size !== actual.size) return `size ${actual.size}, catalog says ${expected.size}`;
   if (expected.mode !== actual.mode)
     return `mode ${actual.mode.toString(8)}, catalog says ${expected.mode.toString(8)}`;
+  if (expected.uid !== actual.uid || expected.gid !== actual.gid)
+    return `owner ${actual.uid}:${actual.gid}, catalog says ${expected.uid}:${expected.gid}`;
+  // Ours are the same number twice (the backup writes both from one lstat). Another writer's pax time may carry
+  // nanoseconds its catalog rounds differently: to the microsecond is what restore can set (libuv) and so compares.
+  if (!(Math.abs(expected.mtime - actual.mtime) < MTIME_TOLERANCE))
+    return `mtime ${actual.mtime}, catalog says ${expected.mtime}`;
   if (expected.sha256 !== undefined && expected.sha256 !== actual.sha256) return "sha256 differs";
   if ((expected.linkTarget ?? "") !== (actual.linkTarget ?? "")) return "link target differs";
   return undefined;

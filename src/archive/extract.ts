@@ -230,6 +230,9 @@ function observation(header: TarHeader, sha256: string | undefined): ObservedMem
     type: header.type,
     size: header.size,
     mode: header.mode,
+    uid: header.uid,
+    gid: header.gid,
+    mtime: header.mtime,
   };
   if (sha256 !== undefined) member.sha256 = sha256;
   if (header.linkTarget !== undefined) member.linkTarget = header.linkTarget;

@@ -7,6 +7,7 @@
  * archive has built so far and refuses members that would write anywhere but where their path says.
  */
 import { IntegrityError } from "../errors.js";
+import { nameByteLength, printableName } from "../runtime/byte-names.js";
 import type { TarHeader } from "./tar-format.js";
 
 export const DEFAULT_ALLOWED_ROOTS: readonly string[] = ["meta/", "home/", "rootfs/", "mysql/"];
@@ -32,9 +33,9 @@ const MAX_ID = 0xffff_fffe;
 function unwritableProblem(header: TarHeader): string | undefined {
   const long = withoutTrailingSlash(header.path)
     .split("/")
-    .find((segment) => Buffer.byteLength(segment) > NAME_MAX_BYTES);
+    .find((segment) => nameByteLength(segment) > NAME_MAX_BYTES);
   if (long !== undefined) {
-    return `path component of ${Buffer.byteLength(long)} bytes (more than the ${NAME_MAX_BYTES} a Linux name may have)`;
+    return `path component of ${nameByteLength(long)} bytes (more than the ${NAME_MAX_BYTES} a Linux name may have)`;
   }
   for (const [what, id] of [
     ["uid", header.uid],
@@ -239,10 +240,12 @@ function withoutTrailingSlash(path: string): string {
 const MAX_QUOTED_BYTES = 200;
 
 /**
- * Paths as-is unless they hold control characters (newlines, NUL), which would garble the message; cut after
+ * Paths as-is (stray bytes as \xNN) unless they hold control characters (newlines, NUL), which would garble the message; cut after
  * MAX_QUOTED_BYTES bytes.
  */
-export function display(path: string): string {
+export function display(name: string): string {
+  // Bytes that are not UTF-8 show as \xNN (runtime/byte-names.ts).
+  const path = printableName(name);
   const bytes = Buffer.from(path);
   const cut = bytes.length > MAX_QUOTED_BYTES ? `${bytes.subarray(0, MAX_QUOTED_BYTES).toString()}...` : path;
   return /[\x00-\x1f\x7f]/.test(cut) ? JSON.stringify(cut) : cut;

@@ -12,11 +12,12 @@
  * as FileBlocks, which the zstd threads read, and this thread goes on to the next files (see file-block.ts).
  */
 import { createHash } from "node:crypto";
-import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import type { FileBlock } from "../compress/file-block.js";
 import { sha256Hex } from "../crypto/digest.js";
 import { InputError } from "../errors.js";
 import type { EntryStats, SelectedEntry } from "../manifest/select.js";
+import { fsPath, printableName, readlinkName } from "../runtime/byte-names.js";
 import { BacklogWaiters } from "../runtime/eval-worker.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
 import { type DigestListener, type FileDigester, InlineDigester } from "./file-digests.js";
@@ -96,7 +97,7 @@ export class ArchivePacker {
   private readonly fileEvents: FileEvents = {
     read: (file, catalogEntry) => {
       if (file.shrank || changedWhileRead(file.entry.stats, fstatSync(file.fd)))
-        this.warn(catalogEntry, `${file.entry.archivePath} changed while it was read`);
+        this.warn(catalogEntry, `${printableName(file.entry.archivePath)} changed while it was read`);
     },
     closed: () => {
       this.openFileCount--;
@@ -169,7 +170,7 @@ export class ArchivePacker {
     if (entry.type === "directory") {
       this.writeHeader(headerOf(archivePath, "directory", stats));
     } else if (entry.type === "symlink") {
-      const target = this.attempt(entry, () => readlinkSync(entry.sourcePath));
+      const target = this.attempt(entry, () => readlinkName(entry.sourcePath));
       if (target !== undefined)
         this.writeHeader({ ...headerOf(archivePath, "symlink", stats), linkTarget: target });
     } else if (first !== undefined) {
@@ -185,7 +186,7 @@ export class ArchivePacker {
   }
 
   private *fileMember(entry: SelectedEntry): Generator<StreamPiece> {
-    const fd = this.attempt(entry, () => openSync(entry.sourcePath, OPEN_FILE));
+    const fd = this.attempt(entry, () => openSync(fsPath(entry.sourcePath), OPEN_FILE));
     if (fd === undefined) return;
     this.openFileCount++;
     const file = new FileBeingRead(fd, entry, this.fileEvents);
@@ -351,16 +352,16 @@ export class ArchivePacker {
   private vanished(entry: SelectedEntry, error: Error): undefined {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") {
-      this.warnings.push(`${entry.archivePath} vanished before it could be read`);
+      this.warnings.push(`${printableName(entry.archivePath)} vanished before it could be read`);
       return undefined;
     }
     if (code === "ELOOP") {
       this.warnings.push(
-        `${entry.archivePath} became a symlink before it could be read; not followed, not archived`,
+        `${printableName(entry.archivePath)} became a symlink before it could be read; not followed, not archived`,
       );
       return undefined;
     }
-    const message = `cannot read ${entry.sourcePath}: ${error.message}`;
+    const message = `cannot read ${printableName(entry.sourcePath)}: ${error.message}`;
     if (entry.required) throw new InputError(message, "run the backup as root or as the looker user");
     this.warnings.push(message);
     return undefined;

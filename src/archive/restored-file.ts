@@ -17,7 +17,15 @@ export function finishRestoredFile(
 ): void {
   if (owner !== undefined) fs.fchownSync(fd, owner[0], owner[1]);
   if (mode !== undefined) fs.fchmodSync(fd, mode);
-  fs.futimesSync(fd, mtime, mtime);
+  // Node takes a negative number of seconds as "now" and a numeric string as it stands (documented for utimes):
+  // a 1960 mtime must come back as 1960. libuv sets times to the microsecond.
+  const time = mtime < 0 ? String(mtime) : mtime;
+  fs.futimesSync(fd, time, time);
+}
+
+/** A time for utimes/lutimes: as finishRestoredFile does, a pre-1970 time as a numeric string (see there). */
+export function timeArgument(mtime: number): number | string {
+  return mtime < 0 ? String(mtime) : mtime;
 }
 
 export function writeFailed(detail: string, cause?: unknown): LookerBackupError {

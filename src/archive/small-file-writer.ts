@@ -10,6 +10,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
+import { fsPath } from "../runtime/byte-names.js";
 import {
   BacklogWaiters,
   errorFromThread,
@@ -33,7 +34,8 @@ const MAX_BATCHES_IN_FLIGHT = 4;
 interface WriterBatch {
   readonly id: number;
   readonly buffer: ArrayBuffer;
-  readonly paths: string[];
+  /** As fs calls take them: a name that is not UTF-8 travels as its bytes (runtime/byte-names.ts). */
+  readonly paths: (string | Uint8Array)[];
   readonly numbers: number[];
 }
 
@@ -57,7 +59,7 @@ interface WriterSettings {
 function writeBatch(
   fs: typeof import("node:fs"),
   finish: typeof finishRestoredFile,
-  batch: { buffer: ArrayBuffer; paths: string[]; numbers: number[] },
+  batch: { buffer: ArrayBuffer; paths: (string | Uint8Array)[]; numbers: number[] },
   settings: WriterSettings,
 ): void {
   const bytes = new Uint8Array(batch.buffer);
@@ -68,7 +70,7 @@ function writeBatch(
     const length = n[i * 6 + 1] as number;
     const mode = n[i * 6 + 2] as number;
     const createdExact = (mode & keeps) === mode;
-    const fd = fs.openSync(batch.paths[i] as string, "wx", createdExact ? mode : 0o600);
+    const fd = fs.openSync(batch.paths[i] as string | Buffer, "wx", createdExact ? mode : 0o600);
     try {
       let written = 0;
       while (written < length) written += fs.writeSync(fd, bytes, offset + written, length - written);
@@ -166,7 +168,7 @@ export class SmallFileWriter {
   /** Queues the file whose `size` body bytes were copied at the reserved offset. */
   add(path: string, header: TarHeader, offset: number): void {
     const batch = this.current!;
-    batch.paths.push(path);
+    batch.paths.push(fsPath(path));
     batch.numbers.push(offset, header.size, header.mode, header.uid, header.gid, header.mtime);
     this.used = offset + header.size;
   }

@@ -31,9 +31,10 @@ import {
 import { dirname, join } from "node:path";
 import { sha256Hex } from "../crypto/digest.js";
 import { IntegrityError } from "../errors.js";
+import { fsPath } from "../runtime/byte-names.js";
 import { BigFileWriter } from "./big-file-writer.js";
 import type { MemberSink } from "./extract.js";
-import { finishRestoredFile } from "./restored-file.js";
+import { finishRestoredFile, timeArgument } from "./restored-file.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
 import type { TarHeader } from "./tar-format.js";
 import type { TarBody } from "./tar-reader.js";
@@ -86,9 +87,9 @@ export class StagingSink implements MemberSink {
         this.directories.push({ path, header });
         return undefined;
       case "symlink":
-        symlinkSync(header.linkTarget!, path);
-        if (this.canChown) lchownSync(path, header.uid, header.gid);
-        lutimesSync(path, header.mtime, header.mtime);
+        symlinkSync(fsPath(header.linkTarget!), fsPath(path));
+        if (this.canChown) lchownSync(fsPath(path), header.uid, header.gid);
+        lutimesSync(fsPath(path), timeArgument(header.mtime), timeArgument(header.mtime));
         return undefined;
       case "hardlink":
         return this.hardLink(header, path);
@@ -107,17 +108,18 @@ export class StagingSink implements MemberSink {
     const deepestFirst = [...this.directories].sort((a, b) => b.path.length - a.path.length);
     let done = 0;
     for (const { path, header } of deepestFirst) {
-      if (this.canChown) lchownSync(path, header.uid, header.gid);
+      const at = fsPath(path);
+      if (this.canChown) lchownSync(at, header.uid, header.gid);
       // chmod after chown: chown clears setuid/setgid bits.
-      chmodSync(path, header.mode);
-      utimesSync(path, header.mtime, header.mtime);
+      chmodSync(at, header.mode);
+      utimesSync(at, timeArgument(header.mtime), timeArgument(header.mtime));
       if (++done % METADATA_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
   private async hardLink(header: TarHeader, path: string): Promise<undefined> {
     await this.smallFiles.drain(); // its target may still be queued
-    linkSync(this.pathOf(header.linkTarget!), path);
+    linkSync(fsPath(this.pathOf(header.linkTarget!)), fsPath(path));
     return undefined;
   }
 
@@ -169,7 +171,7 @@ export class StagingSink implements MemberSink {
 
   private ensureDir(path: string): void {
     if (this.createdDirs.has(path)) return;
-    mkdirSync(path, { recursive: true, mode: 0o700 });
+    mkdirSync(fsPath(path), { recursive: true, mode: 0o700 });
     this.createdDirs.add(path);
   }
 }
@@ -186,7 +188,7 @@ async function writeFile(
   canChown: boolean,
 ): Promise<string> {
   // 'wx': staging is fresh and private, so an existing file here means the archive tried to write twice.
-  const fd = openSync(path, "wx", 0o600);
+  const fd = openSync(fsPath(path), "wx", 0o600);
   const hash = createHash("sha256");
   try {
     // Parts are not kept past the next one (the reader may free them then): large ones are written as they

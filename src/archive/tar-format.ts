@@ -6,6 +6,7 @@
  * mtimes). GNU tar, bsdtar and every POSIX reader understand this (the archive format in the README).
  */
 import { LookerBackupError } from "../errors.js";
+import { isByteName, isPlainName, nameByteLength, nameBytes } from "../runtime/byte-names.js";
 
 export const BLOCK_SIZE = 512;
 
@@ -132,7 +133,7 @@ export function encodeHeaderView(header: TarHeader): Buffer {
     return scratch.subarray(0, BLOCK_SIZE);
   }
   const records = paxRecordsText(member, overridden);
-  const bodyLength = Buffer.byteLength(records);
+  const bodyLength = nameByteLength(records);
   const ustarAt = BLOCK_SIZE + bodyLength + paddingFor(bodyLength);
   const length = ustarAt + BLOCK_SIZE;
   if (scratch.length < length) scratch = Buffer.alloc(length);
@@ -147,7 +148,9 @@ export function encodeHeaderView(header: TarHeader): Buffer {
     mtime: Math.max(0, Math.floor(member.mtime)),
   };
   writeUstarBlock(scratch, 0, paxHeader, splitUstarPath(paxHeader.path), 0, TypeFlag.paxExtended);
-  scratch.write(records, BLOCK_SIZE, "utf8");
+  // A name that is not UTF-8 goes into the record as its raw bytes, as GNU tar --format=posix writes it.
+  if (isPlainName(records)) scratch.write(records, BLOCK_SIZE, "utf8");
+  else nameBytes(records).copy(scratch, BLOCK_SIZE);
   writeUstarBlock(scratch, ustarAt, member, split, overridden, undefined);
   return scratch.subarray(0, length);
 }
@@ -169,10 +172,10 @@ function writingProblem(header: TarHeader): string | undefined {
   if (header.type === "other") return "type 'other' cannot be written";
   if (header.path === "" || header.path.includes("\0")) return "empty path or NUL byte in path";
   if (header.linkTarget?.includes("\0")) return "NUL byte in link target";
-  // Lone UTF-16 surrogates would silently become U+FFFD: the name read back would differ.
+  // Names are bytes (runtime/byte-names.ts); any other lone UTF-16 surrogate would silently become U+FFFD.
   if (
-    !isWellFormed(header.path) ||
-    (header.linkTarget !== undefined && !isWellFormed(header.linkTarget)) ||
+    !isByteName(header.path) ||
+    (header.linkTarget !== undefined && !isByteName(header.linkTarget)) ||
     (header.uname !== undefined && !isWellFormed(header.uname)) ||
     (header.gname !== undefined && !isWellFormed(header.gname))
   )
@@ -274,11 +277,11 @@ export function splitUstarPath(path: string): UstarPath | undefined {
 
 /** One "<length> <key>=<value>\n" record; the length counts its own digits. */
 export function paxRecord(key: string, value: string): Buffer {
-  return Buffer.from(paxRecordText(key, value), "utf8");
+  return nameBytes(paxRecordText(key, value));
 }
 
 function paxRecordText(key: string, value: string): string {
-  const payload = Buffer.byteLength(` ${key}=${value}\n`);
+  const payload = nameByteLength(` ${key}=${value}\n`);
   let digits = String(payload).length;
   if (String(payload + digits).length !== digits) digits += 1;
   return `${payload + digits} ${key}=${value}\n`;

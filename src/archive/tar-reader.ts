@@ -8,6 +8,7 @@
 import type { Readable } from "node:stream";
 import { releaseHandedOver } from "../compress/release.js";
 import { IntegrityError, LookerBackupError } from "../errors.js";
+import { nameByteLength, nameFromBytes } from "../runtime/byte-names.js";
 import { display } from "./member-safety.js";
 import {
   BLOCK_SIZE,
@@ -74,7 +75,6 @@ const DEFAULT_LIMITS = {
 const INTEGRITY_HINT =
   "the archive is damaged, truncated or not a tar archive; compare its sha256 with the backup's";
 const EMPTY = Buffer.alloc(0);
-const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Yields each member of a tar stream in order; see TarReadEntry for how bodies must be consumed. */
 export async function* readTar(
@@ -530,12 +530,12 @@ class HeaderParser {
         this.chainFrom(offset);
         return MORE_HEADERS;
       case TypeFlag.gnuLongName: {
-        const longName = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long name"), offset);
+        const longName = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long name"));
         this.chainFrom(offset).longName = longName;
         return MORE_HEADERS;
       }
       case TypeFlag.gnuLongLink: {
-        const longLink = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long link"), offset);
+        const longLink = cString(this.readMeta(block, this.limits.maxPathBytes + 1, "long link"));
         this.chainFrom(offset).longLink = longLink;
         return MORE_HEADERS;
       }
@@ -625,8 +625,8 @@ class HeaderParser {
       return value === "" ? undefined : value;
     };
     // The ustar name is only decoded when nothing overrides it (most of our members carry a pax path or none).
-    let path = pax("path") ?? meta.longName ?? ustarPathOf(block, offset);
-    const linkField = textField(block, Field.linkname, offset);
+    let path = pax("path") ?? meta.longName ?? ustarPathOf(block);
+    const linkField = textField(block, Field.linkname);
     const linkTarget = pax("linkpath") ?? meta.longLink ?? (linkField === "" ? undefined : linkField);
     let type = entryTypeOf(typeFlag, path);
     if (meta.sparse) type = "other";
@@ -650,8 +650,8 @@ class HeaderParser {
       gid: paxInteger(pax("gid"), "gid", offset) ?? parseNumber(block, Field.gid, "gid", offset),
       mtime: paxTime(pax("mtime"), offset) ?? parseNumber(block, Field.mtime, "mtime", offset),
     };
-    const uname = pax("uname") ?? textField(block, Field.uname, offset);
-    const gname = pax("gname") ?? textField(block, Field.gname, offset);
+    const uname = pax("uname") ?? textField(block, Field.uname);
+    const gname = pax("gname") ?? textField(block, Field.gname);
     if (uname !== "") header.uname = uname;
     if (gname !== "") header.gname = gname;
     if (linkTarget !== undefined && (type === "symlink" || type === "hardlink"))
@@ -660,7 +660,7 @@ class HeaderParser {
   }
 
   private checkPathLength(text: string, what: string, offset: number): void {
-    const bytes = Buffer.byteLength(text);
+    const bytes = nameByteLength(text);
     if (bytes > this.limits.maxPathBytes) {
       fail(`${what} of ${bytes} bytes exceeds the limit of ${this.limits.maxPathBytes}`, offset);
     }
@@ -706,10 +706,10 @@ function isZeroBlock(block: Buffer): boolean {
 }
 
 /** POSIX ustar joins prefix and name; the GNU magic ("ustar  ") uses that area for other things. */
-function ustarPathOf(block: Buffer, offset: number): string {
-  const name = textField(block, Field.name, offset);
+function ustarPathOf(block: Buffer): string {
+  const name = textField(block, Field.name);
   const isPosixUstar = hasBytes(block, Field.magic[0], POSIX_MAGIC);
-  const prefix = isPosixUstar ? textField(block, Field.prefix, offset) : "";
+  const prefix = isPosixUstar ? textField(block, Field.prefix) : "";
   return prefix === "" ? name : `${prefix}/${name}`;
 }
 
@@ -720,25 +720,16 @@ function hasBytes(block: Buffer, at: number, expected: Buffer): boolean {
   return true;
 }
 
-/** A NUL-terminated (or full-width) text field, decoded as strict UTF-8. */
-function textField(block: Buffer, [start, width]: readonly [number, number], offset: number): string {
+/** A NUL-terminated (or full-width) text field; names are bytes, so stray bytes are kept (runtime/byte-names.ts). */
+function textField(block: Buffer, [start, width]: readonly [number, number]): string {
   // Most fields of most members are empty (link name, prefix, often user and group names): no view, no decoder.
   if (block[start] === 0) return "";
-  return cString(block.subarray(start, start + width), offset);
+  return cString(block.subarray(start, start + width));
 }
 
-function cString(bytes: Buffer, offset: number): string {
+function cString(bytes: Buffer): string {
   const end = bytes.indexOf(0);
-  return decodeUtf8(end === -1 ? bytes : bytes.subarray(0, end), offset);
-}
-
-function decodeUtf8(bytes: Uint8Array, offset: number): string {
-  try {
-    return utf8.decode(bytes);
-  } catch {
-    // Renaming silently (U+FFFD) would restore a different file name; refuse instead.
-    return fail("name is not valid UTF-8", offset);
-  }
+  return nameFromBytes(end === -1 ? bytes : bytes.subarray(0, end));
 }
 
 /**
@@ -792,10 +783,7 @@ function parsePaxRecords(body: Buffer, offset: number): Map<string, string> {
     const record = body.subarray(space + 1, end - 1);
     const equals = record.indexOf(0x3d);
     if (equals <= 0) fail("pax record without key", offset);
-    records.set(
-      decodeUtf8(record.subarray(0, equals), offset),
-      decodeUtf8(record.subarray(equals + 1), offset),
-    );
+    records.set(nameFromBytes(record.subarray(0, equals)), nameFromBytes(record.subarray(equals + 1)));
     position = end;
   }
   return records;

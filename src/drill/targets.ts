@@ -11,6 +11,7 @@ import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
 import type { Host } from "../remote/host.js";
 import { LocalHost } from "../remote/local-host.js";
 import type { SshHost } from "../remote/ssh-host.js";
+import { nameBytes, nameFromBytes } from "../runtime/byte-names.js";
 import { RunAsHost } from "./run-as-host.js";
 import { createTarStream } from "./tar-stream.js";
 
@@ -187,7 +188,9 @@ export class SshTarget implements DrillTarget {
 
   private async sendRootfs(stagedRootfs: string, files: readonly string[]): Promise<void> {
     const listFile = join(stagedRootfs, "..", "rootfs.list");
-    await writeFile(listFile, files.map((f) => `${f}\0`).join(""), { mode: 0o600 });
+    // Names are bytes (runtime/byte-names.ts): the list holds each name's own bytes, as tar reads them.
+    const list = Buffer.concat(files.flatMap((f) => [nameBytes(f), Buffer.of(0)]));
+    await writeFile(listFile, list, { mode: 0o600 });
     const tar = createTarStream(stagedRootfs, { listFile });
     const result = await this.root
       .runWithInput(["tar", "-xpf", "-", "--numeric-owner", "-C", "/"], tar.stream, {
@@ -314,13 +317,17 @@ async function verifyOnHost(
   const homeScript = 'cd "$1" && find . -type f -print0 | xargs -0r sha256sum -z --';
   const listed = await host.run(["/bin/sh", "-c", homeScript, "sh", home], {
     timeoutMs: TRANSFER_TIMEOUT_MS,
+    stdoutEncoding: "latin1",
   });
   if (listed.code !== 0) {
     throw new LookerBackupError(
       `could not hash the restored files in ${home} on ${host.name}: ${listed.stderr.trim()}`,
     );
   }
-  const found = parseSha256sumZ(listed.stdout, (name) => (name.startsWith("./") ? name.slice(2) : name));
+  // Every byte as one latin1 character, turned back into the name as the catalog holds it (runtime/byte-names.ts).
+  const found = parseSha256sumZ(listed.stdout, (name) =>
+    nameFromBytes(Buffer.from(name.startsWith("./") ? name.slice(2) : name, "latin1")),
+  );
   let verified = compareHome(catalog, found, home, host.name);
   if (rootfsBase !== undefined) {
     const outside = [...catalog.values()].filter(

@@ -15,10 +15,21 @@
  * `.<name>.restore-old-*` / `.<name>.restore-new-*` entries beside them (the old and the new content).
  */
 import { randomBytes } from "node:crypto";
-import { cp, lchown, link, lstat, mkdir, readdir, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { display } from "../archive/member-safety.js";
 import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
+import {
+  copyEntry,
+  link,
+  lstat,
+  mkdir,
+  readdir,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+} from "../runtime/byte-fs.js";
 
 type Kind = "rootfs" | "mysql";
 
@@ -268,13 +279,6 @@ async function moveOrCopy(source: string, destination: string): Promise<void> {
     await rename(source, destination);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
-    const info = await lstat(source);
-    await cp(source, destination, {
-      preserveTimestamps: true,
-      verbatimSymlinks: true,
-      errorOnExist: true,
-      force: false,
-    });
-    if (process.getuid?.() === 0) await lchown(destination, info.uid, info.gid);
+    await copyEntry(source, destination);
   }
 }

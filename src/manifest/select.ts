@@ -1,7 +1,8 @@
-import { type Dirent, lstatSync, readdirSync, type Stats } from "node:fs";
+import { type Dirent, lstatSync, type Stats } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { InputError } from "../errors.js";
+import { InputError, LookerBackupError } from "../errors.js";
+import { fsPath, printableName, readdirNames, readdirNamesAsync } from "../runtime/byte-names.js";
 import {
   type CompiledRule,
   compileRule,
@@ -227,7 +228,7 @@ class Walker {
     const absoluteDir = this.absolute(relativeDir);
     let names: string[];
     try {
-      names = readdirSync(absoluteDir);
+      names = readdirNames(absoluteDir);
     } catch (error) {
       this.unreadable(relativeDir || ".", absoluteDir, parentRule, error);
       return;
@@ -250,9 +251,18 @@ class Walker {
   ): Promise<Descend> {
     const rule = decidingRule(this.rules, relative);
     if (stats instanceof Error) {
-      // Vanished between readdir and lstat: a live home changes under us; the report says so.
-      this.skipped.push({ path: `home/${relative}`, reason: `vanished while listing: ${stats.message}` });
-      return undefined;
+      // Vanished between readdir and lstat: a live home changes under us; the report says so. Anything else means a
+      // name listed cannot be read back, and a backup that leaves it out would lose it silently.
+      if ((stats as NodeJS.ErrnoException).code === "ENOENT") {
+        this.skipped.push({
+          path: `home/${relative}`,
+          reason: "vanished while listing (deleted during the backup)",
+        });
+        return undefined;
+      }
+      throw new LookerBackupError(`cannot archive home/${printableName(relative)}: ${stats.message}`, {
+        hint: "the backup stops rather than leave this path out; fix its permissions or name, or exclude it in the manifest",
+      });
     }
     if (rule?.action === "exclude") return this.excluded(relative, stats, rule);
     const type = entryType(stats);
@@ -354,10 +364,10 @@ class Walker {
       tally.bytes += type === "file" ? stats.size : 0;
       return;
     }
-    const names = (await readdir(path)).sort();
+    const names = (await readdirNamesAsync(path)).sort();
     for (const name of names) {
       const child = join(path, name);
-      yield* this.addOutsideTree(outside, child, await lstat(child), tally);
+      yield* this.addOutsideTree(outside, child, await lstat(fsPath(child)), tally);
       if (this.batch.length >= WALK_BATCH) yield this.takeBatch();
     }
   }
@@ -369,7 +379,7 @@ class Walker {
  */
 function lstatOrError(path: string): Stats | Error {
   try {
-    return lstatSync(path);
+    return lstatSync(fsPath(path));
   } catch (error) {
     return error as Error;
   }

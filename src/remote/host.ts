@@ -33,6 +33,11 @@ export interface RunOptions {
   readonly asRoot?: boolean;
   /** Kill the command and fail after this long (default: no limit). */
   readonly timeoutMs?: number;
+  /**
+   * How stdout is decoded: "utf8" (the default), or "latin1", which maps every byte to one character and so loses
+   * none, for output that holds file names (names are bytes: runtime/byte-names.ts).
+   */
+  readonly stdoutEncoding?: "utf8" | "latin1";
   /** Called with each line of output as it arrives (pre/post commands are logged live). */
   readonly onLine?: (line: string, stream: "stdout" | "stderr") => void;
 }

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { StringDecoder } from "node:string_decoder";
 import { LookerBackupError } from "../errors.js";
 import { childEnvironment, jobEnvironment } from "../runtime/child-env.js";
 import type { CommandResult, Host, RunOptions } from "./host.js";
@@ -88,14 +89,15 @@ export function runProcess(
       }),
       stdio: ["ignore", "pipe", "pipe"],
     });
-    let stdout = "";
-    let stderr = "";
+    // Kept as bytes and decoded once at the end: a character split between two chunks stays whole.
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
     const lines = { stdout: "", stderr: "" };
+    const decoders = { stdout: new StringDecoder("utf8"), stderr: new StringDecoder("utf8") };
     const collect = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
-      const text = chunk.toString("utf8");
-      if (stream === "stdout") stdout += text;
-      else stderr += text;
+      (stream === "stdout" ? stdout : stderr).push(chunk);
       if (!options.onLine) return;
+      const text = decoders[stream].write(chunk);
       const parts = (lines[stream] + text).split("\n");
       lines[stream] = parts.pop() ?? "";
       for (const line of parts) options.onLine(line, stream);
@@ -116,10 +118,11 @@ export function runProcess(
       if (options.onLine)
         for (const s of ["stdout", "stderr"] as const) if (lines[s]) options.onLine(lines[s], s);
       const timedOut = signal === "SIGKILL" && options.timeoutMs !== undefined;
+      const errors = Buffer.concat(stderr).toString("utf8");
       resolve({
         code: code ?? 128,
-        stdout,
-        stderr: timedOut ? `${stderr}\n(timed out after ${options.timeoutMs} ms)` : stderr,
+        stdout: Buffer.concat(stdout).toString(options.stdoutEncoding ?? "utf8"),
+        stderr: timedOut ? `${errors}\n(timed out after ${options.timeoutMs} ms)` : errors,
       });
     });
   });

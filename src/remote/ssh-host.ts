@@ -181,7 +181,7 @@ export class SshHost implements Host {
     const stderr = result.stderr.toString("utf8");
     return {
       code: result.code,
-      stdout: result.stdout.toString("utf8"),
+      stdout: result.stdout.toString(options.stdoutEncoding ?? "utf8"),
       stderr: result.timedOut ? `${stderr}\n(timed out after ${options.timeoutMs} ms)` : stderr,
     };
   }

@@ -17,7 +17,8 @@ export async function buildCatalogForDir(root: string, tops: string[]): Promise<
       mode: s.mode & 0o7777,
       uid: s.uid,
       gid: s.gid,
-      mtime: Math.floor(s.mtimeMs / 1000),
+      // GNU tar --format=pax records the time to the nanosecond; the catalog holds it to what restore compares.
+      mtime: s.mtimeMs / 1000,
     };
     if (type === "file")
       entry.sha256 = createHash("sha256")

@@ -4,7 +4,7 @@
  * corrupted archives and unreachable targets fail with the right exit codes, and the teardown always runs.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import {
   chmod,
   copyFile,
@@ -102,6 +102,8 @@ interface KeystoreIndependentBackup {
  * Home A (CMK A), a keystore-independent recrypt with a fresh key file, a backup into a DirStore and the key file
  * stored encrypted beside it, as the backup job does.
  */
+const LATIN1_DIR = Buffer.from("models-user-\xe9t\xe9", "latin1");
+
 async function keystoreIndependentBackup(
   label: string,
   ports: { webPort?: number; apiPort?: number } = {},
@@ -115,6 +117,12 @@ async function keystoreIndependentBackup(
     smallFiles: 40,
     ...ports,
   });
+  // A LookML directory named in Latin-1: names are bytes, and the drill's check on the target must find it.
+  mkdirSync(Buffer.concat([Buffer.from(`${home.home}/looker/`), LATIN1_DIR]));
+  writeFileSync(
+    Buffer.concat([Buffer.from(`${home.home}/looker/`), LATIN1_DIR, Buffer.from("/v.lkml")]),
+    "view: v {}\n",
+  );
   const keyfilePath = join(base, "keyfile.json");
   await looker(home, cmk, "generate_keyfile_for_backup", keyfilePath);
   await looker(home, cmk, "keystore_independent_recrypt", keyfilePath);
@@ -225,6 +233,12 @@ describe("drill over SSH into a fresh VM", () => {
     );
     expect(owner.stdout.split("\n")[0]).toBe("looker");
     expect(owner.stdout.split("\n")[1]).toBe("0");
+    const latin1 = Buffer.concat([
+      Buffer.from(`${target.rootOnHost}/home/looker/looker/`),
+      LATIN1_DIR,
+      Buffer.from("/v.lkml"),
+    ]);
+    expect(readFileSync(latin1, "utf8")).toBe("view: v {}\n");
     expect(await readFile(teardown.marker, "utf8")).toBe(`passed ${target.address}`);
     // The file from outside the home is in the VM's own /tmp, byte for byte.
     const placed = join(target.rootOnHost, "tmp", backup.sslFile.slice("/tmp/".length));

@@ -365,6 +365,25 @@ describe("the archive's structure is looker-backup's, or it is refused (verify a
     expect(run.stderr).toMatch(/catalog line \d+ does not describe a member/);
   });
 
+  it("a member whose mtime or owner is not the catalog's (restore would set another time): exit 4", async () => {
+    for (const [field, forged] of [
+      ["mtime", '"mtime":-315619200'],
+      ["owner", '"uid":4242'],
+    ] as const) {
+      const archive = await archiveOf([file("home/a.txt", "dated\n")], {
+        catalogLines: (lines) =>
+          lines.map((line) =>
+            line.includes('"home/a.txt"')
+              ? line.replace(field === "mtime" ? /"mtime":[0-9.]+/ : /"uid":\d+/, forged)
+              : line,
+          ),
+      });
+      const run = await verify(archive);
+      expect(run.code, run.stderr).toBe(4);
+      expect(run.stderr).toMatch(new RegExp(`member home/a.txt does not match the catalog: ${field}`));
+    }
+  });
+
   it("a member before meta/backup.json (which says what else may be placed): exit 4", async () => {
     const meta = Buffer.from(`${JSON.stringify({ format: "looker-backup/1" })}\n`);
     const body = Buffer.from("early\n");
