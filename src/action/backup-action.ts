@@ -149,6 +149,7 @@ async function backupAfterPreflight(
   setOutputs(settings, result, artifact, durationMs);
   await writeSummary(settings, result, artifact, changes, preflight, durationMs);
   annotateWarnings(result.warnings, settings.onWarnings);
+  for (const notice of result.notices) core.notice(notice);
   if (!result.archive)
     core.notice(`nothing changed since ${changes?.previousArchive}; no new backup was uploaded`);
   // Not a warning like the others: the archive's internal database may not restore. Whatever on-warnings says.

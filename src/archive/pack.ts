@@ -22,6 +22,7 @@ import { BacklogWaiters } from "../runtime/eval-worker.js";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
 import { type DigestListener, type FileDigester, InlineDigester } from "./file-digests.js";
 import { encodeEndOfArchive, encodeHeaderView, paddingFor, type TarHeader } from "./tar-format.js";
+import type { XattrIndex } from "./xattr-index.js";
 
 /** A member produced by the caller rather than read from disk (e.g. a database dump spooled during the backup). */
 export interface ExtraMember {
@@ -58,6 +59,8 @@ export interface PackOptions {
    * Each starts where a chunk would, so every chunk must be this size. Needs a digester with `later`.
    */
   readonly fileBlockSize?: number;
+  /** Extended attributes by source path, read before packing (xattr-index.ts). */
+  readonly xattrs?: XattrIndex;
 }
 
 /** What the stream yields: bytes, and with fileBlockSize whole chunks for downstream to read (FileBlock). */
@@ -168,15 +171,24 @@ export class ArchivePacker {
   private headerOnlyMember(entry: SelectedEntry, first: CatalogEntry | undefined): void {
     const { stats, archivePath } = entry;
     if (entry.type === "directory") {
-      this.writeHeader(headerOf(archivePath, "directory", stats));
+      this.writeHeader(this.withXattrs(entry, headerOf(archivePath, "directory", stats)));
     } else if (entry.type === "symlink") {
       const target = this.attempt(entry, () => readlinkName(entry.sourcePath));
       if (target !== undefined)
-        this.writeHeader({ ...headerOf(archivePath, "symlink", stats), linkTarget: target });
+        this.writeHeader(
+          this.withXattrs(entry, { ...headerOf(archivePath, "symlink", stats), linkTarget: target }),
+        );
     } else if (first !== undefined) {
       const header = { ...headerOf(archivePath, "hardlink", stats), linkTarget: first.path };
       this.linkDigests.push({ link: this.writeHeader(header), first });
     }
+  }
+
+  /** The header with the entry's extended attributes, when it has any (a hard link shares its first name's). */
+  private withXattrs(entry: SelectedEntry, header: TarHeader): TarHeader {
+    const xattrs = this.options.xattrs?.get(entry.sourcePath);
+    if (xattrs !== undefined) header.xattrs = xattrs;
+    return header;
   }
 
   /** The second and later names of a hard-linked file become link members, as GNU tar does. */
@@ -206,7 +218,9 @@ export class ArchivePacker {
    */
   private *fileBody(entry: SelectedEntry, file: FileBeingRead): Generator<StreamPiece> {
     const { size } = entry.stats;
-    const catalogEntry = this.writeHeader(headerOf(entry.archivePath, "file", entry.stats, size));
+    const catalogEntry = this.writeHeader(
+      this.withXattrs(entry, headerOf(entry.archivePath, "file", entry.stats, size)),
+    );
     const fileId = this.catalog.length - 1;
     if (entry.stats.nlink > 1) this.hardLinks.set(`${entry.stats.dev}:${entry.stats.ino}`, catalogEntry);
     const blockSize = this.options.fileBlockSize;

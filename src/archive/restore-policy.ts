@@ -78,6 +78,8 @@ function mysqlProblem(header: TarHeader): string | undefined {
   return undefined;
 }
 
+const CAPABILITY_XATTR = "security.capability";
+
 /** Privileged bits dropped from the modes restore writes, and which members lost them. */
 export interface DroppedModes {
   readonly count: number;
@@ -95,14 +97,26 @@ export class ModePolicy {
   /** The header to write: the same object when nothing is dropped (most members), a copy otherwise. */
   apply(header: TarHeader, describe: (path: string) => string): TarHeader {
     if (this.keepPrivileged || (header.type !== "file" && header.type !== "directory")) return header;
+    const withoutCapabilities = this.withoutCapabilities(header, describe);
     const bits = header.type === "directory" ? PRIVILEGED_DIRECTORY_BITS : PRIVILEGED_MODE_BITS;
-    if ((header.mode & bits) === 0) return header;
+    if ((header.mode & bits) === 0) return withoutCapabilities;
     const mode = header.mode & ~bits;
     this.count++;
     if (this.examples.length < EXAMPLES) {
       this.examples.push(`${describe(header.path)} (mode ${octal(header.mode)} written as ${octal(mode)})`);
     }
-    return { ...header, mode };
+    return { ...withoutCapabilities, mode };
+  }
+
+  /**
+   * File capabilities (the security.capability attribute) grant a program privileges as setuid does
+   * (cap_setuid+ep is root): the same rule drops them.
+   */
+  private withoutCapabilities(header: TarHeader, describe: (path: string) => string): TarHeader {
+    if (!header.xattrs?.some(([name]) => name === CAPABILITY_XATTR)) return header;
+    this.count++;
+    if (this.examples.length < EXAMPLES) this.examples.push(`${describe(header.path)} (file capabilities)`);
+    return { ...header, xattrs: header.xattrs.filter(([name]) => name !== CAPABILITY_XATTR) };
   }
 
   dropped(): DroppedModes {
@@ -116,7 +130,7 @@ export function droppedModesWarning(dropped: DroppedModes, verb: "dropped" | "wo
   const more =
     dropped.count > dropped.examples.length ? `, and ${dropped.count - dropped.examples.length} more` : "";
   return (
-    `setuid/setgid/sticky or world-writable bits ${verb} for ${dropped.count} member(s) ` +
+    `setuid/setgid/sticky or world-writable bits, or file capabilities, ${verb} for ${dropped.count} member(s) ` +
     `(pass --keep-privileged-modes to keep them): ${dropped.examples.join(", ")}${more}`
   );
 }

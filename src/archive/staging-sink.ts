@@ -38,6 +38,7 @@ import { finishRestoredFile, timeArgument } from "./restored-file.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
 import type { TarHeader } from "./tar-format.js";
 import type { TarBody } from "./tar-reader.js";
+import { XattrWriter } from "./xattr-apply.js";
 
 interface PendingMetadata {
   readonly path: string;
@@ -66,7 +67,15 @@ export class StagingSink implements MemberSink {
   /** Writes small files off this thread (see small-file-writer.ts). */
   private readonly smallFiles = new SmallFileWriter(this.canChown);
 
-  constructor(private readonly root: string) {}
+  /** Extended attributes to set once every file is written; undefined when the restore leaves them out. */
+  private readonly xattrs: XattrWriter | undefined;
+
+  constructor(
+    private readonly root: string,
+    options: { xattrs?: boolean } = {},
+  ) {
+    this.xattrs = options.xattrs === false ? undefined : new XattrWriter();
+  }
 
   /** Stops the writer threads, if they were started; files still queued are not written. */
   async close(): Promise<void> {
@@ -81,6 +90,7 @@ export class StagingSink implements MemberSink {
   member(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined> {
     const path = this.pathOf(header.path);
     this.ensureDir(dirname(path));
+    if (header.xattrs !== undefined && header.type !== "hardlink") this.xattrs?.add(path, header.xattrs);
     switch (header.type) {
       case "directory":
         this.ensureDir(path);
@@ -102,8 +112,11 @@ export class StagingSink implements MemberSink {
     }
   }
 
-  /** Owners, modes and times of the directories, deepest first (the files have theirs already). */
-  async applyMetadata(): Promise<void> {
+  /**
+   * Owners, modes and times of the directories, deepest first (the files have theirs already), then every extended
+   * attribute; returns warnings for attributes only root could have set.
+   */
+  async applyMetadata(): Promise<string[]> {
     await this.smallFiles.drain();
     const deepestFirst = [...this.directories].sort((a, b) => b.path.length - a.path.length);
     let done = 0;
@@ -115,6 +128,7 @@ export class StagingSink implements MemberSink {
       utimesSync(at, timeArgument(header.mtime), timeArgument(header.mtime));
       if (++done % METADATA_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
     }
+    return (await this.xattrs?.apply()) ?? [];
   }
 
   private async hardLink(header: TarHeader, path: string): Promise<undefined> {

@@ -6,7 +6,8 @@
  * mtimes). GNU tar, bsdtar and every POSIX reader understand this (the archive format in the README).
  */
 import { LookerBackupError } from "../errors.js";
-import { isByteName, isPlainName, nameByteLength, nameBytes } from "../runtime/byte-names.js";
+import type { Xattr } from "../runtime/attr-dump.js";
+import { isByteName, isPlainName, nameByteLength, nameBytes, nameFromBytes } from "../runtime/byte-names.js";
 
 export const BLOCK_SIZE = 512;
 
@@ -37,6 +38,8 @@ export interface TarHeader {
   mtime: number;
   /** Symlink target (kept verbatim) or, for hard links, the archive path of the earlier member. */
   linkTarget?: string;
+  /** Extended attributes, as pax SCHILY.xattr.<name> records (GNU tar --xattrs, bsdtar and star read them). */
+  xattrs?: readonly Xattr[];
 }
 
 /** ustar field offsets and widths (POSIX.1-2001, "ustar Interchange Format"). */
@@ -197,6 +200,21 @@ function isCount(value: number): boolean {
   return Number.isSafeInteger(value) && value >= 0;
 }
 
+/** The pax keyword prefix of an extended attribute (Schily's star; GNU tar --xattrs uses it too). */
+export const XATTR_PREFIX = "SCHILY.xattr.";
+
+/**
+ * An attribute name as a pax keyword: "=" ends a keyword, so GNU tar writes "%" and "=" as %25 and %3D
+ * (xattr_encode_keyword in its xheader.c); xattrName reverses it.
+ */
+export function xattrKeyword(name: string): string {
+  return /[%=]/.test(name) ? name.replace(/%/g, "%25").replace(/=/g, "%3D") : name;
+}
+
+export function xattrName(keyword: string): string {
+  return keyword.includes("%") ? keyword.replace(/%3D/g, "=").replace(/%25/g, "%") : keyword;
+}
+
 /** Values that go to pax records instead of (or as well as) the ustar block, one bit each, in record order. */
 const Pax = {
   path: 1,
@@ -207,6 +225,7 @@ const Pax = {
   mtime: 32,
   uname: 64,
   gname: 128,
+  xattrs: 256,
 } as const;
 
 const MAX_SIZE = maxOctal(Field.size[1]);
@@ -229,6 +248,7 @@ function overriddenFields(header: TarHeader, split: UstarPath | undefined): numb
   // uname and gname are NUL-terminated in ustar, so 31 bytes at most.
   if (header.uname !== undefined && !fitsUstarText(header.uname, Field.uname[1] - 1)) fields |= Pax.uname;
   if (header.gname !== undefined && !fitsUstarText(header.gname, Field.gname[1] - 1)) fields |= Pax.gname;
+  if (header.xattrs !== undefined && header.xattrs.length > 0) fields |= Pax.xattrs;
   return fields;
 }
 
@@ -243,6 +263,11 @@ function paxRecordsText(header: TarHeader, fields: number): string {
   if (fields & Pax.mtime) records += paxRecordText("mtime", formatPaxTime(header.mtime));
   if (fields & Pax.uname) records += paxRecordText("uname", header.uname!);
   if (fields & Pax.gname) records += paxRecordText("gname", header.gname!);
+  if (fields & Pax.xattrs) {
+    // The value's raw bytes, as GNU tar writes them: held as a byte name so the records' bytes come out exact.
+    for (const [name, value] of header.xattrs!)
+      records += paxRecordText(`${XATTR_PREFIX}${xattrKeyword(name)}`, nameFromBytes(value));
+  }
   return records;
 }
 

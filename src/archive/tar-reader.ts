@@ -8,7 +8,8 @@
 import type { Readable } from "node:stream";
 import { releaseHandedOver } from "../compress/release.js";
 import { IntegrityError, LookerBackupError } from "../errors.js";
-import { nameByteLength, nameFromBytes } from "../runtime/byte-names.js";
+import type { Xattr } from "../runtime/attr-dump.js";
+import { nameByteLength, nameBytes, nameFromBytes } from "../runtime/byte-names.js";
 import { display } from "./member-safety.js";
 import {
   BLOCK_SIZE,
@@ -19,6 +20,8 @@ import {
   type TarEntryType,
   type TarHeader,
   TypeFlag,
+  XATTR_PREFIX,
+  xattrName,
 } from "./tar-format.js";
 
 export interface TarReadLimits {
@@ -432,6 +435,8 @@ interface HeaderChain {
   readonly start: number;
   readonly local: Map<PaxKey, string>;
   sparse: boolean;
+  /** SCHILY.xattr.* records of this member's pax header. */
+  xattrs?: Xattr[];
   longName?: string;
   longLink?: string;
 }
@@ -519,7 +524,11 @@ class HeaderParser {
         const chain = this.chainFrom(offset);
         for (const [key, value] of records) {
           if (isPaxKey(key)) chain.local.set(key, value);
-          else chain.sparse ||= key.startsWith("GNU.sparse.");
+          else if (key.startsWith(XATTR_PREFIX)) {
+            // Values are bytes: the record's value was read as a byte name, which gives them back exactly.
+            chain.xattrs ??= [];
+            chain.xattrs.push([xattrName(key.slice(XATTR_PREFIX.length)), nameBytes(value)]);
+          } else chain.sparse ||= key.startsWith("GNU.sparse.");
         }
         return MORE_HEADERS;
       }
@@ -656,6 +665,7 @@ class HeaderParser {
     if (gname !== "") header.gname = gname;
     if (linkTarget !== undefined && (type === "symlink" || type === "hardlink"))
       header.linkTarget = linkTarget;
+    if (meta.xattrs !== undefined) header.xattrs = meta.xattrs;
     return header;
   }
 

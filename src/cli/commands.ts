@@ -2,10 +2,12 @@
  * The CLI commands: the same engine as the action, for disaster recovery when GitHub is unreachable.
  * Each command parses its flags into a request, runs the engine and prints a result (JSON with --json).
  */
+
 import { createReadStream } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { droppedModesWarning } from "../archive/restore-policy.js";
+import type { XattrMode } from "../archive/xattr-index.js";
 import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
 import { fingerprint, generateSigningKey, publicKeyLine, SIGNATURE_NAMESPACE } from "../crypto/ssh-keys.js";
@@ -91,6 +93,14 @@ function backendOf(values: ParsedOptions, command: string): BackendChoice {
   return value;
 }
 
+function xattrModeOf(values: ParsedOptions, command: string): XattrMode {
+  const value = optionalString(values, "xattrs") ?? "auto";
+  if (value !== "auto" && value !== "true" && value !== "false") {
+    throw new InputError(`${command}: --xattrs must be auto, true or false, got '${value}'`);
+  }
+  return value;
+}
+
 export const backupCommand: Command = {
   spec: {
     name: "backup",
@@ -141,6 +151,11 @@ export const backupCommand: Command = {
         placeholder: "N",
         help: "after success, delete archives older than N days",
       },
+      xattrs: {
+        type: "string",
+        placeholder: "auto|true|false",
+        help: "extended attributes: auto archives them where getfattr is installed (default), true requires it, false skips them",
+      },
       ...lookerOptionSpecs,
       json,
       quiet,
@@ -168,9 +183,11 @@ export const backupCommand: Command = {
     const manifestFile = optionalString(values, "manifest");
     const sslFiles = stringList(values, "ssl-file");
     const backend = backendOf(values, command);
+    const xattrs = xattrModeOf(values, command);
     // The action's preflight: nothing that can fail cheaply fails after Looker was stopped.
     const { checks, connected, startOptions } = await runBackupPreflight({
       ...looker,
+      xattrs,
       inputs: `${recipients.length > 0 ? `${recipients.length} recipient(s)` : "passphrase"}; consistency ${looker.consistency}`,
       home,
       store: { kind: "dir", directory: out, instance },
@@ -194,6 +211,7 @@ export const backupCommand: Command = {
         backend,
         startOptions,
         compressionLevel: level,
+        xattrs,
         store: new DirStore(out),
         nodes: connected.nodes,
         retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
@@ -215,6 +233,7 @@ export const backupCommand: Command = {
           bytesIn: result.bytesIn,
           bytesOut: result.bytesOut,
           warnings: result.warnings,
+          notices: result.notices,
         })}\n`,
       );
     } else {
@@ -228,6 +247,7 @@ export const backupCommand: Command = {
           `written  ${formatBytes(result.bytesOut)}`,
           ...result.pruned.map((name) => `pruned   ${name}`),
           ...result.warnings.map((w) => `warning  ${w}`),
+          ...result.notices.map((n) => `note     ${n}`),
         ].join("\n")}\n`,
       );
     }
@@ -267,6 +287,11 @@ export const restoreCommand: Command = {
         help: "replace a non-empty target, keeping it as <target>.pre-restore-<time>",
       },
       "keep-privileged-modes": keepPrivilegedModes,
+      xattrs: {
+        type: "string",
+        placeholder: "true|false",
+        help: "set the extended attributes the archive holds (default true; needs setfattr)",
+      },
       json,
       quiet,
     },
@@ -290,6 +315,7 @@ export const restoreCommand: Command = {
       mysqlDir: optionalString(values, "mysql-dir"),
       force: Boolean(values.force),
       keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
+      xattrs: xattrModeOf(values, command) !== "false",
       onProgress: progress && ((p) => progress.update(p.bytes, total)),
     });
     reportAuthenticity(authenticity, context);

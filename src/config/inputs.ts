@@ -2,7 +2,9 @@
  * Action inputs -> one typed, validated Settings object (actions/cache style). Everything is checked here, before
  * anything is touched, and every error names the input it is about.
  */
+
 import { isAbsolute } from "node:path";
+import type { XattrMode } from "../archive/xattr-index.js";
 import { parseRecipient } from "../crypto/age-keys.js";
 import { parseSigningKey, type SigningKey } from "../crypto/ssh-keys.js";
 import type { ConsistencyChoice } from "../engine/looker-job.js";
@@ -49,6 +51,7 @@ export const Inputs = {
   RetentionDays: "retention-days",
   KeepLast: "keep-last",
   CompressionLevel: "compression-level",
+  Xattrs: "xattrs",
   SkipIfUnchanged: "skip-if-unchanged",
   Passphrase: "passphrase",
   SigningKey: "signing-key",
@@ -123,6 +126,7 @@ export interface BackupSettings {
   readonly postCommand?: string;
   readonly store: StoreSettings;
   readonly compressionLevel: number;
+  readonly xattrs: XattrMode;
   readonly skipIfUnchanged: boolean;
   /** What warnings do to the run: nothing, annotations (exit 0), or exit 3. */
   readonly onWarnings: "ignore" | "warn" | "error";
@@ -222,6 +226,7 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     ...(optional(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {}),
     store: storeOf(get),
     compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
+    xattrs: oneOf(get(Inputs.Xattrs) || "auto", ["auto", "true", "false"] as const, Inputs.Xattrs),
     skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
     onWarnings: oneOf(
       get(Inputs.OnWarnings) || "warn",

@@ -414,7 +414,11 @@ async function extractLocally(
   signed: SignedDigest | undefined,
 ): Promise<Extracted> {
   const source = createReadStream(request.archive, { highWaterMark: 1 << 20 });
-  const outcome = await extractToStaging(source, request.keys, staging, undefined, signed ? { signed } : {});
+  // The home travels to the target through GNU tar without them: extended attributes are not part of a drill.
+  const outcome = await extractToStaging(source, request.keys, staging, undefined, {
+    xattrs: false,
+    ...(signed ? { signed } : {}),
+  });
   return {
     staging,
     catalog: outcome.catalog,

@@ -11,6 +11,7 @@ import { pipeline } from "node:stream/promises";
 import type { CatalogEntry } from "../archive/catalog.js";
 import { WorkerDigester } from "../archive/file-digests.js";
 import { ArchivePacker, type ExtraMember, type PackProgress } from "../archive/pack.js";
+import { readXattrIndex, type XattrMode } from "../archive/xattr-index.js";
 import { BlockPool, createZstdCompressStream, DEFAULT_ZSTD_BLOCK_SIZE } from "../compress/zstd.js";
 import { createAgeEncryptStream } from "../crypto/age.js";
 import { createSha256PassThrough } from "../crypto/digest.js";
@@ -60,6 +61,8 @@ export interface BackupRequest {
   readonly shouldCommit?: (catalog: readonly CatalogEntry[], archiveName: string) => Promise<boolean>;
   /** bytesTotal is known once the whole home has been listed (files are read while it is). */
   readonly onProgress?: (progress: PackProgress & { bytesTotal?: number }) => void;
+  /** Extended attributes: archived where getfattr is installed (auto, the default), required, or skipped. */
+  readonly xattrs?: XattrMode;
   readonly signal?: AbortSignal;
   readonly now?: () => Date;
 }
@@ -82,6 +85,8 @@ export interface BackupResult {
   readonly bytesIn: number;
   readonly bytesOut: number;
   readonly warnings: string[];
+  /** What the user should know that is not a fault (extended attributes not read without getfattr). */
+  readonly notices: string[];
   readonly selection: SelectionSummary;
   readonly pruned: string[];
   readonly startedAt: Date;
@@ -116,6 +121,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const now = request.now ?? (() => new Date());
   const startedAt = now();
   const { manifest, mysqlBackend } = await resolveManifest(request);
+  const xattrs = await readXattrIndex(xattrRoots(request, manifest), request.xattrs ?? "auto");
   const selection = streamSelection({ home: request.home, manifest, substitutes: request.substitutes });
   const listing = new ListingTotal(selection.batches);
   const name = archiveName(request.instance, startedAt);
@@ -131,6 +137,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     allocateChunk: () => blocks.take(),
     createDigester: (listener) => new WorkerDigester(listener, blocks),
     fileBlockSize: blocks.blockSize, // big files' whole blocks are read by the zstd threads (file-block.ts)
+    xattrs: xattrs.index,
   });
   const pending = await request.store.create(name);
   // The ciphertext as it leaves for the store: its digest and size are what the user later checks a download by,
@@ -168,7 +175,11 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
   const pruned =
     commit && request.retention ? await request.store.prune(request.instance, request.retention, now()) : [];
-  const warnings = [...selection.summary.skipped.map((s) => `${s.path}: ${s.reason}`), ...packed.warnings];
+  const warnings = [
+    ...xattrs.warnings,
+    ...selection.summary.skipped.map((s) => `${s.path}: ${s.reason}`),
+    ...packed.warnings,
+  ];
   return {
     archive,
     archiveName: name,
@@ -180,12 +191,23 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     bytesIn: packed.bytesIn,
     bytesOut: measure.bytes,
     warnings,
+    notices: xattrs.notices,
     selection: selection.summary,
     pruned,
     startedAt,
     durationMs: now().getTime() - startedAt.getTime(),
     exitCode: warnings.length > 0 ? ExitCode.Warnings : ExitCode.Ok,
   };
+}
+
+/**
+ * Where extended attributes are read: the home as the selection names it, the copies read in place of parts of it,
+ * and the outside paths that exist (a missing optional one is no fault of getfattr's).
+ */
+function xattrRoots(request: BackupRequest, manifest: Manifest): string[] {
+  const roots = [join(request.home, "."), ...(request.substitutes?.values() ?? [])];
+  for (const outside of manifest.outside) if (existsSync(outside.path)) roots.push(outside.path);
+  return roots;
 }
 
 /** Passes the listing through, adding up the bytes of its files; the sum is known once the listing has ended. */

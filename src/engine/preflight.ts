@@ -3,9 +3,11 @@
  * first stop Looker and build a multi-GB archive. Each check is one row of the job summary's first table; the first
  * failure ends the preflight with its own error (and exit code), the rows after it marked as not run.
  */
+
 import { randomBytes } from "node:crypto";
 import { lstat, mkdir, rm, statfs, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
+import { checkXattrTools, type XattrMode } from "../archive/xattr-index.js";
 import { describeError, InputError, LookerBackupError } from "../errors.js";
 import type { LookerNode } from "../looker/control.js";
 import { type ConnectedNodes, connectNodes, type NodeSettings } from "../looker/nodes.js";
@@ -34,6 +36,8 @@ export type PreflightStore =
 export interface PreflightRequest {
   /** What the inputs came to (already validated), for the first row. */
   readonly inputs: string;
+  /** Extended attributes: with true, getfattr must be installed. */
+  readonly xattrs?: XattrMode;
   readonly consistency: ConsistencyChoice;
   readonly keystoreIndependent: boolean;
   readonly quietWindow?: QuietWindow;
@@ -78,7 +82,7 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
   let nodes: readonly LookerNode[] = [];
   let selection: PreflightSelection | undefined;
   const steps: [string, () => Promise<string> | string][] = [
-    ["inputs", () => request.inputs],
+    ["inputs", () => `${request.inputs}; ${checkXattrTools(request.xattrs ?? "auto")}`],
     ["store", () => (request.store.kind === "artifact" ? artifactService(env) : dirStore(request.store))],
     [
       "Looker nodes",
@@ -236,6 +240,7 @@ async function database(request: PreflightRequest, selection: PreflightSelection
 
 export interface BackupPreflightOptions {
   readonly inputs: string;
+  readonly xattrs?: XattrMode;
   readonly home: string;
   readonly consistency: ConsistencyChoice;
   readonly keystoreIndependent: boolean;
@@ -269,6 +274,7 @@ export async function runBackupPreflight(options: BackupPreflightOptions): Promi
   try {
     const checks = await runPreflight({
       inputs: options.inputs,
+      ...(options.xattrs ? { xattrs: options.xattrs } : {}),
       consistency: options.consistency,
       keystoreIndependent: options.keystoreIndependent,
       ...(options.quietWindow ? { quietWindow: options.quietWindow } : {}),

@@ -47,6 +47,8 @@ export interface RestoreRequest {
   readonly force?: boolean;
   /** Write setuid, setgid, sticky and world-writable bits as archived (by default they are dropped, with a warning). */
   readonly keepPrivilegedModes?: boolean;
+  /** Set the extended attributes the archive holds (the default); false leaves them out. */
+  readonly xattrs?: boolean;
   /** The digest the archive's checked signature covers; the restore fails before placing anything if it differs. */
   readonly signed?: SignedDigest;
   readonly onProgress?: (progress: ExtractProgress) => void;
@@ -109,13 +111,14 @@ export async function extractToStaging(
   keys: DecryptionKeys,
   staging: string,
   onProgress?: (progress: ExtractProgress) => void,
-  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed"> = {},
-): Promise<ExtractOutcome> {
-  const sink = new StagingSink(staging);
+  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed"> & { readonly xattrs?: boolean } = {},
+): Promise<ExtractOutcome & { readonly warnings: string[] }> {
+  const { xattrs, ...readOptions } = options;
+  const sink = new StagingSink(staging, { xattrs: xattrs ?? true });
   try {
-    const outcome = await readArchive(source, keys, sink, onProgress, options);
-    await sink.applyMetadata();
-    return outcome;
+    const outcome = await readArchive(source, keys, sink, onProgress, readOptions);
+    const warnings = await sink.applyMetadata();
+    return { ...outcome, warnings };
   } finally {
     await sink.close();
   }
@@ -162,10 +165,12 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
     try {
       const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
         keepPrivilegedModes: request.keepPrivilegedModes ?? false,
+        xattrs: request.xattrs ?? true,
         ...(request.signed ? { signed: request.signed } : {}),
       });
       const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
       if (dropped !== undefined) warnings.push(dropped);
+      warnings.push(...outcome.warnings);
       // Every check runs before anything outside the staging directory changes (see placement.ts).
       const stagedHome = await stagedRoot(staging, "home", { create: true });
       const placement = new Placement();

@@ -99,6 +99,7 @@ describe("backup and restore round trip", () => {
       "bytesIn",
       "bytesOut",
       "files",
+      "notices",
       "sha256",
       "signature",
       "warnings",
