@@ -184,7 +184,18 @@ export class TrustedSigners {
     this.#byBlob.set(publicKeyBlob(signer.publicKey).toString("base64"), signer);
   }
 
-  find(publicKey: Uint8Array): TrustedSigner | undefined {
+  /**
+   * The signer with this key, when its line trusts it for `principal`: a bare key line for any, an allowed_signers
+   * line only for a principal its pattern list matches, as `ssh-keygen -Y verify -I <principal>` decides.
+   */
+  find(publicKey: Uint8Array, principal = SIGNER_PRINCIPAL): TrustedSigner | undefined {
+    const signer = this.#byBlob.get(publicKeyBlob(publicKey).toString("base64"));
+    if (signer === undefined || signer.principals.length === 0) return signer;
+    return matchesPatternList(signer.principals, principal) ? signer : undefined;
+  }
+
+  /** A signer with this key whatever its principals: to tell "not trusted" from "trusted for other principals". */
+  withKey(publicKey: Uint8Array): TrustedSigner | undefined {
     return this.#byBlob.get(publicKeyBlob(publicKey).toString("base64"));
   }
 
@@ -194,6 +205,11 @@ export class TrustedSigners {
 }
 
 export const SIGNATURE_NAMESPACE = "looker-backup";
+/**
+ * The principal a backup's signer must be listed under: what `keygen --signing` writes in its allowed_signers line
+ * and what the README's `ssh-keygen -Y verify -I looker-backup` names.
+ */
+export const SIGNER_PRINCIPAL = "looker-backup";
 
 const TRUSTED_HINT =
   "give OpenSSH allowed_signers lines (`looker-backup ssh-ed25519 AAAA...`) or bare `ssh-ed25519 AAAA...` public keys, as `looker-backup keygen --signing` prints them";
@@ -257,7 +273,7 @@ function optionsAllowBackups(options: string, at: string): boolean {
     const [name = "", value = ""] = option.split(/=(.*)/s);
     if (name.toLowerCase() === "namespaces") {
       const patterns = value.replace(/^"|"$/g, "").split(",");
-      allowed = patterns.some((pattern) => globMatches(pattern.trim(), SIGNATURE_NAMESPACE));
+      allowed = matchesPatternList(patterns, SIGNATURE_NAMESPACE);
     } else {
       throw new InputError(
         `${at}: the allowed_signers option ${name} is not supported here`,
@@ -266,6 +282,21 @@ function optionsAllowBackups(options: string, at: string): boolean {
     }
   }
   return allowed;
+}
+
+/**
+ * OpenSSH's match_pattern_list: a pattern starting with "!" that matches rules the text out, whatever else matches;
+ * otherwise any matching pattern lets it in.
+ */
+function matchesPatternList(patterns: readonly string[], text: string): boolean {
+  let matched = false;
+  for (const raw of patterns) {
+    const pattern = raw.trim();
+    if (pattern.startsWith("!")) {
+      if (globMatches(pattern.slice(1), text)) return false;
+    } else if (globMatches(pattern, text)) matched = true;
+  }
+  return matched;
 }
 
 /** OpenSSH's match_pattern: `*` and `?` wildcards, nothing else. */

@@ -9,7 +9,12 @@ import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import { fileDigest } from "../crypto/digest.js";
-import { fingerprint, SIGNATURE_NAMESPACE, type TrustedSigners } from "../crypto/ssh-keys.js";
+import {
+  fingerprint,
+  SIGNATURE_NAMESPACE,
+  SIGNER_PRINCIPAL,
+  type TrustedSigners,
+} from "../crypto/ssh-keys.js";
 import { parseSignature, type SshsigHash, signatureMatches } from "../crypto/sshsig.js";
 import { IntegrityError } from "../errors.js";
 
@@ -60,6 +65,12 @@ export async function checkAuthenticity(
     );
   }
   const signer = trusted.find(signature.publicKey);
+  if (signer === undefined && trusted.withKey(signature.publicKey) !== undefined) {
+    throw new IntegrityError(
+      `${name} is signed by ${fingerprint(signature.publicKey)}, which trusted-signers lists only for other principals than ${SIGNER_PRINCIPAL}`,
+      `list the key under the principal ${SIGNER_PRINCIPAL} (as \`looker-backup keygen --signing\` prints its line), as \`ssh-keygen -Y verify -I ${SIGNER_PRINCIPAL}\` requires too`,
+    );
+  }
   if (signer === undefined) {
     throw new IntegrityError(
       `${name} is signed by ${fingerprint(signature.publicKey)}, which is not a trusted signer`,

@@ -128,6 +128,24 @@ describe("a signed backup", () => {
     );
   });
 
+  it("a key listed only under other principals is not trusted for backups (exit 4), as ssh-keygen -I looker-backup", async () => {
+    const others = join(work, "other-principals");
+    const publicKey = execFileSync("ssh-keygen", ["-y", "-f", signingKey], { encoding: "utf8" }).trim();
+    await writeFile(others, `ops@example.com ${publicKey}\n`);
+    const run = await cli(
+      "verify",
+      "--archive",
+      signed,
+      "--identity",
+      identityFile,
+      "--trusted-signers",
+      others,
+    );
+    expect(run.code, run.stderr).toBe(4);
+    expect(run.stderr).toMatch(/lists only for other principals than looker-backup/);
+    expect((await sshKeygenVerify(signed, others)).status).not.toBe(0);
+  });
+
   it("a bare public key line trusts it too", async () => {
     const bare = join(work, "bare.pub");
     await writeFile(bare, execFileSync("ssh-keygen", ["-y", "-f", signingKey]));

@@ -205,6 +205,38 @@ describe("trusted signers", () => {
     expect(trusted.find(c.publicKey)).toBeUndefined();
   });
 
+  it.each([
+    ["the principal itself", "looker-backup", true],
+    ["another principal only", "ops@example.com", false],
+    ["a pattern matching it", "looker-*", true],
+    ["a pattern with the principal negated", "looker-*,!looker-backup", false],
+    ["namespaces negating ours", 'looker-backup namespaces="*,!looker-backup"', false],
+    ["namespaces negating another", 'looker-backup namespaces="looker-backup,!git"', true],
+  ])(
+    "trusts a key listed with %s exactly when ssh-keygen -Y verify -I looker-backup does",
+    async (_, prefix, trusts) => {
+      const { key, path } = await ourKey(`principal-${trusts}-${prefix.length}`);
+      const message = join(dir, `message-${prefix.length}-${trusts}`);
+      await writeFile(message, "a backup\n");
+      execFileSync("ssh-keygen", ["-Y", "sign", "-q", "-f", path, "-n", "looker-backup", message]);
+      const allowed = join(dir, `allowed-${prefix.length}-${trusts}`);
+      await writeFile(allowed, `${prefix} ${publicKeyLine(key.publicKey)}\n`);
+      const stock = sshKeygen(
+        ["-Y", "verify", "-f", allowed, "-I", "looker-backup", "-n", "looker-backup", "-s", `${message}.sig`],
+        await readFile(message),
+      );
+      expect(stock.status === 0, stock.stderr).toBe(trusts);
+      let ours: boolean;
+      try {
+        ours =
+          parseTrustedSigners(await readFile(allowed, "utf8"), "allowed").find(key.publicKey) !== undefined;
+      } catch {
+        ours = false; // a file that trusts no key for backups
+      }
+      expect(ours).toBe(trusts);
+    },
+  );
+
   it("refuses files that trust nothing, other key types and unsupported options", () => {
     const a = generateSigningKey("a").key;
     expect(() => parseTrustedSigners("# nothing\n", "f")).toThrow(/no ssh-ed25519 key trusted/);
