@@ -84,7 +84,10 @@ export class SshTarget implements DrillTarget {
   async place(staging: string, catalog: ReadonlyMap<string, CatalogEntry>): Promise<string> {
     // Checked before anything is sent: tar would follow a staged `home` symlink given as its directory.
     const stagedHome = await stagedRoot(staging, "home", { create: true });
-    if (rootfsFiles(catalog).length > 0) await stagedRoot(staging, "rootfs");
+    if (rootfsFiles(catalog).length > 0) {
+      await stagedRoot(staging, "rootfs");
+      await this.checkRootfsDestinations(rootfsFiles(catalog));
+    }
     const stage = await this.makeStage();
     try {
       await this.send(stagedHome, stage);
@@ -182,6 +185,49 @@ export class SshTarget implements DrillTarget {
     if (result.code !== 0) {
       throw new LookerBackupError(
         `moving the restored home into ${this.home} on ${this.root.name} failed: ${result.stderr.trim()}`,
+      );
+    }
+  }
+
+  /**
+   * What local placement refuses (engine/placement.ts), checked on the target before anything is sent: tar -x would
+   * write through a directory that is a symlink on the target, or fail half-way on a destination that is a directory.
+   */
+  private async checkRootfsDestinations(files: readonly string[]): Promise<void> {
+    const directories = new Set<string>();
+    for (const file of files) {
+      for (let dir = posix.dirname(`/${file}`); dir !== "/"; dir = posix.dirname(dir)) directories.add(dir);
+    }
+    const script = [
+      'while [ "$1" != -- ]; do',
+      '  if [ -L "$1" ]; then echo "cannot place files below $1: it is a symlink" >&2; exit 3; fi',
+      '  if [ -e "$1" ] && [ ! -d "$1" ]; then echo "cannot place files below $1: it is not a directory" >&2; exit 3; fi',
+      "  shift",
+      "done",
+      "shift",
+      'for f in "$@"; do',
+      '  if [ -d "$f" ] && [ ! -L "$f" ]; then echo "cannot place $f: it is a directory" >&2; exit 3; fi',
+      "done",
+    ].join("\n");
+    const argv = [
+      "/bin/sh",
+      "-c",
+      script,
+      "sh",
+      ...[...directories].sort(),
+      "--",
+      ...files.map((f) => `/${f}`),
+    ];
+    const result = await this.root.run(argv, { timeoutMs: COMMAND_TIMEOUT_MS });
+    if (result.code === 3) {
+      throw new InputError(
+        `on the drill target ${this.root.name}: ${result.stderr.trim()}`,
+        "the files from outside the home go to the same paths on the target: make them plain directories there, or drill without them",
+      );
+    }
+    if (result.code !== 0) {
+      throw new LookerBackupError(
+        `checking where files outside the home go on ${this.root.name} failed: ${result.stderr.trim()}`,
       );
     }
   }

@@ -15,11 +15,12 @@ import {
   readFile,
   rm,
   stat,
+  symlink,
   writeFile,
 } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { encryptBuffer } from "../../src/crypto/age.js";
 import { generateIdentity } from "../../src/crypto/age-keys.js";
@@ -350,6 +351,25 @@ describe("drill over SSH into a fresh VM", () => {
     ]);
     expect(await readdir(target.homeOnHost)).toEqual([]);
     expect(await readFile(teardown.marker, "utf8")).toBe(`failed ${target.address}`);
+  });
+
+  it("refuses (exit 2) before sending anything when a directory of an outside path is a symlink on the target", async () => {
+    const target = await vm();
+    // The certificate's directory, on the VM, is a symlink to /etc: tar -x would write the file into /etc.
+    const sslDir = dirname(backup.sslFile);
+    await mkdir(dirname(join(target.rootOnHost, sslDir)), { recursive: true });
+    await symlink("/etc", join(target.rootOnHost, sslDir));
+    const report = await runDrill({
+      archive: backup.archive,
+      keys: { identities: [backup.identity] },
+      target: sshTarget(target),
+      masterKey: { kind: "env", value: newCmk() },
+    });
+    expect(report.result).toBe("failed");
+    expect(report.exitCode).toBe(2);
+    expect(report.error).toMatch(new RegExp(`cannot place files below ${sslDir}: it is a symlink`));
+    expect(existsSync(join(target.rootOnHost, "etc", basename(backup.sslFile)))).toBe(false);
+    expect(await readdir(target.homeOnHost)).toEqual([]);
   });
 
   it("gives a clear error within the SSH timeout when the target does not answer", async () => {
