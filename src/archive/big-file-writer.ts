@@ -15,10 +15,10 @@
  */
 import type { Hash } from "node:crypto";
 import type { Worker } from "node:worker_threads";
-import { takeOwnership } from "../compress/release.js";
+import { BacklogWaiters } from "../runtime/backlog-waiters.js";
+import { takeOwnership } from "../runtime/buffers.js";
 import { fsPath } from "../runtime/byte-names.js";
 import {
-  BacklogWaiters,
   errorFromThread,
   startEvalWorker,
   stopEvalWorker,

@@ -13,7 +13,8 @@ import type { Worker } from "node:worker_threads";
 import type { BlockMemory, BlockPool } from "../compress/block-pool.js";
 import { sha256Hex } from "../crypto/digest.js";
 import { LookerBackupError } from "../errors.js";
-import { BacklogWaiters, startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
+import { BacklogWaiters } from "../runtime/backlog-waiters.js";
+import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
 
 /** Receives a file's digest (lower-case hex), in the order files end. */
 export type DigestListener = (fileId: number, sha256: string) => void;

@@ -10,9 +10,9 @@
  */
 import { readFileSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
+import { BacklogWaiters } from "../runtime/backlog-waiters.js";
 import { fsPath } from "../runtime/byte-names.js";
 import {
-  BacklogWaiters,
   errorFromThread,
   startEvalWorker,
   stopEvalWorker,

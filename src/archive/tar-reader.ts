@@ -6,9 +6,9 @@
  * Anything malformed is an IntegrityError naming the byte offset where it was found.
  */
 import type { Readable } from "node:stream";
-import { releaseHandedOver } from "../compress/release.js";
 import { IntegrityError, LookerBackupError } from "../errors.js";
 import type { Xattr } from "../runtime/attr-dump.js";
+import { releaseHandedOver } from "../runtime/buffers.js";
 import { nameByteLength, nameBytes, nameFromBytes } from "../runtime/byte-names.js";
 import { display } from "./member-safety.js";
 import {

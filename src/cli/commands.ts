@@ -19,8 +19,8 @@ import { restoreArchive, verifyArchive } from "../engine/restore.js";
 import { ExitCode, InputError } from "../errors.js";
 import { selectFiles } from "../manifest/select.js";
 import type { BackendChoice } from "../manifest/user-manifest.js";
-import { formatBytes, formatDuration } from "../report/format.js";
 import { ProgressReporter } from "../report/progress.js";
+import { formatBytes, formatDuration } from "../runtime/format.js";
 import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
 import {

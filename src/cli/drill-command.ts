@@ -12,7 +12,7 @@ import { type DrillReport, drillSummaryMarkdown, isDrillReport } from "../drill/
 import { type ExitCode, InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
 import { type MysqlConnection, validateMysqlConnection } from "../mysql/connection.js";
-import { formatBytes, formatDuration } from "../report/format.js";
+import { formatBytes, formatDuration } from "../runtime/format.js";
 import { validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
 import { integerOption, optionalString, type ParsedOptions, stringList } from "./args.js";

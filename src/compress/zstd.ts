@@ -15,9 +15,9 @@ import { Transform, type TransformCallback } from "node:stream";
 import { finished } from "node:stream/promises";
 import { createZstdDecompress, type ZstdDecompress, zstdDecompress } from "node:zlib";
 import { InputError, IntegrityError } from "../errors.js";
+import { handOver, releaseHandedOver } from "../runtime/buffers.js";
 import { type BlockMemory, BlockPool } from "./block-pool.js";
 import { type FileBlock, isFileBlock } from "./file-block.js";
-import { handOver, releaseHandedOver } from "./release.js";
 import { type BlockEngine, type CompressedBlock, InlineEngine, WorkerPool } from "./zstd-engines.js";
 import { ZstdFrameScanner } from "./zstd-frames.js";
 

@@ -11,8 +11,8 @@
  * arrive (it is then not the last) or the input ends (it is the last, flagged 0x01).
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
-import { handOver, releaseWhole } from "../compress/release.js";
 import { IntegrityError } from "../errors.js";
+import { handOver, releaseWhole } from "../runtime/buffers.js";
 import { AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH, hkdfSha256 } from "./primitives.js";
 
 export const PAYLOAD_NONCE_LENGTH = 16;

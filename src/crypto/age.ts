@@ -7,8 +7,8 @@
 
 import { randomBytes } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
-import { releaseHandedOver, releaseWhole } from "../compress/release.js";
 import { InputError, IntegrityError } from "../errors.js";
+import { releaseHandedOver, releaseWhole } from "../runtime/buffers.js";
 import {
   createHeader,
   DEFAULT_SCRYPT_LOG_N,

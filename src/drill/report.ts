@@ -4,7 +4,7 @@
  * RPO as the age of the restored backup at drill time.
  */
 import type { ExitCode } from "../errors.js";
-import { formatBytes, formatDuration } from "../report/format.js";
+import { formatBytes, formatDuration } from "../runtime/format.js";
 
 export interface DrillStep {
   readonly name: string;

@@ -233,8 +233,8 @@ class ListingTotal {
 /**
  * The work, or the abort if that comes first. Why: on cancel the pipeline destroys every stage and settles only when
  * the last one has closed; a stage that never did would leave the partial archive behind, and node would then quit
- * with exit code 13 instead of 130. (A cancelled CLI backup exited 13 once in a CI dry run; the stage that did not
- * close was not found.) The stages still close on their own; the cancelled backup cleans up without waiting.
+ * with exit code 13 (an unsettled top-level await) instead of 130. The stages still close on their own; the
+ * cancelled backup cleans up without waiting.
  */
 function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (signal === undefined) return work;

@@ -17,7 +17,7 @@ import type { Manifest } from "../manifest/rules.js";
 import type { BackendChoice } from "../manifest/user-manifest.js";
 import { lookerMysqlConnection, type MysqlConnection } from "../mysql/connection.js";
 import { pingMysql } from "../mysql/restore.js";
-import { formatBytes } from "../report/format.js";
+import { formatBytes } from "../runtime/format.js";
 import { artifactServiceUnavailable } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
 import { resolveManifest } from "./backup.js";

@@ -1,4 +1,4 @@
-import { formatBytes, formatDuration, formatRate } from "./format.js";
+import { formatBytes, formatDuration, formatRate } from "../runtime/format.js";
 
 /**
  * Turns a stream of byte counts into an occasional progress line (bytes, %, rate, ETA). Throttled so a long run

@@ -5,8 +5,8 @@
  */
 import type { PreflightCheck } from "../engine/preflight.js";
 import type { RuleTally } from "../manifest/select.js";
+import { formatBytes, formatDuration, formatRate } from "../runtime/format.js";
 import type { ChangeReport } from "./change-report.js";
-import { formatBytes, formatDuration, formatRate } from "./format.js";
 
 export interface BackupSummaryInput {
   readonly instance: string;

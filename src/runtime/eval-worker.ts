@@ -4,7 +4,7 @@
  * thread never keeps the process alive by itself (its owner refs it while work is pending, so an idle thread or a
  * forgotten clean-up cannot hold the process open), and any way it fails (an uncaught error, or an exit) reaches
  * the owner as one callback. They stop the same way (stopEvalWorker), and owners that let work pile up to a bound
- * wait for it the same way (BacklogWaiters).
+ * wait for it the same way (backlog-waiters.ts).
  */
 import { Worker } from "node:worker_threads";
 
@@ -71,39 +71,6 @@ export function startEvalWorker<Reply>(
 export async function stopEvalWorker(thread: Worker | undefined): Promise<void> {
   thread?.ref();
   await thread?.terminate();
-}
-
-/**
- * Callers waiting for a thread's backlog (work sent, not answered yet) to shrink to a bound. The owner tells it
- * when the backlog shrank (wake) or the thread failed (rejectAll).
- */
-export class BacklogWaiters {
-  private waiting: { resolve: () => void; reject: (error: Error) => void; until: number }[] = [];
-
-  /** @param backlog the owner's current backlog */
-  constructor(private readonly backlog: () => number) {}
-
-  /** Resolves once the backlog is at most `until`. */
-  until(until: number): Promise<void> {
-    if (this.backlog() <= until) return Promise.resolve();
-    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject, until }));
-  }
-
-  /** Resolves the waiters whose bound the backlog has reached. */
-  wake(): void {
-    const waiting = this.waiting;
-    this.waiting = [];
-    for (const waiter of waiting) {
-      if (this.backlog() <= waiter.until) waiter.resolve();
-      else this.waiting.push(waiter);
-    }
-  }
-
-  rejectAll(error: Error): void {
-    const waiting = this.waiting;
-    this.waiting = [];
-    for (const waiter of waiting) waiter.reject(error);
-  }
 }
 
 /** A system error as a thread sends it: what the owner needs to rebuild it (code, path, syscall keep the hints). */

@@ -4,8 +4,8 @@ import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
-import { releaseHandedOver } from "../compress/release.js";
 import { InputError, LookerBackupError } from "../errors.js";
+import { releaseHandedOver } from "../runtime/buffers.js";
 import { keyfileNameFor, parseArchiveName, signatureNameFor } from "./archive-name.js";
 import {
   namesToPrune,

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { BigFileWriter } from "../../src/archive/big-file-writer.js";
-import { handOver } from "../../src/compress/release.js";
+import { handOver } from "../../src/runtime/buffers.js";
 import { fileHeader, freshDirectoryPerTest } from "../helpers/file-writers.js";
 
 const work = freshDirectoryPerTest("big-file-writer-");

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { handOver, releaseHandedOver, releaseWhole } from "../../src/compress/release.js";
+import { handOver, releaseHandedOver, releaseWhole } from "../../src/runtime/buffers.js";
 
 const AGE_CHUNK = 64 * 1024;
 

@@ -15,8 +15,8 @@ import {
   type TarReadLimits,
 } from "../../src/archive/tar-reader.js";
 import { type TarWriteEntry, writeTar } from "../../src/archive/tar-writer.js";
-import { handOver } from "../../src/compress/release.js";
 import { IntegrityError, LookerBackupError } from "../../src/errors.js";
+import { handOver } from "../../src/runtime/buffers.js";
 import { nameBytes, printableName } from "../../src/runtime/byte-names.js";
 
 const base = { mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000 };
