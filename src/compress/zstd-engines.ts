@@ -1,6 +1,6 @@
 /**
  * Engines that turn one block of input into one standard zstd frame (content size + XXH64 checksum, like the
- * `zstd` CLI). The stream in zstd.ts decides which engine to use and keeps the frames in order; an engine
+ * `zstd` CLI). The stream in zstd-compress.ts decides which engine to use and keeps the frames in order; an engine
  * only compresses.
  *
  * - InlineEngine: node:zlib's async zstdCompress, which runs on the libuv thread pool. No thread start-up

@@ -217,3 +217,8 @@ export class ZstdFrameScanner {
     );
   }
 }
+
+/** Largest compressed size of a frame of `contentSize` bytes (zstd adds very little): what a whole frame may take. */
+export function wholeFrameBound(contentSize: number): number {
+  return contentSize + (contentSize >> 7) + 65536;
+}

@@ -12,7 +12,7 @@ import type { CatalogEntry } from "../archive/catalog.js";
 import { WorkerDigester } from "../archive/file-digests.js";
 import { ArchivePacker, type ExtraMember, type PackProgress } from "../archive/pack.js";
 import { readXattrIndex, type XattrMode } from "../archive/xattr-index.js";
-import { BlockPool, createZstdCompressStream, DEFAULT_ZSTD_BLOCK_SIZE } from "../compress/zstd.js";
+import { BlockPool, createZstdCompressStream, DEFAULT_ZSTD_BLOCK_SIZE } from "../compress/zstd-compress.js";
 import { createAgeEncryptStream } from "../crypto/age.js";
 import { createSha256PassThrough } from "../crypto/digest.js";
 import { SIGNATURE_NAMESPACE, type SigningKey } from "../crypto/ssh-keys.js";

@@ -19,7 +19,7 @@ import {
 } from "../archive/extract.js";
 import { droppedModesWarning } from "../archive/restore-policy.js";
 import { StagingSink } from "../archive/staging-sink.js";
-import { createZstdDecompressStream } from "../compress/zstd.js";
+import { createZstdDecompressStream } from "../compress/zstd-decompress.js";
 import { createAgeDecryptStream } from "../crypto/age.js";
 import { InputError, LookerBackupError } from "../errors.js";
 import { DigestCheck, type SignedDigest } from "./authenticity.js";

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { liveZstdWorkerThreads } from "../../src/compress/zstd.js";
+import { liveZstdWorkerThreads } from "../../src/compress/zstd-compress.js";
 import { runBackup } from "../../src/engine/backup.js";
 import type { Store } from "../../src/store/store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";

@@ -12,7 +12,8 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createZstdCompressStream, createZstdDecompressStream } from "../../src/compress/zstd.js";
+import { createZstdCompressStream } from "../../src/compress/zstd-compress.js";
+import { createZstdDecompressStream } from "../../src/compress/zstd-decompress.js";
 import { IntegrityError } from "../../src/errors.js";
 
 const execFileAsync = promisify(execFile);
@@ -151,7 +152,7 @@ describe("bundled with esbuild, in a child process", () => {
 
   beforeAll(async () => {
     const entry = join(workDir, "child.ts");
-    await writeFile(entry, CHILD_SOURCE.replace("@ZSTD_MODULE@", join(repoRoot, "src/compress/zstd.ts")));
+    await writeFile(entry, CHILD_SOURCE.replace("@ZSTD_MODULE@", join(repoRoot, "src/compress/zstd-compress.ts")));
     bundle = join(workDir, "child.mjs");
     await execFileAsync(join(repoRoot, "node_modules/.bin/esbuild"), [
       entry,

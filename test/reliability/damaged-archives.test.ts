@@ -12,7 +12,7 @@ import { Readable } from "node:stream";
 import { buffer } from "node:stream/consumers";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createZstdCompressStream } from "../../src/compress/zstd.js";
+import { createZstdCompressStream } from "../../src/compress/zstd-compress.js";
 import { createAgeEncryptStream } from "../../src/crypto/age.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { buildTar, encryptTar } from "../helpers/archives.js";

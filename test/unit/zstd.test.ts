@@ -7,10 +7,10 @@ import { constants, zstdCompressSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import {
   createZstdCompressStream,
-  createZstdDecompressStream,
   liveZstdWorkerThreads,
   type ZstdCompressOptions,
-} from "../../src/compress/zstd.js";
+} from "../../src/compress/zstd-compress.js";
+import { createZstdDecompressStream } from "../../src/compress/zstd-decompress.js";
 import { ZstdFrameScanner } from "../../src/compress/zstd-frames.js";
 import { InputError, IntegrityError } from "../../src/errors.js";
 
