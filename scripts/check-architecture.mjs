@@ -138,8 +138,11 @@ function folderMapProblems(files) {
   const listed = new Set([...text.matchAll(/^\s*[-*] `(src\/[^`]+\.ts)`/gm)].map((match) => match[1]));
   const actual = new Set(files.map((file) => relative(root, file)));
   const problems = [];
-  for (const file of actual) if (!listed.has(file)) problems.push(`docs/ARCHITECTURE.md: the folder map lacks ${file}`);
-  for (const file of listed) if (!actual.has(file)) problems.push(`docs/ARCHITECTURE.md: the folder map lists ${file}, which does not exist`);
+  for (const file of actual)
+    if (!listed.has(file)) problems.push(`docs/ARCHITECTURE.md: the folder map lacks ${file}`);
+  for (const file of listed)
+    if (!actual.has(file))
+      problems.push(`docs/ARCHITECTURE.md: the folder map lists ${file}, which does not exist`);
   return problems;
 }
 

@@ -152,7 +152,10 @@ describe("bundled with esbuild, in a child process", () => {
 
   beforeAll(async () => {
     const entry = join(workDir, "child.ts");
-    await writeFile(entry, CHILD_SOURCE.replace("@ZSTD_MODULE@", join(repoRoot, "src/compress/zstd-compress.ts")));
+    await writeFile(
+      entry,
+      CHILD_SOURCE.replace("@ZSTD_MODULE@", join(repoRoot, "src/compress/zstd-compress.ts")),
+    );
     bundle = join(workDir, "child.mjs");
     await execFileAsync(join(repoRoot, "node_modules/.bin/esbuild"), [
       entry,
