@@ -9,7 +9,7 @@ import { constants as osConstants } from "node:os";
 import { posix } from "node:path";
 import type { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
-import type { Client, ClientChannel, ConnectConfig, ServerHostKeyAlgorithm } from "ssh2";
+import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import { InputError, LookerBackupError } from "../errors.js";
 import {
   assertEnvName,
@@ -20,18 +20,10 @@ import {
   shellCommand,
   shellQuote,
 } from "./host.js";
-import {
-  checkHostKey,
-  fingerprintSha256,
-  type KnownHosts,
-  keyTypeOf,
-  knownHostName,
-  knownHostsLine,
-  parseKnownHosts,
-  preferredHostKeyAlgorithms,
-} from "./known-hosts.js";
+import { type HostKeyPolicy, hostKeyAlgorithms, hostKeyVerifier } from "./host-key-policy.js";
+import { parseKnownHosts } from "./known-hosts.js";
 
-export type HostKeyPolicy = "strict" | "accept-new";
+export type { HostKeyPolicy } from "./host-key-policy.js";
 
 export interface SshConnectOptions {
   readonly host: string;
@@ -114,7 +106,7 @@ export class SshHost implements Host {
     const settings = validateConnectOptions(ssh2, options);
     const known = parseKnownHosts(options.knownHosts);
     const client = new ssh2.Client();
-    const verifier = hostKeyVerifier(settings, known, options);
+    const verifier = hostKeyVerifier(settings, known, options.onNewHostKey);
     const config: ConnectConfig = {
       host: settings.host,
       port: settings.port,
@@ -520,84 +512,6 @@ function assertUsablePrivateKey(ssh2: Ssh2, privateKey: string | Buffer, name: s
   if (!parsed.isPrivateKey()) {
     throw new InputError(`the ssh private key for ${name} is a public key, not a private key`, hint);
   }
-}
-
-/** Offers the host key types known_hosts lists for this host first, so the server presents a checkable key. */
-function hostKeyAlgorithms(known: KnownHosts, host: string, port: number): ConnectConfig["algorithms"] {
-  const preferred = preferredHostKeyAlgorithms(known, host, port) as ServerHostKeyAlgorithm[];
-  if (preferred.length === 0) return undefined;
-  // ssh2 applies these in key order: take them out of the default list, then put them in front.
-  return { serverHostKey: { remove: preferred, prepend: preferred, append: [] } };
-}
-
-function hostKeyVerifier(settings: ConnectSettings, known: KnownHosts, options: SshConnectOptions) {
-  let refusal: LookerBackupError | undefined;
-  const verify = (key: Buffer): boolean => {
-    try {
-      const verdict = checkHostKey(known, settings.host, settings.port, key);
-      switch (verdict.kind) {
-        case "known":
-          return true;
-        case "unknown":
-          if (settings.policy === "accept-new") {
-            options.onNewHostKey?.(knownHostsLine(settings.host, settings.port, key));
-            return true;
-          }
-          refusal = unknownHostError(settings, known, key);
-          return false;
-        case "mismatch":
-          refusal = mismatchError(settings, key, verdict.knownKeyTypes);
-          return false;
-        case "revoked":
-          refusal = new LookerBackupError(
-            `the host key of ${knownHostName(settings.host, settings.port)} (${fingerprintSha256(key)}) is marked @revoked in known_hosts; refusing to connect`,
-            { hint: "the host's key was revoked: give it a new host key and list that one in known_hosts" },
-          );
-          return false;
-      }
-    } catch (error) {
-      refusal = new LookerBackupError(
-        `host key check for ${settings.name} failed: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
-      );
-      return false;
-    }
-  };
-  return { verify, refusal: () => refusal };
-}
-
-function unknownHostError(settings: ConnectSettings, known: KnownHosts, key: Buffer): InputError {
-  const malformed =
-    known.malformedLines.length > 0
-      ? ` (note: known_hosts lines ${known.malformedLines.join(", ")} could not be parsed and were ignored)`
-      : "";
-  return new InputError(
-    `host key for ${knownHostName(settings.host, settings.port)} is not in known_hosts ` +
-      `(the server offered ${keyTypeOf(key) ?? "a"} key ${fingerprintSha256(key)})`,
-    `run \`ssh-keyscan -p ${settings.port} ${settings.host}\`, verify the fingerprint out of band ` +
-      `(e.g. \`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\` on the host's console) and add the line to ` +
-      `known_hosts${malformed}`,
-  );
-}
-
-function mismatchError(
-  settings: ConnectSettings,
-  key: Buffer,
-  knownKeyTypes: readonly string[],
-): LookerBackupError {
-  const hostName = knownHostName(settings.host, settings.port);
-  return new LookerBackupError(
-    `HOST KEY MISMATCH for ${hostName}: the server offered ${keyTypeOf(key) ?? "a"} key ${fingerprintSha256(key)}, ` +
-      `but known_hosts lists a different key (${knownKeyTypes.join(", ")}) for this host; ` +
-      "possible man-in-the-middle attack, refusing to connect",
-    {
-      hint:
-        "if the host was legitimately rebuilt, verify its new key out of band and replace its line in " +
-        "known_hosts; otherwise treat this as a security incident",
-    },
-  );
 }
 
 function connectError(settings: ConnectSettings, error: Error): LookerBackupError {
