@@ -130,219 +130,272 @@ interface Extracted {
   readonly members: number;
 }
 
-export async function runDrill(request: DrillRequest): Promise<DrillReport> {
-  const now = request.now ?? (() => new Date());
-  const log = request.log ?? (() => {});
-  const startedAt = now();
-  const clockStart = performance.now();
-  const steps = new StepLog(log);
-  let targetName = describeTargetSpec(request.target);
-  let backup: DrillBackupInfo = {};
-  let rpoMs: number | undefined;
-  let rtoMs: number | undefined;
-  let bytesRestored = 0;
-  let filesVerified = 0;
-  let failure: unknown;
-  let target: DrillTarget | undefined;
-  let looker: LookerNode | undefined;
-  let started = false;
-  let staging: string | undefined;
-  let address: string | undefined;
-  let ports: DrillPort[] = [];
+export function runDrill(request: DrillRequest): Promise<DrillReport> {
+  return new Drill(request).run();
+}
 
-  try {
-    const authenticity = await steps.run(
+/**
+ * One drill: a method per step, in the order run() calls them, and the state the steps leave for the report and for
+ * teardown (which always runs: stop Looker unless kept, close the connection, remove staging, the teardown command).
+ */
+class Drill {
+  private readonly log: (line: string) => void;
+  private readonly steps: StepLog;
+  private readonly startedAt: Date;
+  private readonly clockStart = performance.now();
+  private targetName: string;
+  private backup: DrillBackupInfo = {};
+  private rpoMs: number | undefined;
+  private rtoMs: number | undefined;
+  private bytesRestored = 0;
+  private filesVerified = 0;
+  private failure: unknown;
+  private target: DrillTarget | undefined;
+  private looker: LookerNode | undefined;
+  private started = false;
+  private staging: string | undefined;
+  /** The host a provision command printed. */
+  private address: string | undefined;
+  private ports: DrillPort[] = [];
+
+  constructor(private readonly request: DrillRequest) {
+    this.log = request.log ?? (() => {});
+    this.steps = new StepLog(this.log);
+    this.startedAt = (request.now ?? (() => new Date()))();
+    this.targetName = describeTargetSpec(request.target);
+  }
+
+  async run(): Promise<DrillReport> {
+    try {
+      await this.drill();
+    } catch (error) {
+      this.failure = error;
+    }
+    const teardownError = await this.teardown();
+    if (this.failure === undefined && teardownError !== undefined) this.failure = teardownError;
+    return this.report();
+  }
+
+  private async drill(): Promise<void> {
+    const signed = await this.checkSignature();
+    const extracted = await this.extract(signed);
+    const dumps = await this.checkWhatItNeeds(extracted);
+    const keyfile = this.backup.keystoreIndependent
+      ? await this.steps
+          .run("decrypt key file", () => decryptKeyfile(this.request))
+          .catch((e: unknown) => e as Error)
+      : undefined;
+    if (this.request.provisionCommand) await this.provision(this.request.provisionCommand);
+    const target = await this.connect();
+    await this.steps.run(
+      "looker user",
+      () => target.ensureLookerUser(),
+      (detail) => detail,
+    );
+    // What must arrive on the target: the archive's catalog, except for files the drill itself changed.
+    const expected = dumps.length > 0 ? await this.loadDumps(extracted, dumps) : extracted.catalog;
+    await this.steps.run(
+      "place home",
+      () => target.place(extracted.staging, expected),
+      (detail) => detail,
+    );
+    this.bytesRestored = extracted.bytes;
+    this.filesVerified = await this.steps.run(
+      "verify on target",
+      () => target.verify(expected),
+      (n) => `${n} files match the catalog`,
+    );
+    const drillPorts = await this.steps.run(
+      "drill ports",
+      () => resolveDrillPorts(this.request, target),
+      (p) => p.detail,
+    );
+    const looker = this.lookerOn(target, drillPorts.web);
+    this.ports = [
+      { name: "web", host: target.address, port: drillPorts.web },
+      { name: "API", host: target.address, port: drillPorts.api },
+    ];
+    await this.steps.run(
+      "ports free",
+      () => assertPortsFree(this.ports),
+      (detail) => detail,
+    );
+    const drFailure =
+      keyfile === undefined ? undefined : await restoreDrBackup(this.steps, target, looker, keyfile);
+    await this.startLooker(looker, drFailure);
+    await this.checkApi(target, drillPorts.api);
+    await this.checkUrls(target, drillPorts.web);
+  }
+
+  private async checkSignature(): Promise<SignedDigest | undefined> {
+    const { request } = this;
+    const authenticity = await this.steps.run(
       "check signature",
       () => checkAuthenticity(request.archive, request.trustedSigners, request.signature),
       (a) => (a.checked ? `signed by ${a.signer}` : a.warning),
     );
-    if (!authenticity.checked) log(`warning: ${authenticity.warning}`);
-    const signed = authenticity.checked ? authenticity.signed : undefined;
+    if (!authenticity.checked) this.log(`warning: ${authenticity.warning}`);
+    return authenticity.checked ? authenticity.signed : undefined;
+  }
+
+  private async extract(signed: SignedDigest | undefined): Promise<Extracted> {
+    const { request } = this;
     const stagingParent = request.target.kind === "dir" ? localStagingParent(request.target.dir) : tmpdir();
-    staging = await mkdtemp(join(stagingParent, ".looker-drill-"));
-    const extracted = await steps.run(
+    const staging = await mkdtemp(join(stagingParent, ".looker-drill-"));
+    this.staging = staging;
+    const extracted = await this.steps.run(
       "verify and extract archive",
-      () => extractLocally(request, staging!, signed),
+      () => extractLocally(request, staging, signed),
       (x) => `${x.members} members, ${x.bytes} bytes, all match the catalog`,
     );
-    backup = backupInfo(extracted.meta);
+    this.backup = backupInfo(extracted.meta);
+    return extracted;
+  }
+
+  /** What the backup needs of the drill's settings; returns the staged MySQL dumps. */
+  private async checkWhatItNeeds(extracted: Extracted): Promise<string[]> {
     // The drill host's CMK comes only from the drill's own settings: never inherited from the runner (where it
     // would be production's), so a keystore-independent backup without one cannot be proven and is bad input.
-    if (backup.keystoreIndependent && request.masterKey === undefined) {
+    if (this.backup.keystoreIndependent && this.request.masterKey === undefined) {
       throw new InputError(
         "this backup is keystore-independent, and the drill has no CMK of its own for restore_dr_backup and the start",
         "pass the drill host's CMK (master-key / --master-key-env, or master-key-file): a new key, never production's",
       );
     }
-    rpoMs = backup.startedAt ? Math.max(0, startedAt.getTime() - Date.parse(backup.startedAt)) : undefined;
+    const backupStart = this.backup.startedAt;
+    this.rpoMs = backupStart ? Math.max(0, this.startedAt.getTime() - Date.parse(backupStart)) : undefined;
     const dumps = await stagedDumps(extracted.staging);
-    if (dumps.length > 0 && request.drillMysql === undefined) {
+    if (dumps.length > 0 && this.request.drillMysql === undefined) {
       throw new InputError(
         "the backup uses the MySQL backend but no drill database is configured",
         "pass --drill-mysql-host, --drill-mysql-user, --drill-mysql-database (and --drill-mysql-password-env): a database of the drill's own, never production",
       );
     }
-    const keyfile = backup.keystoreIndependent
-      ? await steps.run("decrypt key file", () => decryptKeyfile(request)).catch((e: unknown) => e as Error)
-      : undefined;
+    return dumps;
+  }
 
-    if (request.provisionCommand) {
-      address = await steps.run(
-        "provision",
-        () => provision(request.provisionCommand!),
-        (host) => `target ${host}`,
-      );
-    }
-    target = await steps.run(
+  private async provision(command: string): Promise<void> {
+    this.address = await this.steps.run(
+      "provision",
+      () => provision(command),
+      (host) => `target ${host}`,
+    );
+  }
+
+  private async connect(): Promise<DrillTarget> {
+    const target = await this.steps.run(
       "connect",
-      () => connectTarget(request, address),
+      () => connectTarget(this.request, this.address),
       (t) => t.description,
     );
-    targetName = target.description;
-    await steps.run(
-      "looker user",
-      () => target!.ensureLookerUser(),
-      (detail) => detail,
-    );
-    // What must arrive on the target: the archive's catalog, except for files the drill itself changed.
-    let expected = extracted.catalog;
-    if (dumps.length > 0) {
-      await steps.run(
-        "load mysql dump",
-        () =>
-          restoreIntoDrillDatabase(
-            request.drillMysql!,
-            join(extracted.staging, "home"),
-            dumps,
-            request.signal,
-          ),
-        (detail) => detail,
-      );
-      expected = await withRestagedFile(expected, extracted.staging, `home/${LOOKER_DB_YML}`);
-    }
-    await steps.run(
-      "place home",
-      () => target!.place(extracted.staging, expected),
-      (detail) => detail,
-    );
-    bytesRestored = extracted.bytes;
-    filesVerified = await steps.run(
-      "verify on target",
-      () => target!.verify(expected),
-      (n) => `${n} files match the catalog`,
-    );
+    this.target = target;
+    this.targetName = target.description;
+    return target;
+  }
 
-    const drillPorts = await steps.run(
-      "drill ports",
-      () => resolveDrillPorts(request, target!),
-      (p) => p.detail,
+  /** Loads the dumps into the drill's database; returns the catalog with the drill's rewritten connection file. */
+  private async loadDumps(extracted: Extracted, dumps: string[]): Promise<ReadonlyMap<string, CatalogEntry>> {
+    await this.steps.run(
+      "load mysql dump",
+      () =>
+        restoreIntoDrillDatabase(
+          this.request.drillMysql!,
+          join(extracted.staging, "home"),
+          dumps,
+          this.request.signal,
+        ),
+      (detail) => detail,
     );
-    looker = new LookerNode({
+    return withRestagedFile(extracted.catalog, extracted.staging, `home/${LOOKER_DB_YML}`);
+  }
+
+  private lookerOn(target: DrillTarget, webPort: number): LookerNode {
+    const { request } = this;
+    this.looker = new LookerNode({
       host: target.lookerHost,
       lookerDir: posix.join(target.home, "looker"),
-      alive: { host: target.address, port: drillPorts.web },
+      alive: { host: target.address, port: webPort },
       ...(request.masterKey ? { masterKey: request.masterKey } : {}),
       bootTimeoutMs: request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS,
     });
-    ports = [
-      { name: "web", host: target.address, port: drillPorts.web },
-      { name: "API", host: target.address, port: drillPorts.api },
-    ];
-    await steps.run(
-      "ports free",
-      () => assertPortsFree(ports),
-      (detail) => detail,
-    );
-    const drFailure =
-      keyfile === undefined ? undefined : await restoreDrBackup(steps, target, looker, keyfile);
+    return this.looker;
+  }
+
+  private async startLooker(looker: LookerNode, drFailure: Error | undefined): Promise<void> {
     try {
-      await steps.run(
+      await this.steps.run(
         "start looker",
-        () => looker!.start(request.signal),
+        () => looker.start(this.request.signal),
         () => "/alive answered 200",
       );
-      started = true;
-      rtoMs = Math.round(performance.now() - clockStart);
+      this.started = true;
+      this.rtoMs = Math.round(performance.now() - this.clockStart);
     } catch (error) {
-      started = true; // a half-started Looker is stopped in teardown too
+      this.started = true; // a half-started Looker is stopped in teardown too
       throw drFailure ? withCause(error, drFailure) : error;
     }
     if (drFailure)
       throw new LookerError(`Looker started although restore_dr_backup failed: ${drFailure.message}`);
-    if (request.api) {
-      const { clientId, clientSecret } = request.api;
-      const api = { host: target.address, port: drillPorts.api };
-      await steps.run(
-        "api login",
-        () => checkApiLogin(api, clientId, clientSecret),
-        () => "access token issued",
-      );
-    }
-    if (request.checks && request.checks.length > 0) {
-      const web = { host: target.address, port: drillPorts.web };
-      await steps.run(
-        "url checks",
-        () => runUrlChecks(web, request.checks!),
-        () => `${request.checks!.length} passed`,
-      );
-    }
-  } catch (error) {
-    failure = error;
   }
 
-  const teardownError = await teardown();
-  if (failure === undefined && teardownError !== undefined) failure = teardownError;
-  const exitCode = failure === undefined ? ExitCode.Ok : exitCodeOf(failure);
-  const logTail = failure instanceof LookerError && failure.logTail ? failure.logTail : undefined;
-  return {
-    result: failure === undefined ? "passed" : "failed",
-    exitCode,
-    ...(failure === undefined ? {} : { error: messageOf(failure) }),
-    ...(failure instanceof LookerBackupError && failure.hint ? { hint: failure.hint } : {}),
-    archive: request.archive,
-    target: targetName,
-    backup,
-    startedAt: startedAt.toISOString(),
-    ...(rtoMs === undefined ? {} : { rtoMs }),
-    ...(rpoMs === undefined ? {} : { rpoMs }),
-    steps: steps.steps,
-    bytesRestored,
-    filesVerified,
-    ...(logTail ? { logTail } : {}),
-  };
+  private async checkApi(target: DrillTarget, apiPort: number): Promise<void> {
+    if (!this.request.api) return;
+    const { clientId, clientSecret } = this.request.api;
+    const api = { host: target.address, port: apiPort };
+    await this.steps.run(
+      "api login",
+      () => checkApiLogin(api, clientId, clientSecret),
+      () => "access token issued",
+    );
+  }
+
+  private async checkUrls(target: DrillTarget, webPort: number): Promise<void> {
+    const checks = this.request.checks;
+    if (!checks || checks.length === 0) return;
+    const web = { host: target.address, port: webPort };
+    await this.steps.run(
+      "url checks",
+      () => runUrlChecks(web, checks),
+      () => `${checks.length} passed`,
+    );
+  }
 
   /** Always: stop Looker (unless kept), close the connection, remove local staging, run the teardown command. */
-  async function teardown(): Promise<Error | undefined> {
+  private async teardown(): Promise<Error | undefined> {
+    const { request } = this;
     const begun = performance.now();
     const problems: string[] = [];
-    if (looker && started && !request.keepRunning) {
-      await looker.stop().catch((e: unknown) => problems.push(`stop looker: ${messageOf(e)}`));
+    if (this.looker && this.started && !request.keepRunning) {
+      await this.looker.stop().catch((e: unknown) => problems.push(`stop looker: ${messageOf(e)}`));
       // Proof that the drill's own Looker was the one answering, and that nothing of it is left running.
-      for (const open of await portsStillOpen(ports)) {
+      for (const open of await portsStillOpen(this.ports)) {
         problems.push(
           `${open.name} port ${open.host}:${open.port} still answers after the drill stopped Looker`,
         );
       }
     }
-    await target?.close().catch((e: unknown) => problems.push(`close: ${messageOf(e)}`));
-    if (staging)
-      await rm(staging, { recursive: true, force: true }).catch((e: unknown) => problems.push(messageOf(e)));
+    await this.target?.close().catch((e: unknown) => problems.push(`close: ${messageOf(e)}`));
+    if (this.staging)
+      await rm(this.staging, { recursive: true, force: true }).catch((e: unknown) =>
+        problems.push(messageOf(e)),
+      );
     if (request.teardownCommand) {
       const result = await runProcess("/bin/sh", ["-c", request.teardownCommand], {
         env: {
           LOOKER_DRILL_TARGET:
-            address ?? (request.target.kind === "ssh" ? (request.target.host ?? "") : request.target.dir),
-          LOOKER_DRILL_RESULT: failure === undefined ? "passed" : "failed",
+            this.address ??
+            (request.target.kind === "ssh" ? (request.target.host ?? "") : request.target.dir),
+          LOOKER_DRILL_RESULT: this.failure === undefined ? "passed" : "failed",
         },
         jobEnvironment: true,
         timeoutMs: HOOK_TIMEOUT_MS,
-        onLine: (line) => log(`teardown> ${line}`),
+        onLine: (line) => this.log(`teardown> ${line}`),
       }).catch((e: unknown) => ({ code: -1, stdout: "", stderr: messageOf(e) }));
       if (result.code !== 0)
         problems.push(`teardown command exited ${result.code}: ${lastLine(result.stderr)}`);
     }
     const detail = problems.join("; ");
-    steps.record({
+    this.steps.record({
       name: "teardown",
       ok: problems.length === 0,
       started: begun,
@@ -353,6 +406,28 @@ export async function runDrill(request: DrillRequest): Promise<DrillReport> {
       : new LookerBackupError(`drill teardown failed: ${detail}`, {
           hint: "remove the drill host by hand; it may still cost money",
         });
+  }
+
+  private report(): DrillReport {
+    const { failure } = this;
+    const exitCode = failure === undefined ? ExitCode.Ok : exitCodeOf(failure);
+    const logTail = failure instanceof LookerError && failure.logTail ? failure.logTail : undefined;
+    return {
+      result: failure === undefined ? "passed" : "failed",
+      exitCode,
+      ...(failure === undefined ? {} : { error: messageOf(failure) }),
+      ...(failure instanceof LookerBackupError && failure.hint ? { hint: failure.hint } : {}),
+      archive: this.request.archive,
+      target: this.targetName,
+      backup: this.backup,
+      startedAt: this.startedAt.toISOString(),
+      ...(this.rtoMs === undefined ? {} : { rtoMs: this.rtoMs }),
+      ...(this.rpoMs === undefined ? {} : { rpoMs: this.rpoMs }),
+      steps: this.steps.steps,
+      bytesRestored: this.bytesRestored,
+      filesVerified: this.filesVerified,
+      ...(logTail ? { logTail } : {}),
+    };
   }
 }
 
