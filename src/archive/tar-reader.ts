@@ -79,25 +79,9 @@ const INTEGRITY_HINT =
   "the archive is damaged, truncated or not a tar archive; compare its sha256 with the backup's";
 const EMPTY = Buffer.alloc(0);
 
-/** Yields each member of a tar stream in order; see TarReadEntry for how bodies must be consumed. */
-export async function* readTar(
-  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Readable,
-  limits: TarReadLimits = {},
-): AsyncGenerator<TarReadEntry, void, undefined> {
-  const tar = new TarReader(source, limits);
-  let finished = false;
-  try {
-    for (let entry = await tar.next(); entry !== undefined; entry = await tar.next()) yield entry;
-    await tar.finish();
-    finished = true;
-  } finally {
-    if (!finished) await tar.release();
-  }
-}
-
 /**
  * The members of a tar stream, pulled one at a time: nextBuffered() without waiting while the stream's bytes are
- * at hand (nearly always), next() when they are not. readTar is the same as an async generator.
+ * at hand (nearly always), next() when they are not.
  */
 export class TarReader {
   private readonly limits: typeof DEFAULT_LIMITS;

@@ -8,9 +8,9 @@ import { Readable } from "node:stream";
 import { buffer } from "node:stream/consumers";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "../../src/archive/catalog.js";
 import { encodeEndOfArchive, encodeHeader, type TarHeader } from "../../src/archive/tar-format.js";
-import { writeEntry, writeTar } from "../../src/archive/tar-writer.js";
 import { createZstdCompressStream } from "../../src/compress/zstd-compress.js";
 import { createAgeEncryptStream } from "../../src/crypto/age.js";
+import { writeEntry, writeTar } from "./tar-writer.js";
 
 export interface RawMember {
   header: Partial<TarHeader> & Pick<TarHeader, "path">;

@@ -18,11 +18,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readTar } from "../../src/archive/tar-reader.js";
 import { nameBytes } from "../../src/runtime/byte-names.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { backupArgv, cli, cliJson, restoreArgv } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { readTar } from "../helpers/read-tar.js";
 
 /** A path under `dir` whose last parts are raw bytes, as an fs call takes it. */
 function bytePath(dir: string, ...parts: (string | Buffer)[]): Buffer {

@@ -24,8 +24,8 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LinkTracker } from "../../src/archive/member-safety.js";
 import { encodeHeader, type TarHeader } from "../../src/archive/tar-format.js";
-import { readTar } from "../../src/archive/tar-reader.js";
-import { type TarWriteEntry, writeTar } from "../../src/archive/tar-writer.js";
+import { readTar } from "../helpers/read-tar.js";
+import { type TarWriteEntry, writeTar } from "../helpers/tar-writer.js";
 
 /** GNU tar in a UTF-8 locale, so pax names are converted neither way. */
 function gnuTar(args: string[]): { stdout: string; stderr: string; status: number | null } {

@@ -10,13 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readTar } from "../../src/archive/tar-reader.js";
 import { XattrWriter } from "../../src/archive/xattr-apply.js";
 import { readXattrIndex } from "../../src/archive/xattr-index.js";
 import { InputError } from "../../src/errors.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { backupArgv, cli, cliJson, restoreArgv } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { readTar } from "../helpers/read-tar.js";
 
 const isRoot = process.getuid?.() === 0;
 /** cap_net_bind_service=ep, as `setcap` writes it (VFS_CAP_REVISION_2). */

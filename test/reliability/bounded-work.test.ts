@@ -17,12 +17,12 @@ import { constants, createZstdCompress, zstdCompressSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BACKUP_META_PATH } from "../../src/archive/catalog.js";
 import { encodeHeader, type TarHeader } from "../../src/archive/tar-format.js";
-import { writeTar } from "../../src/archive/tar-writer.js";
 import { createZstdCompressStream } from "../../src/compress/zstd-compress.js";
 import { createAgeEncryptStream } from "../../src/crypto/age.js";
 import { buildTar, encryptTar, encryptZstd, type RawMember, zeroFileTar } from "../helpers/archives.js";
 import { bundledEntry } from "../helpers/bundle.js";
 import { restoreArgv } from "../helpers/cli.js";
+import { writeTar } from "../helpers/tar-writer.js";
 import {
   expectTargetUntouched,
   makeKeyPair,

@@ -14,7 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 import type { CatalogEntry } from "../../src/archive/catalog.js";
 import { type FileDigester, WorkerDigester } from "../../src/archive/file-digests.js";
 import { ArchivePacker, type StreamPiece } from "../../src/archive/pack.js";
-import { readBody, readTar } from "../../src/archive/tar-reader.js";
+import { readBody } from "../../src/archive/tar-reader.js";
 import { BlockPool } from "../../src/compress/block-pool.js";
 import { type FileBlock, isFileBlock, readFileBlock } from "../../src/compress/file-block.js";
 import { createZstdCompressStream } from "../../src/compress/zstd-compress.js";
@@ -23,6 +23,7 @@ import { resolveManifest } from "../../src/engine/backup.js";
 import { streamSelection } from "../../src/manifest/select.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { openFileDescriptors, openFilesUnder } from "../helpers/open-files.js";
+import { readTar } from "../helpers/read-tar.js";
 
 const BLOCK = 64 * 1024;
 

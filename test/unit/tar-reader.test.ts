@@ -7,17 +7,12 @@ import {
   headerChecksum,
   type TarHeader,
 } from "../../src/archive/tar-format.js";
-import {
-  NEEDS_INPUT,
-  readBody,
-  readTar,
-  TarReader,
-  type TarReadLimits,
-} from "../../src/archive/tar-reader.js";
-import { type TarWriteEntry, writeTar } from "../../src/archive/tar-writer.js";
+import { NEEDS_INPUT, readBody, TarReader, type TarReadLimits } from "../../src/archive/tar-reader.js";
 import { IntegrityError, LookerBackupError } from "../../src/errors.js";
 import { handOver } from "../../src/runtime/buffers.js";
 import { nameBytes, printableName } from "../../src/runtime/byte-names.js";
+import { readTar } from "../helpers/read-tar.js";
+import { type TarWriteEntry, writeTar } from "../helpers/tar-writer.js";
 
 const base = { mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000 };
 

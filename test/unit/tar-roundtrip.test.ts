@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { encodeHeader, type TarHeader } from "../../src/archive/tar-format.js";
-import { readBody, readTar } from "../../src/archive/tar-reader.js";
-import { type TarWriteEntry, writeTar } from "../../src/archive/tar-writer.js";
+import { readBody } from "../../src/archive/tar-reader.js";
 import { IntegrityError } from "../../src/errors.js";
+import { readTar } from "../helpers/read-tar.js";
+import { type TarWriteEntry, writeTar } from "../helpers/tar-writer.js";
 
 const base = { mode: 0o644, uid: 1000, gid: 1000, mtime: 1_700_000_000 };
 

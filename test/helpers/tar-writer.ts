@@ -3,8 +3,14 @@
  * end-of-archive marker. Bodies pass through unchanged (no copy); only headers and padding are allocated.
  * Feed the result to Readable.from() or straight into a pipeline stage.
  */
-import { LookerBackupError } from "../errors.js";
-import { encodeEndOfArchive, encodeHeader, paddingFor, type TarHeader } from "./tar-format.js";
+
+import {
+  encodeEndOfArchive,
+  encodeHeader,
+  paddingFor,
+  type TarHeader,
+} from "../../src/archive/tar-format.js";
+import { LookerBackupError } from "../../src/errors.js";
 
 export interface TarWriteEntry {
   header: TarHeader;
