@@ -23,28 +23,10 @@ import { ProgressReporter } from "../report/progress.js";
 import { formatBytes, formatDuration } from "../runtime/format.js";
 import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
-import {
-  type CommandSpec,
-  integerOption,
-  optionalString,
-  type ParsedOptions,
-  requireString,
-  stringList,
-} from "./args.js";
-import { drillCommand } from "./drill-command.js";
+import { integerOption, optionalString, type ParsedOptions, requireString, stringList } from "./args.js";
+import type { Command, CommandContext } from "./command.js";
 import { decryptionKeysFrom, trustedSignersFrom, trustedSignersOption } from "./key-options.js";
 import { lookerOptionSpecs, lookerSettingsFrom } from "./looker-options.js";
-
-export interface CommandContext {
-  readonly stdout: (text: string) => void;
-  readonly stderr: (text: string) => void;
-  readonly signal?: AbortSignal;
-}
-
-export interface Command {
-  readonly spec: CommandSpec;
-  run(values: ParsedOptions, context: CommandContext): Promise<ExitCode>;
-}
 
 const json = { type: "boolean", help: "print one JSON object on stdout and nothing else there" } as const;
 const quiet = { type: "boolean", short: "q", help: "no progress lines on stderr" } as const;
@@ -580,13 +562,3 @@ async function archivePath(values: ParsedOptions, command: string): Promise<stri
   }
   return archive;
 }
-
-export const commands: readonly Command[] = [
-  backupCommand,
-  restoreCommand,
-  verifyCommand,
-  planCommand,
-  listCommand,
-  keygenCommand,
-  drillCommand,
-];

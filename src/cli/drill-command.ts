@@ -16,7 +16,7 @@ import { formatBytes, formatDuration } from "../runtime/format.js";
 import { validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
 import { integerOption, optionalString, type ParsedOptions, stringList } from "./args.js";
-import type { Command, CommandContext } from "./commands.js";
+import type { Command, CommandContext } from "./command.js";
 import { decryptionKeysFrom, trustedSignersFrom, trustedSignersOption } from "./key-options.js";
 
 const NAME = "drill";

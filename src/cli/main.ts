@@ -1,6 +1,25 @@
 import { describeError, ExitCode, exitCodeOf, LookerBackupError } from "../errors.js";
 import { helpText, parseCommandArgs } from "./args.js";
-import { type CommandContext, commands } from "./commands.js";
+import type { Command, CommandContext } from "./command.js";
+import {
+  backupCommand,
+  keygenCommand,
+  listCommand,
+  planCommand,
+  restoreCommand,
+  verifyCommand,
+} from "./commands.js";
+import { drillCommand } from "./drill-command.js";
+
+const commands: readonly Command[] = [
+  backupCommand,
+  restoreCommand,
+  verifyCommand,
+  planCommand,
+  listCommand,
+  keygenCommand,
+  drillCommand,
+];
 
 const USAGE = `looker-backup: encrypted, verified backups of a self-hosted Looker
 
