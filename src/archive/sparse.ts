@@ -6,8 +6,16 @@
  * the real path instead of a wrong file at it. Its body starts with the map in decimal text (the number of
  * segments, then each segment's offset and length, one number a line), zero-padded to a 512-byte block, followed by
  * the data segments concatenated; between and after them the file is holes.
+ *
+ * How holes are found: Node has no lseek(SEEK_DATA/SEEK_HOLE), and we load no native code. So, as GNU tar did before
+ * SEEK_HOLE existed, only a regular file whose allocated blocks are fewer than its size needs (lstat's `blocks`) is
+ * scanned, and its 4 KiB blocks that read as all zeros become holes. Reading a hole costs no disk I/O (the kernel
+ * hands out zero pages): a 2 GiB file of holes scans in ~0.3 s. The difference from SEEK_HOLE: an allocated block
+ * of zeros in such a file is archived and restored as a hole too (same content, fewer blocks on disk). Every other
+ * file is archived as before, byte for byte.
  */
 import { createHash, type Hash } from "node:crypto";
+import { readSync } from "node:fs";
 import type { SparseMap } from "./tar-format.js";
 
 /**
@@ -238,5 +246,129 @@ export class SparseContent {
     for (let left = length; left > 0; left -= zero.length)
       this.hash.update(zero.subarray(0, Math.min(left, zero.length)));
     this.position += length;
+  }
+}
+
+// Finding holes, at backup.
+
+/** Holes are found in aligned blocks of this size: the block size of ext4 and xfs, and GNU tar's granularity. */
+export const HOLE_BLOCK = 4096;
+/**
+ * Smaller files are never scanned. A file on btrfs or ext4 with inline data, or on a compressing filesystem, has
+ * fewer blocks than its size without holes; scanning it reads it twice. Below this, holes could save little anyway.
+ */
+export const MIN_SPARSE_SIZE = 64 * 1024;
+/**
+ * Most segments the backup writes for one file. A file more fragmented than that gets coarser holes (small holes
+ * between data become data, see DataSegments), so the map it holds while reading stays ~1 MiB.
+ */
+const MAX_WRITTEN_SEGMENTS = 1 << 16;
+/** The scan's reads: a whole read of zeros is one compare with the shared zeros. */
+const SCAN_READ = ZERO_BYTES;
+
+let scanBuffer: Buffer | undefined;
+
+/**
+ * The scan's read buffer, page-aligned: the kernel copies zero pages ~6x slower into a buffer that is not
+ * (a 2 GiB hole read in 1.7 s instead of 0.25 s here). Node's buffers sit 16 bytes past a page (malloc's header);
+ * a WebAssembly memory is mapped whole pages, so its start is page-aligned.
+ */
+function alignedScanBuffer(): Buffer {
+  // The lib we compile against (ES2023, no DOM) declares no WebAssembly; Node has it.
+  const { WebAssembly } = globalThis as unknown as { WebAssembly: WasmApi };
+  const pages = SCAN_READ / WASM_PAGE;
+  scanBuffer ??= Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer);
+  return scanBuffer;
+}
+
+const WASM_PAGE = 65536;
+
+interface WasmApi {
+  Memory: new (descriptor: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer };
+}
+
+/**
+ * Whether a file is worth scanning for holes: blocks allocated for fewer bytes than its size (lstat's `blocks` are
+ * 512-byte units whatever the filesystem's block size). Everything else is archived as it always was.
+ */
+export function mayHaveHoles(stats: { readonly size: number; readonly blocks: number }): boolean {
+  return stats.size >= MIN_SPARSE_SIZE && stats.blocks * 512 < stats.size;
+}
+
+/**
+ * Reads the first `size` bytes of an open file and finds its data: the segments holding the 4 KiB blocks that are
+ * not all zeros. Undefined when there is no hole (archive the file as usual). The map ends with a segment of no
+ * bytes at the file's end, as GNU tar writes every map (its extraction sizes a file that ends in a hole there). A
+ * file that shrinks while scanned reads as holes past its end; the packer's check afterwards warns that it changed.
+ */
+export function scanForData(
+  fd: number,
+  size: number,
+  options: { readonly signal?: AbortSignal | undefined; readonly maxSegments?: number } = {},
+): SparseMap | undefined {
+  const { signal, maxSegments = MAX_WRITTEN_SEGMENTS } = options;
+  const buffer = alignedScanBuffer();
+  const found = new DataSegments(maxSegments);
+  for (let position = 0; position < size; ) {
+    const bytesRead = readSync(fd, buffer, 0, Math.min(SCAN_READ, size - position), position);
+    if (bytesRead === 0) break;
+    // Holes come in long runs: one compare (memcmp) for a whole read of zeros, block by block only around data.
+    if (!isZero(buffer, 0, bytesRead)) {
+      for (let at = 0; at < bytesRead; at += HOLE_BLOCK) {
+        const end = Math.min(at + HOLE_BLOCK, bytesRead);
+        if (!isZero(buffer, at, end)) found.add(position + at, end - at);
+      }
+    }
+    position += bytesRead;
+    signal?.throwIfAborted();
+  }
+  const segments = found.segments;
+  const dataEnd = segments.length === 0 ? 0 : segments.at(-2)! + segments.at(-1)!;
+  if (segments.length === 2 && segments[0] === 0 && dataEnd === size) return undefined;
+  segments.push(size, 0);
+  return { segments };
+}
+
+function isZero(buffer: Buffer, start: number, end: number): boolean {
+  return buffer.subarray(start, end).equals(zeros().subarray(0, end - start));
+}
+
+/**
+ * Data segments as the scan finds them, merged where they touch. Past `maxSegments` the smallest holes give way:
+ * the least hole kept doubles, and holes shorter than that become data, until half the limit is left.
+ */
+class DataSegments {
+  readonly segments: number[] = [];
+  private minHole = HOLE_BLOCK;
+
+  constructor(private readonly maxSegments: number) {}
+
+  add(offset: number, length: number): void {
+    const list = this.segments;
+    const n = list.length;
+    if (n > 0 && offset - (list[n - 2]! + list[n - 1]!) < this.minHole) {
+      list[n - 1] = offset + length - list[n - 2]!;
+      return;
+    }
+    list.push(offset, length);
+    if (list.length / 2 > this.maxSegments) this.coarsen();
+  }
+
+  private coarsen(): void {
+    const list = this.segments;
+    while (list.length / 2 > this.maxSegments / 2) {
+      this.minHole *= 2;
+      let kept = 2;
+      for (let i = 2; i < list.length; i += 2) {
+        const keptEnd = list[kept - 2]! + list[kept - 1]!;
+        if (list[i]! - keptEnd < this.minHole) list[kept - 1] = list[i]! + list[i + 1]! - list[kept - 2]!;
+        else {
+          list[kept] = list[i]!;
+          list[kept + 1] = list[i + 1]!;
+          kept += 2;
+        }
+      }
+      list.length = kept;
+    }
   }
 }

@@ -1,10 +1,17 @@
 import { createHash, randomBytes } from "node:crypto";
+import { closeSync, ftruncateSync, openSync, writeSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Readable } from "node:stream";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   encodeSparseMap,
+  MIN_SPARSE_SIZE,
+  mayHaveHoles,
   SparseContent,
   SparseMapParser,
+  scanForData,
   sparseMapLength,
   sparseStoredSize,
 } from "../../src/archive/sparse.js";
@@ -19,7 +26,27 @@ import { readBody, readTar } from "../../src/archive/tar-reader.js";
 import { writeTar } from "../../src/archive/tar-writer.js";
 import { IntegrityError } from "../../src/errors.js";
 
+let work: string;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "lb-sparse-unit-"));
+});
+
+afterAll(async () => {
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
 const base = { type: "file" as const, mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000 };
+
+/** A file of `size` bytes with `islands` written (each [offset, bytes]) and holes elsewhere. */
+function sparseFile(name: string, size: number, islands: [number, Buffer][]): string {
+  const path = join(work, name);
+  const fd = openSync(path, "w");
+  for (const [offset, bytes] of islands) writeSync(fd, bytes, 0, bytes.length, offset);
+  ftruncateSync(fd, size);
+  closeSync(fd);
+  return path;
+}
 
 /** The whole content of a file described by its islands, as one buffer (small files only). */
 function logical(size: number, islands: [number, Buffer][]): Buffer {
@@ -27,6 +54,61 @@ function logical(size: number, islands: [number, Buffer][]): Buffer {
   for (const [offset, bytes] of islands) bytes.copy(content, offset);
   return content;
 }
+
+function scan(path: string, size: number, maxSegments?: number) {
+  const fd = openSync(path, "r");
+  try {
+    return scanForData(fd, size, maxSegments === undefined ? {} : { maxSegments });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describe("finding holes", () => {
+  it("only in a file whose blocks cover less than its size", () => {
+    expect(mayHaveHoles({ size: 1 << 20, blocks: 0 })).toBe(true);
+    expect(mayHaveHoles({ size: 1 << 20, blocks: 2048 })).toBe(false);
+    expect(mayHaveHoles({ size: MIN_SPARSE_SIZE - 1, blocks: 0 })).toBe(false);
+  });
+
+  it("finds the 4 KiB blocks holding data, and ends the map at the file's end as GNU tar does", () => {
+    const islands: [number, Buffer][] = [
+      [0, randomBytes(100)],
+      [40_000, randomBytes(5000)],
+      [200_000, randomBytes(10)],
+    ];
+    const path = sparseFile("islands.bin", 300_000, islands);
+    expect(scan(path, 300_000)).toEqual({
+      segments: [0, 4096, 36_864, 8192, 196_608, 4096, 300_000, 0],
+    });
+  });
+
+  it("says nothing for a file without holes, and maps a file of holes alone", () => {
+    const full = sparseFile("full.bin", 100_000, [[0, randomBytes(100_000)]]);
+    expect(scan(full, 100_000)).toBeUndefined();
+    const empty = sparseFile("empty.bin", 100_000, []);
+    expect(scan(empty, 100_000)).toEqual({ segments: [100_000, 0] });
+  });
+
+  it("coarsens the holes of a file more fragmented than the limit, keeping every byte of data", () => {
+    // 40 data blocks, each followed by a hole of 4, 8, 12 ... KiB.
+    const islands: [number, Buffer][] = [];
+    let offset = 0;
+    for (let i = 1; i <= 40; i++) {
+      islands.push([offset, randomBytes(4096)]);
+      offset += 4096 + i * 4096;
+    }
+    const path = sparseFile("fragmented.bin", offset, islands);
+    const map = scan(path, offset, 8)!;
+    expect(map.segments.length / 2 - 1).toBeLessThanOrEqual(8);
+    const content = new SparseContent(map, offset);
+    const file = logical(offset, islands);
+    for (let i = 0; i < map.segments.length; i += 2) {
+      content.add(file.subarray(map.segments[i]!, map.segments[i]! + map.segments[i + 1]!));
+    }
+    expect(content.digest()).toBe(createHash("sha256").update(file).digest("hex"));
+  });
+});
 
 describe("a sparse file's content", () => {
   it("is hashed whole, holes as zeros, and placed at its offsets, however its data is cut", () => {
