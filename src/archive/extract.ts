@@ -23,6 +23,7 @@ import {
 } from "./catalog.js";
 import { display, LinkTracker, refuse } from "./member-safety.js";
 import { type DroppedModes, ModePolicy, outsidePathsOf, placementProblem } from "./restore-policy.js";
+import { MAX_ARCHIVE_HOLE_BYTES, SparseContent, sparseDataSize } from "./sparse.js";
 import type { TarHeader } from "./tar-format.js";
 import { NEEDS_INPUT, readBody, type TarBody, type TarReadEntry, TarReader } from "./tar-reader.js";
 
@@ -73,6 +74,7 @@ export async function extractMembers(
   const tracker = new LinkTracker(undefined, options.limits?.treePaths);
   let members = 0;
   let pathBytes = 0;
+  let holeBytes = 0;
   const modes = new ModePolicy(options.keepPrivilegedModes ?? false);
   let outsidePaths: string[] | undefined;
   const observed: (ObservedMember | undefined)[] = [];
@@ -104,6 +106,16 @@ export async function extractMembers(
           `the archive's member paths exceed the limit of ${maxPathBytes} bytes in all (at member ${members})`,
           LIMIT_HINT,
         );
+      }
+      if (header.sparse !== undefined) {
+        // Holes cost no bytes of archive but are hashed as zeros (see MAX_ARCHIVE_HOLE_BYTES): bound them all.
+        holeBytes += header.size - sparseDataSize(header.sparse);
+        if (holeBytes > MAX_ARCHIVE_HOLE_BYTES) {
+          throw new IntegrityError(
+            `the archive's sparse files hold more than ${MAX_ARCHIVE_HOLE_BYTES} bytes of holes, the limit (at member ${display(header.path)})`,
+            LIMIT_HINT,
+          );
+        }
       }
       tracker.admit(header);
       // backup.json decides what else may be placed (its outside paths): every member must come after it.
@@ -243,9 +255,17 @@ function observation(header: TarHeader, sha256: string | undefined): ObservedMem
 export class VerifySink implements MemberSink {
   member(header: TarHeader, body: TarBody): string | undefined | Promise<string> {
     if (header.type !== "file") return undefined;
+    if (header.sparse !== undefined) return hashSparse(header, body);
     const whole = body.takeBuffered();
     return whole !== undefined ? sha256Hex(whole) : hashParts(body);
   }
+}
+
+/** A sparse file's digest is of its whole content, holes as zeros, as the catalog lists it. */
+async function hashSparse(header: TarHeader, body: AsyncIterable<Buffer>): Promise<string> {
+  const content = new SparseContent(header.sparse!, header.size);
+  for await (const part of body) content.add(part);
+  return content.digest();
 }
 
 async function hashParts(body: AsyncIterable<Buffer>): Promise<string> {

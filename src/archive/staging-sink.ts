@@ -18,6 +18,7 @@ import {
   closeSync,
   fchmodSync,
   fchownSync,
+  ftruncateSync,
   futimesSync,
   lchownSync,
   linkSync,
@@ -36,6 +37,7 @@ import { BigFileWriter } from "./big-file-writer.js";
 import type { MemberSink } from "./extract.js";
 import { finishRestoredFile, timeArgument } from "./restored-file.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
+import { SparseContent } from "./sparse.js";
 import type { TarHeader } from "./tar-format.js";
 import type { TarBody } from "./tar-reader.js";
 import { XattrWriter } from "./xattr-apply.js";
@@ -104,6 +106,7 @@ export class StagingSink implements MemberSink {
       case "hardlink":
         return this.hardLink(header, path);
       case "file":
+        if (header.sparse !== undefined) return writeSparseFile(path, body, header, this.canChown);
         if (header.size <= SMALL_FILE_MAX) return this.queueSmallFile(path, header, body);
         if (header.size >= THREADED_WRITE_MIN) return this.writeBigFile(path, header, body);
         return writeFile(path, body, header, this.canChown);
@@ -229,6 +232,37 @@ async function writeFile(
     closeSync(fd);
   }
   return hash.digest("hex");
+}
+
+/**
+ * Writes a sparse file as sparse: each slice of data at its offset, then the file extended to its size, so its
+ * holes are never written and take no blocks. Here rather than on a writer thread: sparse files are rare, and their
+ * holes are hashed (as zeros, see SparseContent) wherever the file is written.
+ */
+async function writeSparseFile(
+  path: string,
+  body: AsyncIterable<Buffer>,
+  header: TarHeader,
+  canChown: boolean,
+): Promise<string> {
+  const fd = openSync(fsPath(path), "wx", 0o600);
+  try {
+    const content = new SparseContent(header.sparse!, header.size);
+    for await (const part of body) content.add(part, (bytes, position) => writeAllAt(fd, bytes, position));
+    const digest = content.digest();
+    ftruncateSync(fd, header.size);
+    const owner = canChown ? ([header.uid, header.gid] as const) : undefined;
+    finishRestoredFile(METADATA_CALLS, fd, owner, header.mode, header.mtime);
+    return digest;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAllAt(fd: number, data: Buffer, position: number): void {
+  let written = 0;
+  while (written < data.length)
+    written += writeSync(fd, data, written, data.length - written, position + written);
 }
 
 /** write until every byte is written (a short write is legal, if rare on regular files). */

@@ -8,6 +8,9 @@
 import { LookerBackupError } from "../errors.js";
 import type { Xattr } from "../runtime/attr-dump.js";
 import { isByteName, isPlainName, nameByteLength, nameBytes, nameFromBytes } from "../runtime/byte-names.js";
+import { type SparseMap, sparseMapProblem, sparseStandIn, sparseStoredSize } from "./sparse.js";
+
+export type { SparseMap } from "./sparse.js";
 
 export const BLOCK_SIZE = 512;
 
@@ -40,6 +43,11 @@ export interface TarHeader {
   linkTarget?: string;
   /** Extended attributes, as pax SCHILY.xattr.<name> records (GNU tar --xattrs, bsdtar and star read them). */
   xattrs?: readonly Xattr[];
+  /**
+   * A sparse file (GNU tar's pax sparse format 1.0, see sparse.ts): `size` is its whole length, holes included, and
+   * its body holds only the data segments the map lists, concatenated.
+   */
+  sparse?: SparseMap;
 }
 
 /** ustar field offsets and widths (POSIX.1-2001, "ustar Interchange Format"). */
@@ -128,14 +136,17 @@ let scratch = Buffer.alloc(4 * BLOCK_SIZE);
  */
 export function encodeHeaderView(header: TarHeader): Buffer {
   const member = normalizeForWriting(header);
-  const split = splitUstarPath(member.path);
-  const overridden = overriddenFields(member, split);
-  if (overridden === 0) {
+  // A sparse member's ustar header names a stand-in and sizes the body as stored; its pax records say the rest.
+  const stored = member.sparse === undefined ? member : sparseStandInHeader(member);
+  const split = splitUstarPath(stored.path);
+  const overridden = overriddenFields(stored, split);
+  if (overridden === 0 && stored === member) {
     scratch.fill(0, 0, BLOCK_SIZE);
     writeUstarBlock(scratch, 0, member, split, 0, undefined);
     return scratch.subarray(0, BLOCK_SIZE);
   }
-  const records = paxRecordsText(member, overridden);
+  const sparse = stored === member ? "" : sparseRecordsText(member);
+  const records = sparse + paxRecordsText(stored, overridden);
   const bodyLength = nameByteLength(records);
   const ustarAt = BLOCK_SIZE + bodyLength + paddingFor(bodyLength);
   const length = ustarAt + BLOCK_SIZE;
@@ -154,8 +165,28 @@ export function encodeHeaderView(header: TarHeader): Buffer {
   // A name that is not UTF-8 goes into the record as its raw bytes, as GNU tar --format=posix writes it.
   if (isPlainName(records)) scratch.write(records, BLOCK_SIZE, "utf8");
   else nameBytes(records).copy(scratch, BLOCK_SIZE);
-  writeUstarBlock(scratch, ustarAt, member, split, overridden, undefined);
+  writeUstarBlock(scratch, ustarAt, stored, split, overridden, undefined);
   return scratch.subarray(0, length);
+}
+
+/** The ustar view of a sparse member: GNU tar's stand-in path, and the body's stored size (map and data). */
+function sparseStandInHeader(header: TarHeader): TarHeader {
+  return {
+    ...header,
+    path: sparseStandIn(header.path),
+    size: sparseStoredSize(header.sparse!),
+    sparse: undefined,
+  };
+}
+
+/** The records that make a member sparse, as GNU tar writes them (format 1.0), first in the pax header. */
+function sparseRecordsText(header: TarHeader): string {
+  return (
+    paxRecordText("GNU.sparse.major", "1") +
+    paxRecordText("GNU.sparse.minor", "0") +
+    paxRecordText("GNU.sparse.name", header.path) +
+    paxRecordText("GNU.sparse.realsize", String(header.size))
+  );
 }
 
 /** Checks what a writer could get wrong and gives directories their trailing slash. */
@@ -188,6 +219,11 @@ function writingProblem(header: TarHeader): string | undefined {
   if ((header.type === "symlink" || header.type === "hardlink") && !header.linkTarget)
     return "link without target";
   if (!isCount(header.size)) return `size ${header.size} is not a non-negative integer`;
+  if (header.sparse !== undefined) {
+    if (header.type !== "file") return `a ${header.type} cannot be sparse`;
+    const problem = sparseMapProblem(header.sparse, header.size);
+    if (problem !== undefined) return problem;
+  }
   if (!isCount(header.uid)) return `uid ${header.uid} is not a non-negative integer`;
   if (!isCount(header.gid)) return `gid ${header.gid} is not a non-negative integer`;
   if (!isCount(header.mode)) return `mode ${header.mode} is not a non-negative integer`;

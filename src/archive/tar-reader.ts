@@ -11,6 +11,7 @@ import type { Xattr } from "../runtime/attr-dump.js";
 import { releaseHandedOver } from "../runtime/buffers.js";
 import { nameByteLength, nameBytes, nameFromBytes } from "../runtime/byte-names.js";
 import { display } from "./member-safety.js";
+import { MAX_SPARSE_SEGMENTS, SparseMapParser, sparseDataSize } from "./sparse.js";
 import {
   BLOCK_SIZE,
   Field,
@@ -36,6 +37,8 @@ export interface TarReadLimits {
   maxPathBytes?: number;
   /** Most members accepted (default: no limit). */
   maxEntries?: number;
+  /** Most segments in the map of a sparse file (default MAX_SPARSE_SEGMENTS: the map is held whole). */
+  maxSparseSegments?: number;
   /**
    * The consumer keeps no body part once it asks for the next one, so chunks that their producer handed over (our
    * zstd decompressor's frame outputs, see handOver) are freed as soon as they are consumed.
@@ -73,6 +76,7 @@ const DEFAULT_LIMITS = {
   maxHeaderChainBytes: 4 * 1024 * 1024,
   maxPathBytes: 4096,
   maxEntries: Infinity,
+  maxSparseSegments: MAX_SPARSE_SEGMENTS,
   releaseConsumed: false,
 };
 const INTEGRITY_HINT =
@@ -133,7 +137,7 @@ export class TarReader {
     if (this.entries > this.limits.maxEntries) {
       fail(`archive has more than ${this.limits.maxEntries} members`, member.offset);
     }
-    this.body = new BodyCursor(this.reader, member.header.size, member.header.path);
+    this.body = new BodyCursor(this.reader, member.bodySize, member.header.path);
     return { header: member.header, offset: member.offset, body: this.body };
   }
 
@@ -393,6 +397,8 @@ interface ParsedMember {
   readonly header: TarHeader;
   /** Byte offset of the member's first header block. */
   readonly offset: number;
+  /** The body's bytes as the consumer reads them: header.size, but for a sparse file only its data (after its map). */
+  readonly bodySize: number;
 }
 
 /** Thrown inside a parse attempt whose bytes have not all arrived; never leaves HeaderParser. */
@@ -418,7 +424,8 @@ interface HeaderChain {
   /** Byte offset of the chain's first header block. */
   readonly start: number;
   readonly local: Map<PaxKey, string>;
-  sparse: boolean;
+  /** The GNU.sparse.* records, if any (see sparseFormatOf). */
+  sparse?: Map<string, string>;
   /** SCHILY.xattr.* records of this member's pax header. */
   xattrs?: Xattr[];
   longName?: string;
@@ -512,7 +519,10 @@ class HeaderParser {
             // Values are bytes: the record's value was read as a byte name, which gives them back exactly.
             chain.xattrs ??= [];
             chain.xattrs.push([xattrName(key.slice(XATTR_PREFIX.length)), nameBytes(value)]);
-          } else chain.sparse ||= key.startsWith("GNU.sparse.");
+          } else if (key.startsWith("GNU.sparse.")) {
+            chain.sparse ??= new Map();
+            chain.sparse.set(key, value);
+          }
         }
         return MORE_HEADERS;
       }
@@ -533,16 +543,20 @@ class HeaderParser {
         return MORE_HEADERS;
       }
       default: {
-        const chain = this.chain ?? { start: offset, local: new Map<PaxKey, string>(), sparse: false };
+        const chain = this.chain ?? { start: offset, local: new Map<PaxKey, string>() };
         const header = this.buildHeader(block, typeFlag, chain, offset);
-        return { header, offset: chain.start };
+        const bodySize =
+          chain.sparse && header.type === "file"
+            ? this.readSparseMap(header, chain.sparse, offset)
+            : header.size;
+        return { header, offset: chain.start, bodySize };
       }
     }
   }
 
   /** The current chain, started at `offset` by the meta header just read whole if there was none. */
   private chainFrom(offset: number): HeaderChain {
-    this.chain ??= { start: offset, local: new Map(), sparse: false };
+    this.chain ??= { start: offset, local: new Map() };
     return this.chain;
   }
 
@@ -617,12 +631,19 @@ class HeaderParser {
       const value = meta.local.has(key) ? meta.local.get(key) : this.globals.get(key);
       return value === "" ? undefined : value;
     };
-    // The ustar name is only decoded when nothing overrides it (most of our members carry a pax path or none).
-    let path = pax("path") ?? meta.longName ?? ustarPathOf(block);
+    const sparse = meta.sparse === undefined ? undefined : sparseFormatOf(meta.sparse);
+    // A sparse file's real name is GNU.sparse.name, whatever the order of its records (as GNU tar reads it): its
+    // path, pax or ustar, is a stand-in. The ustar name is only decoded when nothing overrides it.
+    let path =
+      (sparse === "1.0" ? nonEmpty(meta.sparse!.get("GNU.sparse.name")) : undefined) ??
+      pax("path") ??
+      meta.longName ??
+      ustarPathOf(block);
     const linkField = textField(block, Field.linkname);
     const linkTarget = pax("linkpath") ?? meta.longLink ?? (linkField === "" ? undefined : linkField);
     let type = entryTypeOf(typeFlag, path);
-    if (meta.sparse) type = "other";
+    // Older sparse formats (0.0, 0.1), or sparse records on anything but a file: not something we can restore.
+    if (sparse !== undefined && (sparse !== "1.0" || type !== "file")) type = "other";
     if (type === "directory" && !path.endsWith("/")) path = `${path}/`;
     this.checkPathLength(path, "path", offset);
     if (linkTarget !== undefined) this.checkPathLength(linkTarget, "link target", offset);
@@ -651,6 +672,42 @@ class HeaderParser {
       header.linkTarget = linkTarget;
     if (meta.xattrs !== undefined) header.xattrs = meta.xattrs;
     return header;
+  }
+
+  /**
+   * Reads a sparse file's map from the start of its body (see sparse.ts), block by block as the bytes are at hand
+   * (a retry after INCOMPLETE parses it again from its start); turns `header` into the sparse file's: its real
+   * size and map. Returns the bytes of data that follow the map.
+   */
+  private readSparseMap(header: TarHeader, records: Map<string, string>, offset: number): number {
+    const what = `sparse file ${display(header.path)}`;
+    const realSize = paxInteger(
+      nonEmpty(records.get("GNU.sparse.realsize") ?? records.get("GNU.sparse.size")),
+      "GNU.sparse.realsize",
+      offset,
+    );
+    if (realSize === undefined) fail(`${what} without GNU.sparse.realsize`, offset);
+    const stored = header.size;
+    const parser = new SparseMapParser(realSize, this.limits.maxSparseSegments, (problem) =>
+      fail(`${what}: ${problem}`, offset),
+    );
+    let mapBytes = 0;
+    for (let complete = false; !complete; ) {
+      if (mapBytes + BLOCK_SIZE > stored)
+        fail(`${what}: its map runs past the member's ${stored} bytes`, offset);
+      const block = this.read(BLOCK_SIZE);
+      if (block.length < BLOCK_SIZE) this.reader.truncated(header.path);
+      mapBytes += BLOCK_SIZE;
+      complete = parser.block(block);
+    }
+    const sparse = { segments: parser.segments };
+    const listed = sparseDataSize(sparse);
+    if (listed !== stored - mapBytes) {
+      fail(`${what}: its map lists ${listed} bytes of data, the member holds ${stored - mapBytes}`, offset);
+    }
+    header.size = realSize;
+    header.sparse = sparse;
+    return listed;
   }
 
   private checkPathLength(text: string, what: string, offset: number): void {
@@ -793,6 +850,20 @@ function recordLength(body: Buffer, start: number, space: number): number | unde
     length = length * 10 + digit;
   }
   return length;
+}
+
+/**
+ * "1.0" for GNU tar's sparse format 1.0, the one we read; "unsupported" for the older ones (0.0 and 0.1 keep the map
+ * in pax records) and anything else.
+ */
+function sparseFormatOf(records: Map<string, string>): "1.0" | "unsupported" {
+  return records.get("GNU.sparse.major") === "1" && records.get("GNU.sparse.minor") === "0"
+    ? "1.0"
+    : "unsupported";
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === "" ? undefined : value;
 }
 
 function isPaxKey(key: string): key is PaxKey {

@@ -45,6 +45,8 @@ export interface EntryStats {
   readonly dev: number;
   readonly ino: number;
   readonly nlink: number;
+  /** 512-byte blocks allocated: fewer than the size needs means the file may have holes (archive/sparse.ts). */
+  readonly blocks: number;
 }
 
 export interface RuleTally {
@@ -393,12 +395,12 @@ function entry(
   ruleId: string,
   required: boolean,
 ): SelectedEntry {
-  const { size, mode, uid, gid, mtimeMs, ctimeMs, dev, ino, nlink } = stats;
+  const { size, mode, uid, gid, mtimeMs, ctimeMs, dev, ino, nlink, blocks } = stats;
   return {
     archivePath,
     sourcePath,
     type,
-    stats: { size, mode, uid, gid, mtimeMs, ctimeMs, dev, ino, nlink },
+    stats: { size, mode, uid, gid, mtimeMs, ctimeMs, dev, ino, nlink, blocks },
     ruleId,
     required,
   };

@@ -7,18 +7,30 @@ import { writeFile } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { buffer } from "node:stream/consumers";
 import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "../../src/archive/catalog.js";
-import { encodeEndOfArchive, encodeHeader, type TarHeader } from "../../src/archive/tar-format.js";
+import { SparseContent, sparseStandIn } from "../../src/archive/sparse.js";
+import {
+  encodeEndOfArchive,
+  encodeHeader,
+  Field,
+  headerChecksum,
+  paddingFor,
+  paxRecord,
+  type TarHeader,
+} from "../../src/archive/tar-format.js";
 import { createZstdCompressStream } from "../../src/compress/zstd-compress.js";
 import { createAgeEncryptStream } from "../../src/crypto/age.js";
-import { writeEntry, writeTar } from "./tar-writer.js";
+import { writeEntry } from "./tar-writer.js";
 
 export interface RawMember {
   header: Partial<TarHeader> & Pick<TarHeader, "path">;
+  /** The body as the tar reader yields it (a sparse file: its data segments, concatenated). */
   body?: Buffer;
+  /** The member's bytes as they stand in the tar, for what our writer refuses to write; the catalog lists `header`. */
+  raw?: Buffer;
 }
 
 function fullHeader(member: RawMember): TarHeader {
-  const size = member.body?.length ?? 0;
+  const size = member.header.sparse === undefined ? (member.body?.length ?? 0) : 0;
   return { type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, size, ...member.header };
 }
 
@@ -55,9 +67,7 @@ export async function buildTar(members: RawMember[], options: BuildOptions = {})
       const h = fullHeader(m);
       let sha256: string | undefined;
       if (h.type === "file") {
-        sha256 = createHash("sha256")
-          .update(m.body ?? Buffer.alloc(0))
-          .digest("hex");
+        sha256 = contentDigest(h, m.body ?? Buffer.alloc(0));
         digests.set(h.path, sha256);
       }
       if (h.type === "hardlink" && h.linkTarget) sha256 = digests.get(h.linkTarget);
@@ -66,7 +76,57 @@ export async function buildTar(members: RawMember[], options: BuildOptions = {})
     const written = options.catalogLines?.(lines) ?? lines;
     all.push({ header: { path: CATALOG_PATH, mode: 0o600 }, body: Buffer.from(written.join("")) });
   }
-  return buffer(Readable.from(writeTar(all.map((m) => ({ header: fullHeader(m), body: m.body })))));
+  const parts: Buffer[] = [];
+  for (const m of all) {
+    if (m.raw !== undefined) parts.push(m.raw);
+    else parts.push(await buffer(Readable.from(writeEntry({ header: fullHeader(m), body: m.body }))));
+  }
+  return Buffer.concat([...parts, encodeEndOfArchive()]);
+}
+
+/** The sha256 the catalog lists: of the file's content, a sparse file's holes included. */
+function contentDigest(header: TarHeader, body: Buffer): string {
+  if (header.sparse === undefined) return createHash("sha256").update(body).digest("hex");
+  const content = new SparseContent(header.sparse, header.size);
+  content.add(body);
+  return content.digest();
+}
+
+/**
+ * A sparse member (GNU tar's pax format 1.0) as it stands in the tar, with whatever map and sizes it is given,
+ * sound or not: its pax header with the GNU.sparse records, the stand-in ustar header declaring `storedSize`
+ * (default: the map's blocks and the data), the map text zero-padded to a block, the data, the padding.
+ */
+export function rawSparseMember(options: {
+  path: string;
+  realSize: number | string;
+  mapText: string;
+  data?: Buffer;
+  storedSize?: number;
+}): Buffer {
+  const data = options.data ?? Buffer.alloc(0);
+  const map = Buffer.from(options.mapText, "latin1");
+  const mapBlocks = Buffer.concat([map, Buffer.alloc(paddingFor(map.length))]);
+  const storedSize = options.storedSize ?? mapBlocks.length + data.length;
+  const records = Buffer.concat([
+    paxRecord("GNU.sparse.major", "1"),
+    paxRecord("GNU.sparse.minor", "0"),
+    paxRecord("GNU.sparse.name", options.path),
+    paxRecord("GNU.sparse.realsize", String(options.realSize)),
+  ]);
+  const base = { type: "file" as const, mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000 };
+  const pax = Buffer.from(encodeHeader({ ...base, path: "PaxHeaders/sparse", size: records.length }));
+  pax.write("x", Field.typeflag[0], "latin1");
+  pax.write(`${headerChecksum(pax).toString(8).padStart(6, "0")}\0 `, Field.checksum[0], "latin1");
+  return Buffer.concat([
+    pax,
+    records,
+    Buffer.alloc(paddingFor(records.length)),
+    encodeHeader({ ...base, path: sparseStandIn(options.path), size: storedSize }),
+    mapBlocks,
+    data,
+    Buffer.alloc(paddingFor(storedSize)),
+  ]);
 }
 
 function catalogLineOf(h: TarHeader, sha256: string | undefined): string {

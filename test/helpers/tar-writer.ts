@@ -4,6 +4,7 @@
  * Feed the result to Readable.from() or straight into a pipeline stage.
  */
 
+import { encodeSparseMap, sparseDataSize } from "../../src/archive/sparse.js";
 import {
   encodeEndOfArchive,
   encodeHeader,
@@ -14,7 +15,7 @@ import { LookerBackupError } from "../../src/errors.js";
 
 export interface TarWriteEntry {
   header: TarHeader;
-  /** Exactly header.size bytes; omit for members without data. */
+  /** Exactly header.size bytes (a sparse file: its data segments, concatenated); omit for members without data. */
   body?: Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 }
 
@@ -32,14 +33,17 @@ export async function* writeTar(
 export async function* writeEntry(entry: TarWriteEntry): AsyncGenerator<Buffer, void, undefined> {
   const { header } = entry;
   yield encodeHeader(header);
+  // A sparse file's map starts its body; it fills whole blocks, so the padding is the data's.
+  if (header.sparse !== undefined) yield encodeSparseMap(header.sparse);
+  const size = header.sparse === undefined ? header.size : sparseDataSize(header.sparse);
   let written = 0;
   for await (const part of bodyParts(entry.body)) {
     written += part.length;
-    if (written > header.size) throw sizeMismatch(header, "more");
+    if (written > size) throw sizeMismatch(header, "more", size);
     if (part.length > 0) yield part;
   }
-  if (written < header.size) throw sizeMismatch(header, "fewer");
-  const padding = paddingFor(header.size);
+  if (written < size) throw sizeMismatch(header, "fewer", size);
+  const padding = paddingFor(size);
   if (padding > 0) yield Buffer.alloc(padding);
 }
 
@@ -56,9 +60,9 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function sizeMismatch(header: TarHeader, direction: "more" | "fewer"): LookerBackupError {
+function sizeMismatch(header: TarHeader, direction: "more" | "fewer", size: number): LookerBackupError {
   return new LookerBackupError(
-    `tar member ${JSON.stringify(header.path)} has ${direction} bytes than the ${header.size} its header declares`,
+    `tar member ${JSON.stringify(header.path)} has ${direction} bytes than the ${size} its header declares`,
     {
       hint: "the file changed while it was being archived; retry, or stop the writer (Looker) during the backup",
     },
