@@ -185,15 +185,19 @@ export const backupCommand: Command = {
     const backend = backendOf(values, command);
     const xattrs = xattrModeOf(values, command);
     // The action's preflight: nothing that can fail cheaply fails after Looker was stopped.
-    const { checks, connected, startOptions } = await runBackupPreflight({
-      ...looker,
-      xattrs,
+    const { checks, connected, selection } = await runBackupPreflight({
       inputs: `${recipients.length > 0 ? `${recipients.length} recipient(s)` : "passphrase"}; consistency ${looker.consistency}`,
+      xattrs,
       home,
+      consistency: looker.consistency,
+      keystoreIndependent: looker.keystoreIndependent,
+      quietWindow: looker.quietWindow,
+      forceOutsideWindow: looker.forceOutsideWindow,
       store: { kind: "dir", directory: out, instance },
       ...(manifestFile ? { manifestFile } : {}),
       sslFiles,
       backend,
+      mysql: looker.mysql,
       nodes: { home, ...looker },
       ...(log ? { log } : {}),
     });
@@ -201,20 +205,26 @@ export const backupCommand: Command = {
     let result: LookerJobResult;
     try {
       result = await runLookerBackup({
-        ...looker,
         home,
         instance,
+        selection,
         recipients,
         passphrase,
-        manifestFile,
-        sslFiles,
-        backend,
-        startOptions,
+        signingKey: looker.signingKey,
+        store: new DirStore(out),
+        retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
         compressionLevel: level,
         xattrs,
-        store: new DirStore(out),
+        consistency: looker.consistency,
+        keystoreIndependent: looker.keystoreIndependent,
+        keyfileRecipients: looker.keyfileRecipients,
         nodes: connected.nodes,
-        retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
+        quietWindow: looker.quietWindow,
+        forceOutsideWindow: looker.forceOutsideWindow,
+        preCommand: looker.preCommand,
+        postCommand: looker.postCommand,
+        lookerEnv: looker.lookerEnv,
+        mysql: looker.mysql,
         onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
         ...(log ? { log } : {}),
         signal: context.signal,
