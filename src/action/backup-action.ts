@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as core from "@actions/core";
-import { type BackupSettings, Outputs, readBackupSettings } from "../config/inputs.js";
+import { type BackupSettings, nodeSettingsOf, Outputs, readBackupSettings } from "../config/inputs.js";
 import type { BackupSelection } from "../engine/backup.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { type PreflightCheck, PreflightError, runBackupPreflight } from "../engine/preflight.js";
@@ -84,7 +84,8 @@ async function backup(settings: BackupSettings, signal: AbortSignal, startedAt: 
       manifestFile: settings.manifestFile,
       sslFiles: settings.sslFiles,
       mysql: settings.mysql,
-      nodes: settings,
+      // Only what the connections need: the SSH key and the CMK go there, the other secrets do not.
+      nodes: nodeSettingsOf(settings.home, settings),
       log: (l) => core.info(l),
     }),
   );

@@ -8,6 +8,7 @@ import { open, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { droppedModesWarning } from "../archive/restore-policy.js";
 import type { XattrMode } from "../archive/xattr-index.js";
+import { nodeSettingsOf } from "../config/inputs.js";
 import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
 import { fingerprint, generateSigningKey, publicKeyLine, SIGNATURE_NAMESPACE } from "../crypto/ssh-keys.js";
@@ -198,7 +199,7 @@ export const backupCommand: Command = {
       sslFiles,
       backend,
       mysql: looker.mysql,
-      nodes: { home, ...looker },
+      nodes: nodeSettingsOf(home, looker),
       ...(log ? { log } : {}),
     });
     for (const row of checks) log?.(`preflight: ${row.check}: ${row.detail}`);
