@@ -4,12 +4,12 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as core from "@actions/core";
-import { type BackupSettings, Outputs, readBackupSettings } from "../config/inputs.js";
+import { type BackupSettings, nodeSettingsOf, Outputs, readBackupSettings } from "../config/inputs.js";
+import type { BackupSelection } from "../engine/backup.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { type PreflightCheck, PreflightError, runBackupPreflight } from "../engine/preflight.js";
 import { CancelledError, describeError, ExitCode, exitCodeOf, LookerError } from "../errors.js";
 import type { ConnectedNodes } from "../looker/nodes.js";
-import type { LookerStartOptions } from "../looker/start-config.js";
 import {
   type CatalogSnapshot,
   type ChangeReport,
@@ -68,21 +68,30 @@ export async function runBackupAction(): Promise<void> {
 
 async function backup(settings: BackupSettings, signal: AbortSignal, startedAt: number): Promise<number> {
   const store = storeFor(settings);
-  const { checks, connected, startOptions } = await core.group("Preflight", () =>
+  const { checks, connected, selection } = await core.group("Preflight", () =>
     runBackupPreflight({
-      ...settings,
       inputs: describeInputs(settings),
+      xattrs: settings.xattrs,
+      home: settings.home,
+      consistency: settings.consistency,
+      keystoreIndependent: settings.keystoreIndependent,
+      quietWindow: settings.quietWindow,
+      forceOutsideWindow: settings.forceOutsideWindow,
       store:
         settings.store.kind === "dir"
           ? { kind: "dir", directory: settings.store.directory, instance: settings.instance }
           : { kind: "artifact" },
-      nodes: settings,
+      manifestFile: settings.manifestFile,
+      sslFiles: settings.sslFiles,
+      mysql: settings.mysql,
+      // Only what the connections need: the SSH key and the CMK go there, the other secrets do not.
+      nodes: nodeSettingsOf(settings.home, settings),
       log: (l) => core.info(l),
     }),
   );
   try {
     for (const row of checks) core.info(`preflight: ${row.check}: ${row.detail}`);
-    return await backupAfterPreflight(settings, store, connected, startOptions, checks, signal, startedAt);
+    return await backupAfterPreflight(settings, store, connected, selection, checks, signal, startedAt);
   } finally {
     await connected.close();
   }
@@ -92,7 +101,7 @@ async function backupAfterPreflight(
   settings: BackupSettings,
   store: Store,
   connected: ConnectedNodes,
-  startOptions: LookerStartOptions,
+  selection: BackupSelection,
   preflight: readonly PreflightCheck[],
   signal: AbortSignal,
   startedAt: number,
@@ -110,14 +119,29 @@ async function backupAfterPreflight(
   const progress = new ProgressReporter("backup", (line) => core.info(line));
   const result = await core.group("Backup", () =>
     runLookerBackup({
-      ...settings,
+      home: settings.home,
+      instance: settings.instance,
+      selection,
+      recipients: settings.recipients,
+      passphrase: settings.passphrase,
+      signingKey: settings.signingKey,
       store,
-      nodes: connected.nodes,
-      startOptions,
       retention:
         settings.store.kind === "dir" && settings.store.keepLast
           ? { keepLast: settings.store.keepLast }
           : undefined,
+      compressionLevel: settings.compressionLevel,
+      xattrs: settings.xattrs,
+      consistency: settings.consistency,
+      keystoreIndependent: settings.keystoreIndependent,
+      keyfileRecipients: settings.keyfileRecipients,
+      nodes: connected.nodes,
+      quietWindow: settings.quietWindow,
+      forceOutsideWindow: settings.forceOutsideWindow,
+      preCommand: settings.preCommand,
+      postCommand: settings.postCommand,
+      lookerEnv: settings.lookerEnv,
+      mysql: settings.mysql,
       onStopRecord: saveStopRecord,
       leaveStoppedOnCancel: true,
       onProgress: (p) => progress.update(p.bytesRead, p.bytesTotal),

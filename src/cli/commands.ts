@@ -8,6 +8,7 @@ import { open, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { droppedModesWarning } from "../archive/restore-policy.js";
 import type { XattrMode } from "../archive/xattr-index.js";
+import { nodeSettingsOf } from "../config/inputs.js";
 import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
 import { fingerprint, generateSigningKey, publicKeyLine, SIGNATURE_NAMESPACE } from "../crypto/ssh-keys.js";
@@ -167,36 +168,46 @@ export const backupCommand: Command = {
     const backend = backendOf(values, command);
     const xattrs = xattrModeOf(values, command);
     // The action's preflight: nothing that can fail cheaply fails after Looker was stopped.
-    const { checks, connected, startOptions } = await runBackupPreflight({
-      ...looker,
-      xattrs,
+    const { checks, connected, selection } = await runBackupPreflight({
       inputs: `${recipients.length > 0 ? `${recipients.length} recipient(s)` : "passphrase"}; consistency ${looker.consistency}`,
+      xattrs,
       home,
+      consistency: looker.consistency,
+      keystoreIndependent: looker.keystoreIndependent,
+      quietWindow: looker.quietWindow,
+      forceOutsideWindow: looker.forceOutsideWindow,
       store: { kind: "dir", directory: out, instance },
       ...(manifestFile ? { manifestFile } : {}),
       sslFiles,
       backend,
-      nodes: { home, ...looker },
+      mysql: looker.mysql,
+      nodes: nodeSettingsOf(home, looker),
       ...(log ? { log } : {}),
     });
     for (const row of checks) log?.(`preflight: ${row.check}: ${row.detail}`);
     let result: LookerJobResult;
     try {
       result = await runLookerBackup({
-        ...looker,
         home,
         instance,
+        selection,
         recipients,
         passphrase,
-        manifestFile,
-        sslFiles,
-        backend,
-        startOptions,
+        signingKey: looker.signingKey,
+        store: new DirStore(out),
+        retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
         compressionLevel: level,
         xattrs,
-        store: new DirStore(out),
+        consistency: looker.consistency,
+        keystoreIndependent: looker.keystoreIndependent,
+        keyfileRecipients: looker.keyfileRecipients,
         nodes: connected.nodes,
-        retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
+        quietWindow: looker.quietWindow,
+        forceOutsideWindow: looker.forceOutsideWindow,
+        preCommand: looker.preCommand,
+        postCommand: looker.postCommand,
+        lookerEnv: looker.lookerEnv,
+        mysql: looker.mysql,
         onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
         ...(log ? { log } : {}),
         signal: context.signal,

@@ -10,6 +10,7 @@ import { parseSigningKey, type SigningKey } from "../crypto/ssh-keys.js";
 import type { ConsistencyChoice } from "../engine/looker-job.js";
 import { InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
+import type { NodeSettings } from "../looker/nodes.js";
 import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
 import { checkedUnitName, DEFAULT_LOOKER_UNIT, type LookerControlChoice } from "../looker/systemd.js";
 import type { MysqlConnection } from "../mysql/connection.js";
@@ -134,6 +135,43 @@ export interface BackupSettings {
   readonly githubToken?: string;
   /** Extra environment for Looker's commands and the pre/post commands (runtime/child-env.ts). */
   readonly lookerEnv: Readonly<Record<string, string>>;
+}
+
+/** The settings that say how to reach and drive the Looker nodes. */
+export type NodeInputs = Pick<
+  BackupSettings,
+  | "lookerUser"
+  | "lookerControl"
+  | "lookerUnit"
+  | "nodes"
+  | "sshKey"
+  | "knownHosts"
+  | "acceptNewHostKeys"
+  | "webPort"
+  | "bootTimeoutMs"
+  | "masterKey"
+  | "lookerEnv"
+>;
+
+/**
+ * The node connections' share of the settings, picked field by field: the SSH key and the CMK go here and nowhere
+ * else, and none of the other secrets (the MySQL password, the passphrase, the signing key, the token) come along.
+ */
+export function nodeSettingsOf(home: string, settings: NodeInputs): NodeSettings {
+  return {
+    home,
+    ...(settings.lookerUser ? { lookerUser: settings.lookerUser } : {}),
+    lookerControl: settings.lookerControl,
+    lookerUnit: settings.lookerUnit,
+    nodes: settings.nodes,
+    ...(settings.sshKey ? { sshKey: settings.sshKey } : {}),
+    knownHosts: settings.knownHosts,
+    acceptNewHostKeys: settings.acceptNewHostKeys,
+    webPort: settings.webPort,
+    bootTimeoutMs: settings.bootTimeoutMs,
+    ...(settings.masterKey ? { masterKey: settings.masterKey } : {}),
+    lookerEnv: settings.lookerEnv,
+  };
 }
 
 export type InputReader = (name: string) => string;

@@ -18,6 +18,7 @@ import { createSha256PassThrough } from "../crypto/digest.js";
 import { SIGNATURE_NAMESPACE, type SigningKey } from "../crypto/ssh-keys.js";
 import { signDigest } from "../crypto/sshsig.js";
 import { ExitCode, LookerBackupError } from "../errors.js";
+import type { LookerStartOptions } from "../looker/start-config.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
 import type { Manifest } from "../manifest/rules.js";
 import { type SelectedEntry, type SelectionSummary, streamSelection } from "../manifest/select.js";
@@ -26,18 +27,18 @@ import { archiveName, signatureNameFor } from "../store/archive-name.js";
 import type { PendingObject, RetentionPolicy, Store, StoredObject } from "../store/store.js";
 import { TOOL_VERSION } from "../version.js";
 
+/**
+ * What one backup is made of, field by field (like restic's archiver.Options): the selection already resolved by the
+ * caller, and of the secrets only the ones the archive itself needs (the age passphrase, the signing key). Node
+ * connections, the MySQL login and the CMK belong to the job around Looker and never reach this far.
+ */
 export interface BackupRequest {
   readonly home: string;
   readonly instance: string;
   readonly recipients: readonly string[];
   readonly passphrase?: string;
-  readonly manifestFile?: string;
-  readonly sslFiles?: readonly string[];
-  readonly backend?: BackendChoice;
-  /** From Looker's start options (lookerstart.cfg): a cluster's shared storage, backed up as a required path. */
-  readonly sharedStorageDir?: string;
-  /** From Looker's start options: `-d F` names the MySQL backend's connection file, so the backend is MySQL. */
-  readonly dbConfigFile?: string;
+  /** What to read: resolved once per backup by the caller (resolveSelection), before Looker is touched. */
+  readonly selection: ResolvedManifest;
   readonly compressionLevel?: number;
   readonly store: Store;
   readonly retention?: RetentionPolicy;
@@ -94,15 +95,30 @@ export interface BackupResult {
   readonly exitCode: ExitCode;
 }
 
+/** The effective manifest and the backend it was resolved for (the archive's meta names the backend). */
+export interface ResolvedManifest {
+  readonly manifest: Manifest;
+  readonly mysqlBackend: boolean;
+}
+
+/** What a backup reads and from which backend: resolved once, before Looker is touched, and passed on as a value. */
+export interface BackupSelection extends ResolvedManifest {
+  /** The MySQL backend's connection file from Looker's start options (`-d F`); default looker/looker-db.yml. */
+  readonly dbConfigFile?: string;
+}
+
+/** The user's say in the selection (the manifest input, extra SSL files, the backend). */
+export interface SelectionSettings {
+  readonly home: string;
+  readonly manifestFile?: string;
+  readonly sslFiles?: readonly string[];
+  readonly backend?: BackendChoice;
+}
+
 /** Resolves the effective manifest: Looker's defaults for this backend, with the user's manifest laid over them. */
-export async function resolveManifest(request: {
-  home: string;
-  manifestFile?: string;
-  sslFiles?: readonly string[];
-  backend?: BackendChoice;
-  sharedStorageDir?: string;
-  dbConfigFile?: string;
-}): Promise<{ manifest: Manifest; mysqlBackend: boolean }> {
+export async function resolveManifest(
+  request: SelectionSettings & { sharedStorageDir?: string; dbConfigFile?: string },
+): Promise<ResolvedManifest> {
   const user = request.manifestFile ? await loadUserManifest(request.manifestFile) : undefined;
   const choice = request.backend && request.backend !== "auto" ? request.backend : (user?.backend ?? "auto");
   const mysqlBackend =
@@ -117,10 +133,32 @@ export async function resolveManifest(request: {
   return { manifest: applyUserManifest(defaults, user), mysqlBackend };
 }
 
+/**
+ * The selection of a backup from the user's settings and Looker's start options, which can make the backend MySQL
+ * (`-d F`) or add a cluster's shared storage as a required path. The backup's preflight calls this once; everything
+ * after it takes the result.
+ */
+export async function resolveSelection(
+  settings: SelectionSettings,
+  startOptions: LookerStartOptions | undefined,
+): Promise<BackupSelection> {
+  const sharedStorageDir = startOptions?.sharedStorageDir;
+  const dbConfigFile = startOptions?.dbConfigFile;
+  const resolved = await resolveManifest({
+    home: settings.home,
+    ...(settings.manifestFile ? { manifestFile: settings.manifestFile } : {}),
+    ...(settings.sslFiles ? { sslFiles: settings.sslFiles } : {}),
+    ...(settings.backend ? { backend: settings.backend } : {}),
+    ...(sharedStorageDir ? { sharedStorageDir } : {}),
+    ...(dbConfigFile ? { dbConfigFile } : {}),
+  });
+  return { ...resolved, ...(dbConfigFile ? { dbConfigFile } : {}) };
+}
+
 export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const now = request.now ?? (() => new Date());
   const startedAt = now();
-  const { manifest, mysqlBackend } = await resolveManifest(request);
+  const { manifest, mysqlBackend } = request.selection;
   const xattrs = await readXattrIndex(xattrRoots(request, manifest), request.xattrs ?? "auto");
   const selection = streamSelection({ home: request.home, manifest, substitutes: request.substitutes });
   const listing = new ListingTotal(selection.batches);

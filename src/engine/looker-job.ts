@@ -9,20 +9,21 @@ import { lstat, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import type { ExtraMember } from "../archive/pack.js";
+import type { XattrMode } from "../archive/xattr-index.js";
 import { encryptBuffer } from "../crypto/age.js";
+import type { SigningKey } from "../crypto/ssh-keys.js";
 import { ExitCode, LookerBackupError, LookerError } from "../errors.js";
 import { Cluster, type StopRecord } from "../looker/cluster.js";
 import type { LookerNode } from "../looker/control.js";
 import { acquireInstanceLock } from "../looker/instance-lock.js";
 import { assertMayStopLooker, type QuietWindow } from "../looker/quiet-window.js";
-import { type LookerStartOptions, readStartOptions } from "../looker/start-config.js";
 import { lookerMysqlConnection, type MysqlConnection } from "../mysql/connection.js";
 import type { MysqlDumpHandle } from "../mysql/dump.js";
 import { dumpMemberPath, type SpooledDump, startMysqlDump } from "../mysql/dump.js";
 import { runProcess } from "../remote/local-host.js";
 import { keyfileNameFor } from "../store/archive-name.js";
-import type { BackupRequest, BackupResult } from "./backup.js";
-import { resolveManifest, runBackup } from "./backup.js";
+import type { RetentionPolicy, Store } from "../store/store.js";
+import { type BackupRequest, type BackupResult, type BackupSelection, runBackup } from "./backup.js";
 
 export type Consistency = "live" | "brief-stop" | "stopped";
 /** What the user asks for; `auto` (the default) is resolved once the backend is known. */
@@ -42,8 +43,23 @@ export function stopsLooker(consistency: Consistency, keystoreIndependent: boole
   return consistency !== "live" || keystoreIndependent;
 }
 
-export interface LookerJobRequest
-  extends Omit<BackupRequest, "extraMembers" | "substitutes" | "companions" | "lookerMeta"> {
+/**
+ * One backup job, field by field. Each secret is here for the step that uses it: the passphrase and the signing key
+ * for the archive (runBackup), the MySQL settings for the dump. The SSH key and the CMK are not: they went into the
+ * node connections (looker/nodes.ts), which arrive here as `nodes`.
+ */
+export interface LookerJobRequest {
+  readonly home: string;
+  readonly instance: string;
+  /** The manifest and backend, resolved once by the caller (the preflight) from the settings and start options. */
+  readonly selection: BackupSelection;
+  readonly recipients: readonly string[];
+  readonly passphrase?: string;
+  readonly signingKey?: SigningKey;
+  readonly store: Store;
+  readonly retention?: RetentionPolicy;
+  readonly compressionLevel?: number;
+  readonly xattrs?: XattrMode;
   readonly consistency: ConsistencyChoice;
   readonly keystoreIndependent: boolean;
   /** Who can decrypt the key file; default: the archive's recipients. */
@@ -55,8 +71,6 @@ export interface LookerJobRequest
   readonly postCommand?: string;
   /** Extra environment for the pre/post commands (the `looker-env` input). */
   readonly lookerEnv?: Readonly<Record<string, string>>;
-  /** Looker's start options of the first node, when the caller already read them (preflight); else read here. */
-  readonly startOptions?: LookerStartOptions;
   /** Explicit MySQL settings; merged over looker/looker-db.yml. */
   readonly mysql?: Partial<MysqlConnection>;
   readonly lockDirectory?: string;
@@ -69,6 +83,10 @@ export interface LookerJobRequest
   readonly leaveStoppedOnCancel?: boolean;
   /** Persists which nodes this run stopped (the Actions post step restarts them if this process dies). */
   readonly onStopRecord?: (record: StopRecord) => void;
+  readonly shouldCommit?: BackupRequest["shouldCommit"];
+  readonly onProgress?: BackupRequest["onProgress"];
+  readonly signal?: AbortSignal;
+  readonly now?: () => Date;
 }
 
 export interface LookerJobResult extends BackupResult {
@@ -115,13 +133,8 @@ async function backupAroundLooker(
   request: LookerJobRequest,
   log: (line: string) => void,
 ): Promise<LookerJobResult> {
-  const startOptions =
-    request.startOptions ?? (request.nodes[0] ? await readStartOptions(request.nodes[0]) : undefined);
-  const fromStart = {
-    ...(startOptions?.sharedStorageDir ? { sharedStorageDir: startOptions.sharedStorageDir } : {}),
-    ...(startOptions?.dbConfigFile ? { dbConfigFile: startOptions.dbConfigFile } : {}),
-  };
-  const { mysqlBackend } = await resolveManifest({ ...request, ...fromStart });
+  const { selection } = request;
+  const { mysqlBackend } = selection;
   const consistency = resolveConsistency(request.consistency, mysqlBackend);
   if (request.consistency === "auto")
     log(`consistency auto: ${consistency} (${mysqlBackend ? "MySQL backend" : "internal database"})`);
@@ -152,7 +165,7 @@ async function backupAroundLooker(
     if (stops) await cluster.stopAll();
     const keyfile = request.keystoreIndependent ? await makeKeyfile(request.nodes[0]!) : undefined;
     const mysql = mysqlBackend
-      ? await lookerMysqlConnection(request.home, request.mysql, fromStart.dbConfigFile)
+      ? await lookerMysqlConnection(request.home, request.mysql, selection.dbConfigFile)
       : undefined;
     if (mysql) {
       dump = startMysqlDump(mysql, { spoolDir: scratch, signal: dumpSignal });
@@ -167,8 +180,16 @@ async function backupAroundLooker(
       log(`brief stop: Looker was down ${cluster.downtimeMs} ms`);
     }
     const result = await runBackup({
-      ...request,
-      ...fromStart,
+      home: request.home,
+      instance: request.instance,
+      selection: { manifest: selection.manifest, mysqlBackend },
+      recipients: request.recipients,
+      passphrase: request.passphrase,
+      signingKey: request.signingKey,
+      store: request.store,
+      retention: request.retention,
+      compressionLevel: request.compressionLevel,
+      xattrs: request.xattrs,
       substitutes,
       lookerMeta: {
         consistency,
@@ -179,6 +200,10 @@ async function backupAroundLooker(
       companions: keyfile
         ? (name) => [{ name: keyfileNameFor(name), content: keyfile.encrypted }]
         : undefined,
+      shouldCommit: request.shouldCommit,
+      onProgress: request.onProgress,
+      signal: request.signal,
+      now: request.now,
     });
     if (cluster.anyStoppedByUs) await cluster.restartStopped(request.signal);
     const databaseChanged =

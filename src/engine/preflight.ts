@@ -20,7 +20,7 @@ import { pingMysql } from "../mysql/restore.js";
 import { formatBytes } from "../runtime/format.js";
 import { artifactServiceUnavailable } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
-import { resolveManifest } from "./backup.js";
+import { type BackupSelection, resolveSelection } from "./backup.js";
 import { type ConsistencyChoice, resolveConsistency, stopsLooker } from "./looker-job.js";
 
 export interface PreflightCheck {
@@ -49,16 +49,9 @@ export interface PreflightRequest {
   /** Explicit MySQL settings, merged over looker/looker-db.yml when the backend is MySQL. */
   readonly mysql: Partial<MysqlConnection>;
   /** What the backup will select (after the nodes are connected: Looker's start options feed it). */
-  readonly selection: () => Promise<PreflightSelection>;
+  readonly selection: () => Promise<BackupSelection>;
   readonly now?: Date;
   readonly env?: NodeJS.ProcessEnv;
-}
-
-export interface PreflightSelection {
-  readonly manifest: Manifest;
-  readonly mysqlBackend: boolean;
-  /** The MySQL backend's connection file from Looker's start options (`-d F`); default looker/looker-db.yml. */
-  readonly dbConfigFile?: string;
 }
 
 /** Thrown by runPreflight: the failing check's own error, with every row for the summary. */
@@ -80,7 +73,7 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
   const env = request.env ?? process.env;
   // Whether Looker is stopped depends on the backend (consistency auto), so that check comes last.
   let nodes: readonly LookerNode[] = [];
-  let selection: PreflightSelection | undefined;
+  let selection: BackupSelection | undefined;
   const steps: [string, () => Promise<string> | string][] = [
     ["inputs", () => `${request.inputs}; ${checkXattrTools(request.xattrs ?? "auto")}`],
     ["store", () => (request.store.kind === "artifact" ? artifactService(env) : dirStore(request.store))],
@@ -231,7 +224,7 @@ async function requiredPaths(home: string, manifest: Manifest): Promise<string> 
   return `${paths.length} required path(s) present`;
 }
 
-async function database(request: PreflightRequest, selection: PreflightSelection): Promise<string> {
+async function database(request: PreflightRequest, selection: BackupSelection): Promise<string> {
   if (!selection.mysqlBackend) return "internal database (looker/.db)";
   const connection = await lookerMysqlConnection(request.home, request.mysql, selection.dbConfigFile);
   await pingMysql(connection);
@@ -261,6 +254,8 @@ export interface BackupPreflight {
   /** The connections the backup goes on with; the caller closes them. */
   readonly connected: ConnectedNodes;
   readonly startOptions: LookerStartOptions;
+  /** What the backup reads, resolved here once: the backup takes it as it is, without reading the manifest again. */
+  readonly selection: BackupSelection;
 }
 
 /**
@@ -271,6 +266,7 @@ export interface BackupPreflight {
 export async function runBackupPreflight(options: BackupPreflightOptions): Promise<BackupPreflight> {
   let connected: ConnectedNodes | undefined;
   let startOptions: LookerStartOptions | undefined;
+  let selection: BackupSelection | undefined;
   try {
     const checks = await runPreflight({
       inputs: options.inputs,
@@ -288,19 +284,19 @@ export async function runBackupPreflight(options: BackupPreflightOptions): Promi
       home: options.home,
       mysql: options.mysql,
       selection: async () => {
-        const dbConfigFile = startOptions?.dbConfigFile;
-        const resolved = await resolveManifest({
-          home: options.home,
-          ...(options.manifestFile ? { manifestFile: options.manifestFile } : {}),
-          ...(options.sslFiles ? { sslFiles: options.sslFiles } : {}),
-          ...(options.backend ? { backend: options.backend } : {}),
-          ...(startOptions?.sharedStorageDir ? { sharedStorageDir: startOptions.sharedStorageDir } : {}),
-          ...(dbConfigFile ? { dbConfigFile } : {}),
-        });
-        return { ...resolved, ...(dbConfigFile ? { dbConfigFile } : {}) };
+        selection = await resolveSelection(
+          {
+            home: options.home,
+            ...(options.manifestFile ? { manifestFile: options.manifestFile } : {}),
+            ...(options.sslFiles ? { sslFiles: options.sslFiles } : {}),
+            ...(options.backend ? { backend: options.backend } : {}),
+          },
+          startOptions,
+        );
+        return selection;
       },
     });
-    return { checks, connected: connected!, startOptions: startOptions! };
+    return { checks, connected: connected!, startOptions: startOptions!, selection: selection! };
   } catch (error) {
     await connected?.close();
     throw error;

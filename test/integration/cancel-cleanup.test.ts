@@ -8,19 +8,22 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { liveZstdWorkerThreads } from "../../src/compress/zstd-compress.js";
-import { runBackup } from "../../src/engine/backup.js";
+import { type ResolvedManifest, runBackup } from "../../src/engine/backup.js";
 import type { Store } from "../../src/store/store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { openFilesUnder } from "../helpers/open-files.js";
+import { selectionFor } from "../helpers/selection.js";
 
 let work: string;
 let home: string;
+let selection: ResolvedManifest;
 const RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "lb-cancel-"));
   home = join(work, "home");
   await generateLookerHome({ root: home, seed: 5, sizeBytes: 24 << 20, smallFiles: 100 });
+  selection = await selectionFor(home);
 });
 afterAll(() => rm(work, { recursive: true, force: true }));
 
@@ -65,6 +68,7 @@ function cancellableBackup() {
   const running = runBackup({
     home,
     instance: "cancel",
+    selection,
     recipients: [RECIPIENT],
     store: hangingStore(events),
     signal: controller.signal,

@@ -38,6 +38,7 @@ import { type GeneratedLookerHome, generateLookerHome } from "../fixtures/home-g
 import { cli } from "../helpers/cli.js";
 import { freePort } from "../helpers/free-port.js";
 import { type MariaDb, startMariaDb } from "../helpers/mariadb.js";
+import { selectionFor } from "../helpers/selection.js";
 import { createVm, type Vm } from "../helpers/vm.js";
 
 const BOOT_TIMEOUT_MS = 60_000;
@@ -144,7 +145,7 @@ async function keystoreIndependentBackup(
     instance: label,
     recipients: [recipient],
     store: new DirStore(storeDir),
-    sslFiles: [sslFile],
+    selection: await selectionFor(home.home, { sslFiles: [sslFile] }),
     lookerMeta: { consistency: "stopped", keystoreIndependent: true, backupUid },
     companions: (name) => [{ name: keyfileNameFor(name), content: encryptedKeyfile }],
   });
@@ -476,6 +477,7 @@ describe("drill of a MySQL-backend backup", () => {
     const backup = await runLookerBackup({
       home: home.home,
       instance: "prod-mysql",
+      selection: await selectionFor(home.home),
       recipients: [recipient],
       store: new DirStore(join(base, "store")),
       consistency: "live",

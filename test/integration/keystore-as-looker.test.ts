@@ -12,6 +12,7 @@ import { runLookerBackup } from "../../src/engine/looker-job.js";
 import type { ConnectedNodes } from "../../src/looker/nodes.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { connectLocalNode } from "../helpers/local-nodes.js";
+import { selectionFor } from "../helpers/selection.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { ensureLookerUser } from "../helpers/vm.js";
 import { extractArchive, readMeta } from "./looker-job.shared.js";
@@ -47,6 +48,7 @@ describe("keystore-independent backup of a looker-owned home, run as root", () =
     const result = await runLookerBackup({
       home: sim.home,
       instance: "ks-looker",
+      selection: await selectionFor(sim.home, { nodes: connected.nodes }),
       recipients: [recipient],
       store: new DirStore(join(scratch, "store")),
       consistency: "stopped",

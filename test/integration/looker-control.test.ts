@@ -17,6 +17,7 @@ import type { MasterKey } from "../../src/looker/master-key.js";
 import { LocalHost } from "../../src/remote/local-host.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { selectionFor } from "../helpers/selection.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { extractArchive, readMeta } from "./looker-job.shared.js";
 
@@ -165,6 +166,7 @@ describe("backups against Looker's real key commands", () => {
         log: (line) => lines.push(line),
         home: target.home,
         instance: "wrong-cmk",
+        selection: await selectionFor(target.home, { nodes: [node] }),
         recipients: [recipient],
         store: new DirStore(storeDir),
         consistency: "stopped",
@@ -187,14 +189,16 @@ describe("backups against Looker's real key commands", () => {
     const target = await sim();
     target.start();
     const storeDir = join(scratch, "store-uid");
+    const node = nodeFor(target);
     const result = await runLookerBackup({
       home: target.home,
       instance: "uid",
+      selection: await selectionFor(target.home, { nodes: [node] }),
       recipients: [recipient],
       store: new DirStore(storeDir),
       consistency: "stopped",
       keystoreIndependent: true,
-      nodes: [nodeFor(target)],
+      nodes: [node],
       lockDirectory: scratch,
     });
     expect(result.backupUid).toMatch(/^[A-Za-z0-9+/]{22}==$/);
@@ -208,14 +212,16 @@ describe("backups against Looker's real key commands", () => {
     const target = await sim();
     target.start();
     const storeDir = join(scratch, "store-live");
+    const node = nodeFor(target);
     const result = await runLookerBackup({
       home: target.home,
       instance: "live",
+      selection: await selectionFor(target.home, { nodes: [node] }),
       recipients: [recipient],
       store: new DirStore(storeDir),
       consistency: "live",
       keystoreIndependent: false,
-      nodes: [nodeFor(target)],
+      nodes: [node],
       lockDirectory: scratch,
     });
     const tree = await extractArchive(result.archive!.location, identity, scratch);

@@ -21,6 +21,7 @@ import { loadDumpIntoDatabase } from "../../src/mysql/restore.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { type MariaDb, startMariaDb } from "../helpers/mariadb.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { selectionFor } from "../helpers/selection.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { createVm, type Vm } from "../helpers/vm.js";
 import { extractArchive, readMeta, simulatorPid } from "./looker-job.shared.js";
@@ -77,17 +78,18 @@ async function startedSimulator(
   return { sim, connected };
 }
 
-function jobRequest(
+async function jobRequest(
   label: string,
   sim: SimulatedLooker,
   connected: ConnectedNodes,
   overrides: Partial<LookerJobRequest> = {},
-): LookerJobRequest & { storeDir: string; lines: string[] } {
+): Promise<LookerJobRequest & { storeDir: string; lines: string[] }> {
   const storeDir = join(scratch, label, "store");
   const lines: string[] = [];
   return {
     home: sim.home,
     instance: label,
+    selection: await selectionFor(sim.home, { nodes: connected.nodes }),
     recipients: [recipient],
     store: new DirStore(storeDir),
     consistency: "brief-stop",
@@ -127,7 +129,7 @@ describe("keystore-independent backup of a running simulator", () => {
   beforeAll(async () => {
     const started = await startedSimulator("keystore", {});
     sim = started.sim;
-    const request = jobRequest("keystore", sim, started.connected, { keystoreIndependent: true });
+    const request = await jobRequest("keystore", sim, started.connected, { keystoreIndependent: true });
     const result = await runLookerBackup(request);
     archive = result.archive!.location;
     backupUid = result.backupUid!;
@@ -250,7 +252,7 @@ describe("MySQL backend (simulator home in a private MariaDB)", () => {
   }
 
   it("archives mysql/<db>.sql, which loads into another database with identical tables", async () => {
-    const request = jobRequest("mysql", sim, connected);
+    const request = await jobRequest("mysql", sim, connected);
     const result = await runLookerBackup(request);
     expect(result.mysqlDatabase).toBe("looker_prod");
     expect(result.downtimeMs).toBeGreaterThan(0);
@@ -283,7 +285,9 @@ describe("MySQL backend (simulator home in a private MariaDB)", () => {
   });
 
   it("a dump that cannot log in fails the run: no archive in the store, Looker running again", async () => {
-    const request = jobRequest("mysql-badpw", sim, connected, { mysql: { password: "not-the-password" } });
+    const request = await jobRequest("mysql-badpw", sim, connected, {
+      mysql: { password: "not-the-password" },
+    });
     await expect(runLookerBackup(request)).rejects.toThrow(
       /mysqldump of database "looker_prod" .*failed[\s\S]*Access denied/,
     );
@@ -298,7 +302,7 @@ describe("MySQL backend (simulator home in a private MariaDB)", () => {
     // A WRITE lock on one table makes mysqldump wait, mid-dump, for its turn; then its connection is killed.
     const locker = await lockTable(server, "looker_prod", "looker_sim_history");
     try {
-      const request = jobRequest("mysql-killed", sim, connected, { consistency: "live" });
+      const request = await jobRequest("mysql-killed", sim, connected, { consistency: "live" });
       const running = runLookerBackup(request);
       running.catch(() => undefined);
       const dumpThread = await waitForBlockedDump(server, "lkprod");

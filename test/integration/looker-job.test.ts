@@ -14,6 +14,7 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateIdentity } from "../../src/crypto/age-keys.js";
+import type { BackupSelection } from "../../src/engine/backup.js";
 import { type LookerJobRequest, type LookerJobResult, runLookerBackup } from "../../src/engine/looker-job.js";
 import { probeAlive } from "../../src/looker/alive.js";
 import type { LookerNode } from "../../src/looker/control.js";
@@ -25,6 +26,7 @@ import { formatDuration } from "../../src/runtime/format.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { selectionFor } from "../helpers/selection.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { createVm, type Vm } from "../helpers/vm.js";
 import {
@@ -45,6 +47,8 @@ let scratch: string;
 let local: SimulatedLooker;
 const vms: Vm[] = [];
 let cluster: ConnectedNodes | undefined;
+/** What the preflight would resolve for the local home, from node 0's start options. */
+let selection: BackupSelection;
 const { identity, recipient } = generateIdentity();
 
 /** Where each node's Looker directory is, as seen from this runner (index = node index). */
@@ -64,6 +68,7 @@ beforeAll(async () => {
   local.start();
   lookerDirs = [local.lookerDir, ...vms.map((vm) => join(vm.homeOnHost, "looker"))];
   cluster = await connectNodes(nodeSettings(vms));
+  selection = await selectionFor(local.home, { nodes: cluster.nodes });
 });
 
 afterAll(async () => {
@@ -138,6 +143,7 @@ function request(
   return {
     home: local.home,
     instance: label,
+    selection,
     recipients: [recipient],
     store: new DirStore(storeDir),
     consistency: "live",
@@ -315,15 +321,17 @@ describe("pre/post commands, quiet window, lock, host keys", () => {
   it("runs the post-command after a failed backup too (it resumes what the pre-command paused)", async () => {
     const storeDir = join(scratch, "store-post-after-failure");
     const log: string[] = [];
+    // A required SSL file that is gone by the time the archive is written fails the backup after the pre-command.
+    const missing = join(scratch, "no-such-certificate.pem");
     await expect(
       runLookerBackup(
         request("post-after-failure", storeDir, log, {
           consistency: "live",
-          manifestFile: join(scratch, "no-such-manifest.yml"),
+          selection: await selectionFor(local.home, { nodes: nodes(), sslFiles: [missing] }),
           postCommand: "echo schedules resumed",
         }),
       ),
-    ).rejects.toThrow(/cannot read manifest/);
+    ).rejects.toThrow(`cannot read ${missing}`);
     expect(log).toContain("post-command> schedules resumed");
     expect(await storedArchives(storeDir)).toEqual([]);
   });

@@ -21,6 +21,7 @@ import type { Store } from "../../src/store/store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { cli, cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { selectionFor } from "../helpers/selection.js";
 import { sshKeygenVerify } from "../helpers/ssh-keygen.js";
 
 let work: string;
@@ -299,6 +300,7 @@ describe("a signature is stored only for a stored archive", () => {
     await expect(
       runBackup({
         home,
+        selection: await selectionFor(home),
         instance: "f",
         recipients: [recipient],
         store: failingArchiveCommit(failing),
@@ -309,6 +311,7 @@ describe("a signature is stored only for a stored archive", () => {
     const declined = join(work, "store-declined");
     const result = await runBackup({
       home,
+      selection: await selectionFor(home),
       instance: "d",
       recipients: [recipient],
       store: new DirStore(declined),
@@ -326,6 +329,7 @@ describe("a signature is stored only for a stored archive", () => {
     const store = new DirStore(dir);
     const first = await runBackup({
       home,
+      selection: await selectionFor(home),
       instance: "p",
       recipients: [recipient],
       store,
@@ -334,6 +338,7 @@ describe("a signature is stored only for a stored archive", () => {
     });
     const second = await runBackup({
       home,
+      selection: await selectionFor(home),
       instance: "p",
       recipients: [recipient],
       store,

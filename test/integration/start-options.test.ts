@@ -16,6 +16,7 @@ import type { ConnectedNodes } from "../../src/looker/nodes.js";
 import { readStartOptions } from "../../src/looker/start-config.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { connectLocalNode } from "../helpers/local-nodes.js";
+import { selectionFor } from "../helpers/selection.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { extractArchive } from "./looker-job.shared.js";
 
@@ -75,10 +76,12 @@ describe("Looker's start options", () => {
 
   it("make a cluster's shared storage a required part of the backup", async () => {
     const shared = join(scratch, "shared");
-    const backup = () =>
+    // The selection as the preflight resolves it, from the node's start options.
+    const backup = async () =>
       runLookerBackup({
         home: sim.home,
         instance: "start-options",
+        selection: await selectionFor(sim.home, { nodes: connected.nodes }),
         recipients: [recipient],
         store: new DirStore(join(scratch, "store")),
         consistency: "live",

@@ -19,6 +19,7 @@ import { type ConnectedNodes, connectNodes, type NodeSettings } from "../../src/
 import { LocalHost } from "../../src/remote/local-host.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { selectionFor } from "../helpers/selection.js";
 import { type SimulatedLooker, simulatedLooker } from "../helpers/simulator.js";
 import { lookerUnit, type SystemdStandIn, systemdStandIn } from "../helpers/systemd.js";
 import { ensureLookerUser } from "../helpers/vm.js";
@@ -172,6 +173,7 @@ describe("a systemd-managed Looker", () => {
     await runLookerBackup({
       home: sim.home,
       instance: "under-systemd",
+      selection: await selectionFor(sim.home, { nodes: [node] }),
       recipients: [recipient],
       store: new DirStore(join(scratch, "store")),
       consistency: "stopped",

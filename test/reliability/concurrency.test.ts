@@ -11,15 +11,18 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { BackupSelection } from "../../src/engine/backup.js";
 import { type LookerJobRequest, runLookerBackup } from "../../src/engine/looker-job.js";
 import { LookerBackupError } from "../../src/errors.js";
 import { DirStore } from "../../src/store/dir-store.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { cli } from "../helpers/cli.js";
+import { selectionFor } from "../helpers/selection.js";
 import { makeKeyPair, removeWorkspace, workspace } from "./support.js";
 
 let work: string;
 let home: string;
+let selection: BackupSelection;
 let identityFile: string;
 let recipient: string;
 
@@ -28,6 +31,7 @@ beforeAll(async () => {
   ({ identityFile, recipient } = await makeKeyPair(work));
   home = join(work, "home");
   await generateLookerHome({ root: home, seed: 13, sizeBytes: 8 << 20, smallFiles: 100 });
+  selection = await selectionFor(home);
 });
 
 afterAll(() => removeWorkspace(work));
@@ -54,6 +58,7 @@ function job(name: string, extra: Partial<LookerJobRequest> = {}): LookerJobRequ
   return {
     home,
     instance: "conc",
+    selection,
     recipients: [recipient],
     store: new DirStore(join(work, `store-${name}`)),
     consistency: "live",
@@ -96,10 +101,12 @@ describe("two backups of one instance", () => {
     // While our run holds the lock (its pre-command runs inside it), a second process tries the same instance.
     const probe = await bundleProbe(
       [
+        'import { resolveSelection } from "./src/engine/backup.js";',
         'import { runLookerBackup } from "./src/engine/looker-job.js";',
         'import { DirStore } from "./src/store/dir-store.js";',
         "try {",
-        `  await runLookerBackup({ home: ${JSON.stringify(home)}, instance: "conc", recipients: [${JSON.stringify(recipient)}],`,
+        `  const selection = await resolveSelection({ home: ${JSON.stringify(home)} }, undefined);`,
+        `  await runLookerBackup({ home: ${JSON.stringify(home)}, instance: "conc", selection, recipients: [${JSON.stringify(recipient)}],`,
         `    store: new DirStore(${JSON.stringify(storeDir)}), consistency: "live", keystoreIndependent: false,`,
         `    nodes: [], lockDirectory: ${JSON.stringify(lockDir)} });`,
         '  console.log("second run succeeded");',

@@ -16,6 +16,7 @@ import { generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
 import { backupArgv, cli, cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
+import { selectionFor } from "../helpers/selection.js";
 import { makeKeyPair, removeWorkspace, runProcess, workspace } from "./support.js";
 
 let work: string;
@@ -85,6 +86,7 @@ describe("a file that vanishes between selection and read", () => {
     let deleted = false;
     const result = await runBackup({
       home,
+      selection: await selectionFor(home),
       instance: "live",
       recipients: [recipient],
       store,
@@ -123,6 +125,7 @@ describe("a file replaced between selection and read", () => {
     let replaced = false;
     const result = await runBackup({
       home,
+      selection: await selectionFor(home),
       instance: "live",
       recipients: [recipient],
       store: new DirStore(join(work, `${name}-store`)),
