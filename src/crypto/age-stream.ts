@@ -12,7 +12,7 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
 import { handOver, releaseWhole } from "../compress/release.js";
-import { IntegrityError } from "../errors.js";
+import { AgeIntegrityError } from "./age-errors.js";
 import { AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH, hkdfSha256 } from "./primitives.js";
 
 export const PAYLOAD_NONCE_LENGTH = 16;
@@ -122,7 +122,8 @@ abstract class ChunkedProcessor {
 
   /** The AEAD nonce of the current chunk. */
   protected nextNonce(last: boolean): Buffer {
-    if (this.#counter >= MAX_CHUNKS) throw new IntegrityError("age payload has too many chunks");
+    if (this.#counter >= MAX_CHUNKS)
+      throw new AgeIntegrityError("payload", "age payload has too many chunks");
     this.#nonce.writeUIntBE(this.#counter, COUNTER_OFFSET, COUNTER_BYTES);
     this.#nonce[AEAD_NONCE_LENGTH - 1] = last ? LAST_CHUNK_FLAG : 0;
     return this.#nonce;
@@ -193,7 +194,7 @@ export class PayloadDecryptor extends ChunkedProcessor {
       decipher.final();
     } catch (error) {
       const which = last ? "final chunk" : `chunk ${this.chunkIndex}`;
-      throw new IntegrityError(`age payload ${which} failed authentication`, CORRUPT_HINT, error);
+      throw this.#failure(`age payload ${which} failed authentication`, error);
     }
     // Committed only after the tag checked out: unauthenticated plaintext never leaves this class.
     const { target, offset } = this.output.reserve(plaintext.length);
@@ -204,15 +205,24 @@ export class PayloadDecryptor extends ChunkedProcessor {
 
   protected processLast(tail: Buffer, chunksDone: number): void {
     if (tail.length === 0 && chunksDone === 0) {
-      throw new IntegrityError("age payload is missing: the input ends after the header", CORRUPT_HINT);
+      throw this.#failure("age payload is missing: the input ends after the header");
     }
     if (tail.length < AEAD_TAG_LENGTH) {
-      throw new IntegrityError("age payload is truncated: the final chunk is incomplete", CORRUPT_HINT);
+      throw this.#failure("age payload is truncated: the final chunk is incomplete");
     }
     if (tail.length === AEAD_TAG_LENGTH && chunksDone > 0) {
       // age never writes an empty final chunk after full ones; accepting it would allow two encodings.
-      throw new IntegrityError("age payload ends with an empty final chunk", CORRUPT_HINT);
+      throw this.#failure("age payload ends with an empty final chunk");
     }
     this.finishLast(tail);
+  }
+
+  /**
+   * The error for a payload that stops authenticating. What did authenticate before it is handed over first, as age
+   * does (and the conformance vectors expect): every released byte was checked, only the rest is withheld.
+   */
+  #failure(message: string, cause?: unknown): AgeIntegrityError {
+    this.output.flush();
+    return new AgeIntegrityError("payload", message, CORRUPT_HINT, cause);
   }
 }

@@ -1,6 +1,6 @@
 /**
  * age v1 encryption as Node streams: the public face of src/crypto.
- * Encrypt writes the header (X25519 recipients, or one scrypt passphrase stanza), the 16-byte payload nonce,
+ * Encrypt writes the header (X25519 or post-quantum recipients, or one scrypt passphrase stanza), the 16-byte payload nonce,
  * then the STREAM payload. Decrypt reads the header from the first bytes, recovers the file key, checks the
  * header MAC, then decrypts. Failures surface as stream errors of the typed classes in src/errors.ts.
  */
@@ -8,7 +8,8 @@
 import { randomBytes } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
 import { releaseHandedOver, releaseWhole } from "../compress/release.js";
-import { InputError, IntegrityError } from "../errors.js";
+import { InputError } from "../errors.js";
+import { AgeIntegrityError } from "./age-errors.js";
 import {
   createHeader,
   DEFAULT_SCRYPT_LOG_N,
@@ -18,12 +19,21 @@ import {
   openHeader,
 } from "./age-file-key.js";
 import { HeaderReader } from "./age-header.js";
-import { parseIdentities, parseRecipient, type X25519Identity, type X25519Recipient } from "./age-keys.js";
+import {
+  type AgeIdentity,
+  type AgeRecipient,
+  checkRecipientMix,
+  parseIdentities,
+  parseRecipient,
+} from "./age-keys.js";
 import { PAYLOAD_NONCE_LENGTH, PayloadDecryptor, PayloadEncryptor, payloadKey } from "./age-stream.js";
 
 export interface AgeEncryptOptions {
-  /** `age1...` recipients (or parsed ones). Must be empty when a passphrase is given. */
-  readonly recipients: readonly (string | X25519Recipient)[];
+  /**
+   * `age1...` or `age1pq1...` recipients (or parsed ones), not both kinds at once (as age refuses). Must be empty
+   * when a passphrase is given.
+   */
+  readonly recipients: readonly (string | AgeRecipient)[];
   /** Encrypt to a passphrase (scrypt) instead; age allows it only as the sole recipient. */
   readonly passphrase?: string | undefined;
   /** scrypt work factor log2(N) for the passphrase; default 18 like `age -p`, at most 22. */
@@ -36,8 +46,8 @@ export interface AgeEncryptOptions {
 }
 
 export interface AgeDecryptOptions {
-  /** Identities: `AGE-SECRET-KEY-1...` strings or identity file texts, or parsed identities. */
-  readonly identities: readonly (string | X25519Identity)[];
+  /** Identities: `AGE-SECRET-KEY-1...` / `AGE-SECRET-KEY-PQ-1...` strings or identity file texts, or parsed ones. */
+  readonly identities: readonly (string | AgeIdentity)[];
   /** The passphrase, for archives encrypted with one. */
   readonly passphrase?: string | undefined;
   /**
@@ -47,7 +57,7 @@ export interface AgeDecryptOptions {
   readonly releaseInput?: boolean | undefined;
 }
 
-const RECIPIENT_HINT = "pass at least one age recipient (age1...), or a passphrase alone";
+const RECIPIENT_HINT = "pass at least one age recipient (age1... or age1pq1...), or a passphrase alone";
 
 function toSealer(options: AgeEncryptOptions): FileKeySealer {
   const { recipients, passphrase } = options;
@@ -62,11 +72,11 @@ function toSealer(options: AgeEncryptOptions): FileKeySealer {
     return { passphrase, logN: checkedLogN(options.scryptLogN ?? DEFAULT_SCRYPT_LOG_N) };
   }
   if (recipients.length === 0) throw new InputError("no age recipients given", RECIPIENT_HINT);
-  return {
-    recipients: recipients.map((recipient, index) =>
-      typeof recipient === "string" ? parseRecipient(recipient, `recipient ${index + 1}`) : recipient,
-    ),
-  };
+  const parsed = recipients.map((recipient, index) =>
+    typeof recipient === "string" ? parseRecipient(recipient, `recipient ${index + 1}`) : recipient,
+  );
+  checkRecipientMix(parsed, "age recipients");
+  return { recipients: parsed };
 }
 
 function checkedLogN(logN: number): number {
@@ -84,7 +94,10 @@ function toOpeners(options: AgeDecryptOptions): FileKeyOpeners {
     typeof identity === "string" ? parseIdentities(identity, `identity ${index + 1}`) : [identity],
   );
   if (identities.length === 0 && options.passphrase === undefined) {
-    throw new InputError("no age identities given", "pass an identity (AGE-SECRET-KEY-1...) or a passphrase");
+    throw new InputError(
+      "no age identities given",
+      "pass an identity (AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1...) or a passphrase",
+    );
   }
   return { identities, passphrase: options.passphrase };
 }
@@ -194,7 +207,8 @@ class AgeDecryptTransform extends Transform {
     runSync(() => {
       if (this.#decryptor !== undefined) return this.#decryptor.end();
       if (this.#fileKey === undefined) this.#headerReader.end();
-      throw new IntegrityError(
+      throw new AgeIntegrityError(
+        "header",
         "age input is truncated: it ends before the payload nonce",
         "the archive is incomplete; restore from another copy",
       );
