@@ -184,6 +184,28 @@ export class PayloadDecryptor extends ChunkedProcessor {
   }
 
   protected processChunk(chunk: Buffer, last: boolean): void {
+    const opened = this.#open(chunk, last);
+    if (opened.plaintext !== undefined) {
+      this.#release(opened.plaintext);
+      return;
+    }
+    // A full-size chunk may be a final one followed by more data, or a non-final one where the input ends: the other
+    // flag tells those from corruption, and what authenticates is released before the error, as age does.
+    const other = chunk.length === CIPHERTEXT_CHUNK_SIZE ? this.#open(chunk, !last).plaintext : undefined;
+    if (other !== undefined) {
+      this.#release(other);
+      throw this.#failure(
+        last
+          ? `age payload is truncated: it ends after chunk ${this.chunkIndex} without a final chunk`
+          : `age payload has data after its final chunk ${this.chunkIndex}`,
+      );
+    }
+    const which = last ? "final chunk" : `chunk ${this.chunkIndex}`;
+    throw this.#failure(`age payload ${which} failed authentication`, opened.error);
+  }
+
+  /** The plaintext of a chunk if it authenticates at this position with this last flag, else the error. */
+  #open(chunk: Buffer, last: boolean): { plaintext?: Buffer; error?: unknown } {
     const decipher = createDecipheriv("chacha20-poly1305", this.#key, this.nextNonce(last), {
       authTagLength: AEAD_TAG_LENGTH,
     });
@@ -193,10 +215,13 @@ export class PayloadDecryptor extends ChunkedProcessor {
     try {
       decipher.final();
     } catch (error) {
-      const which = last ? "final chunk" : `chunk ${this.chunkIndex}`;
-      throw this.#failure(`age payload ${which} failed authentication`, error);
+      return { error };
     }
-    // Committed only after the tag checked out: unauthenticated plaintext never leaves this class.
+    return { plaintext };
+  }
+
+  /** Committed only after the tag checked out: unauthenticated plaintext never leaves this class. */
+  #release(plaintext: Buffer): void {
     const { target, offset } = this.output.reserve(plaintext.length);
     plaintext.copy(target, offset);
     this.output.commit(plaintext.length);
