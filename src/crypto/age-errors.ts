@@ -13,7 +13,9 @@ export type AgeFailure =
   /** A file key was unwrapped, but the header MAC is wrong for it. */
   | "hmac"
   /** The STREAM payload fails to decrypt all the way to its final chunk. */
-  | "payload";
+  | "payload"
+  /** The input is ASCII-armored, and the armor is not strict PEM as age writes it. */
+  | "armor";
 
 export class AgeIntegrityError extends IntegrityError {
   readonly failure: AgeFailure;

@@ -190,12 +190,13 @@ export class HeaderReader {
   #checkStart(buffered: Buffer): void {
     const start = buffered.subarray(0, AGE_VERSION_LINE.length + 1).toString("latin1");
     if (`${AGE_VERSION_LINE}\n`.startsWith(start)) return;
+    // The decrypt stream removes armor before the header is read; this guards a direct caller handed armor.
     // Only claim armor once enough bytes are in to tell; a lone "-" is just not age.
     if (start.length >= "-----BEGIN".length && ARMOR_BEGIN.startsWith(start)) {
       throw new AgeIntegrityError(
         "header",
-        "the input is an ASCII-armored age file, which is not supported",
-        "decrypt it with `age -d`, or encrypt without `-a` (armor)",
+        "the input is an ASCII-armored age file, and the header reader takes binary age",
+        "decode the armor first (createAgeDecryptStream does), or write the file without `age -a`",
       );
     }
     throw new AgeIntegrityError(

@@ -1,14 +1,16 @@
 /**
  * age v1 encryption as Node streams: the public face of src/crypto.
- * Encrypt writes the header (X25519 or post-quantum recipients, or one scrypt passphrase stanza), the 16-byte payload nonce,
- * then the STREAM payload. Decrypt reads the header from the first bytes, recovers the file key, checks the
- * header MAC, then decrypts. Failures surface as stream errors of the typed classes in src/errors.ts.
+ * Encrypt writes the header (X25519 or post-quantum recipients, or one scrypt passphrase stanza), the 16-byte payload
+ * nonce, then the STREAM payload. Decrypt reads the header from the first bytes, recovers the file key, checks the
+ * header MAC, then decrypts; input that is ASCII-armored (`age -a`) is decoded first. Failures surface as stream errors
+ * of the typed classes in src/errors.ts (AgeIntegrityError names the stage that failed).
  */
 
 import { randomBytes } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
 import { releaseHandedOver, releaseWhole } from "../compress/release.js";
 import { InputError } from "../errors.js";
+import { ArmorDecoder, sniffArmor } from "./age-armor.js";
 import { AgeIntegrityError } from "./age-errors.js";
 import {
   createHeader,
@@ -164,6 +166,10 @@ class AgeDecryptTransform extends Transform {
   readonly #openers: FileKeyOpeners;
   readonly #releaseInput: boolean;
   readonly #headerReader = new HeaderReader();
+  /** What the input turned out to be: binary age, or ASCII armor around it; undefined while only whitespace came. */
+  #form: "binary" | ArmorDecoder | undefined;
+  /** The leading whitespace so far, while the form is not known yet. */
+  #sniffed = Buffer.alloc(0);
   #fileKey: Buffer | undefined;
   /** Bytes after the header while the 16-byte payload nonce is still incomplete. */
   #nonceBytes = Buffer.alloc(0);
@@ -192,19 +198,54 @@ class AgeDecryptTransform extends Transform {
     this.#decryptor = decryptor;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    const decryptor = this.#decryptor;
-    if (decryptor !== undefined) runSync(() => this.#decrypt(decryptor, chunk), callback);
-    else settle(this.#readPreamble(chunk), () => {}, callback);
+  /** The binary age bytes a chunk of input holds: itself, or what its armor decodes to. */
+  #binary(chunk: Buffer): Buffer | undefined {
+    if (this.#form === "binary") return chunk;
+    if (this.#form !== undefined) return this.#form.push(chunk);
+    const bytes = this.#sniffed.length === 0 ? chunk : Buffer.concat([this.#sniffed, chunk]);
+    const form = sniffArmor(bytes);
+    if (form === undefined) {
+      this.#sniffed = Buffer.from(bytes); // a copy: the producer may reuse its buffer
+      return undefined;
+    }
+    this.#sniffed = Buffer.alloc(0);
+    this.#form = form === "binary" ? "binary" : new ArmorDecoder();
+    return this.#form === "binary" ? bytes : this.#form.push(bytes);
   }
 
-  #decrypt(decryptor: PayloadDecryptor, chunk: Buffer): void {
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const decryptor = this.#decryptor;
+    if (decryptor !== undefined && this.#form === "binary") {
+      runSync(() => this.#decrypt(decryptor, chunk, this.#releaseInput), callback);
+      return;
+    }
+    let bytes: Buffer | undefined;
+    try {
+      bytes = this.#binary(chunk);
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    if (bytes === undefined || bytes.length === 0) callback();
+    else if (decryptor !== undefined) runSync(() => this.#decrypt(decryptor, bytes, false), callback);
+    else settle(this.#readPreamble(bytes), () => {}, callback);
+  }
+
+  #decrypt(decryptor: PayloadDecryptor, chunk: Buffer, release: boolean): void {
     decryptor.write(chunk); // copies what it keeps back, so the chunk is ours to free now
-    if (this.#releaseInput) releaseWhole(chunk);
+    if (release) releaseWhole(chunk);
   }
 
   override _flush(callback: TransformCallback): void {
-    runSync(() => {
+    let tail: Buffer;
+    try {
+      // Armor must be closed properly; input of whitespace alone is judged as binary (not age).
+      tail = this.#form instanceof ArmorDecoder ? this.#form.end() : this.#sniffed;
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    const finish = () => {
       if (this.#decryptor !== undefined) return this.#decryptor.end();
       if (this.#fileKey === undefined) this.#headerReader.end();
       throw new AgeIntegrityError(
@@ -212,7 +253,15 @@ class AgeDecryptTransform extends Transform {
         "age input is truncated: it ends before the payload nonce",
         "the archive is incomplete; restore from another copy",
       );
-    }, callback);
+    };
+    const decryptor = this.#decryptor;
+    if (tail.length === 0) runSync(finish, callback);
+    else if (decryptor !== undefined) {
+      runSync(() => {
+        this.#decrypt(decryptor, tail, false);
+        finish();
+      }, callback);
+    } else settle(this.#readPreamble(tail), finish, callback);
   }
 }
 

@@ -220,4 +220,26 @@ describe("age CLI interop", () => {
       await expect(decrypting).rejects.toThrow(/unknown identity type/);
     }
   });
+
+  it("we decrypt what age -a armors, whole or in pieces that split its lines", async () => {
+    const keyFile = join(dir, "armor-key.txt");
+    await run("age-keygen", ["-o", keyFile]);
+    const recipient = (await run("age-keygen", ["-y", keyFile])).trim();
+    const identityText = await readFile(keyFile, "utf8");
+    for (const size of [0, 1, 65_537]) {
+      const plain = await writeRandom(`armor-plain-${size}`, size);
+      await run("age", ["-a", "-r", recipient, "-o", `${plain}.age.asc`, plain]);
+      expect(
+        (await readFile(`${plain}.age.asc`, "latin1")).startsWith("-----BEGIN AGE ENCRYPTED FILE-----\n"),
+      ).toBe(true);
+      await ourDecrypt(`${plain}.age.asc`, `${plain}.out`, { identities: [identityText] });
+      await expectSameBytes(`${plain}.out`, plain);
+      await pipeline(
+        createReadStream(`${plain}.age.asc`, { highWaterMark: 7 }),
+        createAgeDecryptStream({ identities: [identityText] }),
+        createWriteStream(`${plain}.pieces.out`),
+      );
+      await expectSameBytes(`${plain}.pieces.out`, plain);
+    }
+  });
 });

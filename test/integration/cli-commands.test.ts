@@ -231,7 +231,7 @@ describe("post-quantum recipients (age1pq1)", () => {
     expect((await cli("keygen", "--pq", "--signing", "--output", join(work, "pq-sign"))).code).toBe(2);
   });
 
-  it("backup to an age1pq1 recipient; verify and restore with the PQ identity file", async () => {
+  it("backup to an age1pq1 recipient; verify (armored too) and restore with the PQ identity file", async () => {
     const identityFile = join(work, "pq-backup-id.txt");
     const { recipient } = await cliJson<{ recipient: string }>("keygen", "--pq", "--output", identityFile);
     const out = join(work, "pq-store");
@@ -261,6 +261,15 @@ describe("post-quantum recipients (age1pq1)", () => {
     );
     expect(restored.code, restored.stderr).toBe(0);
     expect((await readdir(target)).length).toBeGreaterThan(0);
+    // The same archive ASCII-armored (as `age -a` writes it: 64 columns, padded base64) verifies too.
+    const lines = (await readFile(made.archive)).toString("base64").match(/.{1,64}/g) ?? [];
+    const armored = join(work, "pq-armored.tar.zst.age");
+    await writeFile(
+      armored,
+      `-----BEGIN AGE ENCRYPTED FILE-----\n${lines.join("\n")}\n-----END AGE ENCRYPTED FILE-----\n`,
+    );
+    const verifiedArmor = await cli("verify", "--archive", armored, "--identity", identityFile);
+    expect(verifiedArmor.code, verifiedArmor.stderr).toBe(0);
     // An X25519 identity of nobody's is told apart from a damaged archive: no identity matched (exit 4).
     const stranger = join(work, "pq-stranger.txt");
     await cliJson("keygen", "--output", stranger);
