@@ -8,8 +8,8 @@
  * is the ML-KEM ciphertext (1088) || the ephemeral X25519 share (32). The shared secret is
  * SHA3-256(ss_mlkem || ss_x25519 || share || recipient_x25519 || "\.//^\"), so it holds while either half does.
  */
-// A namespace import: a Node.js without ML-KEM lacks encapsulate/decapsulate, and named imports of them would
-// fail the whole program at load time instead of only post-quantum keys, with a clear error.
+// A namespace import: a Node.js 24 before 24.7 lacks encapsulate/decapsulate, and named imports of them would fail
+// the whole program at load time, where only post-quantum keys need them (and say so, see mlkemUnavailable).
 import * as nodeCrypto from "node:crypto";
 import { createHash, createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { InputError } from "../errors.js";
@@ -53,7 +53,7 @@ function mlkemUnavailable(error: unknown): InputError {
   );
 }
 
-/** Expands a 32-byte seed into the key pair, as draft-ietf-hpke-pq's DeriveKeyPair from a private seed. */
+/** Expands a 32-byte seed into the key pair, as draft-ietf-hpke-pq (and filippo.io/hpke's NewPrivateKey) does. */
 export function hybridPrivateKey(seed: Uint8Array): HybridPrivateKey {
   const expanded = createHash("shake256", { outputLength: MLKEM_SEED_LENGTH + X25519_KEY_LENGTH })
     .update(seed)
@@ -73,6 +73,13 @@ export function hybridPrivateKey(seed: Uint8Array): HybridPrivateKey {
   const x25519Secret = expanded.subarray(MLKEM_SEED_LENGTH);
   const x25519Public = x25519PublicKey(x25519Secret);
   const spki = createPublicKey(mlkem).export({ format: "der", type: "spki" });
+  // Guard the fixed-layout assumption, as for X25519: another DER layout would shift the key bytes.
+  if (
+    spki.length !== MLKEM_SPKI_PREFIX.length + MLKEM_PUBLIC_KEY_LENGTH ||
+    !spki.subarray(0, MLKEM_SPKI_PREFIX.length).equals(MLKEM_SPKI_PREFIX)
+  ) {
+    throw new Error("unexpected SPKI layout for an ML-KEM-768 key");
+  }
   const publicKey = Buffer.concat([spki.subarray(MLKEM_SPKI_PREFIX.length), x25519Public]);
   return { seed: Buffer.from(seed), mlkem, x25519Secret, x25519Public, publicKey };
 }
