@@ -132,7 +132,7 @@ function drillRequest(get: (name: string) => string, source: FetchedBackup): Dri
   if (identity.trim() === "") {
     throw new InputError(
       "input 'identity' is required",
-      "set it to the age identity (AGE-SECRET-KEY-1...) from a secret",
+      "set it to the age identity (AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1...) from a secret",
     );
   }
   const keyfileIdentity = core.getInput("keyfile-identity");

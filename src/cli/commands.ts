@@ -10,7 +10,7 @@ import { droppedModesWarning } from "../archive/restore-policy.js";
 import type { XattrMode } from "../archive/xattr-index.js";
 import { nodeSettingsOf } from "../config/inputs.js";
 import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
-import { formatIdentityFile, generateIdentity } from "../crypto/age-keys.js";
+import { formatIdentityFile, generateHybridIdentity, generateIdentity } from "../crypto/age-keys.js";
 import { fingerprint, generateSigningKey, publicKeyLine, SIGNATURE_NAMESPACE } from "../crypto/ssh-keys.js";
 import { checkAuthenticity } from "../engine/authenticity.js";
 import { resolveManifest } from "../engine/backup.js";
@@ -40,7 +40,7 @@ const identity = {
   short: "i",
   multiple: true,
   placeholder: "FILE",
-  help: "age identity file (AGE-SECRET-KEY-1...)",
+  help: "age identity file (AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1...)",
 } as const;
 const passphraseEnv = {
   type: "string",
@@ -97,13 +97,13 @@ export const backupCommand: Command = {
         short: "r",
         multiple: true,
         placeholder: "AGE1...",
-        help: "age recipient",
+        help: "age recipient: age1... (X25519) or age1pq1... (post-quantum); the two kinds cannot be mixed",
       },
       "recipients-file": {
         type: "string",
         multiple: true,
         placeholder: "FILE",
-        help: "file of age recipients",
+        help: "file of age recipients, one a line (age1... or age1pq1..., not both)",
       },
       "passphrase-env": passphraseEnv,
       "signing-key": {
@@ -476,14 +476,18 @@ export const keygenCommand: Command = {
   spec: {
     name: "keygen",
     summary:
-      "Create an age identity file (mode 0600) and print its recipient; with --signing, an ed25519 signing key instead.",
-    usage: "looker-backup keygen --output FILE [--signing]",
+      "Create an age identity file (mode 0600) and print its recipient (--pq: post-quantum); with --signing, an ed25519 signing key instead.",
+    usage: "looker-backup keygen --output FILE [--pq | --signing]",
     options: {
       output: {
         type: "string",
         short: "o",
         placeholder: "FILE",
         help: "where to write the identity or signing key (must not exist)",
+      },
+      pq: {
+        type: "boolean",
+        help: "make a post-quantum identity (AGE-SECRET-KEY-PQ-1..., recipient age1pq1...); decrypting needs age 1.3 or newer with stock tools",
       },
       signing: {
         type: "boolean",
@@ -494,8 +498,14 @@ export const keygenCommand: Command = {
   },
   async run(values, context) {
     const output = resolve(requireString(values, "output", "keygen"));
+    if (values.signing && values.pq) {
+      throw new InputError(
+        "keygen: --pq and --signing cannot be combined",
+        "--pq makes an age identity, --signing an ed25519 key",
+      );
+    }
     if (values.signing) return signingKeygen(output, values, context);
-    const generated = generateIdentity();
+    const generated = values.pq ? generateHybridIdentity() : generateIdentity();
     await writeNewKeyFile(output, formatIdentityFile(generated));
     if (values.json)
       context.stdout(`${JSON.stringify({ identityFile: output, recipient: generated.recipient })}\n`);

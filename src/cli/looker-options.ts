@@ -29,7 +29,7 @@ export const lookerOptionSpecs: OptionSpecs = {
     type: "string",
     multiple: true,
     placeholder: "AGE1...",
-    help: "recipient of the key file",
+    help: "recipient of the key file (age1... or age1pq1..., not both)",
   },
   "looker-user": {
     type: "string",

@@ -5,7 +5,7 @@
 
 import { isAbsolute } from "node:path";
 import type { XattrMode } from "../archive/xattr-index.js";
-import { parseRecipient } from "../crypto/age-keys.js";
+import { checkRecipientMix, parseRecipient } from "../crypto/age-keys.js";
 import { parseSigningKey, type SigningKey } from "../crypto/ssh-keys.js";
 import type { ConsistencyChoice } from "../engine/looker-job.js";
 import { InputError } from "../errors.js";
@@ -291,14 +291,15 @@ export function lines(text: string): string[] {
 }
 
 export function recipientList(text: string, input: string, required: boolean): string[] {
-  const recipients = lines(text).map((r, i) => parseRecipient(r, `input '${input}' item ${i + 1}`).text);
+  const recipients = lines(text).map((r, i) => parseRecipient(r, `input '${input}' item ${i + 1}`));
   if (required && recipients.length === 0) {
     throw new InputError(
       `input '${input}' is empty`,
-      "set it to one or more age recipients (age1...) from `looker-backup keygen` or `age-keygen -y`",
+      "set it to one or more age recipients (age1..., or age1pq1... for post-quantum) from `looker-backup keygen [--pq]` or `age-keygen -y`",
     );
   }
-  return recipients;
+  checkRecipientMix(recipients, `input '${input}'`);
+  return recipients.map((recipient) => recipient.text);
 }
 
 export function bool(value: string, input: string): boolean {

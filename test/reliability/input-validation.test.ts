@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { Inputs, readBackupSettings } from "../../src/config/inputs.js";
+import { generateHybridIdentity } from "../../src/crypto/age-keys.js";
 import { InputError } from "../../src/errors.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { runActionEntry } from "../helpers/actions-env.js";
@@ -111,6 +112,22 @@ describe("backup action inputs (readBackupSettings)", () => {
     expect(() => readBackupSettings(reader({ [Inputs.Passphrase]: "correct horse" }))).toThrow(
       /set only one of 'recipients' and 'passphrase'/,
     );
+  });
+
+  it("takes post-quantum recipients (age1pq1) but not mixed with X25519 ones, in recipients and keyfile-recipients", () => {
+    const pq = [generateHybridIdentity().recipient, generateHybridIdentity().recipient];
+    const settings = readBackupSettings(
+      reader({ [Inputs.Recipients]: pq.join("\n"), [Inputs.KeyfileRecipients]: pq[0]! }),
+    );
+    expect(settings.recipients).toEqual(pq);
+    expect(settings.keyfileRecipients).toEqual([pq[0]]);
+    for (const input of [Inputs.Recipients, Inputs.KeyfileRecipients]) {
+      const mixed = () => readBackupSettings(reader({ [input]: `${pq[0]}, ${recipient}` }));
+      expect(mixed).toThrow(InputError);
+      expect(mixed).toThrow(
+        `input '${input}': post-quantum (age1pq1...) and X25519 (age1...) recipients cannot be mixed`,
+      );
+    }
   });
 
   it("looker-control defaults to auto and looker-unit to looker.service; a bare unit name gets .service", () => {
