@@ -163,6 +163,20 @@ describe("age CLI interop", () => {
     await expectSameBytes(`${plain}.ours.out`, plain);
   });
 
+  it("decrypts a file age -R made for 15,000 recipients: a header over 1 MiB, which age -d takes too", async () => {
+    const ours = generateIdentity();
+    // Recipients of other keys, ours last: every stanza before it is tried and passed over.
+    const others = Array.from({ length: 15_000 }, () => generateIdentity().recipient);
+    const recipientsFile = join(dir, "many-recipients.txt");
+    await writeFile(recipientsFile, `${[...others, ours.recipient].join("\n")}\n`);
+    const plain = await writeRandom("many-plain", 70_000);
+    await run("age", ["-R", recipientsFile, "-o", `${plain}.age`, plain]);
+    const header = (await readFile(`${plain}.age`)).indexOf("\n--- ");
+    expect(header).toBeGreaterThan(1 << 20);
+    await ourDecrypt(`${plain}.age`, `${plain}.out`, { identities: [ours.identity] });
+    await expectSameBytes(`${plain}.out`, plain);
+  });
+
   it("passphrase (scrypt) files interoperate both ways at age's default work factor", async () => {
     const passphrase = "correct horse battery staple";
     for (const size of [0, 65_537]) {
