@@ -2,7 +2,8 @@
 // Times looker-backup against the shell pipeline it replaces, in the same run, on the same deterministic home:
 //   backup:  tar -cf - | zstd -3 -T0 | age -r     vs  looker-backup backup
 //   restore: age -d | zstd -d | tar -x            vs  looker-backup restore (includes catalog verification)
-// and prints MB/s, our/shell ratio, CPU seconds (user + system) of each, compression ratio and our peak RSS.
+// and prints MB/s, our/shell ratio, CPU seconds (user + system) of each, compression ratio and our peak RSS; and in
+// the same rounds restic and borg (a first backup into an empty repository, a full restore) side by side with ours.
 // Archives go to --out-dir and restores to --restore-dir (default: the work directory); a tmpfs such as /dev/shm
 // takes the disk out of it. On a disk, ours pays for durability the shell does not: the dir store fsyncs the archive
 // (and its directory) before it reports success, while `> file` leaves the data to the kernel's writeback.
@@ -45,11 +46,13 @@ function parseSize(text) {
 }
 
 function requireTools() {
-  const missing = ["tar", "zstd", "age", "age-keygen", "bash", "/usr/bin/time"].filter(
+  const missing = ["tar", "zstd", "age", "age-keygen", "bash", "/usr/bin/time", "restic", "borg"].filter(
     (t) => spawnSync("which", [t]).status !== 0,
   );
   if (missing.length)
-    throw new Error(`bench needs ${missing.join(", ")}: apt-get install -y tar zstd age time`);
+    throw new Error(
+      `bench needs ${missing.join(", ")}: apt-get install -y tar zstd age time restic borgbackup`,
+    );
 }
 
 /**
@@ -116,6 +119,8 @@ async function benchOne(label, home, keys) {
     peakBackup: 0,
     peakRestore: 0,
     cpu: { shellBackup: [], oursBackup: [], shellRestore: [], oursRestore: [] },
+    /** restic and borg: a first backup into an empty repository and a full restore, each round. */
+    peers: {},
   };
   const restoreRoot = values["restore-dir"] ?? out;
   let shellArchive = 0;
@@ -167,7 +172,27 @@ async function benchOne(label, home, keys) {
       "--json",
       "--quiet",
     ]);
+    await rm(oursTarget, { recursive: true, force: true });
+    const peers = await peersOnce(home, out, restoreRoot);
     if (round === 0) continue; // warm-up: page cache, JIT
+    for (const [name, run] of Object.entries(peers)) {
+      rows.peers[name] ??= {
+        backup: [],
+        restore: [],
+        cpuBackup: [],
+        cpuRestore: [],
+        peakBackup: 0,
+        peakRestore: 0,
+      };
+      const row = rows.peers[name];
+      row.backup.push(run.backup.ms);
+      row.restore.push(run.restore.ms);
+      row.cpuBackup.push(run.backup.cpuS);
+      row.cpuRestore.push(run.restore.cpuS);
+      row.peakBackup = Math.max(row.peakBackup, run.backup.peakKb);
+      row.peakRestore = Math.max(row.peakRestore, run.restore.peakKb);
+      row.repoBytes = run.repoBytes;
+    }
     rows.shellBackup.push(sb.ms);
     rows.oursBackup.push(ob.ms);
     rows.shellRestore.push(sr.ms);
@@ -189,11 +214,61 @@ async function benchOne(label, home, keys) {
     cpuS: Object.fromEntries(Object.entries(rows.cpu).map(([k, list]) => [k, median(list)])),
     ratio: { shell: home.bytes / shellArchive, ours: home.bytes / oursArchive },
     peakRssMiB: { backup: rows.peakBackup / 1024, restore: rows.peakRestore / 1024 },
+    peers: Object.fromEntries(
+      Object.entries(rows.peers).map(([name, row]) => [
+        name,
+        {
+          backup: mbps(median(row.backup)),
+          restore: mbps(median(row.restore)),
+          cpuS: { backup: median(row.cpuBackup), restore: median(row.cpuRestore) },
+          ratio: home.bytes / row.repoBytes,
+          peakRssMiB: { backup: row.peakBackup / 1024, restore: row.peakRestore / 1024 },
+        },
+      ]),
+    ),
   };
   await rm(out, { recursive: true, force: true });
   await rm(path.join(restoreRoot, "shell-restore"), { recursive: true, force: true });
   await rm(path.join(restoreRoot, "ours-restore"), { recursive: true, force: true });
   return result;
+}
+
+/**
+ * restic and borg as a user would run them instead: a first backup into an empty, encrypted repository (created
+ * untimed) and a full restore. restic 0.14 compresses with its default (zstd, "auto"); borg is asked for zstd level 3,
+ * the level ours and the shell use.
+ */
+async function peersOnce(home, out, restoreRoot) {
+  const env = {
+    ...process.env,
+    RESTIC_PASSWORD: "bench",
+    BORG_PASSPHRASE: "bench",
+    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: "yes",
+  };
+  const results = {};
+  const resticRepo = path.join(out, "restic");
+  const target = path.join(restoreRoot, "peer-restore");
+  spawnSync("restic", ["init", "-q", "--repo", resticRepo], { env });
+  const rb = await timed("restic", ["-r", resticRepo, "backup", "-q", "."], { env, cwd: home.home });
+  await rm(target, { recursive: true, force: true });
+  const rr = await timed("restic", ["-r", resticRepo, "restore", "latest", "-q", "--target", target], {
+    env,
+  });
+  results.restic = { backup: rb, restore: rr, repoBytes: await duSize(resticRepo) };
+  await rm(target, { recursive: true, force: true });
+  await rm(resticRepo, { recursive: true, force: true });
+  const borgRepo = path.join(out, "borg");
+  spawnSync("borg", ["init", "-e", "repokey", borgRepo], { env });
+  const bb = await timed("borg", ["create", "--compression", "zstd,3", `${borgRepo}::bench`, "."], {
+    env,
+    cwd: home.home,
+  });
+  await mkdir(target, { recursive: true });
+  const br = await timed("borg", ["extract", `${borgRepo}::bench`], { env, cwd: target });
+  results.borg = { backup: bb, restore: br, repoBytes: await duSize(borgRepo) };
+  await rm(target, { recursive: true, force: true });
+  await rm(borgRepo, { recursive: true, force: true });
+  return results;
 }
 
 /** Our backup and restore of `home`, once, to `recipient` / with `identity`; the timings and the archive's header size. */
@@ -348,6 +423,24 @@ function pqTable(results, cost) {
   return lines.join("\n");
 }
 
+/** Ours against restic and borg, on the same homes in the same run (ratios > 1: ours is faster). */
+function peersTable(results) {
+  const f = (n) => n.toFixed(0);
+  const lines = [
+    "| case | backup MB/s ours / restic / borg | ours vs restic / borg | backup CPU s ours / restic / borg | restore MB/s ours / restic / borg | ours vs restic / borg | restore CPU s ours / restic / borg | ratio ours / restic / borg | peak RSS MiB backup, restore: ours / restic / borg |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const r of results) {
+    const { restic, borg } = r.peers;
+    if (!restic || !borg) continue;
+    const x = (a, b) => `${(a / b).toFixed(2)}x`;
+    lines.push(
+      `| ${r.label} | ${f(r.backup.ours)} / ${f(restic.backup)} / ${f(borg.backup)} | ${x(r.backup.ours, restic.backup)} / ${x(r.backup.ours, borg.backup)} | ${r.cpuS.oursBackup.toFixed(1)} / ${restic.cpuS.backup.toFixed(1)} / ${borg.cpuS.backup.toFixed(1)} | ${f(r.restore.ours)} / ${f(restic.restore)} / ${f(borg.restore)} | ${x(r.restore.ours, restic.restore)} / ${x(r.restore.ours, borg.restore)} | ${r.cpuS.oursRestore.toFixed(1)} / ${restic.cpuS.restore.toFixed(1)} / ${borg.cpuS.restore.toFixed(1)} | ${r.ratio.ours.toFixed(2)} / ${restic.ratio.toFixed(2)} / ${borg.ratio.toFixed(2)} | ${f(r.peakRssMiB.backup)}, ${f(r.peakRssMiB.restore)} / ${f(restic.peakRssMiB.backup)}, ${f(restic.peakRssMiB.restore)} / ${f(borg.peakRssMiB.backup)}, ${f(borg.peakRssMiB.restore)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
 function table(results) {
   const f = (n) => n.toFixed(0).padStart(6);
   const cpu = (shell, ours) => `${shell.toFixed(1)} / ${ours.toFixed(1)}`;
@@ -404,7 +497,9 @@ const restoreTo = [
   values["restore-dir"] ? `restores into ${values["restore-dir"]}` : "restores into the work directory",
 ].join(", ");
 const header = `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${commit}; median of ${rounds} rounds, warm cache; ${restoreTo}.`;
-const body = values.pq ? pqTable(results, await headerCost(keys, pqKeys)) : table(results);
+const body = values.pq
+  ? pqTable(results, await headerCost(keys, pqKeys))
+  : `${table(results)}\n\nThe same homes, in the same rounds, against restic and borg:\n\n${peersTable(results)}`;
 const report = `${header}\n\n${body}\n`;
 process.stdout.write(report);
 if (values["write-results"]) await recordResults(report);
