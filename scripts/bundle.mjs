@@ -91,6 +91,14 @@ export async function bundleStandalone(outfile) {
     entryPoints: ["src/entry/standalone-cli.ts"],
     outfile,
     format: "cjs",
+    // Dependencies written as ES modules (@azure/storage-common, under @actions/artifact) call
+    // createRequire(import.meta.url) as they load; CommonJS has no import.meta, so it is the script's own file.
+    define: {
+      "import.meta.url": "__lbImportMetaUrl",
+      "import.meta.filename": "__filename",
+      "import.meta.dirname": "__dirname",
+    },
+    banner: { js: 'const __lbImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
   });
 }
 
