@@ -2,15 +2,17 @@
  * The standalone binary (npm run build:sea: the CLI as a Node single executable application) on a machine without
  * Node: every command runs from the binary alone with no `node` on PATH (worker threads from source text, ssh2's
  * pure-JS crypto, the bundled dependencies), and fails with the same exit codes and messages as `node dist/cli.js`.
- * The binary is built once per run (or kept, when build/sea holds one built from the same inputs).
+ * The binary is built once per run (or kept, when build/sea holds one built from the same inputs), and the release's
+ * dry run (scripts/release.mjs) packs that same binary.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BINARY_NAME, buildSea } from "../../scripts/build-sea.mjs";
+import { NOTES, RUNBOOK, release, releaseNotes, SUMS } from "../../scripts/release.mjs";
 import { type GeneratedLookerHome, generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
 import { freePort } from "../helpers/free-port.js";
@@ -313,6 +315,34 @@ describe.skipIf(missing !== undefined && !process.env["CI"])("the standalone bin
     it("the codes are the documented ones", async () => {
       const codes = await Promise.all(cases.map(async ([, argv]) => (await sea(...argv())).code));
       expect(codes).toEqual([2, 2, 2, 2, 2, 2, 4, 4]);
+    });
+  });
+
+  describe("npm run release:dry", () => {
+    it("packs the binary, the runbook, SHA256SUMS over both and the Unreleased notes into one folder", async () => {
+      const out = join(work, "release");
+      // dist/ is checked against the sources by CI and by the release itself; here only what the release adds.
+      await release({ outDir: out, checkDist: false, log: () => {} });
+      expect((await readdir(out)).sort()).toEqual([BINARY_NAME, NOTES, RUNBOOK, SUMS].sort());
+      expect(execFileSync("sha256sum", ["-c", SUMS], { cwd: out, encoding: "utf8" })).toBe(
+        `${RUNBOOK}: OK\n${BINARY_NAME}: OK\n`,
+      );
+      const built = await readFile(`${binary}.sha256`, "utf8");
+      expect(await readFile(join(out, SUMS), "utf8")).toContain(built);
+      const changelog = await readFile(join(ROOT, "CHANGELOG.md"), "utf8");
+      expect(await readFile(join(out, NOTES), "utf8")).toBe(releaseNotes(changelog, "Unreleased"));
+      expect((await run(join(out, BINARY_NAME), ["--help"])).code).toBe(0);
+    });
+
+    it("refuses a tag that is not the version package.json and src/version.ts carry, before building", async () => {
+      const out = join(work, "release-wrong-tag");
+      const { version } = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as {
+        version: string;
+      };
+      await expect(release({ tag: "v99.0.0", outDir: out, checkDist: false, log: () => {} })).rejects.toThrow(
+        `the tag says 99.0.0, but package.json says ${version}`,
+      );
+      expect(existsSync(out)).toBe(false);
     });
   });
 });
