@@ -36,8 +36,8 @@ export function sha256Hex(bytes) {
 
 /**
  * Builds the binary into `outDir` and returns its path, sha256 and size. When the binary there was built from the
- * same inputs (the bundled script, the Node binary, the SEA configuration) and still has the digest recorded for
- * it, it is kept: the build is deterministic, so rebuilding would write the same bytes, slowly (~130 MB).
+ * same inputs (the bundled script, the Node binary, the SEA configuration, this script and postject) and still has
+ * the digest recorded for it, it is kept: the build is deterministic, so rebuilding would write the same bytes, slowly (~130 MB).
  */
 export async function buildSea(outDir = join(ROOT, "build", "sea"), { log = console.log } = {}) {
   if (process.platform !== "linux" || process.arch !== "x64") {
@@ -52,9 +52,11 @@ export async function buildSea(outDir = join(ROOT, "build", "sea"), { log = cons
   await bundleStandalone(main);
 
   const blob = join(work, "sea-prep.blob");
+  // Relative paths, resolved in `work`: the blob records the main script's name (stack traces show it), and an
+  // absolute one would make the binary depend on where the checkout is.
   const config = {
-    main,
-    output: blob,
+    main: basename(main),
+    output: basename(blob),
     disableExperimentalSEAWarning: true,
     // V8's code cache would start the binary faster (`--help` ~0.2 s instead of ~0.33 s at best, on a busy 2-core VM),
     // but the cache differs from build to build. Without it the same sources and lockfile make the same binary, byte
@@ -68,7 +70,11 @@ export async function buildSea(outDir = join(ROOT, "build", "sea"), { log = cons
     node: node.version,
     nodeSha256: sha256Hex(await readFile(node.path)),
     mainSha256: sha256Hex(await readFile(main)),
-    config: { ...config, main: basename(main), output: basename(blob) },
+    config,
+    // The procedure itself: a change to this script or to postject builds anew.
+    scriptSha256: sha256Hex(await readFile(import.meta.filename)),
+    postject: JSON.parse(await readFile(join(ROOT, "node_modules", "postject", "package.json"), "utf8"))
+      .version,
   })}\n`;
   const previous = await reuse(binary, inputsFile, inputs);
   if (previous) {
@@ -78,7 +84,7 @@ export async function buildSea(outDir = join(ROOT, "build", "sea"), { log = cons
 
   const configFile = join(work, "sea-config.json");
   await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
-  run(node.path, ["--experimental-sea-config", configFile]);
+  run(node.path, ["--experimental-sea-config", basename(configFile)], work);
 
   const partial = `${binary}.partial`;
   await rm(partial, { force: true });
@@ -108,8 +114,8 @@ async function reuse(binary, inputsFile, inputs) {
   }
 }
 
-function run(command, args) {
-  const result = spawnSync(command, args, { stdio: ["ignore", "inherit", "inherit"] });
+function run(command, args, cwd) {
+  const result = spawnSync(command, args, { cwd, stdio: ["ignore", "inherit", "inherit"] });
   if (result.error) throw result.error;
   if (result.status !== 0) throw new Error(`${command} ${args.join(" ")} exited ${result.status}`);
 }
