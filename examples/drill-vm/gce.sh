@@ -15,7 +15,8 @@
 #   DRILL_ADDRESS                          external (default) or internal, for a runner in the same network
 #   DRILL_HOST_KEY, DRILL_AUTHORIZED_KEY   see common.sh (required for create)
 #   DRILL_DISK_GB, DRILL_PACKAGES, DRILL_READY_TIMEOUT, DRILL_STATE_DIR: see common.sh
-# The VM is labelled looker-backup=drill and looker-drill-run=<workflow run>.
+# The VM is labelled looker-backup=drill and looker-drill-run=<workflow run>. It gets no service account: the
+# restored Looker has no credentials for the project, and creating it needs no permission to act as one.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "$0")/common.sh"
@@ -47,6 +48,7 @@ create() {
     --labels "${DRILL_LABEL_KEY}=${DRILL_LABEL_VALUE},looker-drill-run=$(printf '%s' "$DRILL_RUN" | tr '[:upper:]' '[:lower:]')" \
     --tags "${DRILL_GCE_NETWORK_TAGS:-looker-drill}" \
     --metadata-from-file "startup-script=$script" \
+    --no-service-account --no-scopes \
     "${subnet[@]}" >&2
   if [ "$DRILL_ADDRESS" = internal ]; then
     field='networkInterfaces[0].networkIP'
