@@ -37,7 +37,8 @@ export function sha256Hex(bytes) {
 /**
  * Builds the binary into `outDir` and returns its path, sha256 and size. When the binary there was built from the
  * same inputs (the bundled script, the Node binary, the SEA configuration, this script and postject) and still has
- * the digest recorded for it, it is kept: the build is deterministic, so rebuilding would write the same bytes, slowly (~130 MB).
+ * the digest recorded for it, it is kept: the build is deterministic, so rebuilding would write the same bytes,
+ * slowly (~130 MB).
  */
 export async function buildSea(outDir = join(ROOT, "build", "sea"), { log = console.log } = {}) {
   if (process.platform !== "linux" || process.arch !== "x64") {

@@ -1,7 +1,7 @@
 // Bundles each entry point into one self-contained ESM file under dist/ (what action.yml and the CLI `bin` run),
 // and the CLI into one CommonJS file for the standalone binary (scripts/build-sea.mjs).
 import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { build } from "esbuild";
 
 export const entries = {
@@ -22,6 +22,8 @@ const WHERE_TO_GET_NODE = {
 };
 
 const shared = {
+  // Paths (entries, and the module comments in the output) are the repository's, wherever this runs from.
+  absWorkingDir: resolve(import.meta.dirname, ".."),
   bundle: true,
   platform: "node",
   target: `node${NODE_MAJOR}`,
@@ -56,7 +58,8 @@ function versionGate(name) {
   ].join("\n");
 }
 
-export async function bundle(outdir = "dist") {
+export async function bundle(dir = "dist") {
+  const outdir = resolve(dir);
   await build({
     ...shared,
     entryPoints: Object.fromEntries(Object.entries(entries).map(([name, src]) => [`${name}.bundle`, src])),
@@ -89,7 +92,7 @@ export async function bundleStandalone(outfile) {
   await build({
     ...shared,
     entryPoints: ["src/entry/standalone-cli.ts"],
-    outfile,
+    outfile: resolve(outfile),
     format: "cjs",
     // Dependencies written as ES modules (@azure/storage-common, under @actions/artifact) call
     // createRequire(import.meta.url) as they load; CommonJS has no import.meta, so it is the script's own file.
