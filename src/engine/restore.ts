@@ -5,8 +5,8 @@
  * failure removes the staging directory and leaves the target, the rootfs and the dumps' directory as they were.
  */
 import { ReadStream } from "node:fs";
-import { mkdir, mkdtemp, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
+import { rm } from "node:fs/promises";
+import { resolve } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
@@ -25,6 +25,7 @@ import { InputError, LookerBackupError } from "../errors.js";
 import { DigestCheck, type SignedDigest } from "./authenticity.js";
 import { Placement, stagedRoot } from "./placement.js";
 import { lockTarget } from "./restore-lock.js";
+import { inspectTarget, makeStaging, removeStaleStaging, swapIntoPlace } from "./target-swap.js";
 
 export interface DecryptionKeys {
   readonly identities: readonly string[];
@@ -153,6 +154,10 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
   const lock = await lockTarget(target);
   const warnings: string[] = [];
   try {
+    // Holding the lock, nothing else restores this target: a staging directory here is an interrupted restore's.
+    for (const stale of await removeStaleStaging(target)) {
+      warnings.push(`removed ${stale}, the staging directory of an interrupted restore of this target`);
+    }
     const targetState = await inspectTarget(target);
     if (targetState === "non-empty" && !request.force) {
       throw new InputError(
@@ -160,7 +165,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
         "restore into an empty or new directory, or pass --force to keep the current content as <target>.pre-restore-<time>",
       );
     }
-    const staging = await mkdtemp(join(dirname(target), `.${basename(target)}.restore-`));
+    const { staging, inside } = await makeStaging(target, targetState);
     let succeeded = false;
     try {
       const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
@@ -180,7 +185,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
         await placement.planMysql(await stagedRoot(staging, "mysql"), request.mysqlDir ?? `${target}.mysql`);
         await placement.prepare();
         await placement.commit();
-        const previousContent = await swapIntoPlace(stagedHome, target, targetState, now());
+        const previousContent = await swapIntoPlace(stagedHome, target, targetState, now(), inside);
         succeeded = true;
         warnings.push(...(await placement.finish()));
         return {
@@ -207,57 +212,4 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
   } finally {
     await lock.release(warnings);
   }
-}
-
-type TargetState = "missing" | "empty" | "non-empty";
-
-async function inspectTarget(target: string): Promise<TargetState> {
-  try {
-    const info = await stat(target);
-    if (!info.isDirectory()) {
-      throw new InputError(
-        `target ${target} exists and is not a directory`,
-        "choose a directory as --target",
-      );
-    }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return "missing";
-    throw error;
-  }
-  return (await readdir(target)).length === 0 ? "empty" : "non-empty";
-}
-
-/** Two renames on one filesystem; if the second fails, the first is undone so the target is as it was. */
-async function swapIntoPlace(
-  staged: string,
-  target: string,
-  state: TargetState,
-  at: Date,
-): Promise<string | undefined> {
-  if (state === "missing") {
-    await rename(staged, target);
-    return undefined;
-  }
-  if (state === "empty") {
-    await rmdir(target);
-    try {
-      await rename(staged, target);
-    } catch (error) {
-      await mkdir(target);
-      throw error;
-    }
-    return undefined;
-  }
-  const kept = `${target}.pre-restore-${at
-    .toISOString()
-    .replace(/[-:]/g, "")
-    .replace(/\.\d{3}Z$/, "Z")}`;
-  await rename(target, kept);
-  try {
-    await rename(staged, target);
-  } catch (error) {
-    await rename(kept, target);
-    throw error;
-  }
-  return kept;
 }
