@@ -310,6 +310,7 @@ export const restoreCommand: Command = {
       keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
       xattrs: xattrModeOf(values, command) !== "false",
       onProgress: progress && ((p) => progress.update(p.bytes, total)),
+      ...(context.signal ? { signal: context.signal } : {}),
     });
     reportAuthenticity(authenticity, context);
     for (const warning of result.warnings) context.stderr(`warning: ${warning}\n`);
@@ -369,6 +370,7 @@ export const verifyCommand: Command = {
       {
         keepPrivilegedModes: keepPrivileged,
         ...(authenticity.checked ? { signed: authenticity.signed } : {}),
+        ...(context.signal ? { signal: context.signal } : {}),
       },
     );
     // Verify tells what a restore with the same flags would not write as archived.

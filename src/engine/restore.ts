@@ -21,7 +21,7 @@ import { droppedModesWarning } from "../archive/restore-policy.js";
 import { StagingSink } from "../archive/staging-sink.js";
 import { createZstdDecompressStream } from "../compress/zstd-decompress.js";
 import { createAgeDecryptStream } from "../crypto/age.js";
-import { InputError, LookerBackupError } from "../errors.js";
+import { CancelledError, InputError, LookerBackupError } from "../errors.js";
 import { DigestCheck, type SignedDigest } from "./authenticity.js";
 import { Placement, stagedRoot } from "./placement.js";
 import { lockTarget } from "./restore-lock.js";
@@ -35,6 +35,8 @@ export interface DecryptionKeys {
 /** What the archive's checked signature covers (authenticity.ts): the bytes read must hash to it. */
 export interface ReadOptions extends ExtractOptions {
   readonly signed?: SignedDigest;
+  /** SIGINT/SIGTERM: stops reading at once; the caller's clean-up (staging) runs as on any failure. */
+  readonly signal?: AbortSignal;
 }
 
 export interface RestoreRequest {
@@ -53,6 +55,8 @@ export interface RestoreRequest {
   /** The digest the archive's checked signature covers; the restore fails before placing anything if it differs. */
   readonly signed?: SignedDigest;
   readonly onProgress?: (progress: ExtractProgress) => void;
+  /** Cancels the restore: exit 130, staging removed, the target untouched. */
+  readonly signal?: AbortSignal;
   readonly now?: () => Date;
 }
 
@@ -74,8 +78,9 @@ export async function readArchive(
   keys: DecryptionKeys,
   sink: MemberSink,
   onProgress?: (progress: ExtractProgress) => void,
-  { signed, ...options }: ReadOptions = {},
+  { signed, signal, ...options }: ReadOptions = {},
 ): Promise<ExtractOutcome> {
+  if (signal?.aborted) throw new CancelledError();
   const plaintext = new PassThrough({ highWaterMark: 1 << 20 });
   const decrypt = createAgeDecryptStream({
     identities: [...keys.identities],
@@ -86,9 +91,9 @@ export async function readArchive(
   // The decryptor hands over each output batch; the decompressor copies it into a frame and frees it.
   const decompress = createZstdDecompressStream({ releaseInput: true });
   // With a checked signature, the bytes go through its digest on their way to the decryptor.
-  const decoding = signed
-    ? pipeline(source, new DigestCheck(signed, "the archive"), decrypt, decompress, plaintext)
-    : pipeline(source, decrypt, decompress, plaintext);
+  const stages = signed ? [new DigestCheck(signed, "the archive"), decrypt, decompress] : [decrypt, decompress];
+  // With the signal, an abort destroys every stage: the extractor sees its input fail and stops at once.
+  const decoding = pipeline([source, ...stages, plaintext], signal ? { signal } : {});
   // The extractor sees upstream failures as a destroyed `plaintext`; the pipeline's own rejection is awaited below.
   decoding.catch(() => undefined);
   try {
@@ -99,6 +104,7 @@ export async function readArchive(
   } catch (error) {
     plaintext.destroy();
     source.destroy();
+    if (signal?.aborted) throw new CancelledError();
     throw await rootCause(decoding, error);
   }
 }
@@ -112,7 +118,7 @@ export async function extractToStaging(
   keys: DecryptionKeys,
   staging: string,
   onProgress?: (progress: ExtractProgress) => void,
-  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed"> & { readonly xattrs?: boolean } = {},
+  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed" | "signal"> & { readonly xattrs?: boolean } = {},
 ): Promise<ExtractOutcome & { readonly warnings: string[] }> {
   const { xattrs, ...readOptions } = options;
   const sink = new StagingSink(staging, { xattrs: xattrs ?? true });
@@ -143,7 +149,7 @@ export async function verifyArchive(
   source: Readable,
   keys: DecryptionKeys,
   onProgress?: (p: ExtractProgress) => void,
-  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed"> = {},
+  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed" | "signal"> = {},
 ) {
   return readArchive(source, keys, new VerifySink(), onProgress, options);
 }
@@ -172,7 +178,10 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
         keepPrivilegedModes: request.keepPrivilegedModes ?? false,
         xattrs: request.xattrs ?? true,
         ...(request.signed ? { signed: request.signed } : {}),
+        ...(request.signal ? { signal: request.signal } : {}),
       });
+      // Past this point the restore is placed as one unit; a cancel before it leaves the target as it was.
+      if (request.signal?.aborted) throw new CancelledError();
       const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
       if (dropped !== undefined) warnings.push(dropped);
       warnings.push(...outcome.warnings);
