@@ -91,7 +91,9 @@ export async function readArchive(
   // The decryptor hands over each output batch; the decompressor copies it into a frame and frees it.
   const decompress = createZstdDecompressStream({ releaseInput: true });
   // With a checked signature, the bytes go through its digest on their way to the decryptor.
-  const stages = signed ? [new DigestCheck(signed, "the archive"), decrypt, decompress] : [decrypt, decompress];
+  const stages = signed
+    ? [new DigestCheck(signed, "the archive"), decrypt, decompress]
+    : [decrypt, decompress];
   // With the signal, an abort destroys every stage: the extractor sees its input fail and stops at once.
   const decoding = pipeline([source, ...stages, plaintext], signal ? { signal } : {});
   // The extractor sees upstream failures as a destroyed `plaintext`; the pipeline's own rejection is awaited below.
@@ -118,7 +120,9 @@ export async function extractToStaging(
   keys: DecryptionKeys,
   staging: string,
   onProgress?: (progress: ExtractProgress) => void,
-  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed" | "signal"> & { readonly xattrs?: boolean } = {},
+  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed" | "signal"> & {
+    readonly xattrs?: boolean;
+  } = {},
 ): Promise<ExtractOutcome & { readonly warnings: string[] }> {
   const { xattrs, ...readOptions } = options;
   const sink = new StagingSink(staging, { xattrs: xattrs ?? true });
