@@ -22,7 +22,7 @@ export function namesToPrune(
   if (!prunes(policy)) return [];
   const newestFirst = [...archives].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
   const kept = new Set<StoredObject>();
-  newestFirst.slice(0, policy.keepLast ?? 0).forEach((archive) => kept.add(archive));
+  for (const archive of newestFirst.slice(0, policy.keepLast ?? 0)) kept.add(archive);
   if (policy.keepDays !== undefined) {
     const cutoff = now.getTime() - policy.keepDays * 86_400_000;
     for (const archive of newestFirst) if (archive.createdAt.getTime() >= cutoff) kept.add(archive);
