@@ -7,12 +7,22 @@ import { isAbsolute } from "node:path";
 import type { XattrMode } from "../archive/xattr-index.js";
 import { checkRecipientMix, parseRecipient } from "../crypto/age-keys.js";
 import { parseSigningKey, type SigningKey } from "../crypto/ssh-keys.js";
+import {
+  DEFAULT_BOOT_TIMEOUT_SECONDS,
+  DEFAULT_COMPRESSION_LEVEL,
+  DEFAULT_LOOKER_UNIT,
+  DEFAULT_RETENTION_DAYS,
+  DEFAULT_WEB_PORT,
+  MAX_COMPRESSION_LEVEL,
+  MAX_RETENTION_DAYS,
+  MIN_COMPRESSION_LEVEL,
+} from "../defaults.js";
 import type { ConsistencyChoice } from "../engine/looker-job.js";
 import { InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
 import type { NodeSettings } from "../looker/nodes.js";
 import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
-import { checkedUnitName, DEFAULT_LOOKER_UNIT, type LookerControlChoice } from "../looker/systemd.js";
+import { checkedUnitName, type LookerControlChoice } from "../looker/systemd.js";
 import type { MysqlConnection } from "../mysql/connection.js";
 import { parseLookerEnv } from "../runtime/child-env.js";
 import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
@@ -246,8 +256,14 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     ...(sshKey ? { sshKey } : {}),
     knownHosts: read(Inputs.KnownHosts),
     acceptNewHostKeys: bool(get(Inputs.SshAcceptNewHostKeys), Inputs.SshAcceptNewHostKeys),
-    webPort: integer(get(Inputs.WebPort) || "9999", Inputs.WebPort, 1, 65535),
-    bootTimeoutMs: integer(get(Inputs.BootTimeout) || "600", Inputs.BootTimeout, 1, 86_400) * 1000,
+    webPort: integer(get(Inputs.WebPort) || String(DEFAULT_WEB_PORT), Inputs.WebPort, 1, 65535),
+    bootTimeoutMs:
+      integer(
+        get(Inputs.BootTimeout) || String(DEFAULT_BOOT_TIMEOUT_SECONDS),
+        Inputs.BootTimeout,
+        1,
+        86_400,
+      ) * 1000,
     mysql: mysqlOf(optional),
     ...(window
       ? {
@@ -263,7 +279,12 @@ export function readBackupSettings(read: InputReader): BackupSettings {
     ...(optional(Inputs.PreCommand) ? { preCommand: read(Inputs.PreCommand) } : {}),
     ...(optional(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {}),
     store: storeOf(get),
-    compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
+    compressionLevel: integer(
+      get(Inputs.CompressionLevel) || String(DEFAULT_COMPRESSION_LEVEL),
+      Inputs.CompressionLevel,
+      MIN_COMPRESSION_LEVEL,
+      MAX_COMPRESSION_LEVEL,
+    ),
     xattrs: oneOf(get(Inputs.Xattrs) || "auto", ["auto", "true", "false"] as const, Inputs.Xattrs),
     skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
     onWarnings: oneOf(
@@ -377,8 +398,6 @@ function mysqlOf(optional: (name: string) => string | undefined): Partial<MysqlC
   return fields;
 }
 
-const MAX_RETENTION_DAYS = 400;
-
 function storeOf(get: (name: string) => string): StoreSettings {
   const kind = oneOf(get(Inputs.Store) || "artifact", ["artifact", "dir"] as const, Inputs.Store);
   if (kind === "artifact")
@@ -387,7 +406,12 @@ function storeOf(get: (name: string) => string): StoreSettings {
     // 0: the repository's default retention (the client sends none).
     return {
       kind,
-      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 0, MAX_RETENTION_DAYS),
+      retentionDays: integer(
+        get(Inputs.RetentionDays) || String(DEFAULT_RETENTION_DAYS),
+        Inputs.RetentionDays,
+        0,
+        MAX_RETENTION_DAYS,
+      ),
     };
   const directory = get(Inputs.StoreDir);
   if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
