@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as core from "@actions/core";
-import { absolutePath, checkedMasterKey, integer, lines } from "../config/inputs.js";
+import { absolutePath, checkedMasterKey, integer, lines } from "../config/source.js";
 import { parseTrustedSigners } from "../crypto/ssh-keys.js";
 import { type DrillRequest, runDrill } from "../drill/drill.js";
 import { type DrillReport, drillSummaryMarkdown } from "../drill/report.js";
@@ -36,7 +36,7 @@ export async function runRestoreAction(): Promise<void> {
   try {
     const get = (name: string) => core.getInput(name).trim();
     // Inputs that need no download are checked before one: a typo should not cost a multi-GB transfer.
-    if (get("master-key")) checkedMasterKey(get("master-key"), "master-key");
+    if (get("master-key")) checkedMasterKey(get("master-key"), "input 'master-key'");
     const trustedSigners = get("trusted-signers")
       ? parseTrustedSigners(core.getInput("trusted-signers"), "input 'trusted-signers'")
       : undefined;
@@ -70,7 +70,7 @@ async function fetchBackup(get: (name: string) => string, scratch: string): Prom
   const instance = get("instance") || undefined;
   const storeDir = get("store-dir");
   if (storeDir) {
-    const [newest] = await new DirStore(absolutePath(storeDir, "store-dir")).list(instance);
+    const [newest] = await new DirStore(absolutePath(storeDir, "input 'store-dir'")).list(instance);
     if (!newest)
       throw new InputError(
         `no archive${instance ? ` of ${instance}` : ""} in ${storeDir}`,
@@ -78,7 +78,9 @@ async function fetchBackup(get: (name: string) => string, scratch: string): Prom
       );
     return { archive: newest.location };
   }
-  const runId = get("run-id") ? integer(get("run-id"), "run-id", 1, Number.MAX_SAFE_INTEGER) : undefined;
+  const runId = get("run-id")
+    ? integer(get("run-id"), "input 'run-id'", 1, Number.MAX_SAFE_INTEGER)
+    : undefined;
   const { owner, repo } = repositoryOf(get("repository") || process.env.GITHUB_REPOSITORY || "");
   const token = get("github-token");
   const found = await findNewestBackupArtifact({
@@ -146,30 +148,32 @@ function drillRequest(get: (name: string) => string, source: FetchedBackup): Dri
     keys: { identities: [identity] },
     ...(keyfileIdentity ? { keyfileIdentities: [keyfileIdentity] } : {}),
     target: targetDir
-      ? { kind: "dir", dir: absolutePath(targetDir, "target-dir") }
+      ? { kind: "dir", dir: absolutePath(targetDir, "input 'target-dir'") }
       : {
           kind: "ssh",
           ...(get("target-host") ? { host: get("target-host") } : {}),
-          port: integer(get("target-port") || "22", "target-port", 1, 65535),
+          port: integer(get("target-port") || "22", "input 'target-port'", 1, 65535),
           user: get("target-user") || "root",
           privateKey: core.getInput("ssh-key"),
           knownHosts: core.getInput("known-hosts"),
         },
-    ...(masterKey ? { masterKey: { kind: "env", value: checkedMasterKey(masterKey, "master-key") } } : {}),
+    ...(masterKey
+      ? { masterKey: { kind: "env", value: checkedMasterKey(masterKey, "input 'master-key'") } }
+      : {}),
     // Empty: the ports the restored lookerstart.cfg names; set: the drill rewrites its copy to use them.
-    ...(get("web-port") ? { webPort: integer(get("web-port"), "web-port", 1, 65535) } : {}),
-    ...(get("api-port") ? { apiPort: integer(get("api-port"), "api-port", 1, 65535) } : {}),
-    bootTimeoutMs: integer(get("boot-timeout") || "600", "boot-timeout", 1, 86_400) * 1000,
+    ...(get("web-port") ? { webPort: integer(get("web-port"), "input 'web-port'", 1, 65535) } : {}),
+    ...(get("api-port") ? { apiPort: integer(get("api-port"), "input 'api-port'", 1, 65535) } : {}),
+    bootTimeoutMs: integer(get("boot-timeout") || "600", "input 'boot-timeout'", 1, 86_400) * 1000,
     ...(clientId ? { api: { clientId, clientSecret: core.getInput("api-client-secret") } } : {}),
     checks: lines(get("checks")).map((line) => {
       const [path, status] = line.split("=");
-      return { path: path ?? "/", status: integer(status ?? "200", "checks", 100, 599) };
+      return { path: path ?? "/", status: integer(status ?? "200", "input 'checks'", 100, 599) };
     }),
     ...(mysqlHost
       ? {
           drillMysql: {
             host: mysqlHost,
-            port: integer(get("drill-mysql-port") || "3306", "drill-mysql-port", 1, 65535),
+            port: integer(get("drill-mysql-port") || "3306", "input 'drill-mysql-port'", 1, 65535),
             user: get("drill-mysql-user"),
             password: core.getInput("drill-mysql-password"),
             database: get("drill-mysql-database") || "looker_drill",

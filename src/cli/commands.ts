@@ -7,246 +7,33 @@ import { createReadStream } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { droppedModesWarning } from "../archive/restore-policy.js";
-import type { XattrMode } from "../archive/xattr-index.js";
-import { nodeSettingsOf } from "../config/inputs.js";
-import { loadRecipients, passphraseFromEnv } from "../config/keys.js";
 import { formatIdentityFile, generateHybridIdentity, generateIdentity } from "../crypto/age-keys.js";
 import { fingerprint, generateSigningKey, publicKeyLine, SIGNATURE_NAMESPACE } from "../crypto/ssh-keys.js";
 import { checkAuthenticity } from "../engine/authenticity.js";
 import { resolveManifest } from "../engine/backup.js";
-import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
-import { runBackupPreflight } from "../engine/preflight.js";
 import { restoreArchive, verifyArchive } from "../engine/restore.js";
 import { ExitCode, InputError } from "../errors.js";
 import { selectFiles } from "../manifest/select.js";
-import type { BackendChoice } from "../manifest/user-manifest.js";
-import { ProgressReporter } from "../report/progress.js";
 import { formatBytes, formatDuration } from "../runtime/format.js";
-import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
+import { validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
-import { integerOption, optionalString, type ParsedOptions, requireString, stringList } from "./args.js";
+import { optionalString, type ParsedOptions, requireString, stringList } from "./args.js";
 import type { Command, CommandContext } from "./command.js";
+import {
+  archivePath,
+  backend,
+  backendOf,
+  identity,
+  json,
+  keepPrivilegedModes,
+  passphraseEnv,
+  progressFor,
+  quiet,
+  reportAuthenticity,
+  sslFile,
+  xattrModeOf,
+} from "./common-options.js";
 import { decryptionKeysFrom, trustedSignersFrom, trustedSignersOption } from "./key-options.js";
-import { lookerOptionSpecs, lookerSettingsFrom } from "./looker-options.js";
-
-const json = { type: "boolean", help: "print one JSON object on stdout and nothing else there" } as const;
-const quiet = { type: "boolean", short: "q", help: "no progress lines on stderr" } as const;
-const keepPrivilegedModes = {
-  type: "boolean",
-  help: "keep setuid/setgid/sticky and world-writable mode bits (dropped by default, with a warning)",
-} as const;
-const identity = {
-  type: "string",
-  short: "i",
-  multiple: true,
-  placeholder: "FILE",
-  help: "age identity file (AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1...)",
-} as const;
-const passphraseEnv = {
-  type: "string",
-  placeholder: "VAR",
-  help: "read a passphrase (scrypt recipient) from this environment variable",
-} as const;
-const backend = {
-  type: "string",
-  placeholder: "auto|internal|mysql",
-  help: "database backend (default auto)",
-} as const;
-const sslFile = {
-  type: "string",
-  multiple: true,
-  placeholder: "PATH",
-  help: "SSL certificate or key file outside the home to back up",
-} as const;
-
-function progressFor(
-  label: string,
-  values: ParsedOptions,
-  context: CommandContext,
-): ProgressReporter | undefined {
-  if (values.quiet || values.json) return undefined;
-  return new ProgressReporter(label, (line) => context.stderr(`${line}\n`));
-}
-
-function backendOf(values: ParsedOptions, command: string): BackendChoice {
-  const value = optionalString(values, "backend") ?? "auto";
-  if (value !== "auto" && value !== "internal" && value !== "mysql") {
-    throw new InputError(`${command}: --backend must be auto, internal or mysql, got '${value}'`);
-  }
-  return value;
-}
-
-function xattrModeOf(values: ParsedOptions, command: string): XattrMode {
-  const value = optionalString(values, "xattrs") ?? "auto";
-  if (value !== "auto" && value !== "true" && value !== "false") {
-    throw new InputError(`${command}: --xattrs must be auto, true or false, got '${value}'`);
-  }
-  return value;
-}
-
-export const backupCommand: Command = {
-  spec: {
-    name: "backup",
-    summary: "Back up a Looker home into an encrypted archive (pax tar + zstd + age) in a directory.",
-    usage: "looker-backup backup --home DIR --out DIR --recipient AGE1... [options]",
-    options: {
-      home: { type: "string", placeholder: "DIR", help: "home of the looker user, e.g. /home/looker" },
-      out: { type: "string", placeholder: "DIR", help: "directory that receives the archive" },
-      recipient: {
-        type: "string",
-        short: "r",
-        multiple: true,
-        placeholder: "AGE1...",
-        help: "age recipient: age1... (X25519) or age1pq1... (post-quantum); the two kinds cannot be mixed",
-      },
-      "recipients-file": {
-        type: "string",
-        multiple: true,
-        placeholder: "FILE",
-        help: "file of age recipients, one a line (age1... or age1pq1..., not both)",
-      },
-      "passphrase-env": passphraseEnv,
-      "signing-key": {
-        type: "string",
-        placeholder: "FILE",
-        help: "ed25519 key (OpenSSH format) that signs the archive: <archive>.sig beside it",
-      },
-      manifest: {
-        type: "string",
-        placeholder: "FILE",
-        help: "YAML manifest adjusting the default selection",
-      },
-      instance: {
-        type: "string",
-        placeholder: "NAME",
-        help: "instance name in the archive name (default: host name)",
-      },
-      "ssl-file": sslFile,
-      backend,
-      level: { type: "string", placeholder: "N", help: "zstd level 1-19 (default 3)" },
-      "keep-last": {
-        type: "string",
-        placeholder: "N",
-        help: "after success, keep only the N newest archives",
-      },
-      "keep-days": {
-        type: "string",
-        placeholder: "N",
-        help: "after success, delete archives older than N days",
-      },
-      xattrs: {
-        type: "string",
-        placeholder: "auto|true|false",
-        help: "extended attributes: auto archives them where getfattr is installed (default), true requires it, false skips them",
-      },
-      ...lookerOptionSpecs,
-      json,
-      quiet,
-    },
-  },
-  async run(values, context) {
-    const command = "backup";
-    const home = resolve(requireString(values, "home", command));
-    const out = resolve(requireString(values, "out", command));
-    const passphrase = passphraseFromEnv(optionalString(values, "passphrase-env"), "--passphrase-env");
-    const recipients = passphrase
-      ? []
-      : await loadRecipients(
-          stringList(values, "recipient"),
-          stringList(values, "recipients-file"),
-          "--recipient",
-        );
-    const instance = validateInstanceName(optionalString(values, "instance") ?? defaultInstanceName());
-    const keepLast = integerOption(values, "keep-last", command, { min: 1, max: 100_000 });
-    const keepDays = integerOption(values, "keep-days", command, { min: 1, max: 100_000 });
-    const looker = lookerSettingsFrom(values, home, recipients);
-    const progress = progressFor("backup", values, context);
-    const log = values.quiet || values.json ? undefined : (line: string) => context.stderr(`${line}\n`);
-    const level = integerOption(values, "level", command, { min: 1, max: 19 }) ?? 3;
-    const manifestFile = optionalString(values, "manifest");
-    const sslFiles = stringList(values, "ssl-file");
-    const backend = backendOf(values, command);
-    const xattrs = xattrModeOf(values, command);
-    // The action's preflight: nothing that can fail cheaply fails after Looker was stopped.
-    const { checks, connected, selection } = await runBackupPreflight({
-      inputs: `${recipients.length > 0 ? `${recipients.length} recipient(s)` : "passphrase"}; consistency ${looker.consistency}`,
-      xattrs,
-      home,
-      consistency: looker.consistency,
-      keystoreIndependent: looker.keystoreIndependent,
-      quietWindow: looker.quietWindow,
-      forceOutsideWindow: looker.forceOutsideWindow,
-      store: { kind: "dir", directory: out, instance },
-      ...(manifestFile ? { manifestFile } : {}),
-      sslFiles,
-      backend,
-      mysql: looker.mysql,
-      nodes: nodeSettingsOf(home, looker),
-      ...(log ? { log } : {}),
-    });
-    for (const row of checks) log?.(`preflight: ${row.check}: ${row.detail}`);
-    let result: LookerJobResult;
-    try {
-      result = await runLookerBackup({
-        home,
-        instance,
-        selection,
-        recipients,
-        passphrase,
-        signingKey: looker.signingKey,
-        store: new DirStore(out),
-        retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
-        compressionLevel: level,
-        xattrs,
-        consistency: looker.consistency,
-        keystoreIndependent: looker.keystoreIndependent,
-        keyfileRecipients: looker.keyfileRecipients,
-        nodes: connected.nodes,
-        quietWindow: looker.quietWindow,
-        forceOutsideWindow: looker.forceOutsideWindow,
-        preCommand: looker.preCommand,
-        postCommand: looker.postCommand,
-        lookerEnv: looker.lookerEnv,
-        mysql: looker.mysql,
-        onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
-        ...(log ? { log } : {}),
-        signal: context.signal,
-      });
-    } finally {
-      await connected.close();
-    }
-    const archive = result.archive!;
-    if (values.json) {
-      context.stdout(
-        `${JSON.stringify({
-          archive: archive.location,
-          signature: result.signature?.location ?? null,
-          sha256: result.sha256,
-          files: result.files,
-          bytesIn: result.bytesIn,
-          bytesOut: result.bytesOut,
-          warnings: result.warnings,
-          notices: result.notices,
-        })}\n`,
-      );
-    } else {
-      context.stdout(
-        `${[
-          `archive  ${archive.location}`,
-          ...(result.signature ? [`signed   ${result.signature.location}`] : []),
-          `sha256   ${result.sha256}`,
-          `members  ${result.files}`,
-          `read     ${formatBytes(result.bytesIn)} in ${formatDuration(result.durationMs)}`,
-          `written  ${formatBytes(result.bytesOut)}`,
-          ...result.pruned.map((name) => `pruned   ${name}`),
-          ...result.warnings.map((w) => `warning  ${w}`),
-          ...result.notices.map((n) => `note     ${n}`),
-        ].join("\n")}\n`,
-      );
-    }
-    return result.exitCode;
-  },
-};
 
 export const restoreCommand: Command = {
   spec: {
@@ -308,7 +95,7 @@ export const restoreCommand: Command = {
       mysqlDir: optionalString(values, "mysql-dir"),
       force: Boolean(values.force),
       keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
-      xattrs: xattrModeOf(values, command) !== "false",
+      xattrs: xattrModeOf(values) !== "false",
       onProgress: progress && ((p) => progress.update(p.bytes, total)),
     });
     reportAuthenticity(authenticity, context);
@@ -417,7 +204,7 @@ export const planCommand: Command = {
       home,
       manifestFile: optionalString(values, "manifest"),
       sslFiles: stringList(values, "ssl-file"),
-      backend: backendOf(values, "plan"),
+      backend: backendOf(values),
     });
     const selection = await selectFiles({ home, manifest, countExcluded: true });
     if (values.json) {
@@ -556,30 +343,4 @@ async function writeNewKeyFile(output: string, content: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-/**
- * The authenticity verdict on stderr, once the command has done its work (a failure's message comes first): who
- * signed, or the warning that nobody checked.
- */
-function reportAuthenticity(
-  result: Awaited<ReturnType<typeof checkAuthenticity>>,
-  context: CommandContext,
-): void {
-  if (result.checked) context.stderr(`signature: good, by ${result.signer}\n`);
-  else context.stderr(`warning: ${result.warning}\n`);
-}
-
-async function archivePath(values: ParsedOptions, command: string): Promise<string> {
-  const archive = resolve(requireString(values, "archive", command));
-  try {
-    const info = await stat(archive);
-    if (!info.isFile()) throw new Error("not a regular file");
-  } catch (error) {
-    throw new InputError(
-      `${command}: cannot read archive ${archive}: ${(error as Error).message}`,
-      "check --archive",
-    );
-  }
-  return archive;
 }

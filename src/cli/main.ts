@@ -1,14 +1,8 @@
 import { describeError, ExitCode, exitCodeOf, LookerBackupError } from "../errors.js";
 import { helpText, parseCommandArgs } from "./args.js";
+import { backupCommand } from "./backup.js";
 import type { Command, CommandContext } from "./command.js";
-import {
-  backupCommand,
-  keygenCommand,
-  listCommand,
-  planCommand,
-  restoreCommand,
-  verifyCommand,
-} from "./commands.js";
+import { keygenCommand, listCommand, planCommand, restoreCommand, verifyCommand } from "./commands.js";
 import { drillCommand } from "./drill-command.js";
 
 const commands: readonly Command[] = [

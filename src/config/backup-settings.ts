@@ -1,20 +1,31 @@
 /**
- * Action inputs -> one typed, validated Settings object (actions/cache style). Everything is checked here, before
- * anything is touched, and every error names the input it is about.
+ * The backup's settings: one typed, validated BackupSettings, built by readBackupSettings from the action's inputs
+ * (backup-action, post-action) or the CLI's flags (cli/backup.ts). Everything is checked here, before anything is
+ * touched, and every error names the input or flag it is about (source.ts).
  */
 
-import { isAbsolute } from "node:path";
 import type { XattrMode } from "../archive/xattr-index.js";
 import { checkRecipientMix, parseRecipient } from "../crypto/age-keys.js";
 import { parseSigningKey, type SigningKey } from "../crypto/ssh-keys.js";
 import {
+  DEFAULT_BACKEND,
   DEFAULT_BOOT_TIMEOUT_SECONDS,
   DEFAULT_COMPRESSION_LEVEL,
+  DEFAULT_CONSISTENCY,
+  DEFAULT_HOME,
+  DEFAULT_KEEP_LAST,
+  DEFAULT_LOOKER_CONTROL,
   DEFAULT_LOOKER_UNIT,
+  DEFAULT_ON_WARNINGS,
+  DEFAULT_QUIET_WINDOW_TIME_ZONE,
   DEFAULT_RETENTION_DAYS,
+  DEFAULT_STORE,
   DEFAULT_WEB_PORT,
+  DEFAULT_XATTRS,
   MAX_COMPRESSION_LEVEL,
+  MAX_KEEP,
   MAX_RETENTION_DAYS,
+  MAX_TIMEOUT_SECONDS,
   MIN_COMPRESSION_LEVEL,
 } from "../defaults.js";
 import type { ConsistencyChoice } from "../engine/looker-job.js";
@@ -23,10 +34,16 @@ import type { MasterKey } from "../looker/master-key.js";
 import type { NodeSettings } from "../looker/nodes.js";
 import { parseQuietWindow, type QuietWindow } from "../looker/quiet-window.js";
 import { checkedUnitName, type LookerControlChoice } from "../looker/systemd.js";
+import type { BackendChoice } from "../manifest/user-manifest.js";
 import type { MysqlConnection } from "../mysql/connection.js";
 import { parseLookerEnv } from "../runtime/child-env.js";
 import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
+import { absolutePath, checkedMasterKey, SettingReader, type SettingSource } from "./source.js";
 
+/**
+ * The backup's settings by their action input names. The CLI's flags carry the same settings (cli/backup.ts says
+ * which flag carries which); `backend` and `keep-days` exist only as flags, and the action never sets them.
+ */
 export const Inputs = {
   Recipients: "recipients",
   Home: "home",
@@ -69,6 +86,8 @@ export const Inputs = {
   LookerEnv: "looker-env",
   OnWarnings: "on-warnings",
   GithubToken: "github-token",
+  Backend: "backend",
+  KeepDays: "keep-days",
 } as const;
 
 export const Outputs = {
@@ -104,13 +123,21 @@ export interface SshNodeSpec {
 
 export type StoreSettings =
   | { readonly kind: "artifact"; readonly retentionDays: number }
-  | { readonly kind: "dir"; readonly directory: string; readonly keepLast?: number };
+  | {
+      readonly kind: "dir";
+      readonly directory: string;
+      readonly keepLast?: number;
+      /** Archives older than this are pruned after a success (CLI only). */
+      readonly keepDays?: number;
+    };
 
 export interface BackupSettings {
   readonly home: string;
   readonly instance: string;
   readonly manifestFile?: string;
   readonly sslFiles: string[];
+  /** The database backend: auto (from the manifest and the home), internal or mysql (CLI only). */
+  readonly backend: BackendChoice;
   readonly recipients: string[];
   readonly passphrase?: string;
   /** Signs each archive (`<archive>.sig`); read and checked before anything else happens. */
@@ -184,198 +211,163 @@ export function nodeSettingsOf(home: string, settings: NodeInputs): NodeSettings
   };
 }
 
-export type InputReader = (name: string) => string;
-
-export function readBackupSettings(read: InputReader): BackupSettings {
-  const get = (name: string) => read(name).trim();
-  const optional = (name: string) => get(name) || undefined;
-  const passphrase = optional(Inputs.Passphrase);
+export function readBackupSettings(source: SettingSource): BackupSettings {
+  const input = new SettingReader(source);
+  const label = (name: string) => input.label(name);
+  // Where from and where to first: without them nothing else is worth reading.
+  const home = absolutePath(input.get(Inputs.Home) || DEFAULT_HOME, label(Inputs.Home));
+  const store = storeOf(input);
+  const passphrase = input.optional(Inputs.Passphrase);
   // age allows a passphrase (scrypt) recipient only alone: silently dropping the other recipients would lock
   // their holders out of every archive.
-  if (passphrase && get(Inputs.Recipients)) {
+  if (passphrase && input.get(Inputs.Recipients)) {
     throw new InputError(
-      `set only one of '${Inputs.Recipients}' and '${Inputs.Passphrase}'`,
+      `set only one of ${label(Inputs.Recipients)} and ${label(Inputs.Passphrase)}`,
       "age encrypts to a passphrase only alone: keep the recipients, or use the passphrase for break-glass backups",
     );
   }
-  const recipients = passphrase ? [] : recipientList(get(Inputs.Recipients), Inputs.Recipients, true);
-  const keystoreIndependent = bool(get(Inputs.KeystoreIndependent), Inputs.KeystoreIndependent);
-  const masterKey = masterKeyOf(optional(Inputs.MasterKey), optional(Inputs.MasterKeyFile));
+  const recipients = passphrase ? [] : recipientList(input, Inputs.Recipients);
+  const keystoreIndependent = input.bool(Inputs.KeystoreIndependent);
+  const masterKey = masterKeyOf(input);
   if (keystoreIndependent && !masterKey) {
     throw new InputError(
-      `input '${Inputs.KeystoreIndependent}' needs the CMK`,
-      `set '${Inputs.MasterKey}' from a secret, or '${Inputs.MasterKeyFile}' to its path on the Looker host`,
+      `${label(Inputs.KeystoreIndependent)} needs the CMK`,
+      `set ${label(Inputs.MasterKey)}, or ${label(Inputs.MasterKeyFile)} to its path on the Looker host`,
     );
   }
-  const nodes = nodeList(get(Inputs.Nodes));
-  const sshKey = optional(Inputs.SshKey);
+  const nodes = nodeList(input);
+  const sshKey = input.optional(Inputs.SshKey);
   if (nodes.length > 0 && !sshKey) {
     throw new InputError(
-      `input '${Inputs.Nodes}' needs '${Inputs.SshKey}'`,
-      "pass the nodes' private key from a secret",
+      `${label(Inputs.Nodes)} needs ${label(Inputs.SshKey)}`,
+      "the nodes' private key, from a secret",
     );
   }
-  const timeZone = get(Inputs.QuietWindowTimeZone) || "UTC";
-  const window = optional(Inputs.QuietWindow);
-  const keyfileRecipients = get(Inputs.KeyfileRecipients);
+  const window = input.optional(Inputs.QuietWindow);
+  const signingKey = input.optional(Inputs.SigningKey);
+  const manifestFile = input.optional(Inputs.Manifest);
+  const lookerUser = input.optional(Inputs.LookerUser);
+  const preCommand = input.optionalText(Inputs.PreCommand);
+  const postCommand = input.optionalText(Inputs.PostCommand);
+  const githubToken = input.optional(Inputs.GithubToken);
   return {
-    home: absolutePath(get(Inputs.Home) || "/home/looker", Inputs.Home),
+    home,
     instance: validateInstanceName(
-      get(Inputs.Instance) || defaultInstanceName(),
-      `input '${Inputs.Instance}'`,
+      input.get(Inputs.Instance) || defaultInstanceName(),
+      label(Inputs.Instance),
     ),
-    ...(optional(Inputs.Manifest) ? { manifestFile: get(Inputs.Manifest) } : {}),
-    sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
+    ...(manifestFile ? { manifestFile } : {}),
+    sslFiles: input.list(Inputs.SslFiles).map((p) => absolutePath(p, label(Inputs.SslFiles))),
+    backend: input.oneOf(Inputs.Backend, ["auto", "internal", "mysql"] as const, DEFAULT_BACKEND),
     recipients,
     ...(passphrase ? { passphrase } : {}),
-    // read(), not get(): the key's text is multi-line, and parseSigningKey trims it itself.
-    ...(optional(Inputs.SigningKey)
-      ? { signingKey: parseSigningKey(read(Inputs.SigningKey), `input '${Inputs.SigningKey}'`) }
+    // The key's text as given: it is multi-line, and parseSigningKey trims it itself.
+    ...(signingKey
+      ? { signingKey: parseSigningKey(input.text(Inputs.SigningKey), label(Inputs.SigningKey)) }
       : {}),
-    consistency: oneOf(
-      get(Inputs.Consistency) || "auto",
-      ["auto", "live", "brief-stop", "stopped"] as const,
+    consistency: input.oneOf(
       Inputs.Consistency,
+      ["auto", "live", "brief-stop", "stopped"] as const,
+      DEFAULT_CONSISTENCY,
     ),
     keystoreIndependent,
     ...(masterKey ? { masterKey } : {}),
-    ...(keyfileRecipients
-      ? { keyfileRecipients: recipientList(keyfileRecipients, Inputs.KeyfileRecipients, true) }
+    ...(input.get(Inputs.KeyfileRecipients)
+      ? { keyfileRecipients: recipientList(input, Inputs.KeyfileRecipients) }
       : {}),
-    ...(optional(Inputs.LookerUser) ? { lookerUser: get(Inputs.LookerUser) } : {}),
-    lookerControl: oneOf(
-      get(Inputs.LookerControl) || "auto",
-      ["auto", "script", "systemd"] as const,
+    ...(lookerUser ? { lookerUser } : {}),
+    lookerControl: input.oneOf(
       Inputs.LookerControl,
+      ["auto", "script", "systemd"] as const,
+      DEFAULT_LOOKER_CONTROL,
     ),
     lookerUnit: checkedUnitName(
-      get(Inputs.LookerUnit) || DEFAULT_LOOKER_UNIT,
-      `input '${Inputs.LookerUnit}'`,
+      input.get(Inputs.LookerUnit) || DEFAULT_LOOKER_UNIT,
+      label(Inputs.LookerUnit),
     ),
     nodes,
     ...(sshKey ? { sshKey } : {}),
-    knownHosts: read(Inputs.KnownHosts),
-    acceptNewHostKeys: bool(get(Inputs.SshAcceptNewHostKeys), Inputs.SshAcceptNewHostKeys),
-    webPort: integer(get(Inputs.WebPort) || String(DEFAULT_WEB_PORT), Inputs.WebPort, 1, 65535),
+    knownHosts: input.text(Inputs.KnownHosts),
+    acceptNewHostKeys: input.bool(Inputs.SshAcceptNewHostKeys),
+    webPort: input.integer(Inputs.WebPort, { min: 1, max: 65_535, fallback: DEFAULT_WEB_PORT }),
     bootTimeoutMs:
-      integer(
-        get(Inputs.BootTimeout) || String(DEFAULT_BOOT_TIMEOUT_SECONDS),
-        Inputs.BootTimeout,
-        1,
-        86_400,
-      ) * 1000,
-    mysql: mysqlOf(optional),
+      input.integer(Inputs.BootTimeout, {
+        min: 1,
+        max: MAX_TIMEOUT_SECONDS,
+        fallback: DEFAULT_BOOT_TIMEOUT_SECONDS,
+      }) * 1000,
+    mysql: mysqlOf(input),
     ...(window
       ? {
           quietWindow: parseQuietWindow(
             window,
-            timeZone,
-            `input '${Inputs.QuietWindow}'`,
-            `input '${Inputs.QuietWindowTimeZone}'`,
+            input.get(Inputs.QuietWindowTimeZone) || DEFAULT_QUIET_WINDOW_TIME_ZONE,
+            label(Inputs.QuietWindow),
+            label(Inputs.QuietWindowTimeZone),
           ),
         }
       : {}),
-    forceOutsideWindow: bool(get(Inputs.ForceOutsideWindow), Inputs.ForceOutsideWindow),
-    ...(optional(Inputs.PreCommand) ? { preCommand: read(Inputs.PreCommand) } : {}),
-    ...(optional(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {}),
-    store: storeOf(get),
-    compressionLevel: integer(
-      get(Inputs.CompressionLevel) || String(DEFAULT_COMPRESSION_LEVEL),
-      Inputs.CompressionLevel,
-      MIN_COMPRESSION_LEVEL,
-      MAX_COMPRESSION_LEVEL,
-    ),
-    xattrs: oneOf(get(Inputs.Xattrs) || "auto", ["auto", "true", "false"] as const, Inputs.Xattrs),
-    skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
-    onWarnings: oneOf(
-      get(Inputs.OnWarnings) || "warn",
-      ["ignore", "warn", "error"] as const,
-      Inputs.OnWarnings,
-    ),
-    ...(optional(Inputs.GithubToken) ? { githubToken: get(Inputs.GithubToken) } : {}),
+    forceOutsideWindow: input.bool(Inputs.ForceOutsideWindow),
+    ...(preCommand ? { preCommand } : {}),
+    ...(postCommand ? { postCommand } : {}),
+    store,
+    compressionLevel: input.integer(Inputs.CompressionLevel, {
+      min: MIN_COMPRESSION_LEVEL,
+      max: MAX_COMPRESSION_LEVEL,
+      fallback: DEFAULT_COMPRESSION_LEVEL,
+    }),
+    xattrs: input.oneOf(Inputs.Xattrs, ["auto", "true", "false"] as const, DEFAULT_XATTRS),
+    skipIfUnchanged: input.bool(Inputs.SkipIfUnchanged),
+    onWarnings: input.oneOf(Inputs.OnWarnings, ["ignore", "warn", "error"] as const, DEFAULT_ON_WARNINGS),
+    ...(githubToken ? { githubToken } : {}),
     // One variable per line: a value may hold commas.
     lookerEnv: parseLookerEnv(
-      read(Inputs.LookerEnv)
+      input
+        .text(Inputs.LookerEnv)
         .split(/\r?\n/)
         .map((l) => l.trim())
         .filter((l) => l !== "" && !l.startsWith("#")),
-      `input '${Inputs.LookerEnv}'`,
+      label(Inputs.LookerEnv),
     ),
   };
 }
 
-export function lines(text: string): string[] {
-  return text
-    .split(/[\n,]/)
-    .map((l) => l.trim())
-    .filter((l) => l !== "" && !l.startsWith("#"));
-}
-
-export function recipientList(text: string, input: string, required: boolean): string[] {
-  const recipients = lines(text).map((r, i) => parseRecipient(r, `input '${input}' item ${i + 1}`));
-  if (required && recipients.length === 0) {
+/** Required (a backup encrypts to someone), checked, one kind only, each once. */
+function recipientList(input: SettingReader, name: string): string[] {
+  const label = input.label(name);
+  const recipients = input.list(name).map((r, i) => parseRecipient(r, `${label} item ${i + 1}`));
+  if (recipients.length === 0) {
     throw new InputError(
-      `input '${input}' is empty`,
-      "set it to one or more age recipients (age1..., or age1pq1... for post-quantum) from `looker-backup keygen [--pq]` or `age-keygen -y`",
+      `${label}: no recipients given`,
+      "give one or more age recipients (age1..., or age1pq1... for post-quantum) from `looker-backup keygen [--pq]` or `age-keygen -y`",
     );
   }
-  checkRecipientMix(recipients, `input '${input}'`);
-  return recipients.map((recipient) => recipient.text);
+  checkRecipientMix(recipients, label);
+  return [...new Set(recipients.map((recipient) => recipient.text))];
 }
 
-export function bool(value: string, input: string): boolean {
-  if (value === "" || /^(false|no|0|off)$/i.test(value)) return false;
-  if (/^(true|yes|1|on)$/i.test(value)) return true;
-  throw new InputError(`input '${input}' must be true or false, got '${value}'`);
-}
-
-export function integer(value: string, input: string, min: number, max: number): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n < min || n > max) {
-    throw new InputError(`input '${input}' must be a whole number from ${min} to ${max}, got '${value}'`);
-  }
-  return n;
-}
-
-export function oneOf<T extends string>(value: string, allowed: readonly T[], input: string): T {
-  if ((allowed as readonly string[]).includes(value)) return value as T;
-  throw new InputError(`input '${input}' must be one of ${allowed.join(", ")}, got '${value}'`);
-}
-
-export function absolutePath(value: string, input: string): string {
-  if (!isAbsolute(value)) throw new InputError(`input '${input}' must be an absolute path, got '${value}'`);
-  return value;
-}
-
-/** Looker's CMK: 32 random bytes in base64. Checked up front so a typo fails before Looker is touched. */
-export function checkedMasterKey(value: string, input: string): string {
-  if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
-    throw new InputError(
-      `input '${input}' is not a base64 32-byte key`,
-      "Looker's CMK is 32 random bytes in base64",
-    );
-  }
-  return value;
-}
-
-function masterKeyOf(value: string | undefined, file: string | undefined): MasterKey | undefined {
+function masterKeyOf(input: SettingReader): MasterKey | undefined {
+  const value = input.optional(Inputs.MasterKey);
+  const file = input.optional(Inputs.MasterKeyFile);
   if (value && file) {
-    throw new InputError(`set only one of '${Inputs.MasterKey}' and '${Inputs.MasterKeyFile}'`);
+    throw new InputError(
+      `set only one of ${input.label(Inputs.MasterKey)} and ${input.label(Inputs.MasterKeyFile)}`,
+    );
   }
-  if (value) return { kind: "env", value: checkedMasterKey(value, Inputs.MasterKey) };
-  if (file) return { kind: "file", path: absolutePath(file, Inputs.MasterKeyFile) };
+  if (value) return { kind: "env", value: checkedMasterKey(value, input.label(Inputs.MasterKey)) };
+  if (file) return { kind: "file", path: input.absolutePath(Inputs.MasterKeyFile)! };
   return undefined;
 }
 
 const NODE_PATTERN = /^([a-z_][a-z0-9_.-]*)@(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/;
 
-export function nodeList(text: string): SshNodeSpec[] {
-  return lines(text).map((line) => {
+function nodeList(input: SettingReader): SshNodeSpec[] {
+  return input.list(Inputs.Nodes).map((line) => {
     const match = NODE_PATTERN.exec(line);
     const port = Number(match?.[3] ?? 22);
     if (!match || port < 1 || port > 65535) {
       throw new InputError(
-        `input '${Inputs.Nodes}': '${line}' is not user@host[:port]`,
+        `${input.label(Inputs.Nodes)}: '${line}' is not user@host[:port]`,
         "e.g. looker@node-2.internal:22",
       );
     }
@@ -383,38 +375,45 @@ export function nodeList(text: string): SshNodeSpec[] {
   });
 }
 
-function mysqlOf(optional: (name: string) => string | undefined): Partial<MysqlConnection> {
-  const port = optional(Inputs.MysqlPort);
+function mysqlOf(input: SettingReader): Partial<MysqlConnection> {
   const fields: Partial<MysqlConnection> = {};
-  const host = optional(Inputs.MysqlHost);
-  const user = optional(Inputs.MysqlUser);
-  const password = optional(Inputs.MysqlPassword);
-  const database = optional(Inputs.MysqlDatabase);
+  const host = input.optional(Inputs.MysqlHost);
+  const port = input.integer(Inputs.MysqlPort, { min: 1, max: 65_535 });
+  const user = input.optional(Inputs.MysqlUser);
+  const password = input.optional(Inputs.MysqlPassword);
+  const database = input.optional(Inputs.MysqlDatabase);
   if (host) fields.host = host;
-  if (port) fields.port = integer(port, Inputs.MysqlPort, 1, 65535);
+  if (port !== undefined) fields.port = port;
   if (user) fields.user = user;
   if (password) fields.password = password;
   if (database) fields.database = database;
   return fields;
 }
 
-function storeOf(get: (name: string) => string): StoreSettings {
-  const kind = oneOf(get(Inputs.Store) || "artifact", ["artifact", "dir"] as const, Inputs.Store);
+function storeOf(input: SettingReader): StoreSettings {
+  const kind = input.oneOf(Inputs.Store, ["artifact", "dir"] as const, DEFAULT_STORE);
   if (kind === "artifact")
     // GitHub allows up to 90 days in public repositories and 400 in private ones; the artifact client lowers a
     // longer request to the repository's own limit (GITHUB_RETENTION_DAYS) with a warning.
     // 0: the repository's default retention (the client sends none).
     return {
       kind,
-      retentionDays: integer(
-        get(Inputs.RetentionDays) || String(DEFAULT_RETENTION_DAYS),
-        Inputs.RetentionDays,
-        0,
-        MAX_RETENTION_DAYS,
-      ),
+      retentionDays: input.integer(Inputs.RetentionDays, {
+        min: 0,
+        max: MAX_RETENTION_DAYS,
+        fallback: DEFAULT_RETENTION_DAYS,
+      }),
     };
-  const directory = get(Inputs.StoreDir);
-  if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
-  const keepLast = integer(get(Inputs.KeepLast) || "0", Inputs.KeepLast, 0, 100_000);
-  return { kind, directory: absolutePath(directory, Inputs.StoreDir), ...(keepLast > 0 ? { keepLast } : {}) };
+  const directory = input.absolutePath(Inputs.StoreDir);
+  if (!directory) {
+    throw new InputError(`${input.label(Inputs.StoreDir)} is required when the store is a directory`);
+  }
+  const keepLast = input.integer(Inputs.KeepLast, { min: 0, max: MAX_KEEP, fallback: DEFAULT_KEEP_LAST });
+  const keepDays = input.integer(Inputs.KeepDays, { min: 1, max: MAX_KEEP });
+  return {
+    kind,
+    directory,
+    ...(keepLast > 0 ? { keepLast } : {}),
+    ...(keepDays !== undefined ? { keepDays } : {}),
+  };
 }
