@@ -3,7 +3,7 @@ import { helpText, parseCommandArgs } from "./args.js";
 import { backupCommand } from "./backup.js";
 import type { Command, CommandContext } from "./command.js";
 import { keygenCommand, listCommand, planCommand, restoreCommand, verifyCommand } from "./commands.js";
-import { drillCommand } from "./drill-command.js";
+import { drillCommand } from "./drill.js";
 
 const commands: readonly Command[] = [
   backupCommand,
