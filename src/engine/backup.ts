@@ -17,6 +17,7 @@ import { createAgeEncryptStream } from "../crypto/age.js";
 import { createSha256PassThrough } from "../crypto/digest.js";
 import { SIGNATURE_NAMESPACE, type SigningKey } from "../crypto/ssh-keys.js";
 import { signDigest } from "../crypto/sshsig.js";
+import { DEFAULT_COMPRESSION_LEVEL } from "../defaults.js";
 import { ExitCode, LookerBackupError } from "../errors.js";
 import type { LookerStartOptions } from "../looker/start-config.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
@@ -185,7 +186,11 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   try {
     const piping = pipeline(
       Readable.from(packer.stream(), { objectMode: true, highWaterMark: 1 }),
-      createZstdCompressStream({ level: request.compressionLevel ?? 3, pool: blocks, fileBlocks: true }),
+      createZstdCompressStream({
+        level: request.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL,
+        pool: blocks,
+        fileBlocks: true,
+      }),
       createAgeEncryptStream({
         recipients: [...request.recipients],
         passphrase: request.passphrase,

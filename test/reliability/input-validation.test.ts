@@ -10,7 +10,8 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { Inputs, readBackupSettings } from "../../src/config/inputs.js";
+import { Inputs, readBackupSettings } from "../../src/config/backup-settings.js";
+import { actionInputs } from "../../src/config/source.js";
 import { generateHybridIdentity } from "../../src/crypto/age-keys.js";
 import { InputError } from "../../src/errors.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
@@ -96,7 +97,7 @@ describe("backup action inputs (readBackupSettings)", () => {
 
   function reader(values: Record<string, string>) {
     const all: Record<string, string> = { [Inputs.Recipients]: RECIPIENT_PLACEHOLDER, ...values };
-    return (name: string) => (all[name] === RECIPIENT_PLACEHOLDER ? recipient : (all[name] ?? ""));
+    return actionInputs((name) => (all[name] === RECIPIENT_PLACEHOLDER ? recipient : (all[name] ?? "")));
   }
 
   it("accepts the defaults with one recipient (control)", () => {
@@ -110,7 +111,7 @@ describe("backup action inputs (readBackupSettings)", () => {
     expect(alone.recipients).toEqual([]);
     expect(alone.passphrase).toBe("correct horse");
     expect(() => readBackupSettings(reader({ [Inputs.Passphrase]: "correct horse" }))).toThrow(
-      /set only one of 'recipients' and 'passphrase'/,
+      /set only one of input 'recipients' and input 'passphrase'/,
     );
   });
 
@@ -234,7 +235,7 @@ describe("CLI flags", () => {
     ["--looker-control", () => [...backup(), "--looker-control", "upstart"]],
     ["--looker-unit", () => [...backup(), "--looker-unit", "looker.timer"]],
     ["--level", () => [...backup(), "--level", "0"]],
-    ["--keep-last", () => [...backup(), "--keep-last", "0"]],
+    ["--keep-last", () => [...backup(), "--keep-last", "all"]],
     ["--keep-days", () => [...backup(), "--keep-days", "soon"]],
     ["--xattrs", () => [...backup(), "--xattrs", "maybe"]],
     ["/nonexistent/lb-rel", () => [...backup(), "--ssl-file", missing]],
