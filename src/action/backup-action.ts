@@ -132,10 +132,7 @@ async function backupAfterPreflight(
       passphrase: settings.passphrase,
       signingKey: settings.signingKey,
       store,
-      retention:
-        settings.store.kind === "dir" && settings.store.keepLast
-          ? { keepLast: settings.store.keepLast }
-          : undefined,
+      retention: settings.store.kind === "dir" ? settings.store.retention : undefined,
       compressionLevel: settings.compressionLevel,
       xattrs: settings.xattrs,
       consistency: settings.consistency,

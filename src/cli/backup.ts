@@ -87,6 +87,25 @@ const spec: CommandSpec = {
       placeholder: "N",
       help: "after success, delete archives older than N days",
     },
+    "keep-daily": {
+      type: "string",
+      placeholder: "N",
+      help: "after success, keep the newest archive of each of the last N days (restic's rules; UTC)",
+    },
+    "keep-weekly": {
+      type: "string",
+      placeholder: "N",
+      help: "after success, keep the newest archive of each of the last N ISO weeks",
+    },
+    "keep-monthly": {
+      type: "string",
+      placeholder: "N",
+      help: "after success, keep the newest archive of each of the last N months",
+    },
+    "force-prune": {
+      type: "boolean",
+      help: "prune even after a backup less than half the size of the one before it",
+    },
     xattrs: {
       type: "string",
       placeholder: "auto|true|false",
@@ -169,7 +188,6 @@ export const backupCommand: Command = {
       ...(log ? { log } : {}),
     });
     for (const row of checks) log?.(`preflight: ${row.check}: ${row.detail}`);
-    const { keepLast, keepDays } = store;
     let result: LookerJobResult;
     try {
       result = await runLookerBackup({
@@ -180,7 +198,7 @@ export const backupCommand: Command = {
         passphrase,
         signingKey: settings.signingKey,
         store: new DirStore(store.directory),
-        retention: keepLast === undefined && keepDays === undefined ? undefined : { keepLast, keepDays },
+        retention: store.retention,
         compressionLevel: settings.compressionLevel,
         xattrs: settings.xattrs,
         consistency: settings.consistency,

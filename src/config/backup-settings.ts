@@ -4,6 +4,8 @@
  * touched, and every error names the input or flag it is about (source.ts).
  */
 
+import { prunes } from "../store/retention.js";
+import type { RetentionPolicy } from "../store/store.js";
 import type { XattrMode } from "../archive/xattr-index.js";
 import { checkRecipientMix, parseRecipient } from "../crypto/age-keys.js";
 import { parseSigningKey, type SigningKey } from "../crypto/ssh-keys.js";
@@ -88,6 +90,10 @@ export const Inputs = {
   GithubToken: "github-token",
   Backend: "backend",
   KeepDays: "keep-days",
+  KeepDaily: "keep-daily",
+  KeepWeekly: "keep-weekly",
+  KeepMonthly: "keep-monthly",
+  ForcePrune: "force-prune",
 } as const;
 
 export const Outputs = {
@@ -126,9 +132,8 @@ export type StoreSettings =
   | {
       readonly kind: "dir";
       readonly directory: string;
-      readonly keepLast?: number;
-      /** Archives older than this are pruned after a success (CLI only). */
-      readonly keepDays?: number;
+      /** What is pruned after a success (store/retention.ts); undefined keeps every archive. keep-days is CLI only. */
+      readonly retention?: RetentionPolicy;
     };
 
 export interface BackupSettings {
@@ -409,11 +414,16 @@ function storeOf(input: SettingReader): StoreSettings {
     throw new InputError(`${input.label(Inputs.StoreDir)} is required when the store is a directory`);
   }
   const keepLast = input.integer(Inputs.KeepLast, { min: 0, max: MAX_KEEP, fallback: DEFAULT_KEEP_LAST });
-  const keepDays = input.integer(Inputs.KeepDays, { min: 1, max: MAX_KEEP });
-  return {
-    kind,
-    directory,
-    ...(keepLast > 0 ? { keepLast } : {}),
-    ...(keepDays !== undefined ? { keepDays } : {}),
+  const counts = {
+    keepDays: input.integer(Inputs.KeepDays, { min: 1, max: MAX_KEEP }),
+    keepDaily: input.integer(Inputs.KeepDaily, { min: 1, max: MAX_KEEP }),
+    keepWeekly: input.integer(Inputs.KeepWeekly, { min: 1, max: MAX_KEEP }),
+    keepMonthly: input.integer(Inputs.KeepMonthly, { min: 1, max: MAX_KEEP }),
   };
+  const retention: RetentionPolicy = {
+    ...(keepLast > 0 ? { keepLast } : {}),
+    ...Object.fromEntries(Object.entries(counts).filter(([, value]) => value !== undefined)),
+    ...(input.bool(Inputs.ForcePrune) ? { forcePrune: true } : {}),
+  };
+  return { kind, directory, ...(prunes(retention) ? { retention } : {}) };
 }
