@@ -4,8 +4,6 @@
  * touched, and every error names the input or flag it is about (source.ts).
  */
 
-import { prunes } from "../store/retention.js";
-import type { RetentionPolicy } from "../store/store.js";
 import type { XattrMode } from "../archive/xattr-index.js";
 import { checkRecipientMix, parseRecipient } from "../crypto/age-keys.js";
 import { parseSigningKey, type SigningKey } from "../crypto/ssh-keys.js";
@@ -40,6 +38,8 @@ import type { BackendChoice } from "../manifest/user-manifest.js";
 import type { MysqlConnection } from "../mysql/connection.js";
 import { parseLookerEnv } from "../runtime/child-env.js";
 import { defaultInstanceName, validateInstanceName } from "../store/archive-name.js";
+import { prunes } from "../store/retention.js";
+import type { RetentionPolicy } from "../store/store.js";
 import { absolutePath, checkedMasterKey, SettingReader, type SettingSource } from "./source.js";
 
 /**
