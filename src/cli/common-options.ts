@@ -168,3 +168,27 @@ export async function archivePath(values: ParsedOptions, command: string): Promi
   }
   return archive;
 }
+
+/**
+ * A directory store that must already exist (list, prune): a misspelt --out is exit 2, not "no archives"; a file
+ * given for it gets a hint.
+ */
+export async function existingStoreDir(values: ParsedOptions, command: string): Promise<string> {
+  const out = resolve(requireString(values, "out", command));
+  const info = await stat(out).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") {
+      throw new InputError(
+        `${command}: --out ${out} does not exist`,
+        "give the directory store the backups went to",
+      );
+    }
+    throw error;
+  });
+  if (!info.isDirectory()) {
+    throw new InputError(
+      `${command}: --out ${out} is a file, not a directory store`,
+      "give the directory that holds the archives (the archive itself goes to --archive)",
+    );
+  }
+  return out;
+}

@@ -1,12 +1,10 @@
-/** `looker-backup list`: the archives of a directory store, newest first. */
-import { resolve } from "node:path";
 import { ExitCode } from "../errors.js";
 import { formatBytes } from "../runtime/format.js";
 import { validateInstanceName } from "../store/archive-name.js";
 import { DirStore } from "../store/dir-store.js";
-import { optionalString, requireString } from "./args.js";
+import { optionalString } from "./args.js";
 import type { Command } from "./command.js";
-import { json } from "./common-options.js";
+import { existingStoreDir, json } from "./common-options.js";
 
 export const listCommand: Command = {
   spec: {
@@ -20,7 +18,7 @@ export const listCommand: Command = {
     },
   },
   async run(values, context) {
-    const out = resolve(requireString(values, "out", "list"));
+    const out = await existingStoreDir(values, "list");
     const instance = optionalString(values, "instance");
     const archives = await new DirStore(out).list(
       instance === undefined ? undefined : validateInstanceName(instance),

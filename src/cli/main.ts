@@ -1,4 +1,5 @@
 import { describeError, ExitCode, exitCodeOf, LookerBackupError } from "../errors.js";
+import { TOOL_VERSION } from "../version.js";
 import { helpText, parseCommandArgs } from "./args.js";
 import { backupCommand } from "./backup.js";
 import type { Command, CommandContext } from "./command.js";
@@ -6,6 +7,7 @@ import { drillCommand } from "./drill.js";
 import { keygenCommand } from "./keygen.js";
 import { listCommand } from "./list.js";
 import { planCommand } from "./plan.js";
+import { pruneCommand } from "./prune.js";
 import { restoreCommand } from "./restore.js";
 import { verifyCommand } from "./verify.js";
 
@@ -15,6 +17,7 @@ const commands: readonly Command[] = [
   verifyCommand,
   planCommand,
   listCommand,
+  pruneCommand,
   keygenCommand,
   drillCommand,
 ];
@@ -22,6 +25,7 @@ const commands: readonly Command[] = [
 const USAGE = `looker-backup: encrypted, verified backups of a self-hosted Looker
 
 Usage: looker-backup <command> [options]   (looker-backup <command> --help for its options)
+       looker-backup --version
 
 Commands:
 ${commands.map((c) => `  ${c.spec.name.padEnd(9)} ${c.spec.summary}`).join("\n")}
@@ -42,6 +46,10 @@ export async function runCli(argv: readonly string[], context: CommandContext): 
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     context.stdout(USAGE);
     return name === undefined ? ExitCode.BadInput : ExitCode.Ok;
+  }
+  if (name === "--version" || name === "-V" || name === "version") {
+    context.stdout(`looker-backup ${TOOL_VERSION}\n`);
+    return ExitCode.Ok;
   }
   const command = commands.find((c) => c.spec.name === name);
   if (!command) {

@@ -57,6 +57,21 @@ describe("--json on failure", () => {
   });
 });
 
+describe("--version", () => {
+  it("prints the tool's version, as package.json has it", async () => {
+    const { version } = JSON.parse(
+      await readFile(new URL("../../package.json", import.meta.url), "utf8"),
+    ) as {
+      version: string;
+    };
+    for (const flag of ["--version", "-V"]) {
+      const run = await cli(flag);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toBe(`looker-backup ${version}\n`);
+    }
+  });
+});
+
 describe("plan", () => {
   it("shows every rule with what it matched and why, and writes nothing", async () => {
     const before = await readdir(home, { recursive: true });

@@ -65,3 +65,51 @@ describe("pruning after a backup", () => {
     expect(await archivesIn(store)).toEqual([basename(last.archive)]);
   });
 });
+
+describe("looker-backup prune", () => {
+  it("--dry-run prints what would go and removes nothing; without it, removes just that", async () => {
+    const store = join(work, "store-prune");
+    for (let i = 0; i < 3; i++) {
+      if (i > 0) await nextSecond();
+      await cliJson(...backupArgv(small, store, recipient, "prod"));
+    }
+    const before = await archivesIn(store);
+    const dry = await cliJson<{ wouldRemove: string[]; removed: string[]; kept: string[] }>(
+      ...["prune", "--out", store, "--instance", "prod", "--keep-last", "1", "--dry-run"],
+    );
+    expect(dry.wouldRemove.sort()).toEqual(before.slice(0, 2));
+    expect(dry.removed).toEqual([]);
+    expect(await archivesIn(store)).toEqual(before);
+    const real = await cliJson<{ removed: string[] }>(
+      "prune",
+      "--out",
+      store,
+      "--instance",
+      "prod",
+      "--keep-last",
+      "1",
+    );
+    expect(real.removed.sort()).toEqual(before.slice(0, 2));
+    expect(await archivesIn(store)).toEqual(before.slice(2));
+  });
+
+  it("refuses without a rule, and a store that does not exist or is a file (exit 2)", async () => {
+    const store = join(work, "store-prune");
+    expect((await cli("prune", "--out", store, "--instance", "prod")).code).toBe(2);
+    const missing = await cli(
+      "prune",
+      "--out",
+      join(work, "no-such-store"),
+      "--instance",
+      "prod",
+      "--keep-last",
+      "1",
+    );
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/does not exist/);
+    const [archive] = await archivesIn(store);
+    const file = await cli("list", "--out", join(store, archive!));
+    expect(file.code).toBe(2);
+    expect(file.stderr).toMatch(/is a file, not a directory store[\s\S]*--archive/);
+  });
+});
