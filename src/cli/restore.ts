@@ -86,6 +86,13 @@ export const restoreCommand: Command = {
       ...(context.signal ? { signal: context.signal } : {}),
     });
     reportAuthenticity(authenticity, context);
+    if (result.rootfsSkipped.length > 0) {
+      const shown = result.rootfsSkipped.slice(0, 5).join(", ");
+      const more = result.rootfsSkipped.length > 5 ? `, and ${result.rootfsSkipped.length - 5} more` : "";
+      context.stderr(
+        `note: ${result.rootfsSkipped.length} file(s) from outside the home were not placed: ${shown}${more}; restore again with --rootfs / (as root) to place them, or --rootfs DIR to look at them first\n`,
+      );
+    }
     for (const warning of result.warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
       target: result.target,
@@ -93,6 +100,7 @@ export const restoreCommand: Command = {
       bytes: result.bytes,
       previousContent: result.previousContent ?? null,
       rootfsFiles: result.rootfsFiles,
+      rootfsSkipped: result.rootfsSkipped,
       mysqlDumps: result.mysqlDumps,
       signedBy: authenticity.checked ? authenticity.signer : null,
       warnings: authenticity.checked ? result.warnings : [authenticity.warning, ...result.warnings],

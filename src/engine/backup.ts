@@ -24,6 +24,7 @@ import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manif
 import type { Manifest } from "../manifest/rules.js";
 import { type SelectedEntry, type SelectionSummary, streamSelection } from "../manifest/select.js";
 import { applyUserManifest, type BackendChoice, loadUserManifest } from "../manifest/user-manifest.js";
+import { untilAborted } from "../runtime/abort.js";
 import { archiveName, signatureNameFor } from "../store/archive-name.js";
 import { pruneRefusal, prunes } from "../store/retention.js";
 import type { PendingObject, RetentionPolicy, Store, StoredObject } from "../store/store.js";
@@ -288,31 +289,6 @@ class ListingTotal {
   get bytes(): number | undefined {
     return this.ended ? this.sum : undefined;
   }
-}
-
-/**
- * The work, or the abort if that comes first. Why: on cancel the pipeline destroys every stage and settles only when
- * the last one has closed; a stage that never did would leave the partial archive behind, and node would then quit
- * with exit code 13 (an unsettled top-level await) instead of 130. The stages still close on their own; the
- * cancelled backup cleans up without waiting.
- */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return work;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 function signatureOf(key: SigningKey, sha512: Buffer): Buffer {

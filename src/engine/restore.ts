@@ -22,6 +22,7 @@ import { StagingSink } from "../archive/staging-sink.js";
 import { createZstdDecompressStream } from "../compress/zstd-decompress.js";
 import { createAgeDecryptStream } from "../crypto/age.js";
 import { CancelledError, InputError, LookerBackupError } from "../errors.js";
+import { untilAborted } from "../runtime/abort.js";
 import { DigestCheck, type SignedDigest } from "./authenticity.js";
 import { Placement, stagedRoot } from "./placement.js";
 import { lockTarget } from "./restore-lock.js";
@@ -67,6 +68,8 @@ export interface RestoreResult {
   readonly bytes: number;
   readonly meta: Record<string, unknown>;
   readonly rootfsFiles: string[];
+  /** The archive's files from outside the home that were not placed because no --rootfs was given. */
+  readonly rootfsSkipped: string[];
   readonly mysqlDumps: string[];
   /** Dropped mode bits, leftovers that could not be removed after success: nothing that failed the restore. */
   readonly warnings: string[];
@@ -100,8 +103,11 @@ export async function readArchive(
   decoding.catch(() => undefined);
   try {
     // Nothing else holds the decompressor's outputs: each is freed as soon as the tar reader is past it.
-    const outcome = await extractMembers(plaintext, sink, onProgress, { ...options, releaseConsumed: true });
-    await decoding;
+    const outcome = await untilAborted(
+      extractMembers(plaintext, sink, onProgress, { ...options, releaseConsumed: true }),
+      signal,
+    );
+    await untilAborted(decoding, signal);
     return outcome;
   } catch (error) {
     plaintext.destroy();
@@ -208,6 +214,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
           bytes: outcome.bytes,
           meta: outcome.meta,
           rootfsFiles: placement.placed("rootfs"),
+          rootfsSkipped: request.rootfs ? [] : outsideFiles(outcome.catalog),
           mysqlDumps: placement.placed("mysql"),
           warnings,
         };
@@ -225,4 +232,14 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
   } finally {
     await lock.release(warnings);
   }
+}
+
+/** The archive's files and symlinks from outside the home, as absolute paths. */
+function outsideFiles(catalog: ReadonlyMap<string, { readonly type: string }>): string[] {
+  const files: string[] = [];
+  for (const [path, entry] of catalog) {
+    if (path.startsWith("rootfs/") && entry.type !== "directory")
+      files.push(`/${path.slice("rootfs/".length)}`);
+  }
+  return files;
 }

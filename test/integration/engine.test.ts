@@ -350,6 +350,28 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
   });
 });
 
+describe("files from outside the home", () => {
+  it("without --rootfs are not placed, and the restore names them and how to place them", async () => {
+    const ssl = join(work, "outside", "looker.pem");
+    await mkdir(join(work, "outside"), { recursive: true });
+    await writeFile(ssl, "certificate\n");
+    const made = await cliJson<BackupJson>(
+      ...backupArgv(home, join(work, "store-outside"), recipient, "out"),
+      "--ssl-file",
+      ssl,
+    );
+    const run = await cli(
+      ...restoreArgv(made.archive, identityFile, join(work, "restored-outside")),
+      "--json",
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect((JSON.parse(run.stdout) as { rootfsSkipped: string[] }).rootfsSkipped).toEqual([ssl]);
+    expect(run.stderr).toContain(
+      `note: 1 file(s) from outside the home were not placed: ${ssl}; restore again with --rootfs /`,
+    );
+  });
+});
+
 describe("bad input", () => {
   it("reports a bad manifest with file:line and exit 2", async () => {
     const manifest = join(work, "bad.yml");
