@@ -18,13 +18,8 @@ import type { Worker } from "node:worker_threads";
 import { BacklogWaiters } from "../runtime/backlog-waiters.js";
 import { takeOwnership } from "../runtime/buffers.js";
 import { fsPath } from "../runtime/byte-names.js";
-import {
-  errorFromThread,
-  startEvalWorker,
-  stopEvalWorker,
-  type ThreadError,
-  threadErrorOf,
-} from "../runtime/eval-worker.js";
+import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
+import { errorFromThread, type ThreadError, threadErrorOf } from "../workers/thread.js";
 import { finishRestoredFile, writeFailed } from "./restored-file.js";
 import type { TarHeader } from "./tar-format.js";
 
