@@ -1,2 +1,5 @@
+import type { BuildOptions } from "esbuild";
+
 export declare const entries: Record<string, string>;
+export declare const buildOptions: BuildOptions;
 export declare function bundle(outdir?: string): Promise<void>;
