@@ -1,11 +1,14 @@
-// `npm run bench [-- --size 1G] [-- --scaling] [-- --small-files] [-- --rounds N] [-- --out-dir DIR] [-- --restore-dir DIR] [-- --write-results]`
+// `npm run bench [-- --size 1G] [-- --scaling] [-- --small-files] [-- --pq] [-- --rounds N] [-- --out-dir DIR] [-- --restore-dir DIR] [-- --write-results]`
 // Times looker-backup against the shell pipeline it replaces, in the same run, on the same deterministic home:
 //   backup:  tar -cf - | zstd -3 -T0 | age -r     vs  looker-backup backup
 //   restore: age -d | zstd -d | tar -x            vs  looker-backup restore (includes catalog verification)
-// and prints MB/s, our/shell ratio, CPU seconds (user + system) of each, compression ratio and our peak RSS.
+// and prints MB/s, our/shell ratio, CPU seconds (user + system) of each, compression ratio and our peak RSS; and in
+// the same rounds restic and borg (a first backup into an empty repository, a full restore) side by side with ours.
 // Archives go to --out-dir and restores to --restore-dir (default: the work directory); a tmpfs such as /dev/shm
 // takes the disk out of it. On a disk, ours pays for durability the shell does not: the dir store fsyncs the archive
 // (and its directory) before it reports success, while `> file` leaves the data to the kernel's writeback.
+// With --pq, instead: our backup and restore to a post-quantum (age1pq1) recipient against an X25519 one, rounds
+// alternating which goes first, and the cost of one age header of each kind (the only work that differs).
 // A script, never a timed test.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -22,6 +25,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     scaling: { type: "boolean", default: false },
     "small-files": { type: "boolean", default: false },
+    pq: { type: "boolean", default: false },
     "write-results": { type: "boolean", default: false },
     work: { type: "string", default: path.join(os.tmpdir(), "looker-backup-bench") },
     "out-dir": { type: "string" },
@@ -42,11 +46,13 @@ function parseSize(text) {
 }
 
 function requireTools() {
-  const missing = ["tar", "zstd", "age", "age-keygen", "bash", "/usr/bin/time"].filter(
+  const missing = ["tar", "zstd", "age", "age-keygen", "bash", "/usr/bin/time", "restic", "borg"].filter(
     (t) => spawnSync("which", [t]).status !== 0,
   );
   if (missing.length)
-    throw new Error(`bench needs ${missing.join(", ")}: apt-get install -y tar zstd age time`);
+    throw new Error(
+      `bench needs ${missing.join(", ")}: apt-get install -y tar zstd age time restic borgbackup`,
+    );
 }
 
 /**
@@ -113,6 +119,8 @@ async function benchOne(label, home, keys) {
     peakBackup: 0,
     peakRestore: 0,
     cpu: { shellBackup: [], oursBackup: [], shellRestore: [], oursRestore: [] },
+    /** restic and borg: a first backup into an empty repository and a full restore, each round. */
+    peers: {},
   };
   const restoreRoot = values["restore-dir"] ?? out;
   let shellArchive = 0;
@@ -164,7 +172,27 @@ async function benchOne(label, home, keys) {
       "--json",
       "--quiet",
     ]);
+    await rm(oursTarget, { recursive: true, force: true });
+    const peers = await peersOnce(home, out, restoreRoot);
     if (round === 0) continue; // warm-up: page cache, JIT
+    for (const [name, run] of Object.entries(peers)) {
+      rows.peers[name] ??= {
+        backup: [],
+        restore: [],
+        cpuBackup: [],
+        cpuRestore: [],
+        peakBackup: 0,
+        peakRestore: 0,
+      };
+      const row = rows.peers[name];
+      row.backup.push(run.backup.ms);
+      row.restore.push(run.restore.ms);
+      row.cpuBackup.push(run.backup.cpuS);
+      row.cpuRestore.push(run.restore.cpuS);
+      row.peakBackup = Math.max(row.peakBackup, run.backup.peakKb);
+      row.peakRestore = Math.max(row.peakRestore, run.restore.peakKb);
+      row.repoBytes = run.repoBytes;
+    }
     rows.shellBackup.push(sb.ms);
     rows.oursBackup.push(ob.ms);
     rows.shellRestore.push(sr.ms);
@@ -186,11 +214,231 @@ async function benchOne(label, home, keys) {
     cpuS: Object.fromEntries(Object.entries(rows.cpu).map(([k, list]) => [k, median(list)])),
     ratio: { shell: home.bytes / shellArchive, ours: home.bytes / oursArchive },
     peakRssMiB: { backup: rows.peakBackup / 1024, restore: rows.peakRestore / 1024 },
+    peers: Object.fromEntries(
+      Object.entries(rows.peers).map(([name, row]) => [
+        name,
+        {
+          backup: mbps(median(row.backup)),
+          restore: mbps(median(row.restore)),
+          cpuS: { backup: median(row.cpuBackup), restore: median(row.cpuRestore) },
+          ratio: home.bytes / row.repoBytes,
+          peakRssMiB: { backup: row.peakBackup / 1024, restore: row.peakRestore / 1024 },
+        },
+      ]),
+    ),
   };
   await rm(out, { recursive: true, force: true });
   await rm(path.join(restoreRoot, "shell-restore"), { recursive: true, force: true });
   await rm(path.join(restoreRoot, "ours-restore"), { recursive: true, force: true });
   return result;
+}
+
+/**
+ * restic and borg as a user would run them instead: a first backup into an empty, encrypted repository (created
+ * untimed) and a full restore. restic 0.14 compresses with its default (zstd, "auto"); borg is asked for zstd level 3,
+ * the level ours and the shell use.
+ */
+async function peersOnce(home, out, restoreRoot) {
+  const env = {
+    ...process.env,
+    RESTIC_PASSWORD: "bench",
+    BORG_PASSPHRASE: "bench",
+    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: "yes",
+  };
+  const results = {};
+  const resticRepo = path.join(out, "restic");
+  const target = path.join(restoreRoot, "peer-restore");
+  spawnSync("restic", ["init", "-q", "--repo", resticRepo], { env });
+  const rb = await timed("restic", ["-r", resticRepo, "backup", "-q", "."], { env, cwd: home.home });
+  await rm(target, { recursive: true, force: true });
+  const rr = await timed("restic", ["-r", resticRepo, "restore", "latest", "-q", "--target", target], {
+    env,
+  });
+  results.restic = { backup: rb, restore: rr, repoBytes: await duSize(resticRepo) };
+  await rm(target, { recursive: true, force: true });
+  await rm(resticRepo, { recursive: true, force: true });
+  const borgRepo = path.join(out, "borg");
+  spawnSync("borg", ["init", "-e", "repokey", borgRepo], { env });
+  const bb = await timed("borg", ["create", "--compression", "zstd,3", `${borgRepo}::bench`, "."], {
+    env,
+    cwd: home.home,
+  });
+  await mkdir(target, { recursive: true });
+  const br = await timed("borg", ["extract", `${borgRepo}::bench`], { env, cwd: target });
+  results.borg = { backup: bb, restore: br, repoBytes: await duSize(borgRepo) };
+  await rm(target, { recursive: true, force: true });
+  await rm(borgRepo, { recursive: true, force: true });
+  return results;
+}
+
+/** Our backup and restore of `home`, once, to `recipient` / with `identity`; the timings and the archive's header size. */
+async function oursOnce(home, out, restoreTarget, key) {
+  await rm(out, { recursive: true, force: true });
+  await mkdir(out, { recursive: true });
+  const backup = await timed(process.execPath, [
+    cli,
+    "backup",
+    "--home",
+    home.home,
+    "--out",
+    out,
+    "--recipient",
+    key.recipient,
+    "--instance",
+    "bench",
+    "--json",
+    "--quiet",
+  ]);
+  const archive = path.join(
+    out,
+    (await import("node:fs")).readdirSync(out).find((n) => n.startsWith("bench-")),
+  );
+  const start = (await readFile(archive)).subarray(0, 64 * 1024);
+  const headerBytes = start.indexOf("\n", start.indexOf("\n---") + 1) + 1;
+  await rm(restoreTarget, { recursive: true, force: true });
+  const restore = await timed(process.execPath, [
+    cli,
+    "restore",
+    "--archive",
+    archive,
+    "--identity",
+    key.identity,
+    "--target",
+    restoreTarget,
+    "--json",
+    "--quiet",
+  ]);
+  await rm(restoreTarget, { recursive: true, force: true });
+  return { backup, restore, headerBytes };
+}
+
+/** X25519 against post-quantum, alternating which runs first in each round so drift in the VM's speed cancels. */
+async function benchPq(label, home, keys, pqKeys) {
+  const out = values["out-dir"] ? path.join(values["out-dir"], "out") : path.join(work, "out");
+  const restoreTarget = path.join(values["restore-dir"] ?? out, "ours-restore");
+  const runs = { x25519: [], pq: [] };
+  const headerBytes = {};
+  for (let round = 0; round <= rounds; round++) {
+    const order = round % 2 === 0 ? ["x25519", "pq"] : ["pq", "x25519"];
+    for (const kind of order) {
+      const run = await oursOnce(home, out, restoreTarget, kind === "pq" ? pqKeys : keys);
+      headerBytes[kind] = run.headerBytes;
+      if (round > 0) runs[kind].push(run); // round 0 warms the page cache and the JIT
+    }
+  }
+  await rm(out, { recursive: true, force: true });
+  const mbps = (ms) => home.bytes / 1e6 / (ms / 1000);
+  const summary = (kind, step) => ({
+    mbps: mbps(median(runs[kind].map((r) => r[step].ms))),
+    cpuS: median(runs[kind].map((r) => r[step].cpuS)),
+  });
+  // Each round's two runs ran back to back: their ratio is less moved by the VM's changing load than the ratio of
+  // medians taken minutes apart. Throughput PQ/X25519 is X25519's time over PQ's.
+  const paired = (step) => {
+    const ratios = runs.x25519.map((x, i) => x[step].ms / runs.pq[i][step].ms);
+    return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) };
+  };
+  return {
+    label,
+    bytes: home.bytes,
+    files: home.files,
+    backup: { x25519: summary("x25519", "backup"), pq: summary("pq", "backup"), paired: paired("backup") },
+    restore: {
+      x25519: summary("x25519", "restore"),
+      pq: summary("pq", "restore"),
+      paired: paired("restore"),
+    },
+    headerBytes,
+  };
+}
+
+/**
+ * What one age header costs to write and to open for each kind of recipient, in this process: the only work in a
+ * backup or restore that depends on the kind (the payload is the same STREAM either way).
+ */
+async function headerCost(keys, pqKeys) {
+  const { build } = await import("esbuild");
+  const file = path.join(work, "age-header-bench.mjs");
+  await build({
+    stdin: {
+      contents: [
+        'export { createHeader, openHeader } from "./src/crypto/age-file-key.ts";',
+        'export { parseHeader } from "./src/crypto/age-header.ts";',
+        'export { parseIdentities, parseRecipient } from "./src/crypto/age-keys.ts";',
+      ].join("\n"),
+      resolveDir: path.join(import.meta.dirname, ".."),
+      loader: "ts",
+    },
+    outfile: file,
+    bundle: true,
+    platform: "node",
+    target: "node24",
+    format: "esm",
+    logLevel: "warning",
+  });
+  const age = await import(file);
+  const cost = {};
+  for (const [kind, key] of [
+    ["x25519", keys],
+    ["pq", pqKeys],
+  ]) {
+    const recipients = [age.parseRecipient(key.recipient)];
+    const identities = age.parseIdentities(await readFile(key.identity, "utf8"));
+    const times = { create: [], open: [] };
+    for (let i = 0; i < 520; i++) {
+      let started = process.hrtime.bigint();
+      const { header } = await age.createHeader({ recipients });
+      const created = Number(process.hrtime.bigint() - started) / 1e6;
+      started = process.hrtime.bigint();
+      await age.openHeader(age.parseHeader(header), { identities });
+      const opened = Number(process.hrtime.bigint() - started) / 1e6;
+      if (i < 20) continue; // warm-up
+      times.create.push(created);
+      times.open.push(opened);
+    }
+    cost[kind] = { createMs: median(times.create), openMs: median(times.open) };
+  }
+  return cost;
+}
+
+function pqTable(results, cost) {
+  const f = (n) => n.toFixed(0).padStart(6);
+  const ratio = ({ median: middle, min, max }) =>
+    `${middle.toFixed(3)}x (${min.toFixed(2)}-${max.toFixed(2)})`;
+  const cpu = (step, r) => `${r[step].x25519.cpuS.toFixed(2)} / ${r[step].pq.cpuS.toFixed(2)}`;
+  const lines = [
+    "| case | size | files | backup X25519 MB/s | backup PQ MB/s | PQ/X25519 paired (range) | backup CPU s X25519 / PQ | restore X25519 MB/s | restore PQ MB/s | PQ/X25519 paired (range) | restore CPU s X25519 / PQ | header bytes X25519 / PQ |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const r of results) {
+    lines.push(
+      `| ${r.label} | ${(r.bytes / 1e9).toFixed(2)} GB | ${r.files} | ${f(r.backup.x25519.mbps)} | ${f(r.backup.pq.mbps)} | ${ratio(r.backup.paired)} | ${cpu("backup", r)} | ${f(r.restore.x25519.mbps)} | ${f(r.restore.pq.mbps)} | ${ratio(r.restore.paired)} | ${cpu("restore", r)} | ${r.headerBytes.x25519} / ${r.headerBytes.pq} |`,
+    );
+  }
+  const ms = (n) => `${(n * 1000).toFixed(0)} us`;
+  lines.push(
+    "",
+    `One age header (one recipient), median of 500: written in ${ms(cost.x25519.createMs)} (X25519) / ${ms(cost.pq.createMs)} (post-quantum: one ML-KEM-768 encapsulation and one X25519 exchange), opened in ${ms(cost.x25519.openMs)} / ${ms(cost.pq.openMs)}. Once per archive, whatever its size.`,
+  );
+  return lines.join("\n");
+}
+
+/** Ours against restic and borg, on the same homes in the same run (ratios > 1: ours is faster). */
+function peersTable(results) {
+  const f = (n) => n.toFixed(0);
+  const lines = [
+    "| case | backup MB/s ours / restic / borg | ours vs restic / borg | backup CPU s ours / restic / borg | restore MB/s ours / restic / borg | ours vs restic / borg | restore CPU s ours / restic / borg | ratio ours / restic / borg | peak RSS MiB backup, restore: ours / restic / borg |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const r of results) {
+    const { restic, borg } = r.peers;
+    if (!restic || !borg) continue;
+    const x = (a, b) => `${(a / b).toFixed(2)}x`;
+    lines.push(
+      `| ${r.label} | ${f(r.backup.ours)} / ${f(restic.backup)} / ${f(borg.backup)} | ${x(r.backup.ours, restic.backup)} / ${x(r.backup.ours, borg.backup)} | ${r.cpuS.oursBackup.toFixed(1)} / ${restic.cpuS.backup.toFixed(1)} / ${borg.cpuS.backup.toFixed(1)} | ${f(r.restore.ours)} / ${f(restic.restore)} / ${f(borg.restore)} | ${x(r.restore.ours, restic.restore)} / ${x(r.restore.ours, borg.restore)} | ${r.cpuS.oursRestore.toFixed(1)} / ${restic.cpuS.restore.toFixed(1)} / ${borg.cpuS.restore.toFixed(1)} | ${r.ratio.ours.toFixed(2)} / ${restic.ratio.toFixed(2)} / ${borg.ratio.toFixed(2)} | ${f(r.peakRssMiB.backup)}, ${f(r.peakRssMiB.restore)} / ${f(restic.peakRssMiB.backup)}, ${f(restic.peakRssMiB.restore)} / ${f(borg.peakRssMiB.backup)}, ${f(borg.peakRssMiB.restore)} |`,
+    );
+  }
+  return lines.join("\n");
 }
 
 function table(results) {
@@ -228,12 +476,20 @@ if (values.scaling) {
 if (values["small-files"])
   cases.push({ label: "small files 100k", options: { sizeBytes: 4 << 20, smallFiles: 100_000 } });
 
+let pqKeys;
+if (values.pq) {
+  pqKeys = { identity: path.join(work, "identity-pq.txt") };
+  if (!existsSync(pqKeys.identity))
+    spawnSync(process.execPath, [cli, "keygen", "--pq", "--output", pqKeys.identity]);
+  pqKeys.recipient = /^# public key: (age1pq1\S+)$/m.exec(await readFile(pqKeys.identity, "utf8"))[1];
+}
+
 const results = [];
 for (const c of cases) {
   process.stderr.write(`bench: preparing ${c.label}\n`);
   const home = await prepareHome(c.label.replace(/\W+/g, "-"), c.options);
   process.stderr.write(`bench: running ${c.label} (${rounds} rounds after a warm-up)\n`);
-  results.push(await benchOne(c.label, home, keys));
+  results.push(values.pq ? await benchPq(c.label, home, keys, pqKeys) : await benchOne(c.label, home, keys));
 }
 const commit = spawnSync("git", ["rev-parse", "--short", "HEAD"]).stdout.toString().trim();
 const restoreTo = [
@@ -241,7 +497,10 @@ const restoreTo = [
   values["restore-dir"] ? `restores into ${values["restore-dir"]}` : "restores into the work directory",
 ].join(", ");
 const header = `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${commit}; median of ${rounds} rounds, warm cache; ${restoreTo}.`;
-const report = `${header}\n\n${table(results)}\n`;
+const body = values.pq
+  ? pqTable(results, await headerCost(keys, pqKeys))
+  : `${table(results)}\n\nThe same homes, in the same rounds, against restic and borg:\n\n${peersTable(results)}`;
+const report = `${header}\n\n${body}\n`;
 process.stdout.write(report);
 if (values["write-results"]) await recordResults(report);
 

@@ -11,7 +11,7 @@ const src = join(root, "src");
 
 /**
  * Higher layers may import lower ones. The data flows inputs -> settings -> run -> report; the domain folders below
- * the engine know nothing of GitHub, the CLI or each other's callers. Root files (errors.ts, version.ts) are below everything.
+ * the engine know nothing of GitHub, the CLI or each other's callers. Root files (errors.ts, version.ts, defaults.ts) are below everything.
  */
 export const LAYERS = {
   entry: 6,
@@ -35,6 +35,7 @@ export const LAYERS = {
   workers: 0,
   "errors.ts": -1,
   "version.ts": -1,
+  "defaults.ts": -1,
 };
 
 function modules(dir) {

@@ -1,7 +1,72 @@
 // Generates the inputs/outputs tables of README.md from action.yml and restore/action.yml, between markers.
-// `node scripts/docs.mjs --check` fails when README.md is not what the action files say (run in CI).
+// `node scripts/docs.mjs --check` fails when README.md is not what the action files say (run in CI), or when an
+// action file's `default:` is not the value the code falls back to (src/defaults.ts).
 import { readFile, writeFile } from "node:fs/promises";
+import { transform } from "esbuild";
 import { parse } from "yaml";
+
+/**
+ * The constant of src/defaults.ts that each input's `default:` must equal. An input with another non-empty default
+ * must be listed in NOT_FROM_CONSTANTS with the reason.
+ */
+const INPUT_DEFAULTS = {
+  "action.yml": {
+    home: "DEFAULT_HOME",
+    consistency: "DEFAULT_CONSISTENCY",
+    "looker-control": "DEFAULT_LOOKER_CONTROL",
+    "looker-unit": "DEFAULT_LOOKER_UNIT",
+    "web-port": "DEFAULT_WEB_PORT",
+    "boot-timeout": "DEFAULT_BOOT_TIMEOUT_SECONDS",
+    "quiet-window-time-zone": "DEFAULT_QUIET_WINDOW_TIME_ZONE",
+    store: "DEFAULT_STORE",
+    "retention-days": "DEFAULT_RETENTION_DAYS",
+    "keep-last": "DEFAULT_KEEP_LAST",
+    "compression-level": "DEFAULT_COMPRESSION_LEVEL",
+    xattrs: "DEFAULT_XATTRS",
+    "on-warnings": "DEFAULT_ON_WARNINGS",
+  },
+  "restore/action.yml": {
+    "target-port": "DEFAULT_SSH_PORT",
+    "target-user": "DEFAULT_TARGET_USER",
+    "boot-timeout": "DEFAULT_BOOT_TIMEOUT_SECONDS",
+    "drill-mysql-port": "DEFAULT_MYSQL_PORT",
+    "drill-mysql-database": "DEFAULT_DRILL_DATABASE",
+  },
+};
+
+const NOT_FROM_CONSTANTS = {
+  "github-token": "the job's token, an expression the runner evaluates",
+  workflow: "the README's workflow file name; empty (set explicitly) searches every workflow",
+};
+
+/** Switches default to "false": an empty value is off (config/source.ts bool). */
+const isSwitchOff = (value) => value === "false";
+
+async function checkDefaults() {
+  const source = await readFile("src/defaults.ts", "utf8");
+  const { code } = await transform(source, { loader: "ts", format: "esm" });
+  const defaults = await import(`data:text/javascript;base64,${Buffer.from(code).toString("base64")}`);
+  const problems = [];
+  for (const [file, mapping] of Object.entries(INPUT_DEFAULTS)) {
+    const inputs = parse(await readFile(file, "utf8")).inputs ?? {};
+    for (const [name, constant] of Object.entries(mapping)) {
+      if (!(constant in defaults)) problems.push(`${file}: ${name}: src/defaults.ts has no ${constant}`);
+      else if (!(name in inputs)) problems.push(`${file}: no input ${name} (mapped to ${constant})`);
+      else if (String(inputs[name].default ?? "") !== String(defaults[constant]))
+        problems.push(
+          `${file}: ${name} defaults to '${inputs[name].default ?? ""}', the code to ${constant} = '${defaults[constant]}'`,
+        );
+    }
+    for (const [name, input] of Object.entries(inputs)) {
+      const value = input.default === undefined ? "" : String(input.default);
+      if (value === "" || name in mapping || name in NOT_FROM_CONSTANTS || isSwitchOff(value)) continue;
+      problems.push(
+        `${file}: ${name} defaults to '${value}' but no constant of src/defaults.ts is mapped to it`,
+      );
+    }
+  }
+  return problems;
+}
 
 const sections = [
   { file: "action.yml", marker: "backup-action" },
@@ -41,11 +106,13 @@ for (const { file, marker } of sections) {
   readme = `${readme.slice(0, start + begin.length)}\n${table(action)}\n${readme.slice(stop)}`;
 }
 if (process.argv.includes("--check")) {
+  const problems = await checkDefaults();
+  for (const problem of problems) console.error(problem);
   if (readme !== original) {
     console.error("README.md's action tables are out of date: run `npm run docs` and commit README.md");
-    process.exit(1);
   }
-  console.log("README.md action tables match action.yml");
+  if (problems.length > 0 || readme !== original) process.exit(1);
+  console.log("README.md action tables match action.yml; its defaults are src/defaults.ts's");
 } else {
   await writeFile("README.md", readme);
 }

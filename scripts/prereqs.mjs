@@ -1,4 +1,5 @@
-// npm `pretest`: makes sure the real tools the tests drive (sshd, age, zstd, tar, iproute2, MariaDB) are present.
+// npm `pretest`: makes sure the real tools the tests drive (sshd, age, zstd, tar, iproute2, MariaDB) and the lint
+// runs (shellcheck) are present.
 // Installs them with apt-get when running as root; otherwise prints the exact command and fails.
 // Fast path: only PATH lookups, no subprocess, when everything is already installed.
 import { spawnSync } from "node:child_process";

@@ -4,7 +4,13 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as core from "@actions/core";
-import { type BackupSettings, nodeSettingsOf, Outputs, readBackupSettings } from "../config/inputs.js";
+import {
+  type BackupSettings,
+  nodeSettingsOf,
+  Outputs,
+  readBackupSettings,
+} from "../config/backup-settings.js";
+import { actionInputs } from "../config/source.js";
 import type { BackupSelection } from "../engine/backup.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { type PreflightCheck, PreflightError, runBackupPreflight } from "../engine/preflight.js";
@@ -56,7 +62,7 @@ export async function runBackupAction(): Promise<void> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   try {
-    const settings = readBackupSettings((name) => core.getInput(name));
+    const settings = readBackupSettings(actionInputs((name) => core.getInput(name)));
     process.exitCode = await backup(settings, controller.signal, startedAt);
   } catch (error) {
     reportFailure(error, controller.signal.aborted);
@@ -126,10 +132,7 @@ async function backupAfterPreflight(
       passphrase: settings.passphrase,
       signingKey: settings.signingKey,
       store,
-      retention:
-        settings.store.kind === "dir" && settings.store.keepLast
-          ? { keepLast: settings.store.keepLast }
-          : undefined,
+      retention: settings.store.kind === "dir" ? settings.store.retention : undefined,
       compressionLevel: settings.compressionLevel,
       xattrs: settings.xattrs,
       consistency: settings.consistency,

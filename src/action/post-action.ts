@@ -3,7 +3,8 @@
  * stopped and did not start again is started here, one at a time, each healthy before the next.
  */
 import * as core from "@actions/core";
-import { nodeSettingsOf, readBackupSettings } from "../config/inputs.js";
+import { nodeSettingsOf, readBackupSettings } from "../config/backup-settings.js";
+import { actionInputs } from "../config/source.js";
 import { describeError, exitCodeOf, LookerError } from "../errors.js";
 import { Cluster } from "../looker/cluster.js";
 import { connectNodes } from "../looker/nodes.js";
@@ -24,7 +25,7 @@ export async function runPostAction(): Promise<void> {
     return;
   }
   try {
-    const settings = readBackupSettings((name) => core.getInput(name));
+    const settings = readBackupSettings(actionInputs((name) => core.getInput(name)));
     const connected = await connectNodes(nodeSettingsOf(settings.home, settings), (l) => core.info(l));
     try {
       const cluster = new Cluster(connected.nodes, saveStopRecord, (l) => core.info(l));

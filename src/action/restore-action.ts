@@ -8,9 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as core from "@actions/core";
-import { absolutePath, checkedMasterKey, integer, lines } from "../config/inputs.js";
-import { parseTrustedSigners } from "../crypto/ssh-keys.js";
-import { type DrillRequest, runDrill } from "../drill/drill.js";
+import { type BackupLocation, DRILL_SECRET_INPUTS, readDrillSettings } from "../config/drill-settings.js";
+import { actionInputs } from "../config/source.js";
+import { runDrill } from "../drill/drill.js";
 import { type DrillReport, drillSummaryMarkdown } from "../drill/report.js";
 import { NOT_CHECKED_WARNING } from "../engine/authenticity.js";
 import { describeError, exitCodeOf, InputError } from "../errors.js";
@@ -21,34 +21,23 @@ import { DirStore } from "../store/dir-store.js";
 import { keepDrillHistory } from "./drill-history.js";
 import { maskValue } from "./secrets.js";
 
-const SECRETS = [
-  "identity",
-  "keyfile-identity",
-  "ssh-key",
-  "master-key",
-  "api-client-secret",
-  "drill-mysql-password",
-];
-
 export async function runRestoreAction(): Promise<void> {
-  for (const name of SECRETS) maskValue(core.getInput(name));
+  for (const name of DRILL_SECRET_INPUTS) maskValue(core.getInput(name));
   const scratch = await mkdtemp(join(process.env.RUNNER_TEMP || tmpdir(), "looker-drill-"));
   try {
-    const get = (name: string) => core.getInput(name).trim();
-    // Inputs that need no download are checked before one: a typo should not cost a multi-GB transfer.
-    if (get("master-key")) checkedMasterKey(get("master-key"), "master-key");
-    const trustedSigners = get("trusted-signers")
-      ? parseTrustedSigners(core.getInput("trusted-signers"), "input 'trusted-signers'")
-      : undefined;
-    if (!trustedSigners) core.warning(NOT_CHECKED_WARNING);
-    const source = await fetchBackup(get, scratch);
-    const request = {
-      ...drillRequest(get, source),
-      ...(trustedSigners ? { trustedSigners } : {}),
+    // Every input is checked before the download: a typo should not cost a multi-GB transfer.
+    const { backup, githubToken, ...drill } = readDrillSettings(actionInputs((name) => core.getInput(name)));
+    if (!drill.trustedSigners) core.warning(NOT_CHECKED_WARNING);
+    const source = await fetchBackup(backup, githubToken ?? "", scratch);
+    const report = await runDrill({
+      ...drill,
+      archive: source.archive,
+      ...(source.keyfile ? { keyfile: source.keyfile } : {}),
       ...(source.signature ? { signature: source.signature } : {}),
-    };
-    const report = await runDrill({ ...request, log: (line) => core.info(line) });
-    await publish(report, get("instance") || String(report.backup.instance ?? "looker"), get("github-token"));
+      log: (line) => core.info(line),
+    });
+    const instance = backup.kind === "file" ? undefined : backup.instance;
+    await publish(report, instance ?? String(report.backup.instance ?? "looker"), githubToken ?? "");
     if (report.result !== "passed") core.setFailed(`drill failed: ${report.error ?? "see the report"}`);
     process.exitCode = report.exitCode;
   } catch (error) {
@@ -66,30 +55,28 @@ interface FetchedBackup {
   readonly signature?: string;
 }
 
-async function fetchBackup(get: (name: string) => string, scratch: string): Promise<FetchedBackup> {
-  const instance = get("instance") || undefined;
-  const storeDir = get("store-dir");
-  if (storeDir) {
-    const [newest] = await new DirStore(absolutePath(storeDir, "store-dir")).list(instance);
+async function fetchBackup(location: BackupLocation, token: string, scratch: string): Promise<FetchedBackup> {
+  if (location.kind === "file") return { archive: location.path };
+  if (location.kind === "dir") {
+    const { directory, instance } = location;
+    const [newest] = await new DirStore(directory).list(instance);
     if (!newest)
       throw new InputError(
-        `no archive${instance ? ` of ${instance}` : ""} in ${storeDir}`,
+        `no archive${instance ? ` of ${instance}` : ""} in ${directory}`,
         "run a backup first",
       );
     return { archive: newest.location };
   }
-  const runId = get("run-id") ? integer(get("run-id"), "run-id", 1, Number.MAX_SAFE_INTEGER) : undefined;
-  const { owner, repo } = repositoryOf(get("repository") || process.env.GITHUB_REPOSITORY || "");
-  const token = get("github-token");
+  const { owner, repo } = location;
   const found = await findNewestBackupArtifact({
     token,
     owner,
     repo,
-    workflow: get("workflow") || undefined,
-    ...(get("branch") ? { branch: get("branch") } : {}),
-    ...(runId === undefined ? {} : { runId }),
-    ...(get("artifact-name") ? { artifactName: get("artifact-name") } : {}),
-    ...(instance ? { instance } : {}),
+    workflow: location.workflow,
+    ...(location.branch ? { branch: location.branch } : {}),
+    ...(location.runId === undefined ? {} : { runId: location.runId }),
+    ...(location.artifactName ? { artifactName: location.artifactName } : {}),
+    ...(location.instance ? { instance: location.instance } : {}),
     log: (line) => core.info(line),
   });
   core.info(`restoring artifact ${found.name} (id ${found.id}) from run ${found.runId} of ${owner}/${repo}`);
@@ -113,72 +100,6 @@ async function companion(store: ArtifactStore, name: string, scratch: string): P
   const path = join(scratch, name);
   await pipeline(await store.open(name), createWriteStream(path, { mode: 0o600 }));
   return path;
-}
-
-/** `owner/name` of the repository whose backups are restored (a drill may restore another repository's). */
-function repositoryOf(value: string): { owner: string; repo: string } {
-  const match = /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(value.trim());
-  if (!match) {
-    throw new InputError(
-      `repository: '${value}' is not owner/name`,
-      "set repository to the repository that runs the backups, e.g. acme/looker-ops (default: this repository)",
-    );
-  }
-  return { owner: match[1]!, repo: match[2]! };
-}
-
-function drillRequest(get: (name: string) => string, source: FetchedBackup): DrillRequest {
-  const identity = core.getInput("identity");
-  if (identity.trim() === "") {
-    throw new InputError(
-      "input 'identity' is required",
-      "set it to the age identity (AGE-SECRET-KEY-1...) from a secret",
-    );
-  }
-  const keyfileIdentity = core.getInput("keyfile-identity");
-  const targetDir = get("target-dir");
-  const masterKey = get("master-key");
-  const mysqlHost = get("drill-mysql-host");
-  const clientId = get("api-client-id");
-  return {
-    archive: source.archive,
-    ...(source.keyfile ? { keyfile: source.keyfile } : {}),
-    keys: { identities: [identity] },
-    ...(keyfileIdentity ? { keyfileIdentities: [keyfileIdentity] } : {}),
-    target: targetDir
-      ? { kind: "dir", dir: absolutePath(targetDir, "target-dir") }
-      : {
-          kind: "ssh",
-          ...(get("target-host") ? { host: get("target-host") } : {}),
-          port: integer(get("target-port") || "22", "target-port", 1, 65535),
-          user: get("target-user") || "root",
-          privateKey: core.getInput("ssh-key"),
-          knownHosts: core.getInput("known-hosts"),
-        },
-    ...(masterKey ? { masterKey: { kind: "env", value: checkedMasterKey(masterKey, "master-key") } } : {}),
-    // Empty: the ports the restored lookerstart.cfg names; set: the drill rewrites its copy to use them.
-    ...(get("web-port") ? { webPort: integer(get("web-port"), "web-port", 1, 65535) } : {}),
-    ...(get("api-port") ? { apiPort: integer(get("api-port"), "api-port", 1, 65535) } : {}),
-    bootTimeoutMs: integer(get("boot-timeout") || "600", "boot-timeout", 1, 86_400) * 1000,
-    ...(clientId ? { api: { clientId, clientSecret: core.getInput("api-client-secret") } } : {}),
-    checks: lines(get("checks")).map((line) => {
-      const [path, status] = line.split("=");
-      return { path: path ?? "/", status: integer(status ?? "200", "checks", 100, 599) };
-    }),
-    ...(mysqlHost
-      ? {
-          drillMysql: {
-            host: mysqlHost,
-            port: integer(get("drill-mysql-port") || "3306", "drill-mysql-port", 1, 65535),
-            user: get("drill-mysql-user"),
-            password: core.getInput("drill-mysql-password"),
-            database: get("drill-mysql-database") || "looker_drill",
-          },
-        }
-      : {}),
-    ...(get("provision-command") ? { provisionCommand: core.getInput("provision-command") } : {}),
-    ...(get("teardown-command") ? { teardownCommand: core.getInput("teardown-command") } : {}),
-  };
 }
 
 /** Outputs, the JSON report, and a summary with the last drills of the instance (kept as artifacts). */

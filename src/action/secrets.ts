@@ -1,5 +1,5 @@
 import * as core from "@actions/core";
-import { SECRET_INPUTS } from "../config/inputs.js";
+import { SECRET_INPUTS } from "../config/backup-settings.js";
 
 /**
  * Masks every secret input before anything else can print it. Multi-line secrets (SSH keys) are masked line by

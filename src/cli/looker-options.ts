@@ -1,13 +1,16 @@
 /**
- * The backup command's Looker options (consistency, keystore-independent, cluster nodes, MySQL, quiet window,
- * pre/post commands). They mean exactly what the action's inputs of the same names mean, so they are read through the
- * action's one validator (config/inputs.ts); only secrets arrive differently: from files or environment variables
- * named on the command line, never as argument values visible in `ps`.
+ * The backup command's Looker flags (consistency, keystore-independent, cluster nodes, MySQL, quiet window,
+ * pre/post commands). They carry the action's inputs of the same names and mean exactly what those mean
+ * (config/backup-settings.ts); only secrets arrive differently: from files or environment variables named on the
+ * command line, never as argument values visible in `ps` (cli/backup.ts reads them).
  */
-import { readFileSync } from "node:fs";
-import { type BackupSettings, Inputs, readBackupSettings } from "../config/inputs.js";
-import { InputError } from "../errors.js";
-import { type OptionSpecs, optionalString, type ParsedOptions, stringList } from "./args.js";
+import {
+  DEFAULT_BOOT_TIMEOUT_SECONDS,
+  DEFAULT_LOOKER_UNIT,
+  DEFAULT_QUIET_WINDOW_TIME_ZONE,
+  DEFAULT_WEB_PORT,
+} from "../defaults.js";
+import type { OptionSpecs } from "./args.js";
 
 export const lookerOptionSpecs: OptionSpecs = {
   consistency: {
@@ -29,7 +32,7 @@ export const lookerOptionSpecs: OptionSpecs = {
     type: "string",
     multiple: true,
     placeholder: "AGE1...",
-    help: "recipient of the key file",
+    help: "recipient of the key file (age1... or age1pq1..., not both)",
   },
   "looker-user": {
     type: "string",
@@ -44,7 +47,7 @@ export const lookerOptionSpecs: OptionSpecs = {
   "looker-unit": {
     type: "string",
     placeholder: "UNIT",
-    help: "systemd unit Looker runs under (default looker.service)",
+    help: `systemd unit Looker runs under (default ${DEFAULT_LOOKER_UNIT})`,
   },
   node: {
     type: "string",
@@ -58,11 +61,15 @@ export const lookerOptionSpecs: OptionSpecs = {
     type: "boolean",
     help: "accept unknown node host keys (changed keys are refused)",
   },
-  "web-port": { type: "string", placeholder: "N", help: "Looker's web port for /alive (default 9999)" },
+  "web-port": {
+    type: "string",
+    placeholder: "N",
+    help: `Looker's web port for /alive (default ${DEFAULT_WEB_PORT})`,
+  },
   "boot-timeout": {
     type: "string",
     placeholder: "SEC",
-    help: "seconds to wait for /alive after a start (default 600)",
+    help: `seconds to wait for /alive after a start (default ${DEFAULT_BOOT_TIMEOUT_SECONDS})`,
   },
   "mysql-host": {
     type: "string",
@@ -85,7 +92,7 @@ export const lookerOptionSpecs: OptionSpecs = {
   "quiet-window-time-zone": {
     type: "string",
     placeholder: "TZ",
-    help: "IANA time zone of the quiet window (UTC)",
+    help: `IANA time zone of the quiet window (${DEFAULT_QUIET_WINDOW_TIME_ZONE})`,
   },
   "force-outside-window": { type: "boolean", help: "stop Looker even outside the quiet window" },
   "pre-command": {
@@ -105,110 +112,3 @@ export const lookerOptionSpecs: OptionSpecs = {
     help: "shell command after the backup, also after a failure",
   },
 };
-
-/** Flags whose action input of the same meaning has another name (secrets come indirectly on the command line). */
-const FLAG_OF_INPUT: Record<string, string> = {
-  [Inputs.MasterKey]: "--master-key-env",
-  [Inputs.MysqlPassword]: "--mysql-password-env",
-  [Inputs.KeyfileRecipients]: "--keyfile-recipient",
-  [Inputs.Nodes]: "--node",
-  [Inputs.SshKey]: "--ssh-key",
-};
-
-export type LookerSettings = Pick<
-  BackupSettings,
-  | "consistency"
-  | "keystoreIndependent"
-  | "masterKey"
-  | "keyfileRecipients"
-  | "lookerUser"
-  | "lookerControl"
-  | "lookerUnit"
-  | "nodes"
-  | "sshKey"
-  | "knownHosts"
-  | "acceptNewHostKeys"
-  | "webPort"
-  | "bootTimeoutMs"
-  | "mysql"
-  | "quietWindow"
-  | "forceOutsideWindow"
-  | "preCommand"
-  | "postCommand"
-  | "lookerEnv"
-  | "signingKey"
->;
-
-/** Reads the Looker options through the action's validator; errors name the flag, not the input. */
-export function lookerSettingsFrom(
-  values: ParsedOptions,
-  home: string,
-  recipients: readonly string[],
-): LookerSettings {
-  const read = (name: string): string => {
-    switch (name) {
-      case Inputs.Recipients:
-        return recipients.join("\n");
-      case Inputs.Passphrase:
-        return recipients.length === 0 ? "passphrase-set" : "";
-      case Inputs.Home:
-        return home;
-      case Inputs.Store:
-        return "dir";
-      case Inputs.StoreDir:
-        return "/";
-      case Inputs.Instance:
-        return "cli";
-      case Inputs.MasterKey:
-        return fromEnv(values, "master-key-env");
-      case Inputs.MysqlPassword:
-        return fromEnv(values, "mysql-password-env");
-      case Inputs.KeyfileRecipients:
-        return stringList(values, "keyfile-recipient").join("\n");
-      case Inputs.Nodes:
-        return stringList(values, "node").join("\n");
-      case Inputs.LookerEnv:
-        return stringList(values, "looker-env").join("\n");
-      case Inputs.SshKey:
-      case Inputs.KnownHosts:
-      case Inputs.SigningKey:
-        return fileContent(values, name);
-      default: {
-        const value = values[name];
-        return value === true ? "true" : typeof value === "string" ? value : "";
-      }
-    }
-  };
-  try {
-    return readBackupSettings(read);
-  } catch (error) {
-    if (!(error instanceof InputError)) throw error;
-    throw new InputError(relabel(error.message), error.hint, error.cause);
-  }
-}
-
-function relabel(message: string): string {
-  return message.replace(/input '([a-z-]+)'/g, (_, name: string) => FLAG_OF_INPUT[name] ?? `--${name}`);
-}
-
-function fromEnv(values: ParsedOptions, flag: string): string {
-  const variable = optionalString(values, flag);
-  if (variable === undefined) return "";
-  const value = process.env[variable];
-  if (!value)
-    throw new InputError(
-      `--${flag}: environment variable ${variable} is empty or unset`,
-      `export ${variable} first`,
-    );
-  return value;
-}
-
-function fileContent(values: ParsedOptions, flag: string): string {
-  const file = optionalString(values, flag);
-  if (file === undefined) return "";
-  try {
-    return readFileSync(file, "utf8");
-  } catch (error) {
-    throw new InputError(`--${flag}: cannot read ${file}: ${(error as Error).message}`, "check the path");
-  }
-}

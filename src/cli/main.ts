@@ -1,15 +1,13 @@
 import { describeError, ExitCode, exitCodeOf, LookerBackupError } from "../errors.js";
 import { helpText, parseCommandArgs } from "./args.js";
+import { backupCommand } from "./backup.js";
 import type { Command, CommandContext } from "./command.js";
-import {
-  backupCommand,
-  keygenCommand,
-  listCommand,
-  planCommand,
-  restoreCommand,
-  verifyCommand,
-} from "./commands.js";
-import { drillCommand } from "./drill-command.js";
+import { drillCommand } from "./drill.js";
+import { keygenCommand } from "./keygen.js";
+import { listCommand } from "./list.js";
+import { planCommand } from "./plan.js";
+import { restoreCommand } from "./restore.js";
+import { verifyCommand } from "./verify.js";
 
 const commands: readonly Command[] = [
   backupCommand,

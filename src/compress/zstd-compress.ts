@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from "node:os";
 import { Transform, type TransformCallback } from "node:stream";
+import { DEFAULT_COMPRESSION_LEVEL, MAX_COMPRESSION_LEVEL, MIN_COMPRESSION_LEVEL } from "../defaults.js";
 import { InputError } from "../errors.js";
 import { handOver } from "../runtime/buffers.js";
 import { type BlockMemory, BlockPool } from "./block-pool.js";
@@ -18,7 +19,7 @@ export type { FileBlock } from "./file-block.js";
 export { liveZstdWorkerThreads } from "./zstd-engines.js";
 
 export interface ZstdCompressOptions {
-  /** zstd level, as `zstd -<level>`. Default 3. */
+  /** zstd level, as `zstd -<level>`. Default DEFAULT_COMPRESSION_LEVEL, within the settings' range. */
   level?: number;
   /** Compression threads. Default os.availableParallelism(), at most 8. 1 compresses without worker threads. */
   workers?: number;
@@ -40,7 +41,6 @@ export interface ZstdCompressOptions {
   fileBlocks?: boolean;
 }
 
-export const DEFAULT_ZSTD_LEVEL = 3;
 /**
  * Measured on 1 GiB of mixed LookML/JSON/log text and database pages, 2 workers: 1 MiB blocks lose 4% of
  * ratio against `zstd -3`, 4 MiB 1.3%, 8 MiB 0.4%; speed is the same within noise (~630-710 MB/s, vs
@@ -92,10 +92,16 @@ interface ResolvedCompressOptions {
 }
 
 function resolveCompressOptions(options: ZstdCompressOptions): ResolvedCompressOptions {
-  const level = options.level ?? DEFAULT_ZSTD_LEVEL;
+  const level = options.level ?? DEFAULT_COMPRESSION_LEVEL;
   const workers = options.workers ?? Math.min(availableParallelism(), DEFAULT_MAX_WORKERS);
   const blockSize = options.blockSize ?? options.pool?.blockSize ?? DEFAULT_ZSTD_BLOCK_SIZE;
-  requireInteger("zstd level", level, -7, 22, "use a level from 1 (fast) to 19 (small); 3 is the default");
+  requireInteger(
+    "zstd level",
+    level,
+    MIN_COMPRESSION_LEVEL,
+    MAX_COMPRESSION_LEVEL,
+    `use a level from ${MIN_COMPRESSION_LEVEL} (fast) to ${MAX_COMPRESSION_LEVEL} (small); ${DEFAULT_COMPRESSION_LEVEL} is the default`,
+  );
   requireInteger("zstd workers", workers, 1, MAX_WORKERS, "use a small number such as the count of cores");
   requireInteger("zstd block size", blockSize, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, "4 MiB is the default");
   if (options.pool !== undefined && options.pool.blockSize !== blockSize) {

@@ -4,7 +4,13 @@
  * any work starts.
  */
 import { readFile } from "node:fs/promises";
-import { parseIdentities, parseRecipient, parseRecipients } from "../crypto/age-keys.js";
+import {
+  type AgeRecipient,
+  checkRecipientMix,
+  parseIdentities,
+  parseRecipient,
+  parseRecipients,
+} from "../crypto/age-keys.js";
 import { parseTrustedSigners, type TrustedSigners } from "../crypto/ssh-keys.js";
 import { InputError } from "../errors.js";
 
@@ -13,17 +19,18 @@ export async function loadRecipients(
   files: readonly string[],
   where: string,
 ): Promise<string[]> {
-  const recipients = inline.map((text) => parseRecipient(text, where).text);
+  const recipients: AgeRecipient[] = inline.map((text) => parseRecipient(text, where));
   for (const file of files) {
-    recipients.push(...parseRecipients(await readKeyFile(file, "recipients file"), file).map((r) => r.text));
+    recipients.push(...parseRecipients(await readKeyFile(file, "recipients file"), file));
   }
   if (recipients.length === 0) {
     throw new InputError(
       `${where}: no recipients given`,
-      "pass --recipient age1... (from `looker-backup keygen` or `age-keygen`), or --recipients-file FILE",
+      "pass --recipient age1... or age1pq1... (from `looker-backup keygen [--pq]` or `age-keygen -y`), or --recipients-file FILE",
     );
   }
-  return [...new Set(recipients)];
+  checkRecipientMix(recipients, files.length > 0 ? `${where} and --recipients-file` : where);
+  return [...new Set(recipients.map((recipient) => recipient.text))];
 }
 
 /** Returns the identity lines of the given files, validated (the text is what the decryptor consumes). */
@@ -31,7 +38,7 @@ export async function loadIdentities(files: readonly string[], where: string): P
   if (files.length === 0) {
     throw new InputError(
       `${where}: no identity given`,
-      "pass --identity FILE (an age identity file, AGE-SECRET-KEY-1...)",
+      "pass --identity FILE (an age identity file, AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1...)",
     );
   }
   const identities: string[] = [];

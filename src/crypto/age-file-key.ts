@@ -1,12 +1,23 @@
 /**
- * The file key and the stanzas that carry it: X25519 recipient stanzas and the scrypt passphrase stanza.
+ * The file key and the stanzas that carry it: X25519 and post-quantum mlkem768x25519 recipient stanzas, and the
+ * scrypt passphrase stanza.
  * Writing creates a header for a fresh file key; reading finds the stanza an identity (or passphrase) opens,
  * then checks the header MAC with the key it found.
  */
 import { randomBytes, scrypt } from "node:crypto";
-import { InputError, IntegrityError } from "../errors.js";
+import { InputError } from "../errors.js";
+import { AgeIntegrityError } from "./age-errors.js";
 import { type ParsedHeader, type Stanza, serializeHeader, verifyHeaderMac } from "./age-header.js";
-import type { X25519Identity, X25519Recipient } from "./age-keys.js";
+import {
+  type AgeIdentity,
+  type AgeRecipient,
+  checkRecipientMix,
+  type HybridIdentity,
+  type HybridRecipient,
+  type X25519Identity,
+  type X25519Recipient,
+} from "./age-keys.js";
+import { HYBRID_ENC_LENGTH, hpkeOpen, hpkeSeal } from "./mlkem768x25519.js";
 import {
   AEAD_TAG_LENGTH,
   aeadOpen,
@@ -25,6 +36,8 @@ export const MAX_SCRYPT_LOG_N = 22;
 
 const X25519_TYPE = "X25519";
 const X25519_INFO = "age-encryption.org/v1/X25519";
+const HYBRID_TYPE = "mlkem768x25519";
+const HYBRID_INFO = "age-encryption.org/mlkem768x25519";
 const SCRYPT_TYPE = "scrypt";
 const SCRYPT_SALT_LABEL = "age-encryption.org/v1/scrypt";
 const SCRYPT_SALT_LENGTH = 16;
@@ -33,16 +46,17 @@ const WRAPPED_KEY_LENGTH = FILE_KEY_LENGTH + AEAD_TAG_LENGTH;
 const DECIMAL_WITHOUT_LEADING_ZERO = /^[1-9][0-9]*$/;
 
 export type FileKeySealer =
-  | { readonly recipients: readonly X25519Recipient[] }
+  | { readonly recipients: readonly AgeRecipient[] }
   | { readonly passphrase: string; readonly logN: number };
 
 export interface FileKeyOpeners {
-  readonly identities: readonly X25519Identity[];
+  readonly identities: readonly AgeIdentity[];
   readonly passphrase?: string | undefined;
 }
 
-function malformedStanza(type: string, detail: string): IntegrityError {
-  return new IntegrityError(
+function malformedStanza(type: string, detail: string): AgeIntegrityError {
+  return new AgeIntegrityError(
+    "header",
     `malformed ${type} stanza in the age header: ${detail}`,
     "the archive is corrupted",
   );
@@ -76,6 +90,28 @@ function unwrapX25519(stanza: Stanza, identity: X25519Identity): Buffer | undefi
   return aeadOpen(x25519WrapKey(shared, share, identity.publicKey), stanza.body);
 }
 
+function wrapForHybrid(fileKey: Buffer, recipient: HybridRecipient): Stanza {
+  const sealed = hpkeSeal(recipient, HYBRID_INFO, fileKey);
+  if (sealed === undefined) {
+    throw new InputError(
+      `invalid age recipient ${recipient.text.slice(0, 40)}...: its X25519 part is a low-order point`,
+      "generate a new key pair with `looker-backup keygen --pq`",
+    );
+  }
+  return { type: HYBRID_TYPE, args: [encodeBase64Raw(sealed.enc)], body: sealed.ciphertext };
+}
+
+/** The file key if this mlkem768x25519 stanza was made for the identity, undefined if not; throws if malformed. */
+function unwrapHybrid(stanza: Stanza, identity: HybridIdentity): Buffer | undefined {
+  const enc = stanza.args.length === 1 ? decodeBase64Raw(stanza.args[0]!) : undefined;
+  if (enc?.length !== HYBRID_ENC_LENGTH) throw malformedStanza(HYBRID_TYPE, "bad encapsulated key");
+  // Checked before decrypting, as the spec requires, against partitioning oracle attacks.
+  if (stanza.body.length !== WRAPPED_KEY_LENGTH) throw malformedStanza(HYBRID_TYPE, "bad body length");
+  const fileKey = hpkeOpen(identity, HYBRID_INFO, enc, stanza.body);
+  if (fileKey === "low-order") throw malformedStanza(HYBRID_TYPE, "low-order X25519 share");
+  return fileKey;
+}
+
 function deriveScryptKey(passphrase: string, salt: Buffer, logN: number): Promise<Buffer> {
   const N = 2 ** logN;
   const label = Buffer.concat([Buffer.from(SCRYPT_SALT_LABEL, "latin1"), salt]);
@@ -102,7 +138,8 @@ async function unwrapScrypt(stanza: Stanza, passphrase: string): Promise<Buffer 
   if (!DECIMAL_WITHOUT_LEADING_ZERO.test(logNText)) throw malformedStanza(SCRYPT_TYPE, "bad work factor");
   const logN = Number(logNText);
   if (logN > MAX_SCRYPT_LOG_N) {
-    throw new IntegrityError(
+    throw new AgeIntegrityError(
+      "header",
       `the archive's scrypt work factor 2^${logNText} exceeds the maximum 2^${MAX_SCRYPT_LOG_N}`,
       "the file was made with an unusually high work factor or was tampered with",
     );
@@ -114,17 +151,23 @@ async function unwrapScrypt(stanza: Stanza, passphrase: string): Promise<Buffer 
 /** A fresh file key and the serialized header that carries it to the recipients or the passphrase. */
 export async function createHeader(sealer: FileKeySealer): Promise<{ header: Buffer; fileKey: Buffer }> {
   const fileKey = randomBytes(FILE_KEY_LENGTH);
-  const stanzas =
-    "recipients" in sealer
-      ? sealer.recipients.map((recipient) => wrapForX25519(fileKey, recipient))
-      : [await wrapForPassphrase(fileKey, sealer.passphrase, sealer.logN)];
+  let stanzas: Stanza[];
+  if ("recipients" in sealer) {
+    checkRecipientMix(sealer.recipients, "age recipients");
+    stanzas = sealer.recipients.map((recipient) =>
+      recipient.kind === "x25519" ? wrapForX25519(fileKey, recipient) : wrapForHybrid(fileKey, recipient),
+    );
+  } else {
+    stanzas = [await wrapForPassphrase(fileKey, sealer.passphrase, sealer.logN)];
+  }
   return { header: serializeHeader(stanzas, fileKey), fileKey };
 }
 
 async function openWithPassphrase(header: ParsedHeader, passphrase: string | undefined): Promise<Buffer> {
   const [stanza] = header.stanzas;
   if (header.stanzas.length !== 1 || stanza === undefined) {
-    throw new IntegrityError(
+    throw new AgeIntegrityError(
+      "header",
       "malformed age header: an scrypt stanza must be the only stanza",
       "the archive is corrupted",
     );
@@ -137,27 +180,42 @@ async function openWithPassphrase(header: ParsedHeader, passphrase: string | und
   }
   const fileKey = await unwrapScrypt(stanza, passphrase);
   if (fileKey === undefined)
-    throw new IntegrityError("incorrect passphrase", "check the passphrase and try again");
+    throw new AgeIntegrityError("no-match", "incorrect passphrase", "check the passphrase and try again");
   return fileKey;
 }
 
+/** The file key if the stanza is of a type we know and was made for one of the identities; throws if malformed. */
+function unwrapStanza(stanza: Stanza, identities: readonly AgeIdentity[]): Buffer | undefined {
+  for (const identity of identities) {
+    // Each identity looks only at stanzas of its own type, as age's do.
+    const fileKey =
+      stanza.type === X25519_TYPE && identity.kind === "x25519"
+        ? unwrapX25519(stanza, identity)
+        : stanza.type === HYBRID_TYPE && identity.kind === "mlkem768x25519"
+          ? unwrapHybrid(stanza, identity)
+          : undefined;
+    if (fileKey !== undefined) return fileKey;
+  }
+  return undefined;
+}
+
 function openWithIdentities(header: ParsedHeader, openers: FileKeyOpeners): Buffer {
+  // Unknown stanza types (grease, plugins) are skipped, as age does.
   for (const stanza of header.stanzas) {
-    if (stanza.type !== X25519_TYPE) continue; // unknown stanza types (grease, plugins) are skipped, as age does
-    for (const identity of openers.identities) {
-      const fileKey = unwrapX25519(stanza, identity);
-      if (fileKey !== undefined) return fileKey;
-    }
+    const fileKey = unwrapStanza(stanza, openers.identities);
+    if (fileKey !== undefined) return fileKey;
   }
   if (openers.identities.length === 0 && openers.passphrase !== undefined) {
-    throw new IntegrityError(
+    throw new AgeIntegrityError(
+      "no-match",
       "the archive is not encrypted with a passphrase",
-      "decrypt with the identity (AGE-SECRET-KEY-1...) of one of its recipients",
+      "decrypt with the identity (AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1...) of one of its recipients",
     );
   }
-  throw new IntegrityError(
+  throw new AgeIntegrityError(
+    "no-match",
     "no identity matched any of the archive's recipients",
-    "use the identity (AGE-SECRET-KEY-1...) whose recipient (age1...) the archive was encrypted to",
+    "use the identity (AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1...) whose recipient (age1... or age1pq1...) the archive was encrypted to",
   );
 }
 

@@ -5,12 +5,16 @@
  * header up to and including `---`.
  */
 import { timingSafeEqual } from "node:crypto";
-import { IntegrityError } from "../errors.js";
+import { AgeIntegrityError } from "./age-errors.js";
 import { decodeBase64Raw, encodeBase64Raw, hkdfSha256, hmacSha256 } from "./primitives.js";
 
 export const AGE_VERSION_LINE = "age-encryption.org/v1";
-/** Headers are a few hundred bytes; the bound keeps garbage input from growing memory without limit. */
-export const MAX_HEADER_BYTES = 1024 * 1024;
+/**
+ * A header is a few hundred bytes per recipient (about 1.6 KB for a post-quantum one). `age -d` sets no limit; ours
+ * keeps garbage input from growing memory without end, and is far beyond any real header: 16 MiB holds some 10,000
+ * post-quantum or 100,000 X25519 recipients, and parsing it costs about 80 MB at most (buffer, text and bodies).
+ */
+export const MAX_HEADER_BYTES = 16 * 1024 * 1024;
 
 const STANZA_PREFIX = "-> ";
 const FOOTER_MARK = "---";
@@ -32,8 +36,8 @@ export interface ParsedHeader {
   readonly macInput: Buffer;
 }
 
-function malformed(detail: string): IntegrityError {
-  return new IntegrityError(`malformed age header: ${detail}`, NOT_AGE_HINT);
+function malformed(detail: string): AgeIntegrityError {
+  return new AgeIntegrityError("header", `malformed age header: ${detail}`, NOT_AGE_HINT);
 }
 
 function headerMac(fileKey: Uint8Array, macInput: Uint8Array): Buffer {
@@ -79,7 +83,8 @@ export function serializeHeader(stanzas: readonly Stanza[], fileKey: Uint8Array)
 /** Throws IntegrityError unless the header's MAC is right for this file key. */
 export function verifyHeaderMac(header: ParsedHeader, fileKey: Uint8Array): void {
   if (!timingSafeEqual(headerMac(fileKey, header.macInput), header.mac)) {
-    throw new IntegrityError(
+    throw new AgeIntegrityError(
+      "hmac",
       "age header MAC mismatch: the archive header was modified or corrupted",
       "restore from another copy of the backup",
     );
@@ -182,21 +187,24 @@ export class HeaderReader {
 
   /** Call at end of input when push never returned a header. */
   end(): never {
-    if (this.#length === 0) throw new IntegrityError("the age input is empty", NOT_AGE_HINT);
+    if (this.#length === 0) throw new AgeIntegrityError("header", "the age input is empty", NOT_AGE_HINT);
     throw malformed("the input ends inside the header (truncated)");
   }
 
   #checkStart(buffered: Buffer): void {
     const start = buffered.subarray(0, AGE_VERSION_LINE.length + 1).toString("latin1");
     if (`${AGE_VERSION_LINE}\n`.startsWith(start)) return;
+    // The decrypt stream removes armor before the header is read; this guards a direct caller handed armor.
     // Only claim armor once enough bytes are in to tell; a lone "-" is just not age.
     if (start.length >= "-----BEGIN".length && ARMOR_BEGIN.startsWith(start)) {
-      throw new IntegrityError(
-        "the input is an ASCII-armored age file, which is not supported",
-        "decrypt it with `age -d`, or encrypt without `-a` (armor)",
+      throw new AgeIntegrityError(
+        "header",
+        "the input is an ASCII-armored age file, and the header reader takes binary age",
+        "decode the armor first (createAgeDecryptStream does), or write the file without `age -a`",
       );
     }
-    throw new IntegrityError(
+    throw new AgeIntegrityError(
+      "header",
       `the input is not an age v1 file (it does not start with "${AGE_VERSION_LINE}")`,
     );
   }

@@ -11,8 +11,8 @@
  * arrive (it is then not the last) or the input ends (it is the last, flagged 0x01).
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
-import { IntegrityError } from "../errors.js";
 import { handOver, releaseWhole } from "../runtime/buffers.js";
+import { AgeIntegrityError } from "./age-errors.js";
 import { AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH, hkdfSha256 } from "./primitives.js";
 
 export const PAYLOAD_NONCE_LENGTH = 16;
@@ -122,7 +122,8 @@ abstract class ChunkedProcessor {
 
   /** The AEAD nonce of the current chunk. */
   protected nextNonce(last: boolean): Buffer {
-    if (this.#counter >= MAX_CHUNKS) throw new IntegrityError("age payload has too many chunks");
+    if (this.#counter >= MAX_CHUNKS)
+      throw new AgeIntegrityError("payload", "age payload has too many chunks");
     this.#nonce.writeUIntBE(this.#counter, COUNTER_OFFSET, COUNTER_BYTES);
     this.#nonce[AEAD_NONCE_LENGTH - 1] = last ? LAST_CHUNK_FLAG : 0;
     return this.#nonce;
@@ -183,6 +184,28 @@ export class PayloadDecryptor extends ChunkedProcessor {
   }
 
   protected processChunk(chunk: Buffer, last: boolean): void {
+    const opened = this.#open(chunk, last);
+    if (opened.plaintext !== undefined) {
+      this.#release(opened.plaintext);
+      return;
+    }
+    // A full-size chunk may be a final one followed by more data, or a non-final one where the input ends: the other
+    // flag tells those from corruption, and what authenticates is released before the error, as age does.
+    const other = chunk.length === CIPHERTEXT_CHUNK_SIZE ? this.#open(chunk, !last).plaintext : undefined;
+    if (other !== undefined) {
+      this.#release(other);
+      throw this.#failure(
+        last
+          ? `age payload is truncated: it ends after chunk ${this.chunkIndex} without a final chunk`
+          : `age payload has data after its final chunk ${this.chunkIndex}`,
+      );
+    }
+    const which = last ? "final chunk" : `chunk ${this.chunkIndex}`;
+    throw this.#failure(`age payload ${which} failed authentication`, opened.error);
+  }
+
+  /** The plaintext of a chunk if it authenticates at this position with this last flag, else the error. */
+  #open(chunk: Buffer, last: boolean): { plaintext?: Buffer; error?: unknown } {
     const decipher = createDecipheriv("chacha20-poly1305", this.#key, this.nextNonce(last), {
       authTagLength: AEAD_TAG_LENGTH,
     });
@@ -192,10 +215,13 @@ export class PayloadDecryptor extends ChunkedProcessor {
     try {
       decipher.final();
     } catch (error) {
-      const which = last ? "final chunk" : `chunk ${this.chunkIndex}`;
-      throw new IntegrityError(`age payload ${which} failed authentication`, CORRUPT_HINT, error);
+      return { error };
     }
-    // Committed only after the tag checked out: unauthenticated plaintext never leaves this class.
+    return { plaintext };
+  }
+
+  /** Committed only after the tag checked out: unauthenticated plaintext never leaves this class. */
+  #release(plaintext: Buffer): void {
     const { target, offset } = this.output.reserve(plaintext.length);
     plaintext.copy(target, offset);
     this.output.commit(plaintext.length);
@@ -204,15 +230,24 @@ export class PayloadDecryptor extends ChunkedProcessor {
 
   protected processLast(tail: Buffer, chunksDone: number): void {
     if (tail.length === 0 && chunksDone === 0) {
-      throw new IntegrityError("age payload is missing: the input ends after the header", CORRUPT_HINT);
+      throw this.#failure("age payload is missing: the input ends after the header");
     }
     if (tail.length < AEAD_TAG_LENGTH) {
-      throw new IntegrityError("age payload is truncated: the final chunk is incomplete", CORRUPT_HINT);
+      throw this.#failure("age payload is truncated: the final chunk is incomplete");
     }
     if (tail.length === AEAD_TAG_LENGTH && chunksDone > 0) {
       // age never writes an empty final chunk after full ones; accepting it would allow two encodings.
-      throw new IntegrityError("age payload ends with an empty final chunk", CORRUPT_HINT);
+      throw this.#failure("age payload ends with an empty final chunk");
     }
     this.finishLast(tail);
+  }
+
+  /**
+   * The error for a payload that stops authenticating. What did authenticate before it is handed over first, as age
+   * does (and the conformance vectors expect): every released byte was checked, only the rest is withheld.
+   */
+  #failure(message: string, cause?: unknown): AgeIntegrityError {
+    this.output.flush();
+    return new AgeIntegrityError("payload", message, CORRUPT_HINT, cause);
   }
 }

@@ -1,14 +1,17 @@
 /**
  * age v1 encryption as Node streams: the public face of src/crypto.
- * Encrypt writes the header (X25519 recipients, or one scrypt passphrase stanza), the 16-byte payload nonce,
- * then the STREAM payload. Decrypt reads the header from the first bytes, recovers the file key, checks the
- * header MAC, then decrypts. Failures surface as stream errors of the typed classes in src/errors.ts.
+ * Encrypt writes the header (X25519 or post-quantum recipients, or one scrypt passphrase stanza), the 16-byte payload
+ * nonce, then the STREAM payload. Decrypt reads the header from the first bytes, recovers the file key, checks the
+ * header MAC, then decrypts; input that is ASCII-armored (`age -a`) is decoded first. Failures surface as stream errors
+ * of the typed classes in src/errors.ts (AgeIntegrityError names the stage that failed).
  */
 
 import { randomBytes } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
-import { InputError, IntegrityError } from "../errors.js";
+import { InputError } from "../errors.js";
 import { releaseHandedOver, releaseWhole } from "../runtime/buffers.js";
+import { ArmorDecoder, sniffArmor } from "./age-armor.js";
+import { AgeIntegrityError } from "./age-errors.js";
 import {
   createHeader,
   DEFAULT_SCRYPT_LOG_N,
@@ -18,12 +21,21 @@ import {
   openHeader,
 } from "./age-file-key.js";
 import { HeaderReader } from "./age-header.js";
-import { parseIdentities, parseRecipient, type X25519Identity, type X25519Recipient } from "./age-keys.js";
+import {
+  type AgeIdentity,
+  type AgeRecipient,
+  checkRecipientMix,
+  parseIdentities,
+  parseRecipient,
+} from "./age-keys.js";
 import { PAYLOAD_NONCE_LENGTH, PayloadDecryptor, PayloadEncryptor, payloadKey } from "./age-stream.js";
 
 export interface AgeEncryptOptions {
-  /** `age1...` recipients (or parsed ones). Must be empty when a passphrase is given. */
-  readonly recipients: readonly (string | X25519Recipient)[];
+  /**
+   * `age1...` or `age1pq1...` recipients (or parsed ones), not both kinds at once (as age refuses). Must be empty
+   * when a passphrase is given.
+   */
+  readonly recipients: readonly (string | AgeRecipient)[];
   /** Encrypt to a passphrase (scrypt) instead; age allows it only as the sole recipient. */
   readonly passphrase?: string | undefined;
   /** scrypt work factor log2(N) for the passphrase; default 18 like `age -p`, at most 22. */
@@ -36,8 +48,8 @@ export interface AgeEncryptOptions {
 }
 
 export interface AgeDecryptOptions {
-  /** Identities: `AGE-SECRET-KEY-1...` strings or identity file texts, or parsed identities. */
-  readonly identities: readonly (string | X25519Identity)[];
+  /** Identities: `AGE-SECRET-KEY-1...` / `AGE-SECRET-KEY-PQ-1...` strings or identity file texts, or parsed ones. */
+  readonly identities: readonly (string | AgeIdentity)[];
   /** The passphrase, for archives encrypted with one. */
   readonly passphrase?: string | undefined;
   /**
@@ -47,7 +59,7 @@ export interface AgeDecryptOptions {
   readonly releaseInput?: boolean | undefined;
 }
 
-const RECIPIENT_HINT = "pass at least one age recipient (age1...), or a passphrase alone";
+const RECIPIENT_HINT = "pass at least one age recipient (age1... or age1pq1...), or a passphrase alone";
 
 function toSealer(options: AgeEncryptOptions): FileKeySealer {
   const { recipients, passphrase } = options;
@@ -62,11 +74,11 @@ function toSealer(options: AgeEncryptOptions): FileKeySealer {
     return { passphrase, logN: checkedLogN(options.scryptLogN ?? DEFAULT_SCRYPT_LOG_N) };
   }
   if (recipients.length === 0) throw new InputError("no age recipients given", RECIPIENT_HINT);
-  return {
-    recipients: recipients.map((recipient, index) =>
-      typeof recipient === "string" ? parseRecipient(recipient, `recipient ${index + 1}`) : recipient,
-    ),
-  };
+  const parsed = recipients.map((recipient, index) =>
+    typeof recipient === "string" ? parseRecipient(recipient, `recipient ${index + 1}`) : recipient,
+  );
+  checkRecipientMix(parsed, "age recipients");
+  return { recipients: parsed };
 }
 
 function checkedLogN(logN: number): number {
@@ -84,7 +96,10 @@ function toOpeners(options: AgeDecryptOptions): FileKeyOpeners {
     typeof identity === "string" ? parseIdentities(identity, `identity ${index + 1}`) : [identity],
   );
   if (identities.length === 0 && options.passphrase === undefined) {
-    throw new InputError("no age identities given", "pass an identity (AGE-SECRET-KEY-1...) or a passphrase");
+    throw new InputError(
+      "no age identities given",
+      "pass an identity (AGE-SECRET-KEY-1... or AGE-SECRET-KEY-PQ-1...) or a passphrase",
+    );
   }
   return { identities, passphrase: options.passphrase };
 }
@@ -151,6 +166,10 @@ class AgeDecryptTransform extends Transform {
   readonly #openers: FileKeyOpeners;
   readonly #releaseInput: boolean;
   readonly #headerReader = new HeaderReader();
+  /** What the input turned out to be: binary age, or ASCII armor around it; undefined while only whitespace came. */
+  #form: "binary" | ArmorDecoder | undefined;
+  /** The leading whitespace so far, while the form is not known yet. */
+  #sniffed = Buffer.alloc(0);
   #fileKey: Buffer | undefined;
   /** Bytes after the header while the 16-byte payload nonce is still incomplete. */
   #nonceBytes = Buffer.alloc(0);
@@ -179,26 +198,70 @@ class AgeDecryptTransform extends Transform {
     this.#decryptor = decryptor;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    const decryptor = this.#decryptor;
-    if (decryptor !== undefined) runSync(() => this.#decrypt(decryptor, chunk), callback);
-    else settle(this.#readPreamble(chunk), () => {}, callback);
+  /** The binary age bytes a chunk of input holds: itself, or what its armor decodes to. */
+  #binary(chunk: Buffer): Buffer | undefined {
+    if (this.#form === "binary") return chunk;
+    if (this.#form !== undefined) return this.#form.push(chunk);
+    const bytes = this.#sniffed.length === 0 ? chunk : Buffer.concat([this.#sniffed, chunk]);
+    const form = sniffArmor(bytes);
+    if (form === undefined) {
+      this.#sniffed = Buffer.from(bytes); // a copy: the producer may reuse its buffer
+      return undefined;
+    }
+    this.#sniffed = Buffer.alloc(0);
+    this.#form = form === "binary" ? "binary" : new ArmorDecoder();
+    return this.#form === "binary" ? bytes : this.#form.push(bytes);
   }
 
-  #decrypt(decryptor: PayloadDecryptor, chunk: Buffer): void {
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const decryptor = this.#decryptor;
+    if (decryptor !== undefined && this.#form === "binary") {
+      runSync(() => this.#decrypt(decryptor, chunk, this.#releaseInput), callback);
+      return;
+    }
+    let bytes: Buffer | undefined;
+    try {
+      bytes = this.#binary(chunk);
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    if (bytes === undefined || bytes.length === 0) callback();
+    else if (decryptor !== undefined) runSync(() => this.#decrypt(decryptor, bytes, false), callback);
+    else settle(this.#readPreamble(bytes), () => {}, callback);
+  }
+
+  #decrypt(decryptor: PayloadDecryptor, chunk: Buffer, release: boolean): void {
     decryptor.write(chunk); // copies what it keeps back, so the chunk is ours to free now
-    if (this.#releaseInput) releaseWhole(chunk);
+    if (release) releaseWhole(chunk);
   }
 
   override _flush(callback: TransformCallback): void {
-    runSync(() => {
+    let tail: Buffer;
+    try {
+      // Armor must be closed properly; input of whitespace alone is judged as binary (not age).
+      tail = this.#form instanceof ArmorDecoder ? this.#form.end() : this.#sniffed;
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    const finish = () => {
       if (this.#decryptor !== undefined) return this.#decryptor.end();
       if (this.#fileKey === undefined) this.#headerReader.end();
-      throw new IntegrityError(
+      throw new AgeIntegrityError(
+        "header",
         "age input is truncated: it ends before the payload nonce",
         "the archive is incomplete; restore from another copy",
       );
-    }, callback);
+    };
+    const decryptor = this.#decryptor;
+    if (tail.length === 0) runSync(finish, callback);
+    else if (decryptor !== undefined) {
+      runSync(() => {
+        this.#decrypt(decryptor, tail, false);
+        finish();
+      }, callback);
+    } else settle(this.#readPreamble(tail), finish, callback);
   }
 }
 

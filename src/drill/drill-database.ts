@@ -6,6 +6,7 @@
 import { createReadStream } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { DEFAULT_MYSQL_PORT } from "../defaults.js";
 import { InputError } from "../errors.js";
 import { describeMysqlConnection, type MysqlConnection, readLookerDbYml } from "../mysql/connection.js";
 import { loadDumpIntoDatabase, rewriteLookerDbYml } from "../mysql/restore.js";
@@ -51,7 +52,7 @@ export async function restoreIntoDrillDatabase(
 export function assertNotProduction(drill: MysqlConnection, production: Partial<MysqlConnection>): void {
   if (production.database === undefined || production.database !== drill.database) return;
   const sameHost = production.host === undefined || sameServerName(production.host, drill.host);
-  const samePort = (production.port ?? 3306) === drill.port;
+  const samePort = (production.port ?? DEFAULT_MYSQL_PORT) === drill.port;
   if (sameHost && samePort) {
     throw new InputError(
       `the drill database ${describeMysqlConnection(drill)} is the production database named in the backup's looker-db.yml`,

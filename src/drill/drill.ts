@@ -16,6 +16,12 @@ import type { CatalogEntry } from "../archive/catalog.js";
 import { decryptBuffer } from "../crypto/age.js";
 import { sha256Hex } from "../crypto/digest.js";
 import type { TrustedSigners } from "../crypto/ssh-keys.js";
+import {
+  DEFAULT_BOOT_TIMEOUT_SECONDS,
+  DEFAULT_SSH_PORT,
+  DEFAULT_SSH_TIMEOUT_SECONDS,
+  DEFAULT_TARGET_USER,
+} from "../defaults.js";
 import { checkAuthenticity, type SignedDigest } from "../engine/authenticity.js";
 import { type DecryptionKeys, extractToStaging } from "../engine/restore.js";
 import {
@@ -49,7 +55,7 @@ export type DrillTargetSpec =
       readonly user?: string;
       readonly privateKey: string;
       readonly knownHosts: string;
-      /** How long a fresh host may take to answer SSH (default 300 s). */
+      /** How long a fresh host may take to answer SSH (default DEFAULT_SSH_TIMEOUT_SECONDS). */
       readonly sshTimeoutMs?: number;
     }
   | { readonly kind: "dir"; readonly dir: string };
@@ -91,8 +97,6 @@ export interface DrillRequest {
   readonly now?: () => Date;
 }
 
-const DEFAULT_BOOT_TIMEOUT_MS = 600_000;
-const DEFAULT_SSH_TIMEOUT_MS = 300_000;
 const HOOK_TIMEOUT_MS = 3600_000;
 
 class StepLog {
@@ -316,7 +320,7 @@ class Drill {
       lookerDir: posix.join(target.home, "looker"),
       alive: { host: target.address, port: webPort },
       ...(request.masterKey ? { masterKey: request.masterKey } : {}),
-      bootTimeoutMs: request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS,
+      bootTimeoutMs: request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_SECONDS * 1000,
     });
     return this.looker;
   }
@@ -595,17 +599,23 @@ async function connectTarget(request: DrillRequest, provisioned: string | undefi
   const host = provisioned ?? spec.host;
   if (!host)
     throw new InputError("no target host", "pass --target-host, or a --provision-command that prints it");
-  const user = spec.user ?? "root";
-  if (user !== "root") {
+  const user = spec.user ?? DEFAULT_TARGET_USER;
+  if (user !== DEFAULT_TARGET_USER) {
     throw new InputError(
       `--target-user ${user}: the drill must connect as root`,
       "it creates the looker user and places /home/looker; use root",
     );
   }
   const ssh = await waitForSsh(
-    { host, port: spec.port ?? 22, username: user, privateKey: spec.privateKey, knownHosts: spec.knownHosts },
     {
-      timeoutMs: spec.sshTimeoutMs ?? DEFAULT_SSH_TIMEOUT_MS,
+      host,
+      port: spec.port ?? DEFAULT_SSH_PORT,
+      username: user,
+      privateKey: spec.privateKey,
+      knownHosts: spec.knownHosts,
+    },
+    {
+      timeoutMs: spec.sshTimeoutMs ?? DEFAULT_SSH_TIMEOUT_SECONDS * 1000,
       ...(request.signal ? { signal: request.signal } : {}),
     },
   );
@@ -626,7 +636,7 @@ function backupInfo(meta: Record<string, unknown>): DrillBackupInfo {
 function describeTargetSpec(spec: DrillTargetSpec): string {
   return spec.kind === "dir"
     ? `dir:${spec.dir}`
-    : `${spec.user ?? "root"}@${spec.host ?? "(provisioned)"}:${spec.port ?? 22}`;
+    : `${spec.user ?? DEFAULT_TARGET_USER}@${spec.host ?? "(provisioned)"}:${spec.port ?? DEFAULT_SSH_PORT}`;
 }
 
 /** The boot failure stays the error (exit 5, log tail); the earlier restore_dr_backup failure explains it. */

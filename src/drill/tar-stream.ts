@@ -18,7 +18,9 @@ export interface TarProducer {
 /** `tar -C dir -cf - <members>` with numeric owners; `members` default `.`, or a NUL-separated list file. */
 export function createTarStream(dir: string, options: { listFile?: string } = {}): TarProducer {
   const members = options.listFile ? ["--no-recursion", "--null", "-T", options.listFile] : ["."];
-  const child = spawn("tar", ["-C", dir, "--numeric-owner", "-cf", "-", ...members], {
+  // --sparse: a sparse file restored sparse in staging travels as its data, not as gigabytes of zeros (GNU tar and
+  // bsdtar on the target read GNU sparse members).
+  const child = spawn("tar", ["-C", dir, "--numeric-owner", "--sparse", "-cf", "-", ...members], {
     stdio: ["ignore", "pipe", "pipe"],
     env: childEnvironment(),
   });

@@ -3,6 +3,8 @@
  * handshake until a deadline: a TCP connect alone proves nothing (some networks accept any connection themselves),
  * only a completed SSH handshake and key authentication count.
  */
+
+import { DEFAULT_SSH_PORT } from "../defaults.js";
 import { ExitCode, InputError, LookerBackupError } from "../errors.js";
 import { type SshConnectOptions, SshHost } from "../remote/ssh-host.js";
 
@@ -23,7 +25,7 @@ const PERMANENT =
 
 export async function waitForSsh(connect: SshConnectOptions, options: WaitForSshOptions): Promise<SshHost> {
   const deadline = Date.now() + options.timeoutMs;
-  const name = `${connect.username}@${connect.host}:${connect.port ?? 22}`;
+  const name = `${connect.username}@${connect.host}:${connect.port ?? DEFAULT_SSH_PORT}`;
   let lastError: Error | undefined;
   for (let attempt = 1; ; attempt++) {
     options.signal?.throwIfAborted();

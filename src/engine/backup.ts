@@ -17,6 +17,7 @@ import { createAgeEncryptStream } from "../crypto/age.js";
 import { createSha256PassThrough } from "../crypto/digest.js";
 import { SIGNATURE_NAMESPACE, type SigningKey } from "../crypto/ssh-keys.js";
 import { signDigest } from "../crypto/sshsig.js";
+import { DEFAULT_COMPRESSION_LEVEL } from "../defaults.js";
 import { ExitCode, LookerBackupError } from "../errors.js";
 import type { LookerStartOptions } from "../looker/start-config.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
@@ -24,6 +25,7 @@ import type { Manifest } from "../manifest/rules.js";
 import { type SelectedEntry, type SelectionSummary, streamSelection } from "../manifest/select.js";
 import { applyUserManifest, type BackendChoice, loadUserManifest } from "../manifest/user-manifest.js";
 import { archiveName, signatureNameFor } from "../store/archive-name.js";
+import { pruneRefusal, prunes } from "../store/retention.js";
 import type { PendingObject, RetentionPolicy, Store, StoredObject } from "../store/store.js";
 import { TOOL_VERSION } from "../version.js";
 
@@ -184,7 +186,11 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   try {
     const piping = pipeline(
       Readable.from(packer.stream(), { objectMode: true, highWaterMark: 1 }),
-      createZstdCompressStream({ level: request.compressionLevel ?? 3, pool: blocks, fileBlocks: true }),
+      createZstdCompressStream({
+        level: request.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL,
+        pool: blocks,
+        fileBlocks: true,
+      }),
       createAgeEncryptStream({
         recipients: [...request.recipients],
         passphrase: request.passphrase,
@@ -211,9 +217,12 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
       )
     : { archive: undefined, signature: undefined };
   const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
-  const pruned =
-    commit && request.retention ? await request.store.prune(request.instance, request.retention, now()) : [];
+  const { pruned, refusal } =
+    commit && request.retention
+      ? await pruneAfter(request.store, request.instance, request.retention, now())
+      : { pruned: [], refusal: undefined };
   const warnings = [
+    ...(refusal ? [refusal] : []),
     ...xattrs.warnings,
     ...selection.summary.skipped.map((s) => `${s.path}: ${s.reason}`),
     ...packed.warnings,
@@ -246,6 +255,19 @@ function xattrRoots(request: BackupRequest, manifest: Manifest): string[] {
   const roots = [join(request.home, "."), ...(request.substitutes?.values() ?? [])];
   for (const outside of manifest.outside) if (existsSync(outside.path)) roots.push(outside.path);
   return roots;
+}
+
+/** Prunes after a stored backup, unless the sanity check (retention.ts pruneRefusal) says it must not. */
+async function pruneAfter(
+  store: Store,
+  instance: string,
+  retention: RetentionPolicy,
+  now: Date,
+): Promise<{ pruned: string[]; refusal: string | undefined }> {
+  if (!prunes(retention)) return { pruned: [], refusal: undefined };
+  const refusal = pruneRefusal(await store.list(instance), retention);
+  if (refusal !== undefined) return { pruned: [], refusal };
+  return { pruned: await store.prune(instance, retention, now), refusal: undefined };
 }
 
 /** Passes the listing through, adding up the bytes of its files; the sum is known once the listing has ended. */

@@ -5,8 +5,8 @@
  * failure removes the staging directory and leaves the target, the rootfs and the dumps' directory as they were.
  */
 import { ReadStream } from "node:fs";
-import { mkdir, mkdtemp, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
+import { rm } from "node:fs/promises";
+import { resolve } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
@@ -21,10 +21,11 @@ import { droppedModesWarning } from "../archive/restore-policy.js";
 import { StagingSink } from "../archive/staging-sink.js";
 import { createZstdDecompressStream } from "../compress/zstd-decompress.js";
 import { createAgeDecryptStream } from "../crypto/age.js";
-import { InputError, LookerBackupError } from "../errors.js";
+import { CancelledError, InputError, LookerBackupError } from "../errors.js";
 import { DigestCheck, type SignedDigest } from "./authenticity.js";
 import { Placement, stagedRoot } from "./placement.js";
 import { lockTarget } from "./restore-lock.js";
+import { inspectTarget, makeStaging, removeStaleStaging, swapIntoPlace } from "./target-swap.js";
 
 export interface DecryptionKeys {
   readonly identities: readonly string[];
@@ -34,6 +35,8 @@ export interface DecryptionKeys {
 /** What the archive's checked signature covers (authenticity.ts): the bytes read must hash to it. */
 export interface ReadOptions extends ExtractOptions {
   readonly signed?: SignedDigest;
+  /** SIGINT/SIGTERM: stops reading at once; the caller's clean-up (staging) runs as on any failure. */
+  readonly signal?: AbortSignal;
 }
 
 export interface RestoreRequest {
@@ -52,6 +55,8 @@ export interface RestoreRequest {
   /** The digest the archive's checked signature covers; the restore fails before placing anything if it differs. */
   readonly signed?: SignedDigest;
   readonly onProgress?: (progress: ExtractProgress) => void;
+  /** Cancels the restore: exit 130, staging removed, the target untouched. */
+  readonly signal?: AbortSignal;
   readonly now?: () => Date;
 }
 
@@ -73,8 +78,9 @@ export async function readArchive(
   keys: DecryptionKeys,
   sink: MemberSink,
   onProgress?: (progress: ExtractProgress) => void,
-  { signed, ...options }: ReadOptions = {},
+  { signed, signal, ...options }: ReadOptions = {},
 ): Promise<ExtractOutcome> {
+  if (signal?.aborted) throw new CancelledError();
   const plaintext = new PassThrough({ highWaterMark: 1 << 20 });
   const decrypt = createAgeDecryptStream({
     identities: [...keys.identities],
@@ -85,9 +91,11 @@ export async function readArchive(
   // The decryptor hands over each output batch; the decompressor copies it into a frame and frees it.
   const decompress = createZstdDecompressStream({ releaseInput: true });
   // With a checked signature, the bytes go through its digest on their way to the decryptor.
-  const decoding = signed
-    ? pipeline(source, new DigestCheck(signed, "the archive"), decrypt, decompress, plaintext)
-    : pipeline(source, decrypt, decompress, plaintext);
+  const stages = signed
+    ? [new DigestCheck(signed, "the archive"), decrypt, decompress]
+    : [decrypt, decompress];
+  // With the signal, an abort destroys every stage: the extractor sees its input fail and stops at once.
+  const decoding = pipeline([source, ...stages, plaintext], signal ? { signal } : {});
   // The extractor sees upstream failures as a destroyed `plaintext`; the pipeline's own rejection is awaited below.
   decoding.catch(() => undefined);
   try {
@@ -98,6 +106,7 @@ export async function readArchive(
   } catch (error) {
     plaintext.destroy();
     source.destroy();
+    if (signal?.aborted) throw new CancelledError();
     throw await rootCause(decoding, error);
   }
 }
@@ -111,7 +120,9 @@ export async function extractToStaging(
   keys: DecryptionKeys,
   staging: string,
   onProgress?: (progress: ExtractProgress) => void,
-  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed"> & { readonly xattrs?: boolean } = {},
+  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed" | "signal"> & {
+    readonly xattrs?: boolean;
+  } = {},
 ): Promise<ExtractOutcome & { readonly warnings: string[] }> {
   const { xattrs, ...readOptions } = options;
   const sink = new StagingSink(staging, { xattrs: xattrs ?? true });
@@ -142,7 +153,7 @@ export async function verifyArchive(
   source: Readable,
   keys: DecryptionKeys,
   onProgress?: (p: ExtractProgress) => void,
-  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed"> = {},
+  options: Pick<ReadOptions, "keepPrivilegedModes" | "signed" | "signal"> = {},
 ) {
   return readArchive(source, keys, new VerifySink(), onProgress, options);
 }
@@ -153,6 +164,10 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
   const lock = await lockTarget(target);
   const warnings: string[] = [];
   try {
+    // Holding the lock, nothing else restores this target: a staging directory here is an interrupted restore's.
+    for (const stale of await removeStaleStaging(target)) {
+      warnings.push(`removed ${stale}, the staging directory of an interrupted restore of this target`);
+    }
     const targetState = await inspectTarget(target);
     if (targetState === "non-empty" && !request.force) {
       throw new InputError(
@@ -160,14 +175,17 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
         "restore into an empty or new directory, or pass --force to keep the current content as <target>.pre-restore-<time>",
       );
     }
-    const staging = await mkdtemp(join(dirname(target), `.${basename(target)}.restore-`));
+    const { staging, inside } = await makeStaging(target, targetState);
     let succeeded = false;
     try {
       const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
         keepPrivilegedModes: request.keepPrivilegedModes ?? false,
         xattrs: request.xattrs ?? true,
         ...(request.signed ? { signed: request.signed } : {}),
+        ...(request.signal ? { signal: request.signal } : {}),
       });
+      // Past this point the restore is placed as one unit; a cancel before it leaves the target as it was.
+      if (request.signal?.aborted) throw new CancelledError();
       const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
       if (dropped !== undefined) warnings.push(dropped);
       warnings.push(...outcome.warnings);
@@ -180,7 +198,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
         await placement.planMysql(await stagedRoot(staging, "mysql"), request.mysqlDir ?? `${target}.mysql`);
         await placement.prepare();
         await placement.commit();
-        const previousContent = await swapIntoPlace(stagedHome, target, targetState, now());
+        const previousContent = await swapIntoPlace(stagedHome, target, targetState, now(), inside);
         succeeded = true;
         warnings.push(...(await placement.finish()));
         return {
@@ -207,57 +225,4 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
   } finally {
     await lock.release(warnings);
   }
-}
-
-type TargetState = "missing" | "empty" | "non-empty";
-
-async function inspectTarget(target: string): Promise<TargetState> {
-  try {
-    const info = await stat(target);
-    if (!info.isDirectory()) {
-      throw new InputError(
-        `target ${target} exists and is not a directory`,
-        "choose a directory as --target",
-      );
-    }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return "missing";
-    throw error;
-  }
-  return (await readdir(target)).length === 0 ? "empty" : "non-empty";
-}
-
-/** Two renames on one filesystem; if the second fails, the first is undone so the target is as it was. */
-async function swapIntoPlace(
-  staged: string,
-  target: string,
-  state: TargetState,
-  at: Date,
-): Promise<string | undefined> {
-  if (state === "missing") {
-    await rename(staged, target);
-    return undefined;
-  }
-  if (state === "empty") {
-    await rmdir(target);
-    try {
-      await rename(staged, target);
-    } catch (error) {
-      await mkdir(target);
-      throw error;
-    }
-    return undefined;
-  }
-  const kept = `${target}.pre-restore-${at
-    .toISOString()
-    .replace(/[-:]/g, "")
-    .replace(/\.\d{3}Z$/, "Z")}`;
-  await rename(target, kept);
-  try {
-    await rename(staged, target);
-  } catch (error) {
-    await rename(kept, target);
-    throw error;
-  }
-  return kept;
 }

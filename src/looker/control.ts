@@ -6,11 +6,12 @@
  * and started through systemctl instead of the script (systemd.ts), with the same proofs by effect.
  */
 import { posix } from "node:path";
+import { DEFAULT_BOOT_TIMEOUT_SECONDS, DEFAULT_LOOKER_UNIT } from "../defaults.js";
 import { LookerError } from "../errors.js";
 import type { CommandResult, Host, RunOptions } from "../remote/host.js";
 import { type AliveTarget, probeAlive } from "./alive.js";
 import { type MasterKey, masterKeyEnvironment } from "./master-key.js";
-import { DEFAULT_LOOKER_UNIT, type LookerControl, systemctlAsRoot, unitActive } from "./systemd.js";
+import { type LookerControl, systemctlAsRoot, unitActive } from "./systemd.js";
 
 export interface LookerNodeConfig {
   readonly host: Host;
@@ -94,7 +95,10 @@ export class LookerNode {
    * `timeoutMs` (default the boot timeout) bounds the start command and the wait together: the Actions post step has
    * only what is left of a cancelled job's minutes.
    */
-  async start(signal?: AbortSignal, timeoutMs = this.config.bootTimeoutMs ?? 300_000): Promise<void> {
+  async start(
+    signal?: AbortSignal,
+    timeoutMs = this.config.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_SECONDS * 1000,
+  ): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const before = await this.pidFromFile();
     const commandTimeoutMs = Math.min(this.config.commandTimeoutMs ?? 600_000, timeoutMs);

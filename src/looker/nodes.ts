@@ -4,18 +4,14 @@
  */
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
+import { DEFAULT_LOOKER_UNIT } from "../defaults.js";
 import { InputError, LookerError } from "../errors.js";
 import type { Host } from "../remote/host.js";
 import { LocalHost, runProcess } from "../remote/local-host.js";
 import { SshHost } from "../remote/ssh-host.js";
 import { LookerNode } from "./control.js";
 import type { MasterKey } from "./master-key.js";
-import {
-  DEFAULT_LOOKER_UNIT,
-  type LookerControl,
-  type LookerControlChoice,
-  unitLoadState,
-} from "./systemd.js";
+import { type LookerControl, type LookerControlChoice, unitLoadState } from "./systemd.js";
 
 export interface NodeSettings {
   readonly home: string;

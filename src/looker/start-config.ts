@@ -7,6 +7,7 @@
  * the admin's own configuration, which Looker's script runs on every start.
  */
 import { posix } from "node:path";
+import { DEFAULT_API_PORT, DEFAULT_WEB_PORT } from "../defaults.js";
 import { LookerError } from "../errors.js";
 import type { Host } from "../remote/host.js";
 
@@ -36,8 +37,6 @@ export interface LookerStartOptions {
 }
 
 const DEFAULT_LOOKERARGS = "--force-gcm-encryption";
-const DEFAULT_PORT = 9999;
-const DEFAULT_CORE_PORT = 19999;
 
 // The variables the script sets before it sources the file, so `LOOKERARGS="$LOOKERARGS -d looker-db.yml"` works.
 const READ_SCRIPT = [
@@ -45,7 +44,7 @@ const READ_SCRIPT = [
   'JAVAARGS=""',
   `LOOKERARGS="${DEFAULT_LOOKERARGS}"`,
   "if [ -r ./lookerstart.cfg ]; then . ./lookerstart.cfg </dev/null >/dev/null 2>&1; fi",
-  `printf '%s\\n%s\\n' "$LOOKERARGS" "\${LOOKERPORT:-${DEFAULT_PORT}}"`,
+  `printf '%s\\n%s\\n' "$LOOKERARGS" "\${LOOKERPORT:-${DEFAULT_WEB_PORT}}"`,
 ].join("\n");
 
 /** Reads the node's start options by sourcing its lookerstart.cfg as the script does. */
@@ -71,7 +70,7 @@ export function parseStartOptions(
   lookerDir: string,
 ): LookerStartOptions {
   const args = lookerArgs.split(/\s+/).filter(Boolean);
-  const port = /^\d{1,5}$/.test(lookerPort.trim()) ? Number(lookerPort.trim()) : DEFAULT_PORT;
+  const port = /^\d{1,5}$/.test(lookerPort.trim()) ? Number(lookerPort.trim()) : DEFAULT_WEB_PORT;
   // The last occurrence wins, as with Looker's option parser: a later `--port` overrides an earlier one.
   const flagValue = (long: string, short?: string): string | undefined => {
     let value: string | undefined;
@@ -89,8 +88,7 @@ export function parseStartOptions(
   return {
     args,
     port,
-    corePort:
-      Number.isInteger(corePort) && corePort >= 1 && corePort <= 65_535 ? corePort : DEFAULT_CORE_PORT,
+    corePort: Number.isInteger(corePort) && corePort >= 1 && corePort <= 65_535 ? corePort : DEFAULT_API_PORT,
     ...(shared ? { sharedStorageDir: resolve(shared) } : {}),
     ...(dbConfig ? { dbConfigFile: resolve(dbConfig) } : {}),
     clustered: args.includes("--clustered"),

@@ -10,13 +10,12 @@
  * when not; start/stop 0 once the job is done, 4 when access is denied (no root, no polkit rule), 5 when there is no
  * such unit. Anything else is an error we cannot read.
  */
+
 import { InputError } from "../errors.js";
 import type { CommandResult, Host } from "../remote/host.js";
 
 export type LookerControl = "script" | "systemd";
 export type LookerControlChoice = "auto" | LookerControl;
-
-export const DEFAULT_LOOKER_UNIT = "looker.service";
 
 /**
  * A service unit name as systemd accepts it (systemd.unit(5): letters, digits, ":", "-", "_", ".", "\" and "@"), and

@@ -6,6 +6,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml";
+import { DEFAULT_MYSQL_PORT } from "../defaults.js";
 import { InputError } from "../errors.js";
 
 export interface MysqlConnection {
@@ -15,8 +16,6 @@ export interface MysqlConnection {
   password: string;
   database: string;
 }
-
-export const DEFAULT_MYSQL_PORT = 3306;
 
 /** looker-db.yml key for each connection field (Looker says `username`, the mysql clients `user`). */
 export const LOOKER_DB_YML_KEYS: Readonly<Record<keyof MysqlConnection, string>> = {

@@ -10,6 +10,7 @@ import { posix } from "node:path";
 import type { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
+import { DEFAULT_SSH_PORT } from "../defaults.js";
 import { InputError, LookerBackupError } from "../errors.js";
 import {
   assertEnvName,
@@ -43,7 +44,6 @@ export interface SshConnectOptions {
   readonly onNewHostKey?: (line: string) => void;
 }
 
-const DEFAULT_PORT = 22;
 const DEFAULT_CONNECT_TIMEOUT_MS = 20_000;
 const DEFAULT_KEEPALIVE_INTERVAL_MS = 15_000;
 const KEEPALIVE_COUNT_MAX = 3;
@@ -477,7 +477,7 @@ async function loadSsh2(): Promise<Ssh2> {
 type Ssh2 = typeof import("ssh2");
 
 function validateConnectOptions(ssh2: Ssh2, options: SshConnectOptions): ConnectSettings {
-  const port = options.port ?? DEFAULT_PORT;
+  const port = options.port ?? DEFAULT_SSH_PORT;
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new InputError(`invalid ssh port ${port}`, "give a port between 1 and 65535");
   }

@@ -23,6 +23,7 @@ import {
   type FindOptions,
 } from "@actions/artifact";
 import { sha256File } from "../crypto/digest.js";
+import { DEFAULT_RETENTION_DAYS } from "../defaults.js";
 import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
 import { parseArchiveName } from "./archive-name.js";
 import { rateLimitErrorOf } from "./rate-limit.js";
@@ -62,8 +63,6 @@ export interface ArtifactObject extends StoredObject {
 export interface ArtifactPendingObject extends PendingObject {
   commit(): Promise<ArtifactObject>;
 }
-
-export const DEFAULT_RETENTION_DAYS = 30;
 
 /** What to check when GitHub refuses (401/403/404) to show a run's artifacts. */
 export const ACCESS_HINT =

@@ -7,13 +7,8 @@ import { finished } from "node:stream/promises";
 import { InputError, LookerBackupError } from "../errors.js";
 import { releaseHandedOver } from "../runtime/buffers.js";
 import { keyfileNameFor, parseArchiveName, signatureNameFor } from "./archive-name.js";
-import {
-  namesToPrune,
-  type PendingObject,
-  type RetentionPolicy,
-  type Store,
-  type StoredObject,
-} from "./store.js";
+import { namesToPrune } from "./retention.js";
+import type { PendingObject, RetentionPolicy, Store, StoredObject } from "./store.js";
 
 const PARTIAL_PREFIX = ".partial-";
 

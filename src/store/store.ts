@@ -19,11 +19,23 @@ export interface PendingObject {
   abort(): Promise<void>;
 }
 
+/** How many archives of an instance to keep after a backup (see retention.ts for the semantics). */
 export interface RetentionPolicy {
   /** Keep at least this many newest archives of the instance. */
   readonly keepLast?: number;
   /** Keep archives younger than this many days. */
   readonly keepDays?: number;
+  /** The newest archive of each of the last N days that have one. */
+  readonly keepDaily?: number;
+  /** The newest archive of each of the last N ISO weeks that have one. */
+  readonly keepWeekly?: number;
+  /** The newest archive of each of the last N months that have one. */
+  readonly keepMonthly?: number;
+  /**
+   * Prune even when the new archive is less than half the size of the one before it. Without it such a backup
+   * (a wrong or emptied home, say) keeps every archive, with a warning: pruning after it could leave only bad ones.
+   */
+  readonly forcePrune?: boolean;
 }
 
 /**
@@ -38,21 +50,4 @@ export interface Store {
   open(name: string): Promise<Readable>;
   /** Deletes archives (and their key files and signatures) that the policy no longer keeps; returns the names removed. */
   prune(instance: string, policy: RetentionPolicy, now?: Date): Promise<string[]>;
-}
-
-/** Names a policy drops from a newest-first list: an archive is kept when either rule keeps it. */
-export function namesToPrune(
-  archives: readonly StoredObject[],
-  policy: RetentionPolicy,
-  now: Date,
-): string[] {
-  if (policy.keepLast === undefined && policy.keepDays === undefined) return [];
-  const cutoff = policy.keepDays === undefined ? undefined : now.getTime() - policy.keepDays * 86_400_000;
-  return archives
-    .filter((archive, index) => {
-      const keptByCount = policy.keepLast !== undefined && index < policy.keepLast;
-      const keptByAge = cutoff !== undefined && archive.createdAt.getTime() >= cutoff;
-      return !keptByCount && !keptByAge;
-    })
-    .map((archive) => archive.name);
 }

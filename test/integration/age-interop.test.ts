@@ -17,7 +17,7 @@ import {
   createAgeDecryptStream,
   createAgeEncryptStream,
 } from "../../src/crypto/age.js";
-import { formatIdentityFile, generateIdentity } from "../../src/crypto/age-keys.js";
+import { formatIdentityFile, generateHybridIdentity, generateIdentity } from "../../src/crypto/age-keys.js";
 
 const SIZES = [0, 1, 65_536, 65_537, 5_000_000];
 const REQUIRED_BINARIES = [
@@ -163,6 +163,20 @@ describe("age CLI interop", () => {
     await expectSameBytes(`${plain}.ours.out`, plain);
   });
 
+  it("decrypts a file age -R made for 15,000 recipients: a header over 1 MiB, which age -d takes too", async () => {
+    const ours = generateIdentity();
+    // Recipients of other keys, ours last: every stanza before it is tried and passed over.
+    const others = Array.from({ length: 15_000 }, () => generateIdentity().recipient);
+    const recipientsFile = join(dir, "many-recipients.txt");
+    await writeFile(recipientsFile, `${[...others, ours.recipient].join("\n")}\n`);
+    const plain = await writeRandom("many-plain", 70_000);
+    await run("age", ["-R", recipientsFile, "-o", `${plain}.age`, plain]);
+    const header = (await readFile(`${plain}.age`)).indexOf("\n--- ");
+    expect(header).toBeGreaterThan(1 << 20);
+    await ourDecrypt(`${plain}.age`, `${plain}.out`, { identities: [ours.identity] });
+    await expectSameBytes(`${plain}.out`, plain);
+  });
+
   it("passphrase (scrypt) files interoperate both ways at age's default work factor", async () => {
     const passphrase = "correct horse battery staple";
     for (const size of [0, 65_537]) {
@@ -194,5 +208,52 @@ describe("age CLI interop", () => {
     await expect(
       ourDecrypt(`${plain}.theirs.age`, `${plain}.out`, { identities: [stranger.identity] }),
     ).rejects.toThrow(/no identity matched/);
+  });
+
+  it("post-quantum archives need age 1.3: older age refuses the identity file, 1.3 and newer decrypt", async () => {
+    const pq = generateHybridIdentity();
+    const keyFile = join(dir, "pq-key.txt");
+    await writeFile(keyFile, formatIdentityFile(pq), { mode: 0o600 });
+    const plain = await writeRandom("pq-plain", 65_537);
+    await ourEncrypt(plain, `${plain}.age`, { recipients: [pq.recipient] });
+    const version = /v?(\d+)\.(\d+)/.exec(await run("age", ["--version"]));
+    const hasPq = version !== null && (Number(version[1]) > 1 || Number(version[2]) >= 3);
+    const decrypting = run("age", [
+      "-d",
+      "-i",
+      keyFile,
+      "-o",
+      await emptyOutput(`${plain}.out`),
+      `${plain}.age`,
+    ]);
+    if (hasPq) {
+      await decrypting;
+      await expectSameBytes(`${plain}.out`, plain);
+    } else {
+      // What the README says of Debian's age 1.1.1: it cannot read the AGE-SECRET-KEY-PQ-1 line.
+      await expect(decrypting).rejects.toThrow(/unknown identity type/);
+    }
+  });
+
+  it("we decrypt what age -a armors, whole or in pieces that split its lines", async () => {
+    const keyFile = join(dir, "armor-key.txt");
+    await run("age-keygen", ["-o", keyFile]);
+    const recipient = (await run("age-keygen", ["-y", keyFile])).trim();
+    const identityText = await readFile(keyFile, "utf8");
+    for (const size of [0, 1, 65_537]) {
+      const plain = await writeRandom(`armor-plain-${size}`, size);
+      await run("age", ["-a", "-r", recipient, "-o", `${plain}.age.asc`, plain]);
+      expect(
+        (await readFile(`${plain}.age.asc`, "latin1")).startsWith("-----BEGIN AGE ENCRYPTED FILE-----\n"),
+      ).toBe(true);
+      await ourDecrypt(`${plain}.age.asc`, `${plain}.out`, { identities: [identityText] });
+      await expectSameBytes(`${plain}.out`, plain);
+      await pipeline(
+        createReadStream(`${plain}.age.asc`, { highWaterMark: 7 }),
+        createAgeDecryptStream({ identities: [identityText] }),
+        createWriteStream(`${plain}.pieces.out`),
+      );
+      await expectSameBytes(`${plain}.pieces.out`, plain);
+    }
   });
 });

@@ -10,7 +10,8 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { Inputs, nodeSettingsOf, readBackupSettings } from "../../src/config/inputs.js";
+import { Inputs, nodeSettingsOf, readBackupSettings } from "../../src/config/backup-settings.js";
+import { actionInputs } from "../../src/config/source.js";
 import type { BackupRequest, BackupResult } from "../../src/engine/backup.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { cli, cliJson } from "../helpers/cli.js";
@@ -151,8 +152,11 @@ describe("the node connections' settings (nodeSettingsOf)", () => {
       [Inputs.GithubToken]: `token-${randomBytes(8).toString("hex")}`,
     };
     const settings = readBackupSettings(
-      (name) =>
-        ({ ...secrets, [Inputs.Nodes]: "looker@node-2.internal", [Inputs.Home]: "/home/looker" })[name] ?? "",
+      actionInputs(
+        (name) =>
+          ({ ...secrets, [Inputs.Nodes]: "looker@node-2.internal", [Inputs.Home]: "/home/looker" })[name] ??
+          "",
+      ),
     );
     const strings = stringsIn(nodeSettingsOf(settings.home, settings));
     expect(strings).toContain(secrets[Inputs.SshKey]);

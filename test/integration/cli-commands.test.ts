@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -209,5 +209,119 @@ describe("backup's Looker options (the same meaning as the action's inputs)", ()
     );
     expect(run.code, run.stderr).toBe(2);
     expect(run.stderr).toMatch(message);
+  });
+});
+
+describe("post-quantum recipients (age1pq1)", () => {
+  it("keygen --pq writes a 0600 AGE-SECRET-KEY-PQ-1 identity, never overwrites it, and prints only the recipient", async () => {
+    const file = join(work, "pq-id.txt");
+    const run = await cli("keygen", "--pq", "--output", file);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout.trim()).toMatch(/^age1pq1[0-9a-z]{1952}$/);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const text = await readFile(file, "utf8");
+    const secret = /^AGE-SECRET-KEY-PQ-1[0-9A-Z]{58}$/m.exec(text)?.[0];
+    expect(secret).toBeDefined();
+    expect(text).toContain(`# public key: ${run.stdout.trim()}\n`);
+    expect(run.stdout + run.stderr).not.toContain(secret!);
+    const again = await cli("keygen", "--pq", "--output", file);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/never overwrites/);
+    expect(await readFile(file, "utf8")).toBe(text);
+    expect((await cli("keygen", "--pq", "--signing", "--output", join(work, "pq-sign"))).code).toBe(2);
+  });
+
+  it("backup to an age1pq1 recipient; verify (armored too) and restore with the PQ identity file", async () => {
+    const identityFile = join(work, "pq-backup-id.txt");
+    const { recipient } = await cliJson<{ recipient: string }>("keygen", "--pq", "--output", identityFile);
+    const out = join(work, "pq-store");
+    const made = await cliJson<{ archive: string }>(
+      "backup",
+      "--home",
+      home,
+      "--out",
+      out,
+      "--recipient",
+      recipient,
+      "--instance",
+      "pq",
+    );
+    const header = (await readFile(made.archive)).subarray(0, 4096).toString("latin1");
+    expect(header).toMatch(/^age-encryption\.org\/v1\n-> mlkem768x25519 /);
+    expect((await cli("verify", "--archive", made.archive, "--identity", identityFile)).code).toBe(0);
+    const target = join(work, "pq-restored");
+    const restored = await cli(
+      "restore",
+      "--archive",
+      made.archive,
+      "--identity",
+      identityFile,
+      "--target",
+      target,
+    );
+    expect(restored.code, restored.stderr).toBe(0);
+    expect((await readdir(target)).length).toBeGreaterThan(0);
+    // The same archive ASCII-armored (as `age -a` writes it: 64 columns, padded base64) verifies too.
+    const lines = (await readFile(made.archive)).toString("base64").match(/.{1,64}/g) ?? [];
+    const armored = join(work, "pq-armored.tar.zst.age");
+    await writeFile(
+      armored,
+      `-----BEGIN AGE ENCRYPTED FILE-----\n${lines.join("\n")}\n-----END AGE ENCRYPTED FILE-----\n`,
+    );
+    const verifiedArmor = await cli("verify", "--archive", armored, "--identity", identityFile);
+    expect(verifiedArmor.code, verifiedArmor.stderr).toBe(0);
+    // An X25519 identity of nobody's is told apart from a damaged archive: no identity matched (exit 4).
+    const stranger = join(work, "pq-stranger.txt");
+    await cliJson("keygen", "--output", stranger);
+    const refused = await cli("verify", "--archive", made.archive, "--identity", stranger);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain("no identity matched");
+  });
+
+  it("backup refuses post-quantum and X25519 recipients together, before any work, saying how to fix it", async () => {
+    const { recipient: pq } = await cliJson<{ recipient: string }>(
+      "keygen",
+      "--pq",
+      "--output",
+      join(work, "mix-pq.txt"),
+    );
+    const { recipient: classic } = await cliJson<{ recipient: string }>(
+      "keygen",
+      "--output",
+      join(work, "mix-x.txt"),
+    );
+    const out = join(work, "mix-store");
+    const inline = await cli(
+      "backup",
+      "--home",
+      home,
+      "--out",
+      out,
+      "--recipient",
+      pq,
+      "--recipient",
+      classic,
+    );
+    expect(inline.code).toBe(2);
+    expect(inline.stderr).toContain(
+      "--recipient: post-quantum (age1pq1...) and X25519 (age1...) recipients cannot be mixed",
+    );
+    expect(inline.stderr).toContain("keygen --pq");
+    const list = join(work, "mixed-recipients.txt");
+    await writeFile(list, `# team\n${classic}\n`);
+    const viaFile = await cli(
+      "backup",
+      "--home",
+      home,
+      "--out",
+      out,
+      "--recipient",
+      pq,
+      "--recipients-file",
+      list,
+    );
+    expect(viaFile.code).toBe(2);
+    expect(viaFile.stderr).toContain("cannot be mixed");
+    expect(await readdir(out).catch(() => [])).toEqual([]);
   });
 });

@@ -125,6 +125,11 @@ async function keystoreIndependentBackup(
     Buffer.concat([Buffer.from(`${home.home}/looker/`), LATIN1_DIR, Buffer.from("/v.lkml")]),
     "view: v {}\n",
   );
+  // A sparse file (256 MiB, one island of data): it must reach the drill target sparse, not as zeros.
+  const sparse = await open(join(home.home, "looker", "sparse.bin"), "w");
+  await sparse.write("island", 128 << 20);
+  await sparse.truncate(256 << 20);
+  await sparse.close();
   const keyfilePath = join(base, "keyfile.json");
   await looker(home, cmk, "generate_keyfile_for_backup", keyfilePath);
   await looker(home, cmk, "keystore_independent_recrypt", keyfilePath);
@@ -241,6 +246,9 @@ describe("drill over SSH into a fresh VM", () => {
       Buffer.from("/v.lkml"),
     ]);
     expect(readFileSync(latin1, "utf8")).toBe("view: v {}\n");
+    const sparseOnTarget = await stat(join(target.rootOnHost, "home/looker/looker/sparse.bin"));
+    expect(sparseOnTarget.size).toBe(256 << 20);
+    expect(sparseOnTarget.blocks * 512).toBeLessThan(1 << 20);
     expect(await readFile(teardown.marker, "utf8")).toBe(`passed ${target.address}`);
     // The file from outside the home is in the VM's own /tmp, byte for byte.
     const placed = join(target.rootOnHost, "tmp", backup.sslFile.slice("/tmp/".length));

@@ -10,7 +10,9 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { Inputs, readBackupSettings } from "../../src/config/inputs.js";
+import { Inputs, readBackupSettings } from "../../src/config/backup-settings.js";
+import { actionInputs } from "../../src/config/source.js";
+import { generateHybridIdentity } from "../../src/crypto/age-keys.js";
 import { InputError } from "../../src/errors.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { runActionEntry } from "../helpers/actions-env.js";
@@ -70,6 +72,10 @@ describe("backup action inputs (readBackupSettings)", () => {
     [Inputs.StoreDir, "relative/dir", { [Inputs.Store]: "dir" }],
     [Inputs.RetentionDays, "500", {}],
     [Inputs.KeepLast, "-1", { [Inputs.Store]: "dir", [Inputs.StoreDir]: "/backups" }],
+    [Inputs.KeepDaily, "0", { [Inputs.Store]: "dir", [Inputs.StoreDir]: "/backups" }],
+    [Inputs.KeepWeekly, "weekly", { [Inputs.Store]: "dir", [Inputs.StoreDir]: "/backups" }],
+    [Inputs.KeepMonthly, "-3", { [Inputs.Store]: "dir", [Inputs.StoreDir]: "/backups" }],
+    [Inputs.ForcePrune, "perhaps", { [Inputs.Store]: "dir", [Inputs.StoreDir]: "/backups" }],
     [Inputs.CompressionLevel, "20", {}],
     [Inputs.Xattrs, "some", {}],
     [Inputs.SkipIfUnchanged, "sure", {}],
@@ -95,7 +101,7 @@ describe("backup action inputs (readBackupSettings)", () => {
 
   function reader(values: Record<string, string>) {
     const all: Record<string, string> = { [Inputs.Recipients]: RECIPIENT_PLACEHOLDER, ...values };
-    return (name: string) => (all[name] === RECIPIENT_PLACEHOLDER ? recipient : (all[name] ?? ""));
+    return actionInputs((name) => (all[name] === RECIPIENT_PLACEHOLDER ? recipient : (all[name] ?? "")));
   }
 
   it("accepts the defaults with one recipient (control)", () => {
@@ -109,8 +115,24 @@ describe("backup action inputs (readBackupSettings)", () => {
     expect(alone.recipients).toEqual([]);
     expect(alone.passphrase).toBe("correct horse");
     expect(() => readBackupSettings(reader({ [Inputs.Passphrase]: "correct horse" }))).toThrow(
-      /set only one of 'recipients' and 'passphrase'/,
+      /set only one of input 'recipients' and input 'passphrase'/,
     );
+  });
+
+  it("takes post-quantum recipients (age1pq1) but not mixed with X25519 ones, in recipients and keyfile-recipients", () => {
+    const pq = [generateHybridIdentity().recipient, generateHybridIdentity().recipient];
+    const settings = readBackupSettings(
+      reader({ [Inputs.Recipients]: pq.join("\n"), [Inputs.KeyfileRecipients]: pq[0]! }),
+    );
+    expect(settings.recipients).toEqual(pq);
+    expect(settings.keyfileRecipients).toEqual([pq[0]]);
+    for (const input of [Inputs.Recipients, Inputs.KeyfileRecipients]) {
+      const mixed = () => readBackupSettings(reader({ [input]: `${pq[0]}, ${recipient}` }));
+      expect(mixed).toThrow(InputError);
+      expect(mixed).toThrow(
+        `input '${input}': post-quantum (age1pq1...) and X25519 (age1...) recipients cannot be mixed`,
+      );
+    }
   });
 
   it("looker-control defaults to auto and looker-unit to looker.service; a bare unit name gets .service", () => {
@@ -217,7 +239,9 @@ describe("CLI flags", () => {
     ["--looker-control", () => [...backup(), "--looker-control", "upstart"]],
     ["--looker-unit", () => [...backup(), "--looker-unit", "looker.timer"]],
     ["--level", () => [...backup(), "--level", "0"]],
-    ["--keep-last", () => [...backup(), "--keep-last", "0"]],
+    ["--keep-last", () => [...backup(), "--keep-last", "all"]],
+    ["--keep-daily", () => [...backup(), "--keep-daily", "0"]],
+    ["--keep-monthly", () => [...backup(), "--keep-monthly", "many"]],
     ["--keep-days", () => [...backup(), "--keep-days", "soon"]],
     ["--xattrs", () => [...backup(), "--xattrs", "maybe"]],
     ["/nonexistent/lb-rel", () => [...backup(), "--ssl-file", missing]],

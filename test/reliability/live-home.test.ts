@@ -8,7 +8,7 @@
 import { execFileSync } from "node:child_process";
 import { appendFileSync, truncateSync } from "node:fs";
 import { chmod, chown, copyFile, mkdir, readdir, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runBackup } from "../../src/engine/backup.js";
 import { DirStore } from "../../src/store/dir-store.js";
@@ -176,9 +176,13 @@ describe("run as an unprivileged user", () => {
     const bin = join(work, "bin");
     await mkdir(bin, { mode: 0o755 });
     cliCopy = join(bin, "cli.js");
-    await copyFile(await bundledEntry("cli"), cliCopy);
+    // cli.js checks the Node version, then imports cli.bundle.js from beside it: both are copied.
+    const bundled = dirname(await bundledEntry("cli"));
+    for (const file of ["cli.js", "cli.bundle.js"]) {
+      await copyFile(join(bundled, file), join(bin, file));
+      await chmod(join(bin, file), 0o644);
+    }
     await writeFile(join(bin, "package.json"), '{"type":"module"}\n');
-    await chmod(cliCopy, 0o644);
     nobodyOut = join(work, "nobody-out");
     await mkdir(nobodyOut);
     await chown(nobodyOut, 65534, 65534);

@@ -183,6 +183,19 @@ describe("key files", () => {
     expect(run.stdout + run.stderr).not.toContain(secretKey!);
   });
 
+  it("keygen --pq writes the post-quantum identity 0600 and prints only the recipient on stdout", async () => {
+    const output = join(work, "pq-id.txt");
+    const run = await runProcess(process.execPath, [cliPath, "keygen", "--pq", "--output", output], {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TMPDIR: tmp },
+    });
+    expect(run.code, run.stderr).toBe(0);
+    expect((await stat(output)).mode & 0o777).toBe(0o600);
+    const secretKey = (await readFile(output, "utf8")).match(/AGE-SECRET-KEY-PQ-1[0-9A-Z]+/)?.[0];
+    expect(secretKey).toBeDefined();
+    expect(run.stdout.trim()).toMatch(/^age1pq1[0-9a-z]+$/);
+    expect(run.stdout + run.stderr).not.toContain(secretKey!);
+  });
+
   it("keygen never overwrites an existing key (exit 2), and the file keeps its content", async () => {
     const output = join(work, "existing-id.txt");
     await (await import("node:fs/promises")).writeFile(output, "keep me", { mode: 0o600 });

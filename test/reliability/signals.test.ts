@@ -7,12 +7,12 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
-import { backupArgv, cliJson } from "../helpers/cli.js";
+import { backupArgv, cliJson, restoreArgv } from "../helpers/cli.js";
 import { makeKeyPair, removeWorkspace, runProcess, workspace } from "./support.js";
 
 let work: string;
@@ -95,4 +95,87 @@ describe("signals during a CLI backup", () => {
       expect(await sha256(older.archive)).toBe(olderSha);
     },
   );
+});
+
+describe("signals during a CLI restore and verify", () => {
+  let archive: string;
+  let identityFile: string;
+
+  beforeAll(async () => {
+    const keys = await makeKeyPair(work, "restore-id.txt");
+    identityFile = keys.identityFile;
+    ({ archive } = await cliJson<{ archive: string }>(
+      ...backupArgv(home, join(work, "store-restore"), keys.recipient, "rsig"),
+    ));
+  });
+
+  /** Runs the CLI in slices and signals it once `ready` says it is under way; resolves with its exit and timing. */
+  async function interrupt(
+    argv: string[],
+    signal: "SIGINT" | "SIGTERM",
+    ready: (child: ChildProcess) => Promise<boolean>,
+  ) {
+    let child: ChildProcess | undefined;
+    let signalledAt: number | undefined;
+    const running = runProcess(process.execPath, [cliPath, ...argv], {
+      onSpawn: (c) => {
+        child = c;
+      },
+    });
+    let exited = false;
+    void running.then(() => {
+      exited = true;
+    });
+    while (!exited && signalledAt === undefined) {
+      if (child === undefined) {
+        await new Promise((r) => setTimeout(r, 2));
+        continue;
+      }
+      child.kill("SIGSTOP");
+      if (await ready(child)) {
+        child.kill(signal);
+        signalledAt = Date.now();
+      }
+      child.kill("SIGCONT");
+      if (signalledAt === undefined) await new Promise((r) => setTimeout(r, 3));
+    }
+    const run = await running;
+    return { run, signalled: signalledAt !== undefined };
+  }
+
+  it.each(["SIGINT", "SIGTERM"] as const)(
+    "restore under %s: exit 130, no staging left, the target untouched",
+    async (signal) => {
+      const parent = join(work, `restore-${signal}`);
+      await mkdir(parent);
+      const target = join(parent, "home");
+      // Under way: its staging directory holds the first restored files.
+      const ready = async () => {
+        const staging = (await readdir(parent)).find((n) => n.startsWith(".home.restore-"));
+        if (staging === undefined) return false;
+        return (await readdir(join(parent, staging)).catch(() => [])).length > 0;
+      };
+      const { run, signalled } = await interrupt(restoreArgv(archive, identityFile, target), signal, ready);
+      expect(signalled, "the restore finished before it could be interrupted").toBe(true);
+      expect(run.code, run.stderr).toBe(130);
+      expect(run.stderr).toMatch(/cancelled/);
+      expect(await readdir(parent), "no staging, no target, the lock released").toEqual([]);
+    },
+  );
+
+  it("verify under SIGINT: exit 130", async () => {
+    // Under way: it has read 32 MB (the archive; the bundle and node's own files are a few MB).
+    const ready = async (child: ChildProcess) => {
+      const io = await readFile(`/proc/${child.pid}/io`, "utf8").catch(() => "");
+      return Number(/^rchar: (\d+)$/m.exec(io)?.[1] ?? 0) > 32 << 20;
+    };
+    const { run, signalled } = await interrupt(
+      ["verify", "--archive", archive, "--identity", identityFile],
+      "SIGINT",
+      ready,
+    );
+    expect(signalled, "verify finished before it could be interrupted").toBe(true);
+    expect(run.code, run.stderr).toBe(130);
+    expect(run.stderr).toMatch(/cancelled/);
+  });
 });

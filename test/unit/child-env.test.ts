@@ -3,7 +3,8 @@
  * Run through a real LocalHost child, so the environment checked is the one the kernel gave the process.
  */
 import { describe, expect, it } from "vitest";
-import { readBackupSettings } from "../../src/config/inputs.js";
+import { readBackupSettings } from "../../src/config/backup-settings.js";
+import { actionInputs } from "../../src/config/source.js";
 import { InputError } from "../../src/errors.js";
 import { LocalHost } from "../../src/remote/local-host.js";
 import { childEnvironment, jobEnvironment, parseLookerEnv } from "../../src/runtime/child-env.js";
@@ -99,7 +100,7 @@ describe("looker-env", () => {
       ] ?? "";
     let error: unknown;
     try {
-      readBackupSettings(read);
+      readBackupSettings(actionInputs(read));
     } catch (caught) {
       error = caught;
     }
@@ -115,6 +116,9 @@ describe("looker-env", () => {
         recipients: "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq",
         "looker-env": "# comment\nJAVA_OPTS=-Xmx1g,-Xms1g\n\nTZ=UTC\n",
       })[name] ?? "";
-    expect(readBackupSettings(read).lookerEnv).toEqual({ JAVA_OPTS: "-Xmx1g,-Xms1g", TZ: "UTC" });
+    expect(readBackupSettings(actionInputs(read)).lookerEnv).toEqual({
+      JAVA_OPTS: "-Xmx1g,-Xms1g",
+      TZ: "UTC",
+    });
   });
 });

@@ -8,14 +8,17 @@ import {
   decryptBuffer,
   encryptBuffer,
 } from "../../src/crypto/age.js";
+import type { AgeIntegrityError } from "../../src/crypto/age-errors.js";
 import { createHeader } from "../../src/crypto/age-file-key.js";
-import { parseHeader, serializeHeader } from "../../src/crypto/age-header.js";
-import { generateIdentity, parseRecipient } from "../../src/crypto/age-keys.js";
+import { parseHeader, type Stanza, serializeHeader } from "../../src/crypto/age-header.js";
+import { generateHybridIdentity, generateIdentity, parseRecipient } from "../../src/crypto/age-keys.js";
 import { CIPHERTEXT_CHUNK_SIZE, PLAINTEXT_CHUNK_SIZE, payloadKey } from "../../src/crypto/age-stream.js";
 import { InputError, IntegrityError } from "../../src/errors.js";
 
 const KEY = generateIdentity();
 const OTHER = generateIdentity();
+const PQ = generateHybridIdentity();
+const PQ_OTHER = generateHybridIdentity();
 const CHUNK = PLAINTEXT_CHUNK_SIZE;
 
 /** Streams `input` through `stream` in pieces of the given sizes (cycled), collecting the output. */
@@ -161,8 +164,9 @@ describe("age decryption rejects damaged input", () => {
       [header + 8, /before the payload nonce/],
       [header + 16, /payload is missing/],
       [header + 16 + 10, /truncated/],
-      [header + 16 + CIPHERTEXT_CHUNK_SIZE, /final chunk failed authentication/], // cut at a chunk boundary
-      [header + 16 + 2 * CIPHERTEXT_CHUNK_SIZE, /final chunk failed authentication/],
+      // Cut at a chunk boundary: the chunks that authenticate are whole, and the final one is missing.
+      [header + 16 + CIPHERTEXT_CHUNK_SIZE, /ends after chunk 0 without a final chunk/],
+      [header + 16 + 2 * CIPHERTEXT_CHUNK_SIZE, /ends after chunk 1 without a final chunk/],
       [ciphertext.length - 1, /final chunk failed authentication/],
     ];
     for (const [length, message] of cuts) {
@@ -172,7 +176,11 @@ describe("age decryption rejects damaged input", () => {
 
   it("rejects trailing data and reordered chunks", async () => {
     const ciphertext = await encryptBuffer(randomBytes(3 * CHUNK), { recipients: [KEY.recipient] });
-    await expectRejection(decryptWithKey(Buffer.concat([ciphertext, Buffer.from([0])])), IntegrityError);
+    await expectRejection(
+      decryptWithKey(Buffer.concat([ciphertext, Buffer.from([0])])),
+      IntegrityError,
+      /data after its final chunk 2/,
+    );
     await expectRejection(
       decryptWithKey(Buffer.concat([ciphertext, ciphertext.subarray(-20)])),
       IntegrityError,
@@ -310,5 +318,97 @@ describe("age options", () => {
       IntegrityError,
       /not encrypted with a passphrase/,
     );
+  });
+});
+
+describe("age post-quantum recipients (mlkem768x25519)", () => {
+  it.each([0, 1, CHUNK, CHUNK + 1])("round-trips %i bytes through an age1pq1 recipient", async (size) => {
+    const plaintext = randomBytes(size);
+    const ciphertext = await encryptBuffer(plaintext, { recipients: [PQ.recipient] });
+    const decrypted = await decryptBuffer(ciphertext, { identities: [PQ.identity] });
+    expect(decrypted.equals(plaintext)).toBe(true);
+  });
+
+  it("writes one mlkem768x25519 stanza per recipient, as the spec lays it out", async () => {
+    const ciphertext = await encryptBuffer(Buffer.from("pq"), {
+      recipients: [PQ.recipient, PQ_OTHER.recipient],
+    });
+    const header = parseHeader(ciphertext.subarray(0, headerLength(ciphertext)));
+    expect(header.stanzas.map((stanza) => stanza.type)).toEqual(["mlkem768x25519", "mlkem768x25519"]);
+    for (const stanza of header.stanzas) {
+      expect(stanza.args).toHaveLength(1);
+      expect(Buffer.from(stanza.args[0]!, "base64")).toHaveLength(1120); // ML-KEM ciphertext || X25519 share
+      expect(stanza.body).toHaveLength(32); // the sealed 16-byte file key
+    }
+    const identityFile = `# two keys\n${KEY.identity}\n${PQ_OTHER.identity}\n`;
+    expect((await decryptBuffer(ciphertext, { identities: [identityFile] })).toString()).toBe("pq");
+  });
+
+  it("says no identity matched for the wrong post-quantum or X25519 key", async () => {
+    const ciphertext = await encryptBuffer(Buffer.from("x"), { recipients: [PQ.recipient] });
+    for (const identity of [PQ_OTHER.identity, KEY.identity]) {
+      await expectRejection(
+        decryptBuffer(ciphertext, { identities: [identity] }),
+        IntegrityError,
+        /no identity matched/,
+      );
+    }
+  });
+
+  it("refuses to encrypt to post-quantum and X25519 recipients together, at once", () => {
+    for (const recipients of [
+      [PQ.recipient, KEY.recipient],
+      [KEY.recipient, PQ.recipient],
+    ]) {
+      expect(() => createAgeEncryptStream({ recipients })).toThrow(/cannot be mixed/);
+    }
+  });
+
+  it("decrypts a header that mixes both kinds (age reads them), with either identity", async () => {
+    const { header: pqHeader, fileKey } = await createHeader({ recipients: [parseRecipient(PQ.recipient)] });
+    const { header: classicHeader } = await createHeader({ recipients: [parseRecipient(KEY.recipient)] });
+    const classicStanza = parseHeader(classicHeader).stanzas[0]!;
+    // The X25519 stanza carries another file key: only the order of the stanzas is of interest here, and an X25519
+    // identity finding it must then fail on the MAC, which the post-quantum identity checks out.
+    const mixed = serializeHeader([classicStanza, ...parseHeader(pqHeader).stanzas], fileKey);
+    const nonce = randomBytes(16);
+    const file = Buffer.concat([
+      mixed,
+      nonce,
+      sealChunk(payloadKey(fileKey, nonce), 0, true, Buffer.from("both")),
+    ]);
+    expect((await decryptBuffer(file, { identities: [PQ.identity] })).toString()).toBe("both");
+    await expectRejection(
+      decryptBuffer(file, { identities: [KEY.identity] }),
+      IntegrityError,
+      /MAC mismatch/,
+    );
+  });
+
+  it("rejects malformed mlkem768x25519 stanzas as header failures, before any decryption", async () => {
+    const { header, fileKey } = await createHeader({ recipients: [parseRecipient(PQ.recipient)] });
+    const stanza = parseHeader(header).stanzas[0]!;
+    const nonce = randomBytes(16);
+    const payload = sealChunk(payloadKey(fileKey, nonce), 0, true, Buffer.from("x"));
+    const enc = Buffer.from(stanza.args[0]!, "base64");
+    const lowOrder = Buffer.concat([enc.subarray(0, 1088), Buffer.alloc(32)]);
+    const cases: [Stanza, RegExp][] = [
+      [{ ...stanza, args: [...stanza.args, "extra"] }, /bad encapsulated key/],
+      [
+        { ...stanza, args: [enc.subarray(0, 1119).toString("base64").replace(/=+$/, "")] },
+        /bad encapsulated key/,
+      ],
+      [{ ...stanza, body: Buffer.concat([stanza.body, Buffer.alloc(1)]) }, /bad body length/],
+      [{ ...stanza, args: [lowOrder.toString("base64").replace(/=+$/, "")] }, /low-order X25519 share/],
+    ];
+    for (const [damaged, message] of cases) {
+      const file = Buffer.concat([serializeHeader([damaged], fileKey), nonce, payload]);
+      const error = await expectRejection(
+        decryptBuffer(file, { identities: [PQ.identity] }),
+        IntegrityError,
+        message,
+      );
+      expect((error as AgeIntegrityError).failure).toBe("header");
+    }
   });
 });

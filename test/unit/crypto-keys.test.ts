@@ -1,6 +1,9 @@
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
+  checkRecipientMix,
   formatIdentityFile,
+  generateHybridIdentity,
   generateIdentity,
   parseIdentities,
   parseIdentity,
@@ -8,6 +11,7 @@ import {
   parseRecipients,
   recipientOf,
 } from "../../src/crypto/age-keys.js";
+import { encodeBech32Bytes } from "../../src/crypto/bech32.js";
 import { InputError } from "../../src/errors.js";
 
 const AGE_KEYGEN_IDENTITY = "AGE-SECRET-KEY-1KXJ9KALZU2Y76DJPJETDVD0XCVEKNE5808USWJ4533WJ3VT50RQQH3Q94C";
@@ -22,6 +26,26 @@ function thrown(action: () => unknown): InputError {
   }
   throw new Error("expected an InputError, nothing was thrown");
 }
+
+/**
+ * Post-quantum identities with known recipients: the example of the age spec (C2SP age.md, "The MLKEM768-X25519
+ * recipient type") and the key of age 1.3's own CLI test (cmd/age/testdata/hybrid.txt). The 1959-character
+ * recipients are pinned by their SHA-256.
+ */
+const PQ_KNOWN = [
+  {
+    identity: "AGE-SECRET-KEY-PQ-1XX76JRALNLXDMEW0CRK45QMCCH4X06SE84UN3VPM33W6HWDX0H3SK3ZQFR",
+    recipientPrefix: "age1pq1x34nzsvr0rxjsgdn8zgyhfe8j7ceq5r9rdelkjuh3y235jzxshfg87pzf5zrqtzdxz95paef6caq5",
+    recipientSha256: "a091dd7e0ee9d62b75173dcc98441a0424baa941e66a8776e570a4ae60ff61ea",
+  },
+  {
+    identity: "AGE-SECRET-KEY-PQ-16XDSLZ3XCSZ3236YJ5J0T9NAPLZTP96LJKQCVHJYUDTQVJR5J5PQTDPQCX",
+    recipientPrefix: "age1pq1044e3hfmq2tltgck54m0gnpv8rfrwkdxjgl38psnwg8zfyv4uqdu63kk0u94ztt0q35k9dzuwgv",
+    recipientSha256: "d41cb81cf6b9a2c10a03a72ac63893a57667341760b8ecf00ccb3f0b0ca81853",
+  },
+];
+
+const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
 function alterCharacter(text: string, index: number): string {
   const replacement = text[index] === "Q" ? "P" : text[index] === "q" ? "p" : text[index] === "p" ? "q" : "Q";
@@ -120,5 +144,82 @@ describe("parseRecipient", () => {
     expect(thrown(() => parseRecipients("# nothing\n", "recipients.txt")).message).toBe(
       "no age recipients found in recipients.txt",
     );
+  });
+});
+
+describe("post-quantum (MLKEM768-X25519) keys", () => {
+  it.each(PQ_KNOWN)(
+    "derives age's recipient for $identity",
+    ({ identity, recipientPrefix, recipientSha256 }) => {
+      const recipient = recipientOf(identity);
+      expect(recipient.startsWith(recipientPrefix)).toBe(true);
+      expect(recipient).toHaveLength(1959);
+      expect(sha256(recipient)).toBe(recipientSha256);
+      const parsed = parseRecipient(recipient);
+      expect(parsed.kind).toBe("mlkem768x25519");
+      expect(parsed.publicKey).toHaveLength(1216);
+      const [fromFile] = parseIdentities(
+        `# created: then\n# public key: ${recipient}\n${identity}\n`,
+        "key.txt",
+      );
+      expect(fromFile?.kind).toBe("mlkem768x25519");
+      expect(fromFile?.publicKey.equals(parsed.publicKey)).toBe(true);
+    },
+  );
+
+  it("generates identities like age-keygen -pq, in identity files that parse back", () => {
+    const first = generateHybridIdentity();
+    const second = generateHybridIdentity();
+    expect(first.identity).toMatch(/^AGE-SECRET-KEY-PQ-1[02-9AC-HJ-NP-Z]{58}$/);
+    expect(first.recipient).toMatch(/^age1pq1[02-9ac-hj-np-z]{1952}$/);
+    expect(recipientOf(first.identity)).toBe(first.recipient);
+    expect(second.identity).not.toBe(first.identity);
+    const text = formatIdentityFile(first, new Date("2025-11-17T12:15:17Z"));
+    expect(text).toBe(
+      `# created: 2025-11-17T12:15:17Z\n# public key: ${first.recipient}\n${first.identity}\n`,
+    );
+    const identities = parseIdentities(`${text}${generateIdentity().identity}\n`, "mixed.txt");
+    expect(identities.map((identity) => identity.kind)).toEqual(["mlkem768x25519", "x25519"]);
+  });
+
+  it("rejects damaged, wrong-case and invalid post-quantum keys without echoing the secret", () => {
+    const [{ identity }] = PQ_KNOWN as [(typeof PQ_KNOWN)[0]];
+    const altered = alterCharacter(identity, 40);
+    const error = thrown(() => parseIdentities(`${altered}\n`, "/keys/pq.txt"));
+    expect(error.message).toBe("invalid age identity on line 1 in /keys/pq.txt");
+    expect(error.hint).toContain("AGE-SECRET-KEY-PQ-1");
+    thrown(() => parseIdentity(identity.toLowerCase()));
+    const recipient = recipientOf(identity);
+    thrown(() => parseRecipient(recipient.toUpperCase()));
+    thrown(() => parseRecipient(alterCharacter(recipient, 500)));
+    // A well-formed bech32 string whose ML-KEM key fails FIPS 203's modulus check (coefficients of 0xfff).
+    const invalid = parseRecipient(recipient).publicKey;
+    invalid.fill(0xff, 0, 384);
+    expect(
+      thrown(() => parseRecipient(encodeBech32Bytes("age1pq", invalid), "input 'recipients'")).message,
+    ).toMatch(/^invalid age recipient in input 'recipients': "age1pq1/);
+  });
+
+  it("never repeats a secret key given where a recipient belongs", () => {
+    for (const secret of [AGE_KEYGEN_IDENTITY, PQ_KNOWN[0]!.identity, PQ_KNOWN[0]!.identity.toLowerCase()]) {
+      const error = thrown(() => parseRecipient(secret, "--recipient"));
+      expect(error.message).toBe(
+        "invalid age recipient in --recipient: an identity (secret key) was given where a recipient belongs",
+      );
+      expect(`${error.message} ${error.hint}`).not.toContain(secret.slice(20, 50));
+    }
+  });
+
+  it("refuses to mix post-quantum and X25519 recipients, as age does, saying where and how to fix it", () => {
+    const pq = parseRecipient(generateHybridIdentity().recipient);
+    const classic = parseRecipient(AGE_KEYGEN_RECIPIENT);
+    checkRecipientMix([pq, parseRecipient(generateHybridIdentity().recipient)], "backup");
+    checkRecipientMix([classic], "backup");
+    const error = thrown(() => checkRecipientMix([classic, pq], "input 'recipients'"));
+    expect(error.message).toMatch(
+      /^input 'recipients': post-quantum \(age1pq1\.\.\.\) and X25519 .* cannot be mixed/,
+    );
+    expect(error.hint).toContain("keygen --pq");
+    expect(error.hint).toContain("second backup");
   });
 });

@@ -1,0 +1,76 @@
+/** `looker-backup verify`: decrypt an archive and check every member against its catalog, writing nothing. */
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { droppedModesWarning } from "../archive/restore-policy.js";
+import { checkAuthenticity } from "../engine/authenticity.js";
+import { verifyArchive } from "../engine/restore.js";
+import { ExitCode } from "../errors.js";
+import { formatBytes } from "../runtime/format.js";
+import type { Command } from "./command.js";
+import {
+  archivePath,
+  identity,
+  json,
+  keepPrivilegedModes,
+  passphraseEnv,
+  progressFor,
+  quiet,
+  reportAuthenticity,
+} from "./common-options.js";
+import { decryptionKeysFrom, trustedSignersFrom, trustedSignersOption } from "./key-options.js";
+
+export const verifyCommand: Command = {
+  spec: {
+    name: "verify",
+    summary: "Decrypt an archive and check every member against its catalog, writing nothing.",
+    usage:
+      "looker-backup verify --archive FILE --identity FILE [--trusted-signers FILE] [--keep-privileged-modes]",
+    options: {
+      archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
+      identity,
+      "passphrase-env": passphraseEnv,
+      "trusted-signers": trustedSignersOption,
+      "keep-privileged-modes": keepPrivilegedModes,
+      json,
+      quiet,
+    },
+  },
+  async run(values, context) {
+    const archive = await archivePath(values, "verify");
+    const keys = await decryptionKeysFrom(values, "verify");
+    const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, "verify"));
+    const progress = progressFor("verify", values, context);
+    const total = (await stat(archive)).size;
+    const keepPrivileged = Boolean(values["keep-privileged-modes"]);
+    const outcome = await verifyArchive(
+      createReadStream(archive, { highWaterMark: 1 << 20 }),
+      keys,
+      (p) => progress?.update(p.bytes, total),
+      {
+        keepPrivilegedModes: keepPrivileged,
+        ...(authenticity.checked ? { signed: authenticity.signed } : {}),
+        ...(context.signal ? { signal: context.signal } : {}),
+      },
+    );
+    // Verify tells what a restore with the same flags would not write as archived.
+    const dropped = droppedModesWarning(outcome.droppedModes, "would be dropped");
+    const warnings = dropped === undefined ? [] : [dropped];
+    reportAuthenticity(authenticity, context);
+    for (const warning of warnings) context.stderr(`warning: ${warning}\n`);
+    const summary = {
+      archive,
+      ok: true,
+      signedBy: authenticity.checked ? authenticity.signer : null,
+      members: outcome.members,
+      bytes: outcome.bytes,
+      warnings: authenticity.checked ? warnings : [authenticity.warning, ...warnings],
+      backup: outcome.meta,
+    };
+    if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
+    else
+      context.stdout(
+        `ok: ${outcome.members} members, ${formatBytes(outcome.bytes)} verified against the catalog${authenticity.checked ? `; signed by ${authenticity.signer}` : ""}\n`,
+      );
+    return ExitCode.Ok;
+  },
+};
