@@ -50,6 +50,20 @@ export const buildOptions = {
   },
 };
 
+/** How the standalone binary's CommonJS script is built (see bundleStandalone); tests build other entries the same way. */
+export const standaloneOptions = {
+  ...shared,
+  format: "cjs",
+  // Dependencies written as ES modules (@azure/storage-common, under @actions/artifact) call
+  // createRequire(import.meta.url) as they load; CommonJS has no import.meta, so it is the script's own file.
+  define: {
+    "import.meta.url": "__lbImportMetaUrl",
+    "import.meta.filename": "__filename",
+    "import.meta.dirname": "__dirname",
+  },
+  banner: { js: 'const __lbImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+};
+
 /**
  * The file an entry's name runs (`dist/cli.js`, `dist/backup-main.js`, ...): it checks the Node version and only
  * then imports the bundle (`<name>.bundle.js`). Why a file of its own: an ES module's static imports are linked
@@ -95,18 +109,9 @@ export async function bundle(dir = "dist") {
  */
 export async function bundleStandalone(outfile) {
   await build({
-    ...shared,
+    ...standaloneOptions,
     entryPoints: ["src/entry/standalone-cli.ts"],
     outfile: resolve(outfile),
-    format: "cjs",
-    // Dependencies written as ES modules (@azure/storage-common, under @actions/artifact) call
-    // createRequire(import.meta.url) as they load; CommonJS has no import.meta, so it is the script's own file.
-    define: {
-      "import.meta.url": "__lbImportMetaUrl",
-      "import.meta.filename": "__filename",
-      "import.meta.dirname": "__dirname",
-    },
-    banner: { js: 'const __lbImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
   });
 }
 

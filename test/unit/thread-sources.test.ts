@@ -2,18 +2,18 @@
  * Promise: every worker thread's code is self-contained. A thread runs the text of functions (threadSource in
  * src/runtime/eval-worker.ts), so a name they take from their module (an import, a constant) would be unbound in
  * the thread and fail there, perhaps only on an error path no test reaches. The check is static: the text each
- * thread runs, as vitest runs it from the sources and as esbuild bundles it, is type-checked as a script of its
- * own, and no name in it may be missing.
+ * thread runs, as vitest runs it from the sources and as esbuild bundles it (dist/'s ES modules, the standalone
+ * binary's CommonJS script), is type-checked as a script of its own, and no name in it may be missing.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { MessagePort } from "node:worker_threads";
-import { build } from "esbuild";
+import { type BuildOptions, build } from "esbuild";
 import ts from "typescript";
 import { describe, expect, it } from "vitest";
-import { buildOptions } from "../../scripts/bundle.mjs";
+import { buildOptions, standaloneOptions } from "../../scripts/bundle.mjs";
 import { fsPath } from "../../src/runtime/byte-names.js";
 import { evalWorkerCode, threadSource } from "../../src/runtime/eval-worker.js";
 
@@ -41,11 +41,14 @@ async function fromSources(): Promise<Record<string, string>> {
   return scripts;
 }
 
-/** The same, from a bundle built as `npm run bundle` builds the entries, run by node itself. */
-async function fromBundle(): Promise<Record<string, string>> {
+/**
+ * The same, from a bundle built as `npm run bundle` builds the entries (ES modules) or as the standalone binary's
+ * script is built (CommonJS), run by node itself.
+ */
+async function fromBundle(options: BuildOptions): Promise<Record<string, string>> {
   const dir = await mkdtemp(join(tmpdir(), "lb-threads-"));
   try {
-    const file = join(dir, "threads.js");
+    const file = join(dir, options.format === "cjs" ? "threads.cjs" : "threads.mjs");
     const lines = ['import { evalWorkerCode } from "./src/runtime/eval-worker.ts";', "const scripts = {};"];
     for (const [name, { module, source, background }] of Object.entries(THREADS)) {
       lines.push(`import { ${source} } from "./${module}.ts";`);
@@ -53,11 +56,10 @@ async function fromBundle(): Promise<Record<string, string>> {
     }
     lines.push("process.stdout.write(JSON.stringify(scripts));");
     await build({
-      ...buildOptions,
+      ...options,
       stdin: { resolveDir: root, loader: "ts", contents: lines.join("\n") },
       outfile: file,
     });
-    await writeFile(join(dir, "package.json"), '{ "type": "module" }\n');
     return JSON.parse(execFileSync(process.execPath, [file], { encoding: "utf8" }));
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -123,7 +125,11 @@ describe("worker threads' code", () => {
     expect(unboundNames(scripts)).toEqual({ ...NONE_UNBOUND, leaky: [expect.any(String)] });
   });
 
-  it("names nothing outside itself, as bundled (esbuild renames what clashes in the bundle)", async () => {
-    expect(unboundNames(await fromBundle())).toEqual(NONE_UNBOUND);
+  // esbuild renames what clashes in a bundle, and each format has its own text of each thread.
+  it.each([
+    ["the ES module bundles", buildOptions],
+    ["the standalone binary's script", standaloneOptions],
+  ])("names nothing outside itself, as bundled in %s", async (_name, options) => {
+    expect(unboundNames(await fromBundle(options))).toEqual(NONE_UNBOUND);
   });
 });
