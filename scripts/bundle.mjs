@@ -34,6 +34,36 @@ const shared = {
   external: ["cpu-features", "*.node"],
 };
 
+/** How the ES module bundles are built (tests build other entries the same way). */
+export const buildOptions = {
+  ...shared,
+  format: "esm",
+  splitting: false,
+  // Some dependencies are CommonJS and use require(), __dirname and __filename; give the ESM bundle those.
+  banner: {
+    js: [
+      "import { createRequire as __lbCreateRequire } from 'node:module';",
+      "const require = __lbCreateRequire(import.meta.url);",
+      "const __filename = import.meta.filename;",
+      "const __dirname = import.meta.dirname;",
+    ].join("\n"),
+  },
+};
+
+/** How the standalone binary's CommonJS script is built (see bundleStandalone); tests build other entries the same way. */
+export const standaloneOptions = {
+  ...shared,
+  format: "cjs",
+  // Dependencies written as ES modules (@azure/storage-common, under @actions/artifact) call
+  // createRequire(import.meta.url) as they load; CommonJS has no import.meta, so it is the script's own file.
+  define: {
+    "import.meta.url": "__lbImportMetaUrl",
+    "import.meta.filename": "__filename",
+    "import.meta.dirname": "__dirname",
+  },
+  banner: { js: 'const __lbImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+};
+
 /**
  * The file an entry's name runs (`dist/cli.js`, `dist/backup-main.js`, ...): it checks the Node version and only
  * then imports the bundle (`<name>.bundle.js`). Why a file of its own: an ES module's static imports are linked
@@ -61,20 +91,9 @@ function versionGate(name) {
 export async function bundle(dir = "dist") {
   const outdir = resolve(dir);
   await build({
-    ...shared,
+    ...buildOptions,
     entryPoints: Object.fromEntries(Object.entries(entries).map(([name, src]) => [`${name}.bundle`, src])),
     outdir,
-    format: "esm",
-    splitting: false,
-    // Some dependencies are CommonJS and use require(), __dirname and __filename; give the ESM bundle those.
-    banner: {
-      js: [
-        "import { createRequire as __lbCreateRequire } from 'node:module';",
-        "const require = __lbCreateRequire(import.meta.url);",
-        "const __filename = import.meta.filename;",
-        "const __dirname = import.meta.dirname;",
-      ].join("\n"),
-    },
   });
   for (const name of Object.keys(entries)) {
     await writeFile(join(outdir, `${name}.js`), versionGate(name), { mode: name === "cli" ? 0o755 : 0o644 });
@@ -90,18 +109,9 @@ export async function bundle(dir = "dist") {
  */
 export async function bundleStandalone(outfile) {
   await build({
-    ...shared,
+    ...standaloneOptions,
     entryPoints: ["src/entry/standalone-cli.ts"],
     outfile: resolve(outfile),
-    format: "cjs",
-    // Dependencies written as ES modules (@azure/storage-common, under @actions/artifact) call
-    // createRequire(import.meta.url) as they load; CommonJS has no import.meta, so it is the script's own file.
-    define: {
-      "import.meta.url": "__lbImportMetaUrl",
-      "import.meta.filename": "__filename",
-      "import.meta.dirname": "__dirname",
-    },
-    banner: { js: 'const __lbImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
   });
 }
 

@@ -13,19 +13,20 @@
  * land there. (Node also warns when a thread closes a descriptor it did not open, and closes a thread's own ones
  * when it stops, so a failed restore leaves none open.)
  */
-import type { Hash } from "node:crypto";
 import type { Worker } from "node:worker_threads";
 import { BacklogWaiters } from "../runtime/backlog-waiters.js";
 import { takeOwnership } from "../runtime/buffers.js";
 import { fsPath } from "../runtime/byte-names.js";
+import { startEvalWorker, stopEvalWorker, threadSource } from "../runtime/eval-worker.js";
 import {
-  errorFromThread,
-  startEvalWorker,
-  stopEvalWorker,
-  type ThreadError,
-  threadErrorOf,
-} from "../runtime/eval-worker.js";
-import { finishRestoredFile, writeFailed } from "./restored-file.js";
+  type BigFileMessage,
+  type BigFileReply,
+  bigFileThread,
+  handleMessage,
+} from "../workers/big-file-thread.js";
+import { finishRestoredFile } from "../workers/file-metadata.js";
+import { errorFromThread, threadErrorOf } from "../workers/thread.js";
+import { writeFailed } from "./restored-file.js";
 import type { TarHeader } from "./tar-format.js";
 
 /** Parts the thread may lag behind by (each up to a 4 MiB frame) before a file's writer waits. */
@@ -36,110 +37,13 @@ const MAX_PARTS_IN_FLIGHT = 4;
  */
 const PART_UNIT = 4 * 1024 * 1024;
 
-/** What the thread is told. Parts and the end of a file are answered in order; open and abandon are not. */
-type WriterMessage =
-  | { op: "open"; file: number; path: string | Uint8Array }
-  | { op: "part"; file: number; buffer: ArrayBuffer; length: number }
-  | { op: "finish"; file: number; owner: [number, number] | undefined; mode: number; mtime: number }
-  | { op: "abandon"; file: number };
-
-type WriterReply =
-  | { op: "part"; file: number }
-  | { op: "finish"; file: number; digest: string }
-  | { op: "failed"; file: number; error: ThreadError };
-
-/** A file the thread has open: its descriptor (none if it could not be created), running digest and length. */
-interface FileState {
-  fd?: number;
-  readonly hash: Hash;
-  position: number;
-  /** The first failure; the file takes no more writes and its finish answers with it. */
-  error?: unknown;
-}
-
-/**
- * The thread's handling of one message. Self-contained: its source text is the thread's code (see WRITER_SOURCE).
- * A file whose write failed takes no more parts and answers its finish with the error.
- */
-function handleMessage(
-  fs: typeof import("node:fs"),
-  createHash: typeof import("node:crypto").createHash,
-  finish: typeof finishRestoredFile,
-  errorOf: typeof threadErrorOf,
-  files: Map<number, FileState>,
-  message: WriterMessage,
-): WriterReply | undefined {
-  const failed = (error: unknown): WriterReply => ({
-    op: "failed",
-    file: message.file,
-    error: errorOf(error),
-  });
-  if (message.op === "open") {
-    const state: FileState = { hash: createHash("sha256"), position: 0 };
-    try {
-      // 'wx': staging is fresh and private, so an existing file here means the archive tried to write twice.
-      state.fd = fs.openSync(message.path as string | Buffer, "wx", 0o600);
-    } catch (error) {
-      state.error = error;
-    }
-    files.set(message.file, state);
-    return undefined;
-  }
-  const state = files.get(message.file);
-  if (state === undefined) throw new Error(`file ${message.file} was not opened`);
-  if (message.op === "part") {
-    const bytes = new Uint8Array(message.buffer, 0, message.length);
-    if (state.fd !== undefined && state.error === undefined) {
-      try {
-        for (let done = 0; done < bytes.length; )
-          done += fs.writeSync(state.fd, bytes, done, bytes.length - done, state.position + done);
-        state.hash.update(bytes);
-        state.position += bytes.length;
-      } catch (error) {
-        state.error = error;
-      }
-    }
-    // Freed now rather than whenever V8 collects it (dead buffers are external memory it lets pile up).
-    (message.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer }).transfer?.(0);
-    return { op: "part", file: message.file };
-  }
-  files.delete(message.file);
-  if (state.fd === undefined) return message.op === "abandon" ? undefined : failed(state.error);
-  if (message.op === "finish" && state.error === undefined) {
-    try {
-      finish(fs, state.fd, message.owner, message.mode, message.mtime);
-    } catch (error) {
-      state.error = error;
-    }
-  }
-  try {
-    fs.closeSync(state.fd);
-  } catch (error) {
-    state.error ??= error;
-  }
-  if (message.op === "abandon") return undefined;
-  if (state.error !== undefined) return failed(state.error);
-  return { op: "finish", file: message.file, digest: state.hash.digest("hex") };
-}
-
-/**
- * The thread, a CommonJS script for `new Worker(source, { eval: true })` (as the other threads, so it runs the same
- * from the sources and from the bundle).
- */
-const WRITER_SOURCE = `
-"use strict";
-const { parentPort } = require("node:worker_threads");
-const fs = require("node:fs");
-const { createHash } = require("node:crypto");
-const finishRestoredFile = ${finishRestoredFile.toString()};
-const threadErrorOf = ${threadErrorOf.toString()};
-const handleMessage = ${handleMessage.toString()};
-const files = new Map();
-parentPort.on("message", (message) => {
-  const reply = handleMessage(fs, createHash, finishRestoredFile, threadErrorOf, files, message);
-  if (reply !== undefined) parentPort.postMessage(reply);
-});
-`;
+/** The writer thread's code (see workers/big-file-thread.ts). */
+export const BIG_FILE_THREAD_SOURCE = threadSource(
+  bigFileThread,
+  handleMessage,
+  finishRestoredFile,
+  threadErrorOf,
+);
 
 /** One file being written on the thread. */
 export interface ThreadWrittenFile {
@@ -210,21 +114,21 @@ export class BigFileWriter {
     });
   }
 
-  private post(message: WriterMessage, transfer: ArrayBuffer[] = []): void {
+  private post(message: BigFileMessage, transfer: ArrayBuffer[] = []): void {
     this.started().postMessage(message, transfer);
   }
 
   private started(): Worker {
     if (this.thread !== undefined) return this.thread;
     // Unref'd: only a pending part or file keeps the process alive (see add and finish).
-    this.thread = startEvalWorker<WriterReply>("the big-file writer", WRITER_SOURCE, {
+    this.thread = startEvalWorker<BigFileReply>("the big-file writer", BIG_FILE_THREAD_SOURCE, {
       onMessage: (reply) => this.receive(reply),
       onFailure: (detail, cause) => this.fail(writeFailed(detail, cause)),
     });
     return this.thread;
   }
 
-  private receive(reply: WriterReply): void {
+  private receive(reply: BigFileReply): void {
     if (reply.op === "part") {
       this.partsInFlight -= 1;
       this.weightInFlight -= this.weights.shift() ?? 0;

@@ -14,7 +14,8 @@ import type { BlockMemory, BlockPool } from "../compress/block-pool.js";
 import { sha256Hex } from "../crypto/digest.js";
 import { LookerBackupError } from "../errors.js";
 import { BacklogWaiters } from "../runtime/backlog-waiters.js";
-import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
+import { startEvalWorker, stopEvalWorker, threadSource } from "../runtime/eval-worker.js";
+import { type DigestBatch, type DigestReply, digestThread, hashSegments } from "../workers/digest-thread.js";
 
 /** Receives a file's digest (lower-case hex), in the order files end. */
 export type DigestListener = (fileId: number, sha256: string) => void;
@@ -74,65 +75,8 @@ export class InlineDigester implements FileDigester {
   }
 }
 
-/**
- * Hashes a batch of segments: five numbers each, block index, file id, start, end, last (1 when the file ends
- * there; such an end marker may carry no bytes and block index -1). Files open across batches stay in `open`.
- * Self-contained on purpose: its source text is also the digest thread's code (see DIGEST_WORKER_SOURCE).
- */
-function hashSegments(
-  views: readonly Buffer[],
-  segments: readonly number[],
-  open: Map<number, Hash>,
-  newHash: () => Hash,
-  hashWhole: (bytes: Buffer) => string,
-): (number | string)[] {
-  const digests: (number | string)[] = [];
-  for (let i = 0; i < segments.length; i += 5) {
-    const fileId = segments[i + 1] as number;
-    // Most files of a home lie whole in one segment: one call, no Hash object (a tenth of this thread at 100k files).
-    if (segments[i + 4] === 1 && segments[i] !== -1 && !open.has(fileId)) {
-      const view = views[segments[i] as number] as Buffer;
-      digests.push(fileId, hashWhole(view.subarray(segments[i + 2] as number, segments[i + 3] as number)));
-      continue;
-    }
-    let hash = open.get(fileId);
-    if (hash === undefined) {
-      hash = newHash();
-      open.set(fileId, hash);
-    }
-    const start = segments[i + 2] as number;
-    const end = segments[i + 3] as number;
-    if (end > start) hash.update((views[segments[i] as number] as Buffer).subarray(start, end));
-    if (segments[i + 4] === 1) {
-      digests.push(fileId, hash.digest("hex"));
-      open.delete(fileId);
-    }
-  }
-  return digests;
-}
-
-/**
- * The digest thread, a CommonJS script for `new Worker(source, { eval: true })` (as the zstd worker, so it runs
- * the same from the sources and from the bundle). One message per batch, answered in order:
- *   in:  { id, blocks: SharedArrayBuffer[], segments: number[] } (see hashSegments)
- *   out: { id, digests: (number | string)[] } as file id, hex digest pairs; or { id, error }
- */
-const DIGEST_WORKER_SOURCE = `
-"use strict";
-const { parentPort } = require("node:worker_threads");
-const { createHash, hash } = require("node:crypto");
-const hashSegments = ${hashSegments.toString()};
-const hashWhole = (bytes) => hash("sha256", bytes, "hex");
-const open = new Map();
-parentPort.on("message", ({ id, blocks, segments }) => {
-  try {
-    const views = blocks.map((block) => Buffer.from(block));
-    parentPort.postMessage({ id, digests: hashSegments(views, segments, open, () => createHash("sha256"), hashWhole) });
-  } catch (error) {
-    parentPort.postMessage({ id, error: String((error && error.message) || error) });
-  }
-});
-`;
+/** The digest thread's code (see workers/digest-thread.ts). */
+export const DIGEST_THREAD_SOURCE = threadSource(digestThread, hashSegments);
 
 /** Segments gathered before a batch is sent even if no buffer was handed over (many tiny files in one block). */
 const MAX_BATCH_SEGMENTS = 4096 * 5;
@@ -304,13 +248,13 @@ export class WorkerDigester implements FileDigester {
     for (const block of blocks) this.pool.retain(block);
     this.inFlight.set(id, blocks);
     if (this.inFlight.size === 1) thread.ref();
-    thread.postMessage({ id, blocks, segments });
+    thread.postMessage({ id, blocks, segments } satisfies DigestBatch);
   }
 
   private startThread(): Worker {
     if (this.thread !== undefined) return this.thread;
     // Unref'd: only a pending batch keeps the process alive (see send).
-    this.thread = startEvalWorker<DigestReply>("the digest thread", DIGEST_WORKER_SOURCE, {
+    this.thread = startEvalWorker<DigestReply>("the digest thread", DIGEST_THREAD_SOURCE, {
       onMessage: (reply) => this.settle(reply),
       onFailure: (detail, cause) => this.fail(digestFailed(detail, cause)),
     });
@@ -347,8 +291,6 @@ export class WorkerDigester implements FileDigester {
     this.waiters.rejectAll(this.failure);
   }
 }
-
-type DigestReply = { id: number; digests: (number | string)[] } | { id: number; error: string };
 
 function digestFailed(detail: string, cause?: unknown): LookerBackupError {
   return new LookerBackupError(`hashing the archived files failed: ${detail}`, { cause });

@@ -12,14 +12,17 @@ import { readFileSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
 import { BacklogWaiters } from "../runtime/backlog-waiters.js";
 import { fsPath } from "../runtime/byte-names.js";
+import { startEvalWorker, stopEvalWorker, threadSource } from "../runtime/eval-worker.js";
+import { finishRestoredFile } from "../workers/file-metadata.js";
 import {
-  errorFromThread,
-  startEvalWorker,
-  stopEvalWorker,
-  type ThreadError,
-  threadErrorOf,
-} from "../runtime/eval-worker.js";
-import { finishRestoredFile, writeFailed } from "./restored-file.js";
+  type SmallFileBatch,
+  type SmallFileReply,
+  type SmallFileSettings,
+  smallFileThread,
+  writeBatch,
+} from "../workers/small-file-thread.js";
+import { errorFromThread, threadErrorOf } from "../workers/thread.js";
+import { writeFailed } from "./restored-file.js";
 import type { TarHeader } from "./tar-format.js";
 
 /** Files up to this size are batched; bigger ones are written by the caller, part by part as they arrive. */
@@ -30,59 +33,6 @@ const BATCH_BYTES = 1 << 20;
 const BATCH_FILES = 1024;
 /** Batches the thread may lag behind by: each holds up to BATCH_BYTES. */
 const MAX_BATCHES_IN_FLIGHT = 4;
-/** A batch as posted: the bodies, and per file its path and six numbers: offset, length, mode, uid, gid, mtime. */
-interface WriterBatch {
-  readonly id: number;
-  readonly buffer: ArrayBuffer;
-  /** As fs calls take them: a name that is not UTF-8 travels as its bytes (runtime/byte-names.ts). */
-  readonly paths: (string | Uint8Array)[];
-  readonly numbers: number[];
-}
-
-type WriterReply = { id: number } | { id: number; error: ThreadError };
-
-/** What the thread needs to know of this process. */
-interface WriterSettings {
-  /** Running as root: files get the archive's owners. */
-  readonly canChown: boolean;
-  /** The process's umask, or -1 where it cannot be read without changing it. */
-  readonly umask: number;
-}
-
-/**
- * Writes one batch: open (exclusive: staging is fresh, so an existing file means the archive wrote a path twice),
- * the body, owner, then mode (chown clears setuid/setgid), then times after the last write, close. A file is created
- * with its final mode where the umask leaves that mode whole (0644, 0600, 0755 under the usual 022), which saves a
- * chmod: ~10 % of this thread's time at 100,000 small files. Self-contained: its source text is the thread's code
- * (see WRITER_SOURCE).
- */
-function writeBatch(
-  fs: typeof import("node:fs"),
-  finish: typeof finishRestoredFile,
-  batch: { buffer: ArrayBuffer; paths: (string | Uint8Array)[]; numbers: number[] },
-  settings: WriterSettings,
-): void {
-  const bytes = new Uint8Array(batch.buffer);
-  const n = batch.numbers;
-  const keeps = settings.umask === -1 ? 0 : ~(settings.umask | 0o7000);
-  for (let i = 0; i < batch.paths.length; i++) {
-    const offset = n[i * 6] as number;
-    const length = n[i * 6 + 1] as number;
-    const mode = n[i * 6 + 2] as number;
-    const createdExact = (mode & keeps) === mode;
-    const fd = fs.openSync(batch.paths[i] as string | Buffer, "wx", createdExact ? mode : 0o600);
-    try {
-      let written = 0;
-      while (written < length) written += fs.writeSync(fd, bytes, offset + written, length - written);
-      const owner = settings.canChown
-        ? ([n[i * 6 + 3] as number, n[i * 6 + 4] as number] as const)
-        : undefined;
-      finish(fs, fd, owner, createdExact ? undefined : mode, n[i * 6 + 5] as number);
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-}
 
 /**
  * The umask, read from /proc (process.umask() without an argument sets it and sets it back, a race with every
@@ -97,34 +47,17 @@ function currentUmask(): number {
   }
 }
 
-/**
- * The thread, a CommonJS script for `new Worker(source, { eval: true })` (as the digest and zstd threads, so it runs
- * the same from the sources and from the bundle). One message per batch, answered in order with { id } or
- * { id, error }; after an error it answers every later batch with that error and writes nothing more.
- */
-const WRITER_SOURCE = `
-"use strict";
-const { parentPort, workerData } = require("node:worker_threads");
-const fs = require("node:fs");
-const finishRestoredFile = ${finishRestoredFile.toString()};
-const threadErrorOf = ${threadErrorOf.toString()};
-const writeBatch = ${writeBatch.toString()};
-let failure;
-parentPort.on("message", (batch) => {
-  if (failure === undefined) {
-    try {
-      writeBatch(fs, finishRestoredFile, batch, workerData);
-    } catch (error) {
-      failure = threadErrorOf(error);
-    }
-  }
-  parentPort.postMessage(failure === undefined ? { id: batch.id } : { id: batch.id, error: failure });
-});
-`;
+/** The writer thread's code (see workers/small-file-thread.ts). */
+export const SMALL_FILE_THREAD_SOURCE = threadSource(
+  smallFileThread,
+  writeBatch,
+  finishRestoredFile,
+  threadErrorOf,
+);
 
 export class SmallFileWriter {
   private thread: Worker | undefined;
-  private current: WriterBatch | undefined;
+  private current: SmallFileBatch | undefined;
   /** A Buffer over the current batch's bytes, made once per batch rather than once per file. */
   private view: Buffer | undefined;
   private used = 0;
@@ -200,19 +133,19 @@ export class SmallFileWriter {
   private started(): Worker {
     if (this.thread !== undefined) return this.thread;
     // Unref'd: only a pending batch keeps the process alive (see send).
-    this.thread = startEvalWorker<WriterReply>(
+    this.thread = startEvalWorker<SmallFileReply>(
       "the file writer",
-      WRITER_SOURCE,
+      SMALL_FILE_THREAD_SOURCE,
       {
         onMessage: (reply) => this.settle(reply),
         onFailure: (detail, cause) => this.fail(writeFailed(detail, cause)),
       },
-      { canChown: this.canChown, umask: currentUmask() } satisfies WriterSettings,
+      { canChown: this.canChown, umask: currentUmask() } satisfies SmallFileSettings,
     );
     return this.thread;
   }
 
-  private settle(reply: WriterReply): void {
+  private settle(reply: SmallFileReply): void {
     this.inFlight -= 1;
     if (this.inFlight === 0) this.thread?.unref();
     if ("error" in reply) {

@@ -39,24 +39,3 @@ export function fileReadFailed(path: string, detail: string, cause?: unknown): L
 export function isFileBlock(chunk: unknown): chunk is FileBlock {
   return typeof chunk === "object" && chunk !== null && !Buffer.isBuffer(chunk) && "fd" in chunk;
 }
-
-/**
- * Reads `length` bytes at `position` into view[0, length) and zero-fills what the file no longer has; returns the
- * bytes read. Self-contained on purpose: its source text is also part of the zstd thread's code.
- */
-export function readFileBlock(
-  readSync: (fd: number, view: Uint8Array, offset: number, length: number, position: number) => number,
-  fd: number,
-  view: Uint8Array,
-  position: number,
-  length: number,
-): number {
-  let done = 0;
-  while (done < length) {
-    const bytesRead = readSync(fd, view, done, length - done, position + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  view.fill(0, done, length);
-  return done;
-}

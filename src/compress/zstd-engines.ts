@@ -12,10 +12,20 @@ import { readSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
 import { constants, type ZstdOptions, zstdCompress } from "node:zlib";
 import { LookerBackupError } from "../errors.js";
-import { startEvalWorker, stopEvalWorker } from "../runtime/eval-worker.js";
+import { startEvalWorker, stopEvalWorker, threadSource } from "../runtime/eval-worker.js";
+import {
+  outputChunkSize,
+  readFileBlock,
+  type ZstdJob,
+  type ZstdReply,
+  type ZstdThreadData,
+  zstdThread,
+} from "../workers/zstd-thread.js";
 import type { BlockMemory } from "./block-pool.js";
-import { fileReadFailed, readFileBlock } from "./file-block.js";
-import { ZSTD_WORKER_SOURCE } from "./zstd-worker.js";
+import { fileReadFailed } from "./file-block.js";
+
+/** The code each zstd thread runs (see workers/zstd-thread.ts). */
+export const ZSTD_THREAD_SOURCE = threadSource(zstdThread, readFileBlock, outputChunkSize);
 
 export interface CompressedBlock {
   /** One complete zstd frame. */
@@ -41,15 +51,6 @@ export interface BlockEngine {
   compress(input: BlockMemory, length: number, read?: FileRead): Promise<CompressedBlock>;
   /** Stops any threads; pending compressions reject. Safe to call more than once. */
   close(): Promise<void>;
-}
-
-/**
- * zlib writes its output in chunks of this size; one chunk larger than ZSTD_compressBound(length) holds
- * the whole frame, so there is one output allocation per block and no concatenation (in the worker).
- * Pages of the chunk that the frame does not fill are not written, so they mostly cost address space.
- */
-function outputChunkSize(length: number): number {
-  return length + (length >> 7) + 65536;
 }
 
 function frameOptions(level: number, length: number): ZstdOptions {
@@ -144,10 +145,6 @@ interface PendingJob {
   read: FileRead | undefined;
 }
 
-type WorkerReply =
-  | { id: number; input: BlockMemory; frame: ArrayBuffer; frameLength: number; bytesRead?: number }
-  | { id: number; input: BlockMemory; error: string; readFailed: boolean };
-
 class PoolWorker {
   private readonly thread: Worker;
   private readonly pending = new Map<number, PendingJob>();
@@ -157,15 +154,15 @@ class PoolWorker {
   constructor(level: number) {
     // An idle worker must never keep the process alive (a caller that forgets to end the stream, or
     // an error path that skips cleanup); a busy one must, or the process could exit mid-compression.
-    this.thread = startEvalWorker<WorkerReply>(
+    this.thread = startEvalWorker<ZstdReply>(
       "zstd worker thread",
-      ZSTD_WORKER_SOURCE,
+      ZSTD_THREAD_SOURCE,
       {
         onMessage: (reply) => this.settle(reply),
         onFailure: (detail, cause) => this.failAll(compressionFailed(detail, cause)),
         onExit: () => liveWorkerThreads--,
       },
-      { level },
+      { level } satisfies ZstdThreadData,
       { background: true }, // the thread that fills the blocks comes first (see eval-worker.ts)
     );
     liveWorkerThreads++;
@@ -181,7 +178,7 @@ class PoolWorker {
       if (this.pending.size === 0) this.thread.ref();
       this.pending.set(id, { resolve, reject, input, read });
       // Shared memory is lent, not moved: the thread reads the same bytes and the caller keeps its object.
-      const message = { id, input, length, read: read && { fd: read.fd, position: read.position } };
+      const message: ZstdJob = { id, input, length, read: read && { fd: read.fd, position: read.position } };
       this.thread.postMessage(message, input instanceof SharedArrayBuffer ? [] : [input]);
     });
   }
@@ -190,7 +187,7 @@ class PoolWorker {
     await stopEvalWorker(this.thread);
   }
 
-  private settle(reply: WorkerReply): void {
+  private settle(reply: ZstdReply): void {
     const job = this.pending.get(reply.id);
     if (job === undefined) return;
     this.pending.delete(reply.id);

@@ -1,12 +1,15 @@
 /**
  * Our worker threads (zstd, file digests, restore's big-file and small-file writers) run CommonJS source given as
- * a string (`eval: true`), so they run the same from the sources and from the bundle. They start the same way: the
- * thread never keeps the process alive by itself (its owner refs it while work is pending, so an idle thread or a
- * forgotten clean-up cannot hold the process open), and any way it fails (an uncaught error, or an exit) reaches
- * the owner as one callback. They stop the same way (stopEvalWorker), and owners that let work pile up to a bound
- * wait for it the same way (backlog-waiters.ts).
+ * a string (`eval: true`), so they run the same from the sources, from the bundle and from the single executable
+ * (one embedded script: a worker file beside it would not be there). That source is a real function's text: each
+ * thread's code is a self-contained function in src/workers/, type-checked and linted like the rest, which
+ * threadSource turns into the thread's script. They start the same way: the thread never keeps the process alive
+ * by itself (its owner refs it while work is pending, so an idle thread or a forgotten clean-up cannot hold the
+ * process open), and any way it fails (an uncaught error, or an exit) reaches the owner as one callback. They stop
+ * the same way (stopEvalWorker), and owners that let work pile up to a bound wait for it the same way
+ * (backlog-waiters.ts).
  */
-import { Worker } from "node:worker_threads";
+import { type MessagePort, Worker } from "node:worker_threads";
 
 export interface EvalWorkerHandlers<Reply> {
   readonly onMessage: (reply: Reply) => void;
@@ -35,13 +38,51 @@ export interface EvalWorkerOptions {
  * Where the thread cannot do this (no /proc, a sandbox), it runs as it would have.
  */
 const BACKGROUND_NICE = 10;
-const LOWER_PRIORITY = `
-try {
-  const tid = Number(require("node:fs").readlinkSync("/proc/thread-self").split("/").pop());
-  const os = require("node:os");
-  os.setPriority(tid, Math.min(19, os.getPriority(tid) + ${BACKGROUND_NICE}));
-} catch {}
-`;
+
+/** Lowers the calling thread's priority by `nice` (see BACKGROUND_NICE). Self-contained: it runs in the thread. */
+function lowerThreadPriority(require: NodeJS.Require, nice: number): void {
+  try {
+    const fs: typeof import("node:fs") = require("node:fs");
+    const os: typeof import("node:os") = require("node:os");
+    const tid = Number(fs.readlinkSync("/proc/thread-self").split("/").pop());
+    os.setPriority(tid, Math.min(19, os.getPriority(tid) + nice));
+  } catch {}
+}
+
+/**
+ * A thread's whole code: called with the thread's port to its owner, the workerData it was started with, node's
+ * `require`, and the helpers threadSource was given. Self-contained: it refers to nothing outside itself but its
+ * parameters and the globals every thread has, since only its text reaches the thread.
+ */
+export type ThreadMain<Data, Helpers extends readonly unknown[]> = (
+  port: MessagePort,
+  data: Data,
+  require: NodeJS.Require,
+  ...helpers: Helpers
+) => void;
+
+/**
+ * The CommonJS source of a thread that runs `main`, with `helpers` (functions it shares with the main thread,
+ * self-contained too) as its last arguments. Only text is passed on, so names do not matter: a bundler may rename
+ * the functions, and nothing refers to them by name.
+ */
+export function threadSource<Data, Helpers extends readonly ((...args: never[]) => unknown)[]>(
+  main: ThreadMain<Data, Helpers>,
+  ...helpers: Helpers
+): string {
+  const threads = 'require("node:worker_threads")';
+  const args = [`${threads}.parentPort`, `${threads}.workerData`, "require"];
+  for (const helper of helpers) args.push(`(${helper.toString()})`);
+  return `"use strict";\n(${main.toString()})(${args.join(", ")});\n`;
+}
+
+/** What a thread started with these options runs: its source, and then what the options add. */
+export function evalWorkerCode(source: string, options: EvalWorkerOptions = {}): string {
+  // After the source, whose "use strict" must stay first; it runs before the thread takes its first message.
+  if (options.background)
+    return `${source}(${lowerThreadPriority.toString()})(require, ${BACKGROUND_NICE});\n`;
+  return source;
+}
 
 export function startEvalWorker<Reply>(
   name: string,
@@ -50,9 +91,7 @@ export function startEvalWorker<Reply>(
   workerData?: unknown,
   options: EvalWorkerOptions = {},
 ): Worker {
-  // After the source, whose "use strict" must stay first; it runs before the thread takes its first message.
-  const code = options.background ? `${source}\n${LOWER_PRIORITY}` : source;
-  const thread = new Worker(code, { eval: true, workerData });
+  const thread = new Worker(evalWorkerCode(source, options), { eval: true, workerData });
   thread.unref();
   thread.on("message", (reply: Reply) => handlers.onMessage(reply));
   thread.on("error", (error) => handlers.onFailure(error.message, error));
@@ -71,30 +110,4 @@ export function startEvalWorker<Reply>(
 export async function stopEvalWorker(thread: Worker | undefined): Promise<void> {
   thread?.ref();
   await thread?.terminate();
-}
-
-/** A system error as a thread sends it: what the owner needs to rebuild it (code, path, syscall keep the hints). */
-export interface ThreadError {
-  readonly message: string;
-  readonly code?: string;
-  readonly path?: string;
-  readonly syscall?: string;
-}
-
-/**
- * A thread's caught error as it posts it (self-contained: a thread's code embeds its source text). Anything thrown
- * reads as its message; a system error keeps its code, path and syscall.
- */
-export function threadErrorOf(error: unknown): ThreadError {
-  const e = error as NodeJS.ErrnoException | undefined;
-  return { message: String(e?.message ?? e), code: e?.code, path: e?.path, syscall: e?.syscall };
-}
-
-/** The thread's error as the same call on the owner's thread would have thrown it. */
-export function errorFromThread(detail: ThreadError): Error {
-  const error = new Error(detail.message) as NodeJS.ErrnoException;
-  if (detail.code !== undefined) error.code = detail.code;
-  if (detail.path !== undefined) error.path = detail.path;
-  if (detail.syscall !== undefined) error.syscall = detail.syscall;
-  return error;
 }

@@ -1,15 +1,15 @@
+import type { MessagePort } from "node:worker_threads";
 import { describe, expect, it } from "vitest";
-import { startEvalWorker, stopEvalWorker } from "../../src/runtime/eval-worker.js";
+import { startEvalWorker, stopEvalWorker, threadSource } from "../../src/runtime/eval-worker.js";
 
 /** A thread that answers its first message with its own nice value (Linux: per thread, by its id). */
-const REPORT_NICE = `
-"use strict";
-const { parentPort } = require("node:worker_threads");
-parentPort.once("message", () => {
-  const tid = Number(require("node:fs").readlinkSync("/proc/thread-self").split("/").pop());
-  parentPort.postMessage(require("node:os").getPriority(tid));
-});
-`;
+function reportNice(port: MessagePort, _data: undefined, require: NodeJS.Require): void {
+  port.once("message", () => {
+    const tid = Number(require("node:fs").readlinkSync("/proc/thread-self").split("/").pop());
+    port.postMessage(require("node:os").getPriority(tid));
+  });
+}
+const REPORT_NICE = threadSource(reportNice);
 
 async function niceOf(background: boolean): Promise<number> {
   let answer: (nice: number) => void = () => {};

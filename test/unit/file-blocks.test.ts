@@ -16,11 +16,12 @@ import { type FileDigester, WorkerDigester } from "../../src/archive/file-digest
 import { ArchivePacker, type StreamPiece } from "../../src/archive/pack.js";
 import { readBody } from "../../src/archive/tar-reader.js";
 import { BlockPool } from "../../src/compress/block-pool.js";
-import { type FileBlock, isFileBlock, readFileBlock } from "../../src/compress/file-block.js";
+import { type FileBlock, isFileBlock } from "../../src/compress/file-block.js";
 import { createZstdCompressStream } from "../../src/compress/zstd-compress.js";
 import { createZstdDecompressStream } from "../../src/compress/zstd-decompress.js";
 import { resolveManifest } from "../../src/engine/backup.js";
 import { streamSelection } from "../../src/manifest/select.js";
+import { readFileBlock } from "../../src/workers/zstd-thread.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { openFileDescriptors, openFilesUnder } from "../helpers/open-files.js";
 import { readTar } from "../helpers/read-tar.js";
