@@ -39781,9 +39781,6 @@ function getState(name) {
   return process.env[`STATE_${name}`] || "";
 }
 
-// src/config/inputs.ts
-import { isAbsolute } from "node:path";
-
 // src/errors.ts
 var ExitCode2 = {
   Ok: 0,
@@ -40134,6 +40131,28 @@ function parseSigningKey(text, where) {
   }
 }
 
+// src/defaults.ts
+var DEFAULT_HOME = "/home/looker";
+var DEFAULT_CONSISTENCY = "auto";
+var DEFAULT_LOOKER_CONTROL = "auto";
+var DEFAULT_LOOKER_UNIT = "looker.service";
+var DEFAULT_WEB_PORT = 9999;
+var DEFAULT_BOOT_TIMEOUT_SECONDS = 600;
+var MAX_TIMEOUT_SECONDS = 86400;
+var DEFAULT_QUIET_WINDOW_TIME_ZONE = "UTC";
+var DEFAULT_STORE = "artifact";
+var DEFAULT_RETENTION_DAYS = 30;
+var MAX_RETENTION_DAYS = 400;
+var DEFAULT_KEEP_LAST = 0;
+var MAX_KEEP = 1e5;
+var DEFAULT_COMPRESSION_LEVEL = 3;
+var MIN_COMPRESSION_LEVEL = 1;
+var MAX_COMPRESSION_LEVEL = 19;
+var DEFAULT_XATTRS = "auto";
+var DEFAULT_ON_WARNINGS = "warn";
+var DEFAULT_BACKEND = "auto";
+var DEFAULT_SSH_PORT = 22;
+
 // src/looker/quiet-window.ts
 function parseQuietWindow(text, timeZone, where = "quiet-window", timeZoneWhere = where) {
   const match = /^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$/.exec(text);
@@ -40161,7 +40180,6 @@ function parseQuietWindow(text, timeZone, where = "quiet-window", timeZoneWhere 
 }
 
 // src/looker/systemd.ts
-var DEFAULT_LOOKER_UNIT = "looker.service";
 function checkedUnitName(value, where) {
   const unit = value.includes(".") ? value : `${value}.service`;
   if (!/^[A-Za-z0-9:_.@\\][A-Za-z0-9:_.@\\-]*\.service$/.test(unit) || unit.length > 255) {
@@ -40262,7 +40280,92 @@ function defaultInstanceName() {
   return hostname().replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "looker";
 }
 
-// src/config/inputs.ts
+// src/store/retention.ts
+function prunes(policy) {
+  return [policy.keepLast, policy.keepDays, policy.keepDaily, policy.keepWeekly, policy.keepMonthly].some(
+    (value) => value !== void 0
+  );
+}
+
+// src/config/source.ts
+import { isAbsolute } from "node:path";
+function actionInputs(read) {
+  return { read, label: (name) => `input '${name}'`, offers: () => true };
+}
+var SettingReader = class {
+  constructor(source) {
+    this.source = source;
+  }
+  source;
+  label(name) {
+    return this.source.label(name);
+  }
+  /** The value as given: multi-line text (keys, commands) keeps its form. */
+  text(name) {
+    return this.source.read(name);
+  }
+  get(name) {
+    return this.source.read(name).trim();
+  }
+  optional(name) {
+    return this.get(name) || void 0;
+  }
+  /** Text kept as given when set (a command, a key), undefined when empty. */
+  optionalText(name) {
+    const text = this.text(name);
+    return text.trim() ? text : void 0;
+  }
+  bool(name) {
+    return bool(this.get(name), this.label(name));
+  }
+  integer(name, range) {
+    const value = this.get(name);
+    if (value === "") return range.fallback;
+    return integer(value, this.label(name), range.min, range.max);
+  }
+  oneOf(name, allowed, fallback) {
+    return oneOf(this.get(name) || fallback, allowed, this.label(name));
+  }
+  absolutePath(name) {
+    const value = this.get(name);
+    return value ? absolutePath(value, this.label(name)) : void 0;
+  }
+  /** One item per line or comma; blank lines and `#` comments skipped. */
+  list(name) {
+    return lines(this.get(name));
+  }
+};
+function lines(text) {
+  return text.split(/[\n,]/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+}
+function bool(value, label) {
+  if (value === "" || /^(false|no|0|off)$/i.test(value)) return false;
+  if (/^(true|yes|1|on)$/i.test(value)) return true;
+  throw new InputError(`${label} must be true or false, got '${value}'`);
+}
+function integer(value, label, min, max) {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < min || n > max) {
+    throw new InputError(`${label} must be a whole number from ${min} to ${max}, got '${value}'`);
+  }
+  return n;
+}
+function oneOf(value, allowed, label) {
+  if (allowed.includes(value)) return value;
+  throw new InputError(`${label} must be one of ${allowed.join(", ")}, got '${value}'`);
+}
+function absolutePath(value, label) {
+  if (!isAbsolute(value)) throw new InputError(`${label} must be an absolute path, got '${value}'`);
+  return value;
+}
+function checkedMasterKey(value, label) {
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
+    throw new InputError(`${label} is not a base64 32-byte key`, "Looker's CMK is 32 random bytes in base64");
+  }
+  return value;
+}
+
+// src/config/backup-settings.ts
 var Inputs = {
   Recipients: "recipients",
   Home: "home",
@@ -40304,7 +40407,13 @@ var Inputs = {
   SigningKey: "signing-key",
   LookerEnv: "looker-env",
   OnWarnings: "on-warnings",
-  GithubToken: "github-token"
+  GithubToken: "github-token",
+  Backend: "backend",
+  KeepDays: "keep-days",
+  KeepDaily: "keep-daily",
+  KeepWeekly: "keep-weekly",
+  KeepMonthly: "keep-monthly",
+  ForcePrune: "force-prune"
 };
 var SECRET_INPUTS = [
   Inputs.MasterKey,
@@ -40330,192 +40439,192 @@ function nodeSettingsOf(home, settings) {
     lookerEnv: settings.lookerEnv
   };
 }
-function readBackupSettings(read) {
-  const get = (name) => read(name).trim();
-  const optional = (name) => get(name) || void 0;
-  const passphrase = optional(Inputs.Passphrase);
-  if (passphrase && get(Inputs.Recipients)) {
+function readBackupSettings(source) {
+  const input = new SettingReader(source);
+  const label = (name) => input.label(name);
+  const home = absolutePath(input.get(Inputs.Home) || DEFAULT_HOME, label(Inputs.Home));
+  const store = storeOf(input);
+  const passphrase = input.optional(Inputs.Passphrase);
+  if (passphrase && input.get(Inputs.Recipients)) {
     throw new InputError(
-      `set only one of '${Inputs.Recipients}' and '${Inputs.Passphrase}'`,
+      `set only one of ${label(Inputs.Recipients)} and ${label(Inputs.Passphrase)}`,
       "age encrypts to a passphrase only alone: keep the recipients, or use the passphrase for break-glass backups"
     );
   }
-  const recipients = passphrase ? [] : recipientList(get(Inputs.Recipients), Inputs.Recipients, true);
-  const keystoreIndependent = bool(get(Inputs.KeystoreIndependent), Inputs.KeystoreIndependent);
-  const masterKey = masterKeyOf(optional(Inputs.MasterKey), optional(Inputs.MasterKeyFile));
+  const recipients = passphrase ? [] : recipientList(input, Inputs.Recipients);
+  const keystoreIndependent = input.bool(Inputs.KeystoreIndependent);
+  const masterKey = masterKeyOf(input);
   if (keystoreIndependent && !masterKey) {
     throw new InputError(
-      `input '${Inputs.KeystoreIndependent}' needs the CMK`,
-      `set '${Inputs.MasterKey}' from a secret, or '${Inputs.MasterKeyFile}' to its path on the Looker host`
+      `${label(Inputs.KeystoreIndependent)} needs the CMK`,
+      `set ${label(Inputs.MasterKey)}, or ${label(Inputs.MasterKeyFile)} to its path on the Looker host`
     );
   }
-  const nodes = nodeList(get(Inputs.Nodes));
-  const sshKey = optional(Inputs.SshKey);
+  const nodes = nodeList(input);
+  const sshKey = input.optional(Inputs.SshKey);
   if (nodes.length > 0 && !sshKey) {
     throw new InputError(
-      `input '${Inputs.Nodes}' needs '${Inputs.SshKey}'`,
-      "pass the nodes' private key from a secret"
+      `${label(Inputs.Nodes)} needs ${label(Inputs.SshKey)}`,
+      "the nodes' private key, from a secret"
     );
   }
-  const timeZone = get(Inputs.QuietWindowTimeZone) || "UTC";
-  const window2 = optional(Inputs.QuietWindow);
-  const keyfileRecipients = get(Inputs.KeyfileRecipients);
+  const window2 = input.optional(Inputs.QuietWindow);
+  const signingKey = input.optional(Inputs.SigningKey);
+  const manifestFile = input.optional(Inputs.Manifest);
+  const lookerUser = input.optional(Inputs.LookerUser);
+  const preCommand = input.optionalText(Inputs.PreCommand);
+  const postCommand = input.optionalText(Inputs.PostCommand);
+  const githubToken = input.optional(Inputs.GithubToken);
   return {
-    home: absolutePath(get(Inputs.Home) || "/home/looker", Inputs.Home),
+    home,
     instance: validateInstanceName(
-      get(Inputs.Instance) || defaultInstanceName(),
-      `input '${Inputs.Instance}'`
+      input.get(Inputs.Instance) || defaultInstanceName(),
+      label(Inputs.Instance)
     ),
-    ...optional(Inputs.Manifest) ? { manifestFile: get(Inputs.Manifest) } : {},
-    sslFiles: lines(get(Inputs.SslFiles)).map((p) => absolutePath(p, Inputs.SslFiles)),
+    ...manifestFile ? { manifestFile } : {},
+    sslFiles: input.list(Inputs.SslFiles).map((p) => absolutePath(p, label(Inputs.SslFiles))),
+    backend: input.oneOf(Inputs.Backend, ["auto", "internal", "mysql"], DEFAULT_BACKEND),
     recipients,
     ...passphrase ? { passphrase } : {},
-    // read(), not get(): the key's text is multi-line, and parseSigningKey trims it itself.
-    ...optional(Inputs.SigningKey) ? { signingKey: parseSigningKey(read(Inputs.SigningKey), `input '${Inputs.SigningKey}'`) } : {},
-    consistency: oneOf(
-      get(Inputs.Consistency) || "auto",
+    // The key's text as given: it is multi-line, and parseSigningKey trims it itself.
+    ...signingKey ? { signingKey: parseSigningKey(input.text(Inputs.SigningKey), label(Inputs.SigningKey)) } : {},
+    consistency: input.oneOf(
+      Inputs.Consistency,
       ["auto", "live", "brief-stop", "stopped"],
-      Inputs.Consistency
+      DEFAULT_CONSISTENCY
     ),
     keystoreIndependent,
     ...masterKey ? { masterKey } : {},
-    ...keyfileRecipients ? { keyfileRecipients: recipientList(keyfileRecipients, Inputs.KeyfileRecipients, true) } : {},
-    ...optional(Inputs.LookerUser) ? { lookerUser: get(Inputs.LookerUser) } : {},
-    lookerControl: oneOf(
-      get(Inputs.LookerControl) || "auto",
+    ...input.get(Inputs.KeyfileRecipients) ? { keyfileRecipients: recipientList(input, Inputs.KeyfileRecipients) } : {},
+    ...lookerUser ? { lookerUser } : {},
+    lookerControl: input.oneOf(
+      Inputs.LookerControl,
       ["auto", "script", "systemd"],
-      Inputs.LookerControl
+      DEFAULT_LOOKER_CONTROL
     ),
     lookerUnit: checkedUnitName(
-      get(Inputs.LookerUnit) || DEFAULT_LOOKER_UNIT,
-      `input '${Inputs.LookerUnit}'`
+      input.get(Inputs.LookerUnit) || DEFAULT_LOOKER_UNIT,
+      label(Inputs.LookerUnit)
     ),
     nodes,
     ...sshKey ? { sshKey } : {},
-    knownHosts: read(Inputs.KnownHosts),
-    acceptNewHostKeys: bool(get(Inputs.SshAcceptNewHostKeys), Inputs.SshAcceptNewHostKeys),
-    webPort: integer(get(Inputs.WebPort) || "9999", Inputs.WebPort, 1, 65535),
-    bootTimeoutMs: integer(get(Inputs.BootTimeout) || "600", Inputs.BootTimeout, 1, 86400) * 1e3,
-    mysql: mysqlOf(optional),
+    knownHosts: input.text(Inputs.KnownHosts),
+    acceptNewHostKeys: input.bool(Inputs.SshAcceptNewHostKeys),
+    webPort: input.integer(Inputs.WebPort, { min: 1, max: 65535, fallback: DEFAULT_WEB_PORT }),
+    bootTimeoutMs: input.integer(Inputs.BootTimeout, {
+      min: 1,
+      max: MAX_TIMEOUT_SECONDS,
+      fallback: DEFAULT_BOOT_TIMEOUT_SECONDS
+    }) * 1e3,
+    mysql: mysqlOf(input),
     ...window2 ? {
       quietWindow: parseQuietWindow(
         window2,
-        timeZone,
-        `input '${Inputs.QuietWindow}'`,
-        `input '${Inputs.QuietWindowTimeZone}'`
+        input.get(Inputs.QuietWindowTimeZone) || DEFAULT_QUIET_WINDOW_TIME_ZONE,
+        label(Inputs.QuietWindow),
+        label(Inputs.QuietWindowTimeZone)
       )
     } : {},
-    forceOutsideWindow: bool(get(Inputs.ForceOutsideWindow), Inputs.ForceOutsideWindow),
-    ...optional(Inputs.PreCommand) ? { preCommand: read(Inputs.PreCommand) } : {},
-    ...optional(Inputs.PostCommand) ? { postCommand: read(Inputs.PostCommand) } : {},
-    store: storeOf(get),
-    compressionLevel: integer(get(Inputs.CompressionLevel) || "3", Inputs.CompressionLevel, 1, 19),
-    xattrs: oneOf(get(Inputs.Xattrs) || "auto", ["auto", "true", "false"], Inputs.Xattrs),
-    skipIfUnchanged: bool(get(Inputs.SkipIfUnchanged), Inputs.SkipIfUnchanged),
-    onWarnings: oneOf(
-      get(Inputs.OnWarnings) || "warn",
-      ["ignore", "warn", "error"],
-      Inputs.OnWarnings
-    ),
-    ...optional(Inputs.GithubToken) ? { githubToken: get(Inputs.GithubToken) } : {},
+    forceOutsideWindow: input.bool(Inputs.ForceOutsideWindow),
+    ...preCommand ? { preCommand } : {},
+    ...postCommand ? { postCommand } : {},
+    store,
+    compressionLevel: input.integer(Inputs.CompressionLevel, {
+      min: MIN_COMPRESSION_LEVEL,
+      max: MAX_COMPRESSION_LEVEL,
+      fallback: DEFAULT_COMPRESSION_LEVEL
+    }),
+    xattrs: input.oneOf(Inputs.Xattrs, ["auto", "true", "false"], DEFAULT_XATTRS),
+    skipIfUnchanged: input.bool(Inputs.SkipIfUnchanged),
+    onWarnings: input.oneOf(Inputs.OnWarnings, ["ignore", "warn", "error"], DEFAULT_ON_WARNINGS),
+    ...githubToken ? { githubToken } : {},
     // One variable per line: a value may hold commas.
     lookerEnv: parseLookerEnv(
-      read(Inputs.LookerEnv).split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#")),
-      `input '${Inputs.LookerEnv}'`
+      input.text(Inputs.LookerEnv).split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#")),
+      label(Inputs.LookerEnv)
     )
   };
 }
-function lines(text) {
-  return text.split(/[\n,]/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
-}
-function recipientList(text, input, required) {
-  const recipients = lines(text).map((r, i) => parseRecipient(r, `input '${input}' item ${i + 1}`));
-  if (required && recipients.length === 0) {
+function recipientList(input, name) {
+  const label = input.label(name);
+  const recipients = input.list(name).map((r, i) => parseRecipient(r, `${label} item ${i + 1}`));
+  if (recipients.length === 0) {
     throw new InputError(
-      `input '${input}' is empty`,
-      "set it to one or more age recipients (age1..., or age1pq1... for post-quantum) from `looker-backup keygen [--pq]` or `age-keygen -y`"
+      `${label}: no recipients given`,
+      "give one or more age recipients (age1..., or age1pq1... for post-quantum) from `looker-backup keygen [--pq]` or `age-keygen -y`"
     );
   }
-  checkRecipientMix(recipients, `input '${input}'`);
-  return recipients.map((recipient) => recipient.text);
+  checkRecipientMix(recipients, label);
+  return [...new Set(recipients.map((recipient) => recipient.text))];
 }
-function bool(value, input) {
-  if (value === "" || /^(false|no|0|off)$/i.test(value)) return false;
-  if (/^(true|yes|1|on)$/i.test(value)) return true;
-  throw new InputError(`input '${input}' must be true or false, got '${value}'`);
-}
-function integer(value, input, min, max) {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n < min || n > max) {
-    throw new InputError(`input '${input}' must be a whole number from ${min} to ${max}, got '${value}'`);
-  }
-  return n;
-}
-function oneOf(value, allowed, input) {
-  if (allowed.includes(value)) return value;
-  throw new InputError(`input '${input}' must be one of ${allowed.join(", ")}, got '${value}'`);
-}
-function absolutePath(value, input) {
-  if (!isAbsolute(value)) throw new InputError(`input '${input}' must be an absolute path, got '${value}'`);
-  return value;
-}
-function checkedMasterKey(value, input) {
-  if (!/^[A-Za-z0-9+/]{43}=$/.test(value)) {
-    throw new InputError(
-      `input '${input}' is not a base64 32-byte key`,
-      "Looker's CMK is 32 random bytes in base64"
-    );
-  }
-  return value;
-}
-function masterKeyOf(value, file) {
+function masterKeyOf(input) {
+  const value = input.optional(Inputs.MasterKey);
+  const file = input.optional(Inputs.MasterKeyFile);
   if (value && file) {
-    throw new InputError(`set only one of '${Inputs.MasterKey}' and '${Inputs.MasterKeyFile}'`);
+    throw new InputError(
+      `set only one of ${input.label(Inputs.MasterKey)} and ${input.label(Inputs.MasterKeyFile)}`
+    );
   }
-  if (value) return { kind: "env", value: checkedMasterKey(value, Inputs.MasterKey) };
-  if (file) return { kind: "file", path: absolutePath(file, Inputs.MasterKeyFile) };
+  if (value) return { kind: "env", value: checkedMasterKey(value, input.label(Inputs.MasterKey)) };
+  if (file) return { kind: "file", path: input.absolutePath(Inputs.MasterKeyFile) };
   return void 0;
 }
 var NODE_PATTERN = /^([a-z_][a-z0-9_.-]*)@(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/;
-function nodeList(text) {
-  return lines(text).map((line) => {
+function nodeList(input) {
+  return input.list(Inputs.Nodes).map((line) => {
     const match = NODE_PATTERN.exec(line);
     const port = Number(match?.[3] ?? 22);
     if (!match || port < 1 || port > 65535) {
       throw new InputError(
-        `input '${Inputs.Nodes}': '${line}' is not user@host[:port]`,
+        `${input.label(Inputs.Nodes)}: '${line}' is not user@host[:port]`,
         "e.g. looker@node-2.internal:22"
       );
     }
     return { user: match[1], host: match[2].replace(/^\[|\]$/g, ""), port };
   });
 }
-function mysqlOf(optional) {
-  const port = optional(Inputs.MysqlPort);
+function mysqlOf(input) {
   const fields = {};
-  const host = optional(Inputs.MysqlHost);
-  const user = optional(Inputs.MysqlUser);
-  const password = optional(Inputs.MysqlPassword);
-  const database = optional(Inputs.MysqlDatabase);
+  const host = input.optional(Inputs.MysqlHost);
+  const port = input.integer(Inputs.MysqlPort, { min: 1, max: 65535 });
+  const user = input.optional(Inputs.MysqlUser);
+  const password = input.optional(Inputs.MysqlPassword);
+  const database = input.optional(Inputs.MysqlDatabase);
   if (host) fields.host = host;
-  if (port) fields.port = integer(port, Inputs.MysqlPort, 1, 65535);
+  if (port !== void 0) fields.port = port;
   if (user) fields.user = user;
   if (password) fields.password = password;
   if (database) fields.database = database;
   return fields;
 }
-var MAX_RETENTION_DAYS = 400;
-function storeOf(get) {
-  const kind = oneOf(get(Inputs.Store) || "artifact", ["artifact", "dir"], Inputs.Store);
+function storeOf(input) {
+  const kind = input.oneOf(Inputs.Store, ["artifact", "dir"], DEFAULT_STORE);
   if (kind === "artifact")
     return {
       kind,
-      retentionDays: integer(get(Inputs.RetentionDays) || "30", Inputs.RetentionDays, 0, MAX_RETENTION_DAYS)
+      retentionDays: input.integer(Inputs.RetentionDays, {
+        min: 0,
+        max: MAX_RETENTION_DAYS,
+        fallback: DEFAULT_RETENTION_DAYS
+      })
     };
-  const directory = get(Inputs.StoreDir);
-  if (!directory) throw new InputError(`input '${Inputs.StoreDir}' is required with store: dir`);
-  const keepLast = integer(get(Inputs.KeepLast) || "0", Inputs.KeepLast, 0, 1e5);
-  return { kind, directory: absolutePath(directory, Inputs.StoreDir), ...keepLast > 0 ? { keepLast } : {} };
+  const directory = input.absolutePath(Inputs.StoreDir);
+  if (!directory) {
+    throw new InputError(`${input.label(Inputs.StoreDir)} is required when the store is a directory`);
+  }
+  const keepLast = input.integer(Inputs.KeepLast, { min: 0, max: MAX_KEEP, fallback: DEFAULT_KEEP_LAST });
+  const counts = {
+    keepDays: input.integer(Inputs.KeepDays, { min: 1, max: MAX_KEEP }),
+    keepDaily: input.integer(Inputs.KeepDaily, { min: 1, max: MAX_KEEP }),
+    keepWeekly: input.integer(Inputs.KeepWeekly, { min: 1, max: MAX_KEEP }),
+    keepMonthly: input.integer(Inputs.KeepMonthly, { min: 1, max: MAX_KEEP })
+  };
+  const retention = {
+    ...keepLast > 0 ? { keepLast } : {},
+    ...Object.fromEntries(Object.entries(counts).filter(([, value]) => value !== void 0)),
+    ...input.bool(Inputs.ForcePrune) ? { forcePrune: true } : {}
+  };
+  return { kind, directory, ...prunes(retention) ? { retention } : {} };
 }
 
 // src/looker/cluster.ts
@@ -40935,7 +41044,6 @@ function mismatchError(settings, key, knownKeyTypes) {
 }
 
 // src/remote/ssh-host.ts
-var DEFAULT_PORT = 22;
 var DEFAULT_CONNECT_TIMEOUT_MS = 2e4;
 var DEFAULT_KEEPALIVE_INTERVAL_MS = 15e3;
 var KEEPALIVE_COUNT_MAX = 3;
@@ -41254,7 +41362,7 @@ async function loadSsh2() {
   return (await Promise.resolve().then(() => __toESM(require_lib2(), 1))).default;
 }
 function validateConnectOptions(ssh2, options) {
-  const port = options.port ?? DEFAULT_PORT;
+  const port = options.port ?? DEFAULT_SSH_PORT;
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new InputError(`invalid ssh port ${port}`, "give a port between 1 and 65535");
   }
@@ -41431,7 +41539,7 @@ var LookerNode = class {
    * `timeoutMs` (default the boot timeout) bounds the start command and the wait together: the Actions post step has
    * only what is left of a cancelled job's minutes.
    */
-  async start(signal, timeoutMs = this.config.bootTimeoutMs ?? 3e5) {
+  async start(signal, timeoutMs = this.config.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_SECONDS * 1e3) {
     const deadline = Date.now() + timeoutMs;
     const before = await this.pidFromFile();
     const commandTimeoutMs = Math.min(this.config.commandTimeoutMs ?? 6e5, timeoutMs);
@@ -41751,7 +41859,7 @@ async function runPostAction() {
     return;
   }
   try {
-    const settings = readBackupSettings((name) => getInput(name));
+    const settings = readBackupSettings(actionInputs((name) => getInput(name)));
     const connected = await connectNodes(nodeSettingsOf(settings.home, settings), (l) => info(l));
     try {
       const cluster = new Cluster(connected.nodes, saveStopRecord, (l) => info(l));
