@@ -23,7 +23,7 @@ export const LAYERS = {
   report: 4,
   engine: 3,
   archive: 2,
-  extract: 2,
+  extract: 2.5,
   looker: 2,
   mysql: 2,
   store: 2,

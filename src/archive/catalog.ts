@@ -4,7 +4,7 @@
  * even when the encryption layer was fine (e.g. an archive made by other tools with a forged catalog is refused).
  */
 import { IntegrityError } from "../errors.js";
-import { display } from "./member-safety.js";
+import { display } from "./display.js";
 import type { TarEntryType } from "./tar-format.js";
 
 export const CATALOG_PATH = "meta/catalog.jsonl";

@@ -1,10 +1,10 @@
 /** `looker-backup verify`: decrypt an archive and check every member against its catalog, writing nothing. */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import { droppedModesWarning } from "../archive/restore-policy.js";
 import { checkAuthenticity } from "../engine/authenticity.js";
 import { verifyArchive } from "../engine/restore.js";
 import { ExitCode } from "../errors.js";
+import { droppedModesWarning } from "../extract/restore-policy.js";
 import { formatBytes } from "../runtime/format.js";
 import type { Command } from "./command.js";
 import {

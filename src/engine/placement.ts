@@ -16,7 +16,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
-import { display } from "../archive/member-safety.js";
+import { display } from "../archive/display.js";
 import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
 import {
   copyEntry,

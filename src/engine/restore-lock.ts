@@ -6,7 +6,7 @@
 import { mkdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
-import { display } from "../archive/member-safety.js";
+import { display } from "../archive/display.js";
 import { LookerBackupError } from "../errors.js";
 
 export interface TargetLock {

@@ -9,6 +9,9 @@ import { rm } from "node:fs/promises";
 import { resolve } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { createZstdDecompressStream } from "../compress/zstd-decompress.js";
+import { createAgeDecryptStream } from "../crypto/age.js";
+import { CancelledError, InputError, LookerBackupError } from "../errors.js";
 import {
   type ExtractOptions,
   type ExtractOutcome,
@@ -16,12 +19,9 @@ import {
   extractMembers,
   type MemberSink,
   VerifySink,
-} from "../archive/extract.js";
-import { droppedModesWarning } from "../archive/restore-policy.js";
-import { StagingSink } from "../archive/staging-sink.js";
-import { createZstdDecompressStream } from "../compress/zstd-decompress.js";
-import { createAgeDecryptStream } from "../crypto/age.js";
-import { CancelledError, InputError, LookerBackupError } from "../errors.js";
+} from "../extract/extract.js";
+import { droppedModesWarning } from "../extract/restore-policy.js";
+import { StagingSink } from "../extract/staging-sink.js";
 import { untilAborted } from "../runtime/abort.js";
 import { DigestCheck, type SignedDigest } from "./authenticity.js";
 import { Placement, stagedRoot } from "./placement.js";

@@ -1,6 +1,6 @@
 /**
  * The big-file writer thread: writes and hashes restore's big files part by part, then finishes each
- * (archive/big-file-writer.ts). It opens each file itself and alone closes it (finish or abandon), after every write
+ * (extract/big-file-writer.ts). It opens each file itself and alone closes it (finish or abandon), after every write
  * before it. Parts and the end of a file are answered in order; open and abandon are not.
  */
 import type { Hash } from "node:crypto";

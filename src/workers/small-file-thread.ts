@@ -1,6 +1,6 @@
 /**
  * The small-file writer thread: makes restore's small files from batches of their bodies, in order
- * (archive/small-file-writer.ts). One message per batch, answered in order with { id } or { id, error }; after an
+ * (extract/small-file-writer.ts). One message per batch, answered in order with { id } or { id, error }; after an
  * error it answers every later batch with that error and writes nothing more.
  */
 import type { MessagePort } from "node:worker_threads";

@@ -1,6 +1,6 @@
 /** The members of a tar stream as an async generator, over TarReader (what tests read archives with). */
 import type { Readable } from "node:stream";
-import { type TarReadEntry, TarReader, type TarReadLimits } from "../../src/archive/tar-reader.js";
+import { type TarReadEntry, TarReader, type TarReadLimits } from "../../src/extract/tar-reader.js";
 
 /** Yields each member of a tar stream in order; see TarReadEntry for how bodies must be consumed. */
 export async function* readTar(

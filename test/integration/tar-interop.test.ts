@@ -22,8 +22,8 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { LinkTracker } from "../../src/archive/member-safety.js";
 import { encodeHeader, type TarHeader } from "../../src/archive/tar-format.js";
+import { LinkTracker } from "../../src/extract/member-safety.js";
 import { readTar } from "../helpers/read-tar.js";
 import { type TarWriteEntry, writeTar } from "../helpers/tar-writer.js";
 

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { BigFileWriter } from "../../src/archive/big-file-writer.js";
+import { BigFileWriter } from "../../src/extract/big-file-writer.js";
 import { handOver } from "../../src/runtime/buffers.js";
 import { fileHeader, freshDirectoryPerTest } from "../helpers/file-writers.js";
 

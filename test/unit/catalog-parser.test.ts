@@ -1,8 +1,8 @@
 import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { type CatalogEntry, CatalogParser, catalogLine } from "../../src/archive/catalog.js";
-import { extractMembers, VerifySink } from "../../src/archive/extract.js";
 import { IntegrityError } from "../../src/errors.js";
+import { extractMembers, VerifySink } from "../../src/extract/extract.js";
 import { buildTar, type RawMember } from "../helpers/archives.js";
 
 const entries: CatalogEntry[] = [

@@ -14,12 +14,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 import type { CatalogEntry } from "../../src/archive/catalog.js";
 import { type FileDigester, WorkerDigester } from "../../src/archive/file-digests.js";
 import { ArchivePacker, type StreamPiece } from "../../src/archive/pack.js";
-import { readBody } from "../../src/archive/tar-reader.js";
 import { BlockPool } from "../../src/compress/block-pool.js";
 import { type FileBlock, isFileBlock } from "../../src/compress/file-block.js";
 import { createZstdCompressStream } from "../../src/compress/zstd-compress.js";
 import { createZstdDecompressStream } from "../../src/compress/zstd-decompress.js";
 import { resolveManifest } from "../../src/engine/backup.js";
+import { readBody } from "../../src/extract/tar-reader.js";
 import { streamSelection } from "../../src/manifest/select.js";
 import { readFileBlock } from "../../src/workers/zstd-thread.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";

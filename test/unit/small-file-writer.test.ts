@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { SMALL_FILE_MAX, SmallFileWriter } from "../../src/archive/small-file-writer.js";
+import { SMALL_FILE_MAX, SmallFileWriter } from "../../src/extract/small-file-writer.js";
 import { fileHeader, freshDirectoryPerTest } from "../helpers/file-writers.js";
 
 const work = freshDirectoryPerTest("small-file-writer-");

@@ -22,8 +22,8 @@ import {
   paxRecord,
   type TarHeader,
 } from "../../src/archive/tar-format.js";
-import { readBody } from "../../src/archive/tar-reader.js";
 import { IntegrityError } from "../../src/errors.js";
+import { readBody } from "../../src/extract/tar-reader.js";
 import { readTar } from "../helpers/read-tar.js";
 import { writeTar } from "../helpers/tar-writer.js";
 

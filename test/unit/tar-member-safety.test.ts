@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { checkMemberPath, LinkTracker } from "../../src/archive/member-safety.js";
 import type { TarHeader } from "../../src/archive/tar-format.js";
 import { IntegrityError } from "../../src/errors.js";
+import { checkMemberPath, LinkTracker } from "../../src/extract/member-safety.js";
 
 const base = { size: 0, mode: 0o644, uid: 0, gid: 0, mtime: 0 };
 const fileAt = (path: string): TarHeader => ({ ...base, path, type: "file" });

@@ -7,8 +7,8 @@ import {
   headerChecksum,
   type TarHeader,
 } from "../../src/archive/tar-format.js";
-import { NEEDS_INPUT, readBody, TarReader, type TarReadLimits } from "../../src/archive/tar-reader.js";
 import { IntegrityError, LookerBackupError } from "../../src/errors.js";
+import { NEEDS_INPUT, readBody, TarReader, type TarReadLimits } from "../../src/extract/tar-reader.js";
 import { handOver } from "../../src/runtime/buffers.js";
 import { nameBytes, printableName } from "../../src/runtime/byte-names.js";
 import { readTar } from "../helpers/read-tar.js";

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { encodeHeader, type TarHeader } from "../../src/archive/tar-format.js";
-import { readBody } from "../../src/archive/tar-reader.js";
 import { IntegrityError } from "../../src/errors.js";
+import { readBody } from "../../src/extract/tar-reader.js";
 import { readTar } from "../helpers/read-tar.js";
 import { type TarWriteEntry, writeTar } from "../helpers/tar-writer.js";
 

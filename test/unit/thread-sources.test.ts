@@ -24,11 +24,11 @@ const THREADS = {
   zstd: { module: "src/compress/zstd-engines", source: "ZSTD_THREAD_SOURCE", background: true },
   digest: { module: "src/archive/file-digests", source: "DIGEST_THREAD_SOURCE", background: false },
   smallFile: {
-    module: "src/archive/small-file-writer",
+    module: "src/extract/small-file-writer",
     source: "SMALL_FILE_THREAD_SOURCE",
     background: false,
   },
-  bigFile: { module: "src/archive/big-file-writer", source: "BIG_FILE_THREAD_SOURCE", background: false },
+  bigFile: { module: "src/extract/big-file-writer", source: "BIG_FILE_THREAD_SOURCE", background: false },
 };
 
 /** What each thread runs, from the sources as vitest runs them. */

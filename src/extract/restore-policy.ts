@@ -10,7 +10,7 @@
  *   asked to keep them; the catalog is still compared with the archive's own modes (see extract.ts).
  */
 import { posix } from "node:path";
-import type { TarHeader } from "./tar-format.js";
+import type { TarHeader } from "../archive/tar-format.js";
 
 /** setuid, setgid, sticky, and write for others. */
 export const PRIVILEGED_MODE_BITS = 0o7002;

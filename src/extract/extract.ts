@@ -6,8 +6,6 @@
  */
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
-import { sha256Hex } from "../crypto/digest.js";
-import { IntegrityError } from "../errors.js";
 import {
   BACKUP_META_PATH,
   CATALOG_PATH,
@@ -20,11 +18,14 @@ import {
   MAX_ARCHIVE_PATH_BYTES,
   matchesCatalog,
   type ObservedMember,
-} from "./catalog.js";
-import { display, LinkTracker, refuse } from "./member-safety.js";
+} from "../archive/catalog.js";
+import { display } from "../archive/display.js";
+import { MAX_ARCHIVE_HOLE_BYTES, SparseContent, sparseDataSize } from "../archive/sparse.js";
+import type { TarHeader } from "../archive/tar-format.js";
+import { sha256Hex } from "../crypto/digest.js";
+import { IntegrityError } from "../errors.js";
+import { LinkTracker, refuse } from "./member-safety.js";
 import { type DroppedModes, ModePolicy, outsidePathsOf, placementProblem } from "./restore-policy.js";
-import { MAX_ARCHIVE_HOLE_BYTES, SparseContent, sparseDataSize } from "./sparse.js";
-import type { TarHeader } from "./tar-format.js";
 import { NEEDS_INPUT, readBody, type TarBody, type TarReadEntry, TarReader } from "./tar-reader.js";
 
 export interface MemberSink {

@@ -30,6 +30,8 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
+import { SparseContent } from "../archive/sparse.js";
+import type { TarHeader } from "../archive/tar-format.js";
 import { sha256Hex } from "../crypto/digest.js";
 import { IntegrityError } from "../errors.js";
 import { fsPath } from "../runtime/byte-names.js";
@@ -38,8 +40,6 @@ import { BigFileWriter } from "./big-file-writer.js";
 import type { MemberSink } from "./extract.js";
 import { timeArgument } from "./restored-file.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
-import { SparseContent } from "./sparse.js";
-import type { TarHeader } from "./tar-format.js";
 import type { TarBody } from "./tar-reader.js";
 import { XattrWriter } from "./xattr-apply.js";
 

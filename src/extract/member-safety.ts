@@ -6,9 +6,11 @@
  * home/a/passwd) or replaces a directory with it; so LinkTracker remembers the shape of the tree the
  * archive has built so far and refuses members that would write anywhere but where their path says.
  */
+
+import { display } from "../archive/display.js";
+import type { TarHeader } from "../archive/tar-format.js";
 import { IntegrityError } from "../errors.js";
-import { nameByteLength, printableName } from "../runtime/byte-names.js";
-import type { TarHeader } from "./tar-format.js";
+import { nameByteLength } from "../runtime/byte-names.js";
 
 export const DEFAULT_ALLOWED_ROOTS: readonly string[] = ["meta/", "home/", "rootfs/", "mysql/"];
 
@@ -234,21 +236,6 @@ function parentOf(key: string): string {
 
 function withoutTrailingSlash(path: string): string {
   return path.endsWith("/") ? path.slice(0, -1) : path;
-}
-
-/** Hostile values are quoted up to this many bytes, so a message stays readable whatever the archive holds. */
-const MAX_QUOTED_BYTES = 200;
-
-/**
- * Paths as-is (stray bytes as \xNN) unless they hold control characters (newlines, NUL), which would garble the message; cut after
- * MAX_QUOTED_BYTES bytes.
- */
-export function display(name: string): string {
-  // Bytes that are not UTF-8 show as \xNN (runtime/byte-names.ts).
-  const path = printableName(name);
-  const bytes = Buffer.from(path);
-  const cut = bytes.length > MAX_QUOTED_BYTES ? `${bytes.subarray(0, MAX_QUOTED_BYTES).toString()}...` : path;
-  return /[\x00-\x1f\x7f]/.test(cut) ? JSON.stringify(cut) : cut;
 }
 
 /** Throws the IntegrityError for a member that breaks one of restore's rules. */

@@ -6,12 +6,8 @@
  * Anything malformed is an IntegrityError naming the byte offset where it was found.
  */
 import type { Readable } from "node:stream";
-import { IntegrityError, LookerBackupError } from "../errors.js";
-import type { Xattr } from "../runtime/attr-dump.js";
-import { releaseHandedOver } from "../runtime/buffers.js";
-import { nameByteLength, nameBytes, nameFromBytes } from "../runtime/byte-names.js";
-import { display } from "./member-safety.js";
-import { MAX_SPARSE_SEGMENTS, SparseMapParser, sparseDataSize } from "./sparse.js";
+import { display } from "../archive/display.js";
+import { MAX_SPARSE_SEGMENTS, SparseMapParser, sparseDataSize } from "../archive/sparse.js";
 import {
   BLOCK_SIZE,
   Field,
@@ -23,7 +19,11 @@ import {
   TypeFlag,
   XATTR_PREFIX,
   xattrName,
-} from "./tar-format.js";
+} from "../archive/tar-format.js";
+import { IntegrityError, LookerBackupError } from "../errors.js";
+import type { Xattr } from "../runtime/attr-dump.js";
+import { releaseHandedOver } from "../runtime/buffers.js";
+import { nameByteLength, nameBytes, nameFromBytes } from "../runtime/byte-names.js";
 
 export interface TarReadLimits {
   /** Largest pax 'x' or 'g' header body accepted, in bytes (default 1 MiB). */

@@ -10,6 +10,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
+import type { TarHeader } from "../archive/tar-format.js";
 import { BacklogWaiters } from "../runtime/backlog-waiters.js";
 import { fsPath } from "../runtime/byte-names.js";
 import { startEvalWorker, stopEvalWorker, threadSource } from "../runtime/eval-worker.js";
@@ -23,7 +24,6 @@ import {
 } from "../workers/small-file-thread.js";
 import { errorFromThread, threadErrorOf } from "../workers/thread.js";
 import { writeFailed } from "./restored-file.js";
-import type { TarHeader } from "./tar-format.js";
 
 /** Files up to this size are batched; bigger ones are written by the caller, part by part as they arrive. */
 export const SMALL_FILE_MAX = 256 * 1024;

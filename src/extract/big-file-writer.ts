@@ -14,6 +14,7 @@
  * when it stops, so a failed restore leaves none open.)
  */
 import type { Worker } from "node:worker_threads";
+import type { TarHeader } from "../archive/tar-format.js";
 import { BacklogWaiters } from "../runtime/backlog-waiters.js";
 import { takeOwnership } from "../runtime/buffers.js";
 import { fsPath } from "../runtime/byte-names.js";
@@ -27,7 +28,6 @@ import {
 import { finishRestoredFile } from "../workers/file-metadata.js";
 import { errorFromThread, threadErrorOf } from "../workers/thread.js";
 import { writeFailed } from "./restored-file.js";
-import type { TarHeader } from "./tar-format.js";
 
 /** Parts the thread may lag behind by (each up to a 4 MiB frame) before a file's writer waits. */
 const MAX_PARTS_IN_FLIGHT = 4;
