@@ -23,7 +23,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { encryptBuffer } from "../../src/crypto/age.js";
-import { generateIdentity } from "../../src/crypto/age-keys.js";
+import { generateHybridIdentity, generateIdentity } from "../../src/crypto/age-keys.js";
 import { generateSigningKey, parseTrustedSigners, publicKeyLine } from "../../src/crypto/ssh-keys.js";
 import { type DrillRequest, runDrill } from "../../src/drill/drill.js";
 import { drillSummaryMarkdown } from "../../src/drill/report.js";
@@ -109,6 +109,7 @@ const LATIN1_DIR = Buffer.from("models-user-\xe9t\xe9", "latin1");
 async function keystoreIndependentBackup(
   label: string,
   ports: { webPort?: number; apiPort?: number } = {},
+  keys: { postQuantum?: boolean } = {},
 ): Promise<KeystoreIndependentBackup> {
   const base = await mkdtemp(join(scratch, `${label}-`));
   const cmk = newCmk();
@@ -135,7 +136,7 @@ async function keystoreIndependentBackup(
   await looker(home, cmk, "keystore_independent_recrypt", keyfilePath);
   const clear = await readFile(keyfilePath);
   const backupUid = (JSON.parse(clear.toString("utf8")) as { backup_uid: string }).backup_uid;
-  const { identity, recipient } = generateIdentity();
+  const { identity, recipient } = keys.postQuantum ? generateHybridIdentity() : generateIdentity();
   // A certificate outside the home: it travels as rootfs/ and lands at its absolute path.
   const sslFile = join(base, "ssl", "looker.example.com.pem");
   await mkdir(join(base, "ssl"));
@@ -585,6 +586,30 @@ describe("drill into a local directory", () => {
     expect(report.steps.find((s) => s.name === "ports free")?.ok).toBe(true);
     // No trusted signers: the drill ran, and says who made the archive was not checked.
     expect(report.steps[0]).toMatchObject({ name: "check signature", ok: true, detail: NOT_CHECKED_WARNING });
+  });
+
+  it("drills a backup made to a post-quantum (age1pq1) recipient like any other", async () => {
+    const backup = await keystoreIndependentBackup(
+      "local-pq",
+      { webPort: await freePort(), apiPort: await freePort() },
+      { postQuantum: true },
+    );
+    expect((await readFile(backup.archive)).includes("-> mlkem768x25519 ")).toBe(true);
+    const parent = await mkdtemp(join(scratch, "local-target-"));
+    await chmod(parent, 0o755);
+    const target = join(parent, "home");
+    await mkdir(target);
+    const report = await runDrill({
+      archive: backup.archive,
+      keys: { identities: [backup.identity] },
+      target: { kind: "dir", dir: target },
+      masterKey: { kind: "env", value: newCmk() },
+      bootTimeoutMs: BOOT_TIMEOUT_MS,
+    });
+    expect(report.error).toBeUndefined();
+    expect(report.result).toBe("passed");
+    expect(report.backup.keystoreIndependent).toBe(true);
+    expect(report.filesVerified).toBeGreaterThan(40);
   });
 
   it("with trusted signers, refuses an unsigned archive with exit 4 before extracting anything", async () => {
