@@ -6,6 +6,7 @@ import { join } from "node:path";
 import * as core from "@actions/core";
 import {
   type BackupSettings,
+  jobSettingsOf,
   nodeSettingsOf,
   Outputs,
   readBackupSettings,
@@ -125,26 +126,10 @@ async function backupAfterPreflight(
   const progress = new ProgressReporter("backup", (line) => core.info(line));
   const result = await core.group("Backup", () =>
     runLookerBackup({
-      home: settings.home,
-      instance: settings.instance,
+      ...jobSettingsOf(settings),
       selection,
-      recipients: settings.recipients,
-      passphrase: settings.passphrase,
-      signingKey: settings.signingKey,
       store,
-      retention: settings.store.kind === "dir" ? settings.store.retention : undefined,
-      compressionLevel: settings.compressionLevel,
-      xattrs: settings.xattrs,
-      consistency: settings.consistency,
-      keystoreIndependent: settings.keystoreIndependent,
-      keyfileRecipients: settings.keyfileRecipients,
       nodes: connected.nodes,
-      quietWindow: settings.quietWindow,
-      forceOutsideWindow: settings.forceOutsideWindow,
-      preCommand: settings.preCommand,
-      postCommand: settings.postCommand,
-      lookerEnv: settings.lookerEnv,
-      mysql: settings.mysql,
       onStopRecord: saveStopRecord,
       leaveStoppedOnCancel: true,
       onProgress: (p) => progress.update(p.bytesRead, p.bytesTotal),

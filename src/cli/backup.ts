@@ -6,6 +6,7 @@ import { resolve } from "node:path";
 import {
   type BackupSettings,
   Inputs,
+  jobSettingsOf,
   nodeSettingsOf,
   readBackupSettings,
 } from "../config/backup-settings.js";
@@ -167,7 +168,7 @@ export const backupCommand: Command = {
   async run(values, context) {
     const settings = readBackupSettings(backupFlags(values));
     const store = directoryStore(settings);
-    const { home, instance, recipients, passphrase } = settings;
+    const { home, instance, recipients } = settings;
     const progress = progressFor("backup", values, context);
     const log = values.quiet || values.json ? undefined : (line: string) => context.stderr(`${line}\n`);
     // The action's preflight: nothing that can fail cheaply fails after Looker was stopped.
@@ -191,26 +192,10 @@ export const backupCommand: Command = {
     let result: LookerJobResult;
     try {
       result = await runLookerBackup({
-        home,
-        instance,
+        ...jobSettingsOf(settings),
         selection,
-        recipients,
-        passphrase,
-        signingKey: settings.signingKey,
         store: new DirStore(store.directory),
-        retention: store.retention,
-        compressionLevel: settings.compressionLevel,
-        xattrs: settings.xattrs,
-        consistency: settings.consistency,
-        keystoreIndependent: settings.keystoreIndependent,
-        keyfileRecipients: settings.keyfileRecipients,
         nodes: connected.nodes,
-        quietWindow: settings.quietWindow,
-        forceOutsideWindow: settings.forceOutsideWindow,
-        preCommand: settings.preCommand,
-        postCommand: settings.postCommand,
-        lookerEnv: settings.lookerEnv,
-        mysql: settings.mysql,
         onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
         ...(log ? { log } : {}),
         signal: context.signal,

@@ -28,7 +28,7 @@ import {
   MAX_TIMEOUT_SECONDS,
   MIN_COMPRESSION_LEVEL,
 } from "../defaults.js";
-import type { ConsistencyChoice } from "../engine/looker-job.js";
+import type { ConsistencyChoice, LookerJobRequest } from "../engine/looker-job.js";
 import { InputError } from "../errors.js";
 import type { MasterKey } from "../looker/master-key.js";
 import type { NodeSettings } from "../looker/nodes.js";
@@ -214,6 +214,32 @@ export function nodeSettingsOf(home: string, settings: NodeInputs): NodeSettings
     ...(settings.masterKey ? { masterKey: settings.masterKey } : {}),
     lookerEnv: settings.lookerEnv,
   };
+}
+
+/**
+ * The backup job's share of the settings, picked field by field as nodeSettingsOf picks the nodes': what the action
+ * and the CLI both hand to runLookerBackup. Each caller adds its own store, nodes, selection and hooks.
+ */
+export function jobSettingsOf(settings: BackupSettings) {
+  return {
+    home: settings.home,
+    instance: settings.instance,
+    recipients: settings.recipients,
+    passphrase: settings.passphrase,
+    signingKey: settings.signingKey,
+    retention: settings.store.kind === "dir" ? settings.store.retention : undefined,
+    compressionLevel: settings.compressionLevel,
+    xattrs: settings.xattrs,
+    consistency: settings.consistency,
+    keystoreIndependent: settings.keystoreIndependent,
+    keyfileRecipients: settings.keyfileRecipients,
+    quietWindow: settings.quietWindow,
+    forceOutsideWindow: settings.forceOutsideWindow,
+    preCommand: settings.preCommand,
+    postCommand: settings.postCommand,
+    lookerEnv: settings.lookerEnv,
+    mysql: settings.mysql,
+  } satisfies Partial<LookerJobRequest>;
 }
 
 export function readBackupSettings(source: SettingSource): BackupSettings {
