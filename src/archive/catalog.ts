@@ -5,7 +5,7 @@
  */
 import { IntegrityError } from "../errors.js";
 import { display } from "./display.js";
-import type { TarEntryType } from "./tar-format.js";
+import type { TarEntryType, TarHeader } from "./tar-format.js";
 
 export const CATALOG_PATH = "meta/catalog.jsonl";
 export const BACKUP_META_PATH = "meta/backup.json";
@@ -220,6 +220,21 @@ export interface ObservedMember {
   mtime: number;
   sha256?: string;
   linkTarget?: string;
+}
+
+/** What the catalog records of a member, from its header: the write side's entry and the read side's observation. */
+export function memberFieldsOf(header: TarHeader): ObservedMember {
+  const member: ObservedMember = {
+    path: header.path,
+    type: header.type,
+    size: header.size,
+    mode: header.mode,
+    uid: header.uid,
+    gid: header.gid,
+    mtime: header.mtime,
+  };
+  if (header.linkTarget !== undefined) member.linkTarget = header.linkTarget;
+  return member;
 }
 
 /**

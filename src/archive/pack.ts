@@ -21,7 +21,7 @@ import { InputError } from "../errors.js";
 import type { EntryStats, SelectedEntry } from "../manifest/select.js";
 import { BacklogWaiters } from "../runtime/backlog-waiters.js";
 import { fsPath, printableName, readlinkName } from "../runtime/byte-names.js";
-import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine } from "./catalog.js";
+import { BACKUP_META_PATH, CATALOG_PATH, type CatalogEntry, catalogLine, memberFieldsOf } from "./catalog.js";
 import { type DigestListener, type FileDigester, InlineDigester } from "./file-digests.js";
 import {
   encodeSparseMap,
@@ -411,16 +411,7 @@ export class ArchivePacker {
   }
 
   private catalogEntryFor(header: TarHeader): CatalogEntry {
-    const entry: CatalogEntry = {
-      path: header.path,
-      type: header.type,
-      size: header.size,
-      mode: header.mode,
-      uid: header.uid,
-      gid: header.gid,
-      mtime: header.mtime,
-    };
-    if (header.linkTarget !== undefined) entry.linkTarget = header.linkTarget;
+    const entry: CatalogEntry = memberFieldsOf(header);
     this.catalog.push(entry);
     return entry;
   }

@@ -17,6 +17,7 @@ import {
   MAX_ARCHIVE_MEMBERS,
   MAX_ARCHIVE_PATH_BYTES,
   matchesCatalog,
+  memberFieldsOf,
   type ObservedMember,
 } from "../archive/catalog.js";
 import { display } from "../archive/display.js";
@@ -238,17 +239,8 @@ function parseMeta(content: Buffer): Record<string, unknown> {
 }
 
 function observation(header: TarHeader, sha256: string | undefined): ObservedMember {
-  const member: ObservedMember = {
-    path: header.path,
-    type: header.type,
-    size: header.size,
-    mode: header.mode,
-    uid: header.uid,
-    gid: header.gid,
-    mtime: header.mtime,
-  };
+  const member = memberFieldsOf(header);
   if (sha256 !== undefined) member.sha256 = sha256;
-  if (header.linkTarget !== undefined) member.linkTarget = header.linkTarget;
   return member;
 }
 
