@@ -595,14 +595,10 @@ describe("drill into a local directory", () => {
       { postQuantum: true },
     );
     expect((await readFile(backup.archive)).includes("-> mlkem768x25519 ")).toBe(true);
-    const parent = await mkdtemp(join(scratch, "local-target-"));
-    await chmod(parent, 0o755);
-    const target = join(parent, "home");
-    await mkdir(target);
     const report = await runDrill({
       archive: backup.archive,
       keys: { identities: [backup.identity] },
-      target: { kind: "dir", dir: target },
+      target: { kind: "dir", dir: await emptyTarget() },
       masterKey: { kind: "env", value: newCmk() },
       bootTimeoutMs: BOOT_TIMEOUT_MS,
     });
