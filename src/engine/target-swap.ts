@@ -11,7 +11,7 @@
 import { chmod, lchown, lstat, mkdtemp, stat, utimes } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { InputError } from "../errors.js";
-import { mkdir, readdir, rename, rm, rmdir } from "../runtime/byte-fs.js";
+import { mkdir, readdir, rename, rm, rmdir, utimesSeconds } from "../runtime/byte-fs.js";
 import { fsPath } from "../runtime/byte-names.js";
 
 export type TargetState = "missing" | "empty" | "non-empty";
@@ -193,9 +193,5 @@ async function takeMetadata(staged: string, target: string): Promise<void> {
   const info = await lstat(fsPath(staged));
   if (process.getuid?.() === 0) await lchown(target, info.uid, info.gid);
   await chmod(target, info.mode & 0o7777);
-  await utimes(
-    target,
-    info.atimeMs < 0 ? String(info.atimeMs / 1000) : info.atimeMs / 1000,
-    info.mtimeMs < 0 ? String(info.mtimeMs / 1000) : info.mtimeMs / 1000,
-  );
+  await utimes(target, utimesSeconds(info.atimeMs / 1000), utimesSeconds(info.mtimeMs / 1000));
 }

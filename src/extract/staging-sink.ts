@@ -34,11 +34,11 @@ import { SparseContent } from "../archive/sparse.js";
 import type { TarHeader } from "../archive/tar-format.js";
 import { sha256Hex } from "../crypto/digest.js";
 import { IntegrityError } from "../errors.js";
+import { utimesSeconds } from "../runtime/byte-fs.js";
 import { fsPath } from "../runtime/byte-names.js";
 import { finishRestoredFile } from "../workers/file-metadata.js";
 import { BigFileWriter } from "./big-file-writer.js";
 import type { MemberSink } from "./extract.js";
-import { timeArgument } from "./restored-file.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
 import type { TarBody } from "./tar-reader.js";
 import { XattrWriter } from "./xattr-apply.js";
@@ -102,7 +102,7 @@ export class StagingSink implements MemberSink {
       case "symlink":
         symlinkSync(fsPath(header.linkTarget!), fsPath(path));
         if (this.canChown) lchownSync(fsPath(path), header.uid, header.gid);
-        lutimesSync(fsPath(path), timeArgument(header.mtime), timeArgument(header.mtime));
+        lutimesSync(fsPath(path), utimesSeconds(header.mtime), utimesSeconds(header.mtime));
         return undefined;
       case "hardlink":
         return this.hardLink(header, path);
@@ -129,7 +129,7 @@ export class StagingSink implements MemberSink {
       if (this.canChown) lchownSync(at, header.uid, header.gid);
       // chmod after chown: chown clears setuid/setgid bits.
       chmodSync(at, header.mode);
-      utimesSync(at, timeArgument(header.mtime), timeArgument(header.mtime));
+      utimesSync(at, utimesSeconds(header.mtime), utimesSeconds(header.mtime));
       if (++done % METADATA_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
     }
     return (await this.xattrs?.apply()) ?? [];

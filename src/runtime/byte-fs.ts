@@ -33,10 +33,14 @@ export async function copyEntry(source: string, destination: string): Promise<vo
   if (process.getuid?.() === 0) await fsp.lchown(to, info.uid, info.gid);
   // After chown, which clears setuid and setgid; a symlink's own mode means nothing on Linux.
   if (!info.isSymbolicLink()) await fsp.chmod(to, info.mode & 0o7777);
-  await fsp.lutimes(to, seconds(info.atimeMs), seconds(info.mtimeMs));
+  await fsp.lutimes(to, utimesSeconds(info.atimeMs / 1000), utimesSeconds(info.mtimeMs / 1000));
 }
 
-/** Seconds for utimes, to the microsecond; a negative number would mean "now" to Node, a numeric string does not. */
-function seconds(milliseconds: number): number | string {
-  return milliseconds < 0 ? String(milliseconds / 1000) : milliseconds / 1000;
+/**
+ * A time in seconds as utimes and lutimes take it: Node takes a negative number as "now" but a numeric string as it
+ * stands (documented), so a pre-1970 time goes as a string. The writer threads do the same inline (their code must
+ * be self-contained, see workers/file-metadata.ts).
+ */
+export function utimesSeconds(seconds: number): number | string {
+  return seconds < 0 ? String(seconds) : seconds;
 }
