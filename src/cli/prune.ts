@@ -58,8 +58,14 @@ export const pruneCommand: Command = {
     const archives = await store.list(instance);
     const refusal = pruneRefusal(archives, policy);
     const dryRun = values["dry-run"] === true;
-    const doomed = refusal !== undefined ? [] : namesToPrune(archives, policy, new Date());
-    if (!dryRun && doomed.length > 0) await store.prune(instance, policy, new Date());
+    // What is reported is what the store removed (or would remove): one decision, at one moment.
+    const now = new Date();
+    const doomed =
+      refusal !== undefined
+        ? []
+        : dryRun
+          ? namesToPrune(archives, policy, now)
+          : await store.prune(instance, policy, now);
     const kept = archives.map((a) => a.name).filter((name) => !doomed.includes(name));
     if (values.json) {
       const result = { dryRun, removed: dryRun ? [] : doomed, wouldRemove: dryRun ? doomed : [], kept };
