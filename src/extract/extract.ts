@@ -36,6 +36,12 @@ export interface MemberSink {
    * is freed then).
    */
   member(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined>;
+  /**
+   * False for a member the sink only reads and hashes, not writes (a partial restore, member-selection.ts): the mode
+   * rule is then not applied to it, nor reported as dropped. Asked just before member(); absent: every member is
+   * written.
+   */
+  writes?(header: TarHeader): boolean;
 }
 
 export interface ExtractProgress {
@@ -141,7 +147,8 @@ export async function extractMembers(
         sha256 = sha256Hex(content);
       } else {
         // The sink writes the mode restore allows; the catalog is compared with the archive's own header below.
-        const digest = sink.member(modes.apply(header, display), body);
+        const written = sink.writes?.(header) ?? true;
+        const digest = sink.member(written ? modes.apply(header, display) : header, body);
         sha256 = typeof digest === "object" ? await digest : digest;
       }
       if (header.type === "file" && sha256 !== undefined) fileDigests?.set(header.path, sha256);
