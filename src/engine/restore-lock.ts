@@ -18,9 +18,9 @@ export function lockPathOf(target: string): string {
   return join(dirname(target), `.${basename(target)}.restore.lock`);
 }
 
-export async function lockTarget(target: string): Promise<TargetLock> {
-  await mkdir(dirname(target), { recursive: true });
-  const path = lockPathOf(target);
+/** `path`: where the lock is, beside the target unless given (`restore --into` keeps it inside its directory). */
+export async function lockTarget(target: string, path = lockPathOf(target)): Promise<TargetLock> {
+  await mkdir(dirname(path), { recursive: true });
   for (let attempt = 0; ; attempt++) {
     try {
       await writeFile(path, `${process.pid} ${hostname()}\n`, { flag: "wx", mode: 0o600 });

@@ -20,6 +20,7 @@ import {
   type MemberSink,
   VerifySink,
 } from "../extract/extract.js";
+import { MemberSelection, type RestoredCount, SelectingSink } from "../extract/member-selection.js";
 import { droppedModesWarning } from "../extract/restore-policy.js";
 import { StagingSink } from "../extract/staging-sink.js";
 import { untilAborted } from "../runtime/abort.js";
@@ -49,6 +50,12 @@ export interface RestoreRequest {
   /** Where `mysql/` dumps go; default: `<target>.mysql` beside the target, when the archive has any. */
   readonly mysqlDir?: string;
   readonly force?: boolean;
+  /**
+   * Partial restore (member-selection.ts): only the members these patterns select are written, the whole archive is
+   * still read and checked. Into a new or empty target only: the swap would remove everything else of a home.
+   */
+  readonly include?: readonly string[];
+  readonly exclude?: readonly string[];
   /** Write setuid, setgid, sticky and world-writable bits as archived (by default they are dropped, with a warning). */
   readonly keepPrivilegedModes?: boolean;
   /** Set the extended attributes the archive holds (the default); false leaves them out. */
@@ -64,8 +71,11 @@ export interface RestoreRequest {
 export interface RestoreResult {
   readonly target: string;
   readonly previousContent?: string;
+  /** Members and bytes read and checked against the catalog: the whole archive, for a partial restore too. */
   readonly members: number;
   readonly bytes: number;
+  /** What was written (a partial restore writes the selected members and their parent directories only). */
+  readonly restored: RestoredCount;
   readonly meta: Record<string, unknown>;
   readonly rootfsFiles: string[];
   /** The archive's files from outside the home that were not placed because no --rootfs was given. */
@@ -128,14 +138,17 @@ export async function extractToStaging(
   onProgress?: (progress: ExtractProgress) => void,
   options: Pick<ReadOptions, "keepPrivilegedModes" | "signed" | "signal"> & {
     readonly xattrs?: boolean;
+    /** Writes only the members it selects; the others are read and hashed all the same (see SelectingSink). */
+    readonly selection?: MemberSelection;
   } = {},
-): Promise<ExtractOutcome & { readonly warnings: string[] }> {
-  const { xattrs, ...readOptions } = options;
+): Promise<ExtractOutcome & { readonly warnings: string[]; readonly restored?: RestoredCount }> {
+  const { xattrs, selection, ...readOptions } = options;
   const sink = new StagingSink(staging, { xattrs: xattrs ?? true });
+  const selecting = selection && new SelectingSink(sink, selection);
   try {
-    const outcome = await readArchive(source, keys, sink, onProgress, readOptions);
+    const outcome = await readArchive(source, keys, selecting ?? sink, onProgress, readOptions);
     const warnings = await sink.applyMetadata();
-    return { ...outcome, warnings };
+    return { ...outcome, warnings, ...(selecting ? { restored: selecting.restored } : {}) };
   } finally {
     await sink.close();
   }
@@ -167,6 +180,7 @@ export async function verifyArchive(
 export async function restoreArchive(request: RestoreRequest): Promise<RestoreResult> {
   const target = resolve(request.target);
   const now = request.now ?? (() => new Date());
+  const selection = new MemberSelection(request);
   const lock = await lockTarget(target);
   const warnings: string[] = [];
   try {
@@ -175,6 +189,14 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
       warnings.push(`removed ${stale}, the staging directory of an interrupted restore of this target`);
     }
     const targetState = await inspectTarget(target);
+    if (targetState === "non-empty" && selection.partial) {
+      // --force would not help: the swap puts the staged home in the target's place, and a partial one would
+      // take every file that is not selected away from a running home.
+      throw new InputError(
+        `target ${target} is not empty, and a partial restore (--include/--exclude) does not replace a home: everything not selected would be gone from it`,
+        "add the selected members to it with --into DIR instead of --target (existing paths are kept unless --force), or restore into a new or empty directory",
+      );
+    }
     if (targetState === "non-empty" && !request.force) {
       throw new InputError(
         `target ${target} is not empty`,
@@ -187,9 +209,18 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
       const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
         keepPrivilegedModes: request.keepPrivilegedModes ?? false,
         xattrs: request.xattrs ?? true,
+        // A full restore keeps its sink as it was: every member written, nothing to decide per member.
+        ...(selection.partial ? { selection } : {}),
         ...(request.signed ? { signed: request.signed } : {}),
         ...(request.signal ? { signal: request.signal } : {}),
       });
+      // The whole archive matched its catalog; an include that matched nothing fails here, before any placing.
+      const restored = outcome.restored ?? {
+        members: outcome.members,
+        bytes: outcome.bytes,
+        selected: outcome.members,
+      };
+      if (selection.partial) warnings.push(...selection.check(restored.selected));
       // Past this point the restore is placed as one unit; a cancel before it leaves the target as it was.
       if (request.signal?.aborted) throw new CancelledError();
       const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
@@ -212,9 +243,12 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
           ...(previousContent === undefined ? {} : { previousContent }),
           members: outcome.members,
           bytes: outcome.bytes,
+          restored,
           meta: outcome.meta,
           rootfsFiles: placement.placed("rootfs"),
-          rootfsSkipped: request.rootfs ? [] : outsideFiles(outcome.catalog),
+          rootfsSkipped: request.rootfs
+            ? []
+            : outsideFiles(outcome.catalog).filter((path) => selection.selects(`rootfs${path}`)),
           mysqlDumps: placement.placed("mysql"),
           warnings,
         };

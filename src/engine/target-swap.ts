@@ -114,7 +114,8 @@ function keptName(target: string, at: Date): string {
   return `${target}.pre-restore-${stamp(at)}`;
 }
 
-function stamp(at: Date): string {
+/** `20250102T030405Z`: the time in the names of content a restore keeps aside. */
+export function stamp(at: Date): string {
   return at
     .toISOString()
     .replace(/[-:]/g, "")
