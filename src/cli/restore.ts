@@ -1,12 +1,18 @@
-/** `looker-backup restore`: decrypt, verify and restore an archive into a directory, staged. */
+/**
+ * `looker-backup restore`: decrypt, verify and restore an archive into a directory, staged; the whole home, or with
+ * --include/--exclude the selected members only (member-selection.ts), into a new home or --into an existing
+ * directory (engine/restore-into.ts).
+ */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { checkAuthenticity } from "../engine/authenticity.js";
-import { restoreArchive } from "../engine/restore.js";
-import { ExitCode } from "../errors.js";
+import { type RestoreResult, restoreArchive } from "../engine/restore.js";
+import { type RestoreIntoResult, restoreInto } from "../engine/restore-into.js";
+import { ExitCode, InputError } from "../errors.js";
+import { MemberSelection } from "../extract/member-selection.js";
 import { formatBytes, formatDuration } from "../runtime/format.js";
-import { optionalString, requireString } from "./args.js";
+import { optionalString, type ParsedOptions, stringList } from "./args.js";
 import type { Command } from "./command.js";
 import {
   archivePath,
@@ -27,7 +33,7 @@ export const restoreCommand: Command = {
     summary:
       "Decrypt, verify and restore an archive into a directory (staged: the target changes only on success).",
     usage:
-      "looker-backup restore --archive FILE --identity FILE --target DIR [--trusted-signers FILE] [--rootfs DIR] [--force] [--keep-privileged-modes]",
+      "looker-backup restore --archive FILE --identity FILE (--target DIR | --into DIR) [--include GLOB]... [--exclude GLOB]... [--trusted-signers FILE] [--rootfs DIR] [--force] [--keep-privileged-modes]",
     options: {
       archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
       identity,
@@ -36,7 +42,24 @@ export const restoreCommand: Command = {
       target: {
         type: "string",
         placeholder: "DIR",
-        help: "receives the looker home (the archive's home/ members)",
+        help: "receives the looker home (the archive's home/ members); a partial restore needs it new or empty",
+      },
+      into: {
+        type: "string",
+        placeholder: "DIR",
+        help: "add the selected members to this existing directory instead (no home swap; home paths below DIR, outside files below DIR/rootfs, dumps below DIR/mysql)",
+      },
+      include: {
+        type: "string",
+        multiple: true,
+        placeholder: "GLOB",
+        help: "restore only what this matches, with all below it: a path relative to the home (looker/models-user-7), /absolute for outside files, mysql:NAME for a dump; * ? **",
+      },
+      exclude: {
+        type: "string",
+        multiple: true,
+        placeholder: "GLOB",
+        help: "do not restore what this matches (wins over --include); same patterns",
       },
       rootfs: {
         type: "string",
@@ -50,7 +73,7 @@ export const restoreCommand: Command = {
       },
       force: {
         type: "boolean",
-        help: "replace a non-empty target, keeping it as <target>.pre-restore-<time>",
+        help: "replace a non-empty target, keeping it as <target>.pre-restore-<time>; with --into, replace existing selected paths, keeping each as <name>.pre-restore-<time>",
       },
       "keep-privileged-modes": keepPrivilegedModes,
       xattrs: {
@@ -65,26 +88,40 @@ export const restoreCommand: Command = {
   async run(values, context) {
     const command = "restore";
     const archive = await archivePath(values, command);
-    const target = resolve(requireString(values, "target", command));
+    const destination = destinationOf(values);
+    const include = stringList(values, "include");
+    const exclude = stringList(values, "exclude");
+    // The patterns are checked here, before anything is decrypted; the restore makes its own selection of them.
+    new MemberSelection({ include, exclude });
     const keys = await decryptionKeysFrom(values, command);
     // Before anything is decrypted, and before the target is even looked at.
     const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, command));
     const progress = progressFor("restore", values, context);
     const total = (await stat(archive)).size;
     const started = Date.now();
-    const result = await restoreArchive({
+    const common = {
       ...(authenticity.checked ? { signed: authenticity.signed } : {}),
       source: createReadStream(archive, { highWaterMark: 1 << 20 }),
       keys,
-      target,
-      rootfs: optionalString(values, "rootfs"),
-      mysqlDir: optionalString(values, "mysql-dir"),
+      include,
+      exclude,
       force: Boolean(values.force),
       keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
       xattrs: xattrModeOf(values) !== "false",
-      onProgress: progress && ((p) => progress.update(p.bytes, total)),
+      onProgress: progress && ((p: { bytes: number }) => progress.update(p.bytes, total)),
       ...(context.signal ? { signal: context.signal } : {}),
-    });
+    };
+    const result =
+      "into" in destination
+        ? intoReport(await restoreInto({ ...common, into: destination.into }))
+        : targetReport(
+            await restoreArchive({
+              ...common,
+              target: destination.target,
+              rootfs: optionalString(values, "rootfs"),
+              mysqlDir: optionalString(values, "mysql-dir"),
+            }),
+          );
     reportAuthenticity(authenticity, context);
     if (result.rootfsSkipped.length > 0) {
       const shown = result.rootfsSkipped.slice(0, 5).join(", ");
@@ -96,8 +133,14 @@ export const restoreCommand: Command = {
     for (const warning of result.warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
       target: result.target,
+      into: result.into,
       members: result.members,
       bytes: result.bytes,
+      restored: { members: result.restored.members, bytes: result.restored.bytes },
+      include,
+      exclude,
+      placed: result.placed,
+      replaced: result.replaced,
       previousContent: result.previousContent ?? null,
       rootfsFiles: result.rootfsFiles,
       rootfsSkipped: result.rootfsSkipped,
@@ -108,10 +151,17 @@ export const restoreCommand: Command = {
     };
     if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
     else {
+      const partial = include.length > 0 || exclude.length > 0;
+      const what = partial
+        ? `${result.restored.members} of ${result.members} members (${formatBytes(result.restored.bytes)})`
+        : `${result.members} members (${formatBytes(result.bytes)})`;
       context.stdout(
         `${[
-          `restored ${result.members} members (${formatBytes(result.bytes)}) into ${result.target} in ${formatDuration(Date.now() - started)}`,
+          `restored ${what} into ${result.target} in ${formatDuration(Date.now() - started)}`,
+          ...(partial ? [`the whole archive (${formatBytes(result.bytes)}) matched its catalog`] : []),
           ...(result.previousContent ? [`previous content kept at ${result.previousContent}`] : []),
+          ...result.placed.map((f) => `placed ${f}`),
+          ...result.replaced.map((r) => `replaced ${r.path}, the previous one kept at ${r.keptAt}`),
           ...result.rootfsFiles.map((f) => `placed ${f}`),
           ...result.mysqlDumps.map((f) => `mysql dump ${f}`),
         ].join("\n")}\n`,
@@ -120,3 +170,52 @@ export const restoreCommand: Command = {
     return ExitCode.Ok;
   },
 };
+
+/** --target DIR (the home, swapped) or --into DIR (added to), exactly one; --into takes no placing flags. */
+function destinationOf(values: ParsedOptions): { target: string } | { into: string } {
+  const target = optionalString(values, "target");
+  const into = optionalString(values, "into");
+  if ((target === undefined || target === "") === (into === undefined || into === "")) {
+    throw new InputError(
+      "restore: give exactly one of --target DIR (restore the home) and --into DIR (add the selected members to a directory)",
+      "see looker-backup restore --help",
+    );
+  }
+  if (into !== undefined && into !== "") {
+    for (const flag of ["rootfs", "mysql-dir"]) {
+      if (values[flag] !== undefined) {
+        throw new InputError(
+          `restore: --${flag} does not go with --into: files from outside the home and dumps go below DIR/rootfs and DIR/mysql`,
+          `restore them with --target and --${flag}, or drop --${flag}`,
+        );
+      }
+    }
+    return { into: resolve(into) };
+  }
+  return { target: resolve(target!) };
+}
+
+/** What the two kinds of restore report, in one shape. */
+interface Report {
+  readonly target: string;
+  readonly into: string | null;
+  readonly members: number;
+  readonly bytes: number;
+  readonly restored: { readonly members: number; readonly bytes: number };
+  readonly placed: readonly string[];
+  readonly replaced: readonly { readonly path: string; readonly keptAt: string }[];
+  readonly previousContent?: string;
+  readonly rootfsFiles: readonly string[];
+  readonly rootfsSkipped: readonly string[];
+  readonly mysqlDumps: readonly string[];
+  readonly warnings: readonly string[];
+  readonly meta: Record<string, unknown>;
+}
+
+function targetReport(result: RestoreResult): Report {
+  return { ...result, into: null, placed: [], replaced: [] };
+}
+
+function intoReport(result: RestoreIntoResult): Report {
+  return { ...result, target: result.into, rootfsFiles: [], rootfsSkipped: [], mysqlDumps: [] };
+}
