@@ -204,7 +204,10 @@ export class SelectingSink implements MemberSink {
     const selected = this.selection.selects(header.path);
     this.last = { path: header.path, selected };
     if (selected) return true;
-    return header.type === "directory" && this.selection.mayHoldSelected(header.path);
+    return (
+      header.type === "directory" &&
+      (this.written.has(header.path) || this.selection.mayHoldSelected(header.path))
+    );
   }
 
   member(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined> {

@@ -453,6 +453,25 @@ describe("hand-built archives: forged members, outside files, dumps, hard links"
     expect(summary.placed.sort()).toEqual([join(both, "mysql"), join(both, "rootfs")]);
   });
 
+  it("a directory listed after its contents (another writer's order) still gets its archived mode", async () => {
+    const late = await archiveOf([
+      dir("home/", 0o750),
+      text("home/looker/models-user-7/orders.view.lkml", "view: orders {}\n"),
+      text("home/looker/other.txt", "not selected\n"),
+      dir("home/looker/models-user-7/", 0o2770),
+      dir("home/looker/", 0o710),
+    ]);
+    const target = join(await newParent(), "home");
+    await cliJson(
+      ...restoreArgv(late, identityFile, target),
+      "--include",
+      "looker/models-user-7/orders.view.lkml",
+    );
+    expect((await stat(join(target, "looker"))).mode & 0o7777).toBe(0o710);
+    expect((await stat(join(target, "looker/models-user-7"))).mode & 0o7777).toBe(0o2770);
+    expect((await readdir(join(target, "looker"))).sort()).toEqual(["models-user-7"]);
+  });
+
   it("the mode rule warns only about members it writes", async () => {
     const good = await archiveOf(members);
     const quiet = await cliJson<Summary>(
