@@ -88,6 +88,25 @@ function timed(command, args, options = {}) {
 
 const shell = (script) => timed("bash", ["-o", "pipefail", "-c", script]);
 
+/** Dropping the page cache needs root; without it every run still starts after a sync. */
+const canDropCaches = process.getuid?.() === 0 && existsSync("/proc/sys/vm/drop_caches");
+
+/**
+ * Every timed run starts from the same memory: what the last run wrote is on the disk (sync), the page cache holds
+ * the home and this run's input (the archive or repository) and nothing else. Why: on this VM a restore onto the
+ * disk spends most of its time in the kernel, and how much depended on what the runs before it had left: with a
+ * page cache full of earlier trees and writeback of the last restore still under way, the same restore's system
+ * time went from 6 to 21 s, and whichever tool came after another one's restore paid for it (measured with all
+ * four tools, one after another, with and without this). tmpfs contents (--out-dir /dev/shm) are never dropped.
+ */
+async function settle(...warm) {
+  spawnSync("sync");
+  if (!canDropCaches) return;
+  await writeFile("/proc/sys/vm/drop_caches", "3\n");
+  for (const p of warm)
+    spawnSync("bash", ["-c", 'find "$1" -type f -print0 | xargs -0 -r cat > /dev/null', "_", p]);
+}
+
 async function duSize(dir) {
   const out = spawnSync("du", ["-sb", dir]).stdout.toString();
   return Number(out.split("\t")[0]);
@@ -129,9 +148,11 @@ async function benchOne(label, home, keys) {
     await rm(out, { recursive: true, force: true });
     await mkdir(out, { recursive: true });
     const shellFile = path.join(out, "shell.tar.zst.age");
+    await settle(home.home);
     const sb = await shell(
       `tar -cf - -C '${home.home}' . | zstd -3 -T0 -q | age -r ${keys.recipient} > '${shellFile}'`,
     );
+    await settle(home.home);
     const ob = await timed(process.execPath, [
       cli,
       "backup",
@@ -154,12 +175,14 @@ async function benchOne(label, home, keys) {
     await rm(shellTarget, { recursive: true, force: true });
     await rm(oursTarget, { recursive: true, force: true });
     await mkdir(shellTarget, { recursive: true });
+    await settle(home.home, shellFile);
     const sr = await shell(
       `age -d -i '${keys.identity}' '${shellFile}' | zstd -dq | tar -x -C '${shellTarget}'`,
     );
     // Each restore starts from the same free memory: on a tmpfs, a second 2 GB tree beside the first made the later
     // restore pay for fresh memory pages (its system time doubled, on this VM), whichever pipeline it was.
     await rm(shellTarget, { recursive: true, force: true });
+    await settle(home.home, path.join(out, archive));
     const or = await timed(process.execPath, [
       cli,
       "restore",
@@ -249,8 +272,10 @@ async function peersOnce(home, out, restoreRoot) {
   const resticRepo = path.join(out, "restic");
   const target = path.join(restoreRoot, "peer-restore");
   spawnSync("restic", ["init", "-q", "--repo", resticRepo], { env });
+  await settle(home.home);
   const rb = await timed("restic", ["-r", resticRepo, "backup", "-q", "."], { env, cwd: home.home });
   await rm(target, { recursive: true, force: true });
+  await settle(home.home, resticRepo);
   const rr = await timed("restic", ["-r", resticRepo, "restore", "latest", "-q", "--target", target], {
     env,
   });
@@ -259,11 +284,13 @@ async function peersOnce(home, out, restoreRoot) {
   await rm(resticRepo, { recursive: true, force: true });
   const borgRepo = path.join(out, "borg");
   spawnSync("borg", ["init", "-e", "repokey", borgRepo], { env });
+  await settle(home.home);
   const bb = await timed("borg", ["create", "--compression", "zstd,3", `${borgRepo}::bench`, "."], {
     env,
     cwd: home.home,
   });
   await mkdir(target, { recursive: true });
+  await settle(home.home, borgRepo);
   const br = await timed("borg", ["extract", `${borgRepo}::bench`], { env, cwd: target });
   results.borg = { backup: bb, restore: br, repoBytes: await duSize(borgRepo) };
   await rm(target, { recursive: true, force: true });
@@ -438,6 +465,25 @@ function peersTable(results) {
       `| ${r.label} | ${f(r.backup.ours)} / ${f(restic.backup)} / ${f(borg.backup)} | ${x(r.backup.ours, restic.backup)} / ${x(r.backup.ours, borg.backup)} | ${r.cpuS.oursBackup.toFixed(1)} / ${restic.cpuS.backup.toFixed(1)} / ${borg.cpuS.backup.toFixed(1)} | ${f(r.restore.ours)} / ${f(restic.restore)} / ${f(borg.restore)} | ${x(r.restore.ours, restic.restore)} / ${x(r.restore.ours, borg.restore)} | ${r.cpuS.oursRestore.toFixed(1)} / ${restic.cpuS.restore.toFixed(1)} / ${borg.cpuS.restore.toFixed(1)} | ${r.ratio.ours.toFixed(2)} / ${restic.ratio.toFixed(2)} / ${borg.ratio.toFixed(2)} | ${f(r.peakRssMiB.backup)}, ${f(r.peakRssMiB.restore)} / ${f(restic.peakRssMiB.backup)}, ${f(restic.peakRssMiB.restore)} / ${f(borg.peakRssMiB.backup)}, ${f(borg.peakRssMiB.restore)} |`,
     );
   }
+  // CPU per file says what small files cost each tool, whatever the cores: the wall time on 2 cores hides it.
+  const perFile = results.filter((r) => r.peers.restic && r.peers.borg);
+  if (perFile.length > 0) {
+    lines.push(
+      "",
+      "CPU per file (user + system, microseconds), backup / restore:",
+      "",
+      "| case | files | shell | ours | restic | borg |",
+      "|---|---:|---:|---:|---:|---:|",
+    );
+    for (const r of perFile) {
+      const us = (seconds) => ((seconds * 1e6) / r.files).toFixed(0);
+      const pair = (backup, restore) => `${us(backup)} / ${us(restore)}`;
+      const { restic, borg } = r.peers;
+      lines.push(
+        `| ${r.label} | ${r.files} | ${pair(r.cpuS.shellBackup, r.cpuS.shellRestore)} | ${pair(r.cpuS.oursBackup, r.cpuS.oursRestore)} | ${pair(restic.cpuS.backup, restic.cpuS.restore)} | ${pair(borg.cpuS.backup, borg.cpuS.restore)} |`,
+      );
+    }
+  }
   return lines.join("\n");
 }
 
@@ -496,7 +542,7 @@ const restoreTo = [
   values["out-dir"] ? `archives into ${values["out-dir"]}` : "archives into the work directory",
   values["restore-dir"] ? `restores into ${values["restore-dir"]}` : "restores into the work directory",
 ].join(", ");
-const header = `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${commit}; median of ${rounds} rounds, warm cache; ${restoreTo}.`;
+const header = `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${commit}; median of ${rounds} rounds, warm cache${canDropCaches ? " (page cache dropped and the home and the run's input read again before each timed run)" : " (runs as non-root: the page cache is not reset between runs)"}; ${restoreTo}.`;
 const body = values.pq
   ? pqTable(results, await headerCost(keys, pqKeys))
   : `${table(results)}\n\nThe same homes, in the same rounds, against restic and borg:\n\n${peersTable(results)}`;

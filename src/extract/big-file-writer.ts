@@ -85,6 +85,11 @@ export class BigFileWriter {
     };
   }
 
+  /** Parts and files handed over and not answered yet: 0 when the thread is idle. */
+  backlog(): number {
+    return this.weightInFlight + this.finishing.size;
+  }
+
   /** Stops the thread, if it was started; files not finished are not. */
   async close(): Promise<void> {
     this.fail(writeFailed("the file writer was closed"));

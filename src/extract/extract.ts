@@ -32,10 +32,14 @@ import { NEEDS_INPUT, readBody, type TarBody, type TarReadEntry, TarReader } fro
 export interface MemberSink {
   /**
    * Receives a safe member; gives the sha256 of a regular file's body, at once when it can (see NEEDS_INPUT), or
-   * a promise of it. A body part must not be kept once the next one is asked for (with releaseConsumed, its memory
-   * is freed then).
+   * a promise of it, or a LaterDigest. The body is consumed when the result (or the promise) is there. A body part
+   * must not be kept once the next one is asked for (with releaseConsumed, its memory is freed then).
+   * A hard link is handed over only once every file before it is finished (its LaterDigest settled).
    */
-  member(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined>;
+  member(
+    header: TarHeader,
+    body: TarBody,
+  ): string | undefined | LaterDigest | Promise<string | undefined | LaterDigest>;
   /**
    * False for a member the sink only reads and hashes, not writes (a partial restore, member-selection.ts): the mode
    * rule is then not applied to it, nor reported as dropped. Asked just before member(); absent: every member is
@@ -43,6 +47,56 @@ export interface MemberSink {
    */
   writes?(header: TarHeader): boolean;
 }
+
+/**
+ * The digest of a file whose body the sink has taken in full but is still writing (on a writer thread): the reader
+ * goes on to the next members meanwhile, so that several files are written at once, and the digest joins the
+ * file's catalog check when it comes (always before the catalog is compared).
+ */
+export class LaterDigest {
+  constructor(readonly digest: Promise<string>) {}
+}
+
+/**
+ * Files taken in and still being written. Bounded, so that a failure (a full disk) stops the reading soon and the
+ * writers' backlogs stay what they are; the first failure is what the restore fails with.
+ */
+class FilesBeingWritten {
+  private readonly writing = new Set<Promise<void>>();
+  private failed = false;
+  private failure: unknown;
+
+  constructor(private readonly limit: number) {}
+
+  /** Tracks a later digest; waits while `limit` files are being written. */
+  async add(later: LaterDigest, onDigest: (sha256: string) => void): Promise<void> {
+    const done: Promise<void> = later.digest
+      .then(onDigest, (error: unknown) => {
+        if (!this.failed) {
+          this.failed = true;
+          this.failure = error;
+        }
+      })
+      .finally(() => this.writing.delete(done));
+    this.writing.add(done);
+    while (this.writing.size >= this.limit) await Promise.race(this.writing);
+    this.check();
+  }
+
+  /** Throws the first failure of a file written so far. */
+  check(): void {
+    if (this.failed) throw this.failure;
+  }
+
+  /** Waits until every file is written; throws the first failure. */
+  async settled(): Promise<void> {
+    while (this.writing.size > 0) await Promise.race(this.writing);
+    this.check();
+  }
+}
+
+/** Files being written at once: two writer threads' worth with one queued on each (see StagingSink). */
+const MAX_FILES_BEING_WRITTEN = 4;
 
 export interface ExtractProgress {
   bytes: number;
@@ -94,6 +148,7 @@ export async function extractMembers(
   let catalog: Map<string, CatalogEntry> | undefined;
   let bytes = 0;
   const tar = new TarReader(plaintext, { releaseConsumed: options.releaseConsumed });
+  const writing = new FilesBeingWritten(MAX_FILES_BEING_WRITTEN);
   let finished = false;
   try {
     for (let entry = await nextEntry(tar); entry !== undefined; entry = await nextEntry(tar)) {
@@ -132,7 +187,10 @@ export async function extractMembers(
       }
       const problem = placementProblem(header, outsidePaths);
       if (problem !== undefined) refuse(header.path, problem);
+      writing.check();
       if (header.path === CATALOG_PATH) {
+        // Every file's digest is in before the catalog is matched against the members.
+        await writing.settled();
         catalog = await parseCatalogBody(body, header.size, (listed) => inOrder.offer(listed), {
           maxEntries: maxMembers,
           maxPathBytes,
@@ -140,27 +198,40 @@ export async function extractMembers(
         continue;
       }
       let sha256: string | undefined;
+      let later: LaterDigest | undefined;
       if (header.path === BACKUP_META_PATH) {
         const content = await readBody(body, MAX_META_BYTES);
         meta = parseMeta(content);
         outsidePaths = outsidePathsOf(meta);
         sha256 = sha256Hex(content);
       } else {
+        // A hard link's target must be on disk, and its digest known, before the link is made.
+        if (header.type === "hardlink") await writing.settled();
         // The sink writes the mode restore allows; the catalog is compared with the archive's own header below.
         const written = sink.writes?.(header) ?? true;
-        const digest = sink.member(written ? modes.apply(header, display) : header, body);
-        sha256 = typeof digest === "object" ? await digest : digest;
+        let digest = sink.member(written ? modes.apply(header, display) : header, body);
+        if (digest instanceof Promise) digest = await digest;
+        if (digest instanceof LaterDigest) later = digest;
+        else sha256 = digest;
       }
       if (header.type === "file" && sha256 !== undefined) fileDigests?.set(header.path, sha256);
       if (header.type === "hardlink" && header.linkTarget !== undefined) {
         fileDigests ??= digestsByPath(observed);
         sha256 = fileDigests.get(header.linkTarget);
       }
-      observed.push(observation(header, sha256));
+      const member = observation(header, sha256);
+      observed.push(member);
+      if (later !== undefined) {
+        await writing.add(later, (digest) => {
+          member.sha256 = digest;
+          fileDigests?.set(member.path, digest);
+        });
+      }
       bytes += header.size;
       onProgress?.({ bytes, members: observed.length });
     }
     await tar.finish();
+    await writing.settled();
     finished = true;
   } finally {
     if (!finished) await tar.release();

@@ -210,7 +210,7 @@ export class SelectingSink implements MemberSink {
     );
   }
 
-  member(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined> {
+  member(header: TarHeader, body: TarBody): ReturnType<MemberSink["member"]> {
     const selected =
       this.last?.path === header.path ? this.last.selected : this.selection.selects(header.path);
     this.last = undefined;
@@ -234,7 +234,7 @@ export class SelectingSink implements MemberSink {
     return this.write(header, body);
   }
 
-  private write(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined> {
+  private write(header: TarHeader, body: TarBody): ReturnType<MemberSink["member"]> {
     if (header.type === "directory") this.written.add(header.path);
     this.members++;
     if (header.type === "file") this.bytes += header.size;

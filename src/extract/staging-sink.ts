@@ -38,7 +38,7 @@ import { utimesSeconds } from "../runtime/byte-fs.js";
 import { fsPath } from "../runtime/byte-names.js";
 import { finishRestoredFile } from "../workers/file-metadata.js";
 import { BigFileWriter } from "./big-file-writer.js";
-import type { MemberSink } from "./extract.js";
+import { LaterDigest, type MemberSink } from "./extract.js";
 import { SMALL_FILE_MAX, SmallFileWriter } from "./small-file-writer.js";
 import type { TarBody } from "./tar-reader.js";
 import { XattrWriter } from "./xattr-apply.js";
@@ -56,6 +56,8 @@ const DIRECT_WRITE = 64 * 1024;
 const batch = Buffer.allocUnsafeSlow(WRITE_BATCH);
 /** Files at least this large are written and hashed on a thread of their own; smaller ones here (cheaper). */
 const THREADED_WRITE_MIN = 1 << 20;
+/** Threads writing big files at most (see bigFileWriter); each holds up to ~16 MiB of parts. */
+const BIG_FILE_WRITERS = 2;
 /** What finishRestoredFile calls, from here. */
 const METADATA_CALLS = { fchownSync, fchmodSync, futimesSync };
 /** Metadata calls between yields to the event loop (keeps timers and signals responsive on huge trees). */
@@ -65,8 +67,8 @@ export class StagingSink implements MemberSink {
   private readonly directories: PendingMetadata[] = [];
   private readonly createdDirs = new Set<string>();
   private readonly canChown = process.getuid?.() === 0;
-  /** Writes and hashes big files off this thread (see big-file-writer.ts). */
-  private readonly bigFiles = new BigFileWriter();
+  /** Write and hash big files off this thread, started as needed (see big-file-writer.ts and bigFileWriter). */
+  private readonly bigFiles: BigFileWriter[] = [];
   /** Writes small files off this thread (see small-file-writer.ts). */
   private readonly smallFiles = new SmallFileWriter(this.canChown);
 
@@ -82,7 +84,7 @@ export class StagingSink implements MemberSink {
 
   /** Stops the writer threads, if they were started; files still queued are not written. */
   async close(): Promise<void> {
-    await Promise.all([this.bigFiles.close(), this.smallFiles.close()]);
+    await Promise.all([...this.bigFiles.map((writer) => writer.close()), this.smallFiles.close()]);
   }
 
   /** Where an archive path lands in staging: `home/x` -> `<root>/home/x`. */
@@ -90,7 +92,10 @@ export class StagingSink implements MemberSink {
     return join(this.root, archivePath);
   }
 
-  member(header: TarHeader, body: TarBody): string | undefined | Promise<string | undefined> {
+  member(
+    header: TarHeader,
+    body: TarBody,
+  ): string | undefined | LaterDigest | Promise<string | undefined | LaterDigest> {
     const path = this.pathOf(header.path);
     this.ensureDir(dirname(path));
     if (header.xattrs !== undefined && header.type !== "hardlink") this.xattrs?.add(path, header.xattrs);
@@ -172,9 +177,12 @@ export class StagingSink implements MemberSink {
     return digest.digest("hex");
   }
 
-  /** Hands every part to the big-file writer, which owns the file from its opening (see big-file-writer.ts). */
-  private async writeBigFile(path: string, header: TarHeader, body: TarBody): Promise<string> {
-    const file = this.bigFiles.open(path);
+  /**
+   * Hands every part to a big-file writer, which owns the file from its opening (see big-file-writer.ts); the
+   * digest comes when the writer has written the last part, while the reader goes on (see LaterDigest).
+   */
+  private async writeBigFile(path: string, header: TarHeader, body: TarBody): Promise<LaterDigest> {
+    const file = this.bigFileWriter().open(path);
     try {
       for await (const part of body) {
         const waiting = file.add(part);
@@ -184,7 +192,24 @@ export class StagingSink implements MemberSink {
       file.abandon();
       throw error;
     }
-    return file.finish(header, this.canChown);
+    return new LaterDigest(file.finish(header, this.canChown));
+  }
+
+  /**
+   * An idle writer if there is one, else a new one up to BIG_FILE_WRITERS, else the least busy. Why several: on a
+   * disk, writing a file costs kernel time (page cache, block allocation) that one thread spends in series; a
+   * second file goes to a second thread while the first is still being written. A restore with one big file at a
+   * time starts one thread only.
+   */
+  private bigFileWriter(): BigFileWriter {
+    const idle = this.bigFiles.find((writer) => writer.backlog() === 0);
+    if (idle !== undefined) return idle;
+    if (this.bigFiles.length < BIG_FILE_WRITERS) {
+      const writer = new BigFileWriter();
+      this.bigFiles.push(writer);
+      return writer;
+    }
+    return this.bigFiles.reduce((a, b) => (b.backlog() < a.backlog() ? b : a));
   }
 
   private ensureDir(path: string): void {

@@ -8,7 +8,7 @@
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -411,4 +411,57 @@ describe("the archive's structure is looker-backup's, or it is refused (verify a
     expect(run.code, run.stderr).toBe(4);
     expect(run.stderr).toContain("the first member must be meta/backup.json");
   });
+});
+
+describe("big files are written several at once, each still checked", () => {
+  /** Three files big enough for the writer threads (1 MiB and up), a hard link to one, and a small file after. */
+  const bigMembers = (): RawMember[] => [
+    dir("home/data/", 0o755),
+    { header: { path: "home/data/a.db", mode: 0o600 }, body: Buffer.alloc(3 << 20, 0x61) },
+    { header: { path: "home/data/b.jar", mode: 0o644 }, body: Buffer.alloc(2 << 20, 0x62) },
+    { header: { path: "home/data/c.jar", mode: 0o644 }, body: Buffer.alloc(5 << 19, 0x63) },
+    {
+      header: { path: "home/data/b-link.jar", type: "hardlink", linkTarget: "home/data/b.jar", mode: 0o644 },
+    },
+    file("home/data/after.txt", "after\n"),
+  ];
+
+  it("every file restored byte for byte, the hard link to a file still being written one inode with it", async () => {
+    const archive = await archiveOf(bigMembers());
+    const parent = await mkdtemp(join(work, "big-"));
+    const target = join(parent, "home");
+    const run = await cli(...restoreArgv(archive, identityFile, target));
+    expect(run.code, run.stderr).toBe(0);
+    for (const [name, byte, size] of [
+      ["a.db", 0x61, 3 << 20],
+      ["b.jar", 0x62, 2 << 20],
+      ["c.jar", 0x63, 5 << 19],
+    ] as const) {
+      expect((await readFile(join(target, "data", name))).equals(Buffer.alloc(size, byte)), name).toBe(true);
+    }
+    const [b, link] = await Promise.all([
+      stat(join(target, "data/b.jar")),
+      stat(join(target, "data/b-link.jar")),
+    ]);
+    expect(link.ino).toBe(b.ino);
+    expect(await readFile(join(target, "data/after.txt"), "utf8")).toBe("after\n");
+  });
+
+  for (const forged of ["a.db", "c.jar"]) {
+    it(`a big file (${forged}) unlike its catalog entry fails the restore (exit 4), target untouched`, async () => {
+      const archive = await archiveOf(bigMembers(), {
+        catalogLines: (lines) =>
+          lines.map((line) =>
+            line.includes(`"home/data/${forged}"`)
+              ? line.replace(/"sha256":"[0-9a-f]{64}"/, `"sha256":"${"0".repeat(64)}"`)
+              : line,
+          ),
+      });
+      const { parent, target } = await preparedTarget(work);
+      const run = await cli(...restoreArgv(archive, identityFile, target), "--force");
+      expect(run.code, run.stderr).toBe(4);
+      expect(run.stderr).toContain(`home/data/${forged}`);
+      await expectTargetUntouched(parent, target);
+    });
+  }
 });
