@@ -38,8 +38,8 @@ export const artifactStoreOptions = {
 export type ArtifactAccess = "read" | "write";
 
 /**
- * The repository and token of `--repo`, or undefined when the command reads a directory store (`--out`). Both, or a
- * --repo-only flag without --repo, is exit 2; so is a missing token, with the permission it needs.
+ * The repository and token of `--repo`, or undefined when the command reads a directory store (`--out`). Neither,
+ * both, or a --repo-only flag without --repo, is exit 2; so is a missing token, with the permission it needs.
  */
 export function artifactRepositoryOf(
   values: ParsedOptions,
@@ -55,6 +55,12 @@ export function artifactRepositoryOf(
       throw new InputError(
         `${command}: --${repoOnly[0]} goes with --repo`,
         "add --repo OWNER/REPO to read the repository's backup artifacts, or drop it for a directory store (--out)",
+      );
+    }
+    if (values["out"] === undefined) {
+      throw new InputError(
+        `${command}: --out DIR (a directory store) or --repo OWNER/REPO (a repository's backup artifacts) is required`,
+        `see looker-backup ${command} --help`,
       );
     }
     return undefined;
