@@ -15,7 +15,14 @@ import { actionInputs } from "../config/source.js";
 import type { BackupSelection } from "../engine/backup.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { type PreflightCheck, PreflightError, runBackupPreflight } from "../engine/preflight.js";
-import { CancelledError, describeError, ExitCode, exitCodeOf, LookerError } from "../errors.js";
+import {
+  CancelledError,
+  describeError,
+  ExitCode,
+  exitCodeOf,
+  LookerBackupError,
+  LookerError,
+} from "../errors.js";
 import type { ConnectedNodes } from "../looker/nodes.js";
 import {
   type CatalogSnapshot,
@@ -28,6 +35,7 @@ import { ProgressReporter } from "../report/progress.js";
 import { backupSummaryMarkdown, preflightTable } from "../report/summary.js";
 import { keyfileNameFor } from "../store/archive-name.js";
 import { artifactStillExists } from "../store/artifact-find.js";
+import { pruneBackupArtifacts } from "../store/artifact-prune.js";
 import { ArtifactStore } from "../store/artifact-store.js";
 import { DirStore } from "../store/dir-store.js";
 import type { Store } from "../store/store.js";
@@ -124,7 +132,7 @@ async function backupAfterPreflight(
   let snapshot: CatalogSnapshot | undefined;
   let notSkippedBecause: string | undefined;
   const progress = new ProgressReporter("backup", (line) => core.info(line));
-  const result = await core.group("Backup", () =>
+  let result = await core.group("Backup", () =>
     runLookerBackup({
       ...jobSettingsOf(settings),
       selection,
@@ -152,6 +160,8 @@ async function backupAfterPreflight(
     }),
   );
   const artifact = uploadedArtifact(store, result);
+  const pruneWarnings = await pruneArtifacts(settings, result, artifact);
+  if (pruneWarnings.length > 0) result = { ...result, warnings: [...result.warnings, ...pruneWarnings] };
   if (snapshot && result.archive) {
     const stored = storedReference(store, result.archive.name, artifact);
     await savePreviousSnapshot(settings.instance, stored ? { ...snapshot, stored } : snapshot);
@@ -179,6 +189,75 @@ async function backupAfterPreflight(
   }
   return ExitCode.Ok;
 }
+
+/**
+ * The keep- inputs with store artifact: after a stored backup, this instance's backup artifacts across the
+ * repository's runs are listed and what the policy no longer keeps is deleted (store/artifact-prune.ts). Never fails
+ * the backup: whatever goes wrong (no token, a token without `actions: write`, a rate limit) is a warning, and every
+ * artifact not deleted still expires after its retention-days.
+ */
+async function pruneArtifacts(
+  settings: BackupSettings,
+  result: LookerJobResult,
+  artifact: UploadedArtifact | undefined,
+): Promise<string[]> {
+  const retention = settings.store.kind === "artifact" ? settings.store.retention : undefined;
+  if (!retention || !result.archive) return [];
+  const [owner, repo] = (process.env.GITHUB_REPOSITORY ?? "").split("/");
+  const runId = Number(process.env.GITHUB_RUN_ID);
+  if (!settings.githubToken || !owner || !repo) {
+    return [
+      `nothing pruned: ${!settings.githubToken ? "github-token is empty" : "GITHUB_REPOSITORY is not set"}; the keep- inputs with store artifact delete older backup artifacts through GitHub's API, with github-token and the job's \`permissions: actions: write\``,
+    ];
+  }
+  return core.group("Retention", async () => {
+    try {
+      const pruned = await pruneBackupArtifacts({
+        token: settings.githubToken!,
+        owner,
+        repo,
+        instance: settings.instance,
+        policy: retention,
+        ...(artifact && Number.isInteger(runId)
+          ? {
+              justUploaded: {
+                id: artifact.id,
+                name: result.archiveName,
+                size: result.archive!.size,
+                runId,
+              },
+            }
+          : {}),
+        maxArchives: MAX_PRUNED_PER_RUN,
+        log: (line) => core.info(line),
+      });
+      core.info(
+        `retention: ${pruned.archives.length} backup(s) of ${settings.instance} in ${owner}/${repo}; ` +
+          `${pruned.removed.length} deleted, ${pruned.archives.length - pruned.doomed.length} kept` +
+          (pruned.left.length > 0 ? `, ${pruned.left.length} left for the next run` : ""),
+      );
+      if (pruned.truncated) {
+        core.info(
+          "retention: the repository holds more artifacts than were listed; older backups are left to their retention-days",
+        );
+      }
+      return [...(pruned.refusal ? [pruned.refusal] : []), ...(pruned.warning ? [pruned.warning] : [])];
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      const hint = error instanceof LookerBackupError && error.hint ? `; ${error.hint}` : "";
+      return [
+        `nothing pruned: listing the backup artifacts failed: ${reason}${hint} (pruning needs github-token with \`permissions: actions: write\`)`,
+      ];
+    }
+  });
+}
+
+/**
+ * Archives deleted per run at most (each with up to three companions, a second apart): a first run after enabling the
+ * keep- inputs on months of backups takes a couple of minutes, not an hour of GITHUB_TOKEN's rate limit; the rest go
+ * in the runs after it.
+ */
+const MAX_PRUNED_PER_RUN = 30;
 
 /** The repository default (0) counts as GitHub's 90 days, the default of a new repository. */
 function retentionOf(days: number): number {

@@ -128,7 +128,15 @@ export interface SshNodeSpec {
 }
 
 export type StoreSettings =
-  | { readonly kind: "artifact"; readonly retentionDays: number }
+  | {
+      readonly kind: "artifact";
+      readonly retentionDays: number;
+      /**
+       * What the action prunes after a success, across the repository's runs (store/artifact-prune.ts, with
+       * github-token); undefined keeps every artifact until its retention-days pass.
+       */
+      readonly retention?: RetentionPolicy;
+    }
   | {
       readonly kind: "dir";
       readonly directory: string;
@@ -173,7 +181,10 @@ export interface BackupSettings {
   readonly skipIfUnchanged: boolean;
   /** What warnings do to the run: nothing, annotations (exit 0), or exit 3. */
   readonly onWarnings: "ignore" | "warn" | "error";
-  /** For checking that the artifact a skipped run relies on still exists (actions: read). */
+  /**
+   * For checking that the artifact a skipped run relies on still exists (actions: read), and for pruning backup
+   * artifacts of earlier runs with the keep- inputs (actions: write).
+   */
   readonly githubToken?: string;
   /** Extra environment for Looker's commands and the pre/post commands (runtime/child-env.ts). */
   readonly lookerEnv: Readonly<Record<string, string>>;
@@ -423,22 +434,28 @@ function mysqlOf(input: SettingReader): Partial<MysqlConnection> {
 
 function storeOf(input: SettingReader): StoreSettings {
   const kind = input.oneOf(Inputs.Store, ["artifact", "dir"] as const, DEFAULT_STORE);
-  if (kind === "artifact")
+  if (kind === "artifact") {
     // GitHub allows up to 90 days in public repositories and 400 in private ones; the artifact client lowers a
     // longer request to the repository's own limit (GITHUB_RETENTION_DAYS) with a warning.
     // 0: the repository's default retention (the client sends none).
-    return {
-      kind,
-      retentionDays: input.integer(Inputs.RetentionDays, {
-        min: 0,
-        max: MAX_RETENTION_DAYS,
-        fallback: DEFAULT_RETENTION_DAYS,
-      }),
-    };
+    const retentionDays = input.integer(Inputs.RetentionDays, {
+      min: 0,
+      max: MAX_RETENTION_DAYS,
+      fallback: DEFAULT_RETENTION_DAYS,
+    });
+    const retention = retentionOf(input);
+    return { kind, retentionDays, ...(retention ? { retention } : {}) };
+  }
   const directory = input.absolutePath(Inputs.StoreDir);
   if (!directory) {
     throw new InputError(`${input.label(Inputs.StoreDir)} is required when the store is a directory`);
   }
+  const retention = retentionOf(input);
+  return { kind, directory, ...(retention ? { retention } : {}) };
+}
+
+/** The keep- settings, the same for both stores; undefined when no rule would remove anything. */
+function retentionOf(input: SettingReader): RetentionPolicy | undefined {
   const keepLast = input.integer(Inputs.KeepLast, { min: 0, max: MAX_KEEP, fallback: DEFAULT_KEEP_LAST });
   const counts = {
     keepDays: input.integer(Inputs.KeepDays, { min: 1, max: MAX_KEEP }),
@@ -451,5 +468,5 @@ function storeOf(input: SettingReader): StoreSettings {
     ...Object.fromEntries(Object.entries(counts).filter(([, value]) => value !== undefined)),
     ...(input.bool(Inputs.ForcePrune) ? { forcePrune: true } : {}),
   };
-  return { kind, directory, ...(prunes(retention) ? { retention } : {}) };
+  return prunes(retention) ? retention : undefined;
 }

@@ -1,16 +1,17 @@
 /**
  * Finds artifacts across workflow runs through GitHub's REST API: the newest backup (restore and drills run in
- * another workflow than the backup), and a repository's artifacts by name (the drill history). @actions/artifact's
- * `findBy` only looks inside a run it is told about, so the runs are found here, with the ecosystem's client:
- * @actions/github's Octokit (proxy settings, GITHUB_API_URL), its `Link`-header pagination, plugin-retry for 5xx and
- * dropped connections, and plugin-throttling for GitHub's rate limits. Needs a token with `actions: read`.
+ * another workflow than the backup), every backup of an instance (`list --repo`, retention), and a repository's
+ * artifacts by name (the drill history); and deletes artifacts (retention). @actions/artifact's `findBy` only looks
+ * inside a run it is told about, so the runs are found here, with the ecosystem's client: @actions/github's Octokit
+ * (proxy settings, GITHUB_API_URL), its `Link`-header pagination, plugin-retry for 5xx and dropped connections, and
+ * plugin-throttling for GitHub's rate limits. Reading needs a token with `actions: read`, deleting `actions: write`.
  */
 import { readFileSync } from "node:fs";
 import { getOctokit } from "@actions/github";
 import { retry } from "@octokit/plugin-retry";
-import { throttling } from "@octokit/plugin-throttling";
+import { type ThrottlingOptions, throttling } from "@octokit/plugin-throttling";
 import { InputError, LookerBackupError } from "../errors.js";
-import { parseArchiveName } from "./archive-name.js";
+import { ARCHIVE_SUFFIX, KEYFILE_SUFFIX, parseArchiveName } from "./archive-name.js";
 import { ACCESS_HINT, normalizeDigest } from "./artifact-store.js";
 import { rateLimitErrorOf } from "./rate-limit.js";
 
@@ -73,6 +74,46 @@ export interface FoundArtifact {
 /** Kept for callers that name what they look for. */
 export type FoundBackupArtifact = FoundArtifact;
 
+/** What to check when GitHub refuses (401/403) to delete an artifact. */
+export const WRITE_ACCESS_HINT =
+  "deleting artifacts needs a token with `actions: write` on the repository (the backup job's `permissions: actions: " +
+  "write`, or a token with write access to the repository's Actions)";
+
+export interface ListBackupArtifactsRequest extends RepositoryRequest {
+  /** Only archives of this instance. */
+  readonly instance?: string;
+  /** Only artifacts of runs of this workflow (file name or id), whatever their conclusion. */
+  readonly workflow?: string;
+  /** Only artifacts of runs of this branch. */
+  readonly branch?: string;
+  /** Looks at no more than this many of the repository's artifacts, newest first. Default 5000. */
+  readonly maxArtifacts?: number;
+}
+
+/** A backup archive kept as an artifact, with the artifacts stored beside it in the same run. */
+export interface BackupArtifact extends FoundArtifact {
+  /** `artifact <id> of run <run id>`: where a person finds it (StoredObject's location). */
+  readonly location: string;
+  readonly instance: string;
+  /** The branch of the run that uploaded it, when GitHub says. */
+  readonly branch?: string;
+  /**
+   * Its companions, uploaded by the same run: `<archive>.<anything>` (the `.sig`, the catalog sidecar) and
+   * `<instance>-<time>.keyfile.age`; `createdAt` is their upload time.
+   */
+  readonly companions: readonly FoundArtifact[];
+}
+
+export interface BackupArtifactListing {
+  /** Newest first, by the time in the name (when the backup started), then by id. */
+  readonly archives: BackupArtifact[];
+  /**
+   * True when the repository holds more artifacts than were looked at: the oldest backups may be missing (never the
+   * newest: GitHub lists artifacts newest first).
+   */
+  readonly truncated: boolean;
+}
+
 interface RestArtifact {
   id: number;
   name: string;
@@ -80,13 +121,27 @@ interface RestArtifact {
   expired?: boolean;
   created_at?: string | null;
   digest?: string | null;
-  workflow_run?: { id?: number | null } | null;
+  workflow_run?: { id?: number | null; head_branch?: string | null } | null;
+}
+
+interface RestRun {
+  id: number;
+  created_at: string;
 }
 
 /** GitHub's largest page; fewer requests against the rate limit. */
 const PAGE_SIZE = 100;
 const DEFAULT_MAX_RUNS = 200;
 const DEFAULT_MAX_ARTIFACTS = 2000;
+/** 50 pages: a year of hourly backups with their companions, well within GITHUB_TOKEN's 1,000 requests an hour. */
+const DEFAULT_MAX_LISTED_ARTIFACTS = 5000;
+/**
+ * How long before its artifacts a run may have started: GitHub ends a workflow run after 35 days ("Usage limits",
+ * workflow run time). A `--workflow` filter stops reading runs that started this long before the oldest backup.
+ */
+const MAX_RUN_DURATION_MS = 35 * 86_400_000;
+/** `<instance>-<UTC time>.tar.zst.age.<anything>`: what is stored beside an archive under its own name. */
+const COMPANION_PATTERN = /^(.+-\d{8}T\d{6}Z\.tar\.zst\.age)\..+$/;
 
 /** The newest matching backup artifact of the newest successful run that has one; InputError when there is none. */
 export async function findNewestBackupArtifact(request: FindBackupArtifactRequest): Promise<FoundArtifact> {
@@ -131,6 +186,17 @@ export async function findRepositoryArtifacts(
 }
 
 /**
+ * Every unexpired backup archive in the repository (of one instance, workflow or branch when given) across all its
+ * workflow runs, with its companions, newest first. One paged listing of the repository's artifacts (100 a request),
+ * plus, with `workflow`, the workflow's runs back to the oldest backup found.
+ */
+export async function listBackupArtifacts(
+  request: ListBackupArtifactsRequest,
+): Promise<BackupArtifactListing> {
+  return new GitHubApi(request).backupArtifacts(request);
+}
+
+/**
  * Whether an artifact can still be downloaded: `GET /repos/{owner}/{repo}/actions/artifacts/{artifact_id}` answers
  * 404 once it was deleted and `expired: true` once its retention ran out. Rejects when GitHub cannot tell (rate
  * limit, permissions), so a caller relying on the artifact does not guess.
@@ -167,13 +233,57 @@ function backupTime(artifact: RestArtifact): number {
   return parseArchiveName(artifact.name)?.createdAt.getTime() ?? (Number.isNaN(uploadedAt) ? 0 : uploadedAt);
 }
 
+export function artifactLocation(artifactId: number, runId: number): string {
+  return `artifact ${artifactId} of run ${runId}`;
+}
+
+/**
+ * The archive an artifact name accompanies: `<archive>.<anything>` (`.sig`, the catalog sidecar), or the key file
+ * `<instance>-<time>.keyfile.age` of `<instance>-<time>.tar.zst.age`; undefined for anything else.
+ */
+export function companionOf(name: string): string | undefined {
+  const beside = COMPANION_PATTERN.exec(name)?.[1];
+  if (beside !== undefined) return parseArchiveName(beside) === undefined ? undefined : beside;
+  if (!name.endsWith(KEYFILE_SUFFIX)) return undefined;
+  const archive = name.slice(0, -KEYFILE_SUFFIX.length) + ARCHIVE_SUFFIX;
+  return parseArchiveName(archive) === undefined ? undefined : archive;
+}
+
 async function* single(runId: number): AsyncGenerator<number> {
   yield runId;
 }
 
 type Octokit = ReturnType<typeof getOctokit>;
 
-class GitHubApi {
+/** When the last mutating request of this process was let through (GitHub's advice is per client, not per call). */
+let lastWriteAt = 0;
+let writeQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * GitHub asks for at least a second between mutating requests ("Best practices for using the REST API"), as
+ * plugin-throttling's own write limiter waits in real seconds; this one waits one unit (ApiRetryOptions.unitMs), so
+ * that tests can shrink it like the other waits. It has the one method the plugin calls on its write group
+ * (`key(id).schedule(options, task, ...args)`), one request at a time.
+ */
+function writePacer(unitMs: number): NonNullable<ThrottlingOptions["write"]> {
+  const schedule = (
+    _options: unknown,
+    task: (...args: unknown[]) => Promise<unknown>,
+    ...args: unknown[]
+  ) => {
+    const turn = writeQueue.then(async () => {
+      const wait = lastWriteAt + unitMs - Date.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      lastWriteAt = Date.now();
+      return task(...args);
+    });
+    writeQueue = turn.catch(() => undefined);
+    return turn;
+  };
+  return { key: () => ({ schedule }) } as unknown as NonNullable<ThrottlingOptions["write"]>;
+}
+
+export class GitHubApi {
   private readonly octokit: Octokit;
 
   constructor(private readonly request: RepositoryRequest) {
@@ -214,6 +324,7 @@ class GitHubApi {
           retryAfterBaseValue: unitMs,
           onRateLimit: onLimit("primary"),
           onSecondaryRateLimit: onLimit("secondary"),
+          write: writePacer(unitMs),
         },
       },
       retry,
@@ -237,11 +348,21 @@ class GitHubApi {
     branch: string | undefined,
     maxRuns = DEFAULT_MAX_RUNS,
   ): AsyncGenerator<number> {
+    for await (const run of this.runs(workflow, branch, "success", maxRuns)) yield run.id;
+  }
+
+  /** Runs (of one workflow, branch and conclusion when given), newest first. */
+  async *runs(
+    workflow: string | undefined,
+    branch: string | undefined,
+    status: "success" | undefined,
+    maxRuns: number,
+  ): AsyncGenerator<RestRun> {
     const common = {
       owner: this.request.owner,
       repo: this.request.repo,
-      status: "success" as const,
       per_page: PAGE_SIZE,
+      ...(status === undefined ? {} : { status }),
       ...(branch === undefined ? {} : { branch }),
     };
     const pages =
@@ -259,7 +380,7 @@ class GitHubApi {
     for await (const page of this.pages(what, pages)) {
       for (const run of page) {
         if (seen++ >= maxRuns) return;
-        yield run.id;
+        yield run;
       }
     }
   }
@@ -278,7 +399,11 @@ class GitHubApi {
     return all;
   }
 
-  async *repositoryArtifacts(maxArtifacts: number): AsyncGenerator<RestArtifact> {
+  /** The repository's artifacts as GitHub lists them (newest first), at most `maxArtifacts`; `limit.hit` says when more were left. */
+  async *repositoryArtifacts(
+    maxArtifacts: number,
+    limit: { hit: boolean } = { hit: false },
+  ): AsyncGenerator<RestArtifact> {
     const pages = this.octokit.paginate.iterator(this.octokit.rest.actions.listArtifactsForRepo, {
       owner: this.request.owner,
       repo: this.request.repo,
@@ -287,9 +412,96 @@ class GitHubApi {
     let seen = 0;
     for await (const page of this.pages("GET /repos/{owner}/{repo}/actions/artifacts", pages)) {
       for (const artifact of page) {
-        if (seen++ >= maxArtifacts) return;
+        if (seen++ >= maxArtifacts) {
+          limit.hit = true;
+          return;
+        }
         yield artifact;
       }
+    }
+  }
+
+  /** See listBackupArtifacts. */
+  async backupArtifacts(request: ListBackupArtifactsRequest): Promise<BackupArtifactListing> {
+    const limit = { hit: false };
+    const archives: RestArtifact[] = [];
+    const companions = new Map<string, FoundArtifact[]>();
+    for await (const artifact of this.repositoryArtifacts(
+      request.maxArtifacts ?? DEFAULT_MAX_LISTED_ARTIFACTS,
+      limit,
+    )) {
+      const runId = artifact.workflow_run?.id;
+      if (artifact.expired || typeof runId !== "number") continue;
+      if (request.branch !== undefined && artifact.workflow_run?.head_branch !== request.branch) continue;
+      const parsed = parseArchiveName(artifact.name);
+      if (parsed !== undefined) {
+        if (request.instance === undefined || parsed.instance === request.instance) archives.push(artifact);
+        continue;
+      }
+      const archive = companionOf(artifact.name);
+      if (archive === undefined) continue;
+      const key = `${runId}/${archive}`;
+      const uploadedAt = new Date(Date.parse(artifact.created_at ?? "") || 0);
+      companions.set(key, [...(companions.get(key) ?? []), foundOf(artifact, runId, uploadedAt)]);
+    }
+    const runs =
+      request.workflow === undefined
+        ? undefined
+        : await this.runsHolding(request.workflow, request.branch, archives);
+    const listed: BackupArtifact[] = [];
+    for (const artifact of archives) {
+      const runId = artifact.workflow_run?.id as number;
+      if (runs !== undefined && !runs.has(runId)) continue;
+      const branch = artifact.workflow_run?.head_branch;
+      listed.push({
+        ...foundOf(artifact, runId, new Date(backupTime(artifact))),
+        location: artifactLocation(artifact.id, runId),
+        instance: parseArchiveName(artifact.name)?.instance as string,
+        ...(branch ? { branch } : {}),
+        companions: (companions.get(`${runId}/${artifact.name}`) ?? []).sort((a, b) => a.id - b.id),
+      });
+    }
+    listed.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || b.id - a.id);
+    return { archives: listed, truncated: limit.hit };
+  }
+
+  /**
+   * Which of the artifacts' runs belong to the workflow: its runs (any conclusion), newest first, until every run
+   * holding one of them was seen, or the runs started too long before the oldest of them to hold any.
+   */
+  private async runsHolding(
+    workflow: string,
+    branch: string | undefined,
+    artifacts: readonly RestArtifact[],
+  ): Promise<Set<number>> {
+    const wanted = new Set(artifacts.map((artifact) => artifact.workflow_run?.id as number));
+    const found = new Set<number>();
+    if (wanted.size === 0) return found;
+    const oldest = Math.min(...artifacts.map((artifact) => Date.parse(artifact.created_at ?? "") || 0));
+    for await (const run of this.runs(workflow, branch, undefined, Number.POSITIVE_INFINITY)) {
+      if (wanted.has(run.id)) found.add(run.id);
+      if (found.size === wanted.size || Date.parse(run.created_at) < oldest - MAX_RUN_DURATION_MS) break;
+    }
+    return found;
+  }
+
+  /**
+   * Deletes an artifact (`DELETE /repos/{owner}/{repo}/actions/artifacts/{artifact_id}`, 204); false when GitHub
+   * has no such artifact any more (404: deleted meanwhile). A 401/403 that is not a rate limit is an InputError with
+   * the `actions: write` hint.
+   */
+  async deleteArtifact(artifactId: number): Promise<boolean> {
+    const what = "DELETE /repos/{owner}/{repo}/actions/artifacts/{artifact_id}";
+    try {
+      await this.octokit.rest.actions.deleteArtifact({
+        owner: this.request.owner,
+        repo: this.request.repo,
+        artifact_id: artifactId,
+      });
+      return true;
+    } catch (error) {
+      if ((error as OctokitError | undefined)?.status === 404) return false;
+      throw apiError(error, what, this.request, WRITE_ACCESS_HINT);
     }
   }
 
@@ -361,7 +573,7 @@ interface OctokitError {
  * limit's message, as GitHub's REST docs describe them) is said to be one, with when it lifts: it is not a permission
  * problem. Other 401/403/404 are the caller's to fix; what is left already went through plugin-retry.
  */
-function apiError(error: unknown, what: string, request: RepositoryRequest): Error {
+function apiError(error: unknown, what: string, request: RepositoryRequest, accessHint = ACCESS_HINT): Error {
   if (error instanceof LookerBackupError) return error;
   const { status, message } = (error ?? {}) as OctokitError;
   if (typeof status !== "number") {
@@ -380,7 +592,7 @@ function apiError(error: unknown, what: string, request: RepositoryRequest): Err
       error,
     );
   }
-  if (status === 403 || status === 404) return new InputError(answered, ACCESS_HINT, error);
+  if (status === 403 || status === 404) return new InputError(answered, accessHint, error);
   return new LookerBackupError(answered, {
     cause: error,
     hint:

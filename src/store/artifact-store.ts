@@ -255,7 +255,11 @@ export class ArtifactStore implements Store {
     }
   }
 
-  /** GitHub deletes artifacts when their retention-days pass; there is nothing for this store to prune. */
+  /**
+   * GitHub deletes artifacts when their retention-days pass. The keep- rules reach across workflow runs, which this
+   * store (one run, on the runner's token) cannot: the backup action applies them after the backup through the REST
+   * API with github-token (artifact-prune.ts).
+   */
   async prune(): Promise<string[]> {
     return [];
   }

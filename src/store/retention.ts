@@ -19,9 +19,21 @@ export function namesToPrune(
   policy: RetentionPolicy,
   now: Date,
 ): string[] {
+  return archivesToPrune(archives, policy, now).map((archive) => archive.name);
+}
+
+/**
+ * The archives a policy drops, newest first: the objects themselves, so that two stored under one name (artifacts of
+ * two runs) are told apart.
+ */
+export function archivesToPrune<T extends StoredObject>(
+  archives: readonly T[],
+  policy: RetentionPolicy,
+  now: Date,
+): T[] {
   if (!prunes(policy)) return [];
   const newestFirst = [...archives].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
-  const kept = new Set<StoredObject>();
+  const kept = new Set<T>();
   for (const archive of newestFirst.slice(0, policy.keepLast ?? 0)) kept.add(archive);
   if (policy.keepDays !== undefined) {
     const cutoff = now.getTime() - policy.keepDays * 86_400_000;
@@ -43,7 +55,7 @@ export function namesToPrune(
       left--;
     }
   }
-  return newestFirst.filter((archive) => !kept.has(archive)).map((archive) => archive.name);
+  return newestFirst.filter((archive) => !kept.has(archive));
 }
 
 /**

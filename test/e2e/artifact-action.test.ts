@@ -9,11 +9,12 @@
  * Actions cache versions an entry by the paths it holds.
  */
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { compactUtc } from "../../src/store/archive-name.js";
 import { cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { type ResultsService, type RunHandle, startResultsService } from "../helpers/results-service.js";
@@ -501,5 +502,77 @@ describe("bundled actions with the artifact store (real artifact and cache clien
   it("keeps the README's action tables generated from the action files", () => {
     const check = spawnSync(process.execPath, ["scripts/docs.mjs", "--check"], { encoding: "utf8" });
     expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+});
+
+describe("the keep- inputs with the artifact store", () => {
+  const GFS = "e2e-gfs";
+
+  it("prune the instance's backups of earlier runs with their companions; a read-only token only warns", async () => {
+    const now = Date.now();
+    const seeded: { id: number; name: string }[][] = [];
+    for (const daysAgo of [40, 9, 3, 2]) {
+      const at = new Date(now - daysAgo * DAY_MS);
+      const run = service.addRun({ workflow: "backup.yml", createdAt: at });
+      const name = `${GFS}-${compactUtc(at)}.tar.zst.age`;
+      const seed = (artifactName: string) =>
+        service.seedArtifact(run.runId, artifactName, randomBytes(2048), { createdAt: at });
+      seeded.push([
+        await seed(name),
+        await seed(`${name}.sig`),
+        await seed(name.replace(/\.tar\.zst\.age$/, ".keyfile.age")),
+      ]);
+    }
+    const otherRun = service.addRun({ workflow: "backup.yml", createdAt: new Date(now - 9 * DAY_MS) });
+    const other = await service.seedArtifact(
+      otherRun.runId,
+      `e2e-other-${compactUtc(new Date(now - 9 * DAY_MS))}.tar.zst.age`,
+      randomBytes(2048),
+    );
+    const ids = () => new Set(service.artifacts().map((a) => a.id));
+
+    // GITHUB_TOKEN without actions: write: the backup succeeds, says what permission pruning needs, deletes nothing.
+    const readOnly = backupRun();
+    const warned = await runBackup(
+      readOnly,
+      backupInputs({ instance: GFS, "keep-last": "2", "github-token": service.token }),
+    );
+    expect(warned.outputs.skipped).toBe("false");
+    expect(warned.stdout).toMatch(
+      /^::warning::nothing pruned \(3 superseded backup\(s\) kept\): deleting .* failed: github api answered 403 .*actions: write/m,
+    );
+    expect(warned.summary).toContain("actions: write");
+    for (const artifact of seeded.flat()) expect(ids().has(artifact.id)).toBe(true);
+
+    const run = backupRun();
+    const pruned = await runBackup(
+      run,
+      backupInputs({ instance: GFS, "keep-last": "2", "github-token": service.writeToken }),
+    );
+    expect(pruned.outputs.warnings, pruned.stdout).toBe("0");
+    expect(pruned.stdout).toContain(
+      `retention: 6 backup(s) of ${GFS} in ${service.owner}/${service.repo}; 4 deleted, 2 kept`,
+    );
+    const left = ids();
+    for (const artifact of seeded.flat()) expect(left.has(artifact.id), artifact.name).toBe(false);
+    // Kept: this run's backup and the one before it; the other instance's backup is not this instance's to prune.
+    const [kept] = artifactsOf(readOnly.runId).filter((a) => a.name === warned.outputs["archive-name"]);
+    expect(kept && left.has(kept.id)).toBe(true);
+    expect(left.has(Number(pruned.outputs["artifact-id"]))).toBe(true);
+    expect(left.has(other.id)).toBe(true);
+    // `list --repo` shows what is left of the instance, newest first: what a drill takes is this run's backup.
+    process.env["LB_E2E_TOKEN"] = service.token;
+    try {
+      const listed = await cliJson<{ name: string; runId: number }[]>(
+        ...["list", "--repo", `${service.owner}/${service.repo}`, "--instance", GFS],
+        ...["--api-url", service.env["GITHUB_API_URL"]!, "--token-env", "LB_E2E_TOKEN"],
+      );
+      expect(listed.map((a) => [a.name, a.runId])).toEqual([
+        [pruned.outputs["archive-name"], run.runId],
+        [warned.outputs["archive-name"], readOnly.runId],
+      ]);
+    } finally {
+      delete process.env["LB_E2E_TOKEN"];
+    }
   });
 });

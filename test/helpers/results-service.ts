@@ -3,11 +3,13 @@
  * unmodified in tests (in-process after setting process.env, or in a child process given `env`):
  * - the Twirp JSON results service at ACTIONS_RESULTS_URL (`/twirp/github.actions.results.api.v1.ArtifactService/*`
  *   and `.../CacheService/*`, the v2 cache service),
- * - the REST endpoints the cross-run lookups use at GITHUB_API_URL (`/api/repos/...`: get a repository, list workflow
- *   runs with their `branch` and `status` filters, list a run's and a repository's artifacts, the artifact download
- *   redirect), paginated with `Link` headers, counted against a rate limit and answering with GitHub's
- *   `x-ratelimit-*` headers (docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api and
- *   .../rate-limits-for-the-rest-api), for any number of repositories,
+ * - the REST endpoints the cross-run lookups and the artifact store's retention use at GITHUB_API_URL
+ *   (`/api/repos/...`: get a repository, list workflow runs with their `branch` and `status` filters, list a run's
+ *   and a repository's artifacts, get, download and delete an artifact: docs.github.com/en/rest/actions/artifacts and
+ *   .../actions/workflow-runs), paginated with `Link` headers, counted against a rate limit and answering with
+ *   GitHub's `x-ratelimit-*` headers (docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api and
+ *   .../rate-limits-for-the-rest-api), for any number of repositories, with tokens of three permissions (none,
+ *   `actions: read`, `actions: write`),
  * - blobs in a real Azurite server, reached through real SAS URLs signed with Azurite's development account key.
  * Everything listens on 127.0.0.1 with kernel-picked ports. Requests are recorded so tests can assert what a client
  * sent (e.g. the retention's expires_at), and faults can be injected per method.
@@ -52,7 +54,10 @@ export interface RunHandle {
 export interface ReceivedCall {
   /** `ArtifactService`, `CacheService` or `rest`. */
   readonly service: string;
-  /** The Twirp method (`CreateArtifact`) or the REST operation (`listWorkflowRuns`, `listRunArtifacts`, `downloadArtifact`). */
+  /**
+   * The Twirp method (`CreateArtifact`) or the REST operation (`listWorkflowRuns`, `listRunArtifacts`,
+   * `listRepoArtifacts`, `getArtifact`, `downloadArtifact`, `deleteArtifact`).
+   */
   readonly method: string;
   readonly body: Record<string, unknown>;
 }
@@ -121,8 +126,14 @@ export interface ResultsService {
   readonly repo: string;
   /** The service repository's default branch (`main` unless started with another). */
   readonly defaultBranch: string;
-  /** A REST token with `actions: read` (on every repository of the service, like a token of an org-wide app). */
+  /**
+   * A REST token with `actions: read` (on every repository of the service, like a token of an org-wide app): it
+   * lists and downloads, and deleting an artifact with it is refused with 403, as a GITHUB_TOKEN without
+   * `actions: write` is.
+   */
   readonly token: string;
+  /** A REST token with `actions: write` (which includes read): it may also delete artifacts. */
+  readonly writeToken: string;
   /** A REST token the API knows but refuses with 403 (a GITHUB_TOKEN without `actions: read`). */
   readonly forbiddenToken: string;
   /** Every Twirp and REST call received, in order. */
@@ -246,12 +257,15 @@ async function startHttp(
   defaultBranch: string,
 ): Promise<ResultsService> {
   const token = `ghs_${randomUUID().replaceAll("-", "")}`;
+  const writeToken = `ghs_${randomUUID().replaceAll("-", "")}`;
   const forbiddenToken = `ghs_${randomUUID().replaceAll("-", "")}`;
   const runs: Run[] = [];
   const artifacts: StoredArtifact[] = [];
   const cacheEntries: CacheEntry[] = [];
   const calls: ReceivedCall[] = [];
   const faults = new Map<string, Fault[]>();
+  /** Blob deletions of deleted artifacts, awaited before Azurite stops. */
+  const deletedBlobs: Promise<unknown>[] = [];
   const workflowIds = new Map<string, number>();
   let nextRunId = 7_000_000_001;
   let nextArtifactId = 900_001;
@@ -596,7 +610,7 @@ async function startHttp(
 
   type RestAnswer = { status: number; body?: unknown; location?: string; link?: string | undefined };
 
-  const handleRest = (url: URL, apiUrl: string): RestAnswer => {
+  const handleRest = (method: string, url: URL, apiUrl: string, bearer: string): RestAnswer => {
     const route = url.pathname.slice(API_PREFIX.length);
     const repoMatch = /^\/repos\/([^/]+)\/([^/]+)(\/.*)?$/.exec(route);
     // Owner and repository names are case-insensitive on GitHub.
@@ -609,6 +623,7 @@ async function startHttp(
     const rest = repoMatch[3] ?? "";
     const runsOfRepo = runs.filter((r) => r.repository === repository);
 
+    if (method === "DELETE") return deleteRest(rest, repository, bearer);
     if (rest === "") return { status: 200, body: restRepository(repository, apiUrl) };
 
     let match = /^\/actions\/(?:workflows\/([^/]+)\/)?runs$/.exec(rest);
@@ -665,6 +680,24 @@ async function startHttp(
     throw new ServiceError(404, "not_found", "Not Found");
   };
 
+  /**
+   * "Delete an artifact" (https://docs.github.com/en/rest/actions/artifacts#delete-an-artifact):
+   * `DELETE /repos/{owner}/{repo}/actions/artifacts/{artifact_id}` answers 204 without a body; a token without
+   * `actions: write` gets 403 "Resource not accessible by integration", an unknown id (or one of another repository)
+   * 404. The artifact and its blob are gone afterwards, from every listing.
+   */
+  const deleteRest = (rest: string, repository: Repository, bearer: string): RestAnswer => {
+    const match = /^\/actions\/artifacts\/(\d+)$/.exec(rest);
+    if (!match) throw new ServiceError(404, "not_found", "Not Found");
+    if (bearer !== writeToken)
+      throw new ServiceError(403, "forbidden", "Resource not accessible by integration");
+    const artifact = artifacts.find((a) => a.id === Number(match[1]) && a.run.repository === repository);
+    if (!artifact) throw new ServiceError(404, "not_found", "Not Found");
+    removeWhere(artifacts, (a) => a === artifact);
+    deletedBlobs.push(container.getBlobClient(artifact.blobName).deleteIfExists());
+    return { status: 204 };
+  };
+
   /** Finalized artifacts, newest first, optionally of one exact `name`. */
   const artifactList = (candidates: StoredArtifact[], url: URL, apiUrl: string): RestAnswer => {
     const name = url.searchParams.get("name");
@@ -679,7 +712,8 @@ async function startHttp(
     };
   };
 
-  const restOperationOf = (pathname: string) => {
+  const restOperationOf = (method: string, pathname: string) => {
+    if (method === "DELETE") return /\/actions\/artifacts\/\d+$/.test(pathname) ? "deleteArtifact" : "rest";
     if (/\/runs$/.test(pathname)) return "listWorkflowRuns";
     if (/\/runs\/\d+\/artifacts$/.test(pathname)) return "listRunArtifacts";
     if (/\/actions\/artifacts$/.test(pathname)) return "listRepoArtifacts";
@@ -760,16 +794,26 @@ async function startHttp(
         throw error;
       }
     }
-    if (url.pathname.startsWith(`${API_PREFIX}/`) && req.method === "GET") {
-      const operation = restOperationOf(url.pathname);
-      calls.push({ service: "rest", method: operation, body: Object.fromEntries(url.searchParams) });
+    if (url.pathname.startsWith(`${API_PREFIX}/`) && (req.method === "GET" || req.method === "DELETE")) {
+      const operation = restOperationOf(req.method, url.pathname);
+      const deleted = /\/actions\/artifacts\/(\d+)$/.exec(url.pathname)?.[1];
+      calls.push({
+        service: "rest",
+        method: operation,
+        body: {
+          ...Object.fromEntries(url.searchParams),
+          ...(operation === "deleteArtifact" && deleted ? { artifact_id: Number(deleted) } : {}),
+        },
+      });
       const fault = takeFault(operation);
       if (fault === "reset") return void req.socket.destroy();
       const bearer = /^(?:token|Bearer) (.+)$/i.exec(req.headers.authorization ?? "")?.[1];
       const restError = (status: number, message: string, headers: Record<string, string> = {}) =>
         sendJson(res, status, { message, documentation_url: "https://docs.github.com/rest" }, { ...headers });
       // Unauthenticated requests have their own limit on GitHub; here they are simply refused before counting.
-      if (bearer !== token && bearer !== forbiddenToken) return restError(401, "Bad credentials");
+      if (bearer !== token && bearer !== writeToken && bearer !== forbiddenToken) {
+        return restError(401, "Bad credentials");
+      }
       const rate = countRequest(bearer);
       if (fault)
         return restError(fault.status, fault.message ?? "injected fault", {
@@ -782,7 +826,11 @@ async function startHttp(
       if (bearer === forbiddenToken)
         return restError(403, "Resource not accessible by integration", rate.headers);
       try {
-        const answer = handleRest(url, apiUrl);
+        const answer = handleRest(req.method, url, apiUrl, bearer);
+        if (answer.status === 204) {
+          res.writeHead(204, rate.headers);
+          return void res.end();
+        }
         if (answer.location !== undefined) {
           res.writeHead(answer.status, { ...rate.headers, location: answer.location, "content-length": "0" });
           return void res.end();
@@ -845,6 +893,7 @@ async function startHttp(
     repo,
     defaultBranch,
     token,
+    writeToken,
     forbiddenToken,
     calls,
     callsTo: (method) => calls.filter((c) => c.method === method),
@@ -884,6 +933,7 @@ async function startHttp(
       faults.set(method, [...(faults.get(method) ?? []), ...Array.from({ length: times }, () => fault)]);
     },
     stop: async () => {
+      await Promise.allSettled(deletedBlobs);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await azurite.stop();
