@@ -54,7 +54,7 @@ describe("signals during a CLI backup", () => {
     "%s %s -> exit 130, no partial archive, older archive intact",
     async (signal, _when, fraction) => {
       const out = join(work, `store-${signal}-${fraction}`);
-      const older = await cliJson<{ archive: string; bytesOut: number }>(
+      const older = await cliJson<{ archive: string; catalog: string; bytesOut: number }>(
         ...backupArgv(home, out, recipient, "sig"),
       );
       const olderSha = await sha256(older.archive);
@@ -91,7 +91,9 @@ describe("signals during a CLI backup", () => {
       expect(signalled, "the backup finished before the signal point was reached").toBe(true);
       expect(run.code, run.stderr).toBe(130);
       expect(run.stderr).toMatch(/cancelled/);
-      expect(await readdir(out), "only the older archive is left").toEqual([basename(older.archive)]);
+      expect((await readdir(out)).sort(), "only the older archive (and its sidecar) is left").toEqual(
+        [basename(older.archive), basename(older.catalog)].sort(),
+      );
       expect(await sha256(older.archive)).toBe(olderSha);
     },
   );
