@@ -262,7 +262,7 @@ function instanceOf(name: string): string {
 }
 
 /**
- * A directory store that must already exist (list, prune): a misspelt --out is exit 2, not "no archives"; a file
+ * A directory store that must already exist (list, prune, latest): a misspelt --out is exit 2, not "no archives"; a file
  * given for it gets a hint.
  */
 export async function existingStoreDir(values: ParsedOptions, command: string): Promise<string> {
