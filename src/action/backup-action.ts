@@ -347,6 +347,7 @@ function setOutputs(
   }
   if (settings.keystoreIndependent && uploaded)
     core.setOutput(Outputs.KeyfileArtifactName, keyfileNameFor(result.archiveName));
+  core.setOutput(Outputs.CatalogName, result.catalogSidecar?.name ?? "");
 }
 
 /** The artifact's page, as actions/upload-artifact builds its `artifact-url` output. */

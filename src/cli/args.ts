@@ -11,11 +11,25 @@ export interface OptionSpec {
 
 export type OptionSpecs = Record<string, OptionSpec>;
 
+/**
+ * An argument without a flag (`ls ARCHIVE [PATH]`). Its value is found in the parsed values under `name`, which no
+ * flag of the command may have: a string, or with `multiple` an array of one or more.
+ */
+export interface PositionalSpec {
+  readonly name: string;
+  readonly help: string;
+  readonly optional?: boolean;
+  /** Takes one or more arguments: those the positionals after it leave over. At most one per command. */
+  readonly multiple?: boolean;
+}
+
 export interface CommandSpec {
   readonly name: string;
   readonly summary: string;
   readonly usage: string;
   readonly options: OptionSpecs;
+  /** In order; without them, any argument that is not a flag is refused. */
+  readonly positionals?: readonly PositionalSpec[];
 }
 
 export type ParsedOptions = Record<string, string | boolean | string[] | undefined>;
@@ -28,6 +42,7 @@ export function parseCommandArgs(spec: CommandSpec, argv: readonly string[]): Pa
       { type: o.type, multiple: o.multiple ?? false, ...(o.short ? { short: o.short } : {}) },
     ]),
   );
+  let parsed: { values: ParsedOptions; positionals: string[] };
   try {
     const { values, positionals } = parseArgs({
       args: [...argv],
@@ -35,18 +50,50 @@ export function parseCommandArgs(spec: CommandSpec, argv: readonly string[]): Pa
       strict: true,
       allowPositionals: true,
     });
-    if (positionals.length > 0) {
-      throw new InputError(
-        `${spec.name}: unexpected argument '${positionals[0]}'`,
-        `see looker-backup ${spec.name} --help`,
-      );
-    }
-    return values as ParsedOptions;
+    parsed = { values: values as ParsedOptions, positionals };
   } catch (error) {
-    if (error instanceof InputError) throw error;
     const message = (error as Error).message.replace(/^Option/, "option").replace(/\. To specify.*$/s, "");
     throw new InputError(`${spec.name}: ${message}`, `see looker-backup ${spec.name} --help`);
   }
+  // `ls --help` shows the help, whatever arguments are missing.
+  if (parsed.values.help) return parsed.values;
+  return { ...parsed.values, ...assignPositionals(spec, parsed.positionals) };
+}
+
+/** The arguments by the names the spec gives them; too few or too many is exit 2 naming what is missing or extra. */
+function assignPositionals(spec: CommandSpec, given: readonly string[]): ParsedOptions {
+  const specs = spec.positionals ?? [];
+  const assigned: ParsedOptions = {};
+  let next = 0;
+  for (const [index, positional] of specs.entries()) {
+    if (positional.name in spec.options) throw new Error(`${spec.name}: ${positional.name} is a flag too`);
+    const after = specs.slice(index + 1).filter((p) => !p.optional).length;
+    if (positional.multiple) {
+      const count = Math.max(0, given.length - next - after);
+      if (count === 0 && !positional.optional) throw missing(spec, positional);
+      assigned[positional.name] = given.slice(next, next + count);
+      next += count;
+    } else if (next < given.length && (given.length - next > after || !positional.optional)) {
+      assigned[positional.name] = given[next++];
+    } else if (!positional.optional) {
+      throw missing(spec, positional);
+    }
+  }
+  if (next < given.length) {
+    throw new InputError(
+      `${spec.name}: unexpected argument '${given[next]}'`,
+      `see looker-backup ${spec.name} --help`,
+    );
+  }
+  return assigned;
+}
+
+function missing(spec: CommandSpec, positional: PositionalSpec): InputError {
+  return new InputError(`${spec.name}: ${argumentName(positional)} is missing`, `usage: ${spec.usage}`);
+}
+
+function argumentName(positional: PositionalSpec): string {
+  return `${positional.name.toUpperCase()}${positional.multiple ? "..." : ""}`;
 }
 
 const HELP_OPTION: OptionSpec = { type: "boolean", short: "h", help: "show this help" };
@@ -56,7 +103,11 @@ export function helpText(spec: CommandSpec): string {
     const flag = `${o.short ? `-${o.short}, ` : "    "}--${name}${o.type === "string" ? ` ${o.placeholder ?? "VALUE"}` : ""}`;
     return `  ${flag.padEnd(34)} ${o.help}${o.multiple ? " (repeatable)" : ""}`;
   });
-  return `${spec.summary}\n\nUsage: ${spec.usage}\n\nOptions:\n${rows.join("\n")}\n`;
+  const positionals = (spec.positionals ?? []).map(
+    (p) => `  ${argumentName(p).padEnd(34)} ${p.help}${p.optional ? " (optional)" : ""}`,
+  );
+  const argumentsPart = positionals.length > 0 ? `\n\nArguments:\n${positionals.join("\n")}` : "";
+  return `${spec.summary}\n\nUsage: ${spec.usage}${argumentsPart}\n\nOptions:\n${rows.join("\n")}\n`;
 }
 
 export function requireString(values: ParsedOptions, name: string, command: string): string {

@@ -209,6 +209,7 @@ export const backupCommand: Command = {
         `${JSON.stringify({
           archive: archive.location,
           signature: result.signature?.location ?? null,
+          catalog: result.catalogSidecar?.location ?? null,
           sha256: result.sha256,
           files: result.files,
           bytesIn: result.bytesIn,
@@ -222,6 +223,7 @@ export const backupCommand: Command = {
         `${[
           `archive  ${archive.location}`,
           ...(result.signature ? [`signed   ${result.signature.location}`] : []),
+          ...(result.catalogSidecar ? [`catalog  ${result.catalogSidecar.location}`] : []),
           `sha256   ${result.sha256}`,
           `members  ${result.files}`,
           `read     ${formatBytes(result.bytesIn)} in ${formatDuration(result.durationMs)}`,

@@ -12,6 +12,9 @@ import type { checkAuthenticity } from "../engine/authenticity.js";
 import { InputError } from "../errors.js";
 import type { BackendChoice } from "../manifest/user-manifest.js";
 import { ProgressReporter } from "../report/progress.js";
+import { parseArchiveName, validateInstanceName } from "../store/archive-name.js";
+import { DirStore } from "../store/dir-store.js";
+import type { StoredObject } from "../store/store.js";
 import { type CommandSpec, optionalString, type ParsedOptions, requireString } from "./args.js";
 import type { CommandContext } from "./command.js";
 
@@ -155,22 +158,111 @@ export function reportAuthenticity(
   else context.stderr(`warning: ${result.warning}\n`);
 }
 
+/** `--archive FILE`, or `--archive latest` / `latest~N` in the directory store of `--out` (see resolveArchive). */
 export async function archivePath(values: ParsedOptions, command: string): Promise<string> {
-  const archive = requiredPath(values, "archive", command);
+  return resolveArchive(requireString(values, "archive", command), values, command, "--archive");
+}
+
+/** What `latest` needs: the directory store and, when it holds several instances, which one. */
+export const storeRefOptions = {
+  out: {
+    type: "string",
+    placeholder: "DIR",
+    help: "the directory store in which `latest` (the newest archive) and `latest~N` (the N-th before it) are found",
+  },
+  instance: {
+    type: "string",
+    placeholder: "NAME",
+    help: "with latest: the instance, when the store holds archives of several",
+  },
+} as const;
+
+const LATEST = /^latest(?:~(\d+))?$/;
+
+/** True for `latest` and `latest~N`: names of archives in a store rather than files. */
+export function isLatestRef(ref: string): boolean {
+  return LATEST.test(ref);
+}
+
+/**
+ * An archive as the command line names it: a file (relative to the working directory), or `latest` (the newest
+ * archive of the directory store given by --out) or `latest~N` (the N-th archive before the newest). A file
+ * literally named `latest` is `./latest`.
+ */
+export async function resolveArchive(
+  ref: string,
+  values: ParsedOptions,
+  command: string,
+  where = "ARCHIVE",
+): Promise<string> {
+  const latest = LATEST.exec(ref);
+  if (latest !== null) {
+    const back = Number(latest[1] ?? 0);
+    const archives = await storeArchives(values, command, ref);
+    const found = archives[back];
+    if (found === undefined) {
+      throw new InputError(
+        `${command}: ${ref}: the store holds only ${archives.length} archive(s) of ${archives[0] ? instanceOf(archives[0].name) : "the instance"}`,
+        `latest~${archives.length - 1} is the oldest; see looker-backup list --out DIR`,
+      );
+    }
+    return found.location;
+  }
+  const archive = resolve(ref);
   try {
     const info = await stat(archive);
     if (!info.isFile()) throw new Error("not a regular file");
   } catch (error) {
     throw new InputError(
       `${command}: cannot read archive ${archive}: ${(error as Error).message}`,
-      "check --archive",
+      `check ${where}${ref === "" ? "" : ", or name an archive of a directory store as latest --out DIR"}`,
     );
   }
   return archive;
 }
 
 /**
- * A directory store that must already exist (list, prune): a misspelt --out is exit 2, not "no archives"; a file
+ * The archives of one instance in the directory store of --out, newest first: --instance, or the store's only
+ * instance. A store of several instances without --instance is exit 2, listing them: `latest` must not pick one.
+ */
+export async function storeArchives(
+  values: ParsedOptions,
+  command: string,
+  ref: string,
+): Promise<StoredObject[]> {
+  if (optionalString(values, "out") === undefined) {
+    throw new InputError(
+      `${command}: ${ref} names an archive of a directory store, and no --out was given`,
+      `add --out DIR (the directory the backups went to), or give the archive's path`,
+    );
+  }
+  const out = await existingStoreDir(values, command);
+  const instance = optionalString(values, "instance");
+  const archives = await new DirStore(out).list(
+    instance === undefined ? undefined : validateInstanceName(instance),
+  );
+  if (archives.length === 0) {
+    throw new InputError(
+      `${command}: ${ref}: no archives${instance === undefined ? "" : ` of instance ${instance}`} in ${out}`,
+      "check --out and --instance (looker-backup list --out DIR shows what is there)",
+    );
+  }
+  const instances = [...new Set(archives.map((a) => instanceOf(a.name)))].sort();
+  if (instances.length > 1) {
+    throw new InputError(
+      `${command}: ${ref}: ${out} holds archives of several instances (${instances.join(", ")})`,
+      "add --instance NAME",
+    );
+  }
+  return archives;
+}
+
+function instanceOf(name: string): string {
+  return parseArchiveName(name)?.instance ?? name;
+}
+
+/**
+ * A directory store that must already exist (list, prune, latest): a misspelt --out is exit 2, not "no archives"; a file
  * given for it gets a hint.
  */
 export async function existingStoreDir(values: ParsedOptions, command: string): Promise<string> {

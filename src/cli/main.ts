@@ -3,12 +3,16 @@ import { TOOL_VERSION } from "../version.js";
 import { helpText, parseCommandArgs } from "./args.js";
 import { backupCommand } from "./backup.js";
 import type { Command, CommandContext } from "./command.js";
+import { diffCommand } from "./diff.js";
 import { drillCommand } from "./drill.js";
+import { findCommand } from "./find.js";
 import { keygenCommand } from "./keygen.js";
 import { listCommand } from "./list.js";
+import { lsCommand } from "./ls.js";
 import { planCommand } from "./plan.js";
 import { pruneCommand } from "./prune.js";
 import { restoreCommand } from "./restore.js";
+import { showCommand } from "./show.js";
 import { verifyCommand } from "./verify.js";
 
 const commands: readonly Command[] = [
@@ -17,6 +21,10 @@ const commands: readonly Command[] = [
   verifyCommand,
   planCommand,
   listCommand,
+  lsCommand,
+  findCommand,
+  diffCommand,
+  showCommand,
   pruneCommand,
   keygenCommand,
   drillCommand,

@@ -23,6 +23,7 @@ import {
   progressFor,
   quiet,
   reportAuthenticity,
+  storeRefOptions,
   xattrModeOf,
 } from "./common-options.js";
 import { decryptionKeysFrom, trustedSignersFrom, trustedSignersOption } from "./key-options.js";
@@ -33,9 +34,14 @@ export const restoreCommand: Command = {
     summary:
       "Decrypt, verify and restore an archive into a directory (staged: the target changes only on success).",
     usage:
-      "looker-backup restore --archive FILE --identity FILE (--target DIR | --into DIR) [--include GLOB]... [--exclude GLOB]... [--trusted-signers FILE] [--rootfs DIR] [--force] [--keep-privileged-modes]",
+      "looker-backup restore --archive FILE|latest[~N] --identity FILE (--target DIR | --into DIR) [--out DIR] [--include GLOB]... [--exclude GLOB]... [--trusted-signers FILE] [--rootfs DIR] [--force] [--keep-privileged-modes]",
     options: {
-      archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
+      archive: {
+        type: "string",
+        placeholder: "FILE",
+        help: "the .tar.zst.age archive, or latest / latest~N in the store of --out",
+      },
+      ...storeRefOptions,
       identity,
       "passphrase-env": passphraseEnv,
       "trusted-signers": trustedSignersOption,

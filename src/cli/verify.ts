@@ -1,6 +1,10 @@
-/** `looker-backup verify`: decrypt an archive and check every member against its catalog, writing nothing. */
+/**
+ * `looker-backup verify`: decrypt an archive and check every member against its catalog, writing nothing; then
+ * compare the catalog sidecar beside it, if any, with what the archive holds.
+ */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
+import { checkSidecar, sidecarBeside } from "../engine/archive-catalog.js";
 import { checkAuthenticity } from "../engine/authenticity.js";
 import { verifyArchive } from "../engine/restore.js";
 import { ExitCode } from "../errors.js";
@@ -16,6 +20,7 @@ import {
   progressFor,
   quiet,
   reportAuthenticity,
+  storeRefOptions,
 } from "./common-options.js";
 import { decryptionKeysFrom, trustedSignersFrom, trustedSignersOption } from "./key-options.js";
 
@@ -24,9 +29,14 @@ export const verifyCommand: Command = {
     name: "verify",
     summary: "Decrypt an archive and check every member against its catalog, writing nothing.",
     usage:
-      "looker-backup verify --archive FILE --identity FILE [--trusted-signers FILE] [--keep-privileged-modes]",
+      "looker-backup verify --archive FILE|latest[~N] --identity FILE [--out DIR] [--trusted-signers FILE] [--keep-privileged-modes]",
     options: {
-      archive: { type: "string", placeholder: "FILE", help: "the .tar.zst.age archive" },
+      archive: {
+        type: "string",
+        placeholder: "FILE",
+        help: "the .tar.zst.age archive, or latest / latest~N in the store of --out",
+      },
+      ...storeRefOptions,
       identity,
       "passphrase-env": passphraseEnv,
       "trusted-signers": trustedSignersOption,
@@ -55,6 +65,11 @@ export const verifyCommand: Command = {
     // Verify tells what a restore with the same flags would not write as archived.
     const dropped = droppedModesWarning(outcome.droppedModes, "would be dropped");
     const warnings = dropped === undefined ? [] : [dropped];
+    // The sidecar is a copy for ls, find, diff and show: one that says something else is worth a warning (exit 3).
+    const sidecar = await sidecarBeside(archive);
+    const sidecarWarning =
+      sidecar === undefined ? undefined : await checkSidecar(sidecar, outcome, keys, context.signal);
+    if (sidecarWarning !== undefined) warnings.push(sidecarWarning);
     reportAuthenticity(authenticity, context);
     for (const warning of warnings) context.stderr(`warning: ${warning}\n`);
     const summary = {
@@ -64,13 +79,14 @@ export const verifyCommand: Command = {
       members: outcome.members,
       bytes: outcome.bytes,
       warnings: authenticity.checked ? warnings : [authenticity.warning, ...warnings],
+      sidecar: sidecar === undefined ? null : { path: sidecar, agrees: sidecarWarning === undefined },
       backup: outcome.meta,
     };
     if (values.json) context.stdout(`${JSON.stringify(summary)}\n`);
     else
       context.stdout(
-        `ok: ${outcome.members} members, ${formatBytes(outcome.bytes)} verified against the catalog${authenticity.checked ? `; signed by ${authenticity.signer}` : ""}\n`,
+        `ok: ${outcome.members} members, ${formatBytes(outcome.bytes)} verified against the catalog${authenticity.checked ? `; signed by ${authenticity.signer}` : ""}${sidecar !== undefined && sidecarWarning === undefined ? "; the catalog sidecar agrees" : ""}\n`,
       );
-    return ExitCode.Ok;
+    return sidecarWarning === undefined ? ExitCode.Ok : ExitCode.Warnings;
   },
 };

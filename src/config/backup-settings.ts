@@ -107,6 +107,7 @@ export const Outputs = {
   DowntimeMs: "downtime-ms",
   Warnings: "warnings",
   KeyfileArtifactName: "keyfile-artifact-name",
+  CatalogName: "catalog-name",
   Skipped: "skipped",
   ArtifactUrl: "artifact-url",
 } as const;

@@ -29,6 +29,7 @@ import { archiveName, signatureNameFor } from "../store/archive-name.js";
 import { pruneRefusal, prunes } from "../store/retention.js";
 import type { PendingObject, RetentionPolicy, Store, StoredObject } from "../store/store.js";
 import { TOOL_VERSION } from "../version.js";
+import { storeCatalogSidecar } from "./archive-catalog.js";
 
 /**
  * What one backup is made of, field by field (like restic's archiver.Options): the selection already resolved by the
@@ -82,6 +83,11 @@ export interface BackupResult {
   readonly archiveName: string;
   readonly catalog: readonly CatalogEntry[];
   readonly companions: StoredObject[];
+  /**
+   * The stored `<instance>-<time>.catalog.age` (archive/catalog-sidecar.ts); undefined when shouldCommit declined the
+   * archive or the sidecar could not be stored (a warning then says so: the archive is complete without it).
+   */
+  readonly catalogSidecar: StoredObject | undefined;
   /** The stored `<archive>.sig`; undefined without a signing key or when shouldCommit declined the archive. */
   readonly signature: StoredObject | undefined;
   readonly sha256: string;
@@ -169,9 +175,10 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   // The packer reads files straight into the compressor's blocks, which come back to the pool once compressed
   // and hashed. Shared memory lets the zstd threads and the digest thread read a block at the same time.
   const blocks = new BlockPool(DEFAULT_ZSTD_BLOCK_SIZE, { maxSpare: 4, shared: true });
+  const meta = backupMeta(request, startedAt, manifest, mysqlBackend);
   const packer = new ArchivePacker({
     entries: listing.batches(),
-    meta: backupMeta(request, startedAt, manifest, mysqlBackend),
+    meta,
     extraMembers: request.extraMembers,
     onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal: listing.bytes })),
     signal: request.signal,
@@ -218,11 +225,13 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
       )
     : { archive: undefined, signature: undefined };
   const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
+  const sidecar = commit ? await sidecarAfter(request, name, meta, packed.catalog) : undefined;
   const { pruned, refusal } =
     commit && request.retention
       ? await pruneAfter(request.store, request.instance, request.retention, now())
       : { pruned: [], refusal: undefined };
   const warnings = [
+    ...(sidecar?.warning ? [sidecar.warning] : []),
     ...(refusal ? [refusal] : []),
     ...xattrs.warnings,
     ...selection.summary.skipped.map((s) => `${s.path}: ${s.reason}`),
@@ -233,6 +242,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     archiveName: name,
     catalog: packed.catalog,
     companions,
+    catalogSidecar: sidecar?.stored,
     signature,
     sha256: measure.digest(),
     files: packed.catalog.length,
@@ -256,6 +266,25 @@ function xattrRoots(request: BackupRequest, manifest: Manifest): string[] {
   const roots = [join(request.home, "."), ...(request.substitutes?.values() ?? [])];
   for (const outside of manifest.outside) if (existsSync(outside.path)) roots.push(outside.path);
   return roots;
+}
+
+/**
+ * Stores the catalog sidecar once the archive is committed. The archive is complete without it (ls, find, diff and
+ * show then read the archive itself), so a sidecar that cannot be stored is a warning, never a failed backup.
+ */
+async function sidecarAfter(
+  request: BackupRequest,
+  archiveName: string,
+  meta: Record<string, unknown>,
+  catalog: readonly CatalogEntry[],
+): Promise<{ stored?: StoredObject; warning?: string }> {
+  try {
+    return { stored: await storeCatalogSidecar(request.store, archiveName, meta, catalog, request) };
+  } catch (error) {
+    return {
+      warning: `${archiveName} was stored, but its catalog sidecar could not be: ${(error as Error).message} (ls, find, diff and show read the archive itself instead)`,
+    };
+  }
 }
 
 /** Prunes after a stored backup, unless the sanity check (retention.ts pruneRefusal) says it must not. */
@@ -363,7 +392,12 @@ async function storeCompanions(store: Store, companions: readonly Companion[]): 
   return stored;
 }
 
-function backupMeta(request: BackupRequest, startedAt: Date, manifest: Manifest, mysqlBackend: boolean) {
+function backupMeta(
+  request: BackupRequest,
+  startedAt: Date,
+  manifest: Manifest,
+  mysqlBackend: boolean,
+): Record<string, unknown> {
   return {
     format: "looker-backup/1",
     tool: { name: "looker-backup", version: TOOL_VERSION },

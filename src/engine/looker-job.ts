@@ -195,6 +195,8 @@ async function backupAroundLooker(
         consistency,
         keystoreIndependent: request.keystoreIndependent,
         ...(keyfile ? { backupUid: keyfile.backupUid } : {}),
+        // Known only for a brief stop, which is over before the archive's first member is written.
+        ...(consistency === "brief-stop" ? { downtimeMs: cluster.downtimeMs } : {}),
       },
       extraMembers: dump ? () => spooledDumpMembers(dump!) : undefined,
       companions: keyfile

@@ -1,6 +1,7 @@
 /**
  * What changed since the previous backup of an instance: files added, changed and removed (with bytes), computed
  * from two catalogs. The previous catalog travels between runs in the Actions cache; see action/catalog-cache.ts.
+ * `looker-backup diff` lists the same changes between any two archives.
  */
 import { BACKUP_META_PATH, type CatalogEntry } from "../archive/catalog.js";
 
@@ -60,34 +61,50 @@ function fingerprintOf(entry: CatalogEntry): Fingerprint {
   ].join("|");
 }
 
+/** One member that differs between two catalogs: its size now, and before (changed) or then (removed). */
+export interface MemberChange {
+  readonly path: string;
+  readonly size: number;
+  /** A changed member's size in the earlier catalog. */
+  readonly previousSize?: number;
+}
+
+/** Every member added, changed (type, size, mode, owner, content or link target) and removed, in catalog order. */
+export interface ChangeList {
+  readonly added: MemberChange[];
+  readonly changed: MemberChange[];
+  readonly removed: MemberChange[];
+}
+
+/** The members of `current` that are new or differ from `previous`, and those of `previous` that are gone. */
+export function listChanges(
+  previous: CatalogSnapshot["members"],
+  current: CatalogSnapshot["members"],
+): ChangeList {
+  const list: ChangeList = { added: [], changed: [], removed: [] };
+  for (const [path, member] of Object.entries(current)) {
+    const old = previous[path];
+    if (!old) list.added.push({ path, size: member.size });
+    else if (old.fingerprint !== member.fingerprint)
+      list.changed.push({ path, size: member.size, previousSize: old.size });
+  }
+  for (const [path, member] of Object.entries(previous)) {
+    if (!current[path]) list.removed.push({ path, size: member.size });
+  }
+  return list;
+}
+
 export function compareSnapshots(
   previous: CatalogSnapshot | undefined,
   current: CatalogSnapshot,
 ): ChangeReport {
-  const added = { files: 0, bytes: 0 };
-  const changed = { files: 0, bytes: 0 };
-  const removed = { files: 0, bytes: 0 };
-  const examples = { added: [] as string[], changed: [] as string[], removed: [] as string[] };
-  const note = (list: string[], path: string) => list.length < EXAMPLES && list.push(path);
-  const before = previous?.members ?? {};
-  for (const [path, member] of Object.entries(current.members)) {
-    const old = before[path];
-    if (!old) {
-      added.files += 1;
-      added.bytes += member.size;
-      note(examples.added, path);
-    } else if (old.fingerprint !== member.fingerprint) {
-      changed.files += 1;
-      changed.bytes += member.size;
-      note(examples.changed, path);
-    }
-  }
-  for (const [path, member] of Object.entries(before)) {
-    if (current.members[path]) continue;
-    removed.files += 1;
-    removed.bytes += member.size;
-    note(examples.removed, path);
-  }
+  const list = listChanges(previous?.members ?? {}, current.members);
+  const tally = (changes: readonly MemberChange[]) => ({
+    files: changes.length,
+    bytes: changes.reduce((sum, change) => sum + change.size, 0),
+  });
+  const first = (changes: readonly MemberChange[]) => changes.slice(0, EXAMPLES).map((change) => change.path);
+  const [added, changed, removed] = [tally(list.added), tally(list.changed), tally(list.removed)];
   const unchanged = previous !== undefined && added.files + changed.files + removed.files === 0;
   return {
     ...(previous ? { previousArchive: previous.archive, previousCreatedAt: previous.createdAt } : {}),
@@ -95,6 +112,6 @@ export function compareSnapshots(
     changed,
     removed,
     unchanged,
-    examples,
+    examples: { added: first(list.added), changed: first(list.changed), removed: first(list.removed) },
   };
 }

@@ -1,12 +1,17 @@
 /**
- * Archive names: `<instance>-<UTC yyyymmddThhmmssZ>.tar.zst.age`. The timestamp in the name is
- * what restore and pruning sort by, so it must survive copies that lose file times.
+ * Archive names: `<instance>-<UTC yyyymmddThhmmssZ>.tar.zst.age`, and the names of the files stored beside one. The
+ * timestamp in the name is what restore and pruning sort by, so it must survive copies that lose file times.
  */
 import { hostname } from "node:os";
 import { InputError } from "../errors.js";
 
 export const ARCHIVE_SUFFIX = ".tar.zst.age";
 export const KEYFILE_SUFFIX = ".keyfile.age";
+/**
+ * `<instance>-<time>.catalog.age`: the catalog sidecar (archive/catalog-sidecar.ts), an age file like the key file
+ * and named the same way.
+ */
+export const CATALOG_SUFFIX = ".catalog.age";
 /** `<archive>.sig`, the whole archive name kept: what `ssh-keygen -Y verify -s X.sig < X` expects beside X. */
 export const SIGNATURE_SUFFIX = ".sig";
 const INSTANCE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -37,6 +42,13 @@ export function archiveName(instance: string, at: Date): string {
 
 export function keyfileNameFor(archive: string): string {
   return archive.slice(0, -ARCHIVE_SUFFIX.length) + KEYFILE_SUFFIX;
+}
+
+/** The catalog sidecar of an archive; undefined for a file not named as archives are (a renamed copy). */
+export function catalogNameFor(archive: string): string | undefined {
+  return archive.endsWith(ARCHIVE_SUFFIX) && archive.length > ARCHIVE_SUFFIX.length
+    ? archive.slice(0, -ARCHIVE_SUFFIX.length) + CATALOG_SUFFIX
+    : undefined;
 }
 
 export function signatureNameFor(archive: string): string {

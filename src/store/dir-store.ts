@@ -6,7 +6,7 @@ import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { InputError, LookerBackupError } from "../errors.js";
 import { releaseHandedOver } from "../runtime/buffers.js";
-import { keyfileNameFor, parseArchiveName, signatureNameFor } from "./archive-name.js";
+import { catalogNameFor, keyfileNameFor, parseArchiveName, signatureNameFor } from "./archive-name.js";
 import { namesToPrune } from "./retention.js";
 import type { PendingObject, RetentionPolicy, Store, StoredObject } from "./store.js";
 
@@ -115,6 +115,8 @@ export class DirStore implements Store {
       await rm(join(this.directory, name), { force: true });
       await rm(join(this.directory, keyfileNameFor(name)), { force: true });
       await rm(join(this.directory, signatureNameFor(name)), { force: true });
+      const catalog = catalogNameFor(name);
+      if (catalog !== undefined) await rm(join(this.directory, catalog), { force: true });
     }
     return doomed;
   }

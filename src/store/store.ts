@@ -1,6 +1,6 @@
 import type { Readable, Writable } from "node:stream";
 
-/** One stored backup file (the archive or its companion key file). */
+/** One stored backup file (the archive, or a file stored beside it: key file, signature, catalog sidecar). */
 export interface StoredObject {
   readonly name: string;
   readonly size: number;
@@ -48,6 +48,6 @@ export interface Store {
   /** Archives (not companions) of one instance, newest first. */
   list(instance?: string): Promise<StoredObject[]>;
   open(name: string): Promise<Readable>;
-  /** Deletes archives (and their key files and signatures) that the policy no longer keeps; returns the names removed. */
+  /** Deletes archives (and their key files, signatures and catalog sidecars) that the policy no longer keeps; returns the names removed. */
   prune(instance: string, policy: RetentionPolicy, now?: Date): Promise<string[]>;
 }

@@ -205,7 +205,7 @@ describe("bundled actions with the artifact store (real artifact and cache clien
   let firstDrill: { startedAt: string } | undefined;
   let cacheCallsBeforeDrills = 0;
 
-  it("uploads the archive, the key file and the signature as artifacts of their own, with retention and outputs", async () => {
+  it("uploads the archive, the key file, the signature and the catalog sidecar as artifacts of their own, with retention and outputs", async () => {
     const run = backupRun();
     const result = await runBackup(
       run,
@@ -224,8 +224,9 @@ describe("bundled actions with the artifact store (real artifact and cache clien
 
     const stored = artifactsOf(run.runId);
     expect(stored.map((a) => a.name).sort()).toEqual(
-      [name, outputs["keyfile-artifact-name"], `${name}.sig`].sort(),
+      [name, outputs["keyfile-artifact-name"], `${name}.sig`, outputs["catalog-name"]].sort(),
     );
+    expect(outputs["catalog-name"]).toBe(name.replace(/\.tar\.zst\.age$/, ".catalog.age"));
     const signature = (await service.readBlob(`${name}.sig`, run.runId)).toString("utf8");
     expect(signature).toMatch(/^-----BEGIN SSH SIGNATURE-----\n/);
     expect(outputs["keyfile-artifact-name"]).toBe(name.replace(/\.tar\.zst\.age$/, ".keyfile.age"));
@@ -261,6 +262,13 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     const keyfile = spawnSync("age", ["-d", "-i", join(work, "identity.txt")], { input: keyfileBlob });
     expect(keyfile.status, keyfile.stderr?.toString()).toBe(0);
     expect(JSON.parse(keyfile.stdout.toString()).backup_uid).toBeTruthy();
+    // The sidecar opens with the stock age: its header names the archive, the catalog's lines follow.
+    const sidecarBlob = await service.readBlob(outputs["catalog-name"]!, run.runId);
+    const sidecar = spawnSync("age", ["-d", "-i", join(work, "identity.txt")], { input: sidecarBlob });
+    expect(sidecar.status, sidecar.stderr?.toString()).toBe(0);
+    const [header, ...lines] = sidecar.stdout.toString().trim().split("\n");
+    expect(JSON.parse(header!)).toMatchObject({ format: "looker-backup-catalog/1", archive: name });
+    expect(lines.map((line) => JSON.parse(line).path)).toEqual(members.slice(0, -1));
 
     expect(result.summary).toContain(`## Looker backup: ${INSTANCE}`);
     expect(result.summary).toContain("No earlier backup of this instance was found.");
@@ -294,7 +302,11 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     expect(result.summary).toMatch(/\| Removed \| 0 \|/);
     expect(result.summary).toContain(`looker/models-user-1/${lookml}`);
     expect(result.outputs.skipped).toBe("false");
-    expect(artifactsOf(run.runId).map((a) => a.name)).toEqual([result.outputs["archive-name"]]);
+    expect(
+      artifactsOf(run.runId)
+        .map((a) => a.name)
+        .sort(),
+    ).toEqual([result.outputs["archive-name"], result.outputs["catalog-name"]].sort());
   });
 
   it("skips the upload when nothing changed and skip-if-unchanged is set", async () => {
@@ -343,7 +355,11 @@ describe("bundled actions with the artifact store (real artifact and cache clien
     );
     expect(result.outputs.skipped, result.stdout).toBe("false");
     expect(result.stdout).toContain(`${first.outputs["archive-name"]} can no longer be found`);
-    expect(artifactsOf(run.runId).map((a) => a.name)).toEqual([result.outputs["archive-name"]]);
+    expect(
+      artifactsOf(run.runId)
+        .map((a) => a.name)
+        .sort(),
+    ).toEqual([result.outputs["archive-name"], result.outputs["catalog-name"]].sort());
     runs.push({ run, outputs: result.outputs });
   });
 

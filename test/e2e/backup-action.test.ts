@@ -110,9 +110,17 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
       outputs["archive-name"]!.replace(".tar.zst.age", ".keyfile.age"),
     );
     const archiveName = outputs["archive-name"]!;
+    expect(outputs["catalog-name"]).toBe(archiveName.replace(".tar.zst.age", ".catalog.age"));
     expect((await readdir(store)).sort()).toEqual(
-      [outputs["keyfile-artifact-name"], archiveName, `${archiveName}.sig`].sort(),
+      [outputs["keyfile-artifact-name"], archiveName, `${archiveName}.sig`, outputs["catalog-name"]].sort(),
     );
+    // The catalog sidecar's backup.json, as the archive holds it, records how long the brief stop kept Looker down.
+    const sidecar = await decryptBuffer(await readFile(join(store, outputs["catalog-name"]!)), {
+      identities: [await readFile(identityFile, "utf8")],
+    });
+    const header = JSON.parse(sidecar.toString("utf8").split("\n", 1)[0]!);
+    expect(header.backup).toMatchObject({ consistency: "brief-stop", keystoreIndependent: true });
+    expect(header.backup.downtimeMs).toBeGreaterThan(0);
     // The signature beside the archive is one stock ssh-keygen accepts for the archive as stored.
     const archivePath = join(store, archiveName);
     const verified = await sshKeygenVerify(archivePath, allowedSigners);

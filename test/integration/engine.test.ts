@@ -29,6 +29,7 @@ let recipient: string;
 interface BackupJson {
   archive: string;
   signature: string | null;
+  catalog: string | null;
   sha256: string;
   files: number;
   bytesIn: number;
@@ -98,6 +99,7 @@ describe("backup and restore round trip", () => {
       "archive",
       "bytesIn",
       "bytesOut",
+      "catalog",
       "files",
       "notices",
       "sha256",
@@ -107,6 +109,7 @@ describe("backup and restore round trip", () => {
     // No --signing-key: nothing signed, and the JSON says so.
     expect(result.signature).toBeNull();
     expect(result.archive).toMatch(/\/store\/test-\d{8}T\d{6}Z\.tar\.zst\.age$/);
+    expect(result.catalog).toBe(result.archive.replace(/\.tar\.zst\.age$/, ".catalog.age"));
     const actualSha = execFileSync("sha256sum", [result.archive]).toString().split(" ")[0];
     expect(result.sha256).toBe(actualSha);
     expect(result.bytesOut).toBe((await readFile(result.archive)).length);
@@ -422,8 +425,11 @@ describe("dir store", () => {
       "1",
     );
     expect(failing.code).toBe(2);
-    expect(await readdir(out)).toEqual([first.archive.split("/").pop()]);
+    const stored = (result: BackupJson) =>
+      [result.archive, result.catalog!].map((p) => p.split("/").pop()).sort();
+    expect((await readdir(out)).sort()).toEqual(stored(first));
     const second = await backup(out, "--keep-last", "1");
-    expect(await readdir(out)).toEqual([second.archive.split("/").pop()]);
+    // Pruned with its catalog sidecar.
+    expect((await readdir(out)).sort()).toEqual(stored(second));
   });
 });

@@ -347,6 +347,8 @@ describe("a signature is stored only for a stored archive", () => {
       now: () => new Date("2026-01-02T00:00:00Z"),
     });
     expect(second.pruned).toEqual([first.archiveName]);
-    expect((await readdir(dir)).sort()).toEqual([second.archiveName, `${second.archiveName}.sig`]);
+    expect((await readdir(dir)).sort()).toEqual(
+      [second.archiveName, `${second.archiveName}.sig`, second.catalogSidecar!.name].sort(),
+    );
   });
 });

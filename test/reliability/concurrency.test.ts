@@ -70,10 +70,11 @@ function job(name: string, extra: Partial<LookerJobRequest> = {}): LookerJobRequ
 }
 
 async function expectOneVerifiedArchive(storeDir: string): Promise<void> {
-  const names = await readdir(storeDir);
-  expect(names, "exactly one archive, no partial file").toHaveLength(1);
-  expect(names[0]).toMatch(/^conc-\d{8}T\d{6}Z\.tar\.zst\.age$/);
-  const run = await cli("verify", "--archive", join(storeDir, names[0]!), "--identity", identityFile);
+  const names = (await readdir(storeDir)).sort();
+  expect(names, "exactly one archive and its catalog sidecar, no partial file").toHaveLength(2);
+  expect(names[1]).toMatch(/^conc-\d{8}T\d{6}Z\.tar\.zst\.age$/);
+  expect(names[0]).toBe(names[1]!.replace(/\.tar\.zst\.age$/, ".catalog.age"));
+  const run = await cli("verify", "--archive", join(storeDir, names[1]!), "--identity", identityFile);
   expect(run.code, run.stderr).toBe(0);
 }
 

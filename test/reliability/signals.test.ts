@@ -7,7 +7,7 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, stat } from "node:fs/promises";
+import { copyFile, mkdir, readdir, readFile, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
@@ -54,7 +54,7 @@ describe("signals during a CLI backup", () => {
     "%s %s -> exit 130, no partial archive, older archive intact",
     async (signal, _when, fraction) => {
       const out = join(work, `store-${signal}-${fraction}`);
-      const older = await cliJson<{ archive: string; bytesOut: number }>(
+      const older = await cliJson<{ archive: string; catalog: string; bytesOut: number }>(
         ...backupArgv(home, out, recipient, "sig"),
       );
       const olderSha = await sha256(older.archive);
@@ -91,13 +91,15 @@ describe("signals during a CLI backup", () => {
       expect(signalled, "the backup finished before the signal point was reached").toBe(true);
       expect(run.code, run.stderr).toBe(130);
       expect(run.stderr).toMatch(/cancelled/);
-      expect(await readdir(out), "only the older archive is left").toEqual([basename(older.archive)]);
+      expect((await readdir(out)).sort(), "only the older archive (and its sidecar) is left").toEqual(
+        [basename(older.archive), basename(older.catalog)].sort(),
+      );
       expect(await sha256(older.archive)).toBe(olderSha);
     },
   );
 });
 
-describe("signals during a CLI restore and verify", () => {
+describe("signals during a CLI restore, verify, ls and diff", () => {
   let archive: string;
   let identityFile: string;
 
@@ -108,6 +110,12 @@ describe("signals during a CLI restore and verify", () => {
       ...backupArgv(home, join(work, "store-restore"), keys.recipient, "rsig"),
     ));
   });
+
+  /** Under way: it has read 32 MB (the archive; the bundle and node's own files are a few MB). */
+  const readingArchive = async (child: ChildProcess) => {
+    const io = await readFile(`/proc/${child.pid}/io`, "utf8").catch(() => "");
+    return Number(/^rchar: (\d+)$/m.exec(io)?.[1] ?? 0) > 32 << 20;
+  };
 
   /** Runs the CLI in slices and signals it once `ready` says it is under way; resolves with its exit and timing. */
   async function interrupt(
@@ -164,18 +172,39 @@ describe("signals during a CLI restore and verify", () => {
   );
 
   it("verify under SIGINT: exit 130", async () => {
-    // Under way: it has read 32 MB (the archive; the bundle and node's own files are a few MB).
-    const ready = async (child: ChildProcess) => {
-      const io = await readFile(`/proc/${child.pid}/io`, "utf8").catch(() => "");
-      return Number(/^rchar: (\d+)$/m.exec(io)?.[1] ?? 0) > 32 << 20;
-    };
     const { run, signalled } = await interrupt(
       ["verify", "--archive", archive, "--identity", identityFile],
       "SIGINT",
-      ready,
+      readingArchive,
     );
     expect(signalled, "verify finished before it could be interrupted").toBe(true);
     expect(run.code, run.stderr).toBe(130);
     expect(run.stderr).toMatch(/cancelled/);
   });
+
+  it.each([
+    ["ls", "SIGTERM"],
+    ["diff", "SIGINT"],
+  ] as const)(
+    "%s reading the archive itself (no sidecar) under %s: exit 130, nothing written",
+    async (command, signal) => {
+      // Without its sidecar, the command reads the whole archive: long enough to be interrupted.
+      const dir = join(work, `bare-${command}`);
+      await mkdir(dir);
+      const copy = join(dir, basename(archive));
+      await copyFile(archive, copy);
+      const argv = command === "ls" ? ["ls", copy] : ["diff", copy, copy];
+      const { run, signalled } = await interrupt(
+        [...argv, "--identity", identityFile],
+        signal,
+        readingArchive,
+      );
+      expect(signalled, `${command} finished before it could be interrupted`).toBe(true);
+      expect(run.code, run.stderr).toBe(130);
+      expect(run.stderr).toMatch(/reading the archive itself/);
+      expect(run.stderr).toMatch(/cancelled/);
+      expect(run.stdout).toBe("");
+      expect(await readdir(dir), "nothing written beside the archive").toEqual([basename(copy)]);
+    },
+  );
 });
