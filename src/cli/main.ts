@@ -11,7 +11,8 @@ import { pruneCommand } from "./prune.js";
 import { restoreCommand } from "./restore.js";
 import { verifyCommand } from "./verify.js";
 
-const commands: readonly Command[] = [
+/** Every command, in the order `looker-backup --help` lists them; the README's CLI reference follows it (npm run docs). */
+export const commands: readonly Command[] = [
   backupCommand,
   restoreCommand,
   verifyCommand,
