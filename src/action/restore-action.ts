@@ -23,6 +23,16 @@ import { maskValue } from "./secrets.js";
 
 export async function runRestoreAction(): Promise<void> {
   for (const name of DRILL_SECRET_INPUTS) maskValue(core.getInput(name));
+  // A cancelled job (the runner's SIGINT, then SIGTERM) stops the drill's step under way; its teardown still runs,
+  // so a provisioned drill host is not left running (node's default would end the process at once).
+  const controller = new AbortController();
+  const onSignal = () => {
+    if (controller.signal.aborted) return;
+    core.info("cancel received: stopping the drill; its teardown runs");
+    controller.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   const scratch = await mkdtemp(join(process.env.RUNNER_TEMP || tmpdir(), "looker-drill-"));
   try {
     // Every input is checked before the download: a typo should not cost a multi-GB transfer.
@@ -35,6 +45,7 @@ export async function runRestoreAction(): Promise<void> {
       ...(source.keyfile ? { keyfile: source.keyfile } : {}),
       ...(source.signature ? { signature: source.signature } : {}),
       log: (line) => core.info(line),
+      signal: controller.signal,
     });
     const instance = backup.kind === "file" ? undefined : backup.instance;
     await publish(report, instance ?? String(report.backup.instance ?? "looker"), githubToken ?? "");
@@ -44,6 +55,8 @@ export async function runRestoreAction(): Promise<void> {
     core.setFailed(describeError(error));
     process.exitCode = exitCodeOf(error);
   } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
     await rm(scratch, { recursive: true, force: true });
   }
 }

@@ -25,6 +25,7 @@ import {
 import { checkAuthenticity, type SignedDigest } from "../engine/authenticity.js";
 import { type DecryptionKeys, extractToStaging } from "../engine/restore.js";
 import {
+  CancelledError,
   describeError,
   ExitCode,
   exitCodeOf,
@@ -93,6 +94,10 @@ export interface DrillRequest {
   /** Leave Looker running on the target after the drill (default: stopped in teardown). */
   readonly keepRunning?: boolean;
   readonly log?: (line: string) => void;
+  /**
+   * SIGINT/SIGTERM of a CLI run: the step under way stops (its commands are killed, the extraction stops), no further
+   * step starts, and the teardown runs as always; the report says cancelled, exit 130.
+   */
   readonly signal?: AbortSignal;
   readonly now?: () => Date;
 }
@@ -102,18 +107,27 @@ const HOOK_TIMEOUT_MS = 3600_000;
 class StepLog {
   readonly steps: DrillStep[] = [];
 
-  constructor(private readonly log: (line: string) => void) {}
+  constructor(
+    private readonly log: (line: string) => void,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
 
-  /** Times `fn`; a failure is recorded (with its message) and rethrown. */
+  /**
+   * Times `fn`; a failure is recorded (with its message) and rethrown. After a cancel no step starts, and the one
+   * under way ends as cancelled however it ended (its commands were killed: their failure is not the cause).
+   */
   async run<T>(name: string, fn: () => Promise<T>, describe?: (value: T) => string | undefined): Promise<T> {
+    if (this.signal?.aborted) throw new CancelledError();
     const started = performance.now();
     try {
       const value = await fn();
+      if (this.signal?.aborted) throw new CancelledError();
       this.record({ name, ok: true, started, detail: describe?.(value) });
       return value;
     } catch (error) {
-      this.record({ name, ok: false, started, detail: describeError(error).split("\n")[0] });
-      throw error;
+      const failure = this.signal?.aborted ? new CancelledError() : error;
+      this.record({ name, ok: false, started, detail: describeError(failure).split("\n")[0] });
+      throw failure;
     }
   }
 
@@ -164,7 +178,7 @@ class Drill {
 
   constructor(private readonly request: DrillRequest) {
     this.log = request.log ?? (() => {});
-    this.steps = new StepLog(this.log);
+    this.steps = new StepLog(this.log, request.signal);
     this.startedAt = (request.now ?? (() => new Date()))();
     this.targetName = describeTargetSpec(request.target);
   }
@@ -198,15 +212,16 @@ class Drill {
     );
     // What must arrive on the target: the archive's catalog, except for files the drill itself changed.
     const expected = dumps.length > 0 ? await this.loadDumps(extracted, dumps) : extracted.catalog;
+    const { signal } = this.request;
     await this.steps.run(
       "place home",
-      () => target.place(extracted.staging, expected),
+      () => target.place(extracted.staging, expected, signal),
       (detail) => detail,
     );
     this.bytesRestored = extracted.bytes;
     this.filesVerified = await this.steps.run(
       "verify on target",
-      () => target.verify(expected),
+      () => target.verify(expected, signal),
       (n) => `${n} files match the catalog`,
     );
     const drillPorts = await this.steps.run(
@@ -281,7 +296,7 @@ class Drill {
   private async provision(command: string): Promise<void> {
     this.address = await this.steps.run(
       "provision",
-      () => provision(command),
+      () => provision(command, this.request.signal),
       (host) => `target ${host}`,
     );
   }
@@ -364,7 +379,10 @@ class Drill {
     );
   }
 
-  /** Always: stop Looker (unless kept), close the connection, remove local staging, run the teardown command. */
+  /**
+   * Always, after a failure or a cancel too, and never cancelled itself: stop Looker (unless kept), close the
+   * connection, remove local staging, run the teardown command (a provisioned host must not be left running).
+   */
   private async teardown(): Promise<Error | undefined> {
     const { request } = this;
     const begun = performance.now();
@@ -497,6 +515,8 @@ async function extractLocally(
   const outcome = await extractToStaging(source, request.keys, staging, undefined, {
     xattrs: false,
     ...(signed ? { signed } : {}),
+    // Its writer threads have stopped when it returns: the teardown's removal of staging does not race them.
+    ...(request.signal ? { signal: request.signal } : {}),
   });
   return {
     staging,
@@ -575,10 +595,11 @@ async function restoreDrBackup(
     );
 }
 
-async function provision(command: string): Promise<string> {
+async function provision(command: string, signal: AbortSignal | undefined): Promise<string> {
   const result = await runProcess("/bin/sh", ["-c", command], {
     jobEnvironment: true,
     timeoutMs: HOOK_TIMEOUT_MS,
+    ...(signal ? { signal } : {}),
   });
   if (result.code !== 0) {
     throw new LookerBackupError(`provision command exited ${result.code}: ${lastLine(result.stderr)}`, {
