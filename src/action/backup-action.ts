@@ -159,7 +159,7 @@ async function backupAfterPreflight(
   if (notSkippedBecause) core.notice(`nothing changed, but backing up anyway: ${notSkippedBecause}`);
   const durationMs = Math.round(performance.now() - startedAt);
   setOutputs(settings, result, artifact, durationMs);
-  await writeSummary(settings, result, artifact, changes, preflight, durationMs);
+  await writeSummary(settings, result, artifact, changes, preflight, selection, durationMs);
   annotateWarnings(result.warnings, settings.onWarnings);
   for (const notice of result.notices) core.notice(notice);
   if (!result.archive)
@@ -283,6 +283,7 @@ async function writeSummary(
   artifact: UploadedArtifact | undefined,
   changes: ChangeReport | undefined,
   preflight: readonly PreflightCheck[],
+  selection: BackupSelection,
   durationMs: number,
 ) {
   const url = artifact?.url;
@@ -303,6 +304,7 @@ async function writeSummary(
     keystoreIndependent: settings.keystoreIndependent,
     ...(settings.keystoreIndependent ? { keyfileName: keyfileNameFor(result.archiveName) } : {}),
     tallies: result.selection.tallies,
+    ...(selection.measured ? { measured: selection.measured.tallies } : {}),
     warnings: result.warnings,
     ...(changes ? { changes } : {}),
     skipped: result.archive === undefined,

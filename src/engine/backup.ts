@@ -22,7 +22,12 @@ import { ExitCode, LookerBackupError } from "../errors.js";
 import type { LookerStartOptions } from "../looker/start-config.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
 import type { Manifest } from "../manifest/rules.js";
-import { type SelectedEntry, type SelectionSummary, streamSelection } from "../manifest/select.js";
+import {
+  type SelectedEntry,
+  type SelectionMeasure,
+  type SelectionSummary,
+  streamSelection,
+} from "../manifest/select.js";
 import { applyUserManifest, type BackendChoice, loadUserManifest } from "../manifest/user-manifest.js";
 import { untilAborted } from "../runtime/abort.js";
 import { archiveName, signatureNameFor } from "../store/archive-name.js";
@@ -108,6 +113,11 @@ export interface ResolvedManifest {
 export interface BackupSelection extends ResolvedManifest {
   /** The MySQL backend's connection file from Looker's start options (`-d F`); default looker/looker-db.yml. */
   readonly dbConfigFile?: string;
+  /**
+   * The selection as the preflight measured it, before Looker was touched (manifest/select.ts measureSelection): the
+   * bytes the backup's progress counts against, and the exclusions its summary reports (the numbers plan gives).
+   */
+  readonly measured?: SelectionMeasure;
 }
 
 /** The user's say in the selection (the manifest input, extra SSL files, the backend). */
