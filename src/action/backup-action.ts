@@ -123,7 +123,10 @@ async function backupAfterPreflight(
   let changes: ChangeReport | undefined;
   let snapshot: CatalogSnapshot | undefined;
   let notSkippedBecause: string | undefined;
-  const progress = new ProgressReporter("backup", (line) => core.info(line));
+  // The Actions log is no terminal: a line every 10 s or each tenth of the selection's bytes, and one per phase.
+  const progress = new ProgressReporter("backup", (text) => core.info(text.replace(/\n$/, "")), {
+    tty: false,
+  });
   const result = await core.group("Backup", () =>
     runLookerBackup({
       ...jobSettingsOf(settings),
@@ -132,7 +135,8 @@ async function backupAfterPreflight(
       nodes: connected.nodes,
       onStopRecord: saveStopRecord,
       leaveStoppedOnCancel: true,
-      onProgress: (p) => progress.update(p.bytesRead, p.bytesTotal),
+      onProgress: (p) => progress.update(p.bytesRead, { total: p.bytesTotal }),
+      onPhase: (phase) => progress.phase(phase),
       log: (line) => core.info(line),
       signal,
       shouldCommit: async (catalog, name) => {
@@ -149,7 +153,7 @@ async function backupAfterPreflight(
         notSkippedBecause = verdict.reason;
         return !verdict.skip;
       },
-    }),
+    }).finally(() => progress.finish()),
   );
   const artifact = uploadedArtifact(store, result);
   if (snapshot && result.archive) {

@@ -70,11 +70,14 @@ export const restoreCommand: Command = {
     // Before anything is decrypted, and before the target is even looked at.
     const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, command));
     const progress = progressFor("restore", values, context);
-    const total = (await stat(archive)).size;
     const started = Date.now();
+    const source = createReadStream(archive, { highWaterMark: 1 << 20 });
+    // The archive's bytes read, against its size: the plaintext (larger, and of unknown size) is shown beside them.
+    const size = (await stat(archive)).size;
+    const reading = { total: size, sample: () => source.bytesRead, alongside: "plaintext" };
     const result = await restoreArchive({
       ...(authenticity.checked ? { signed: authenticity.signed } : {}),
-      source: createReadStream(archive, { highWaterMark: 1 << 20 }),
+      source,
       keys,
       target,
       rootfs: optionalString(values, "rootfs"),
@@ -82,9 +85,10 @@ export const restoreCommand: Command = {
       force: Boolean(values.force),
       keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
       xattrs: xattrModeOf(values) !== "false",
-      onProgress: progress && ((p) => progress.update(p.bytes, total)),
+      onProgress: progress && ((p) => progress.update(source.bytesRead, { alongside: p.bytes })),
+      onPhase: progress && ((phase) => progress.phase(phase, phase === "reading" ? reading : {})),
       ...(context.signal ? { signal: context.signal } : {}),
-    });
+    }).finally(() => progress?.finish());
     reportAuthenticity(authenticity, context);
     if (result.rootfsSkipped.length > 0) {
       const shown = result.rootfsSkipped.slice(0, 5).join(", ");

@@ -9,7 +9,7 @@
  * Every step is timed into the report; runDrill never throws, its report carries the verdict and exit code.
  */
 import { createReadStream } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, posix } from "node:path";
 import type { CatalogEntry } from "../archive/catalog.js";
@@ -94,6 +94,8 @@ export interface DrillRequest {
   /** Leave Looker running on the target after the drill (default: stopped in teardown). */
   readonly keepRunning?: boolean;
   readonly log?: (line: string) => void;
+  /** Where the drill shows its progress: each step as a phase, the archive's bytes read while it is extracted. */
+  readonly progress?: DrillProgress;
   /**
    * SIGINT/SIGTERM of a CLI run: the step under way stops (its commands are killed, the extraction stops), no further
    * step starts, and the teardown runs as always; the report says cancelled, exit 130.
@@ -102,7 +104,18 @@ export interface DrillRequest {
   readonly now?: () => Date;
 }
 
+/** What the drill tells of its progress (report/progress.ts's ProgressReporter is one). */
+export interface DrillProgress {
+  phase(
+    name: string,
+    counting?: { readonly total?: number; readonly sample?: () => number; readonly alongside?: string },
+  ): void;
+  update(done: number, extra?: { readonly alongside?: number }): void;
+}
+
 const HOOK_TIMEOUT_MS = 3600_000;
+/** The step that reads the archive: its phase also counts the archive's bytes (extractLocally). */
+const EXTRACT_STEP = "verify and extract archive";
 
 class StepLog {
   readonly steps: DrillStep[] = [];
@@ -110,6 +123,7 @@ class StepLog {
   constructor(
     private readonly log: (line: string) => void,
     private readonly signal: AbortSignal | undefined,
+    private readonly progress: DrillProgress | undefined,
   ) {}
 
   /**
@@ -119,6 +133,7 @@ class StepLog {
   async run<T>(name: string, fn: () => Promise<T>, describe?: (value: T) => string | undefined): Promise<T> {
     if (this.signal?.aborted) throw new CancelledError();
     const started = performance.now();
+    this.progress?.phase(name);
     try {
       const value = await fn();
       if (this.signal?.aborted) throw new CancelledError();
@@ -178,7 +193,7 @@ class Drill {
 
   constructor(private readonly request: DrillRequest) {
     this.log = request.log ?? (() => {});
-    this.steps = new StepLog(this.log, request.signal);
+    this.steps = new StepLog(this.log, request.signal, request.progress);
     this.startedAt = (request.now ?? (() => new Date()))();
     this.targetName = describeTargetSpec(request.target);
   }
@@ -263,7 +278,7 @@ class Drill {
     const staging = await mkdtemp(join(stagingParent, ".looker-drill-"));
     this.staging = staging;
     const extracted = await this.steps.run(
-      "verify and extract archive",
+      EXTRACT_STEP,
       () => extractLocally(request, staging, signed),
       (x) => `${x.members} members, ${x.bytes} bytes, all match the catalog`,
     );
@@ -386,6 +401,7 @@ class Drill {
   private async teardown(): Promise<Error | undefined> {
     const { request } = this;
     const begun = performance.now();
+    request.progress?.phase("teardown");
     const problems: string[] = [];
     if (this.looker && this.started && !request.keepRunning) {
       await this.looker.stop().catch((e: unknown) => problems.push(`stop looker: ${messageOf(e)}`));
@@ -511,8 +527,17 @@ async function extractLocally(
   signed: SignedDigest | undefined,
 ): Promise<Extracted> {
   const source = createReadStream(request.archive, { highWaterMark: 1 << 20 });
+  const { progress } = request;
+  // The archive's bytes read against its size, as restore shows them (the step is the phase already).
+  progress?.phase(EXTRACT_STEP, {
+    total: (await stat(request.archive)).size,
+    sample: () => source.bytesRead,
+    alongside: "plaintext",
+  });
+  const onProgress =
+    progress && ((p: { bytes: number }) => progress.update(source.bytesRead, { alongside: p.bytes }));
   // The home travels to the target through GNU tar without them: extended attributes are not part of a drill.
-  const outcome = await extractToStaging(source, request.keys, staging, undefined, {
+  const outcome = await extractToStaging(source, request.keys, staging, onProgress, {
     xattrs: false,
     ...(signed ? { signed } : {}),
     // Its writer threads have stopped when it returns: the teardown's removal of staging does not race them.

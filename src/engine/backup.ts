@@ -68,8 +68,15 @@ export interface BackupRequest {
    * skip-if-unchanged). Nothing is stored and older archives stay as they are.
    */
   readonly shouldCommit?: (catalog: readonly CatalogEntry[], archiveName: string) => Promise<boolean>;
-  /** bytesTotal is known once the whole home has been listed (files are read while it is). */
+  /**
+   * The selection's bytes as the preflight measured them (BackupSelection.measured): the progress total until the
+   * walk that is read has ended, which knows its own (files are read while the home is still listed).
+   */
+  readonly expectedBytes?: number;
+  /** bytesTotal: the files' bytes (expectedBytes, then the walk's own sum) plus the extra members' once known. */
   readonly onProgress?: (progress: PackProgress & { bytesTotal?: number }) => void;
+  /** Told each phase as it begins: "reading", then "storing" (a directory) or "uploading", then "pruning". */
+  readonly onPhase?: (phase: string) => void;
   /** Extended attributes: archived where getfattr is installed (auto, the default), required, or skipped. */
   readonly xattrs?: XattrMode;
   readonly signal?: AbortSignal;
@@ -175,6 +182,20 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const xattrs = await readXattrIndex(xattrRoots(request, manifest), request.xattrs ?? "auto");
   const selection = streamSelection({ home: request.home, manifest, substitutes: request.substitutes });
   const listing = new ListingTotal(selection.batches);
+  // The extra members (the MySQL dump) add their sizes to the progress total once they are known.
+  let extraBytes = 0;
+  const produceExtra = request.extraMembers;
+  const extraMembers =
+    produceExtra &&
+    (async () => {
+      const members = await produceExtra();
+      extraBytes = members.reduce((sum, member) => sum + member.size, 0);
+      return members;
+    });
+  const bytesTotal = () => {
+    const files = listing.bytes ?? request.expectedBytes;
+    return files === undefined ? undefined : files + extraBytes;
+  };
   const name = archiveName(request.instance, startedAt);
   // The packer reads files straight into the compressor's blocks, which come back to the pool once compressed
   // and hashed. Shared memory lets the zstd threads and the digest thread read a block at the same time.
@@ -182,8 +203,8 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const packer = new ArchivePacker({
     entries: listing.batches(),
     meta: backupMeta(request, startedAt, manifest, mysqlBackend),
-    extraMembers: request.extraMembers,
-    onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal: listing.bytes })),
+    extraMembers,
+    onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal: bytesTotal() })),
     signal: request.signal,
     allocateChunk: () => blocks.take(),
     createDigester: (listener) => new WorkerDigester(listener, blocks),
@@ -191,6 +212,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     xattrs: xattrs.index,
   });
   const pending = await request.store.create(name);
+  request.onPhase?.("reading");
   // The ciphertext as it leaves for the store: its digest and size are what the user later checks a download by,
   // and its sha512 is what the signature signs.
   const measure = createSha256PassThrough({ sha512: request.signingKey !== undefined });
@@ -219,6 +241,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const packed = packer.result();
   const commit = (await request.shouldCommit?.(packed.catalog, name)) ?? true;
   if (!commit) await pending.abort();
+  if (commit) request.onPhase?.(request.store.kind === "artifact" ? "uploading" : "storing");
   const { archive, signature } = commit
     ? await commitSigned(
         request.store,
@@ -228,6 +251,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
       )
     : { archive: undefined, signature: undefined };
   const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
+  if (commit && request.retention && prunes(request.retention)) request.onPhase?.("pruning");
   const { pruned, refusal } =
     commit && request.retention
       ? await pruneAfter(request.store, request.instance, request.retention, now())
