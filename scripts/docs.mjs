@@ -1,9 +1,14 @@
-// Generates the inputs/outputs tables of README.md from action.yml and restore/action.yml, between markers.
-// `node scripts/docs.mjs --check` fails when README.md is not what the action files say (run in CI), or when an
-// action file's `default:` is not the value the code falls back to (src/defaults.ts).
-import { readFile, writeFile } from "node:fs/promises";
-import { transform } from "esbuild";
+// Generates the inputs/outputs tables of README.md from action.yml and restore/action.yml, and its CLI reference from
+// every command's --help (the command list of src/cli/main.ts), between markers.
+// `node scripts/docs.mjs --check` fails when README.md is not what the action files and the commands say (run in CI),
+// or when an action file's `default:` is not the value the code falls back to (src/defaults.ts).
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { build, transform } from "esbuild";
 import { parse } from "yaml";
+import { buildOptions } from "./bundle.mjs";
 
 /**
  * The constant of src/defaults.ts that each input's `default:` must equal. An input with another non-empty default
@@ -89,30 +94,88 @@ function table(action) {
   return rows.join("\n");
 }
 
+/** A code span in a table cell: GitHub ends the cell at a bare `|`, even inside backticks. */
+function code(text) {
+  return `\`${text.replace(/\|/g, "\\|")}\``;
+}
+
 function cell(text = "") {
   return String(text).trim().replace(/\|/g, "\\|").replace(/\n/g, " ");
+}
+
+/**
+ * The CLI's commands as the code defines them: src/cli/main.ts's list and the rows --help prints (src/cli/args.ts),
+ * bundled from the sources into a temp file and imported, so a command or flag added there shows up here.
+ */
+async function cliCommands() {
+  const dir = await mkdtemp(join(tmpdir(), "lb-docs-"));
+  try {
+    const outfile = join(dir, "cli-help.mjs");
+    await build({
+      ...buildOptions,
+      stdin: {
+        contents:
+          'export { commands } from "./src/cli/main.ts";\nexport { helpRows } from "./src/cli/args.ts";\n',
+        resolveDir: buildOptions.absWorkingDir,
+        loader: "ts",
+      },
+      outfile,
+    });
+    return await import(pathToFileURL(outfile).href);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Each command's usage line, then for each the table of every flag its --help lists. */
+function cliReference({ commands, helpRows }) {
+  const out = ["```", ...commands.map((c) => c.spec.usage), "looker-backup --version", "```"];
+  for (const { spec } of commands) {
+    out.push(
+      "",
+      `<details><summary><code>looker-backup ${spec.name}</code>: ${cell(spec.summary)}</summary>`,
+      "",
+      "| Flag | Description |",
+      "|---|---|",
+      ...helpRows(spec).map(
+        ({ short, flag, help }) =>
+          `| ${short ? `${code(short)}, ` : ""}${code(flag)} | ${cell(help).replace(/</g, "&lt;").replace(/>/g, "&gt;")} |`,
+      ),
+      "",
+      "</details>",
+    );
+  }
+  return out.join("\n");
+}
+
+function replaceBetween(text, marker, source, generated) {
+  const begin = `<!-- ${marker}:begin (generated from ${source} by npm run docs) -->`;
+  const end = `<!-- ${marker}:end -->`;
+  const start = text.indexOf(begin);
+  const stop = text.indexOf(end);
+  if (start === -1 || stop === -1)
+    throw new Error(`README.md lacks the markers for ${source}:\n${begin}\n${end}`);
+  return `${text.slice(0, start + begin.length)}\n${generated}\n${text.slice(stop)}`;
 }
 
 let readme = await readFile("README.md", "utf8");
 const original = readme;
 for (const { file, marker } of sections) {
-  const action = parse(await readFile(file, "utf8"));
-  const begin = `<!-- ${marker}:begin (generated from ${file} by npm run docs) -->`;
-  const end = `<!-- ${marker}:end -->`;
-  const start = readme.indexOf(begin);
-  const stop = readme.indexOf(end);
-  if (start === -1 || stop === -1)
-    throw new Error(`README.md lacks the markers for ${file}:\n${begin}\n${end}`);
-  readme = `${readme.slice(0, start + begin.length)}\n${table(action)}\n${readme.slice(stop)}`;
+  readme = replaceBetween(readme, marker, file, table(parse(await readFile(file, "utf8"))));
 }
+readme = replaceBetween(readme, "cli-reference", "each command's --help", cliReference(await cliCommands()));
 if (process.argv.includes("--check")) {
   const problems = await checkDefaults();
   for (const problem of problems) console.error(problem);
   if (readme !== original) {
-    console.error("README.md's action tables are out of date: run `npm run docs` and commit README.md");
+    console.error(
+      "README.md's action tables or CLI reference are out of date: run `npm run docs` and commit README.md",
+    );
   }
   if (problems.length > 0 || readme !== original) process.exit(1);
-  console.log("README.md action tables match action.yml; its defaults are src/defaults.ts's");
+  console.log(
+    "README.md action tables match action.yml, its CLI reference every command's --help; its defaults are src/defaults.ts's",
+  );
 } else {
   await writeFile("README.md", readme);
 }

@@ -131,7 +131,10 @@ async function backupAfterPreflight(
   let changes: ChangeReport | undefined;
   let snapshot: CatalogSnapshot | undefined;
   let notSkippedBecause: string | undefined;
-  const progress = new ProgressReporter("backup", (line) => core.info(line));
+  // The Actions log is no terminal: a line every 10 s or each tenth of the selection's bytes, and one per phase.
+  const progress = new ProgressReporter("backup", (text) => core.info(text.replace(/\n$/, "")), {
+    tty: false,
+  });
   let result = await core.group("Backup", () =>
     runLookerBackup({
       ...jobSettingsOf(settings),
@@ -140,7 +143,8 @@ async function backupAfterPreflight(
       nodes: connected.nodes,
       onStopRecord: saveStopRecord,
       leaveStoppedOnCancel: true,
-      onProgress: (p) => progress.update(p.bytesRead, p.bytesTotal),
+      onProgress: (p) => progress.update(p.bytesRead, { total: p.bytesTotal }),
+      onPhase: (phase) => progress.phase(phase),
       log: (line) => core.info(line),
       signal,
       shouldCommit: async (catalog, name) => {
@@ -157,7 +161,7 @@ async function backupAfterPreflight(
         notSkippedBecause = verdict.reason;
         return !verdict.skip;
       },
-    }),
+    }).finally(() => progress.finish()),
   );
   const artifact = uploadedArtifact(store, result);
   const pruneWarnings = await pruneArtifacts(settings, result, artifact);
@@ -169,7 +173,7 @@ async function backupAfterPreflight(
   if (notSkippedBecause) core.notice(`nothing changed, but backing up anyway: ${notSkippedBecause}`);
   const durationMs = Math.round(performance.now() - startedAt);
   setOutputs(settings, result, artifact, durationMs);
-  await writeSummary(settings, result, artifact, changes, preflight, durationMs);
+  await writeSummary(settings, result, artifact, changes, preflight, selection, durationMs);
   annotateWarnings(result.warnings, settings.onWarnings);
   for (const notice of result.notices) core.notice(notice);
   if (!result.archive)
@@ -363,6 +367,7 @@ async function writeSummary(
   artifact: UploadedArtifact | undefined,
   changes: ChangeReport | undefined,
   preflight: readonly PreflightCheck[],
+  selection: BackupSelection,
   durationMs: number,
 ) {
   const url = artifact?.url;
@@ -383,6 +388,7 @@ async function writeSummary(
     keystoreIndependent: settings.keystoreIndependent,
     ...(settings.keystoreIndependent ? { keyfileName: keyfileNameFor(result.archiveName) } : {}),
     tallies: result.selection.tallies,
+    ...(selection.measured ? { measured: selection.measured.tallies } : {}),
     warnings: result.warnings,
     ...(changes ? { changes } : {}),
     skipped: result.archive === undefined,

@@ -14,6 +14,7 @@ import { runDrill } from "../drill/drill.js";
 import { type DrillReport, drillSummaryMarkdown } from "../drill/report.js";
 import { NOT_CHECKED_WARNING } from "../engine/authenticity.js";
 import { describeError, exitCodeOf, InputError } from "../errors.js";
+import { ProgressReporter } from "../report/progress.js";
 import { keyfileNameFor, signatureNameFor } from "../store/archive-name.js";
 import { findNewestBackupArtifact } from "../store/artifact-find.js";
 import { ArtifactStore } from "../store/artifact-store.js";
@@ -23,19 +24,35 @@ import { maskValue } from "./secrets.js";
 
 export async function runRestoreAction(): Promise<void> {
   for (const name of DRILL_SECRET_INPUTS) maskValue(core.getInput(name));
+  // A cancelled job (the runner's SIGINT, then SIGTERM) stops the drill's step under way; its teardown still runs,
+  // so a provisioned drill host is not left running (node's default would end the process at once).
+  const controller = new AbortController();
+  const onSignal = () => {
+    if (controller.signal.aborted) return;
+    core.info("cancel received: stopping the drill; its teardown runs");
+    controller.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   const scratch = await mkdtemp(join(process.env.RUNNER_TEMP || tmpdir(), "looker-drill-"));
   try {
     // Every input is checked before the download: a typo should not cost a multi-GB transfer.
     const { backup, githubToken, ...drill } = readDrillSettings(actionInputs((name) => core.getInput(name)));
     if (!drill.trustedSigners) core.warning(NOT_CHECKED_WARNING);
     const source = await fetchBackup(backup, githubToken ?? "", scratch);
+    // The Actions log is no terminal: a line per step, and while the archive is read every 10 s or each tenth.
+    const progress = new ProgressReporter("drill", (text) => core.info(text.replace(/\n$/, "")), {
+      tty: false,
+    });
     const report = await runDrill({
       ...drill,
       archive: source.archive,
       ...(source.keyfile ? { keyfile: source.keyfile } : {}),
       ...(source.signature ? { signature: source.signature } : {}),
       log: (line) => core.info(line),
-    });
+      progress,
+      signal: controller.signal,
+    }).finally(() => progress.finish());
     const instance = backup.kind === "file" ? undefined : backup.instance;
     await publish(report, instance ?? String(report.backup.instance ?? "looker"), githubToken ?? "");
     if (report.result !== "passed") core.setFailed(`drill failed: ${report.error ?? "see the report"}`);
@@ -44,6 +61,8 @@ export async function runRestoreAction(): Promise<void> {
     core.setFailed(describeError(error));
     process.exitCode = exitCodeOf(error);
   } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
     await rm(scratch, { recursive: true, force: true });
   }
 }

@@ -50,6 +50,10 @@ export interface ExtraMember {
 }
 
 export interface PackProgress {
+  /**
+   * Bytes of the selection's files (and extra members) read so far: a big file's counted as its blocks are read
+   * (by the compressor's threads, see file-block.ts), a sparse file's holes once it is done.
+   */
   bytesRead: number;
   members: number;
 }
@@ -59,6 +63,7 @@ export interface PackOptions {
   readonly entries: AsyncIterable<readonly SelectedEntry[]>;
   readonly meta: Record<string, unknown>;
   readonly extraMembers?: () => Promise<readonly ExtraMember[]>;
+  /** Called after every member, and while a big file is read (each chunk, each block read): it must be cheap. */
   readonly onProgress?: (progress: PackProgress) => void;
   readonly signal?: AbortSignal;
   /**
@@ -103,6 +108,8 @@ export class ArchivePacker {
   readonly catalog: CatalogEntry[] = [];
   readonly warnings: string[] = [];
   private bytesIn = 0;
+  /** What PackProgress.bytesRead says: bytesIn counts a FileBlock when it is handed on, this when it was read. */
+  private bytesRead = 0;
   /** Bytes of holes in the sparse files archived so far (restore refuses more than MAX_ARCHIVE_HOLE_BYTES). */
   private holeBytes = 0;
   /** dev:ino of a multiply-linked file -> the catalog entry of its first name. */
@@ -123,6 +130,10 @@ export class ArchivePacker {
     closed: () => {
       this.openFileCount--;
       this.filesBeingRead.wake();
+    },
+    blockRead: (length) => {
+      this.bytesRead += length;
+      this.progress();
     },
   };
 
@@ -169,7 +180,7 @@ export class ArchivePacker {
         // the process out of descriptors while they wait.
         if (this.openFileCount >= MAX_FILES_BEING_READ)
           await this.filesBeingRead.until(MAX_FILES_BEING_READ - 1);
-        this.options.onProgress?.({ bytesRead: this.bytesIn, members: this.catalog.length });
+        this.progress();
       }
     }
     for (const extra of (await this.options.extraMembers?.()) ?? []) yield* this.extraMember(extra);
@@ -183,6 +194,10 @@ export class ArchivePacker {
     yield* this.out.takeFull();
     const last = this.out.takeRest();
     if (last !== undefined) yield last;
+  }
+
+  private progress(): void {
+    this.options.onProgress?.({ bytesRead: this.bytesRead, members: this.catalog.length });
   }
 
   /** A directory, a symlink, or a further name of a hard-linked file (`first` is the name archived already). */
@@ -263,7 +278,9 @@ export class ArchivePacker {
       this.out.commit(bytesRead);
       offset += bytesRead;
       this.bytesIn += bytesRead;
+      this.bytesRead += bytesRead;
       if (this.out.isFull) {
+        this.progress();
         yield* this.out.takeFull();
         this.options.signal?.throwIfAborted();
       }
@@ -321,7 +338,9 @@ export class ArchivePacker {
         content.add(buffer.subarray(start, start + bytesRead));
         this.out.commit(bytesRead);
         done += bytesRead;
+        this.bytesRead += bytesRead;
         if (this.out.isFull) {
+          this.progress();
           yield* this.out.takeFull();
           this.options.signal?.throwIfAborted();
         }
@@ -329,6 +348,7 @@ export class ArchivePacker {
     }
     catalogEntry.sha256 = content.digest();
     this.bytesIn += size;
+    this.bytesRead += size - dataSize; // the holes: counted in the selection's sizes, never read
     this.out.write(padding(dataSize));
     file.finish(catalogEntry);
   }
@@ -371,6 +391,8 @@ export class ArchivePacker {
       written += chunk.length;
       if (written > extra.size) break;
       this.out.write(chunk);
+      this.bytesRead += chunk.length;
+      if (this.out.isFull) this.progress();
       yield* this.out.takeFull();
     }
     if (written !== extra.size) {
@@ -536,6 +558,8 @@ interface FileEvents {
   /** All of the file is read (its blocks too): check whether it changed meanwhile. */
   read(file: FileBeingRead, catalogEntry: CatalogEntry): void;
   closed(): void;
+  /** A block of a file was read by the compressor (or dropped): for progress. */
+  blockRead(length: number): void;
 }
 
 /**
@@ -569,6 +593,7 @@ class FileBeingRead {
         fill(bytes);
       } finally {
         this.release();
+        this.events.blockRead(length);
       }
     };
     return {

@@ -98,10 +98,18 @@ function argumentName(positional: PositionalSpec): string {
 
 const HELP_OPTION: OptionSpec = { type: "boolean", short: "h", help: "show this help" };
 
+/** Every flag --help lists, as it lists them: the README's CLI reference is made from the same rows (scripts/docs.mjs). */
+export function helpRows(spec: CommandSpec): { short?: string; flag: string; help: string }[] {
+  return Object.entries({ ...spec.options, help: HELP_OPTION }).map(([name, o]) => ({
+    ...(o.short ? { short: `-${o.short}` } : {}),
+    flag: `--${name}${o.type === "string" ? ` ${o.placeholder ?? "VALUE"}` : ""}`,
+    help: `${o.help}${o.multiple ? " (repeatable)" : ""}`,
+  }));
+}
+
 export function helpText(spec: CommandSpec): string {
-  const rows = Object.entries({ ...spec.options, help: HELP_OPTION }).map(([name, o]) => {
-    const flag = `${o.short ? `-${o.short}, ` : "    "}--${name}${o.type === "string" ? ` ${o.placeholder ?? "VALUE"}` : ""}`;
-    return `  ${flag.padEnd(34)} ${o.help}${o.multiple ? " (repeatable)" : ""}`;
+  const rows = helpRows(spec).map(({ short, flag, help }) => {
+    return `  ${`${short ? `${short}, ` : "    "}${flag}`.padEnd(34)} ${help}`;
   });
   const positionals = (spec.positionals ?? []).map(
     (p) => `  ${argumentName(p).padEnd(34)} ${p.help}${p.optional ? " (optional)" : ""}`,

@@ -16,10 +16,12 @@ import { parseRecipients } from "../crypto/age-keys.js";
 import { DEFAULT_COMPRESSION_LEVEL, MAX_COMPRESSION_LEVEL, MIN_COMPRESSION_LEVEL } from "../defaults.js";
 import { type LookerJobResult, runLookerBackup } from "../engine/looker-job.js";
 import { runBackupPreflight } from "../engine/preflight.js";
+import type { ExitCode } from "../errors.js";
+import type { ProgressReporter } from "../report/progress.js";
 import { formatBytes, formatDuration } from "../runtime/format.js";
 import { DirStore } from "../store/dir-store.js";
 import { type CommandSpec, optionalString, type ParsedOptions, stringList } from "./args.js";
-import type { Command } from "./command.js";
+import type { Command, CommandContext } from "./command.js";
 import {
   backend,
   fileContent,
@@ -32,6 +34,7 @@ import {
   requiredPath,
   secretFromEnv,
   sslFile,
+  stderrLines,
 } from "./common-options.js";
 import { lookerOptionSpecs } from "./looker-options.js";
 
@@ -168,75 +171,92 @@ export const backupCommand: Command = {
   async run(values, context) {
     const settings = readBackupSettings(backupFlags(values));
     const store = directoryStore(settings);
-    const { home, instance, recipients } = settings;
     const progress = progressFor("backup", values, context);
-    const log = values.quiet || values.json ? undefined : (line: string) => context.stderr(`${line}\n`);
-    // The action's preflight: nothing that can fail cheaply fails after Looker was stopped.
-    const { checks, connected, selection } = await runBackupPreflight({
-      inputs: `${recipients.length > 0 ? `${recipients.length} recipient(s)` : "passphrase"}; consistency ${settings.consistency}`,
-      xattrs: settings.xattrs,
-      home,
-      consistency: settings.consistency,
-      keystoreIndependent: settings.keystoreIndependent,
-      quietWindow: settings.quietWindow,
-      forceOutsideWindow: settings.forceOutsideWindow,
-      store: { kind: "dir", directory: store.directory, instance },
-      ...(settings.manifestFile ? { manifestFile: settings.manifestFile } : {}),
-      sslFiles: settings.sslFiles,
-      backend: settings.backend,
-      mysql: settings.mysql,
-      nodes: nodeSettingsOf(home, settings),
-      ...(log ? { log } : {}),
-    });
-    for (const row of checks) log?.(`preflight: ${row.check}: ${row.detail}`);
-    let result: LookerJobResult;
+    const log = values.quiet || values.json ? undefined : stderrLines(progress, context);
     try {
-      result = await runLookerBackup({
-        ...jobSettingsOf(settings),
-        selection,
-        store: new DirStore(store.directory),
-        nodes: connected.nodes,
-        onProgress: progress && ((p) => progress.update(p.bytesRead, p.bytesTotal)),
-        ...(log ? { log } : {}),
-        signal: context.signal,
-      });
+      return await backup(settings, store, progress, log, values, context);
     } finally {
-      await connected.close();
+      progress?.finish();
     }
-    const archive = result.archive!;
-    if (values.json) {
-      context.stdout(
-        `${JSON.stringify({
-          archive: archive.location,
-          signature: result.signature?.location ?? null,
-          catalog: result.catalogSidecar?.location ?? null,
-          sha256: result.sha256,
-          files: result.files,
-          bytesIn: result.bytesIn,
-          bytesOut: result.bytesOut,
-          warnings: result.warnings,
-          notices: result.notices,
-        })}\n`,
-      );
-    } else {
-      context.stdout(
-        `${[
-          `archive  ${archive.location}`,
-          ...(result.signature ? [`signed   ${result.signature.location}`] : []),
-          ...(result.catalogSidecar ? [`catalog  ${result.catalogSidecar.location}`] : []),
-          `sha256   ${result.sha256}`,
-          `members  ${result.files}`,
-          `read     ${formatBytes(result.bytesIn)} in ${formatDuration(result.durationMs)}`,
-          `written  ${formatBytes(result.bytesOut)}`,
-          ...result.pruned.map((name) => `pruned   ${name}`),
-          ...result.warnings.map((w) => `warning  ${w}`),
-          ...result.notices.map((n) => `note     ${n}`),
-        ].join("\n")}\n`,
-      );
-    }
-    return result.exitCode;
   },
 };
+
+async function backup(
+  settings: BackupSettings,
+  store: ReturnType<typeof directoryStore>,
+  progress: ProgressReporter | undefined,
+  log: ((line: string) => void) | undefined,
+  values: ParsedOptions,
+  context: CommandContext,
+): Promise<ExitCode> {
+  const { home, instance, recipients } = settings;
+  // The action's preflight: nothing that can fail cheaply fails after Looker was stopped.
+  const { checks, connected, selection } = await runBackupPreflight({
+    inputs: `${recipients.length > 0 ? `${recipients.length} recipient(s)` : "passphrase"}; consistency ${settings.consistency}`,
+    xattrs: settings.xattrs,
+    home,
+    consistency: settings.consistency,
+    keystoreIndependent: settings.keystoreIndependent,
+    quietWindow: settings.quietWindow,
+    forceOutsideWindow: settings.forceOutsideWindow,
+    store: { kind: "dir", directory: store.directory, instance },
+    ...(settings.manifestFile ? { manifestFile: settings.manifestFile } : {}),
+    sslFiles: settings.sslFiles,
+    backend: settings.backend,
+    mysql: settings.mysql,
+    nodes: nodeSettingsOf(home, settings),
+    ...(log ? { log } : {}),
+  });
+  for (const row of checks) log?.(`preflight: ${row.check}: ${row.detail}`);
+  let result: LookerJobResult;
+  try {
+    result = await runLookerBackup({
+      ...jobSettingsOf(settings),
+      selection,
+      store: new DirStore(store.directory),
+      nodes: connected.nodes,
+      onProgress: progress && ((p) => progress.update(p.bytesRead, { total: p.bytesTotal })),
+      onPhase: progress && ((phase) => progress.phase(phase)),
+      ...(log ? { log } : {}),
+      signal: context.signal,
+    });
+  } finally {
+    await connected.close();
+  }
+  progress?.finish();
+  const archive = result.archive!;
+  if (values.json) {
+    context.stdout(
+      `${JSON.stringify({
+        archive: archive.location,
+        signature: result.signature?.location ?? null,
+        catalog: result.catalogSidecar?.location ?? null,
+        sha256: result.sha256,
+        files: result.files,
+        bytesIn: result.bytesIn,
+        bytesOut: result.bytesOut,
+        warnings: result.warnings,
+        notices: result.notices,
+      })}\n`,
+    );
+  } else {
+    context.stdout(
+      `${[
+        `archive  ${archive.location}`,
+        ...(result.signature ? [`signed   ${result.signature.location}`] : []),
+        ...(result.catalogSidecar ? [`catalog  ${result.catalogSidecar.location}`] : []),
+        `sha256   ${result.sha256}`,
+        `members  ${result.files}`,
+        `read     ${formatBytes(result.bytesIn)} in ${formatDuration(result.durationMs)}`,
+        `written  ${formatBytes(result.bytesOut)}`,
+        ...result.pruned.map((name) => `pruned   ${name}`),
+        ...result.warnings.map((w) => `warning  ${w}`),
+        ...result.notices.map((n) => `note     ${n}`),
+      ].join("\n")}\n`,
+    );
+  }
+  return result.exitCode;
+}
 
 function directoryStore(settings: BackupSettings): Extract<BackupSettings["store"], { kind: "dir" }> {
   if (settings.store.kind !== "dir") throw new Error("the CLI's backup store is always a directory");

@@ -5,6 +5,8 @@ import type { CommandSpec, ParsedOptions } from "./args.js";
 export interface CommandContext {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
+  /** stderr is a terminal: progress is one live line there (report/progress.ts), plain lines otherwise. */
+  readonly stderrIsTTY?: boolean;
   readonly signal?: AbortSignal;
 }
 

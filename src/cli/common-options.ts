@@ -22,7 +22,7 @@ export const json = {
   type: "boolean",
   help: "print one JSON object on stdout and nothing else there",
 } as const;
-export const quiet = { type: "boolean", short: "q", help: "no progress lines on stderr" } as const;
+export const quiet = { type: "boolean", short: "q", help: "no progress on stderr" } as const;
 export const keepPrivilegedModes = {
   type: "boolean",
   help: "keep setuid/setgid/sticky and world-writable mode bits (dropped by default, with a warning)",
@@ -125,13 +125,25 @@ export function requiredPath(values: ParsedOptions, flag: string, command: strin
   return resolve(requireString(values, flag, command));
 }
 
+/**
+ * The command's progress on stderr (report/progress.ts): a live line on a terminal, plain lines in a pipe; none with
+ * --quiet. --json keeps it: only stdout is the JSON's.
+ */
 export function progressFor(
   label: string,
   values: ParsedOptions,
   context: CommandContext,
 ): ProgressReporter | undefined {
-  if (values.quiet || values.json) return undefined;
-  return new ProgressReporter(label, (line) => context.stderr(`${line}\n`));
+  if (values.quiet) return undefined;
+  return new ProgressReporter(label, context.stderr, { tty: context.stderrIsTTY === true });
+}
+
+/** Where a command's other lines go while its progress may hold a live line: through it, so the line is not torn. */
+export function stderrLines(
+  progress: ProgressReporter | undefined,
+  context: CommandContext,
+): (line: string) => void {
+  return progress ? (line) => progress.log(line) : (line) => context.stderr(`${line}\n`);
 }
 
 export function backendOf(values: ParsedOptions): BackendChoice {

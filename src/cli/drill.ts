@@ -24,7 +24,15 @@ import { formatBytes, formatDuration } from "../runtime/format.js";
 import { DirStore } from "../store/dir-store.js";
 import { type CommandSpec, optionalString, type ParsedOptions, stringList } from "./args.js";
 import type { Command } from "./command.js";
-import { fileContent, flagSource, readFlagFile, secretFromEnv } from "./common-options.js";
+import {
+  fileContent,
+  flagSource,
+  progressFor,
+  quiet,
+  readFlagFile,
+  secretFromEnv,
+  stderrLines,
+} from "./common-options.js";
 import { trustedSignersOption } from "./key-options.js";
 
 const NAME = "drill";
@@ -162,7 +170,7 @@ const spec: CommandSpec = {
       help: "JSON lines of earlier drills: shown as a trend, this drill appended",
     },
     json: { type: "boolean", help: "print the JSON report on stdout and nothing else there" },
-    quiet: { type: "boolean", short: "q", help: "no progress lines on stderr" },
+    quiet,
   },
 };
 
@@ -217,13 +225,16 @@ export const drillCommand: Command = {
     const { backup, githubToken: _, ...drill } = readDrillSettings(drillFlags(values));
     const archive = await archiveOf(backup);
     const history = await readHistory(optionalString(values, "history"));
-    const quiet = Boolean(values.quiet || values.json);
+    const silent = Boolean(values.quiet || values.json);
+    const progress = progressFor(NAME, values, context);
+    const line = stderrLines(progress, context);
     const report = await runDrill({
       ...drill,
       archive,
-      log: quiet ? () => {} : (line) => context.stderr(`drill: ${line}\n`),
+      log: silent ? () => {} : (text) => line(`drill: ${text}`),
+      ...(progress ? { progress } : {}),
       ...(context.signal ? { signal: context.signal } : {}),
-    });
+    }).finally(() => progress?.finish());
     await writeEvidence(values, report, history);
     if (values.json) context.stdout(`${JSON.stringify(report)}\n`);
     else context.stdout(humanSummary(report));

@@ -15,7 +15,8 @@ import { restoreCommand } from "./restore.js";
 import { showCommand } from "./show.js";
 import { verifyCommand } from "./verify.js";
 
-const commands: readonly Command[] = [
+/** Every command, in the order `looker-backup --help` lists them; the README's CLI reference follows it (npm run docs). */
+export const commands: readonly Command[] = [
   backupCommand,
   restoreCommand,
   verifyCommand,

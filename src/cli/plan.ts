@@ -2,7 +2,7 @@
 import { resolve } from "node:path";
 import { resolveManifest } from "../engine/backup.js";
 import { ExitCode } from "../errors.js";
-import { selectFiles } from "../manifest/select.js";
+import { measureSelection } from "../manifest/select.js";
 import { formatBytes } from "../runtime/format.js";
 import { optionalString, requireString, stringList } from "./args.js";
 import type { Command } from "./command.js";
@@ -33,7 +33,8 @@ export const planCommand: Command = {
       sslFiles: stringList(values, "ssl-file"),
       backend: backendOf(values),
     });
-    const selection = await selectFiles({ home, manifest, countExcluded: true });
+    // The same measure as a backup's preflight takes: its job summary's exclusions are these numbers.
+    const selection = await measureSelection({ home, manifest });
     if (values.json) {
       context.stdout(
         `${JSON.stringify({ home, backend: mysqlBackend ? "mysql" : "internal", rules: selection.tallies, skipped: selection.skipped })}\n`,

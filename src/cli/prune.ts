@@ -59,7 +59,7 @@ export const pruneCommand: Command = {
         ? []
         : dryRun
           ? namesToPrune(archives, policy, now)
-          : await store.prune(instance, policy, now);
+          : await store.prune(instance, policy, now, context.signal);
     const kept = archives.map((a) => a.name).filter((name) => !doomed.includes(name));
     if (values.json) {
       const result = { dryRun, removed: dryRun ? [] : doomed, wouldRemove: dryRun ? doomed : [], kept };

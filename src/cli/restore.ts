@@ -103,31 +103,34 @@ export const restoreCommand: Command = {
     // Before anything is decrypted, and before the target is even looked at.
     const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, command));
     const progress = progressFor("restore", values, context);
-    const total = (await stat(archive)).size;
     const started = Date.now();
+    const source = createReadStream(archive, { highWaterMark: 1 << 20 });
+    // The archive's bytes read, against its size: the plaintext (larger, and of unknown size) is shown beside them.
+    const size = (await stat(archive)).size;
+    const reading = { total: size, sample: () => source.bytesRead, alongside: "plaintext" };
     const common = {
       ...(authenticity.checked ? { signed: authenticity.signed } : {}),
-      source: createReadStream(archive, { highWaterMark: 1 << 20 }),
+      source,
       keys,
       include,
       exclude,
       force: Boolean(values.force),
       keepPrivilegedModes: Boolean(values["keep-privileged-modes"]),
       xattrs: xattrModeOf(values) !== "false",
-      onProgress: progress && ((p: { bytes: number }) => progress.update(p.bytes, total)),
+      onProgress:
+        progress && ((p: { bytes: number }) => progress.update(source.bytesRead, { alongside: p.bytes })),
+      onPhase: progress && ((phase: string) => progress.phase(phase, phase === "reading" ? reading : {})),
       ...(context.signal ? { signal: context.signal } : {}),
     };
-    const result =
-      "into" in destination
-        ? intoReport(await restoreInto({ ...common, into: destination.into }))
-        : targetReport(
-            await restoreArchive({
-              ...common,
-              target: destination.target,
-              rootfs: optionalString(values, "rootfs"),
-              mysqlDir: optionalString(values, "mysql-dir"),
-            }),
-          );
+    const result = await ("into" in destination
+      ? restoreInto({ ...common, into: destination.into }).then(intoReport)
+      : restoreArchive({
+          ...common,
+          target: destination.target,
+          rootfs: optionalString(values, "rootfs"),
+          mysqlDir: optionalString(values, "mysql-dir"),
+        }).then(targetReport)
+    ).finally(() => progress?.finish());
     reportAuthenticity(authenticity, context);
     if (result.rootfsSkipped.length > 0) {
       const shown = result.rootfsSkipped.slice(0, 5).join(", ");

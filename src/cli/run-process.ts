@@ -10,5 +10,10 @@ export async function runCliProcess(): Promise<void> {
   for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => controller.abort());
   const stdout = (text: string) => process.stdout.write(text);
   const stderr = (text: string) => process.stderr.write(text);
-  process.exitCode = await runCli(process.argv.slice(2), { stdout, stderr, signal: controller.signal });
+  process.exitCode = await runCli(process.argv.slice(2), {
+    stdout,
+    stderr,
+    stderrIsTTY: process.stderr.isTTY === true,
+    signal: controller.signal,
+  });
 }

@@ -50,18 +50,21 @@ export const verifyCommand: Command = {
     const keys = await decryptionKeysFrom(values, "verify");
     const authenticity = await checkAuthenticity(archive, await trustedSignersFrom(values, "verify"));
     const progress = progressFor("verify", values, context);
-    const total = (await stat(archive)).size;
     const keepPrivileged = Boolean(values["keep-privileged-modes"]);
+    const source = createReadStream(archive, { highWaterMark: 1 << 20 });
+    // The archive's bytes read, against its size: the plaintext (larger, and of unknown size) is shown beside them.
+    const size = (await stat(archive)).size;
+    progress?.phase("reading", { total: size, sample: () => source.bytesRead, alongside: "plaintext" });
     const outcome = await verifyArchive(
-      createReadStream(archive, { highWaterMark: 1 << 20 }),
+      source,
       keys,
-      (p) => progress?.update(p.bytes, total),
+      (p) => progress?.update(source.bytesRead, { alongside: p.bytes }),
       {
         keepPrivilegedModes: keepPrivileged,
         ...(authenticity.checked ? { signed: authenticity.signed } : {}),
         ...(context.signal ? { signal: context.signal } : {}),
       },
-    );
+    ).finally(() => progress?.finish());
     // Verify tells what a restore with the same flags would not write as archived.
     const dropped = droppedModesWarning(outcome.droppedModes, "would be dropped");
     const warnings = dropped === undefined ? [] : [dropped];

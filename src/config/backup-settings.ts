@@ -122,6 +122,9 @@ export const SECRET_INPUTS = [
   Inputs.GithubToken,
 ] as const;
 
+/** Inputs of age recipients: public keys, where a pasted secret key must still be masked (action/secrets.ts). */
+export const RECIPIENT_INPUTS = [Inputs.Recipients, Inputs.KeyfileRecipients] as const;
+
 export interface SshNodeSpec {
   readonly user: string;
   readonly host: string;

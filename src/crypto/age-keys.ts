@@ -119,21 +119,73 @@ function unsupportedRecipientHint(text: string, hrp: string | undefined): string
   return undefined;
 }
 
-/** True for text that is, or looks like, a secret key: it must never be repeated in a message. */
-function looksSecret(text: string): boolean {
-  return /^AGE-(SECRET-KEY|PLUGIN)-/i.test(text);
+/**
+ * Secret key material a user may paste where a recipient belongs, by the marker that gives it away, and how a message
+ * names it instead: the marker, then "…(redacted)". Matched anywhere in the value, in any case.
+ */
+const SECRET_MARKERS: readonly (readonly [RegExp, (match: string) => string])[] = [
+  [/AGE-SECRET-KEY-PQ-1/i, () => "AGE-SECRET-KEY-PQ-1"],
+  [/AGE-SECRET-KEY-1/i, () => "AGE-SECRET-KEY-1"],
+  [/AGE-SECRET-KEY-/i, () => "AGE-SECRET-KEY-"],
+  [/AGE-PLUGIN-[A-Z0-9]*-?/i, (match) => match.toUpperCase()],
+  [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/i, (match) => match],
+];
+
+/** What a recipient looks like to a person: only such a value is ever quoted back (see quoteRecipientValue). */
+const PUBLIC_LOOKING = /^(age1[0-9a-z]*|ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( \S+)?)$/i;
+
+/** The value's secret-key marker ("AGE-SECRET-KEY-1", "-----BEGIN OPENSSH PRIVATE KEY-----"), if it has one. */
+function secretMarker(text: string): string | undefined {
+  for (const [pattern, name] of SECRET_MARKERS) {
+    const match = pattern.exec(text);
+    if (match) return name(match[0]);
+  }
+  return undefined;
+}
+
+/**
+ * A value given as a recipient, as an error message may show it. A secret key is named by its kind only
+ * (`AGE-SECRET-KEY-1…(redacted)`); anything that does not look like a recipient at all (a line of a private key's
+ * body, say) is not shown, only its length; a malformed recipient is quoted, so a typo can be found.
+ */
+export function quoteRecipientValue(text: string): string {
+  const trimmed = text.trim();
+  const marker = secretMarker(trimmed);
+  if (marker !== undefined) return `${marker}…(redacted)`;
+  if (!PUBLIC_LOOKING.test(trimmed))
+    return `a value of ${trimmed.length} characters (not shown: it is no recipient, and may be a secret)`;
+  return `"${trimmed.length > 80 ? `${trimmed.slice(0, 77)}...` : trimmed}"`;
+}
+
+/**
+ * The parts of a recipients input that must be masked in a log (the action's core.setSecret): the whole value when
+ * it holds a secret key, and every item (a line, or comma-separated) that quoteRecipientValue would not show. Items
+ * shorter than 16 characters are no key and are left alone: masking them would blank ordinary words in the log.
+ */
+export function recipientInputSecrets(text: string): string[] {
+  const secrets: string[] = [];
+  if (secretMarker(text) !== undefined) secrets.push(text.trim());
+  for (const item of text.split(/[\n,]/).map((part) => part.trim())) {
+    if (item.length < 16 || item.startsWith("#")) continue;
+    if (secretMarker(item) !== undefined || !PUBLIC_LOOKING.test(item)) secrets.push(item);
+  }
+  return secrets;
 }
 
 function invalidRecipient(trimmed: string, hrp: string | undefined, where: string | undefined): InputError {
-  if (looksSecret(trimmed)) {
+  const marker = secretMarker(trimmed);
+  if (marker !== undefined) {
+    const what = marker.includes("PRIVATE KEY") ? "a private key" : "an identity (secret key)";
     return new InputError(
-      `invalid age recipient${describeWhere(where)}: an identity (secret key) was given where a recipient belongs`,
+      `invalid age recipient${describeWhere(where)}: ${quoteRecipientValue(trimmed)} is ${what}, given where a recipient belongs`,
       "give the recipient (public key) instead, as `looker-backup keygen` or `age-keygen -y` prints it; treat the secret key as exposed if it was pasted anywhere public",
     );
   }
-  const shown = trimmed.length > 80 ? `${trimmed.slice(0, 77)}...` : trimmed;
   const hint = unsupportedRecipientHint(trimmed, hrp) ?? RECIPIENT_HINT;
-  return new InputError(`invalid age recipient${describeWhere(where)}: "${shown}"`, hint);
+  return new InputError(
+    `invalid age recipient${describeWhere(where)}: ${quoteRecipientValue(trimmed)}`,
+    hint,
+  );
 }
 
 /** Parses one `age1...` or `age1pq1...` recipient; surrounding whitespace is ignored. */

@@ -9,7 +9,7 @@
  * Every step is timed into the report; runDrill never throws, its report carries the verdict and exit code.
  */
 import { createReadStream } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, posix } from "node:path";
 import type { CatalogEntry } from "../archive/catalog.js";
@@ -25,6 +25,7 @@ import {
 import { checkAuthenticity, type SignedDigest } from "../engine/authenticity.js";
 import { type DecryptionKeys, extractToStaging } from "../engine/restore.js";
 import {
+  CancelledError,
   describeError,
   ExitCode,
   exitCodeOf,
@@ -93,27 +94,55 @@ export interface DrillRequest {
   /** Leave Looker running on the target after the drill (default: stopped in teardown). */
   readonly keepRunning?: boolean;
   readonly log?: (line: string) => void;
+  /** Where the drill shows its progress: each step as a phase, the archive's bytes read while it is extracted. */
+  readonly progress?: DrillProgress;
+  /**
+   * SIGINT/SIGTERM of a CLI run: the step under way stops (its commands are killed, the extraction stops), no further
+   * step starts, and the teardown runs as always; the report says cancelled, exit 130.
+   */
   readonly signal?: AbortSignal;
   readonly now?: () => Date;
 }
 
+/** What the drill tells of its progress (report/progress.ts's ProgressReporter is one). */
+export interface DrillProgress {
+  phase(
+    name: string,
+    counting?: { readonly total?: number; readonly sample?: () => number; readonly alongside?: string },
+  ): void;
+  update(done: number, extra?: { readonly alongside?: number }): void;
+}
+
 const HOOK_TIMEOUT_MS = 3600_000;
+/** The step that reads the archive: its phase also counts the archive's bytes (extractLocally). */
+const EXTRACT_STEP = "verify and extract archive";
 
 class StepLog {
   readonly steps: DrillStep[] = [];
 
-  constructor(private readonly log: (line: string) => void) {}
+  constructor(
+    private readonly log: (line: string) => void,
+    private readonly signal: AbortSignal | undefined,
+    private readonly progress: DrillProgress | undefined,
+  ) {}
 
-  /** Times `fn`; a failure is recorded (with its message) and rethrown. */
+  /**
+   * Times `fn`; a failure is recorded (with its message) and rethrown. After a cancel no step starts, and the one
+   * under way ends as cancelled however it ended (its commands were killed: their failure is not the cause).
+   */
   async run<T>(name: string, fn: () => Promise<T>, describe?: (value: T) => string | undefined): Promise<T> {
+    if (this.signal?.aborted) throw new CancelledError();
     const started = performance.now();
+    this.progress?.phase(name);
     try {
       const value = await fn();
+      if (this.signal?.aborted) throw new CancelledError();
       this.record({ name, ok: true, started, detail: describe?.(value) });
       return value;
     } catch (error) {
-      this.record({ name, ok: false, started, detail: describeError(error).split("\n")[0] });
-      throw error;
+      const failure = this.signal?.aborted ? new CancelledError() : error;
+      this.record({ name, ok: false, started, detail: describeError(failure).split("\n")[0] });
+      throw failure;
     }
   }
 
@@ -164,7 +193,7 @@ class Drill {
 
   constructor(private readonly request: DrillRequest) {
     this.log = request.log ?? (() => {});
-    this.steps = new StepLog(this.log);
+    this.steps = new StepLog(this.log, request.signal, request.progress);
     this.startedAt = (request.now ?? (() => new Date()))();
     this.targetName = describeTargetSpec(request.target);
   }
@@ -198,15 +227,16 @@ class Drill {
     );
     // What must arrive on the target: the archive's catalog, except for files the drill itself changed.
     const expected = dumps.length > 0 ? await this.loadDumps(extracted, dumps) : extracted.catalog;
+    const { signal } = this.request;
     await this.steps.run(
       "place home",
-      () => target.place(extracted.staging, expected),
+      () => target.place(extracted.staging, expected, signal),
       (detail) => detail,
     );
     this.bytesRestored = extracted.bytes;
     this.filesVerified = await this.steps.run(
       "verify on target",
-      () => target.verify(expected),
+      () => target.verify(expected, signal),
       (n) => `${n} files match the catalog`,
     );
     const drillPorts = await this.steps.run(
@@ -248,7 +278,7 @@ class Drill {
     const staging = await mkdtemp(join(stagingParent, ".looker-drill-"));
     this.staging = staging;
     const extracted = await this.steps.run(
-      "verify and extract archive",
+      EXTRACT_STEP,
       () => extractLocally(request, staging, signed),
       (x) => `${x.members} members, ${x.bytes} bytes, all match the catalog`,
     );
@@ -281,7 +311,7 @@ class Drill {
   private async provision(command: string): Promise<void> {
     this.address = await this.steps.run(
       "provision",
-      () => provision(command),
+      () => provision(command, this.request.signal),
       (host) => `target ${host}`,
     );
   }
@@ -364,10 +394,14 @@ class Drill {
     );
   }
 
-  /** Always: stop Looker (unless kept), close the connection, remove local staging, run the teardown command. */
+  /**
+   * Always, after a failure or a cancel too, and never cancelled itself: stop Looker (unless kept), close the
+   * connection, remove local staging, run the teardown command (a provisioned host must not be left running).
+   */
   private async teardown(): Promise<Error | undefined> {
     const { request } = this;
     const begun = performance.now();
+    request.progress?.phase("teardown");
     const problems: string[] = [];
     if (this.looker && this.started && !request.keepRunning) {
       await this.looker.stop().catch((e: unknown) => problems.push(`stop looker: ${messageOf(e)}`));
@@ -493,10 +527,21 @@ async function extractLocally(
   signed: SignedDigest | undefined,
 ): Promise<Extracted> {
   const source = createReadStream(request.archive, { highWaterMark: 1 << 20 });
+  const { progress } = request;
+  // The archive's bytes read against its size, as restore shows them (the step is the phase already).
+  progress?.phase(EXTRACT_STEP, {
+    total: (await stat(request.archive)).size,
+    sample: () => source.bytesRead,
+    alongside: "plaintext",
+  });
+  const onProgress =
+    progress && ((p: { bytes: number }) => progress.update(source.bytesRead, { alongside: p.bytes }));
   // The home travels to the target through GNU tar without them: extended attributes are not part of a drill.
-  const outcome = await extractToStaging(source, request.keys, staging, undefined, {
+  const outcome = await extractToStaging(source, request.keys, staging, onProgress, {
     xattrs: false,
     ...(signed ? { signed } : {}),
+    // Its writer threads have stopped when it returns: the teardown's removal of staging does not race them.
+    ...(request.signal ? { signal: request.signal } : {}),
   });
   return {
     staging,
@@ -575,10 +620,11 @@ async function restoreDrBackup(
     );
 }
 
-async function provision(command: string): Promise<string> {
+async function provision(command: string, signal: AbortSignal | undefined): Promise<string> {
   const result = await runProcess("/bin/sh", ["-c", command], {
     jobEnvironment: true,
     timeoutMs: HOOK_TIMEOUT_MS,
+    ...(signal ? { signal } : {}),
   });
   if (result.code !== 0) {
     throw new LookerBackupError(`provision command exited ${result.code}: ${lastLine(result.stderr)}`, {

@@ -26,10 +26,13 @@ export interface DrillTarget {
   readonly lookerHost: Host;
   /** Creates the looker user and group when missing; returns a line for the report. */
   ensureLookerUser(): Promise<string>;
-  /** Puts `<staging>/home` in place (and `rootfs/` files, where that makes sense); returns a line for the report. */
-  place(staging: string, catalog: ReadonlyMap<string, CatalogEntry>): Promise<string>;
+  /**
+   * Puts `<staging>/home` in place (and `rootfs/` files, where that makes sense); returns a line for the report.
+   * `signal` kills the transfer; what was half sent is removed.
+   */
+  place(staging: string, catalog: ReadonlyMap<string, CatalogEntry>, signal?: AbortSignal): Promise<string>;
   /** sha256 of every regular file in the home (and of the placed rootfs files), compared with the catalog. */
-  verify(catalog: ReadonlyMap<string, CatalogEntry>): Promise<number>;
+  verify(catalog: ReadonlyMap<string, CatalogEntry>, signal?: AbortSignal): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -81,7 +84,11 @@ export class SshTarget implements DrillTarget {
     return `${this.user} (${ids}) ${state}`;
   }
 
-  async place(staging: string, catalog: ReadonlyMap<string, CatalogEntry>): Promise<string> {
+  async place(
+    staging: string,
+    catalog: ReadonlyMap<string, CatalogEntry>,
+    signal?: AbortSignal,
+  ): Promise<string> {
     // Checked before anything is sent: tar would follow a staged `home` symlink given as its directory.
     const stagedHome = await stagedRoot(staging, "home", { create: true });
     if (rootfsFiles(catalog).length > 0) {
@@ -90,19 +97,19 @@ export class SshTarget implements DrillTarget {
     }
     const stage = await this.makeStage();
     try {
-      await this.send(stagedHome, stage);
-      await this.swapIn(stage);
+      await this.send(stagedHome, stage, signal);
+      await this.swapIn(stage, signal);
     } catch (error) {
       await this.root.remove(stage).catch(() => undefined);
       throw error;
     }
     const rootfs = rootfsFiles(catalog);
-    if (rootfs.length > 0) await this.sendRootfs(join(staging, "rootfs"), rootfs);
+    if (rootfs.length > 0) await this.sendRootfs(join(staging, "rootfs"), rootfs, signal);
     return `home placed at ${this.home}${rootfs.length > 0 ? `, ${rootfs.length} files outside the home` : ""}`;
   }
 
-  async verify(catalog: ReadonlyMap<string, CatalogEntry>): Promise<number> {
-    return verifyOnHost(this.root, this.home, catalog, "/");
+  async verify(catalog: ReadonlyMap<string, CatalogEntry>, signal?: AbortSignal): Promise<number> {
+    return verifyOnHost(this.root, this.home, catalog, "/", signal);
   }
 
   close(): Promise<void> {
@@ -128,16 +135,14 @@ export class SshTarget implements DrillTarget {
     return stage;
   }
 
-  private async send(localDir: string, remoteDir: string): Promise<void> {
+  private async send(localDir: string, remoteDir: string, signal: AbortSignal | undefined): Promise<void> {
     const tar = createTarStream(localDir);
     let result: Awaited<ReturnType<SshHost["runWithInput"]>>;
     try {
       result = await this.root.runWithInput(
         ["tar", "-xpf", "-", "--numeric-owner", "-C", remoteDir],
         tar.stream,
-        {
-          timeoutMs: TRANSFER_TIMEOUT_MS,
-        },
+        { timeoutMs: TRANSFER_TIMEOUT_MS, ...(signal ? { signal } : {}) },
       );
     } catch (error) {
       tar.stop();
@@ -159,7 +164,7 @@ export class SshTarget implements DrillTarget {
    * The looker user owns its home (its uid on the drill host may differ from production's); the home is used
    * only when it is new or empty, so nothing of the target's own is ever replaced.
    */
-  private async swapIn(stage: string): Promise<void> {
+  private async swapIn(stage: string, signal: AbortSignal | undefined): Promise<void> {
     const script = [
       'stage="$1"; home="$2"; u="$3"',
       'chown -hR "$u:" "$stage" || exit 1',
@@ -175,6 +180,7 @@ export class SshTarget implements DrillTarget {
     ].join("\n");
     const result = await this.root.run(["/bin/sh", "-c", script, "sh", stage, this.home, this.user], {
       timeoutMs: TRANSFER_TIMEOUT_MS,
+      ...(signal ? { signal } : {}),
     });
     if (result.code === 3) {
       throw new InputError(
@@ -232,7 +238,11 @@ export class SshTarget implements DrillTarget {
     }
   }
 
-  private async sendRootfs(stagedRootfs: string, files: readonly string[]): Promise<void> {
+  private async sendRootfs(
+    stagedRootfs: string,
+    files: readonly string[],
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const listFile = join(stagedRootfs, "..", "rootfs.list");
     // Names are bytes (runtime/byte-names.ts): the list holds each name's own bytes, as tar reads them.
     const list = Buffer.concat(files.flatMap((f) => [nameBytes(f), Buffer.of(0)]));
@@ -241,6 +251,7 @@ export class SshTarget implements DrillTarget {
     const result = await this.root
       .runWithInput(["tar", "-xpf", "-", "--numeric-owner", "-C", "/"], tar.stream, {
         timeoutMs: COMMAND_TIMEOUT_MS,
+        ...(signal ? { signal } : {}),
       })
       .catch((error: unknown) => {
         tar.stop();
@@ -297,14 +308,20 @@ export class LocalDirTarget implements DrillTarget {
     return `${this.user} (existing)`;
   }
 
-  async place(staging: string, catalog: ReadonlyMap<string, CatalogEntry>): Promise<string> {
+  async place(
+    staging: string,
+    catalog: ReadonlyMap<string, CatalogEntry>,
+    signal?: AbortSignal,
+  ): Promise<string> {
     // A staged `home` that is not a directory (a symlink to /) must never become the drill's home.
     const staged = await stagedRoot(staging, "home", { create: true });
     const state = await directoryState(this.home);
     if (state === "non-empty")
       throw new InputError(`the drill target ${this.home} is not empty`, NOT_EMPTY_HINT);
     if (this.user) {
-      const owned = await new LocalHost().run(["chown", "-hR", `${this.user}:`, staged]);
+      const owned = await new LocalHost().run(["chown", "-hR", `${this.user}:`, staged], {
+        ...(signal ? { signal } : {}),
+      });
       if (owned.code !== 0)
         throw new LookerBackupError(`could not give ${staged} to ${this.user}: ${owned.stderr.trim()}`);
     }
@@ -315,8 +332,8 @@ export class LocalDirTarget implements DrillTarget {
     return `home placed at ${this.home}${skipped > 0 ? `; ${skipped} files outside the home not placed (local mode)` : ""}`;
   }
 
-  async verify(catalog: ReadonlyMap<string, CatalogEntry>): Promise<number> {
-    return verifyOnHost(new LocalHost(), this.home, catalog, undefined);
+  async verify(catalog: ReadonlyMap<string, CatalogEntry>, signal?: AbortSignal): Promise<number> {
+    return verifyOnHost(new LocalHost(), this.home, catalog, undefined, signal);
   }
 
   async close(): Promise<void> {}
@@ -359,11 +376,13 @@ async function verifyOnHost(
   home: string,
   catalog: ReadonlyMap<string, CatalogEntry>,
   rootfsBase: string | undefined,
+  signal: AbortSignal | undefined,
 ): Promise<number> {
   const homeScript = 'cd "$1" && find . -type f -print0 | xargs -0r sha256sum -z --';
   const listed = await host.run(["/bin/sh", "-c", homeScript, "sh", home], {
     timeoutMs: TRANSFER_TIMEOUT_MS,
     stdoutEncoding: "latin1",
+    ...(signal ? { signal } : {}),
   });
   if (listed.code !== 0) {
     throw new LookerBackupError(
@@ -381,7 +400,10 @@ async function verifyOnHost(
     );
     if (outside.length > 0) {
       const paths = outside.map((e) => posix.join(rootfsBase, e.path.slice(ROOTFS_PREFIX.length)));
-      const hashed = await host.run(["sha256sum", "-z", "--", ...paths], { timeoutMs: COMMAND_TIMEOUT_MS });
+      const hashed = await host.run(["sha256sum", "-z", "--", ...paths], {
+        timeoutMs: COMMAND_TIMEOUT_MS,
+        ...(signal ? { signal } : {}),
+      });
       const digests = parseSha256sumZ(hashed.stdout, (name) => name);
       for (const [index, entry] of outside.entries()) {
         const actual = digests.get(paths[index]!);

@@ -22,7 +22,12 @@ import { ExitCode, LookerBackupError } from "../errors.js";
 import type { LookerStartOptions } from "../looker/start-config.js";
 import { defaultManifest, MYSQL_BACKEND_MARKER } from "../manifest/default-manifest.js";
 import type { Manifest } from "../manifest/rules.js";
-import { type SelectedEntry, type SelectionSummary, streamSelection } from "../manifest/select.js";
+import {
+  type SelectedEntry,
+  type SelectionMeasure,
+  type SelectionSummary,
+  streamSelection,
+} from "../manifest/select.js";
 import { applyUserManifest, type BackendChoice, loadUserManifest } from "../manifest/user-manifest.js";
 import { untilAborted } from "../runtime/abort.js";
 import { archiveName, signatureNameFor } from "../store/archive-name.js";
@@ -64,8 +69,15 @@ export interface BackupRequest {
    * skip-if-unchanged). Nothing is stored and older archives stay as they are.
    */
   readonly shouldCommit?: (catalog: readonly CatalogEntry[], archiveName: string) => Promise<boolean>;
-  /** bytesTotal is known once the whole home has been listed (files are read while it is). */
+  /**
+   * The selection's bytes as the preflight measured them (BackupSelection.measured): the progress total until the
+   * walk that is read has ended, which knows its own (files are read while the home is still listed).
+   */
+  readonly expectedBytes?: number;
+  /** bytesTotal: the files' bytes (expectedBytes, then the walk's own sum) plus the extra members' once known. */
   readonly onProgress?: (progress: PackProgress & { bytesTotal?: number }) => void;
+  /** Told each phase as it begins: "reading", then "storing" (a directory) or "uploading", then "pruning". */
+  readonly onPhase?: (phase: string) => void;
   /** Extended attributes: archived where getfattr is installed (auto, the default), required, or skipped. */
   readonly xattrs?: XattrMode;
   readonly signal?: AbortSignal;
@@ -114,6 +126,11 @@ export interface ResolvedManifest {
 export interface BackupSelection extends ResolvedManifest {
   /** The MySQL backend's connection file from Looker's start options (`-d F`); default looker/looker-db.yml. */
   readonly dbConfigFile?: string;
+  /**
+   * The selection as the preflight measured it, before Looker was touched (manifest/select.ts measureSelection): the
+   * bytes the backup's progress counts against, and the exclusions its summary reports (the numbers plan gives).
+   */
+  readonly measured?: SelectionMeasure;
 }
 
 /** The user's say in the selection (the manifest input, extra SSL files, the backend). */
@@ -171,6 +188,20 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const xattrs = await readXattrIndex(xattrRoots(request, manifest), request.xattrs ?? "auto");
   const selection = streamSelection({ home: request.home, manifest, substitutes: request.substitutes });
   const listing = new ListingTotal(selection.batches);
+  // The extra members (the MySQL dump) add their sizes to the progress total once they are known.
+  let extraBytes = 0;
+  const produceExtra = request.extraMembers;
+  const extraMembers =
+    produceExtra &&
+    (async () => {
+      const members = await produceExtra();
+      extraBytes = members.reduce((sum, member) => sum + member.size, 0);
+      return members;
+    });
+  const bytesTotal = () => {
+    const files = listing.bytes ?? request.expectedBytes;
+    return files === undefined ? undefined : files + extraBytes;
+  };
   const name = archiveName(request.instance, startedAt);
   // The packer reads files straight into the compressor's blocks, which come back to the pool once compressed
   // and hashed. Shared memory lets the zstd threads and the digest thread read a block at the same time.
@@ -179,8 +210,8 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const packer = new ArchivePacker({
     entries: listing.batches(),
     meta,
-    extraMembers: request.extraMembers,
-    onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal: listing.bytes })),
+    extraMembers,
+    onProgress: request.onProgress && ((p) => request.onProgress?.({ ...p, bytesTotal: bytesTotal() })),
     signal: request.signal,
     allocateChunk: () => blocks.take(),
     createDigester: (listener) => new WorkerDigester(listener, blocks),
@@ -188,6 +219,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     xattrs: xattrs.index,
   });
   const pending = await request.store.create(name);
+  request.onPhase?.("reading");
   // The ciphertext as it leaves for the store: its digest and size are what the user later checks a download by,
   // and its sha512 is what the signature signs.
   const measure = createSha256PassThrough({ sha512: request.signingKey !== undefined });
@@ -216,6 +248,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   const packed = packer.result();
   const commit = (await request.shouldCommit?.(packed.catalog, name)) ?? true;
   if (!commit) await pending.abort();
+  if (commit) request.onPhase?.(request.store.kind === "artifact" ? "uploading" : "storing");
   const { archive, signature } = commit
     ? await commitSigned(
         request.store,
@@ -226,6 +259,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     : { archive: undefined, signature: undefined };
   const companions = commit ? await storeCompanions(request.store, request.companions?.(name) ?? []) : [];
   const sidecar = commit ? await sidecarAfter(request, name, meta, packed.catalog) : undefined;
+  if (commit && request.retention && prunes(request.retention)) request.onPhase?.("pruning");
   const { pruned, refusal } =
     commit && request.retention
       ? await pruneAfter(request.store, request.instance, request.retention, now())

@@ -85,6 +85,8 @@ export interface LookerJobRequest {
   readonly onStopRecord?: (record: StopRecord) => void;
   readonly shouldCommit?: BackupRequest["shouldCommit"];
   readonly onProgress?: BackupRequest["onProgress"];
+  /** Told each phase as it begins: "stopping Looker", "starting Looker" and the like, then runBackup's. */
+  readonly onPhase?: (phase: string) => void;
   readonly signal?: AbortSignal;
   readonly now?: () => Date;
 }
@@ -134,6 +136,7 @@ async function backupAroundLooker(
   log: (line: string) => void,
 ): Promise<LookerJobResult> {
   const { selection } = request;
+  const phase = request.onPhase ?? (() => {});
   const { mysqlBackend } = selection;
   const consistency = resolveConsistency(request.consistency, mysqlBackend);
   if (request.consistency === "auto")
@@ -162,7 +165,11 @@ async function backupAroundLooker(
   const dumpAbort = new AbortController();
   const dumpSignal = request.signal ? AbortSignal.any([request.signal, dumpAbort.signal]) : dumpAbort.signal;
   try {
-    if (stops) await cluster.stopAll();
+    if (stops) {
+      phase("stopping Looker");
+      await cluster.stopAll();
+    }
+    if (request.keystoreIndependent) phase("keystore-independent recrypt");
     const keyfile = request.keystoreIndependent ? await makeKeyfile(request.nodes[0]!) : undefined;
     const mysql = mysqlBackend
       ? await lookerMysqlConnection(request.home, request.mysql, selection.dbConfigFile)
@@ -170,12 +177,17 @@ async function backupAroundLooker(
     if (mysql) {
       dump = startMysqlDump(mysql, { spoolDir: scratch, signal: dumpSignal });
       dump.done.catch(() => undefined); // awaited as an extra member below; a failure there fails the backup
+      phase("MySQL snapshot");
       await dump.snapshotTaken;
       log(`mysql: consistent snapshot of ${mysql.database} taken`);
     }
     const substitutes = new Map<string, string>();
     if (consistency === "brief-stop") {
-      if (!mysqlBackend) substitutes.set("looker/.db", await copyDatabaseDirectory(request.home, scratch));
+      if (!mysqlBackend) {
+        phase("copying looker/.db");
+        substitutes.set("looker/.db", await copyDatabaseDirectory(request.home, scratch));
+      }
+      phase("starting Looker");
       await cluster.restartStopped(request.signal);
       log(`brief stop: Looker was down ${cluster.downtimeMs} ms`);
     }
@@ -203,11 +215,16 @@ async function backupAroundLooker(
         ? (name) => [{ name: keyfileNameFor(name), content: keyfile.encrypted }]
         : undefined,
       shouldCommit: request.shouldCommit,
+      ...(selection.measured ? { expectedBytes: selection.measured.bytes } : {}),
       onProgress: request.onProgress,
+      onPhase: request.onPhase,
       signal: request.signal,
       now: request.now,
     });
-    if (cluster.anyStoppedByUs) await cluster.restartStopped(request.signal);
+    if (cluster.anyStoppedByUs) {
+      phase("starting Looker");
+      await cluster.restartStopped(request.signal);
+    }
     const databaseChanged =
       databaseBefore !== undefined && databaseBefore !== (await databaseFingerprint(request.home));
     if (databaseChanged) {
@@ -232,7 +249,10 @@ async function backupAroundLooker(
     if (cluster.anyStoppedByUs) {
       if (request.signal?.aborted && request.leaveStoppedOnCancel)
         log(`cancelled: the post step starts Looker on ${cluster.stoppedNames.join(", ")}`);
-      else await cluster.restartStopped();
+      else {
+        phase("starting Looker");
+        await cluster.restartStopped();
+      }
     }
     dumpAbort.abort();
     await dump?.done.catch(() => undefined);

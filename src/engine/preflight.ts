@@ -14,6 +14,7 @@ import { type ConnectedNodes, connectNodes, type NodeSettings } from "../looker/
 import { assertMayStopLooker, isInsideWindow, type QuietWindow } from "../looker/quiet-window.js";
 import { type LookerStartOptions, readStartOptions } from "../looker/start-config.js";
 import type { Manifest } from "../manifest/rules.js";
+import { measureSelection, type SelectionMeasure } from "../manifest/select.js";
 import type { BackendChoice } from "../manifest/user-manifest.js";
 import { lookerMysqlConnection, type MysqlConnection } from "../mysql/connection.js";
 import { pingMysql } from "../mysql/restore.js";
@@ -50,6 +51,8 @@ export interface PreflightRequest {
   readonly mysql: Partial<MysqlConnection>;
   /** What the backup will select (after the nodes are connected: Looker's start options feed it). */
   readonly selection: () => Promise<BackupSelection>;
+  /** Told the selection's measure (the "selection" row): what the backup will read, and what it leaves out. */
+  readonly onMeasured?: (measure: SelectionMeasure) => void;
   readonly now?: Date;
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -91,6 +94,14 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
         return requiredPaths(request.home, selection.manifest);
       },
     ],
+    [
+      "selection",
+      async () => {
+        const measure = await measureSelection({ home: request.home, manifest: selection!.manifest });
+        request.onMeasured?.(measure);
+        return describeMeasure(measure);
+      },
+    ],
     ["database", () => database(request, selection!)],
     ["stopping Looker", () => stoppingLooker(request, nodes, selection!.mysqlBackend)],
   ];
@@ -106,6 +117,17 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
     }
   }
   return checks;
+}
+
+/**
+ * What the walk found, as plan would say it: the bytes to read (the total the backup's progress counts against) and
+ * what the manifest leaves out.
+ */
+function describeMeasure(measure: SelectionMeasure): string {
+  const excluded = measure.tallies.filter((tally) => tally.action === "exclude");
+  const files = excluded.reduce((sum, tally) => sum + tally.files, 0);
+  const bytes = excluded.reduce((sum, tally) => sum + tally.bytes, 0);
+  return `${measure.files} files, ${formatBytes(measure.bytes)} to read; ${files} files, ${formatBytes(bytes)} excluded`;
 }
 
 /**
@@ -254,7 +276,10 @@ export interface BackupPreflight {
   /** The connections the backup goes on with; the caller closes them. */
   readonly connected: ConnectedNodes;
   readonly startOptions: LookerStartOptions;
-  /** What the backup reads, resolved here once: the backup takes it as it is, without reading the manifest again. */
+  /**
+   * What the backup reads, resolved here once: the backup takes it as it is, without reading the manifest again; with
+   * its measure (the walk made here, before Looker is touched).
+   */
   readonly selection: BackupSelection;
 }
 
@@ -267,6 +292,7 @@ export async function runBackupPreflight(options: BackupPreflightOptions): Promi
   let connected: ConnectedNodes | undefined;
   let startOptions: LookerStartOptions | undefined;
   let selection: BackupSelection | undefined;
+  let measured: SelectionMeasure | undefined;
   try {
     const checks = await runPreflight({
       inputs: options.inputs,
@@ -295,8 +321,16 @@ export async function runBackupPreflight(options: BackupPreflightOptions): Promi
         );
         return selection;
       },
+      onMeasured: (measure) => {
+        measured = measure;
+      },
     });
-    return { checks, connected: connected!, startOptions: startOptions!, selection: selection! };
+    return {
+      checks,
+      connected: connected!,
+      startOptions: startOptions!,
+      selection: { ...selection!, ...(measured ? { measured } : {}) },
+    };
   } catch (error) {
     await connected?.close();
     throw error;

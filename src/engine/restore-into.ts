@@ -44,6 +44,8 @@ export interface RestoreIntoRequest {
   readonly xattrs?: boolean;
   readonly signed?: SignedDigest;
   readonly onProgress?: (progress: ExtractProgress) => void;
+  /** Told when the restore starts reading the archive and when it starts placing (as restoreArchive's). */
+  readonly onPhase?: (phase: string) => void;
   readonly signal?: AbortSignal;
   readonly now?: () => Date;
 }
@@ -105,6 +107,7 @@ export async function restoreInto(request: RestoreIntoRequest): Promise<RestoreI
     }
     const staging = await mkdtemp(join(into, STAGING_PREFIX));
     try {
+      request.onPhase?.("reading");
       const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
         keepPrivilegedModes: request.keepPrivilegedModes ?? false,
         xattrs: request.xattrs ?? true,
@@ -122,6 +125,7 @@ export async function restoreInto(request: RestoreIntoRequest): Promise<RestoreI
       const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
       if (dropped !== undefined) warnings.push(dropped);
       warnings.push(...outcome.warnings);
+      request.onPhase?.("placing");
       const moves = await plan(staging, into, selection);
       const existing = moves.filter((move) => move.replaces);
       if (existing.length > 0 && !request.force) {

@@ -63,6 +63,8 @@ export interface RestoreRequest {
   /** The digest the archive's checked signature covers; the restore fails before placing anything if it differs. */
   readonly signed?: SignedDigest;
   readonly onProgress?: (progress: ExtractProgress) => void;
+  /** Told each phase as it begins: "reading" the archive (once the target was checked), then "placing". */
+  readonly onPhase?: (phase: string) => void;
   /** Cancels the restore: exit 130, staging removed, the target untouched. */
   readonly signal?: AbortSignal;
   readonly now?: () => Date;
@@ -206,6 +208,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
     const { staging, inside } = await makeStaging(target, targetState);
     let succeeded = false;
     try {
+      request.onPhase?.("reading");
       const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
         keepPrivilegedModes: request.keepPrivilegedModes ?? false,
         xattrs: request.xattrs ?? true,
@@ -227,6 +230,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
       if (dropped !== undefined) warnings.push(dropped);
       warnings.push(...outcome.warnings);
       // Every check runs before anything outside the staging directory changes (see placement.ts).
+      request.onPhase?.("placing");
       const stagedHome = await stagedRoot(staging, "home", { create: true });
       const placement = new Placement();
       try {

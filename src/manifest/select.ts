@@ -133,7 +133,34 @@ export function streamSelection(options: SelectOptions): SelectionStream {
   return { batches: batches(), summary };
 }
 
-/** The whole selection at once (for `plan` and tests). */
+/**
+ * The selection measured without holding its entries, excluded subtrees included: what `plan` reports, and what a
+ * backup's preflight knows before Looker is touched (the total its progress counts against, and the exclusions its
+ * job summary lists, the same numbers as plan's).
+ */
+export interface SelectionMeasure extends SelectionSummary {
+  /** The files a backup would read, and their bytes. */
+  readonly files: number;
+  readonly bytes: number;
+}
+
+export async function measureSelection(
+  options: Omit<SelectOptions, "countExcluded">,
+): Promise<SelectionMeasure> {
+  const { batches, summary } = streamSelection({ ...options, countExcluded: true });
+  let files = 0;
+  let bytes = 0;
+  for await (const batch of batches) {
+    for (const entry of batch) {
+      if (entry.type !== "file") continue;
+      files++;
+      bytes += entry.stats.size;
+    }
+  }
+  return { ...summary, files, bytes };
+}
+
+/** The whole selection at once (for tests). */
 export async function selectFiles(options: SelectOptions): Promise<Selection> {
   const { batches, summary } = streamSelection(options);
   const entries: SelectedEntry[] = [];

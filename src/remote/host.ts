@@ -34,6 +34,11 @@ export interface RunOptions {
   /** Kill the command and fail after this long (default: no limit). */
   readonly timeoutMs?: number;
   /**
+   * Cancel (SIGINT/SIGTERM of a CLI run): the command is killed at once and the result comes back as it ended. The
+   * caller tells a cancel by the signal, not by the exit code. Never given to clean-up commands, which must finish.
+   */
+  readonly signal?: AbortSignal;
+  /**
    * How stdout is decoded: "utf8" (the default), or "latin1", which maps every byte to one character and so loses
    * none, for output that holds file names (names are bytes: runtime/byte-names.ts).
    */

@@ -109,12 +109,25 @@ export function runProcess(
           child.kill("SIGKILL");
         }, options.timeoutMs)
       : undefined;
-    child.on("error", (error) => {
+    const cancel = () => {
+      child.kill("SIGKILL");
+      // A shell's pipeline (`find | xargs sha256sum`) outlives the shell and holds its output open, which would keep
+      // 'close' waiting for all of it: let go of the output, and what is left dies of SIGPIPE at its next write.
+      child.stdout.destroy();
+      child.stderr.destroy();
+    };
+    if (options.signal?.aborted) cancel();
+    else options.signal?.addEventListener("abort", cancel, { once: true });
+    const settle = () => {
       if (timer) clearTimeout(timer);
+      options.signal?.removeEventListener("abort", cancel);
+    };
+    child.on("error", (error) => {
+      settle();
       reject(error);
     });
     child.on("close", (code, signal) => {
-      if (timer) clearTimeout(timer);
+      settle();
       if (options.onLine)
         for (const s of ["stdout", "stderr"] as const) if (lines[s]) options.onLine(lines[s], s);
       const timedOut = signal === "SIGKILL" && options.timeoutMs !== undefined;

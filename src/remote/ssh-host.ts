@@ -74,6 +74,8 @@ interface ExecOptions {
   /** Piped to the channel's stdin and then EOF (e.g. a tar stream); the command reads it (see runWithInput). */
   readonly stream?: Readable;
   readonly timeoutMs?: number;
+  /** Kills the command on abort, as the timeout does (RunOptions.signal). */
+  readonly signal?: AbortSignal;
   readonly onLine?: RunOptions["onLine"];
   /** For error messages: what was being run. */
   readonly label: string;
@@ -167,6 +169,7 @@ export class SshHost implements Host {
     const result = await this.exec(command, {
       secretLines: secrets.map(([, value]) => `${value}\n`).join(""),
       timeoutMs: options.timeoutMs,
+      signal: options.signal,
       onLine: options.onLine,
       label: argv[0] ?? "",
     });
@@ -196,7 +199,7 @@ export class SshHost implements Host {
   async runWithInput(
     argv: readonly string[],
     input: Readable,
-    options: Pick<RunOptions, "cwd" | "env" | "timeoutMs"> = {},
+    options: Pick<RunOptions, "cwd" | "env" | "timeoutMs" | "signal"> = {},
   ): Promise<CommandResult> {
     let inputError: Error | undefined;
     input.once("error", (error: Error) => {
@@ -206,6 +209,7 @@ export class SshHost implements Host {
     const result = await this.exec(command, {
       stream: input,
       timeoutMs: options.timeoutMs,
+      signal: options.signal,
       label: argv[0] ?? "",
     });
     if (inputError !== undefined) throw inputError;
@@ -367,6 +371,7 @@ function collectChannel(channel: ClientChannel, options: ExecOptions, settlers: 
     stderr: lineSplitter("stderr", options.onLine),
   };
   let timedOut = false;
+  let cancelled = false;
   let settled = false;
   let killTimer: NodeJS.Timeout | undefined;
 
@@ -375,11 +380,15 @@ function collectChannel(channel: ClientChannel, options: ExecOptions, settlers: 
     settled = true;
     clearTimeout(deadline);
     clearTimeout(killTimer);
+    options.signal?.removeEventListener("abort", cancel);
     lines.stdout.flush();
     lines.stderr.flush();
-    if (code === undefined && !timedOut) return settlers.reject();
+    if (code === undefined && !timedOut && !cancelled) return settlers.reject();
     settlers.resolve({
-      code: timedOut && (code === undefined || code === 0) ? TIMED_OUT_CODE : (code ?? TIMED_OUT_CODE),
+      code:
+        (timedOut || cancelled) && (code === undefined || code === 0)
+          ? TIMED_OUT_CODE
+          : (code ?? TIMED_OUT_CODE),
       stdout: Buffer.concat(stdout),
       stderr: Buffer.concat(stderr),
       timedOut,
@@ -399,19 +408,28 @@ function collectChannel(channel: ClientChannel, options: ExecOptions, settlers: 
   // becoming an uncaught exception.
   channel.on("error", () => {});
 
+  // sshd (OpenSSH >= 7.9) delivers the signal to the session's process group, so the command's children die too;
+  // closing the channel afterwards ends the wait even when the server ignores the request or the connection stalled.
+  const kill = () => {
+    if (killTimer !== undefined) return;
+    channel.signal("KILL");
+    killTimer = setTimeout(() => {
+      channel.close();
+      finish(undefined);
+    }, KILL_GRACE_MS);
+  };
   const deadline = options.timeoutMs
     ? setTimeout(() => {
         timedOut = true;
-        // sshd (OpenSSH >= 7.9) delivers the signal to the session's process group, so the command's children
-        // die too; closing the channel afterwards ends the wait even when the server ignores the request or
-        // the connection has stalled.
-        channel.signal("KILL");
-        killTimer = setTimeout(() => {
-          channel.close();
-          finish(undefined);
-        }, KILL_GRACE_MS);
+        kill();
       }, options.timeoutMs)
     : undefined;
+  const cancel = () => {
+    cancelled = true;
+    kill();
+  };
+  if (options.signal?.aborted) cancel();
+  else options.signal?.addEventListener("abort", cancel, { once: true });
 
   if (options.stream !== undefined) {
     // A failed producer must still end the command: EOF makes e.g. `tar -x` stop (and report a short archive).

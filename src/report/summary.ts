@@ -21,7 +21,13 @@ export interface BackupSummaryInput {
   readonly consistency: string;
   readonly keystoreIndependent: boolean;
   readonly keyfileName?: string;
+  /** One row per rule, as the archive's walk counted them (a backup does not walk what it excludes). */
   readonly tallies: readonly RuleTally[];
+  /**
+   * The preflight's measure of the selection (BackupSelection.measured): its exclude rules' counts replace the
+   * walk's, so the summary says what `plan` says was left out.
+   */
+  readonly measured?: readonly RuleTally[];
   readonly warnings: readonly string[];
   readonly changes?: ChangeReport;
   readonly skipped?: boolean;
@@ -54,7 +60,9 @@ export function backupSummaryMarkdown(s: BackupSummaryInput): string {
   out.push(`| Warnings | ${s.warnings.length} |`, "");
 
   out.push("### What was selected", "", "| Rule | Action | Files | Bytes | Why |", "|---|---|---:|---:|---|");
-  for (const t of s.tallies) {
+  const measured = new Map((s.measured ?? []).map((tally) => [tally.id, tally]));
+  for (const archived of s.tallies) {
+    const t = archived.action === "exclude" ? (measured.get(archived.id) ?? archived) : archived;
     const action = t.action === "exclude" ? "excluded" : t.action === "outside" ? "outside home" : "included";
     const required = t.required ? " (required)" : "";
     out.push(

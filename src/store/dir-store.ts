@@ -4,7 +4,7 @@ import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
-import { InputError, LookerBackupError } from "../errors.js";
+import { CancelledError, InputError, LookerBackupError } from "../errors.js";
 import { releaseHandedOver } from "../runtime/buffers.js";
 import { catalogNameFor, keyfileNameFor, parseArchiveName, signatureNameFor } from "./archive-name.js";
 import { namesToPrune } from "./retention.js";
@@ -109,9 +109,19 @@ export class DirStore implements Store {
     return createReadStream(path, { highWaterMark: 1 << 20 });
   }
 
-  async prune(instance: string, policy: RetentionPolicy, now = new Date()): Promise<string[]> {
+  /**
+   * Removes what the policy does not keep, each archive with its key file and signature. `signal` stops it between
+   * two archives (never within one, which would leave a signature or key file without its archive).
+   */
+  async prune(
+    instance: string,
+    policy: RetentionPolicy,
+    now = new Date(),
+    signal?: AbortSignal,
+  ): Promise<string[]> {
     const doomed = namesToPrune(await this.list(instance), policy, now);
     for (const name of doomed) {
+      if (signal?.aborted) throw new CancelledError();
       await rm(join(this.directory, name), { force: true });
       await rm(join(this.directory, keyfileNameFor(name)), { force: true });
       await rm(join(this.directory, signatureNameFor(name)), { force: true });

@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { decryptBuffer } from "../../src/crypto/age.js";
 import { probeAlive } from "../../src/looker/alive.js";
+import type { RuleTally } from "../../src/manifest/select.js";
+import { formatBytes } from "../../src/runtime/format.js";
 import { cliJson } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { bundledAction, cleanUpRunnerJobs, type NodeAction, startRunnerJob } from "../helpers/runner-job.js";
@@ -173,6 +175,28 @@ describe("backup action (bundled dist entry, dir store, running simulator)", () 
     expect(post.environment["STATE_stop-record"]).toBe(run.state["stop-record"]);
     expect(post.code, post.stderr).toBe(0);
     expect(post.stdout).toContain("nothing to restart");
+  });
+
+  it("says in the job summary what plan says was excluded: the same files and bytes per rule", async () => {
+    // Nothing may write to the home between plan and the backup: the running simulator logs a heartbeat into
+    // looker/log (an excluded directory). A live backup then leaves Looker as it is.
+    sim.stopQuietly();
+    const plan = await cliJson<{ rules: RuleTally[] }>("plan", "--home", sim.home);
+    const excluded = plan.rules.filter((rule) => rule.action === "exclude");
+    // A directory left out with files in it: a backup that does not walk it would count none.
+    expect(excluded.some((rule) => rule.pattern === "looker/log" && rule.files > 0)).toBe(true);
+    const job = await startRunnerJob();
+    const run = await job.run(backup, {
+      with: { ...baseInputs(join(work, "store-plan")), consistency: "live" },
+    });
+    await job.complete();
+    expect(run.code, run.stdout).toBe(0);
+    for (const rule of excluded) {
+      const required = rule.required ? " (required)" : "";
+      expect(run.summary).toContain(
+        `| \`${rule.pattern}\` | excluded${required} | ${rule.files} | ${formatBytes(rule.bytes)} |`,
+      );
+    }
   });
 
   it("fails before touching anything when an input is invalid, naming the input", async () => {

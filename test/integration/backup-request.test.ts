@@ -49,7 +49,9 @@ const BACKUP_REQUEST_FIELDS = [
   "extraMembers",
   "companions",
   "shouldCommit",
+  "expectedBytes",
   "onProgress",
+  "onPhase",
   "signal",
   "now",
 ];

@@ -443,7 +443,12 @@ describe("drill over SSH into a fresh VM", () => {
         summaryFile,
         "--json",
       );
-      expect(run.stderr).toBe("");
+      // With --json, stderr holds the progress (each step as a phase) and nothing else: no log lines, no warnings.
+      const notProgress = run.stderr
+        .split("\n")
+        .filter((line) => line !== "" && !/^drill: [a-z_]/.test(line));
+      expect(notProgress).toEqual([]);
+      expect(run.stderr).not.toMatch(/^drill: (ok|FAILED) /m);
       expect(run.code).toBe(0);
       const report = JSON.parse(await readFile(reportFile, "utf8")) as { result: string; archive: string };
       expect(report.result).toBe("passed");

@@ -83,12 +83,14 @@ describe("preflight", () => {
       "store: ok",
       "Looker nodes: ok",
       "required files: ok",
+      "selection: ok",
       "database: ok",
       "stopping Looker: ok",
     ]);
     expect(checks[1]!.detail).toMatch(/writable, .* free \(no earlier archive to estimate from\)/);
     expect(checks[2]!.detail).toMatch(/^local.*: reachable, looker script present$/);
-    expect(checks[5]!.detail).toBe("stopped: no quiet window set, Looker may be stopped at any time");
+    expect(checks[4]!.detail).toMatch(/^\d+ files, .* to read; \d+ files, .* excluded$/);
+    expect(checks[6]!.detail).toBe("stopped: no quiet window set, Looker may be stopped at any time");
   });
 
   it("refuses store artifact without the runtime variables, with exit 2 and a hint naming store: dir", async () => {
@@ -105,6 +107,7 @@ describe("preflight", () => {
       "store: failed",
       "Looker nodes: not run",
       "required files: not run",
+      "selection: not run",
       "database: not run",
       "stopping Looker: not run",
     ]);
@@ -174,6 +177,7 @@ describe("preflight", () => {
       expect(statuses(error.checks).slice(2)).toEqual([
         "Looker nodes: failed",
         "required files: not run",
+        "selection: not run",
         "database: not run",
         "stopping Looker: not run",
       ]);
@@ -224,6 +228,7 @@ describe("preflight", () => {
     expect(error.message).toContain(`required path ${missing} (ssl:${missing}) cannot be read: ENOENT`);
     expect(statuses(error.checks).slice(3)).toEqual([
       "required files: failed",
+      "selection: not run",
       "database: not run",
       "stopping Looker: not run",
     ]);
@@ -239,6 +244,6 @@ describe("preflight", () => {
     );
     expect(error.message).toMatch(/cannot reach the MySQL backend \(looker@127\.0\.0\.1:\d+\/looker\)/);
     expect(error.message).not.toContain("pw");
-    expect(statuses(error.checks).slice(4)).toEqual(["database: failed", "stopping Looker: not run"]);
+    expect(statuses(error.checks).slice(5)).toEqual(["database: failed", "stopping Looker: not run"]);
   });
 });

@@ -4,12 +4,16 @@
  * store directory made by us 0700.
  * Fault: none injected; a known secret is watched for. backup, verify and restore run as the bundled CLI while
  * /proc/<pid>/cmdline of every process is polled; afterwards everything they wrote is scanned.
+ * Promise: an identity or a private key pasted where a recipient belongs is refused (exit 2) without being echoed:
+ * not on the CLI's stderr, not in the action's log as the runner shows it (the action masks it first).
  */
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { generateHybridIdentity, generateIdentity } from "../../src/crypto/age-keys.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
+import { bundledAction, cleanUpRunnerJobs, startRunnerJob } from "../helpers/runner-job.js";
 import { removeWorkspace, runProcess, workspace } from "./support.js";
 
 let work: string;
@@ -204,4 +208,67 @@ describe("key files", () => {
     expect(run.stderr).toContain(output);
     expect(await readFile(output, "utf8")).toBe("keep me");
   });
+});
+
+/** Secret keys a user might paste where a recipient belongs, and the part of each that must never be printed. */
+function pastedSecrets(): { name: string; value: string; secret: string }[] {
+  const x25519 = generateIdentity().identity;
+  const pq = generateHybridIdentity().identity;
+  const body = [
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW",
+    `QyNTUxOQAAACB${Math.random().toString(36).slice(2).padEnd(12, "q")}AAAAJh2ZzM5dmczOQAAAAtzc2gtZWQyNTUxOQ`,
+  ];
+  const pem = `-----BEGIN OPENSSH PRIVATE KEY-----\n${body.join("\n")}\n-----END OPENSSH PRIVATE KEY-----`;
+  return [
+    { name: "an X25519 identity", value: x25519, secret: x25519.slice(16) },
+    { name: "a post-quantum identity", value: pq, secret: pq.slice(19, 60) },
+    { name: "an OpenSSH private key", value: pem, secret: body[1]! },
+    { name: "a line of a private key", value: body[1]!, secret: body[1]! },
+  ];
+}
+
+describe("a secret key given where a recipient belongs", () => {
+  afterEach(async () => {
+    await cleanUpRunnerJobs();
+  });
+
+  it.each(pastedSecrets())(
+    "CLI: $name as --recipient or in --recipients-file is refused, never echoed",
+    async ({ value, secret }) => {
+      const file = join(work, `pasted-${Math.random().toString(36).slice(2)}.txt`);
+      await (await import("node:fs/promises")).writeFile(file, `${value}\n`);
+      // `=`: a value starting with a dash (a PEM block) is otherwise taken for a flag, and refused as such.
+      for (const keyArgs of [[`--recipient=${value}`], ["--recipients-file", file]]) {
+        const run = await runProcess(process.execPath, [
+          cliPath,
+          "backup",
+          "--home",
+          home,
+          "--out",
+          join(work, "never-written"),
+          ...keyArgs,
+          "--json",
+        ]);
+        expect(run.code, run.stderr).toBe(2);
+        expect(run.stderr).toMatch(/invalid age recipient .*(…\(redacted\)|not shown)/);
+        expect(run.stdout + run.stderr).not.toContain(secret);
+      }
+    },
+  );
+
+  it.each(pastedSecrets())(
+    "action: $name as the recipients input is masked and refused, never in the log",
+    async ({ value, secret }) => {
+      const job = await startRunnerJob();
+      const run = await job.run(await bundledAction("backup"), {
+        with: { recipients: value, home, store: "dir", "store-dir": join(work, "never-written") },
+      });
+      expect(run.code, run.log).toBe(2);
+      expect(run.log).toMatch(/invalid age recipient/);
+      expect(run.log + run.visibleSummary).not.toContain(secret);
+      // Masked before the settings were read: the mask command precedes the refusal in the raw output.
+      expect(run.stdout.indexOf("::add-mask::")).toBeGreaterThanOrEqual(0);
+      expect(run.stdout.indexOf("::add-mask::")).toBeLessThan(run.stdout.indexOf("invalid age recipient"));
+    },
+  );
 });

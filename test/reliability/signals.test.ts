@@ -4,10 +4,12 @@
  * Fault: the signal is sent to the bundled CLI at three points, judged by the partial file in the store: as soon as
  * it exists (early), at half the expected archive size (mid-archive) and at 90% (at the end). The CLI runs in
  * slices between SIGSTOP and SIGCONT so that the signal points are hit however fast the backup is.
+ * Promise: restore, verify, drill and prune stop on SIGINT/SIGTERM with exit 130, leaving no staging and nothing
+ * half removed; the drill's teardown runs.
  */
 import type { ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFile, mkdir, readdir, readFile, stat } from "node:fs/promises";
+import { copyFile, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
@@ -170,6 +172,70 @@ describe("signals during a CLI restore, verify, ls and diff", () => {
       expect(await readdir(parent), "no staging, no target, the lock released").toEqual([]);
     },
   );
+
+  it.each(["SIGINT", "SIGTERM"] as const)(
+    "drill into a directory under %s while extracting: exit 130, teardown ran, no staging or target left",
+    async (signal) => {
+      const parent = join(work, `drill-${signal}`);
+      await mkdir(parent);
+      const target = join(parent, "home");
+      // Under way: its staging directory beside the target holds the first extracted files.
+      const ready = async () => {
+        const staging = (await readdir(parent)).find((n) => n.startsWith(".looker-drill-"));
+        if (staging === undefined) return false;
+        return (await readdir(join(parent, staging)).catch(() => [])).length > 0;
+      };
+      const argv = ["drill", "--archive", archive, "--identity", identityFile, "--target-dir", target];
+      const { run, signalled } = await interrupt(argv, signal, ready);
+      expect(signalled, "the drill finished before it could be interrupted").toBe(true);
+      expect(run.code, run.stderr).toBe(130);
+      expect(run.stdout).toMatch(/^drill failed: /);
+      expect(run.stdout).toMatch(/error: cancelled/);
+      expect(run.stderr).toMatch(/FAILED verify and extract archive \(\d+ ms\): cancelled/);
+      expect(run.stderr).toMatch(/ok {5}teardown/);
+      expect(await readdir(parent), "no staging, no target").toEqual([]);
+    },
+  );
+
+  it("prune under SIGTERM: exit 130, stopped between archives (none left without its signature or key file)", async () => {
+    const out = join(work, "prune-store");
+    await mkdir(out);
+    // Many small archives (each with its signature and key file): pruning them takes long enough to interrupt.
+    const count = 1000;
+    const names = Array.from(
+      { length: count },
+      (_, i) =>
+        `pr-${new Date(Date.UTC(2024, 0, 1) + i * 60_000).toISOString().replace(/[-:]|\.\d{3}/g, "")}.tar.zst.age`,
+    );
+    for (let i = 0; i < count; i += 100) {
+      await Promise.all(
+        names
+          .slice(i, i + 100)
+          .flatMap((name) => [
+            writeFile(join(out, name), "archive"),
+            writeFile(join(out, `${name}.sig`), "signature"),
+            writeFile(join(out, name.replace(".tar.zst.age", ".keyfile.age")), "key file"),
+          ]),
+      );
+    }
+    const ready = async () => (await readdir(out)).length < count * 3 - 30;
+    const argv = ["prune", "--out", out, "--instance", "pr", "--keep-last", "1"];
+    const { run, signalled } = await interrupt(argv, "SIGTERM", ready);
+    expect(signalled, "prune finished before it could be interrupted").toBe(true);
+    expect(run.code, run.stderr).toBe(130);
+    expect(run.stderr).toMatch(/cancelled/);
+    const left = new Set(await readdir(out));
+    const archives = names.filter((name) => left.has(name));
+    expect(archives.length, "it stopped before the end").toBeGreaterThan(1);
+    expect(archives.length, "it had removed some").toBeLessThan(count);
+    expect(archives.at(-1), "the newest is kept").toBe(names.at(-1));
+    // Every archive left has both companions, and no companion is left without its archive.
+    expect(left.size).toBe(archives.length * 3);
+    for (const name of archives) {
+      expect(left.has(`${name}.sig`)).toBe(true);
+      expect(left.has(name.replace(".tar.zst.age", ".keyfile.age"))).toBe(true);
+    }
+  });
 
   it("verify under SIGINT: exit 130", async () => {
     const { run, signalled } = await interrupt(

@@ -9,6 +9,7 @@ import {
   parseIdentity,
   parseRecipient,
   parseRecipients,
+  recipientInputSecrets,
   recipientOf,
 } from "../../src/crypto/age-keys.js";
 import { encodeBech32Bytes } from "../../src/crypto/bech32.js";
@@ -200,14 +201,52 @@ describe("post-quantum (MLKEM768-X25519) keys", () => {
     ).toMatch(/^invalid age recipient in input 'recipients': "age1pq1/);
   });
 
-  it("never repeats a secret key given where a recipient belongs", () => {
-    for (const secret of [AGE_KEYGEN_IDENTITY, PQ_KNOWN[0]!.identity, PQ_KNOWN[0]!.identity.toLowerCase()]) {
+  it("never repeats a secret key given where a recipient belongs, naming only its kind", () => {
+    const pq = PQ_KNOWN[0]!.identity;
+    for (const [secret, shown] of [
+      [AGE_KEYGEN_IDENTITY, "AGE-SECRET-KEY-1…(redacted)"],
+      [pq, "AGE-SECRET-KEY-PQ-1…(redacted)"],
+      [pq.toLowerCase(), "AGE-SECRET-KEY-PQ-1…(redacted)"],
+      // Pasted with something in front, or damaged: still a secret.
+      [`key: ${AGE_KEYGEN_IDENTITY}`, "AGE-SECRET-KEY-1…(redacted)"],
+      [alterCharacter(AGE_KEYGEN_IDENTITY, 30), "AGE-SECRET-KEY-1…(redacted)"],
+    ] as const) {
       const error = thrown(() => parseRecipient(secret, "--recipient"));
       expect(error.message).toBe(
-        "invalid age recipient in --recipient: an identity (secret key) was given where a recipient belongs",
+        `invalid age recipient in --recipient: ${shown} is an identity (secret key), given where a recipient belongs`,
       );
       expect(`${error.message} ${error.hint}`).not.toContain(secret.slice(20, 50));
     }
+  });
+
+  it("never repeats a private key's lines given as recipients, nor anything that is no recipient at all", () => {
+    const body = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
+    const pem = `-----BEGIN OPENSSH PRIVATE KEY-----\n${body}\n-----END OPENSSH PRIVATE KEY-----`;
+    const whole = thrown(() => parseRecipient(pem, "--recipient"));
+    expect(whole.message).toBe(
+      "invalid age recipient in --recipient: -----BEGIN OPENSSH PRIVATE KEY-----…(redacted) is a private key, given where a recipient belongs",
+    );
+    const line = thrown(() => parseRecipients(`${AGE_KEYGEN_RECIPIENT}\n${body}\n`, "recipients.txt"));
+    expect(line.message).toBe(
+      `invalid age recipient in recipients.txt line 2: a value of ${body.length} characters (not shown: it is no recipient, and may be a secret)`,
+    );
+    for (const error of [whole, line]) expect(`${error.message} ${error.hint}`).not.toContain(body.slice(10));
+  });
+
+  it("recipientInputSecrets: what an action masks of a recipients input", () => {
+    const body = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
+    expect(recipientInputSecrets(`${AGE_KEYGEN_RECIPIENT}\n# alice\nage1typo`)).toEqual([]);
+    expect(recipientInputSecrets(`${AGE_KEYGEN_RECIPIENT}, ${AGE_KEYGEN_IDENTITY}`)).toEqual([
+      `${AGE_KEYGEN_RECIPIENT}, ${AGE_KEYGEN_IDENTITY}`,
+      AGE_KEYGEN_IDENTITY,
+    ]);
+    const pem = `-----BEGIN OPENSSH PRIVATE KEY-----\n${body}\n-----END OPENSSH PRIVATE KEY-----`;
+    expect(recipientInputSecrets(pem)).toEqual([
+      pem,
+      "-----BEGIN OPENSSH PRIVATE KEY-----",
+      body,
+      "-----END OPENSSH PRIVATE KEY-----",
+    ]);
   });
 
   it("refuses to mix post-quantum and X25519 recipients, as age does, saying where and how to fix it", () => {
