@@ -39973,19 +39973,52 @@ function unsupportedRecipientHint(text, hrp) {
     return `plugin and tag recipients are not supported; ${SUPPORTED_RECIPIENTS}`;
   return void 0;
 }
-function looksSecret(text) {
-  return /^AGE-(SECRET-KEY|PLUGIN)-/i.test(text);
+var SECRET_MARKERS = [
+  [/AGE-SECRET-KEY-PQ-1/i, () => "AGE-SECRET-KEY-PQ-1"],
+  [/AGE-SECRET-KEY-1/i, () => "AGE-SECRET-KEY-1"],
+  [/AGE-SECRET-KEY-/i, () => "AGE-SECRET-KEY-"],
+  [/AGE-PLUGIN-[A-Z0-9]*-?/i, (match) => match.toUpperCase()],
+  [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/i, (match) => match]
+];
+var PUBLIC_LOOKING = /^(age1[0-9a-z]*|ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( \S+)?)$/i;
+function secretMarker(text) {
+  for (const [pattern, name] of SECRET_MARKERS) {
+    const match = pattern.exec(text);
+    if (match) return name(match[0]);
+  }
+  return void 0;
+}
+function quoteRecipientValue(text) {
+  const trimmed = text.trim();
+  const marker = secretMarker(trimmed);
+  if (marker !== void 0) return `${marker}\u2026(redacted)`;
+  if (!PUBLIC_LOOKING.test(trimmed))
+    return `a value of ${trimmed.length} characters (not shown: it is no recipient, and may be a secret)`;
+  return `"${trimmed.length > 80 ? `${trimmed.slice(0, 77)}...` : trimmed}"`;
+}
+function recipientInputSecrets(text) {
+  const secrets = [];
+  if (secretMarker(text) !== void 0) secrets.push(text.trim());
+  for (const item of text.split(/[\n,]/).map((part) => part.trim())) {
+    if (item.length < 16 || item.startsWith("#")) continue;
+    if (secretMarker(item) !== void 0 || !PUBLIC_LOOKING.test(item)) secrets.push(item);
+  }
+  return secrets;
 }
 function invalidRecipient(trimmed, hrp, where) {
-  if (looksSecret(trimmed)) {
+  const marker = secretMarker(trimmed);
+  if (marker !== void 0) {
+    const what = marker.includes("PRIVATE KEY") ? "a private key" : "an identity (secret key)";
     return new InputError(
-      `invalid age recipient${describeWhere(where)}: an identity (secret key) was given where a recipient belongs`,
+      `invalid age recipient${describeWhere(where)}: ${quoteRecipientValue(trimmed)} is ${what}, given where a recipient belongs`,
       "give the recipient (public key) instead, as `looker-backup keygen` or `age-keygen -y` prints it; treat the secret key as exposed if it was pasted anywhere public"
     );
   }
-  const shown = trimmed.length > 80 ? `${trimmed.slice(0, 77)}...` : trimmed;
   const hint = unsupportedRecipientHint(trimmed, hrp) ?? RECIPIENT_HINT;
-  return new InputError(`invalid age recipient${describeWhere(where)}: "${shown}"`, hint);
+  return new InputError(
+    `invalid age recipient${describeWhere(where)}: ${quoteRecipientValue(trimmed)}`,
+    hint
+  );
 }
 function parseRecipient(text, where) {
   const trimmed = text.trim();
@@ -40423,6 +40456,7 @@ var SECRET_INPUTS = [
   Inputs.SigningKey,
   Inputs.GithubToken
 ];
+var RECIPIENT_INPUTS = [Inputs.Recipients, Inputs.KeyfileRecipients];
 function nodeSettingsOf(home, settings) {
   return {
     home,
@@ -40599,19 +40633,23 @@ function mysqlOf(input) {
 }
 function storeOf(input) {
   const kind = input.oneOf(Inputs.Store, ["artifact", "dir"], DEFAULT_STORE);
-  if (kind === "artifact")
-    return {
-      kind,
-      retentionDays: input.integer(Inputs.RetentionDays, {
-        min: 0,
-        max: MAX_RETENTION_DAYS,
-        fallback: DEFAULT_RETENTION_DAYS
-      })
-    };
+  if (kind === "artifact") {
+    const retentionDays = input.integer(Inputs.RetentionDays, {
+      min: 0,
+      max: MAX_RETENTION_DAYS,
+      fallback: DEFAULT_RETENTION_DAYS
+    });
+    const retention2 = retentionOf(input);
+    return { kind, retentionDays, ...retention2 ? { retention: retention2 } : {} };
+  }
   const directory = input.absolutePath(Inputs.StoreDir);
   if (!directory) {
     throw new InputError(`${input.label(Inputs.StoreDir)} is required when the store is a directory`);
   }
+  const retention = retentionOf(input);
+  return { kind, directory, ...retention ? { retention } : {} };
+}
+function retentionOf(input) {
   const keepLast = input.integer(Inputs.KeepLast, { min: 0, max: MAX_KEEP, fallback: DEFAULT_KEEP_LAST });
   const counts = {
     keepDays: input.integer(Inputs.KeepDays, { min: 1, max: MAX_KEEP }),
@@ -40624,7 +40662,7 @@ function storeOf(input) {
     ...Object.fromEntries(Object.entries(counts).filter(([, value]) => value !== void 0)),
     ...input.bool(Inputs.ForcePrune) ? { forcePrune: true } : {}
   };
-  return { kind, directory, ...prunes(retention) ? { retention } : {} };
+  return prunes(retention) ? retention : void 0;
 }
 
 // src/looker/cluster.ts
@@ -40829,12 +40867,23 @@ function runProcess(command, args, options = {}) {
     const timer = options.timeoutMs ? setTimeout(() => {
       child.kill("SIGKILL");
     }, options.timeoutMs) : void 0;
-    child.on("error", (error2) => {
+    const cancel = () => {
+      child.kill("SIGKILL");
+      child.stdout.destroy();
+      child.stderr.destroy();
+    };
+    if (options.signal?.aborted) cancel();
+    else options.signal?.addEventListener("abort", cancel, { once: true });
+    const settle = () => {
       if (timer) clearTimeout(timer);
+      options.signal?.removeEventListener("abort", cancel);
+    };
+    child.on("error", (error2) => {
+      settle();
       reject(error2);
     });
     child.on("close", (code, signal) => {
-      if (timer) clearTimeout(timer);
+      settle();
       if (options.onLine) {
         for (const s of ["stdout", "stderr"]) if (lines2[s]) options.onLine(lines2[s], s);
       }
@@ -41132,6 +41181,7 @@ var SshHost = class _SshHost {
       secretLines: secrets.map(([, value]) => `${value}
 `).join(""),
       timeoutMs: options.timeoutMs,
+      signal: options.signal,
       onLine: options.onLine,
       label: argv[0] ?? ""
     });
@@ -41165,6 +41215,7 @@ var SshHost = class _SshHost {
     const result = await this.exec(command, {
       stream: input,
       timeoutMs: options.timeoutMs,
+      signal: options.signal,
       label: argv[0] ?? ""
     });
     if (inputError !== void 0) throw inputError;
@@ -41287,6 +41338,7 @@ function collectChannel(channel, options, settlers) {
     stderr: lineSplitter("stderr", options.onLine)
   };
   let timedOut = false;
+  let cancelled = false;
   let settled = false;
   let killTimer;
   const finish = (code) => {
@@ -41294,11 +41346,12 @@ function collectChannel(channel, options, settlers) {
     settled = true;
     clearTimeout(deadline);
     clearTimeout(killTimer);
+    options.signal?.removeEventListener("abort", cancel);
     lines2.stdout.flush();
     lines2.stderr.flush();
-    if (code === void 0 && !timedOut) return settlers.reject();
+    if (code === void 0 && !timedOut && !cancelled) return settlers.reject();
     settlers.resolve({
-      code: timedOut && (code === void 0 || code === 0) ? TIMED_OUT_CODE : code ?? TIMED_OUT_CODE,
+      code: (timedOut || cancelled) && (code === void 0 || code === 0) ? TIMED_OUT_CODE : code ?? TIMED_OUT_CODE,
       stdout: Buffer.concat(stdout),
       stderr: Buffer.concat(stderr),
       timedOut
@@ -41315,14 +41368,24 @@ function collectChannel(channel, options, settlers) {
   channel.on("close", (code, signal) => finish(exitCodeOf2(code, signal)));
   channel.on("error", () => {
   });
-  const deadline = options.timeoutMs ? setTimeout(() => {
-    timedOut = true;
+  const kill = () => {
+    if (killTimer !== void 0) return;
     channel.signal("KILL");
     killTimer = setTimeout(() => {
       channel.close();
       finish(void 0);
     }, KILL_GRACE_MS);
+  };
+  const deadline = options.timeoutMs ? setTimeout(() => {
+    timedOut = true;
+    kill();
   }, options.timeoutMs) : void 0;
+  const cancel = () => {
+    cancelled = true;
+    kill();
+  };
+  if (options.signal?.aborted) cancel();
+  else options.signal?.addEventListener("abort", cancel, { once: true });
   if (options.stream !== void 0) {
     options.stream.once("error", () => channel.end());
     options.stream.pipe(channel);
@@ -41824,6 +41887,8 @@ async function lookerUserFor(settings) {
 // src/action/secrets.ts
 function maskSecretInputs(read = (name) => getInput(name)) {
   for (const name of SECRET_INPUTS) maskValue(read(name));
+  for (const name of RECIPIENT_INPUTS)
+    for (const secret of recipientInputSecrets(read(name))) maskValue(secret);
 }
 function maskValue(value) {
   if (!value.trim()) return;
