@@ -1,5 +1,6 @@
 /**
- * Bounded memory (issue 7): a ~2 GiB home is backed up and restored by the bundled CLI in a child process, and the
+ * Bounded memory: a ~2 GiB home is backed up, restored, and one models-user directory restored alone (--include), by
+ * the bundled CLI in a child process, and the
  * peak resident set of each run, as the kernel reports it to GNU time (`%M`, ru_maxrss), must stay under 256 MiB.
  * No timing is asserted; the restored tree is checked (file count, digests) so a fast wrong answer cannot pass.
  */
@@ -104,6 +105,32 @@ describe("memory stays bounded on a 2 GiB home", () => {
     // The one line a quiet restore without trusted signers prints.
     expect(restore.stderr).toBe(`warning: ${NOT_CHECKED_WARNING}\n`);
     expect(restore.code).toBe(0);
+    // Partial restore (issue 19): one user's models from the same archive, the rest read and checked, nothing else
+    // written; under the same memory bound.
+    const userDir = (await readdir(join(home, "looker")))
+      .filter((n) => n.startsWith("models-user-"))
+      .sort()[1]!;
+    const partialTarget = join(work, "partial");
+    const partial = await measured(work, "partial", [
+      cli,
+      "restore",
+      ...["--archive", archive, "--identity", identity, "--target", partialTarget],
+      ...["--include", `looker/${userDir}`, "--json", "--quiet"],
+    ]);
+    expect(partial.code, partial.stderr).toBe(0);
+    const partialReport = JSON.parse(partial.stdout) as { restored: { members: number }; members: number };
+    const partialFiles = await regularFiles(partialTarget);
+    const sourceFiles = (await regularFiles(join(home, "looker", userDir))).map(
+      (p) => `looker/${userDir}/${p}`,
+    );
+    expect(partialFiles.sort()).toEqual(sourceFiles.sort());
+    expect(partialFiles.length).toBeGreaterThan(0);
+    for (const file of partialFiles) {
+      expect(await sha256Of(join(partialTarget, file)), file).toBe(await sha256Of(join(home, file)));
+    }
+    expect(partialReport.restored.members).toBeLessThan(partialReport.members);
+    await rm(partialTarget, { recursive: true, force: true });
+
     // The archive is no longer needed: free its space before the tree walks below.
     await rm(out, { recursive: true, force: true });
 
@@ -124,9 +151,10 @@ describe("memory stays bounded on a 2 GiB home", () => {
     }
 
     console.log(
-      `peak RSS: backup ${backup.peakMiB.toFixed(0)} MiB, restore ${restore.peakMiB.toFixed(0)} MiB`,
+      `peak RSS: backup ${backup.peakMiB.toFixed(0)} MiB, restore ${restore.peakMiB.toFixed(0)} MiB, partial restore ${partial.peakMiB.toFixed(0)} MiB`,
     );
     expect(backup.peakMiB, "backup peak RSS (MiB)").toBeLessThan(RSS_LIMIT_MIB);
     expect(restore.peakMiB, "restore peak RSS (MiB)").toBeLessThan(RSS_LIMIT_MIB);
+    expect(partial.peakMiB, "partial restore peak RSS (MiB)").toBeLessThan(RSS_LIMIT_MIB);
   }, 600_000);
 });
