@@ -167,7 +167,9 @@ async function benchOne(label, home, keys) {
       "--json",
       "--quiet",
     ]);
-    const archive = (await import("node:fs")).readdirSync(out).find((n) => n.startsWith("bench-"));
+    const archive = (await import("node:fs"))
+      .readdirSync(out)
+      .find((n) => n.startsWith("bench-") && n.endsWith(".tar.zst.age"));
     shellArchive = (await stat(shellFile)).size;
     oursArchive = (await stat(path.join(out, archive))).size;
     const shellTarget = path.join(restoreRoot, "shell-restore");
@@ -318,7 +320,9 @@ async function oursOnce(home, out, restoreTarget, key) {
   ]);
   const archive = path.join(
     out,
-    (await import("node:fs")).readdirSync(out).find((n) => n.startsWith("bench-")),
+    (await import("node:fs"))
+      .readdirSync(out)
+      .find((n) => n.startsWith("bench-") && n.endsWith(".tar.zst.age")),
   );
   const start = (await readFile(archive)).subarray(0, 64 * 1024);
   const headerBytes = start.indexOf("\n", start.indexOf("\n---") + 1) + 1;
