@@ -20,14 +20,13 @@
 import { chmod, mkdtemp } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
-import { CancelledError, InputError, IntegrityError, LookerBackupError } from "../errors.js";
+import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
 import type { ExtractProgress } from "../extract/extract.js";
 import { MemberSelection, type RestoredCount } from "../extract/member-selection.js";
-import { droppedModesWarning } from "../extract/restore-policy.js";
 import { lstat, readdir, rename, rm, stat } from "../runtime/byte-fs.js";
 import { fsPath } from "../runtime/byte-names.js";
 import type { SignedDigest } from "./authenticity.js";
-import { type DecryptionKeys, extractToStaging } from "./restore.js";
+import { type DecryptionKeys, stageVerified } from "./restore.js";
 import { lockTarget } from "./restore-lock.js";
 import { stamp } from "./target-swap.js";
 
@@ -107,25 +106,7 @@ export async function restoreInto(request: RestoreIntoRequest): Promise<RestoreI
     }
     const staging = await mkdtemp(join(into, STAGING_PREFIX));
     try {
-      request.onPhase?.("reading");
-      const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
-        keepPrivilegedModes: request.keepPrivilegedModes ?? false,
-        xattrs: request.xattrs ?? true,
-        ...(selection.partial ? { selection } : {}),
-        ...(request.signed ? { signed: request.signed } : {}),
-        ...(request.signal ? { signal: request.signal } : {}),
-      });
-      const restored = outcome.restored ?? {
-        members: outcome.members,
-        bytes: outcome.bytes,
-        selected: outcome.members,
-      };
-      if (selection.partial) warnings.push(...selection.check(restored.selected));
-      if (request.signal?.aborted) throw new CancelledError();
-      const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
-      if (dropped !== undefined) warnings.push(dropped);
-      warnings.push(...outcome.warnings);
-      request.onPhase?.("placing");
+      const { outcome, restored } = await stageVerified(request, staging, selection, warnings);
       const moves = await plan(staging, into, selection);
       const existing = moves.filter((move) => move.replaces);
       if (existing.length > 0 && !request.force) {

@@ -179,6 +179,54 @@ export async function verifyArchive(
   return readArchive(source, keys, new VerifySink(), onProgress, options);
 }
 
+/** What restoreArchive and restoreInto share about reading an archive into their staging directory. */
+export interface StagingRequest {
+  readonly source: Readable;
+  readonly keys: DecryptionKeys;
+  readonly keepPrivilegedModes?: boolean;
+  readonly xattrs?: boolean;
+  readonly signed?: SignedDigest;
+  readonly onProgress?: (progress: ExtractProgress) => void;
+  readonly onPhase?: (phase: string) => void;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Reads the archive into `staging`, every member checked against the catalog, and the selection's patterns checked
+ * against what it held; adds the restore's warnings (dropped modes, attributes) to `warnings`. When this returns,
+ * the restore may start placing; a cancel before then leaves everything outside `staging` as it was.
+ */
+export async function stageVerified(
+  request: StagingRequest,
+  staging: string,
+  selection: MemberSelection,
+  warnings: string[],
+): Promise<{ readonly outcome: ExtractOutcome; readonly restored: RestoredCount }> {
+  request.onPhase?.("reading");
+  const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
+    keepPrivilegedModes: request.keepPrivilegedModes ?? false,
+    xattrs: request.xattrs ?? true,
+    // A full restore keeps its sink as it was: every member written, nothing to decide per member.
+    ...(selection.partial ? { selection } : {}),
+    ...(request.signed ? { signed: request.signed } : {}),
+    ...(request.signal ? { signal: request.signal } : {}),
+  });
+  // The whole archive matched its catalog; an include that matched nothing fails here, before any placing.
+  const restored = outcome.restored ?? {
+    members: outcome.members,
+    bytes: outcome.bytes,
+    selected: outcome.members,
+  };
+  if (selection.partial) warnings.push(...selection.check(restored.selected));
+  // Past this point the restore is placed as one unit; a cancel before it leaves the target as it was.
+  if (request.signal?.aborted) throw new CancelledError();
+  const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
+  if (dropped !== undefined) warnings.push(dropped);
+  warnings.push(...outcome.warnings);
+  request.onPhase?.("placing");
+  return { outcome, restored };
+}
+
 export async function restoreArchive(request: RestoreRequest): Promise<RestoreResult> {
   const target = resolve(request.target);
   const now = request.now ?? (() => new Date());
@@ -208,27 +256,7 @@ export async function restoreArchive(request: RestoreRequest): Promise<RestoreRe
     const { staging, inside } = await makeStaging(target, targetState);
     let succeeded = false;
     try {
-      request.onPhase?.("reading");
-      const outcome = await extractToStaging(request.source, request.keys, staging, request.onProgress, {
-        keepPrivilegedModes: request.keepPrivilegedModes ?? false,
-        xattrs: request.xattrs ?? true,
-        // A full restore keeps its sink as it was: every member written, nothing to decide per member.
-        ...(selection.partial ? { selection } : {}),
-        ...(request.signed ? { signed: request.signed } : {}),
-        ...(request.signal ? { signal: request.signal } : {}),
-      });
-      // The whole archive matched its catalog; an include that matched nothing fails here, before any placing.
-      const restored = outcome.restored ?? {
-        members: outcome.members,
-        bytes: outcome.bytes,
-        selected: outcome.members,
-      };
-      if (selection.partial) warnings.push(...selection.check(restored.selected));
-      // Past this point the restore is placed as one unit; a cancel before it leaves the target as it was.
-      if (request.signal?.aborted) throw new CancelledError();
-      const dropped = droppedModesWarning(outcome.droppedModes, "dropped");
-      if (dropped !== undefined) warnings.push(dropped);
-      warnings.push(...outcome.warnings);
+      const { outcome, restored } = await stageVerified(request, staging, selection, warnings);
       // Every check runs before anything outside the staging directory changes (see placement.ts).
       request.onPhase?.("placing");
       const stagedHome = await stagedRoot(staging, "home", { create: true });
