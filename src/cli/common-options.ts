@@ -175,6 +175,12 @@ export async function archivePath(values: ParsedOptions, command: string): Promi
   return resolveArchive(requireString(values, "archive", command), values, command, "--archive");
 }
 
+/** How an archive argument is described wherever a command takes one (a flag or a positional). */
+export const ARCHIVE_REF_HELP = "the .tar.zst.age archive, or latest / latest~N in the store of --out";
+
+/** `--archive`: a file, or `latest` / `latest~N` (see archivePath). */
+export const archiveRef = { type: "string", placeholder: "FILE", help: ARCHIVE_REF_HELP } as const;
+
 /** What `latest` needs: the directory store and, when it holds several instances, which one. */
 export const storeRefOptions = {
   out: {

@@ -1,4 +1,5 @@
 /** `looker-backup ls`: the members of an archive, from its catalog, without restoring anything. */
+
 import type { CatalogEntry } from "../archive/catalog.js";
 import { ExitCode } from "../errors.js";
 import { compilePattern } from "../manifest/glob.js";
@@ -13,6 +14,7 @@ import {
   readCatalogOf,
 } from "./catalog-source.js";
 import type { Command } from "./command.js";
+import { ARCHIVE_REF_HELP } from "./common-options.js";
 import { decryptionKeysFrom } from "./key-options.js";
 
 export const lsCommand: Command = {
@@ -22,7 +24,7 @@ export const lsCommand: Command = {
       "List the members of an archive (from its catalog sidecar, or the archive itself), restoring nothing.",
     usage: "looker-backup ls ARCHIVE|latest[~N] [PATH] --identity FILE [--out DIR] [--long] [--json]",
     positionals: [
-      { name: "archive", help: "the .tar.zst.age archive, or latest / latest~N in the store of --out" },
+      { name: "archive", help: ARCHIVE_REF_HELP },
       {
         name: "path",
         optional: true,

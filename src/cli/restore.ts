@@ -16,6 +16,7 @@ import { optionalString, type ParsedOptions, stringList } from "./args.js";
 import type { Command } from "./command.js";
 import {
   archivePath,
+  archiveRef,
   identity,
   json,
   keepPrivilegedModes,
@@ -36,11 +37,7 @@ export const restoreCommand: Command = {
     usage:
       "looker-backup restore --archive FILE|latest[~N] --identity FILE (--target DIR | --into DIR) [--out DIR] [--include GLOB]... [--exclude GLOB]... [--trusted-signers FILE] [--rootfs DIR] [--force] [--keep-privileged-modes]",
     options: {
-      archive: {
-        type: "string",
-        placeholder: "FILE",
-        help: "the .tar.zst.age archive, or latest / latest~N in the store of --out",
-      },
+      archive: archiveRef,
       ...storeRefOptions,
       identity,
       "passphrase-env": passphraseEnv,

@@ -1,9 +1,11 @@
 /** `looker-backup show`: what an archive is (its backup.json) and holds (members, files, bytes), from its catalog. */
+
 import type { CatalogEntry } from "../archive/catalog.js";
 import { ExitCode } from "../errors.js";
 import { formatBytes, formatDuration } from "../runtime/format.js";
 import { catalogOptions, homeMembers, readCatalogOf } from "./catalog-source.js";
 import type { Command } from "./command.js";
+import { ARCHIVE_REF_HELP } from "./common-options.js";
 import { decryptionKeysFrom } from "./key-options.js";
 
 export const showCommand: Command = {
@@ -11,9 +13,7 @@ export const showCommand: Command = {
     name: "show",
     summary: "Show what a backup is (consistency, downtime, tool version, ...) and holds, restoring nothing.",
     usage: "looker-backup show ARCHIVE|latest[~N] --identity FILE [--out DIR] [--json]",
-    positionals: [
-      { name: "archive", help: "the .tar.zst.age archive, or latest / latest~N in the store of --out" },
-    ],
+    positionals: [{ name: "archive", help: ARCHIVE_REF_HELP }],
     options: catalogOptions,
   },
   async run(values, context) {

@@ -13,6 +13,7 @@ import { formatBytes } from "../runtime/format.js";
 import type { Command } from "./command.js";
 import {
   archivePath,
+  archiveRef,
   identity,
   json,
   keepPrivilegedModes,
@@ -31,11 +32,7 @@ export const verifyCommand: Command = {
     usage:
       "looker-backup verify --archive FILE|latest[~N] --identity FILE [--out DIR] [--trusted-signers FILE] [--keep-privileged-modes]",
     options: {
-      archive: {
-        type: "string",
-        placeholder: "FILE",
-        help: "the .tar.zst.age archive, or latest / latest~N in the store of --out",
-      },
+      archive: archiveRef,
       ...storeRefOptions,
       identity,
       "passphrase-env": passphraseEnv,

@@ -19,34 +19,19 @@
  */
 import { chmod, mkdtemp } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
-import type { Readable } from "node:stream";
 import { InputError, IntegrityError, LookerBackupError } from "../errors.js";
-import type { ExtractProgress } from "../extract/extract.js";
 import { MemberSelection, type RestoredCount } from "../extract/member-selection.js";
 import { lstat, readdir, rename, rm, stat } from "../runtime/byte-fs.js";
 import { fsPath } from "../runtime/byte-names.js";
-import type { SignedDigest } from "./authenticity.js";
-import { type DecryptionKeys, stageVerified } from "./restore.js";
+import { type StagingRequest, stageVerified } from "./restore.js";
 import { lockTarget } from "./restore-lock.js";
 import { stamp } from "./target-swap.js";
 
-export interface RestoreIntoRequest {
-  readonly source: Readable;
-  readonly keys: DecryptionKeys;
+export interface RestoreIntoRequest extends StagingRequest {
   /** An existing directory; the selected members are added to it. */
   readonly into: string;
-  readonly include?: readonly string[];
-  readonly exclude?: readonly string[];
   /** Replace selected paths that exist in DIR, keeping each as `<name>.pre-restore-<time>` beside it. */
   readonly force?: boolean;
-  readonly keepPrivilegedModes?: boolean;
-  readonly xattrs?: boolean;
-  readonly signed?: SignedDigest;
-  readonly onProgress?: (progress: ExtractProgress) => void;
-  /** Told when the restore starts reading the archive and when it starts placing (as restoreArchive's). */
-  readonly onPhase?: (phase: string) => void;
-  readonly signal?: AbortSignal;
-  readonly now?: () => Date;
 }
 
 export interface RestoreIntoResult {

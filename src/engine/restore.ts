@@ -41,18 +41,13 @@ export interface ReadOptions extends ExtractOptions {
   readonly signal?: AbortSignal;
 }
 
-export interface RestoreRequest {
+/** What restoreArchive and restoreInto share: the archive, its keys, and how it is read into staging. */
+export interface StagingRequest {
   readonly source: Readable;
   readonly keys: DecryptionKeys;
-  readonly target: string;
-  /** Where `rootfs/` members go (e.g. `/` on a rebuilt host); they are not restored when absent. */
-  readonly rootfs?: string;
-  /** Where `mysql/` dumps go; default: `<target>.mysql` beside the target, when the archive has any. */
-  readonly mysqlDir?: string;
-  readonly force?: boolean;
   /**
    * Partial restore (member-selection.ts): only the members these patterns select are written, the whole archive is
-   * still read and checked. Into a new or empty target only: the swap would remove everything else of a home.
+   * still read and checked.
    */
   readonly include?: readonly string[];
   readonly exclude?: readonly string[];
@@ -68,6 +63,16 @@ export interface RestoreRequest {
   /** Cancels the restore: exit 130, staging removed, the target untouched. */
   readonly signal?: AbortSignal;
   readonly now?: () => Date;
+}
+
+export interface RestoreRequest extends StagingRequest {
+  /** The home; a partial restore goes into a new or empty one only (the swap would remove the rest of a home). */
+  readonly target: string;
+  /** Where `rootfs/` members go (e.g. `/` on a rebuilt host); they are not restored when absent. */
+  readonly rootfs?: string;
+  /** Where `mysql/` dumps go; default: `<target>.mysql` beside the target, when the archive has any. */
+  readonly mysqlDir?: string;
+  readonly force?: boolean;
 }
 
 export interface RestoreResult {
@@ -177,18 +182,6 @@ export async function verifyArchive(
   options: Pick<ReadOptions, "keepPrivilegedModes" | "signed" | "signal"> = {},
 ) {
   return readArchive(source, keys, new VerifySink(), onProgress, options);
-}
-
-/** What restoreArchive and restoreInto share about reading an archive into their staging directory. */
-export interface StagingRequest {
-  readonly source: Readable;
-  readonly keys: DecryptionKeys;
-  readonly keepPrivilegedModes?: boolean;
-  readonly xattrs?: boolean;
-  readonly signed?: SignedDigest;
-  readonly onProgress?: (progress: ExtractProgress) => void;
-  readonly onPhase?: (phase: string) => void;
-  readonly signal?: AbortSignal;
 }
 
 /**
