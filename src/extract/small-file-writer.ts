@@ -7,6 +7,10 @@
  * Ordering: a file op is posted after its directory exists (the sink makes directories at once, on its own
  * thread). Whatever must see the files on disk (a hard link to one, directory metadata, the final move) waits for
  * drain(). A failure is reported by the next reserve() or drain(); the thread stops at its first error.
+ *
+ * Memory: batch buffers come back from the thread with its reply and are filled again, rather than freed there and
+ * allocated anew here for every batch (fresh 1 MiB buffers cost page faults, and freed ones linger in glibc's heap
+ * once its mmap threshold has risen). 100k small files onto a tmpfs, 4 pairs: 4.0-4.6 s -> 3.7-4.3 s.
  */
 import { readFileSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
@@ -27,7 +31,7 @@ import { writeFailed } from "./restored-file.js";
 
 /** Files up to this size are batched; bigger ones are written by the caller, part by part as they arrive. */
 export const SMALL_FILE_MAX = 256 * 1024;
-/** A batch holds this many bytes of bodies (or one file, whichever is larger) ... */
+/** A batch holds this many bytes of bodies (at least one file of SMALL_FILE_MAX) ... */
 const BATCH_BYTES = 1 << 20;
 /** ... or this many files, so that a batch of empty files is not endless either. */
 const BATCH_FILES = 1024;
@@ -64,6 +68,8 @@ export class SmallFileWriter {
   private nextId = 0;
   private inFlight = 0;
   private failure: Error | undefined;
+  /** Buffers of answered batches, to fill again (at most MAX_BATCHES_IN_FLIGHT). */
+  private readonly spare: ArrayBuffer[] = [];
   private readonly waiters = new BacklogWaiters(() => this.inFlight);
 
   constructor(private readonly canChown: boolean) {}
@@ -91,7 +97,7 @@ export class SmallFileWriter {
       this.send();
     if (this.current === undefined) {
       if (this.inFlight >= MAX_BATCHES_IN_FLIGHT) return undefined;
-      const buffer = new ArrayBuffer(Math.max(BATCH_BYTES, size));
+      const buffer = this.spare.pop() ?? new ArrayBuffer(BATCH_BYTES);
       this.current = { id: this.nextId++, buffer, paths: [], numbers: [] };
       this.view = Buffer.from(buffer);
     }
@@ -116,6 +122,7 @@ export class SmallFileWriter {
   async close(): Promise<void> {
     this.failure ??= writeFailed("the file writer was closed");
     this.current = undefined;
+    this.spare.length = 0;
     await stopEvalWorker(this.thread);
   }
 
@@ -152,6 +159,7 @@ export class SmallFileWriter {
       this.fail(errorFromThread(reply.error));
       return;
     }
+    if (this.spare.length < MAX_BATCHES_IN_FLIGHT && !this.failure) this.spare.push(reply.buffer);
     this.waiters.wake();
   }
 

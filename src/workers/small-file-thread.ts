@@ -1,6 +1,6 @@
 /**
  * The small-file writer thread: makes restore's small files from batches of their bodies, in order
- * (extract/small-file-writer.ts). One message per batch, answered in order with { id } or { id, error }; after an
+ * (extract/small-file-writer.ts). One message per batch, answered in order with { id, buffer } (the batch's buffer, given back) or { id, error }; after an
  * error it answers every later batch with that error and writes nothing more.
  */
 import type { MessagePort } from "node:worker_threads";
@@ -24,7 +24,8 @@ export interface SmallFileBatch {
   readonly numbers: number[];
 }
 
-export type SmallFileReply = { id: number } | { id: number; error: ThreadError };
+/** Done: the batch's buffer comes back (transferred) to be filled again. Failed: the error, for every later batch too. */
+export type SmallFileReply = { id: number; buffer: ArrayBuffer } | { id: number; error: ThreadError };
 
 /**
  * Writes one batch: open (exclusive: staging is fresh, so an existing file means the archive wrote a path twice),
@@ -79,7 +80,12 @@ export function smallFileThread(
         failure = errorOf(error);
       }
     }
-    const reply: SmallFileReply = failure === undefined ? { id: batch.id } : { id: batch.id, error: failure };
-    port.postMessage(reply);
+    if (failure === undefined) {
+      const reply: SmallFileReply = { id: batch.id, buffer: batch.buffer };
+      port.postMessage(reply, [batch.buffer]);
+    } else {
+      const reply: SmallFileReply = { id: batch.id, error: failure };
+      port.postMessage(reply);
+    }
   });
 }
