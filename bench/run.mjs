@@ -1,6 +1,6 @@
 // `npm run bench [-- --size 1G] [-- --scaling] [-- --small-files] [-- --pq] [-- --rounds N] [-- --out-dir DIR] [-- --restore-dir DIR] [-- --write-results]`
 // Times looker-backup against the shell pipeline it replaces, in the same run, on the same deterministic home:
-//   backup:  tar -cf - | zstd -3 -T0 | age -r     vs  looker-backup backup
+//   backup:  tar -cf - | zstd -3 -T0 | age -r     vs  looker-backup backup (by default, and with --consistency live)
 //   restore: age -d | zstd -d | tar -x            vs  looker-backup restore (includes catalog verification)
 // and prints MB/s, our/shell ratio, CPU seconds (user + system) of each, compression ratio and our peak RSS; and in
 // the same rounds restic and borg (a first backup into an empty repository, a full restore) side by side with ours.
@@ -133,11 +133,12 @@ async function benchOne(label, home, keys) {
   const rows = {
     shellBackup: [],
     oursBackup: [],
+    oursLiveBackup: [],
     shellRestore: [],
     oursRestore: [],
     peakBackup: 0,
     peakRestore: 0,
-    cpu: { shellBackup: [], oursBackup: [], shellRestore: [], oursRestore: [] },
+    cpu: { shellBackup: [], oursBackup: [], oursLiveBackup: [], shellRestore: [], oursRestore: [] },
     /** restic and borg: a first backup into an empty repository and a full restore, each round. */
     peers: {},
   };
@@ -167,6 +168,27 @@ async function benchOne(label, home, keys) {
       "--json",
       "--quiet",
     ]);
+    // The same backup reading the home as it is, as the shell and the peers do: the default (brief-stop) also stops
+    // Looker (none runs here) and copies looker/.db first, so that the archive holds a database at rest.
+    const outLive = path.join(out, "live");
+    await settle(home.home);
+    const ol = await timed(process.execPath, [
+      cli,
+      "backup",
+      "--home",
+      home.home,
+      "--out",
+      outLive,
+      "--recipient",
+      keys.recipient,
+      "--instance",
+      "bench",
+      "--consistency",
+      "live",
+      "--json",
+      "--quiet",
+    ]);
+    await rm(outLive, { recursive: true, force: true });
     const archive = (await import("node:fs"))
       .readdirSync(out)
       .find((n) => n.startsWith("bench-") && n.endsWith(".tar.zst.age"));
@@ -220,6 +242,9 @@ async function benchOne(label, home, keys) {
     }
     rows.shellBackup.push(sb.ms);
     rows.oursBackup.push(ob.ms);
+    rows.oursLiveBackup.push(ol.ms);
+    rows.cpu.oursLiveBackup.push(ol.cpuS);
+    rows.peakBackup = Math.max(rows.peakBackup, ol.peakKb);
     rows.shellRestore.push(sr.ms);
     rows.oursRestore.push(or.ms);
     rows.cpu.shellBackup.push(sb.cpuS);
@@ -234,7 +259,11 @@ async function benchOne(label, home, keys) {
     label,
     bytes: home.bytes,
     files: home.files,
-    backup: { shell: mbps(median(rows.shellBackup)), ours: mbps(median(rows.oursBackup)) },
+    backup: {
+      shell: mbps(median(rows.shellBackup)),
+      ours: mbps(median(rows.oursBackup)),
+      oursLive: mbps(median(rows.oursLiveBackup)),
+    },
     restore: { shell: mbps(median(rows.shellRestore)), ours: mbps(median(rows.oursRestore)) },
     cpuS: Object.fromEntries(Object.entries(rows.cpu).map(([k, list]) => [k, median(list)])),
     ratio: { shell: home.bytes / shellArchive, ours: home.bytes / oursArchive },
@@ -491,6 +520,25 @@ function peersTable(results) {
   return lines.join("\n");
 }
 
+/** Our backup by default (brief-stop) and reading the home as it is (live), the same work as the shell and the peers. */
+function consistencyTable(results) {
+  const f = (n) => n.toFixed(0);
+  const x = (a, b) => `${(a / b).toFixed(2)}x`;
+  const lines = [
+    "| case | backup MB/s shell / ours brief-stop / ours live | brief-stop vs shell | live vs shell | live vs restic / borg | backup CPU s shell / brief-stop / live |",
+    "|---|---:|---:|---:|---:|---:|",
+  ];
+  for (const r of results) {
+    const { restic, borg } = r.peers;
+    const peers =
+      restic && borg ? `${x(r.backup.oursLive, restic.backup)} / ${x(r.backup.oursLive, borg.backup)}` : "-";
+    lines.push(
+      `| ${r.label} | ${f(r.backup.shell)} / ${f(r.backup.ours)} / ${f(r.backup.oursLive)} | ${x(r.backup.ours, r.backup.shell)} | ${x(r.backup.oursLive, r.backup.shell)} | ${peers} | ${r.cpuS.shellBackup.toFixed(1)} / ${r.cpuS.oursBackup.toFixed(1)} / ${r.cpuS.oursLiveBackup.toFixed(1)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
 function table(results) {
   const f = (n) => n.toFixed(0).padStart(6);
   const cpu = (shell, ours) => `${shell.toFixed(1)} / ${ours.toFixed(1)}`;
@@ -549,7 +597,7 @@ const restoreTo = [
 const header = `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${commit}; median of ${rounds} rounds, warm cache${canDropCaches ? " (page cache dropped and the home and the run's input read again before each timed run)" : " (runs as non-root: the page cache is not reset between runs)"}; ${restoreTo}.`;
 const body = values.pq
   ? pqTable(results, await headerCost(keys, pqKeys))
-  : `${table(results)}\n\nThe same homes, in the same rounds, against restic and borg:\n\n${peersTable(results)}`;
+  : `${table(results)}\n\nThe same homes, in the same rounds, against restic and borg:\n\n${peersTable(results)}\n\nOur backup as it runs by default (brief-stop: Looker stopped, looker/.db copied, Looker started, then the archive; no Looker runs here, so the copy is what it adds) and with \`--consistency live\` (the home read as it is, as the shell, restic and borg read it):\n\n${consistencyTable(results)}`;
 const report = `${header}\n\n${body}\n`;
 process.stdout.write(report);
 if (values["write-results"]) await recordResults(report);
