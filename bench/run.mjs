@@ -128,6 +128,25 @@ function median(list) {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
+/** Our CLI's backup of `home` into `out`, timed; `extra` adds options (e.g. the consistency mode). */
+function oursBackup(home, out, keys, extra = []) {
+  return timed(process.execPath, [
+    cli,
+    "backup",
+    "--home",
+    home.home,
+    "--out",
+    out,
+    "--recipient",
+    keys.recipient,
+    "--instance",
+    "bench",
+    ...extra,
+    "--json",
+    "--quiet",
+  ]);
+}
+
 async function benchOne(label, home, keys) {
   const out = values["out-dir"] ? path.join(values["out-dir"], "out") : path.join(work, "out");
   const rows = {
@@ -154,40 +173,12 @@ async function benchOne(label, home, keys) {
       `tar -cf - -C '${home.home}' . | zstd -3 -T0 -q | age -r ${keys.recipient} > '${shellFile}'`,
     );
     await settle(home.home);
-    const ob = await timed(process.execPath, [
-      cli,
-      "backup",
-      "--home",
-      home.home,
-      "--out",
-      out,
-      "--recipient",
-      keys.recipient,
-      "--instance",
-      "bench",
-      "--json",
-      "--quiet",
-    ]);
+    const ob = await oursBackup(home, out, keys);
     // The same backup reading the home as it is, as the shell and the peers do: the default (brief-stop) also stops
     // Looker (none runs here) and copies looker/.db first, so that the archive holds a database at rest.
     const outLive = path.join(out, "live");
     await settle(home.home);
-    const ol = await timed(process.execPath, [
-      cli,
-      "backup",
-      "--home",
-      home.home,
-      "--out",
-      outLive,
-      "--recipient",
-      keys.recipient,
-      "--instance",
-      "bench",
-      "--consistency",
-      "live",
-      "--json",
-      "--quiet",
-    ]);
+    const ol = await oursBackup(home, outLive, keys, ["--consistency", "live"]);
     await rm(outLive, { recursive: true, force: true });
     const archive = (await import("node:fs"))
       .readdirSync(out)
@@ -333,20 +324,7 @@ async function peersOnce(home, out, restoreRoot) {
 async function oursOnce(home, out, restoreTarget, key) {
   await rm(out, { recursive: true, force: true });
   await mkdir(out, { recursive: true });
-  const backup = await timed(process.execPath, [
-    cli,
-    "backup",
-    "--home",
-    home.home,
-    "--out",
-    out,
-    "--recipient",
-    key.recipient,
-    "--instance",
-    "bench",
-    "--json",
-    "--quiet",
-  ]);
+  const backup = await oursBackup(home, out, key);
   const archive = path.join(
     out,
     (await import("node:fs"))
