@@ -1,7 +1,8 @@
 /**
  * The small-file writer thread: makes restore's small files from batches of their bodies, in order
- * (extract/small-file-writer.ts). One message per batch, answered in order with { id, buffer } (the batch's buffer, given back) or { id, error }; after an
- * error it answers every later batch with that error and writes nothing more.
+ * (extract/small-file-writer.ts). One message per batch, answered in order with { id, buffer } (the batch's buffer,
+ * given back to be filled again) or { id, error }; after an error it answers every later batch with that error and
+ * writes nothing more.
  */
 import type { MessagePort } from "node:worker_threads";
 import type { finishRestoredFile } from "./file-metadata.js";
@@ -24,7 +25,7 @@ export interface SmallFileBatch {
   readonly numbers: number[];
 }
 
-/** Done: the batch's buffer comes back (transferred) to be filled again. Failed: the error, for every later batch too. */
+/** Done: the batch's buffer comes back (transferred). Failed: the error, for this and every later batch. */
 export type SmallFileReply = { id: number; buffer: ArrayBuffer } | { id: number; error: ThreadError };
 
 /**
