@@ -6,7 +6,9 @@
 // the same rounds restic and borg (a first backup into an empty repository, a full restore) side by side with ours.
 // Archives go to --out-dir and restores to --restore-dir (default: the work directory); a tmpfs such as /dev/shm
 // takes the disk out of it. On a disk, ours pays for durability the shell does not: the dir store fsyncs the archive
-// (and its directory) before it reports success, while `> file` leaves the data to the kernel's writeback.
+// (and its directory) before it reports success, while `> file` leaves the data to the kernel's writeback. Restore
+// onto a journaled file system, as a server's is: an ext4 without a journal (some VMs' root) scans for recently
+// deleted inodes on every file created, and that scan, not the tools, then decides the restore figures.
 // With --pq, instead: our backup and restore to a post-quantum (age1pq1) recipient against an X25519 one, rounds
 // alternating which goes first, and the cost of one age header of each kind (the only work that differs).
 // A script, never a timed test.
