@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateLookerHome } from "../fixtures/home-generator.js";
-import { cli, cliJson } from "../helpers/cli.js";
+import { backupArgv, cli, cliJson } from "../helpers/cli.js";
 import { simulatedLooker } from "../helpers/simulator.js";
 
 let work: string;
@@ -117,9 +117,9 @@ describe("keygen, list and help", () => {
   it("list shows the archives of a store newest first", async () => {
     const { recipient } = await cliJson<{ recipient: string }>("keygen", "--output", join(work, "id2.txt"));
     const out = join(work, "store");
-    await cliJson("backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", "a");
+    await cliJson(...backupArgv(home, out, recipient, "a"));
     await new Promise((r) => setTimeout(r, 1100));
-    await cliJson("backup", "--home", home, "--out", out, "--recipient", recipient, "--instance", "a");
+    await cliJson(...backupArgv(home, out, recipient, "a"));
     const listed = await cliJson<{ name: string; createdAt: string }[]>("list", "--out", out);
     expect(listed).toHaveLength(2);
     expect(listed[0]!.createdAt > listed[1]!.createdAt).toBe(true);
@@ -164,15 +164,7 @@ describe("backup's Looker options (the same meaning as the action's inputs)", ()
       const pidBefore = sim.pid();
       expect(pidBefore).toBeGreaterThan(0);
       const made = await cli(
-        "backup",
-        "--home",
-        sim.home,
-        "--out",
-        join(work, "store-sim"),
-        "--recipient",
-        recipient,
-        "--instance",
-        "sim",
+        ...backupArgv(sim.home, join(work, "store-sim"), recipient, "sim"),
         "--consistency",
         "stopped",
         "--master-key-env",
@@ -250,17 +242,7 @@ describe("post-quantum recipients (age1pq1)", () => {
     const identityFile = join(work, "pq-backup-id.txt");
     const { recipient } = await cliJson<{ recipient: string }>("keygen", "--pq", "--output", identityFile);
     const out = join(work, "pq-store");
-    const made = await cliJson<{ archive: string }>(
-      "backup",
-      "--home",
-      home,
-      "--out",
-      out,
-      "--recipient",
-      recipient,
-      "--instance",
-      "pq",
-    );
+    const made = await cliJson<{ archive: string }>(...backupArgv(home, out, recipient, "pq"));
     const header = (await readFile(made.archive)).subarray(0, 4096).toString("latin1");
     expect(header).toMatch(/^age-encryption\.org\/v1\n-> mlkem768x25519 /);
     expect((await cli("verify", "--archive", made.archive, "--identity", identityFile)).code).toBe(0);

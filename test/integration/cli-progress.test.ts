@@ -13,7 +13,7 @@ import { shellCommand } from "../../src/remote/host.js";
 import { formatBytes } from "../../src/runtime/format.js";
 import { generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
-import { cliJson } from "../helpers/cli.js";
+import { backupArgv, cliJson, restoreArgv } from "../helpers/cli.js";
 import { requireCommands } from "../helpers/prerequisites.js";
 import { runProcess } from "../reliability/support.js";
 
@@ -73,17 +73,7 @@ describe("progress of the CLI", () => {
 
   it("backup on a terminal: its phases and its count on one line redrawn in place, then a newline", async () => {
     const out = join(work, "store-tty");
-    const { code, screen } = await onTerminal([
-      "backup",
-      "--home",
-      home,
-      "--out",
-      out,
-      "--recipient",
-      recipient,
-      "--instance",
-      "tty",
-    ]);
+    const { code, screen } = await onTerminal(backupArgv(home, out, recipient, "tty"));
     expect(code, screen).toBe(0);
     archive = /archive {2}(\S+)/.exec(screen)![1]!;
     for (const phase of ["stopping Looker", "starting Looker", "reading", "storing"])
@@ -98,18 +88,7 @@ describe("progress of the CLI", () => {
 
   it("backup on a pipe: plain lines, a big file counted while it is read, never past 100 %", async () => {
     const out = join(work, "store-pipe");
-    const run = await onPipes([
-      "backup",
-      "--home",
-      home,
-      "--out",
-      out,
-      "--recipient",
-      recipient,
-      "--instance",
-      "pipe",
-      "--json",
-    ]);
+    const run = await onPipes([...backupArgv(home, out, recipient, "pipe"), "--json"]);
     expect(run.code, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout)).toMatchObject({ files: expect.any(Number) });
     expect(run.stderr).not.toMatch(/[\r\x1b]/);
@@ -125,15 +104,7 @@ describe("progress of the CLI", () => {
   it("restore on a terminal: the archive's bytes read against its size, redrawn in place, never past 100 %", async () => {
     const size = (await stat(archive)).size;
     const target = join(work, "restored");
-    const { code, screen } = await onTerminal([
-      "restore",
-      "--archive",
-      archive,
-      "--identity",
-      identityFile,
-      "--target",
-      target,
-    ]);
+    const { code, screen } = await onTerminal(restoreArgv(archive, identityFile, target));
     expect(code, screen).toBe(0);
     const shown = counts(screen, "restore");
     expect(screen.split("\r\x1b[2Krestore: reading").length - 1).toBeGreaterThan(1);

@@ -222,16 +222,7 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
     const target = join(parent, "home");
     await mkdir(target);
     await writeFile(join(target, "keep.txt"), "precious");
-    const run = await cli(
-      "restore",
-      "--archive",
-      archive,
-      "--identity",
-      identity,
-      "--target",
-      target,
-      "--force",
-    );
+    const run = await cli(...restoreArgv(archive, identity, target), "--force");
     expect(run.code, run.stderr).toBe(4);
     expect(await readdir(parent)).toEqual(["home"]);
     expect(await readdir(target)).toEqual(["keep.txt"]);
@@ -331,15 +322,7 @@ describe("restore refuses what it must, and leaves the target untouched", () => 
     const target = join(await mkdtemp(join(work, "force-")), "home");
     await mkdir(target);
     await writeFile(join(target, "old.txt"), "old");
-    const refused = await cli(
-      "restore",
-      "--archive",
-      archive,
-      "--identity",
-      identityFile,
-      "--target",
-      target,
-    );
+    const refused = await cli(...restoreArgv(archive, identityFile, target));
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/not empty/);
     expect(refused.stderr).toMatch(/--force/);

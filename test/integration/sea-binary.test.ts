@@ -15,6 +15,7 @@ import { BINARY_NAME, buildSea } from "../../scripts/build-sea.mjs";
 import { NOTES, RUNBOOK, release, releaseNotes, SUMS } from "../../scripts/release.mjs";
 import { type GeneratedLookerHome, generateLookerHome } from "../fixtures/home-generator.js";
 import { bundledEntry } from "../helpers/bundle.js";
+import { restoreArgv } from "../helpers/cli.js";
 import { freePort } from "../helpers/free-port.js";
 import { findCommand } from "../helpers/prerequisites.js";
 import { comparable, snapshotTree } from "../helpers/tree.js";
@@ -273,15 +274,7 @@ describe.skipIf(missing !== undefined && !process.env["CI"])("the standalone bin
       ],
       [
         "a non-empty target without --force",
-        () => [
-          "restore",
-          "--archive",
-          archive,
-          "--identity",
-          identityFile,
-          "--target",
-          join(work, "occupied"),
-        ],
+        () => restoreArgv(archive, identityFile, join(work, "occupied")),
       ],
       ["the wrong identity", () => ["verify", "--archive", archive, "--identity", join(work, "other.txt")]],
       [
